@@ -1,0 +1,123 @@
+package node
+
+import (
+	"context"
+	"time"
+
+	"github.com/elock/elock/node/locktable"
+	"github.com/elock/elock/node/partition"
+	"github.com/elock/elock/node/wire"
+)
+
+// SessionRef names a session as one attachment of it: the id plus the
+// epoch that attach returned. Backends use the epoch to fence a home that
+// lost the session to a resume elsewhere.
+type SessionRef struct {
+	ID    string
+	Epoch uint64
+}
+
+// Backend carries out the commands of this node's connections, wherever
+// the state lives: in this process (Local) or on the owners of a mesh.
+//
+// Contract: a method returns either a definite answer (a locktable status,
+// or nil error) or an error. An error that is a *wire.Error is answered
+// with its own line: 503 means the request did nothing and may be
+// retried, 504 that its outcome is unknown. Any other error is answered
+// 503 too, because it can only come from a request that did not complete.
+type Backend interface {
+	// Attach binds id to a connection of this node, creating the session
+	// if it is unknown or expired. locktable.ErrAttached means another
+	// live connection has it.
+	Attach(ctx context.Context, id string) (locktable.Attachment, error)
+	// Detach starts the session's timeout: its connection has gone.
+	Detach(ctx context.Context, s SessionRef) error
+	// SetTimeout sets how long the session outlives its connection.
+	SetTimeout(ctx context.Context, s SessionRef, d time.Duration) error
+	// Lock takes name for the session, waiting up to wait. If ctx ends
+	// first it returns ctx.Err() and the session does not hold the lock
+	// because of this call.
+	Lock(ctx context.Context, s SessionRef, name []byte, wait time.Duration) (locktable.Result, error)
+	// Unlock releases name if the session holds it.
+	Unlock(ctx context.Context, s SessionRef, name []byte) (locktable.Result, error)
+	// UnlockAll releases every lock of the session.
+	UnlockAll(ctx context.Context, s SessionRef) error
+	// Token returns the session's fencing token for name.
+	Token(ctx context.Context, s SessionRef, name []byte) (uint64, locktable.Status, error)
+	// Info describes name as the session sees it.
+	Info(ctx context.Context, s SessionRef, name []byte) (locktable.Info, error)
+	// HeldBy counts the session's locks.
+	HeldBy(ctx context.Context, s SessionRef) (int, error)
+	// Stats returns figures for the whole lock service; localClients is
+	// this node's count of connections with a session.
+	Stats(ctx context.Context, localClients int) (Stats, error)
+}
+
+// Stats are the service-wide figures of the stats command.
+type Stats struct {
+	Clients  int    // connections with a session
+	Locks    int    // held lock names
+	Waiters  int    // blocked lock requests
+	Sessions int    // live session records, detached ones included
+	Grants   uint64 // grants since start
+}
+
+// Local is the Backend of a single node: every partition lives here and
+// has no replica.
+type Local struct {
+	Set *partition.Set
+	// Home is this node's id, recorded in session records.
+	Home string
+	// Addr is the client address, for the members command.
+	Addr string
+}
+
+var _ Backend = (*Local)(nil)
+
+func (l *Local) Attach(_ context.Context, id string) (locktable.Attachment, error) {
+	return l.Set.Attach(id, l.Home)
+}
+
+func (l *Local) Detach(_ context.Context, s SessionRef) error {
+	l.Set.Detach(s.ID, s.Epoch)
+	return nil
+}
+
+func (l *Local) SetTimeout(_ context.Context, s SessionRef, d time.Duration) error {
+	return l.Set.SetTimeout(s.ID, d)
+}
+
+func (l *Local) Lock(ctx context.Context, s SessionRef, name []byte, wait time.Duration) (locktable.Result, error) {
+	res, err := l.Set.Lock(ctx, s.ID, name, wait)
+	if err == locktable.ErrExhausted {
+		return res, wire.Retry("token space of this epoch exhausted; retry")
+	}
+	return res, err
+}
+
+func (l *Local) Unlock(_ context.Context, s SessionRef, name []byte) (locktable.Result, error) {
+	return l.Set.Unlock(s.ID, name), nil
+}
+
+func (l *Local) UnlockAll(_ context.Context, s SessionRef) error {
+	l.Set.ReleaseSession(s.ID)
+	return nil
+}
+
+func (l *Local) Token(_ context.Context, s SessionRef, name []byte) (uint64, locktable.Status, error) {
+	t, st := l.Set.Token(s.ID, name)
+	return t, st, nil
+}
+
+func (l *Local) Info(_ context.Context, s SessionRef, name []byte) (locktable.Info, error) {
+	return l.Set.Info(s.ID, name), nil
+}
+
+func (l *Local) HeldBy(_ context.Context, s SessionRef) (int, error) {
+	return l.Set.HeldBy(s.ID), nil
+}
+
+func (l *Local) Stats(_ context.Context, localClients int) (Stats, error) {
+	c := l.Set.Counts()
+	return Stats{Clients: localClients, Locks: c.Locks, Waiters: c.Waiters, Sessions: c.Sessions, Grants: c.Grants}, nil
+}

@@ -1,0 +1,84 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/elock/elock/node/wire"
+)
+
+// Config configures a Server. Start from DefaultConfig; every limit here
+// is also a flag of elockd.
+type Config struct {
+	// NodeID names this node; sessions record it as their home.
+	NodeID string
+	// MaxLine is the longest request line, in bytes, terminator excluded.
+	MaxLine int
+	// MaxName is the longest lock name, in bytes.
+	MaxName int
+	// MaxWait is the largest SECS accepted by "lock NAME SECS".
+	MaxWait time.Duration
+	// MaxTimeout is the largest "set_timeout MS" accepted.
+	MaxTimeout time.Duration
+	// DefaultTimeout is how long a new session's locks outlive its
+	// connection.
+	DefaultTimeout time.Duration
+	// MaxConns is the most client connections served at once; more are
+	// answered "503 too many connections" and closed.
+	MaxConns int
+	// MaxLocksPerSession is the most locks one session may hold.
+	MaxLocksPerSession int
+	// MaxWaiters is the most requests that may wait for one lock.
+	MaxWaiters int
+	// Logger receives the server's log; nil discards it.
+	Logger *slog.Logger
+}
+
+// The defaults, also the flags' defaults.
+const (
+	DefaultMaxName            = 250
+	DefaultMaxWait            = 24 * time.Hour
+	DefaultMaxTimeout         = 5 * time.Minute
+	DefaultSessionTimeout     = 30 * time.Second
+	DefaultMaxConns           = 20000
+	DefaultMaxLocksPerSession = 100000
+	DefaultMaxWaiters         = 4096
+)
+
+// DefaultConfig returns the configuration of a stock elockd.
+func DefaultConfig() Config {
+	return Config{
+		NodeID:             "local",
+		MaxLine:            wire.DefaultMaxLine,
+		MaxName:            DefaultMaxName,
+		MaxWait:            DefaultMaxWait,
+		MaxTimeout:         DefaultMaxTimeout,
+		DefaultTimeout:     DefaultSessionTimeout,
+		MaxConns:           DefaultMaxConns,
+		MaxLocksPerSession: DefaultMaxLocksPerSession,
+		MaxWaiters:         DefaultMaxWaiters,
+	}
+}
+
+// Validate reports every setting that cannot work, joined.
+func (c Config) Validate() error {
+	var errs []error
+	check := func(ok bool, format string, args ...any) {
+		if !ok {
+			errs = append(errs, fmt.Errorf("node: "+format, args...))
+		}
+	}
+	check(c.NodeID != "", "node id is empty")
+	check(c.MaxLine >= 64 && c.MaxLine <= 1<<20, "max line %d out of range 64..1048576", c.MaxLine)
+	check(c.MaxName >= 1 && c.MaxName < c.MaxLine, "max name %d out of range 1..max line", c.MaxName)
+	check(c.MaxWait >= time.Second, "max wait %v is under 1s", c.MaxWait)
+	check(c.MaxTimeout >= 0, "max timeout %v is negative", c.MaxTimeout)
+	check(c.DefaultTimeout >= 0 && c.DefaultTimeout <= c.MaxTimeout,
+		"default timeout %v out of range 0..max timeout %v", c.DefaultTimeout, c.MaxTimeout)
+	check(c.MaxConns >= 1, "max conns %d is under 1", c.MaxConns)
+	check(c.MaxLocksPerSession >= 1, "max locks per session %d is under 1", c.MaxLocksPerSession)
+	check(c.MaxWaiters >= 1, "max waiters %d is under 1", c.MaxWaiters)
+	return errors.Join(errs...)
+}

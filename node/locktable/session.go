@@ -1,0 +1,117 @@
+package locktable
+
+import (
+	"errors"
+	"time"
+)
+
+// ErrAttached: the session is attached to a live connection, so it cannot
+// be attached to another (the "403 cannot set conn id" of the protocol).
+var ErrAttached = errors.New("locktable: session attached to a live connection")
+
+// ErrNoSession: no record of that session in this partition.
+var ErrNoSession = errors.New("locktable: no such session")
+
+// Session is the record of one client session, kept by the partition its
+// id hashes to. Its locks live in the partitions their names hash to; the
+// record only decides when the session ends.
+type Session struct {
+	ID      string
+	Timeout time.Duration // how long it survives detached
+	// Attached is true while a live connection speaks for the session.
+	Attached bool
+	// Epoch grows by one on every attach. A detach carries the epoch of
+	// the attach it ends, so a stale home cannot detach a session that has
+	// since been resumed elsewhere.
+	Epoch uint64
+	// Home names the node whose connection the session is attached to.
+	Home string
+	// Expires is when a detached session ends.
+	Expires Time
+
+	heapIdx int
+}
+
+// Attached describes a successful Attach.
+type Attachment struct {
+	// Resumed is true when an existing, unexpired session was taken over
+	// with its locks; false when the session is new (and holds nothing).
+	Resumed bool
+	Epoch   uint64
+	Timeout time.Duration
+}
+
+// Attach binds session id to a connection on home. A detached session
+// that has not expired is resumed. An unknown id, or one whose timeout has
+// run out, starts a new empty session under that id; in the second case
+// the old incarnation's SessionExpired effect comes first, and the caller
+// must finish releasing its locks before the new session acts.
+func (t *Table) Attach(now Time, id, home string) (Attachment, []Effect, error) {
+	t.begin()
+	s := t.records[id]
+	if s != nil {
+		if s.Attached {
+			return Attachment{}, nil, ErrAttached
+		}
+		if s.Expires <= now {
+			t.expire(s)
+			s = nil
+		}
+	}
+	if s == nil {
+		s = &Session{ID: id, Timeout: t.limits.DefaultTimeout, Attached: true, Epoch: 1, Home: home, heapIdx: -1}
+		t.records[id] = s
+		return Attachment{Epoch: s.Epoch, Timeout: s.Timeout}, t.effects(), nil
+	}
+	t.sessHeap.remove(s)
+	s.Attached, s.Home, s.Expires = true, home, 0
+	s.Epoch++
+	return Attachment{Resumed: true, Epoch: s.Epoch, Timeout: s.Timeout}, t.effects(), nil
+}
+
+// Detach records that the connection of attach epoch has gone. The
+// session expires Timeout later unless it is attached again first; with a
+// zero timeout it expires at once and the SessionExpired effect is
+// returned now. A stale epoch is ignored.
+func (t *Table) Detach(now Time, id string, epoch uint64) []Effect {
+	t.begin()
+	s := t.records[id]
+	if s == nil || !s.Attached || s.Epoch != epoch {
+		return nil
+	}
+	s.Attached, s.Home = false, ""
+	s.Expires = now + int64(s.Timeout)
+	if s.Timeout <= 0 {
+		t.expire(s)
+		return t.effects()
+	}
+	t.sessHeap.push(s)
+	return nil
+}
+
+func (t *Table) expire(s *Session) {
+	t.sessHeap.remove(s)
+	delete(t.records, s.ID)
+	t.effect(Effect{Kind: SessionExpired, Session: s.ID})
+}
+
+// SetTimeout changes how long session id survives detached.
+func (t *Table) SetTimeout(id string, d time.Duration) error {
+	s := t.records[id]
+	if s == nil {
+		return ErrNoSession
+	}
+	s.Timeout = d
+	return nil
+}
+
+// Session returns a copy of session id's record.
+func (t *Table) Session(id string) (Session, bool) {
+	s := t.records[id]
+	if s == nil {
+		return Session{}, false
+	}
+	c := *s
+	c.heapIdx = 0
+	return c, true
+}

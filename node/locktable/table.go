@@ -1,0 +1,528 @@
+// Package locktable is the lock state of one partition as a deterministic
+// state machine: held locks, their FIFO waiters, fencing tokens, and the
+// session records that hash to the partition.
+//
+// The table has no goroutines, reads no clock, does no I/O and keeps no
+// randomness. Time enters every transition as an argument (now, on the
+// node's monotonic clock, in nanoseconds), and every consequence of a
+// transition comes back as a value: the Result of the call plus Effects
+// such as "waiter W was granted with token T" or "session S expired". The
+// caller (the network edge) turns those into replies, wake-ups and
+// replication messages. Two tables fed the same calls hold identical
+// state, which Snapshot makes checkable byte for byte.
+//
+// A Table is not safe for concurrent use; its owner serialises calls.
+package locktable
+
+import (
+	"errors"
+	"time"
+)
+
+// Time is a reading of the caller's monotonic clock in nanoseconds.
+type Time = int64
+
+// WaiterID names one blocked lock request. The caller picks it; it must be
+// non-zero and unique among the table's live waiters.
+type WaiterID uint64
+
+// Sentinel errors. They carry the package prefix and are compared with
+// errors.Is.
+var (
+	// ErrExhausted: this epoch has issued its last token; the owner must
+	// move the table to a higher epoch (SetEpoch) before it grants again.
+	ErrExhausted = errors.New("locktable: token space of this epoch exhausted")
+	// ErrStaleEpoch: SetEpoch was asked to move the epoch backwards.
+	ErrStaleEpoch = errors.New("locktable: epoch not above the current one")
+)
+
+// Status is the definite outcome of a lock-side transition.
+type Status uint8
+
+const (
+	_ Status = iota
+	// Granted: the caller's session holds the lock (Result.Token says with
+	// which token; Result.Reentrant says whether it already did).
+	Granted
+	// Queued: the request waits in FIFO order behind the holder. Its
+	// outcome arrives later as a Granted or TimedOut effect.
+	Queued
+	// Unavailable: held by another session and the request would not wait.
+	Unavailable
+	// TooManyWaiters: the lock's queue is at Limits.MaxWaiters.
+	TooManyWaiters
+	// Unlocked: the caller's session held the lock and has released it.
+	Unlocked
+	// NotYours: the lock is held by another session.
+	NotYours
+	// NotLocked: nobody holds the lock.
+	NotLocked
+)
+
+var statusNames = [...]string{"", "granted", "queued", "unavailable", "too_many_waiters", "unlocked", "not_yours", "not_locked"}
+
+func (s Status) String() string {
+	if int(s) < len(statusNames) {
+		return statusNames[s]
+	}
+	return "status?"
+}
+
+// Result is the immediate answer to a lock-side call.
+type Result struct {
+	Status Status
+	// Token is the fencing token of the grant when Status is Granted.
+	Token uint64
+	// Reentrant is set when a Granted lock was already held by the session,
+	// so it adds nothing to the session's count of held locks.
+	Reentrant bool
+}
+
+// EffectKind says what an Effect reports.
+type EffectKind uint8
+
+const (
+	_ EffectKind = iota
+	// WaiterGranted: Waiter now holds Name with Token. The caller delivers
+	// the grant to the waiting connection, or releases it if that
+	// connection is gone.
+	WaiterGranted
+	// WaiterTimedOut: Waiter reached its deadline without a grant and has
+	// left the queue.
+	WaiterTimedOut
+	// SessionExpired: the session record Session stayed detached for its
+	// whole timeout and is gone. The caller releases the session's locks in
+	// every partition (ReleaseSession).
+	SessionExpired
+	// LockHeld: Name is now held by Session with Token (a new grant or a
+	// hand-over). Replication ships these to the replica.
+	LockHeld
+	// LockFreed: Name is no longer held.
+	LockFreed
+)
+
+// Effect is one consequence of a transition, reported as a value.
+type Effect struct {
+	Kind    EffectKind
+	Waiter  WaiterID
+	Session string
+	Name    string
+	Token   uint64
+}
+
+// Limits bounds what one client can make the table hold.
+type Limits struct {
+	// MaxWaiters is the most requests that may queue on one lock.
+	MaxWaiters int
+	// DefaultTimeout is a new session's detach timeout.
+	DefaultTimeout time.Duration
+}
+
+// Table is one partition's lock state. Create it with New.
+type Table struct {
+	limits Limits
+	epoch  uint64 // high 32 bits of every token issued in this epoch
+	count  uint64 // grants issued in this epoch; low 32 bits of tokens
+	// changes asks the table to report LockHeld/LockFreed effects, which
+	// only a replicating owner needs.
+	changes bool
+
+	locks    map[string]*lock
+	holders  map[string]*holder // sessions holding or awaiting a lock here
+	waiters  map[WaiterID]*waiter
+	records  map[string]*Session // session records owned by this partition
+	held     int                 // locks with a holder (== len(locks))
+	waitHeap deadlineHeap[*waiter]
+	sessHeap deadlineHeap[*Session]
+
+	fx []Effect // effects of the current call; reused between calls
+}
+
+// lock is one held lock name. A free lock has no entry: the table forgets
+// names nobody holds, so memory follows what is held, not what was ever
+// named. Token monotonicity does not need per-name memory because tokens
+// come from the partition-wide counter.
+type lock struct {
+	name  string
+	owner *holder
+	token uint64
+	since Time
+	// queue is the FIFO of waiters, oldest first.
+	qhead, qtail *waiter
+	qlen         int
+	// prev and next link the locks of one holder, for ReleaseSession.
+	prev, next *lock
+}
+
+// holder is a session as seen by this partition's locks.
+type holder struct {
+	id    string
+	locks *lock // head of the list of locks it holds here
+	nheld int
+	nwait int
+}
+
+type waiter struct {
+	id       WaiterID
+	h        *holder
+	lk       *lock
+	deadline Time
+	heapIdx  int
+	prev     *waiter
+	next     *waiter
+}
+
+func (w *waiter) when() Time       { return w.deadline }
+func (w *waiter) index() *int      { return &w.heapIdx }
+func (s *Session) when() Time      { return s.Expires }
+func (s *Session) index() *int     { return &s.heapIdx }
+func (t *Table) effect(e Effect)   { t.fx = append(t.fx, e) }
+func (t *Table) begin()            { t.fx = t.fx[:0] }
+func (t *Table) effects() []Effect { return t.fx }
+
+// New returns an empty table whose tokens start in the given epoch.
+// recordChanges asks for LockHeld/LockFreed effects.
+func New(epoch uint64, limits Limits, recordChanges bool) *Table {
+	return &Table{
+		limits:  limits,
+		epoch:   epoch,
+		changes: recordChanges,
+		locks:   make(map[string]*lock),
+		holders: make(map[string]*holder),
+		waiters: make(map[WaiterID]*waiter),
+		records: make(map[string]*Session),
+	}
+}
+
+// Epoch returns the epoch tokens are currently issued in.
+func (t *Table) Epoch() uint64 { return t.epoch }
+
+// SetEpoch moves the table to a higher epoch and restarts the token
+// counter, so every later token is above every earlier one.
+func (t *Table) SetEpoch(e uint64) error {
+	if e <= t.epoch {
+		return ErrStaleEpoch
+	}
+	t.epoch, t.count = e, 0
+	return nil
+}
+
+// TokensLeft reports how many grants this epoch can still issue.
+func (t *Table) TokensLeft() uint64 { return 1<<32 - 1 - t.count }
+
+// reserveToken reports whether one more grant or waiter fits in this
+// epoch. Every queued waiter may later need a token for its hand-over, so
+// the table keeps that many in reserve: a release never finds the epoch
+// exhausted with waiters to serve.
+func (t *Table) reserveToken() bool {
+	return t.TokensLeft() > uint64(len(t.waiters))
+}
+
+func (t *Table) nextToken() (uint64, bool) {
+	if t.count >= 1<<32-1 {
+		return 0, false
+	}
+	t.count++
+	return t.epoch<<32 | t.count, true
+}
+
+func (t *Table) holder(id string) *holder {
+	h := t.holders[id]
+	if h == nil {
+		h = &holder{id: id}
+		t.holders[id] = h
+	}
+	return h
+}
+
+// dropIfIdle forgets a holder with no locks and no waits here.
+func (t *Table) dropIfIdle(h *holder) {
+	if h.nheld == 0 && h.nwait == 0 {
+		delete(t.holders, h.id)
+	}
+}
+
+// Lock asks for name on behalf of session. If another session holds it and
+// w is non-zero, the request queues until deadline; otherwise it is
+// Unavailable. The returned effects are valid until the next call.
+func (t *Table) Lock(now Time, session string, name []byte, w WaiterID, deadline Time) (Result, []Effect, error) {
+	t.begin()
+	if l := t.locks[string(name)]; l != nil {
+		if l.owner.id == session {
+			return Result{Status: Granted, Token: l.token, Reentrant: true}, nil, nil
+		}
+		if w == 0 {
+			return Result{Status: Unavailable}, nil, nil
+		}
+		if t.limits.MaxWaiters > 0 && l.qlen >= t.limits.MaxWaiters {
+			return Result{Status: TooManyWaiters}, nil, nil
+		}
+		if !t.reserveToken() {
+			return Result{}, nil, ErrExhausted
+		}
+		t.enqueue(l, session, w, deadline)
+		return Result{Status: Queued}, nil, nil
+	}
+	if !t.reserveToken() {
+		return Result{}, nil, ErrExhausted
+	}
+	tok, _ := t.nextToken()
+	l := &lock{name: string(name), token: tok, since: now}
+	t.locks[l.name] = l
+	t.held++
+	t.attach(l, t.holder(session))
+	if t.changes {
+		t.effect(Effect{Kind: LockHeld, Session: session, Name: l.name, Token: tok})
+	}
+	return Result{Status: Granted, Token: tok}, t.effects(), nil
+}
+
+func (t *Table) enqueue(l *lock, session string, id WaiterID, deadline Time) {
+	h := t.holder(session)
+	w := &waiter{id: id, h: h, lk: l, deadline: deadline, heapIdx: -1}
+	if l.qtail == nil {
+		l.qhead = w
+	} else {
+		l.qtail.next = w
+		w.prev = l.qtail
+	}
+	l.qtail = w
+	l.qlen++
+	h.nwait++
+	t.waiters[id] = w
+	t.waitHeap.push(w)
+}
+
+// unqueue removes w from its lock's queue and every index.
+func (t *Table) unqueue(w *waiter) {
+	l := w.lk
+	if w.prev == nil {
+		l.qhead = w.next
+	} else {
+		w.prev.next = w.next
+	}
+	if w.next == nil {
+		l.qtail = w.prev
+	} else {
+		w.next.prev = w.prev
+	}
+	w.prev, w.next = nil, nil
+	l.qlen--
+	w.h.nwait--
+	delete(t.waiters, w.id)
+	t.waitHeap.remove(w)
+}
+
+// attach makes h the holder of l.
+func (t *Table) attach(l *lock, h *holder) {
+	l.owner = h
+	l.prev = nil
+	l.next = h.locks
+	if h.locks != nil {
+		h.locks.prev = l
+	}
+	h.locks = l
+	h.nheld++
+}
+
+// detachHolder unlinks l from its holder's list.
+func (t *Table) detachHolder(l *lock) {
+	h := l.owner
+	if l.prev == nil {
+		h.locks = l.next
+	} else {
+		l.prev.next = l.next
+	}
+	if l.next != nil {
+		l.next.prev = l.prev
+	}
+	l.prev, l.next, l.owner = nil, nil, nil
+	h.nheld--
+}
+
+// release frees l from its holder and hands it to the oldest waiter, if
+// any. It cannot run out of tokens: Lock keeps one in reserve for every
+// queued waiter. The holder record is left for the caller to drop.
+func (t *Table) release(now Time, l *lock) {
+	t.detachHolder(l)
+	w := l.qhead
+	if w == nil {
+		delete(t.locks, l.name)
+		t.held--
+		if t.changes {
+			t.effect(Effect{Kind: LockFreed, Name: l.name})
+		}
+		return
+	}
+	tok, _ := t.nextToken()
+	t.handTo(now, l, w, tok)
+}
+
+// handTo grants l to waiter w (and to any later waiter of the same
+// session, which now holds it re-entrantly).
+func (t *Table) handTo(now Time, l *lock, w *waiter, tok uint64) {
+	h := w.h
+	l.token, l.since = tok, now
+	t.attach(l, h)
+	if t.changes {
+		t.effect(Effect{Kind: LockHeld, Session: h.id, Name: l.name, Token: tok})
+	}
+	for w != nil {
+		next := w.next
+		if w.h == h {
+			t.unqueue(w)
+			t.effect(Effect{Kind: WaiterGranted, Waiter: w.id, Session: h.id, Name: l.name, Token: tok})
+		}
+		w = next
+	}
+}
+
+// Unlock releases name if session holds it.
+func (t *Table) Unlock(now Time, session string, name []byte) (Result, []Effect) {
+	t.begin()
+	l := t.locks[string(name)]
+	switch {
+	case l == nil:
+		return Result{Status: NotLocked}, nil
+	case l.owner.id != session:
+		return Result{Status: NotYours}, nil
+	}
+	h := l.owner
+	t.release(now, l)
+	t.dropIfIdle(h)
+	return Result{Status: Unlocked}, t.effects()
+}
+
+// ReleaseSession releases every lock session holds in this partition and
+// drops its waiters, as unlock_all and session expiry require. It returns
+// how many locks were released.
+func (t *Table) ReleaseSession(now Time, session string) (int, []Effect) {
+	t.begin()
+	h := t.holders[session]
+	if h == nil {
+		return 0, nil
+	}
+	n := h.nheld
+	for h.locks != nil {
+		t.release(now, h.locks)
+	}
+	if h.nwait > 0 {
+		for _, w := range t.waiters {
+			if w.h == h {
+				t.unqueue(w)
+			}
+		}
+	}
+	t.dropIfIdle(h)
+	return n, t.effects()
+}
+
+// CancelWait removes a queued waiter, as when its client disconnects or
+// its wait times out at the edge. It reports false if w is not queued: it
+// was already granted or timed out, and the caller has that effect.
+func (t *Table) CancelWait(w WaiterID) bool {
+	x := t.waiters[w]
+	if x == nil {
+		return false
+	}
+	h := x.h
+	t.unqueue(x)
+	t.dropIfIdle(h)
+	return true
+}
+
+// Token returns the fencing token of session's grant of name.
+func (t *Table) Token(session string, name []byte) (uint64, Status) {
+	l := t.locks[string(name)]
+	switch {
+	case l == nil:
+		return 0, NotLocked
+	case l.owner.id != session:
+		return 0, NotYours
+	}
+	return l.token, Granted
+}
+
+// Info describes one lock as the info command shows it. It never carries
+// the holder's session id.
+type Info struct {
+	Held    bool
+	Mine    bool
+	Token   uint64
+	HeldFor time.Duration
+	Waiters int
+}
+
+// Info reports on name as seen by session.
+func (t *Table) Info(now Time, session string, name []byte) Info {
+	l := t.locks[string(name)]
+	if l == nil {
+		return Info{}
+	}
+	return Info{
+		Held:    true,
+		Mine:    l.owner.id == session,
+		Token:   l.token,
+		HeldFor: time.Duration(now - l.since),
+		Waiters: l.qlen,
+	}
+}
+
+// HeldBy returns how many locks session holds in this partition.
+func (t *Table) HeldBy(session string) int {
+	if h := t.holders[session]; h != nil {
+		return h.nheld
+	}
+	return 0
+}
+
+// Counts summarises the table for stats.
+type Counts struct {
+	Locks    int // held lock names
+	Waiters  int // queued requests
+	Sessions int // session records
+}
+
+// Counts returns the table's sizes.
+func (t *Table) Counts() Counts {
+	return Counts{Locks: t.held, Waiters: len(t.waiters), Sessions: len(t.records)}
+}
+
+// NextDeadline returns the earliest waiter deadline or session expiry, and
+// false if there is none. The edge arms one timer for it and calls Tick.
+func (t *Table) NextDeadline() (Time, bool) {
+	d, ok := t.waitHeap.min()
+	if s, sok := t.sessHeap.min(); sok && (!ok || s < d) {
+		d, ok = s, true
+	}
+	return d, ok
+}
+
+// Tick expires what is due at now: waiters past their deadline leave
+// their queues (WaiterTimedOut) and session records detached for their
+// whole timeout are dropped (SessionExpired). Tick does not release an
+// expired session's locks; they may live in other partitions, so the
+// caller calls ReleaseSession everywhere.
+func (t *Table) Tick(now Time) []Effect {
+	t.begin()
+	for {
+		w, ok := t.waitHeap.peek()
+		if !ok || w.deadline > now {
+			break
+		}
+		h := w.h
+		t.unqueue(w)
+		t.dropIfIdle(h)
+		t.effect(Effect{Kind: WaiterTimedOut, Waiter: w.id, Session: h.id, Name: w.lk.name})
+	}
+	for {
+		s, ok := t.sessHeap.peek()
+		if !ok || s.Expires > now {
+			break
+		}
+		t.sessHeap.remove(s)
+		delete(t.records, s.ID)
+		t.effect(Effect{Kind: SessionExpired, Session: s.ID})
+	}
+	return t.effects()
+}
