@@ -7,19 +7,19 @@ import "math"
 type Command uint8
 
 const (
-	Unknown   Command = iota
-	Lock              // lock NAME [SECS]
-	Unlock            // unlock NAME
-	UnlockAll         // unlock_all
-	ConnID            // conn_id [ID]
-	SetTimeout        // set_timeout MS
-	Quit              // quit
-	Stats             // stats
-	Token             // token NAME          (extension)
-	Info              // info NAME           (extension)
-	Session           // session             (extension)
-	Members           // members             (mesh extension)
-	Where             // where NAME          (mesh extension)
+	Unknown    Command = iota
+	Lock               // lock NAME [SECS]
+	Unlock             // unlock NAME
+	UnlockAll          // unlock_all
+	ConnID             // conn_id [ID]
+	SetTimeout         // set_timeout MS
+	Quit               // quit
+	Stats              // stats
+	Token              // token NAME          (extension)
+	Info               // info NAME           (extension)
+	Session            // session             (extension)
+	Members            // members             (mesh extension)
+	Where              // where NAME          (mesh extension)
 )
 
 var commandNames = [...]string{

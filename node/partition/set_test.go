@@ -1,0 +1,342 @@
+package partition
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/elock/elock/node/locktable"
+)
+
+func newSet(t *testing.T, timeout time.Duration) *Set {
+	t.Helper()
+	s, err := New(Config{
+		Partitions: 8,
+		Limits:     locktable.Limits{MaxWaiters: 10, DefaultTimeout: timeout},
+		Epoch:      1,
+		AutoEpoch:  true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	return s
+}
+
+func attach(t *testing.T, s *Set, id string) uint64 {
+	t.Helper()
+	a, err := s.Attach(id, "home")
+	if err != nil {
+		t.Fatalf("attach %s: %v", id, err)
+	}
+	return a.Epoch
+}
+
+func TestConfigValidate(t *testing.T) {
+	for _, tc := range []struct {
+		cfg Config
+		ok  bool
+	}{
+		{Config{Partitions: 1}, true},
+		{Config{Partitions: 0}, false},
+		{Config{Partitions: 1 << 17}, false},
+		{Config{Partitions: 4, Limits: locktable.Limits{DefaultTimeout: -1}}, false},
+	} {
+		if err := tc.cfg.Validate(); (err == nil) != tc.ok {
+			t.Errorf("Validate(%+v) = %v, want ok=%v", tc.cfg, err, tc.ok)
+		}
+	}
+}
+
+// A waiter is woken by the hand-over, with no polling: in a synctest
+// bubble time does not move unless every goroutine is blocked, so a
+// polling implementation would advance the fake clock and time out.
+func TestLockWaitHandOver(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := newSet(t, time.Second)
+		attach(t, s, "a")
+		attach(t, s, "b")
+		ctx := context.Background()
+		first, err := s.Lock(ctx, "a", []byte("x"), 0)
+		if err != nil || first.Status != locktable.Granted {
+			t.Fatalf("first lock = %+v, %v", first, err)
+		}
+		got := make(chan locktable.Result, 1)
+		start := time.Now()
+		go func() {
+			r, _ := s.Lock(ctx, "b", []byte("x"), 10*time.Second)
+			got <- r
+		}()
+		synctest.Wait() // b is queued
+		time.Sleep(3 * time.Second)
+		if r := s.Unlock("a", []byte("x")); r.Status != locktable.Unlocked {
+			t.Fatalf("unlock = %v", r.Status)
+		}
+		r := <-got
+		if r.Status != locktable.Granted || r.Token <= first.Token {
+			t.Fatalf("hand-over = %+v, want granted with token above %d", r, first.Token)
+		}
+		if waited := time.Since(start); waited != 3*time.Second {
+			t.Fatalf("waited %v, want exactly the 3s until the unlock", waited)
+		}
+	})
+}
+
+func TestLockWaitTimesOutExactly(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := newSet(t, time.Second)
+		attach(t, s, "a")
+		attach(t, s, "b")
+		ctx := context.Background()
+		s.Lock(ctx, "a", []byte("x"), 0)
+		start := time.Now()
+		r, err := s.Lock(ctx, "b", []byte("x"), 2*time.Second)
+		if err != nil || r.Status != locktable.Unavailable {
+			t.Fatalf("lock = %+v, %v; want unavailable", r, err)
+		}
+		if d := time.Since(start); d != 2*time.Second {
+			t.Fatalf("timed out after %v, want 2s", d)
+		}
+		if c := s.Counts(); c.Waiters != 0 {
+			t.Fatalf("waiters after timeout = %d, want 0", c.Waiters)
+		}
+	})
+}
+
+func TestLockCancelLeavesQueue(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := newSet(t, time.Second)
+		for _, id := range []string{"a", "b", "c"} {
+			attach(t, s, id)
+		}
+		s.Lock(context.Background(), "a", []byte("x"), 0)
+		ctx, cancel := context.WithCancel(context.Background())
+		errc := make(chan error, 1)
+		go func() {
+			_, err := s.Lock(ctx, "b", []byte("x"), time.Minute)
+			errc <- err
+		}()
+		synctest.Wait()
+		cancel()
+		if err := <-errc; !errors.Is(err, context.Canceled) {
+			t.Fatalf("cancelled lock err = %v", err)
+		}
+		if c := s.Counts(); c.Waiters != 0 {
+			t.Fatalf("waiters = %d after cancel, want 0", c.Waiters)
+		}
+		s.Unlock("a", []byte("x"))
+		if r, _ := s.Lock(context.Background(), "c", []byte("x"), 0); r.Status != locktable.Granted {
+			t.Fatalf("after the cancelled waiter left, lock = %v, want granted", r.Status)
+		}
+	})
+}
+
+// When the grant and the cancellation race and the grant wins, the lock
+// must not stay with the session whose request was abandoned.
+func TestLockCancelAfterGrantReleases(t *testing.T) {
+	s := newSet(t, time.Second)
+	attach(t, s, "a")
+	attach(t, s, "b")
+	for i := range 200 {
+		name := []byte(fmt.Sprint("x", i))
+		s.Lock(context.Background(), "a", name, 0)
+		ctx, cancel := context.WithCancel(context.Background())
+		var wg sync.WaitGroup
+		wg.Add(1)
+		var res locktable.Result
+		var err error
+		go func() {
+			defer wg.Done()
+			res, err = s.Lock(ctx, "b", name, time.Minute)
+		}()
+		// Wait until b is queued, then unlock and cancel as close together
+		// as the scheduler allows.
+		for s.Info("a", name).Waiters == 0 {
+			time.Sleep(10 * time.Microsecond)
+		}
+		go s.Unlock("a", name)
+		cancel()
+		wg.Wait()
+		if err == nil {
+			if res.Status != locktable.Granted {
+				t.Fatalf("uncancelled result %v", res.Status)
+			}
+			s.Unlock("b", name)
+			continue
+		}
+		// Cancelled: whatever the race did, b must not hold the lock once
+		// the unlock has finished.
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			in := s.Info("b", name)
+			if !in.Held || !in.Mine {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: cancelled waiter still holds the lock", i)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+}
+
+func TestSessionExpiryReleasesEverywhere(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := newSet(t, 5*time.Second)
+		ep := attach(t, s, "a")
+		attach(t, s, "b")
+		ctx := context.Background()
+		var names [][]byte
+		for i := range 20 { // spread over all 8 partitions
+			n := []byte(fmt.Sprint("lock-", i))
+			names = append(names, n)
+			if r, _ := s.Lock(ctx, "a", n, 0); r.Status != locktable.Granted {
+				t.Fatal("setup lock failed")
+			}
+		}
+		waited := make(chan locktable.Result, 1)
+		go func() {
+			r, _ := s.Lock(ctx, "b", names[3], time.Minute)
+			waited <- r
+		}()
+		synctest.Wait()
+		s.Detach("a", ep)
+		time.Sleep(5*time.Second - time.Nanosecond)
+		synctest.Wait()
+		if got := s.HeldBy("a"); got != 20 {
+			t.Fatalf("before the timeout a holds %d, want 20", got)
+		}
+		time.Sleep(time.Nanosecond)
+		if r := <-waited; r.Status != locktable.Granted {
+			t.Fatalf("waiter after expiry = %v, want granted", r.Status)
+		}
+		if got := s.HeldBy("a"); got != 0 {
+			t.Fatalf("after expiry a holds %d, want 0", got)
+		}
+		if c := s.Counts(); c.Locks != 1 || c.Sessions != 1 {
+			t.Fatalf("counts after expiry = %+v, want 1 lock (b's) and 1 session", c)
+		}
+	})
+}
+
+func TestResumeBeforeExpiryKeepsLocks(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := newSet(t, 5*time.Second)
+		ep := attach(t, s, "a")
+		s.Lock(context.Background(), "a", []byte("x"), 0)
+		s.Detach("a", ep)
+		time.Sleep(4 * time.Second)
+		a, err := s.Attach("a", "home")
+		if err != nil || !a.Resumed {
+			t.Fatalf("resume = %+v, %v", a, err)
+		}
+		time.Sleep(time.Minute)
+		if s.HeldBy("a") != 1 {
+			t.Fatal("resumed session lost its lock")
+		}
+		if _, err := s.Attach("a", "home"); !errors.Is(err, locktable.ErrAttached) {
+			t.Fatalf("second attach err = %v, want ErrAttached", err)
+		}
+	})
+}
+
+func TestZeroTimeoutReleasesOnDetach(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := newSet(t, 0)
+		ep := attach(t, s, "a")
+		s.Lock(context.Background(), "a", []byte("x"), 0)
+		s.Detach("a", ep)
+		if s.HeldBy("a") != 0 {
+			t.Fatal("zero-timeout session kept its lock after detach")
+		}
+	})
+}
+
+func TestOfMatchesPartitionCount(t *testing.T) {
+	seen := map[int]bool{}
+	for i := range 1000 {
+		p := Of([]byte(fmt.Sprint(i)), 8)
+		if p < 0 || p >= 8 {
+			t.Fatalf("Of = %d", p)
+		}
+		seen[p] = true
+	}
+	if len(seen) != 8 {
+		t.Fatalf("1000 keys hit only %d of 8 partitions", len(seen))
+	}
+}
+
+func TestConcurrentDistinctLocks(t *testing.T) {
+	s := newSet(t, time.Second)
+	const workers, rounds = 8, 500
+	var wg sync.WaitGroup
+	for w := range workers {
+		id := fmt.Sprint("s", w)
+		attach(t, s, id)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range rounds {
+				n := []byte(fmt.Sprint(id, "-", i%7))
+				if r, _ := s.Lock(context.Background(), id, n, 0); r.Status != locktable.Granted {
+					t.Errorf("lock %s = %v", n, r.Status)
+					return
+				}
+				if r := s.Unlock(id, n); r.Status != locktable.Unlocked {
+					t.Errorf("unlock %s = %v", n, r.Status)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if c := s.Counts(); c.Locks != 0 || c.Grants != workers*rounds {
+		t.Fatalf("counts = %+v, want 0 locks and %d grants", c, workers*rounds)
+	}
+}
+
+// Contended: every hand-over is exclusive and FIFO keeps all workers fed.
+func TestContendedExclusion(t *testing.T) {
+	s := newSet(t, time.Second)
+	const workers, rounds = 6, 200
+	var mu sync.Mutex
+	holder := ""
+	done := make([]int, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		id := fmt.Sprint("s", w)
+		attach(t, s, id)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range rounds {
+				r, err := s.Lock(context.Background(), id, []byte("hot"), time.Minute)
+				if err != nil || r.Status != locktable.Granted {
+					t.Errorf("%s lock = %+v, %v", id, r, err)
+					return
+				}
+				mu.Lock()
+				if holder != "" {
+					t.Errorf("%s granted while %s holds the lock", id, holder)
+				}
+				holder = id
+				mu.Unlock()
+				mu.Lock()
+				holder = ""
+				done[w]++
+				mu.Unlock()
+				s.Unlock(id, []byte("hot"))
+			}
+		}()
+	}
+	wg.Wait()
+	for w, n := range done {
+		if n != rounds {
+			t.Errorf("worker %d did %d rounds", w, n)
+		}
+	}
+}
