@@ -39,6 +39,7 @@ type conn struct {
 	r, w   int
 	maxBuf int
 	out    []byte // replies not yet written, coalesced into one write
+	spare  []byte // the watcher's buffer, kept between waits
 	framer wire.Framer
 	req    wire.Request
 
@@ -342,6 +343,9 @@ func (c *conn) cmdLock() {
 			res, err = c.waitLock(sess.ref, name, wait-time.Since(start))
 		}
 	}
+	if err == errReplied {
+		return
+	}
 	if err != nil {
 		if c.eof && errors.Is(err, context.Canceled) && c.s.ctx.Err() == nil {
 			c.out = append(c.out, wire.Unavailable...)
@@ -390,6 +394,15 @@ func (c *conn) waitLock(ref SessionRef, name []byte, wait time.Duration) (lockta
 	defer cancel()
 	w := c.watch(cancel)
 	res, err := c.s.backend.Lock(ctx, ref, name, wait)
+	if err == nil && res.Status == locktable.Granted && ctx.Err() == nil {
+		// The hand-over is on every contended client's critical path:
+		// answer first, then stop the watcher. Reads and writes of one
+		// connection may run concurrently.
+		c.lockReply(res)
+		c.flush()
+		c.unwatch(w)
+		return res, errReplied
+	}
 	c.unwatch(w)
 	if err == nil && res.Status == locktable.Granted && !res.Reentrant && c.eof {
 		// Granted as the client went away: the grant never reaches anyone
@@ -401,6 +414,9 @@ func (c *conn) waitLock(ref SessionRef, name []byte, wait time.Duration) (lockta
 	}
 	return res, err
 }
+
+// errReplied tells cmdLock that waitLock has answered already.
+var errReplied = errors.New("node: replied")
 
 // watcher reads the connection while serve is blocked in a wait.
 type watcher struct {
@@ -416,14 +432,16 @@ type watcher struct {
 func (c *conn) watchLimit() int { return 16 * c.s.cfg.MaxLine }
 
 func (c *conn) watch(cancel context.CancelFunc) *watcher {
-	w := &watcher{stop: make(chan struct{}), done: make(chan struct{})}
+	w := &watcher{stop: make(chan struct{}), done: make(chan struct{}), data: c.spare[:0]}
 	go func() {
 		defer close(w.done)
 		limit := c.watchLimit()
-		chunk := make([]byte, 4096)
 		for len(w.data) < limit {
-			n, err := c.nc.Read(chunk)
-			w.data = append(w.data, chunk[:n]...)
+			if cap(w.data)-len(w.data) < 512 {
+				w.data = append(w.data, make([]byte, 4096)...)[:len(w.data)]
+			}
+			n, err := c.nc.Read(w.data[len(w.data):cap(w.data)])
+			w.data = w.data[:len(w.data)+n]
 			if err != nil {
 				if !w.stopping.Load() {
 					w.err = err
@@ -447,6 +465,7 @@ func (c *conn) unwatch(w *watcher) {
 	if len(w.data) > 0 {
 		c.take(w.data)
 	}
+	c.spare = w.data[:0]
 	c.readError(w.err)
 }
 

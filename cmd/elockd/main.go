@@ -12,6 +12,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"syscall"
@@ -29,6 +31,7 @@ func main() {
 // options are the parsed flags.
 type options struct {
 	listen     string
+	debugAddr  string
 	nodeID     string
 	logLevel   string
 	shutdown   time.Duration
@@ -42,6 +45,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs := flag.NewFlagSet("elockd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.listen, "listen", "127.0.0.1:11400", "client address (host:port); binding beyond loopback is your explicit choice")
+	fs.StringVar(&o.debugAddr, "debug-addr", "", "serve Go profiles at /debug/pprof/ on this address (default: off)")
 	fs.StringVar(&o.nodeID, "node-id", "", "this node's id (default: derived from -listen)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error (debug logs every command)")
 	fs.DurationVar(&o.shutdown, "shutdown-timeout", 10*time.Second, "how long SIGTERM waits for connections to finish")
@@ -126,6 +130,15 @@ func run(args []string, stderr io.Writer) int {
 		return 2
 	}
 
+	if o.debugAddr != "" {
+		stopDebug, err := serveDebug(o.debugAddr, log)
+		if err != nil {
+			log.Error("cannot serve debug endpoints", "addr", o.debugAddr, "err", err)
+			return 1
+		}
+		defer stopDebug()
+	}
+
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	served := make(chan error, 1)
@@ -147,4 +160,23 @@ func run(args []string, stderr io.Writer) int {
 	<-served
 	log.Info("stopped")
 	return 0
+}
+
+// serveDebug serves the profiling endpoints on their own listener, never
+// on the client port.
+func serveDebug(addr string, log *slog.Logger) (func(), error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go hs.Serve(l)
+	log.Info("serving debug endpoints", "addr", l.Addr().String())
+	return func() { hs.Close() }, nil
 }

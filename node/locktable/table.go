@@ -367,7 +367,12 @@ func (t *Table) handTo(now Time, l *lock, w *waiter, tok uint64) {
 	if t.changes {
 		t.effect(Effect{Kind: LockHeld, Session: h.id, Name: l.name, Token: tok})
 	}
-	for w != nil {
+	t.unqueue(w)
+	t.effect(Effect{Kind: WaiterGranted, Waiter: w.id, Session: h.id, Name: l.name, Token: tok})
+	if h.nwait == 0 {
+		return // the common case: no other wait of this session to look for
+	}
+	for w = l.qhead; w != nil; {
 		next := w.next
 		if w.h == h {
 			t.unqueue(w)
