@@ -1,0 +1,147 @@
+package peer
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+)
+
+// Mux splits the -peer listener by the first byte of each connection:
+// ProtoRPC goes to the peer Server, ProtoRaft to the raft transport, which
+// sees the mux as a net.Listener (RaftListener) and dials with DialRaft.
+type Mux struct {
+	ln  net.Listener
+	rpc *Server
+	log *slog.Logger
+
+	raft     chan net.Conn
+	closing  chan struct{}
+	closeOne sync.Once
+	done     chan struct{}
+	wg       sync.WaitGroup
+}
+
+// NewMux starts routing ln's connections. Close stops it.
+func NewMux(ln net.Listener, rpc *Server, log *slog.Logger) *Mux {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	m := &Mux{ln: ln, rpc: rpc, log: log, raft: make(chan net.Conn), closing: make(chan struct{}), done: make(chan struct{})}
+	go m.accept()
+	return m
+}
+
+func (m *Mux) accept() {
+	defer close(m.done)
+	for {
+		nc, err := m.ln.Accept()
+		if err != nil {
+			select {
+			case <-m.closing:
+				return
+			default:
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			m.log.Error("peer listener failed", "err", err)
+			return
+		}
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			m.route(nc)
+		}()
+	}
+}
+
+func (m *Mux) route(nc net.Conn) {
+	if tc, ok := nc.(*net.TCPConn); ok {
+		tc.SetNoDelay(true)
+	}
+	nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	r := bufio.NewReaderSize(nc, 64<<10)
+	b, err := r.ReadByte()
+	nc.SetReadDeadline(time.Time{})
+	if err != nil {
+		nc.Close()
+		return
+	}
+	switch b {
+	case ProtoRPC:
+		m.rpc.ServeConn(nc, r)
+	case ProtoRaft:
+		bc := &bufferedConn{Conn: nc, r: r}
+		select {
+		case m.raft <- bc:
+		case <-m.closing:
+			nc.Close()
+		}
+	default:
+		m.log.Warn("peer: unknown protocol byte", "byte", b, "remote", nc.RemoteAddr())
+		nc.Close()
+	}
+}
+
+// Close stops accepting and closes the RPC server's connections.
+func (m *Mux) Close() error {
+	m.closeOne.Do(func() { close(m.closing) })
+	err := m.ln.Close()
+	<-m.done
+	m.rpc.Close()
+	m.wg.Wait()
+	return err
+}
+
+// Addr is the -peer address.
+func (m *Mux) Addr() net.Addr { return m.ln.Addr() }
+
+// RaftListener returns the net.Listener half of a raft StreamLayer.
+func (m *Mux) RaftListener() net.Listener { return raftListener{m} }
+
+type raftListener struct{ m *Mux }
+
+func (l raftListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.m.raft:
+		return c, nil
+	case <-l.m.closing:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l raftListener) Close() error   { return nil } // the Mux owns the listener
+func (l raftListener) Addr() net.Addr { return l.m.ln.Addr() }
+
+// DialRaft dials a raft connection to a -peer address.
+func DialRaft(addr string, timeout time.Duration) (net.Conn, error) {
+	nc, err := net.DialTimeout("tcp", addr, timeout)
+	if err != nil {
+		return nil, err
+	}
+	if tc, ok := nc.(*net.TCPConn); ok {
+		tc.SetNoDelay(true)
+	}
+	nc.SetWriteDeadline(time.Now().Add(timeout))
+	if _, err := nc.Write([]byte{ProtoRaft}); err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("peer: raft dial %s: %w", addr, err)
+	}
+	nc.SetWriteDeadline(time.Time{})
+	return nc, nil
+}
+
+// bufferedConn reads through the bufio.Reader that consumed the protocol
+// byte, so nothing it buffered is lost.
+type bufferedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }

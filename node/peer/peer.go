@@ -1,0 +1,472 @@
+// Package peer is the internal RPC between the nodes of a mesh: homes
+// proxying commands to owners, owners replicating to replicas, sessions'
+// heartbeats, and the control plane's requests.
+//
+// Each pair of nodes shares one TCP connection per direction of calling.
+// Frames from many concurrent calls are queued and written together, so a
+// busy node sends many operations per message and per syscall. A reply may
+// come long after its request (a lock wait), and replies can arrive in any
+// order; a request id matches them.
+//
+// The -peer port is shared with the raft transport: the first byte of a
+// connection says which protocol it speaks (see Mux).
+package peer
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+)
+
+// Sentinel errors of a call. They sort a failure into the protocol's three
+// classes: a call that failed with ErrUnreachable certainly did nothing;
+// one that failed with ErrLost may or may not have been carried out.
+var (
+	// ErrUnreachable: no connection could be made; nothing was sent.
+	ErrUnreachable = errors.New("peer: unreachable")
+	// ErrLost: the connection broke after the request may have been sent;
+	// the outcome is unknown.
+	ErrLost = errors.New("peer: connection lost, outcome unknown")
+	// ErrClosed: the local end is shutting down.
+	ErrClosed = errors.New("peer: closed")
+	// ErrTooLarge: a frame exceeded MaxFrame.
+	ErrTooLarge = errors.New("peer: frame too large")
+)
+
+// MaxFrame bounds one frame's payload. Snapshots are sent in chunks below
+// it.
+const MaxFrame = 16 << 20
+
+// Protocol bytes: the first byte a dialer writes on a -peer connection.
+const (
+	ProtoRPC  byte = 'P'
+	ProtoRaft byte = 'R'
+)
+
+// frame layout: u32 payload length, u8 kind, u64 request id, payload.
+const headerLen = 4 + 1 + 8
+
+// Kinds. A request's kind is its method (>= 16); a reply is kindReply.
+const (
+	kindReply    byte = 1
+	kindFailure  byte = 2 // reply carrying an error text
+	MinMethod    byte = 16
+	maxBatchSize      = 256 << 10
+)
+
+// Handler serves requests. Serve is called on the connection's reader
+// goroutine, so it must not block: work that waits (a lock wait, a
+// replication round trip) continues on its own goroutine and calls reply
+// later, exactly once. reply may be called from any goroutine.
+type Handler interface {
+	Serve(method byte, payload []byte, reply func(payload []byte, err error))
+}
+
+// HandlerFunc adapts a function to Handler.
+type HandlerFunc func(method byte, payload []byte, reply func([]byte, error))
+
+func (f HandlerFunc) Serve(m byte, p []byte, reply func([]byte, error)) { f(m, p, reply) }
+
+// RemoteError is an error text sent by the remote handler.
+type RemoteError struct{ Text string }
+
+func (e *RemoteError) Error() string { return "peer: remote: " + e.Text }
+
+// sender queues frames and writes them in batches from one goroutine.
+type sender struct {
+	mu      sync.Mutex // guards buf and err
+	buf     []byte
+	err     error // set once the sender stops; later sends fail with it
+	wake    chan struct{} // capacity 1
+	quit    chan struct{}
+	stop    sync.Once
+	done    chan struct{}
+	nc      net.Conn
+	onError func(error)
+}
+
+func newSender(nc net.Conn, onError func(error)) *sender {
+	s := &sender{
+		wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{}),
+		nc: nc, onError: onError,
+	}
+	go s.loop()
+	return s
+}
+
+// send queues one frame. It never blocks on the network.
+func (s *sender) send(kind byte, id uint64, payload []byte) error {
+	if len(payload) > MaxFrame {
+		return ErrTooLarge
+	}
+	s.mu.Lock()
+	if s.err != nil {
+		err := s.err
+		s.mu.Unlock()
+		return err
+	}
+	var h [headerLen]byte
+	binary.BigEndian.PutUint32(h[0:4], uint32(len(payload)))
+	h[4] = kind
+	binary.BigEndian.PutUint64(h[5:13], id)
+	s.buf = append(s.buf, h[:]...)
+	s.buf = append(s.buf, payload...)
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+func (s *sender) loop() {
+	defer close(s.done)
+	var out []byte
+	for {
+		quitting := false
+		select {
+		case <-s.wake:
+		case <-s.quit:
+			quitting = true
+		}
+		s.mu.Lock()
+		out, s.buf = s.buf, out[:0]
+		if quitting {
+			s.err = ErrClosed
+		}
+		s.mu.Unlock()
+		if len(out) > 0 {
+			if _, err := s.nc.Write(out); err != nil {
+				s.mu.Lock()
+				s.err = err
+				s.mu.Unlock()
+				if s.onError != nil {
+					s.onError(err)
+				}
+				return
+			}
+			if cap(out) > maxBatchSize {
+				out = nil
+			}
+		}
+		if quitting {
+			return
+		}
+	}
+}
+
+// close writes what is queued and stops the writer.
+func (s *sender) close() {
+	s.stop.Do(func() { close(s.quit) })
+	<-s.done
+}
+
+// readFrame reads one frame into buf (grown as needed).
+func readFrame(r *bufio.Reader, buf []byte) (kind byte, id uint64, payload, nbuf []byte, err error) {
+	var h [headerLen]byte
+	if _, err = io.ReadFull(r, h[:]); err != nil {
+		return 0, 0, nil, buf, err
+	}
+	n := binary.BigEndian.Uint32(h[0:4])
+	if n > MaxFrame {
+		return 0, 0, nil, buf, ErrTooLarge
+	}
+	if cap(buf) < int(n) {
+		buf = make([]byte, n)
+	}
+	buf = buf[:n]
+	if _, err = io.ReadFull(r, buf); err != nil {
+		return 0, 0, nil, buf, err
+	}
+	return h[4], binary.BigEndian.Uint64(h[5:13]), buf, buf, nil
+}
+
+// Server serves peer RPC connections handed to it by a Mux.
+type Server struct {
+	handler Handler
+	log     *slog.Logger
+
+	mu     sync.Mutex // guards conns and closed
+	conns  map[net.Conn]struct{}
+	closed bool
+	wg     sync.WaitGroup
+}
+
+// NewServer returns a server that dispatches requests to h.
+func NewServer(h Handler, log *slog.Logger) *Server {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Server{handler: h, log: log, conns: make(map[net.Conn]struct{})}
+}
+
+// ServeConn serves one accepted connection (its protocol byte already
+// consumed) until it breaks or the server closes.
+func (s *Server) ServeConn(nc net.Conn, r *bufio.Reader) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		nc.Close()
+		return
+	}
+	s.conns[nc] = struct{}{}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	defer func() {
+		nc.Close()
+		s.mu.Lock()
+		delete(s.conns, nc)
+		s.mu.Unlock()
+		s.wg.Done()
+	}()
+	out := newSender(nc, func(error) { nc.Close() })
+	defer out.close()
+	var buf []byte
+	for {
+		kind, id, payload, nbuf, err := readFrame(r, buf)
+		buf = nbuf
+		if err != nil {
+			return
+		}
+		if kind < MinMethod {
+			s.log.Warn("peer: unexpected frame kind from client", "kind", kind, "remote", nc.RemoteAddr())
+			return
+		}
+		// The handler may keep payload past this call only by copying it:
+		// the buffer is reused for the next frame.
+		var once sync.Once
+		s.handler.Serve(kind, payload, func(p []byte, err error) {
+			once.Do(func() {
+				if err != nil {
+					out.send(kindFailure, id, []byte(err.Error()))
+					return
+				}
+				out.send(kindReply, id, p)
+			})
+		})
+	}
+}
+
+// Close closes every connection and waits for their goroutines.
+func (s *Server) Close() {
+	s.mu.Lock()
+	s.closed = true
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+}
+
+// Client calls one remote node. It dials lazily and redials after a
+// failure; calls made while the connection is down fail fast with
+// ErrUnreachable, so callers decide about retrying.
+type Client struct {
+	addr    string
+	timeout time.Duration
+
+	mu      sync.Mutex // guards cur, nextID, closed
+	cur     *clientConn
+	nextID  uint64
+	closed  bool
+	dialing chan struct{} // non-nil while a dial is in progress
+}
+
+type clientConn struct {
+	nc      net.Conn
+	out     *sender
+	mu      sync.Mutex // guards pending and dead
+	pending map[uint64]chan result
+	dead    bool
+	done    chan struct{}
+}
+
+type result struct {
+	payload []byte
+	err     error
+}
+
+// NewClient returns a client of the node whose -peer address is addr.
+func NewClient(addr string, dialTimeout time.Duration) *Client {
+	return &Client{addr: addr, timeout: dialTimeout}
+}
+
+// Addr is the remote -peer address.
+func (c *Client) Addr() string { return c.addr }
+
+func (c *Client) conn(ctx context.Context) (*clientConn, error) {
+	for {
+		c.mu.Lock()
+		if c.closed {
+			c.mu.Unlock()
+			return nil, ErrClosed
+		}
+		if c.cur != nil {
+			cc := c.cur
+			c.mu.Unlock()
+			return cc, nil
+		}
+		if wait := c.dialing; wait != nil {
+			c.mu.Unlock()
+			select {
+			case <-wait:
+				continue
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		wait := make(chan struct{})
+		c.dialing = wait
+		c.mu.Unlock()
+
+		cc, err := c.dial(ctx)
+		c.mu.Lock()
+		c.dialing = nil
+		if err == nil {
+			if c.closed {
+				cc.shut()
+				c.mu.Unlock()
+				close(wait)
+				return nil, ErrClosed
+			}
+			c.cur = cc
+		}
+		c.mu.Unlock()
+		close(wait)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s: %v", ErrUnreachable, c.addr, err)
+		}
+		return cc, nil
+	}
+}
+
+func (c *Client) dial(ctx context.Context) (*clientConn, error) {
+	d := net.Dialer{Timeout: c.timeout}
+	nc, err := d.DialContext(ctx, "tcp", c.addr)
+	if err != nil {
+		return nil, err
+	}
+	if tc, ok := nc.(*net.TCPConn); ok {
+		tc.SetNoDelay(true)
+	}
+	nc.SetWriteDeadline(time.Now().Add(c.timeout))
+	if _, err := nc.Write([]byte{ProtoRPC}); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	nc.SetWriteDeadline(time.Time{})
+	cc := &clientConn{nc: nc, pending: make(map[uint64]chan result), done: make(chan struct{})}
+	cc.out = newSender(nc, func(error) { nc.Close() })
+	go c.read(cc)
+	return cc, nil
+}
+
+// read delivers replies until the connection breaks, then fails every
+// pending call with ErrLost.
+func (c *Client) read(cc *clientConn) {
+	defer close(cc.done)
+	r := bufio.NewReaderSize(cc.nc, 64<<10)
+	var buf []byte
+	for {
+		kind, id, payload, nbuf, err := readFrame(r, buf)
+		buf = nbuf
+		if err != nil {
+			break
+		}
+		cc.mu.Lock()
+		ch := cc.pending[id]
+		delete(cc.pending, id)
+		cc.mu.Unlock()
+		if ch == nil {
+			continue // the caller gave up on it
+		}
+		p := append([]byte(nil), payload...)
+		switch kind {
+		case kindReply:
+			ch <- result{payload: p}
+		case kindFailure:
+			ch <- result{err: &RemoteError{Text: string(p)}}
+		}
+	}
+	cc.shut()
+	c.mu.Lock()
+	if c.cur == cc {
+		c.cur = nil
+	}
+	c.mu.Unlock()
+	cc.mu.Lock()
+	cc.dead = true
+	for id, ch := range cc.pending {
+		delete(cc.pending, id)
+		ch <- result{err: fmt.Errorf("%w: %s", ErrLost, c.addr)}
+	}
+	cc.mu.Unlock()
+}
+
+func (cc *clientConn) shut() {
+	cc.nc.Close()
+	cc.out.close()
+}
+
+// Call sends a request and waits for its reply. If ctx ends first, the
+// call returns ctx.Err() and any late reply is dropped; the remote side
+// may still carry the request out.
+func (c *Client) Call(ctx context.Context, method byte, payload []byte) ([]byte, error) {
+	if method < MinMethod {
+		return nil, fmt.Errorf("peer: method %d is reserved", method)
+	}
+	cc, err := c.conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ch := make(chan result, 1)
+	c.mu.Lock()
+	c.nextID++
+	id := c.nextID
+	c.mu.Unlock()
+	cc.mu.Lock()
+	if cc.dead {
+		cc.mu.Unlock()
+		return nil, fmt.Errorf("%w: %s: connection closed", ErrUnreachable, c.addr)
+	}
+	cc.pending[id] = ch
+	cc.mu.Unlock()
+	if err := cc.out.send(method, id, payload); err != nil {
+		cc.mu.Lock()
+		delete(cc.pending, id)
+		cc.mu.Unlock()
+		if errors.Is(err, ErrTooLarge) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w: %s: %v", ErrUnreachable, c.addr, err)
+	}
+	select {
+	case r := <-ch:
+		return r.payload, r.err
+	case <-ctx.Done():
+		cc.mu.Lock()
+		delete(cc.pending, id)
+		cc.mu.Unlock()
+		return nil, ctx.Err()
+	}
+}
+
+// Close closes the connection; pending calls fail with ErrLost.
+func (c *Client) Close() {
+	c.mu.Lock()
+	c.closed = true
+	cc := c.cur
+	c.cur = nil
+	c.mu.Unlock()
+	if cc != nil {
+		cc.shut()
+		<-cc.done
+	}
+}

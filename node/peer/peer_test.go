@@ -1,0 +1,239 @@
+package peer
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+const (
+	mEcho byte = MinMethod + iota
+	mLater
+	mFail
+	mNever
+)
+
+type testHandler struct {
+	mu      sync.Mutex
+	later   []func([]byte, error)
+	hold    chan struct{}
+	holding sync.WaitGroup
+}
+
+func (h *testHandler) Serve(m byte, p []byte, reply func([]byte, error)) {
+	switch m {
+	case mEcho:
+		reply(append([]byte("echo:"), p...), nil)
+	case mLater:
+		h.mu.Lock()
+		h.later = append(h.later, reply)
+		h.mu.Unlock()
+	case mFail:
+		reply(nil, errors.New("no such thing"))
+	case mNever:
+	}
+}
+
+func (h *testHandler) pending() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.later)
+}
+
+func start(t *testing.T, h Handler) (*Mux, string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := NewMux(ln, NewServer(h, nil), nil)
+	t.Cleanup(func() { m.Close() })
+	return m, ln.Addr().String()
+}
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	t.Cleanup(cancel)
+	return c
+}
+
+func TestCallReply(t *testing.T) {
+	_, addr := start(t, &testHandler{})
+	c := NewClient(addr, time.Second)
+	defer c.Close()
+	got, err := c.Call(ctx(t), mEcho, []byte("hi"))
+	if err != nil || string(got) != "echo:hi" {
+		t.Fatalf("Call = %q, %v", got, err)
+	}
+	_, err = c.Call(ctx(t), mFail, nil)
+	var re *RemoteError
+	if !errors.As(err, &re) || re.Text != "no such thing" {
+		t.Fatalf("failure = %v", err)
+	}
+}
+
+func TestRepliesOutOfOrder(t *testing.T) {
+	h := &testHandler{}
+	_, addr := start(t, h)
+	c := NewClient(addr, time.Second)
+	defer c.Close()
+	var wg sync.WaitGroup
+	got := make([]string, 3)
+	for i := range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p, err := c.Call(ctx(t), mLater, nil)
+			if err != nil {
+				t.Error(err)
+			}
+			got[i] = string(p)
+		}()
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for h.pending() < 3 {
+		if time.Now().After(deadline) {
+			t.Fatal("requests never arrived")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	h.mu.Lock()
+	for i := 2; i >= 0; i-- {
+		h.later[i]([]byte(fmt.Sprint(i)), nil)
+		h.later[i]([]byte("twice"), nil) // a second reply is dropped
+	}
+	h.mu.Unlock()
+	wg.Wait()
+	seen := map[string]bool{}
+	for _, g := range got {
+		seen[g] = true
+	}
+	if len(seen) != 3 || seen["twice"] {
+		t.Fatalf("replies = %q", got)
+	}
+}
+
+func TestManyConcurrentCalls(t *testing.T) {
+	_, addr := start(t, &testHandler{})
+	c := NewClient(addr, time.Second)
+	defer c.Close()
+	var wg sync.WaitGroup
+	for i := range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range 100 {
+				msg := []byte(fmt.Sprint(i, "-", j))
+				p, err := c.Call(ctx(t), mEcho, msg)
+				if err != nil || !bytes.Equal(p, append([]byte("echo:"), msg...)) {
+					t.Errorf("call %s = %q, %v", msg, p, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func TestUnreachableAndLost(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	c := NewClient(addr, time.Second)
+	if _, err := c.Call(ctx(t), mEcho, nil); !errors.Is(err, ErrUnreachable) {
+		t.Fatalf("call to closed port = %v, want ErrUnreachable", err)
+	}
+	c.Close()
+
+	m, addr := start(t, &testHandler{})
+	c = NewClient(addr, time.Second)
+	defer c.Close()
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Call(ctx(t), mNever, nil)
+		errc <- err
+	}()
+	// Let the request reach the server, then kill it.
+	if _, err := c.Call(ctx(t), mEcho, nil); err != nil {
+		t.Fatal(err)
+	}
+	m.Close()
+	if err := <-errc; !errors.Is(err, ErrLost) {
+		t.Fatalf("pending call after server death = %v, want ErrLost", err)
+	}
+}
+
+func TestCallContextEnds(t *testing.T) {
+	_, addr := start(t, &testHandler{})
+	c := NewClient(addr, time.Second)
+	defer c.Close()
+	cx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := c.Call(cx, mNever, nil); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v", err)
+	}
+	// The client is still usable.
+	if _, err := c.Call(ctx(t), mEcho, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRaftTrafficIsSplitOff(t *testing.T) {
+	m, addr := start(t, &testHandler{})
+	rl := m.RaftListener()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := rl.Accept()
+		if err == nil {
+			accepted <- c
+		}
+	}()
+	nc, err := DialRaft(addr, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	nc.Write([]byte("raft bytes"))
+	var sc net.Conn
+	select {
+	case sc = <-accepted:
+	case <-time.After(5 * time.Second):
+		t.Fatal("raft connection not routed")
+	}
+	defer sc.Close()
+	buf := make([]byte, 10)
+	sc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := readFull(sc, buf); err != nil || string(buf) != "raft bytes" {
+		t.Fatalf("raft side read %q, %v", buf, err)
+	}
+	// RPC still works beside it.
+	c := NewClient(addr, time.Second)
+	defer c.Close()
+	if _, err := c.Call(ctx(t), mEcho, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func readFull(c net.Conn, b []byte) (int, error) {
+	n := 0
+	for n < len(b) {
+		k, err := c.Read(b[n:])
+		n += k
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
