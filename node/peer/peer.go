@@ -83,7 +83,7 @@ func (e *RemoteError) Error() string { return "peer: remote: " + e.Text }
 type sender struct {
 	mu      sync.Mutex // guards buf and err
 	buf     []byte
-	err     error // set once the sender stops; later sends fail with it
+	err     error         // set once the sender stops; later sends fail with it
 	wake    chan struct{} // capacity 1
 	quit    chan struct{}
 	stop    sync.Once
