@@ -2,15 +2,18 @@ package locktable
 
 // deadlined is an entry of a deadlineHeap: it knows its deadline and keeps
 // its own position, so removal is O(log n) without a search.
-type deadlined interface {
+type deadlined[T any] interface {
 	comparable
 	when() Time
 	index() *int
+	// before orders entries with equal deadlines, so that the heap's
+	// shape, and the order of expiries, depend only on its entries.
+	before(T) bool
 }
 
 // deadlineHeap is a binary min-heap on deadlines. Index -1 means "not in
 // the heap".
-type deadlineHeap[T deadlined] struct{ items []T }
+type deadlineHeap[T deadlined[T]] struct{ items []T }
 
 func (h *deadlineHeap[T]) min() (Time, bool) {
 	if len(h.items) == 0 {
@@ -58,7 +61,13 @@ func (h *deadlineHeap[T]) swap(i, j int) {
 	*h.items[j].index() = j
 }
 
-func (h *deadlineHeap[T]) less(i, j int) bool { return h.items[i].when() < h.items[j].when() }
+func (h *deadlineHeap[T]) less(i, j int) bool {
+	a, b := h.items[i], h.items[j]
+	if a.when() != b.when() {
+		return a.when() < b.when()
+	}
+	return a.before(b)
+}
 
 func (h *deadlineHeap[T]) up(i int) {
 	for i > 0 {

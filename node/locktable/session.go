@@ -2,6 +2,7 @@ package locktable
 
 import (
 	"errors"
+	"math"
 	"time"
 )
 
@@ -20,9 +21,9 @@ type Session struct {
 	Timeout time.Duration // how long it survives detached
 	// Attached is true while a live connection speaks for the session.
 	Attached bool
-	// Epoch grows by one on every attach. A detach carries the epoch of
-	// the attach it ends, so a stale home cannot detach a session that has
-	// since been resumed elsewhere.
+	// Epoch grows on every attach; it is unique in the table, across
+	// expiries too. A detach carries the epoch of the attach it ends, so a
+	// stale home cannot detach a session that has since been resumed.
 	Epoch uint64
 	// Home names the node whose connection the session is attached to.
 	Home string
@@ -32,7 +33,7 @@ type Session struct {
 	heapIdx int
 }
 
-// Attached describes a successful Attach.
+// Attachment describes a successful Attach.
 type Attachment struct {
 	// Resumed is true when an existing, unexpired session was taken over
 	// with its locks; false when the session is new (and holds nothing).
@@ -58,14 +59,15 @@ func (t *Table) Attach(now Time, id, home string) (Attachment, []Effect, error) 
 			s = nil
 		}
 	}
+	t.attaches++
 	if s == nil {
-		s = &Session{ID: id, Timeout: t.limits.DefaultTimeout, Attached: true, Epoch: 1, Home: home, heapIdx: -1}
+		s = &Session{ID: id, Timeout: t.limits.DefaultTimeout, Attached: true, Epoch: t.attaches, Home: home, heapIdx: -1}
 		t.records[id] = s
 		return Attachment{Epoch: s.Epoch, Timeout: s.Timeout}, t.effects(), nil
 	}
 	t.sessHeap.remove(s)
 	s.Attached, s.Home, s.Expires = true, home, 0
-	s.Epoch++
+	s.Epoch = t.attaches
 	return Attachment{Resumed: true, Epoch: s.Epoch, Timeout: s.Timeout}, t.effects(), nil
 }
 
@@ -80,7 +82,7 @@ func (t *Table) Detach(now Time, id string, epoch uint64) []Effect {
 		return nil
 	}
 	s.Attached, s.Home = false, ""
-	s.Expires = now + int64(s.Timeout)
+	s.Expires = addSaturating(now, s.Timeout)
 	if s.Timeout <= 0 {
 		t.expire(s)
 		return t.effects()
@@ -95,15 +97,29 @@ func (t *Table) expire(s *Session) {
 	t.effect(Effect{Kind: SessionExpired, Session: s.ID})
 }
 
-// SetTimeout changes how long session id survives detached.
+// addSaturating returns now+d, or the latest Time if that overflows: a
+// timeout too long to represent never runs out.
+func addSaturating(now Time, d time.Duration) Time {
+	if d > 0 && now > math.MaxInt64-int64(d) {
+		return math.MaxInt64
+	}
+	return now + int64(d)
+}
+
+// SetTimeout changes how long session id survives detached. A negative
+// timeout counts as zero.
 func (t *Table) SetTimeout(id string, d time.Duration) error {
 	s := t.records[id]
 	if s == nil {
 		return ErrNoSession
 	}
-	s.Timeout = d
+	s.Timeout = max(d, 0)
 	return nil
 }
+
+// before breaks expiry ties by id, so every replica expires equal
+// deadlines in the same order.
+func (s *Session) before(o *Session) bool { return s.ID < o.ID }
 
 // Session returns a copy of session id's record.
 func (t *Table) Session(id string) (Session, bool) {

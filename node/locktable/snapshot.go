@@ -15,6 +15,7 @@ func (t *Table) Snapshot(now Time) []byte {
 	b := make([]byte, 0, 64+48*len(t.locks)+48*len(t.records))
 	b = binary.AppendUvarint(b, t.epoch)
 	b = binary.AppendUvarint(b, t.count)
+	b = binary.AppendUvarint(b, t.attaches)
 
 	names := make([]string, 0, len(t.locks))
 	for n := range t.locks {

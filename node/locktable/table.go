@@ -34,6 +34,8 @@ var (
 	ErrExhausted = errors.New("locktable: token space of this epoch exhausted")
 	// ErrStaleEpoch: SetEpoch was asked to move the epoch backwards.
 	ErrStaleEpoch = errors.New("locktable: epoch not above the current one")
+	// ErrEpochRange: an epoch above MaxEpoch, which tokens cannot carry.
+	ErrEpochRange = errors.New("locktable: epoch above 2^32-1")
 )
 
 // Status is the definite outcome of a lock-side transition.
@@ -123,6 +125,9 @@ type Table struct {
 	limits Limits
 	epoch  uint64 // high 32 bits of every token issued in this epoch
 	count  uint64 // grants issued in this epoch; low 32 bits of tokens
+	// attaches numbers every Attach, so session epochs never repeat in
+	// this table, not even for a new session under an expired one's id.
+	attaches uint64
 	// changes asks the table to report LockHeld/LockFreed effects, which
 	// only a replicating owner needs.
 	changes bool
@@ -159,7 +164,10 @@ type holder struct {
 	id    string
 	locks *lock // head of the list of locks it holds here
 	nheld int
-	nwait int
+	// waits lists its queued requests, oldest first, so ReleaseSession
+	// drops them in a deterministic order without a search.
+	waits, waitsTail *waiter
+	nwait            int
 }
 
 type waiter struct {
@@ -168,21 +176,29 @@ type waiter struct {
 	lk       *lock
 	deadline Time
 	heapIdx  int
-	prev     *waiter
+	prev     *waiter // in the lock's queue
 	next     *waiter
+	hprev    *waiter // in the holder's list of waits
+	hnext    *waiter
 }
 
-func (w *waiter) when() Time       { return w.deadline }
-func (w *waiter) index() *int      { return &w.heapIdx }
-func (s *Session) when() Time      { return s.Expires }
-func (s *Session) index() *int     { return &s.heapIdx }
-func (t *Table) effect(e Effect)   { t.fx = append(t.fx, e) }
-func (t *Table) begin()            { t.fx = t.fx[:0] }
-func (t *Table) effects() []Effect { return t.fx }
+func (w *waiter) when() Time { return w.deadline }
 
-// New returns an empty table whose tokens start in the given epoch.
-// recordChanges asks for LockHeld/LockFreed effects.
+// before breaks deadline ties by id, so that every replica expires equal
+// deadlines in the same order.
+func (w *waiter) before(o *waiter) bool { return w.id < o.id }
+func (w *waiter) index() *int           { return &w.heapIdx }
+func (s *Session) when() Time           { return s.Expires }
+func (s *Session) index() *int          { return &s.heapIdx }
+func (t *Table) effect(e Effect)        { t.fx = append(t.fx, e) }
+func (t *Table) begin()                 { t.fx = t.fx[:0] }
+func (t *Table) effects() []Effect      { return t.fx }
+
+// New returns an empty table whose tokens start in the given epoch, which
+// must not exceed MaxEpoch (it is clamped). recordChanges asks for
+// LockHeld/LockFreed effects.
 func New(epoch uint64, limits Limits, recordChanges bool) *Table {
+	epoch = min(epoch, MaxEpoch)
 	return &Table{
 		limits:  limits,
 		epoch:   epoch,
@@ -197,9 +213,16 @@ func New(epoch uint64, limits Limits, recordChanges bool) *Table {
 // Epoch returns the epoch tokens are currently issued in.
 func (t *Table) Epoch() uint64 { return t.epoch }
 
+// MaxEpoch is the highest epoch: tokens carry the epoch in their high 32
+// bits.
+const MaxEpoch = 1<<32 - 1
+
 // SetEpoch moves the table to a higher epoch and restarts the token
 // counter, so every later token is above every earlier one.
 func (t *Table) SetEpoch(e uint64) error {
+	if e > MaxEpoch {
+		return ErrEpochRange
+	}
 	if e <= t.epoch {
 		return ErrStaleEpoch
 	}
@@ -288,6 +311,13 @@ func (t *Table) enqueue(l *lock, session string, id WaiterID, deadline Time) {
 	}
 	l.qtail = w
 	l.qlen++
+	if h.waitsTail == nil {
+		h.waits = w
+	} else {
+		h.waitsTail.hnext = w
+		w.hprev = h.waitsTail
+	}
+	h.waitsTail = w
 	h.nwait++
 	t.waiters[id] = w
 	t.waitHeap.push(w)
@@ -308,7 +338,19 @@ func (t *Table) unqueue(w *waiter) {
 	}
 	w.prev, w.next = nil, nil
 	l.qlen--
-	w.h.nwait--
+	h := w.h
+	if w.hprev == nil {
+		h.waits = w.hnext
+	} else {
+		w.hprev.hnext = w.hnext
+	}
+	if w.hnext == nil {
+		h.waitsTail = w.hprev
+	} else {
+		w.hnext.hprev = w.hprev
+	}
+	w.hprev, w.hnext = nil, nil
+	h.nwait--
 	delete(t.waiters, w.id)
 	t.waitHeap.remove(w)
 }
@@ -411,12 +453,8 @@ func (t *Table) ReleaseSession(now Time, session string) (int, []Effect) {
 	for h.locks != nil {
 		t.release(now, h.locks)
 	}
-	if h.nwait > 0 {
-		for _, w := range t.waiters {
-			if w.h == h {
-				t.unqueue(w)
-			}
-		}
+	for h.waits != nil {
+		t.unqueue(h.waits)
 	}
 	t.dropIfIdle(h)
 	return n, t.effects()

@@ -165,7 +165,13 @@ func lookup(verb []byte) Command {
 // fraction, and reports ok == false for anything else or for a value above
 // max. Leading zeros are allowed ("007" is 7), as the original accepted.
 func ParseUint(b []byte, max uint64) (v uint64, ok bool) {
-	if len(b) == 0 || len(b) > 20 {
+	if len(b) == 0 {
+		return 0, false
+	}
+	for len(b) > 1 && b[0] == '0' {
+		b = b[1:]
+	}
+	if len(b) > 20 {
 		return 0, false
 	}
 	for _, c := range b {

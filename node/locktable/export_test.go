@@ -1,0 +1,111 @@
+package locktable
+
+import "fmt"
+
+// SetCount sets how many grants the current epoch has issued, so that a
+// test reaches the end of the token space without 2^32 grants.
+func (t *Table) SetCount(n uint64) { t.count = n }
+
+// CheckInvariants verifies the table's internal structure: the indexes,
+// linked lists and heaps all describe the same state, and no record is
+// kept for a session with nothing here.
+func (t *Table) CheckInvariants() error {
+	if t.held != len(t.locks) {
+		return fmt.Errorf("held = %d, %d locks", t.held, len(t.locks))
+	}
+	nwait := map[*holder]int{}
+	nheld := map[*holder]int{}
+	queued := 0
+	for name, l := range t.locks {
+		if l.name != name || l.owner == nil || t.holders[l.owner.id] != l.owner {
+			return fmt.Errorf("lock %q: bad name or owner", name)
+		}
+		nheld[l.owner]++
+		n := 0
+		var prev *waiter
+		for w := l.qhead; w != nil; w = w.next {
+			switch {
+			case w.prev != prev:
+				return fmt.Errorf("lock %q: waiter %d has a bad prev link", name, w.id)
+			case w.lk != l:
+				return fmt.Errorf("lock %q: waiter %d points at lock %q", name, w.id, w.lk.name)
+			case t.waiters[w.id] != w:
+				return fmt.Errorf("lock %q: waiter %d is not indexed", name, w.id)
+			case t.holders[w.h.id] != w.h:
+				return fmt.Errorf("lock %q: waiter %d's session %q is not indexed", name, w.id, w.h.id)
+			case w.h == l.owner:
+				return fmt.Errorf("lock %q: its holder %q waits for it", name, w.h.id)
+			case w.heapIdx < 0 || w.heapIdx >= len(t.waitHeap.items) || t.waitHeap.items[w.heapIdx] != w:
+				return fmt.Errorf("lock %q: waiter %d is not in the heap at %d", name, w.id, w.heapIdx)
+			}
+			nwait[w.h]++
+			prev = w
+			n++
+		}
+		if l.qtail != prev || l.qlen != n {
+			return fmt.Errorf("lock %q: qlen %d, %d in the list, bad tail=%v", name, l.qlen, n, l.qtail != prev)
+		}
+		queued += n
+	}
+	if queued != len(t.waiters) || queued != len(t.waitHeap.items) {
+		return fmt.Errorf("%d queued, %d indexed, %d in the heap", queued, len(t.waiters), len(t.waitHeap.items))
+	}
+	for id, h := range t.holders {
+		if h.id != id {
+			return fmt.Errorf("holder %q filed as %q", h.id, id)
+		}
+		if h.nheld == 0 && h.nwait == 0 {
+			return fmt.Errorf("holder %q holds and awaits nothing but is kept", id)
+		}
+		if h.nwait != nwait[h] || h.nheld != nheld[h] {
+			return fmt.Errorf("holder %q: nheld %d nwait %d; really %d, %d", id, h.nheld, h.nwait, nheld[h], nwait[h])
+		}
+		n := 0
+		var prev *lock
+		for l := h.locks; l != nil; l = l.next {
+			if l.prev != prev || l.owner != h {
+				return fmt.Errorf("holder %q: bad lock list at %q", id, l.name)
+			}
+			prev = l
+			n++
+		}
+		if n != h.nheld {
+			return fmt.Errorf("holder %q: %d locks in its list, nheld %d", id, n, h.nheld)
+		}
+	}
+	detached := 0
+	for id, s := range t.records {
+		if s.ID != id {
+			return fmt.Errorf("session %q filed as %q", s.ID, id)
+		}
+		inHeap := s.heapIdx >= 0 && s.heapIdx < len(t.sessHeap.items) && t.sessHeap.items[s.heapIdx] == s
+		if inHeap == s.Attached {
+			return fmt.Errorf("session %q: attached %v, in the expiry heap %v", id, s.Attached, inHeap)
+		}
+		if !s.Attached {
+			detached++
+		}
+	}
+	if detached != len(t.sessHeap.items) {
+		return fmt.Errorf("%d detached sessions, %d in the expiry heap", detached, len(t.sessHeap.items))
+	}
+	if err := heapOK(&t.waitHeap); err != nil {
+		return fmt.Errorf("waiter heap: %w", err)
+	}
+	if err := heapOK(&t.sessHeap); err != nil {
+		return fmt.Errorf("session heap: %w", err)
+	}
+	return nil
+}
+
+func heapOK[T deadlined[T]](h *deadlineHeap[T]) error {
+	for i, x := range h.items {
+		if *x.index() != i {
+			return fmt.Errorf("entry at %d thinks it is at %d", i, *x.index())
+		}
+		if i > 0 && h.less(i, (i-1)/2) {
+			return fmt.Errorf("heap order broken at %d", i)
+		}
+	}
+	return nil
+}

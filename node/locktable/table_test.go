@@ -1,0 +1,818 @@
+package locktable_test
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/elock/elock/node/locktable"
+)
+
+var defaultLimits = locktable.Limits{DefaultTimeout: 30 * time.Second}
+
+// TestScenarios runs scripted scenarios; see script_test.go for the
+// format. Epochs start at 1, so the first token is 1.1.
+func TestScenarios(t *testing.T) {
+	tests := []struct {
+		name    string
+		limits  locktable.Limits
+		changes bool
+		script  string
+	}{
+		{
+			name:   "grant, re-entrancy and unlock",
+			limits: defaultLimits,
+			script: `
+lock 0s s1 a
+  granted 1.1
+# Re-entrant: the same token, and it is not counted twice.
+lock 1s s1 a
+  granted 1.1 reentrant
+held-by s1
+  1
+counts
+  locks=1 waiters=0 sessions=0
+lock 1s s2 a
+  unavailable
+unlock 2s s2 a
+  not_yours
+token s2 a
+  not_yours
+info 2s s1 a
+  held mine 1.1 for=2s waiters=0
+info 2s s2 a
+  held theirs 1.1 for=2s waiters=0
+# One unlock releases a lock taken twice.
+unlock 2s s1 a
+  unlocked
+unlock 2s s1 a
+  not_locked
+token s1 a
+  not_locked
+info 2s s1 a
+  free
+held-by s1
+  0
+counts
+  locks=0 waiters=0 sessions=0
+# Tokens keep growing across names and re-grants of a forgotten name.
+lock 3s s2 a
+  granted 1.2
+lock 3s s2 b
+  granted 1.3
+held-by s2
+  2
+`,
+		},
+		{
+			name:   "hand-over is FIFO among waiters",
+			limits: defaultLimits,
+			script: `
+lock 0s s1 a
+  granted 1.1
+lock 0s s2 a wait=1 until=60s
+  queued
+lock 1s s3 a wait=2 until=60s
+  queued
+lock 2s s4 a wait=3 until=60s
+  queued
+# A waiting session asking again without waiting is refused at once.
+lock 2s s3 a
+  unavailable
+counts
+  locks=1 waiters=3 sessions=0
+info 5s s3 a
+  held theirs 1.1 for=5s waiters=3
+held-by s2
+  0
+unlock 10s s1 a
+  unlocked
+  > granted w1 s2 a 1.2
+info 12s s2 a
+  held mine 1.2 for=2s waiters=2
+token s2 a
+  1.2
+lock 12s s2 a
+  granted 1.2 reentrant
+unlock 20s s2 a
+  unlocked
+  > granted w2 s3 a 1.3
+unlock 21s s3 a
+  unlocked
+  > granted w3 s4 a 1.4
+unlock 22s s4 a
+  unlocked
+counts
+  locks=0 waiters=0 sessions=0
+next
+  none
+`,
+		},
+		{
+			name:   "a session's later waiters are granted with its first",
+			limits: defaultLimits,
+			script: `
+lock 0s s1 a
+  granted 1.1
+lock 0s s2 a wait=1 until=60s
+  queued
+lock 0s s3 a wait=2 until=60s
+  queued
+lock 0s s2 a wait=3 until=50s
+  queued
+unlock 1s s1 a
+  unlocked
+  > granted w1 s2 a 1.2
+  > granted w3 s2 a 1.2
+held-by s2
+  1
+counts
+  locks=1 waiters=1 sessions=0
+next
+  1m0s
+cancel 3
+  false
+unlock 2s s2 a
+  unlocked
+  > granted w2 s3 a 1.3
+`,
+		},
+		{
+			name:   "waiter limit per lock",
+			limits: locktable.Limits{MaxWaiters: 2, DefaultTimeout: time.Second},
+			script: `
+lock 0s s1 a
+  granted 1.1
+lock 0s s2 a wait=1 until=10s
+  queued
+lock 0s s3 a wait=2 until=10s
+  queued
+lock 0s s4 a wait=3 until=10s
+  too_many_waiters
+# Not waiting, and holding, are unaffected by the limit.
+lock 0s s4 a
+  unavailable
+lock 0s s1 a
+  granted 1.1 reentrant
+# The limit is per lock.
+lock 0s s4 b wait=4 until=10s
+  granted 1.2
+lock 0s s1 b wait=5 until=10s
+  queued
+cancel 1
+  true
+lock 0s s4 a wait=6 until=10s
+  queued
+counts
+  locks=2 waiters=3 sessions=0
+`,
+		},
+		{
+			name:   "waiters time out in deadline order and leave the queue",
+			limits: defaultLimits,
+			script: `
+lock 0s s1 a
+  granted 1.1
+lock 0s s2 a wait=1 until=5s
+  queued
+lock 0s s3 a wait=2 until=3s
+  queued
+lock 0s s4 a wait=3 until=8s
+  queued
+next
+  3s
+tick 2s
+  ok
+tick 3s
+  ok
+  > timed-out w2 s3 a
+next
+  5s
+counts
+  locks=1 waiters=2 sessions=0
+tick 6s
+  ok
+  > timed-out w1 s2 a
+info 6s s1 a
+  held mine 1.1 for=6s waiters=1
+cancel 1
+  false
+cancel 2
+  false
+# The timed-out waiters are skipped: the next in line is s4.
+unlock 7s s1 a
+  unlocked
+  > granted w3 s4 a 1.2
+tick 100s
+  ok
+next
+  none
+# A deadline already past when queued expires at the next tick.
+lock 100s s1 a wait=4 until=99s
+  queued
+next
+  1m39s
+tick 100s
+  ok
+  > timed-out w4 s1 a
+counts
+  locks=1 waiters=0 sessions=0
+`,
+		},
+		{
+			name:   "cancel",
+			limits: defaultLimits,
+			script: `
+lock 0s s1 a
+  granted 1.1
+lock 0s s2 a wait=1 until=10s
+  queued
+lock 0s s3 a wait=2 until=20s
+  queued
+cancel 1
+  true
+cancel 1
+  false
+cancel 99
+  false
+next
+  20s
+unlock 1s s1 a
+  unlocked
+  > granted w2 s3 a 1.2
+# Already granted: the caller has that effect.
+cancel 2
+  false
+tick 30s
+  ok
+`,
+		},
+		{
+			name:   "release session hands over each lock and drops its waiters",
+			limits: defaultLimits,
+			script: `
+lock 0s s1 a
+  granted 1.1
+lock 1s s1 b
+  granted 1.2
+lock 2s s1 c
+  granted 1.3
+lock 3s s2 a wait=1 until=60s
+  queued
+lock 3s s3 c wait=2 until=60s
+  queued
+lock 3s s2 c wait=3 until=60s
+  queued
+lock 4s s4 x
+  granted 1.4
+lock 4s s1 x wait=4 until=50s
+  queued
+counts
+  locks=4 waiters=4 sessions=0
+# The most recently acquired lock is released first.
+release 5s s1
+  released 3
+  > granted w2 s3 c 1.5
+  > granted w1 s2 a 1.6
+counts
+  locks=3 waiters=1 sessions=0
+held-by s1
+  0
+cancel 4
+  false
+info 5s s4 x
+  held mine 1.4 for=1s waiters=0
+info 6s s3 c
+  held mine 1.5 for=1s waiters=1
+token s1 b
+  not_locked
+next
+  1m0s
+release 6s s1
+  released 0
+release 6s nobody
+  released 0
+# s2 holds a and waits for c: it releases one lock and stops waiting.
+release 7s s2
+  released 1
+counts
+  locks=2 waiters=0 sessions=0
+`,
+		},
+		{
+			name:   "attach and detach",
+			limits: defaultLimits,
+			script: `
+attach 0s s1 h1
+  new epoch=1 timeout=30s
+session s1
+  s1 attached epoch=1 home=h1 timeout=30s
+attach 1s s1 h2
+  error: locktable: session attached to a live connection
+counts
+  locks=0 waiters=0 sessions=1
+# A detach with another epoch is stale and ignored.
+detach 2s s1 2
+  ok
+detach 2s s1 0
+  ok
+session s1
+  s1 attached epoch=1 home=h1 timeout=30s
+detach 2s s1 1
+  ok
+session s1
+  s1 detached epoch=1 expires=32s timeout=30s
+next
+  32s
+# Detaching a detached session changes nothing.
+detach 3s s1 1
+  ok
+session s1
+  s1 detached epoch=1 expires=32s timeout=30s
+attach 10s s1 h2
+  resumed epoch=2 timeout=30s
+session s1
+  s1 attached epoch=2 home=h2 timeout=30s
+next
+  none
+# The old home's detach comes late.
+detach 11s s1 1
+  ok
+session s1
+  s1 attached epoch=2 home=h2 timeout=30s
+set-timeout s1 5s
+  ok
+set-timeout s9 5s
+  error: locktable: no such session
+detach 12s s1 2
+  ok
+session s1
+  s1 detached epoch=2 expires=17s timeout=5s
+tick 16s
+  ok
+tick 17s
+  ok
+  > expired s1
+session s1
+  none
+counts
+  locks=0 waiters=0 sessions=0
+detach 18s s1 2
+  ok
+attach 18s s1 h1
+  new epoch=3 timeout=30s
+detach 19s nobody 1
+  ok
+`,
+		},
+		{
+			name:   "zero or negative timeout expires at detach",
+			limits: defaultLimits,
+			script: `
+attach 0s s1 h1
+  new epoch=1 timeout=30s
+set-timeout s1 0s
+  ok
+detach 1s s1 1
+  ok
+  > expired s1
+session s1
+  none
+next
+  none
+attach 2s s2 h1
+  new epoch=2 timeout=30s
+set-timeout s2 -5s
+  ok
+detach 3s s2 2
+  ok
+  > expired s2
+counts
+  locks=0 waiters=0 sessions=0
+tick 1h
+  ok
+`,
+		},
+		{
+			name:   "zero default timeout",
+			limits: locktable.Limits{},
+			script: `
+attach 0s s1 h1
+  new epoch=1 timeout=0s
+detach 0s s1 1
+  ok
+  > expired s1
+`,
+		},
+		{
+			name:   "attach after expiry but before the tick starts a new session",
+			limits: defaultLimits,
+			script: `
+attach 0s s1 h1
+  new epoch=1 timeout=30s
+detach 1s s1 1
+  ok
+# Just in time: resumed.
+attach 30s s1 h2
+  resumed epoch=2 timeout=30s
+set-timeout s1 10s
+  ok
+detach 40s s1 2
+  ok
+next
+  50s
+# The timeout has run out; no tick has seen it yet.
+attach 50s s1 h2
+  new epoch=3 timeout=30s
+  > expired s1
+session s1
+  s1 attached epoch=3 home=h2 timeout=30s
+next
+  none
+tick 100s
+  ok
+counts
+  locks=0 waiters=0 sessions=1
+`,
+		},
+		{
+			name:   "tick expires waiters and sessions, and releases no locks",
+			limits: defaultLimits,
+			script: `
+attach 0s s1 h1
+  new epoch=1 timeout=30s
+set-timeout s1 10s
+  ok
+lock 0s s1 x
+  granted 1.1
+detach 0s s1 1
+  ok
+lock 0s s2 a
+  granted 1.2
+lock 0s s3 a wait=1 until=20s
+  queued
+next
+  10s
+tick 10s
+  ok
+  > expired s1
+# The caller releases an expired session's locks, in every partition.
+token s1 x
+  1.1
+next
+  20s
+tick 25s
+  ok
+  > timed-out w1 s3 a
+next
+  none
+release 25s s1
+  released 1
+`,
+		},
+		{
+			name:   "a tick reports waiters and sessions due at once",
+			limits: defaultLimits,
+			script: `
+attach 0s s1 h1
+  new epoch=1 timeout=30s
+set-timeout s1 5s
+  ok
+detach 0s s1 1
+  ok
+lock 0s s2 a
+  granted 1.1
+lock 0s s3 a wait=1 until=4s
+  queued
+tick 9s
+  ok
+  > timed-out w1 s3 a
+  > expired s1
+`,
+		},
+		{
+			name:   "set epoch",
+			limits: defaultLimits,
+			script: `
+lock 0s s1 a
+  granted 1.1
+lock 0s s1 b
+  granted 1.2
+lock 0s s2 a wait=1 until=60s
+  queued
+set-epoch 1
+  error: locktable: epoch not above the current one
+set-epoch 0
+  error: locktable: epoch not above the current one
+epoch
+  1
+set-epoch 3
+  ok
+epoch
+  3
+tokens-left
+  4294967295
+lock 1s s2 c
+  granted 3.1
+unlock 2s s1 a
+  unlocked
+  > granted w1 s2 a 3.2
+# A lock held across the change keeps its token.
+token s1 b
+  1.2
+set-epoch 2
+  error: locktable: epoch not above the current one
+`,
+		},
+		{
+			name:   "the last tokens of an epoch are reserved for queued waiters",
+			limits: defaultLimits,
+			script: `
+set-count left=3
+  ok
+tokens-left
+  3
+lock 0s s1 a
+  granted 1.4294967293
+tokens-left
+  2
+lock 0s s2 a wait=1 until=60s
+  queued
+lock 0s s3 a wait=2 until=60s
+  queued
+# Two tokens left, both promised to the two waiters.
+lock 0s s4 a wait=3 until=60s
+  error: locktable: token space of this epoch exhausted
+lock 0s s4 b
+  error: locktable: token space of this epoch exhausted
+# Answers that need no token still work.
+lock 0s s1 a
+  granted 1.4294967293 reentrant
+lock 0s s4 a
+  unavailable
+unlock 1s s1 a
+  unlocked
+  > granted w1 s2 a 1.4294967294
+unlock 2s s2 a
+  unlocked
+  > granted w2 s3 a 1.4294967295
+tokens-left
+  0
+unlock 3s s3 a
+  unlocked
+lock 4s s4 b
+  error: locktable: token space of this epoch exhausted
+counts
+  locks=0 waiters=0 sessions=0
+set-epoch 2
+  ok
+lock 4s s4 b
+  granted 2.1
+`,
+		},
+		{
+			name:   "a waiter that leaves gives its reserved token back",
+			limits: defaultLimits,
+			script: `
+set-count left=2
+  ok
+lock 0s s1 a
+  granted 1.4294967294
+lock 0s s2 a wait=1 until=5s
+  queued
+lock 0s s3 b
+  error: locktable: token space of this epoch exhausted
+tick 5s
+  ok
+  > timed-out w1 s2 a
+lock 5s s3 b
+  granted 1.4294967295
+`,
+		},
+		{
+			name:   "release session at the end of the token space hands every lock over",
+			limits: defaultLimits,
+			script: `
+set-count left=4
+  ok
+lock 0s s1 a
+  granted 1.4294967292
+lock 0s s1 b
+  granted 1.4294967293
+lock 0s s2 a wait=1 until=60s
+  queued
+lock 0s s3 b wait=2 until=60s
+  queued
+lock 0s s4 c
+  error: locktable: token space of this epoch exhausted
+release 1s s1
+  released 2
+  > granted w2 s3 b 1.4294967294
+  > granted w1 s2 a 1.4294967295
+tokens-left
+  0
+`,
+		},
+		{
+			name:    "recorded changes",
+			limits:  defaultLimits,
+			changes: true,
+			script: `
+lock 0s s1 a
+  granted 1.1
+  > held a s1 1.1
+lock 0s s1 a
+  granted 1.1 reentrant
+lock 0s s2 a wait=1 until=60s
+  queued
+lock 0s s1 b
+  granted 1.2
+  > held b s1 1.2
+unlock 1s s1 a
+  unlocked
+  > held a s2 1.3
+  > granted w1 s2 a 1.3
+unlock 1s s2 a
+  unlocked
+  > freed a
+release 2s s1
+  released 1
+  > freed b
+`,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			runScript(t, locktable.New(1, tt.limits, tt.changes), tt.script)
+		})
+	}
+}
+
+func TestNewTable(t *testing.T) {
+	tb := locktable.New(7, defaultLimits, false)
+	if tb.Epoch() != 7 || tb.TokensLeft() != 1<<32-1 {
+		t.Errorf("epoch %d, tokens left %d", tb.Epoch(), tb.TokensLeft())
+	}
+	if c := tb.Counts(); c != (locktable.Counts{}) {
+		t.Errorf("counts of a new table: %+v", c)
+	}
+	if _, ok := tb.NextDeadline(); ok {
+		t.Error("a new table has a deadline")
+	}
+	if fx := tb.Tick(0); len(fx) != 0 {
+		t.Errorf("tick of a new table: %v", fx)
+	}
+	res, _, err := tb.Lock(0, "s", []byte("a"), 0, 0)
+	if err != nil || res.Token != 7<<32|1 {
+		t.Errorf("first grant %+v, %v; want token 7.1", res, err)
+	}
+}
+
+func TestStatusString(t *testing.T) {
+	want := map[locktable.Status]string{
+		locktable.Granted: "granted", locktable.Queued: "queued", locktable.Unavailable: "unavailable",
+		locktable.TooManyWaiters: "too_many_waiters", locktable.Unlocked: "unlocked",
+		locktable.NotYours: "not_yours", locktable.NotLocked: "not_locked",
+		locktable.Status(0): "", locktable.Status(200): "status?",
+	}
+	for s, w := range want {
+		if s.String() != w {
+			t.Errorf("Status(%d).String() = %q, want %q", s, s.String(), w)
+		}
+	}
+}
+
+// TestLockNameIsCopied: the table keeps its own copy of a name, because
+// the caller's name aliases a read buffer that is about to be reused.
+func TestLockNameIsCopied(t *testing.T) {
+	tb := locktable.New(1, defaultLimits, true)
+	buf := []byte("alpha")
+	_, fx, _ := tb.Lock(0, "s1", buf, 0, 0)
+	if len(fx) != 1 || fx[0].Name != "alpha" {
+		t.Fatalf("effects %v", fx)
+	}
+	copy(buf, "omega")
+	if _, st := tb.Token("s1", []byte("alpha")); st != locktable.Granted {
+		t.Errorf("lock alpha lost after the caller's buffer changed: %v", st)
+	}
+	if _, st := tb.Token("s1", []byte("omega")); st != locktable.NotLocked {
+		t.Errorf("lock omega appeared: %v", st)
+	}
+}
+
+// TestTokensIncrease: every grant and hand-over carries a token above
+// every earlier one, per name and overall.
+func TestTokensIncrease(t *testing.T) {
+	tb := locktable.New(1, defaultLimits, false)
+	var last uint64
+	check := func(v uint64) {
+		t.Helper()
+		if v <= last {
+			t.Fatalf("token %s after %s", tok(v), tok(last))
+		}
+		last = v
+	}
+	w := locktable.WaiterID(0)
+	for round := range 200 {
+		name := []byte{'a' + byte(round%3)}
+		res, _, err := tb.Lock(0, "s0", name, 0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Status == locktable.Granted && !res.Reentrant {
+			check(res.Token)
+		}
+		for s := range 3 {
+			w++
+			tb.Lock(0, string(rune('1'+s)), name, w, 1e9)
+		}
+		if round%7 == 0 {
+			if err := tb.SetEpoch(tb.Epoch() + 1); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Unlock through the whole queue.
+		for holder := "s0"; ; {
+			_, fx := tb.Unlock(0, holder, name)
+			if len(fx) == 0 {
+				break
+			}
+			check(fx[0].Token)
+			holder = fx[0].Session
+		}
+	}
+}
+
+// TestSetEpochBeyond32Bits: tokens are epoch<<32 | count, so an epoch of
+// 2^32 or more no longer fits, and its tokens wrap below the earlier ones.
+// SetEpoch promises that every later token is above every earlier one.
+func TestSetEpochBeyond32Bits(t *testing.T) {
+	for _, e := range []uint64{1 << 32, 1<<32 + 5, 1 << 40} {
+		tb := locktable.New(1<<32-1, defaultLimits, false)
+		before, _, _ := tb.Lock(0, "s1", []byte("a"), 0, 0)
+		if err := tb.SetEpoch(e); err != nil {
+			continue // refusing the epoch is a fine answer
+		}
+		after, _, err := tb.Lock(0, "s1", []byte("b"), 0, 0)
+		if err == nil && after.Token <= before.Token {
+			t.Errorf("SetEpoch(%#x) accepted; token %#x after %#x", e, after.Token, before.Token)
+		}
+	}
+}
+
+// TestDetachHugeTimeout: a timeout so long that now+timeout overflows must
+// not make the session expire at once.
+func TestDetachHugeTimeout(t *testing.T) {
+	tb := locktable.New(1, defaultLimits, false)
+	a, _, err := tb.Attach(origin, "s1", "h1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tb.SetTimeout("s1", time.Duration(1<<63-1)); err != nil {
+		t.Fatal(err)
+	}
+	if fx := tb.Detach(origin, "s1", a.Epoch); len(fx) != 0 {
+		t.Fatalf("detach: %v", fx)
+	}
+	if fx := tb.Tick(origin + 1); len(fx) != 0 {
+		t.Errorf("a session with a timeout of ~292 years expired a nanosecond after detach: %v", fx)
+	}
+}
+
+func TestErrors(t *testing.T) {
+	tb := locktable.New(1, defaultLimits, false)
+	tb.Attach(0, "s", "h")
+	_, _, err := tb.Attach(0, "s", "h")
+	if !errors.Is(err, locktable.ErrAttached) {
+		t.Errorf("second attach: %v", err)
+	}
+	if err := tb.SetEpoch(1); !errors.Is(err, locktable.ErrStaleEpoch) {
+		t.Errorf("SetEpoch(1): %v", err)
+	}
+	if err := tb.SetTimeout("x", 0); !errors.Is(err, locktable.ErrNoSession) {
+		t.Errorf("SetTimeout(x): %v", err)
+	}
+	tb.SetCount(1<<32 - 1)
+	if _, _, err := tb.Lock(0, "s", []byte("a"), 0, 0); !errors.Is(err, locktable.ErrExhausted) {
+		t.Errorf("Lock at the end of the epoch: %v", err)
+	}
+	for _, e := range []error{locktable.ErrAttached, locktable.ErrStaleEpoch, locktable.ErrNoSession, locktable.ErrExhausted} {
+		if msg := e.Error(); len(msg) < 11 || msg[:11] != "locktable: " {
+			t.Errorf("error %q lacks the package prefix", msg)
+		}
+	}
+}
+
+// TestSessionCopy: Session returns a copy; changing it changes nothing.
+func TestSessionCopy(t *testing.T) {
+	tb := locktable.New(1, defaultLimits, false)
+	tb.Attach(0, "s", "h")
+	s, ok := tb.Session("s")
+	if !ok || s.ID != "s" || !s.Attached || s.Epoch != 1 || s.Home != "h" || s.Timeout != 30*time.Second {
+		t.Fatalf("Session = %+v, %v", s, ok)
+	}
+	s.Attached, s.Epoch, s.Home = false, 9, "x"
+	if s2, _ := tb.Session("s"); !s2.Attached || s2.Epoch != 1 || s2.Home != "h" {
+		t.Errorf("changing the copy changed the record: %+v", s2)
+	}
+}
