@@ -34,10 +34,11 @@ type Backend interface {
 	Detach(ctx context.Context, s SessionRef) error
 	// SetTimeout sets how long the session outlives its connection.
 	SetTimeout(ctx context.Context, s SessionRef, d time.Duration) error
-	// Lock takes name for the session, waiting up to wait. If ctx ends
-	// first it returns ctx.Err() and the session does not hold the lock
-	// because of this call.
-	Lock(ctx context.Context, s SessionRef, name []byte, wait time.Duration) (locktable.Result, error)
+	// Lock takes name for the session. If another session holds it and
+	// wait > 0, the request may queue: Lock then returns Queued and a Wait,
+	// and done later receives the outcome exactly once, from any
+	// goroutine, unless Wait.Cancel withdraws the request first.
+	Lock(ctx context.Context, s SessionRef, name []byte, wait time.Duration, done partition.Done) (locktable.Result, Wait, error)
 	// Unlock releases name if the session holds it.
 	Unlock(ctx context.Context, s SessionRef, name []byte) (locktable.Result, error)
 	// UnlockAll releases every lock of the session.
@@ -51,6 +52,14 @@ type Backend interface {
 	// Stats returns figures for the whole lock service; localClients is
 	// this node's count of connections with a session.
 	Stats(ctx context.Context, localClients int) (Stats, error)
+}
+
+// Wait is a queued lock request.
+type Wait interface {
+	// Cancel withdraws the request. True means done will never be called;
+	// false means the outcome was decided first and done has been or is
+	// being called.
+	Cancel() bool
 }
 
 // Stats are the service-wide figures of the stats command.
@@ -87,13 +96,23 @@ func (l *Local) SetTimeout(_ context.Context, s SessionRef, d time.Duration) err
 	return l.Set.SetTimeout(s.ID, d)
 }
 
-func (l *Local) Lock(ctx context.Context, s SessionRef, name []byte, wait time.Duration) (locktable.Result, error) {
-	res, err := l.Set.Lock(ctx, s.ID, name, wait)
+func (l *Local) Lock(_ context.Context, s SessionRef, name []byte, wait time.Duration, done partition.Done) (locktable.Result, Wait, error) {
+	res, w, err := l.Set.LockAsync(s.ID, name, wait, done)
 	if err == locktable.ErrExhausted {
-		return res, wire.Retry("token space of this epoch exhausted; retry")
+		return res, nil, wire.Retry("token space of this epoch exhausted; retry")
 	}
-	return res, err
+	if w == nil {
+		return res, nil, err
+	}
+	return res, localWait{l.Set, w}, nil
 }
+
+type localWait struct {
+	set *partition.Set
+	w   *partition.Wait
+}
+
+func (w localWait) Cancel() bool { return w.set.Cancel(w.w) }
 
 func (l *Local) Unlock(_ context.Context, s SessionRef, name []byte) (locktable.Result, error) {
 	return l.Set.Unlock(s.ID, name), nil

@@ -10,10 +10,11 @@ import (
 	"net"
 	"os"
 	"strconv"
-	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/elock/elock/node/locktable"
+	"github.com/elock/elock/node/partition"
 	"github.com/elock/elock/node/wire"
 )
 
@@ -39,11 +40,15 @@ type conn struct {
 	r, w   int
 	maxBuf int
 	out    []byte // replies not yet written, coalesced into one write
-	spare  []byte // the watcher's buffer, kept between waits
 	framer wire.Framer
 	req    wire.Request
 
 	sess *connSession // nil until a command registers a session
+
+	raw     syscall.RawConn        // for onOutcome's non-blocking write; may be nil
+	direct  int                    // bytes of a grant onOutcome wrote
+	outcome chan partition.Outcome // a wait's outcome; capacity 1
+	done    partition.Done         // c.onOutcome, bound once
 
 	eof  bool // the client will send nothing more (half or full close)
 	gone bool // the connection is broken; nothing more can be written
@@ -65,13 +70,21 @@ func newConn(s *Server, nc net.Conn) *conn {
 		// Replies are coalesced by hand; Nagle would only add latency.
 		tc.SetNoDelay(true)
 	}
-	return &conn{
-		s:      s,
-		nc:     nc,
-		buf:    make([]byte, min(initialReadBuf, s.cfg.MaxLine+2)),
-		maxBuf: s.cfg.MaxLine + 2, // a full line plus CRLF
-		framer: wire.Framer{MaxLine: s.cfg.MaxLine},
+	var raw syscall.RawConn
+	if sc, ok := nc.(syscall.Conn); ok {
+		raw, _ = sc.SyscallConn()
 	}
+	c := &conn{
+		raw:     raw,
+		outcome: make(chan partition.Outcome, 1),
+		s:       s,
+		nc:      nc,
+		buf:     make([]byte, min(initialReadBuf, s.cfg.MaxLine+2)),
+		maxBuf:  s.cfg.MaxLine + 2, // a full line plus CRLF
+		framer:  wire.Framer{MaxLine: s.cfg.MaxLine},
+	}
+	c.done = c.onOutcome
+	return c
 }
 
 // interrupt wakes the goroutine from a blocked read, for Shutdown.
@@ -94,16 +107,27 @@ func (c *conn) serve() {
 
 // finish detaches the session and releases the connection's resources.
 func (c *conn) finish() {
+	c.detach()
 	c.nc.Close()
-	if c.sess != nil {
-		c.s.nclients.Add(-1)
-		ctx, cancel := context.WithTimeout(context.Background(), backendTimeout)
-		if err := c.s.backend.Detach(ctx, c.sess.ref); err != nil {
-			c.s.log.Warn("detach failed", "session", c.sess.ref.ID, "err", err)
-		}
-		cancel()
-	}
 	c.s.forget(c)
+}
+
+// detach hands the session back: its locks now live for its timeout, and
+// another connection may resume it.
+func (c *conn) detach() {
+	if c.sess == nil {
+		return
+	}
+	ref := c.sess.ref
+	c.sess = nil
+	ctx, cancel := context.WithTimeout(context.Background(), backendTimeout)
+	defer cancel()
+	if err := c.s.backend.Detach(ctx, ref); err != nil {
+		c.s.log.Warn("detach failed", "session", ref.ID, "err", err)
+	}
+	// Only now: a resume that finds the session still attached keeps
+	// waiting for as long as this connection is listed as hung up.
+	c.s.unbind(ref.ID, c)
 }
 
 // process runs every complete request buffered, in order.
@@ -206,6 +230,9 @@ func (c *conn) handle(line []byte) {
 	case wire.SetTimeout:
 		c.cmdSetTimeout()
 	case wire.Quit:
+		// Detach before answering, so a client that reconnects as soon as
+		// it reads the goodbye can resume at once.
+		c.detach()
 		c.out = append(c.out, wire.Goodbye...)
 		c.quit = true
 	case wire.Stats:
@@ -272,7 +299,7 @@ func (c *conn) session() *connSession {
 
 func (c *conn) bind(id string, a locktable.Attachment) {
 	c.sess = &connSession{ref: SessionRef{ID: id, Epoch: a.Epoch}, resumed: a.Resumed, timeout: a.Timeout}
-	c.s.nclients.Add(1)
+	c.s.bindConn(id, c)
 }
 
 // ref returns the session reference for read-only commands, which do not
@@ -333,7 +360,7 @@ func (c *conn) cmdLock() {
 			"too many locks held by this session (max "+strconv.Itoa(c.s.cfg.MaxLocksPerSession)+")")
 		return
 	}
-	res, err := c.s.backend.Lock(c.s.ctx, sess.ref, name, 0)
+	res, _, err := c.s.backend.Lock(c.s.ctx, sess.ref, name, 0, nil)
 	if err == nil && res.Status == locktable.Unavailable && wait > 0 {
 		if c.eof {
 			// After the client's half-close a disconnect cannot be told
@@ -380,8 +407,9 @@ func (c *conn) holds(name []byte) bool {
 	return err == nil && st == locktable.Granted
 }
 
-// waitLock blocks in a lock wait while a watcher reads the connection,
-// so that a client that goes away leaves the queue at once.
+// waitLock queues a lock request and waits for its outcome while still
+// reading the connection, so a client that goes away leaves the queue at
+// once. Requests pipelined behind it are buffered, not run.
 func (c *conn) waitLock(ref SessionRef, name []byte, wait time.Duration) (locktable.Result, error) {
 	if wait <= 0 {
 		return locktable.Result{Status: locktable.Unavailable}, nil
@@ -390,99 +418,125 @@ func (c *conn) waitLock(ref SessionRef, name []byte, wait time.Duration) (lockta
 	if !c.flush() {
 		return locktable.Result{}, context.Canceled
 	}
-	ctx, cancel := context.WithCancel(c.s.ctx)
+	c.direct = 0
+	res, w, err := c.s.backend.Lock(c.s.ctx, ref, name, wait, c.done)
+	if err != nil || w == nil {
+		return res, err
+	}
+	o, ok := c.awaitOutcome()
+	if !ok {
+		// The client went away (or half-closed), or the server is
+		// shutting down.
+		if w.Cancel() {
+			return locktable.Result{}, context.Canceled
+		}
+		o = <-c.outcome
+		if o.Granted && c.direct == 0 {
+			// Granted as the client went away: the grant never reaches
+			// anyone able to use it, so it goes on to the next waiter.
+			return c.unwanted(ref, name)
+		}
+	}
+	if !o.Granted {
+		return o.Result(), nil
+	}
+	if c.direct == 0 && peerHungUp(c.raw) {
+		// The client closed while the grant was on its way: it must not
+		// keep a lock it will never hear of.
+		c.eof = true
+		return c.unwanted(ref, name)
+	}
+	// onOutcome wrote c.direct bytes of the reply already; finish it.
+	c.sess.held++
+	c.out = append(c.out, wire.Acquired[c.direct:]...)
+	return res, errReplied
+}
+
+// unwanted releases a grant that no client will hear of.
+func (c *conn) unwanted(ref SessionRef, name []byte) (locktable.Result, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), backendTimeout)
 	defer cancel()
-	w := c.watch(cancel)
-	res, err := c.s.backend.Lock(ctx, ref, name, wait)
-	if err == nil && res.Status == locktable.Granted && ctx.Err() == nil {
-		// The hand-over is on every contended client's critical path:
-		// answer first, then stop the watcher. Reads and writes of one
-		// connection may run concurrently.
-		c.lockReply(res)
-		c.flush()
-		c.unwatch(w)
-		return res, errReplied
+	if _, err := c.s.backend.Unlock(ctx, ref, name); err != nil {
+		c.s.log.Warn("releasing an unwanted grant failed", "session", ref.ID, "err", err)
 	}
-	c.unwatch(w)
-	if err == nil && res.Status == locktable.Granted && !res.Reentrant && c.eof {
-		// Granted as the client went away: the grant never reaches anyone
-		// able to use it, so it goes on to the next waiter.
-		uctx, ucancel := context.WithTimeout(context.Background(), backendTimeout)
-		c.s.backend.Unlock(uctx, ref, name)
-		ucancel()
-		return locktable.Result{}, context.Canceled
+	return locktable.Result{}, context.Canceled
+}
+
+// onOutcome is the Done of this connection's waits. It runs on the
+// goroutine that decided the outcome. A hand-over is on the critical path
+// of every contended client, so it answers the client right here with one
+// non-blocking write instead of waiting for this connection's goroutine
+// to be scheduled. Then it wakes that goroutine out of its read: the
+// deadline first, so that the wake-up can never outlive the wait.
+func (c *conn) onOutcome(o partition.Outcome) {
+	if o.Granted && c.raw != nil && !peerHungUp(c.raw) {
+		c.raw.Write(func(fd uintptr) bool {
+			k, _ := syscall.Write(int(fd), wire.Acquired)
+			c.direct = max(k, 0)
+			return true // one attempt; never wait for room
+		})
 	}
-	return res, err
+	c.nc.SetReadDeadline(time.Unix(1, 0))
+	c.outcome <- o
+}
+
+// awaitOutcome reads the connection until the wait's outcome arrives. It
+// returns false if the client sends EOF or breaks the connection, or the
+// server shuts down, before that.
+func (c *conn) awaitOutcome() (partition.Outcome, bool) {
+	defer c.nc.SetReadDeadline(time.Time{})
+	for {
+		select {
+		case o := <-c.outcome:
+			return o, true
+		default:
+		}
+		if c.s.ctx.Err() != nil {
+			return partition.Outcome{}, false
+		}
+		if c.w-c.r >= c.watchLimit() {
+			// Enough is buffered behind the wait: stop reading
+			// (back-pressure) and wait for the outcome alone.
+			select {
+			case o := <-c.outcome:
+				return o, true
+			case <-c.s.ctx.Done():
+				return partition.Outcome{}, false
+			}
+		}
+		if c.w == len(c.buf) {
+			// Grow into a new array: the request being served still points
+			// into the old one, so compacting in place is not allowed here.
+			nb := make([]byte, max(2*len(c.buf), c.w-c.r+4096))
+			c.w = copy(nb, c.buf[c.r:c.w])
+			c.r = 0
+			c.buf = nb
+		}
+		n, err := c.nc.Read(c.buf[c.w:])
+		c.w += n
+		switch {
+		case err == nil:
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			// Woken: the outcome is on its way, or the server is closing.
+			select {
+			case o := <-c.outcome:
+				return o, true
+			case <-c.s.ctx.Done():
+				return partition.Outcome{}, false
+			}
+		default:
+			c.readError(err)
+			return partition.Outcome{}, false
+		}
+	}
 }
 
 // errReplied tells cmdLock that waitLock has answered already.
 var errReplied = errors.New("node: replied")
 
-// watcher reads the connection while serve is blocked in a wait.
-type watcher struct {
-	stop     chan struct{}
-	done     chan struct{}
-	stopping atomic.Bool
-	data     []byte
-	err      error
-}
-
-// watchLimit bounds what a watcher buffers of the requests pipelined
-// behind a blocked lock; past it, it stops reading (back-pressure).
+// watchLimit bounds what is buffered of the requests pipelined behind a
+// blocked lock; past it, the connection is not read (back-pressure).
 func (c *conn) watchLimit() int { return 16 * c.s.cfg.MaxLine }
-
-func (c *conn) watch(cancel context.CancelFunc) *watcher {
-	w := &watcher{stop: make(chan struct{}), done: make(chan struct{}), data: c.spare[:0]}
-	go func() {
-		defer close(w.done)
-		limit := c.watchLimit()
-		for len(w.data) < limit {
-			if cap(w.data)-len(w.data) < 512 {
-				w.data = append(w.data, make([]byte, 4096)...)[:len(w.data)]
-			}
-			n, err := c.nc.Read(w.data[len(w.data):cap(w.data)])
-			w.data = w.data[:len(w.data)+n]
-			if err != nil {
-				if !w.stopping.Load() {
-					w.err = err
-					cancel()
-				}
-				return
-			}
-		}
-		<-w.stop
-	}()
-	return w
-}
-
-// unwatch stops the watcher and takes over what it read.
-func (c *conn) unwatch(w *watcher) {
-	w.stopping.Store(true)
-	close(w.stop)
-	c.nc.SetReadDeadline(time.Unix(1, 0))
-	<-w.done
-	c.nc.SetReadDeadline(time.Time{})
-	if len(w.data) > 0 {
-		c.take(w.data)
-	}
-	c.spare = w.data[:0]
-	c.readError(w.err)
-}
-
-// take appends bytes read elsewhere to the read buffer. The request that
-// was being served is finished, so compacting is safe.
-func (c *conn) take(data []byte) {
-	if c.r > 0 {
-		c.w = copy(c.buf, c.buf[c.r:c.w])
-		c.r = 0
-	}
-	if need := c.w + len(data); need > len(c.buf) {
-		nb := make([]byte, need)
-		copy(nb, c.buf[:c.w])
-		c.buf = nb
-	}
-	c.w += copy(c.buf[c.w:], data)
-}
 
 func (c *conn) cmdUnlock() {
 	name := c.req.Args[0]
@@ -543,6 +597,13 @@ func (c *conn) cmdConnID() {
 	ctx, cancel := context.WithTimeout(c.s.ctx, backendTimeout)
 	defer cancel()
 	a, err := c.s.backend.Attach(ctx, sid)
+	for errors.Is(err, locktable.ErrAttached) && c.s.heldByHungUp(sid) && ctx.Err() == nil {
+		// Its client has hung up and that connection's goroutine is about
+		// to read the EOF and detach: a reconnecting client should not be
+		// refused for that moment.
+		time.Sleep(time.Millisecond)
+		a, err = c.s.backend.Attach(ctx, sid)
+	}
 	if errors.Is(err, locktable.ErrAttached) {
 		c.out = append(c.out, wire.CannotSetID...)
 		return

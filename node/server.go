@@ -29,9 +29,10 @@ type Server struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	mu        sync.Mutex // guards listeners, conns and closed
+	mu        sync.Mutex // guards listeners, conns, attached and closed
 	listeners map[net.Listener]struct{}
 	conns     map[*conn]struct{}
+	attached  map[string]*conn // session id -> the local connection it is attached to
 	closed    bool
 	wg        sync.WaitGroup // one count per running connection goroutine
 
@@ -64,6 +65,7 @@ func NewServer(cfg Config, backend Backend) (*Server, error) {
 		cancel:    cancel,
 		listeners: make(map[net.Listener]struct{}),
 		conns:     make(map[*conn]struct{}),
+		attached:  make(map[string]*conn),
 	}, nil
 }
 
@@ -195,6 +197,31 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		<-done
 		return ctx.Err()
 	}
+}
+
+func (s *Server) bindConn(id string, c *conn) {
+	s.mu.Lock()
+	s.attached[id] = c
+	s.mu.Unlock()
+	s.nclients.Add(1)
+}
+
+func (s *Server) unbind(id string, c *conn) {
+	s.mu.Lock()
+	if s.attached[id] == c {
+		delete(s.attached, id)
+	}
+	s.mu.Unlock()
+	s.nclients.Add(-1)
+}
+
+// heldByHungUp reports whether session id is attached to a connection of
+// this node whose client has already hung up.
+func (s *Server) heldByHungUp(id string) bool {
+	s.mu.Lock()
+	c := s.attached[id]
+	s.mu.Unlock()
+	return c != nil && peerHungUp(c.raw)
 }
 
 // LocalClients returns this node's count of connections with a session.

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -38,6 +39,12 @@ func (l *countingListener) Accept() (net.Conn, error) {
 type countingConn struct {
 	net.Conn
 	n *atomic.Int64
+}
+
+// SyscallConn lets the server look at the socket, as it does for a
+// *net.TCPConn.
+func (c *countingConn) SyscallConn() (syscall.RawConn, error) {
+	return c.Conn.(syscall.Conn).SyscallConn()
 }
 
 func (c *countingConn) Write(b []byte) (int, error) {
@@ -402,5 +409,27 @@ func TestConfigValidate(t *testing.T) {
 		if c.Validate() == nil {
 			t.Errorf("case %d: invalid config accepted", i)
 		}
+	}
+}
+
+// A client that closes and reconnects at once is not refused its own
+// session while the server has yet to read the close.
+func TestResumeRightAfterClose(t *testing.T) {
+	ts := startServer(t, nil)
+	for i := range 30 {
+		a := ts.dial(t)
+		a.expect("lock r", "200 Acquired")
+		id := a.do("conn_id")[4:]
+		a.nc.Close()
+		b := ts.dial(t)
+		b.expect("conn_id "+id, "200 conn id set")
+		if s := b.block("session"); s["resumed"] != "1" || s["held"] != "1" {
+			t.Fatalf("round %d: session = %v", i, s)
+		}
+		b.expect("quit", "200 Hey, it was nice seeing you.")
+		c := ts.dial(t)
+		c.expect("conn_id "+id, "200 conn id set")
+		c.expect("unlock r", "200 Unlocked")
+		c.nc.Close()
 	}
 }

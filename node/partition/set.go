@@ -86,15 +86,27 @@ type part struct {
 	id    int
 	mu    sync.Mutex
 	table *locktable.Table
-	slots map[locktable.WaiterID]chan outcome // blocked Lock calls
+	slots map[locktable.WaiterID]Done // queued requests
 	// next is the table's earliest deadline (0: none), for the timer loop.
 	next atomic.Int64
 }
 
-// outcome is what a blocked Lock call is woken with.
-type outcome struct {
-	granted bool
-	token   uint64
+// Outcome is how a queued lock request ended.
+type Outcome struct {
+	Granted bool
+	Token   uint64 // the grant's fencing token when Granted
+}
+
+// Done receives the outcome of a queued request. It is called exactly
+// once, from the goroutine that decided the outcome (the one releasing
+// the lock, or the deadline timer), with no partition mutex held, so it
+// may answer the client itself. It must not block for long.
+type Done func(Outcome)
+
+// Wait is a queued lock request.
+type Wait struct {
+	p  *part
+	id locktable.WaiterID
 }
 
 // New builds a Set and starts its deadline loop. Close stops it.
@@ -118,7 +130,7 @@ func New(cfg Config) (*Set, error) {
 		s.parts[i] = &part{
 			id:    i,
 			table: locktable.New(cfg.Epoch, cfg.Limits, false),
-			slots: make(map[locktable.WaiterID]chan outcome),
+			slots: make(map[locktable.WaiterID]Done),
 		}
 	}
 	go s.deadlines()
@@ -154,6 +166,13 @@ func (s *Set) partOf(key []byte) *part { return s.parts[Of(key, len(s.parts))] }
 // released, keeping the one-mutex-at-a-time rule.
 type pending struct {
 	expired []string
+	outcome []decided
+}
+
+// decided is an outcome still to be delivered.
+type decided struct {
+	done Done
+	o    Outcome
 }
 
 // apply turns effects into wake-ups and notes sessions to release. Called
@@ -163,28 +182,38 @@ func (s *Set) apply(p *part, fx []locktable.Effect, pend *pending) {
 		switch e.Kind {
 		case locktable.WaiterGranted:
 			s.grants.Add(1)
-			s.wake(p, e.Waiter, outcome{granted: true, token: e.Token})
+			s.decide(p, e.Waiter, Outcome{Granted: true, Token: e.Token}, pend)
 		case locktable.WaiterTimedOut:
-			s.wake(p, e.Waiter, outcome{})
+			s.decide(p, e.Waiter, Outcome{}, pend)
 		case locktable.SessionExpired:
 			pend.expired = append(pend.expired, e.Session)
 		}
 	}
 }
 
-func (s *Set) wake(p *part, w locktable.WaiterID, o outcome) {
-	if ch, ok := p.slots[w]; ok {
+// decide removes a waiter's callback and queues its outcome.
+func (s *Set) decide(p *part, w locktable.WaiterID, o Outcome, pend *pending) {
+	if done := p.slots[w]; done != nil {
 		delete(p.slots, w)
-		ch <- o // capacity 1 and sent once: never blocks
+		pend.outcome = append(pend.outcome, decided{done, o})
 	}
 }
 
 // settle finishes what effects started once no part mutex is held.
+// Releasing an expired session's locks decides more outcomes, so it runs
+// until both lists are empty.
 func (s *Set) settle(pend *pending) {
-	for len(pend.expired) > 0 {
-		id := pend.expired[0]
-		pend.expired = pend.expired[1:]
-		s.releaseSession(id, pend)
+	for len(pend.outcome) > 0 || len(pend.expired) > 0 {
+		for len(pend.outcome) > 0 {
+			d := pend.outcome[0]
+			pend.outcome = pend.outcome[1:]
+			d.done(d.o)
+		}
+		if len(pend.expired) > 0 {
+			id := pend.expired[0]
+			pend.expired = pend.expired[1:]
+			s.releaseSession(id, pend)
+		}
 	}
 }
 
@@ -262,13 +291,12 @@ func (s *Set) tick(p *part, now locktable.Time) {
 	s.settle(&pend)
 }
 
-// Lock asks for name for session. With wait > 0 it blocks, with no
-// polling, until the lock is handed over, wait passes (Unavailable) or ctx
-// ends. When ctx ends first the request leaves the queue at once; should
-// the grant have raced the cancellation, it is released again, because
-// the connection that asked is gone and must never hold it. The returned
-// error is ctx.Err() then, or locktable.ErrExhausted.
-func (s *Set) Lock(ctx context.Context, session string, name []byte, wait time.Duration) (locktable.Result, error) {
+// LockAsync asks for name for session. If another session holds it and
+// wait > 0, the request queues: LockAsync returns Queued with a *Wait, and
+// done later receives the outcome (a hand-over, or Unavailable once wait
+// has passed), unless Cancel withdraws it first. There is no polling:
+// the releasing goroutine or the deadline timer delivers the outcome.
+func (s *Set) LockAsync(session string, name []byte, wait time.Duration, done Done) (locktable.Result, *Wait, error) {
 	p := s.partOf(name)
 	now := s.clock()
 	var wid locktable.WaiterID
@@ -276,45 +304,65 @@ func (s *Set) Lock(ctx context.Context, session string, name []byte, wait time.D
 		wid = locktable.WaiterID(s.nextWaiter.Add(1))
 	}
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	res, _, err := p.table.Lock(now, session, name, wid, now+int64(wait))
 	if s.cfg.AutoEpoch && p.table.TokensLeft() < lowTokens {
 		p.table.SetEpoch(p.table.Epoch() + 1)
 	}
 	if err != nil || res.Status != locktable.Queued {
-		p.mu.Unlock()
 		if res.Status == locktable.Granted && !res.Reentrant {
 			s.grants.Add(1)
 		}
+		return res, nil, err
+	}
+	p.slots[wid] = done
+	s.rearm(p)
+	return res, &Wait{p: p, id: wid}, nil
+}
+
+// Cancel withdraws a queued request and reports true if it did; done will
+// not be called. False means the outcome was decided first: done has
+// been called or is being called, and the caller must take its outcome
+// (and release a grant it no longer wants).
+func (s *Set) Cancel(w *Wait) bool {
+	p := w.p
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.table.CancelWait(w.id) {
+		return false
+	}
+	delete(p.slots, w.id)
+	s.rearm(p)
+	return true
+}
+
+// Lock is LockAsync for a caller that can block: it waits for the outcome
+// or for ctx to end. When ctx ends first the request leaves the queue at
+// once; should the grant have raced the cancellation, it is released
+// again, because whoever asked has gone. The error is then ctx.Err().
+func (s *Set) Lock(ctx context.Context, session string, name []byte, wait time.Duration) (locktable.Result, error) {
+	ch := make(chan Outcome, 1)
+	res, w, err := s.LockAsync(session, name, wait, func(o Outcome) { ch <- o })
+	if err != nil || w == nil {
 		return res, err
 	}
-	ch := make(chan outcome, 1)
-	p.slots[wid] = ch
-	s.rearm(p)
-	p.mu.Unlock()
-
 	select {
 	case o := <-ch:
-		return outcomeResult(o), nil
+		return o.Result(), nil
 	case <-ctx.Done():
 	}
-	p.mu.Lock()
-	if p.table.CancelWait(wid) {
-		delete(p.slots, wid)
-		s.rearm(p)
-		p.mu.Unlock()
-		return locktable.Result{}, ctx.Err()
-	}
-	p.mu.Unlock()
-	// The outcome was sent under p.mu before CancelWait failed.
-	if o := <-ch; o.granted {
-		s.Unlock(session, name)
+	if !s.Cancel(w) {
+		if o := <-ch; o.Granted {
+			s.Unlock(session, name)
+		}
 	}
 	return locktable.Result{}, ctx.Err()
 }
 
-func outcomeResult(o outcome) locktable.Result {
-	if o.granted {
-		return locktable.Result{Status: locktable.Granted, Token: o.token}
+// Result is the outcome as a lock-side result.
+func (o Outcome) Result() locktable.Result {
+	if o.Granted {
+		return locktable.Result{Status: locktable.Granted, Token: o.Token}
 	}
 	return locktable.Result{Status: locktable.Unavailable}
 }
