@@ -1,0 +1,204 @@
+package client
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/elock/elock/node/wire"
+)
+
+const (
+	// readBufSize holds the longest reply line we expect with room to
+	// spare: replies are short, and a longer one is a protocol error.
+	readBufSize = 16 << 10
+	// maxBlockLines bounds a STATS/INFO/SESSION block, so that a broken
+	// server cannot make the client read forever.
+	maxBlockLines = 4096
+)
+
+// aLongTimeAgo is a deadline in the past: setting it interrupts blocked
+// reads and writes at once.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// conn is one TCP connection to a server. Only the holder of the
+// Client's semaphore uses it.
+type conn struct {
+	nc   net.Conn
+	rd   *bufio.Reader
+	addr string
+	idx  int // index of addr in the Client's list
+	wbuf []byte
+	// lastRead is when a reply last arrived: the last moment the
+	// connection is known to have worked.
+	lastRead time.Time
+}
+
+// connError is a failure of the connection itself: the reply stream can
+// no longer be trusted, so the connection is dropped and the session
+// resumed on a new one.
+type connError struct{ err error }
+
+func (e *connError) Error() string { return "connection: " + e.err.Error() }
+func (e *connError) Unwrap() error { return e.err }
+
+func isConnErr(err error) bool {
+	var ce *connError
+	return errors.As(err, &ce)
+}
+
+// errProtocol marks a reply the client cannot make sense of.
+var errProtocol = errors.New("protocol error")
+
+func dialConn(ctx context.Context, addr string, idx int, d *net.Dialer) (*conn, error) {
+	nc, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	if tc, ok := nc.(*net.TCPConn); ok {
+		// Requests are batched by hand; Nagle would only add latency.
+		tc.SetNoDelay(true)
+	}
+	return &conn{nc: nc, rd: bufio.NewReaderSize(nc, readBufSize), addr: addr, idx: idx, lastRead: time.Now()}, nil
+}
+
+// guard makes ctx interrupt the connection's I/O: when ctx ends, blocked
+// reads and writes fail at once. The returned function disarms it and
+// reports whether it fired; if it did, the connection's deadline is in
+// the past until reset.
+func (cn *conn) guard(ctx context.Context) (disarm func() bool) {
+	if ctx.Done() == nil {
+		return func() bool { return false }
+	}
+	fired := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		cn.nc.SetDeadline(aLongTimeAgo)
+		close(fired)
+	})
+	return func() bool {
+		if stop() {
+			return false
+		}
+		<-fired // so that resetting the deadline cannot race with it
+		return true
+	}
+}
+
+// send writes the lines, each with CRLF, in one write: the server runs
+// pipelined lines in order and answers each with exactly one reply.
+func (cn *conn) send(lines ...string) error {
+	b := cn.wbuf[:0]
+	for _, l := range lines {
+		b = append(b, l...)
+		b = append(b, '\r', '\n')
+	}
+	cn.wbuf = b
+	if _, err := cn.nc.Write(b); err != nil {
+		return &connError{fmt.Errorf("write to %s: %w", cn.addr, err)}
+	}
+	return nil
+}
+
+func (cn *conn) readLine() ([]byte, error) {
+	line, err := cn.rd.ReadSlice('\n')
+	if err != nil {
+		if errors.Is(err, bufio.ErrBufferFull) {
+			err = fmt.Errorf("%w: reply line over %d bytes", errProtocol, readBufSize)
+		}
+		return nil, &connError{fmt.Errorf("read from %s: %w", cn.addr, err)}
+	}
+	cn.lastRead = time.Now()
+	line = line[:len(line)-1]
+	if n := len(line); n > 0 && line[n-1] == '\r' {
+		line = line[:n-1]
+	}
+	return line, nil
+}
+
+// resp is one reply, with its STAT lines if it opens a block.
+type resp struct {
+	code  int
+	text  string
+	stats []stat
+}
+
+type stat struct{ key, value string }
+
+func (r resp) ok() bool { return r.code == wire.CodeOK }
+
+// err returns the reply's error, nil for a 2xx.
+func (r resp) err() error {
+	if r.code >= 200 && r.code < 300 {
+		return nil
+	}
+	return replyError(r.code, r.text)
+}
+
+func (r resp) stat(key string) (string, bool) {
+	for _, s := range r.stats {
+		if s.key == key {
+			return s.value, true
+		}
+	}
+	return "", false
+}
+
+// read reads one reply, and the whole block if the reply opens one, so
+// that the stream stays in step whatever the caller does with it.
+func (cn *conn) read() (resp, error) {
+	line, err := cn.readLine()
+	if err != nil {
+		return resp{}, err
+	}
+	rp, ok := wire.ParseReply(line)
+	if !ok {
+		return resp{}, &connError{fmt.Errorf("%w: bad reply %q from %s", errProtocol, line, cn.addr)}
+	}
+	r := resp{code: rp.Code, text: rp.Text}
+	if r.code != wire.CodeOK || !wire.IsBlockHeader(r.text) {
+		return r, nil
+	}
+	for {
+		line, err := cn.readLine()
+		if err != nil {
+			return resp{}, err
+		}
+		if string(line) == "END" {
+			return r, nil
+		}
+		k, v, ok := wire.ParseStat(line)
+		if !ok || len(r.stats) >= maxBlockLines {
+			return resp{}, &connError{fmt.Errorf("%w: bad block line %q from %s", errProtocol, line, cn.addr)}
+		}
+		r.stats = append(r.stats, stat{k, v})
+	}
+}
+
+// readN reads the replies to n pipelined requests.
+func (cn *conn) readN(n int) ([]resp, error) {
+	rs := make([]resp, n)
+	for i := range rs {
+		r, err := cn.read()
+		if err != nil {
+			return nil, err
+		}
+		rs[i] = r
+	}
+	return rs, nil
+}
+
+// parseToken reads the "200 N" reply of token.
+func parseToken(r resp) (uint64, error) {
+	if !r.ok() {
+		return 0, r.err()
+	}
+	v, err := strconv.ParseUint(r.text, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%w: bad token %q", errProtocol, r.text)
+	}
+	return v, nil
+}

@@ -1,0 +1,45 @@
+// Package client is the Go client of elock, a lock server that speaks the
+// line protocol of the original Erlang elock (see elock-protocol.md).
+//
+// # Sessions
+//
+// A Client is one session of the server, carried by one TCP connection at
+// a time. Locks belong to the session. When the connection breaks, the
+// server keeps the session's locks for the session timeout
+// (WithSessionTimeout, set_timeout), and the client reconnects, to any
+// address of its list, and takes the session back with "conn_id ID". It
+// then checks each lock it believes it holds with "token NAME". A lock
+// found gone or re-granted, or all of them when the session expired or
+// could not be resumed in time, is reported to the WithOnLost handler and
+// forgotten; a call that ran into the loss returns ErrSessionLost.
+//
+// A background goroutine probes the connection when it has been idle for
+// the keepalive interval, so that a dead connection is repaired, or its
+// locks reported lost, while the application is idle.
+//
+// # Fencing tokens
+//
+// Lock and TryLock return the grant's fencing token, a number that grows
+// with every grant of a name. A lock can be lost without its holder
+// knowing in time (a long pause, a partition), so a resource guarded by
+// a lock should remember the highest token it has seen and refuse
+// requests that carry a lower one.
+//
+// # Concurrency
+//
+// A Client is safe for concurrent use, but the protocol runs one command
+// at a time per session, so calls are serialised, and a Lock waiting on
+// the server holds back every other call of the same Client. Every call
+// takes a context: it bounds the wait for the connection and for the
+// server, including waits behind other calls.
+//
+// # Failures
+//
+// Definite answers are sentinel errors (ErrUnavailable, ErrNotYours,
+// ErrNotLocked); other answers are a *ServerError. A "503" means nothing
+// happened and is retried with backoff until the context ends; a "504"
+// means the outcome is unknown, and Lock and Unlock ask the server for
+// the lock's state before deciding. A refusal keeps the connection; a
+// broken connection is replaced and the call carried on in the resumed
+// session.
+package client

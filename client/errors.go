@@ -1,0 +1,115 @@
+package client
+
+import (
+	"errors"
+	"strconv"
+	"strings"
+
+	"github.com/elock/elock/node/wire"
+)
+
+// Sentinel errors, compared with errors.Is. Definite answers of the server
+// (ErrUnavailable, ErrNotYours, ErrNotLocked) are returned as they are, so
+// that callers can also compare them with ==.
+var (
+	// ErrUnavailable: the lock is held by another session (409).
+	ErrUnavailable = errors.New("client: lock unavailable")
+	// ErrNotYours: the lock is held by another session (403 not_yours).
+	ErrNotYours = errors.New("client: lock held by another session")
+	// ErrNotLocked: nobody holds the lock (403 not_locked).
+	ErrNotLocked = errors.New("client: lock not held")
+	// ErrCannotSetID: the server refused to attach the session to the
+	// connection (403 cannot set conn id), usually because it still sees
+	// the session's previous connection as live. It comes wrapped in
+	// ErrSessionLost when a resume kept being refused.
+	ErrCannotSetID = errors.New("client: cannot set conn id")
+	// ErrClosed: the Client has been closed.
+	ErrClosed = errors.New("client: closed")
+	// ErrSessionLost: the session could not be resumed, because it
+	// expired on the server or the resume failed, and the locks it held
+	// are gone. They have been reported to the lost-lock handler. The
+	// client goes on with a new session, so the call may be retried.
+	ErrSessionLost = errors.New("client: session lost")
+	// ErrLockLost: one lock was found no longer held by the session, or
+	// held with another fencing token, after a resume. It is the Err of a
+	// LostLock, never returned by a call.
+	ErrLockLost = errors.New("client: lock lost")
+	// ErrInvalidName: a lock name is empty or contains a space, CR or LF,
+	// which the protocol cannot carry.
+	ErrInvalidName = errors.New("client: invalid lock name")
+)
+
+// ServerError is a reply of the server that has no sentinel: a limit hit
+// (429), a bad request (400, 413), or a retryable (503) or indeterminate
+// (504) failure that outlived the call's context.
+type ServerError struct {
+	Code int
+	Text string
+}
+
+func (e *ServerError) Error() string {
+	return "server replied " + strconv.Itoa(e.Code) + " " + e.Text
+}
+
+// Retryable reports a 503: the request certainly did nothing and may be
+// sent again.
+func (e *ServerError) Retryable() bool { return e.Code == wire.CodeRetry }
+
+// Indeterminate reports a 504: the request may or may not have taken
+// effect.
+func (e *ServerError) Indeterminate() bool { return e.Code == wire.CodeIndeterminate }
+
+// replyError maps a non-2xx reply to its error.
+func replyError(code int, text string) error {
+	switch {
+	case code == wire.CodeUnavailable:
+		return ErrUnavailable
+	case code == wire.CodeForbidden && text == "not_yours":
+		return ErrNotYours
+	case code == wire.CodeForbidden && text == "not_locked":
+		return ErrNotLocked
+	case code == wire.CodeForbidden && text == "cannot set conn id":
+		return ErrCannotSetID
+	}
+	return &ServerError{Code: code, Text: text}
+}
+
+// retryError asks exec to run the operation again after a backoff, as for
+// a 503, for an answer that is transient but not itself a 503.
+type retryError struct{ reason string }
+
+func (e *retryError) Error() string { return e.reason }
+
+// retryable reports whether exec should back off and run the operation
+// again on the same connection.
+func retryable(err error) bool {
+	var se *ServerError
+	if errors.As(err, &se) {
+		return se.Retryable() || se.Indeterminate()
+	}
+	var re *retryError
+	return errors.As(err, &re)
+}
+
+// definite reports whether err settles what the session holds: after
+// such an error the operation certainly changed nothing that the client
+// has to clean up.
+func definite(err error) bool {
+	switch {
+	case errors.Is(err, ErrUnavailable), errors.Is(err, ErrNotYours),
+		errors.Is(err, ErrNotLocked), errors.Is(err, ErrSessionLost),
+		errors.Is(err, ErrInvalidName):
+		return true
+	}
+	var se *ServerError
+	return errors.As(err, &se) && se.Code < 500
+}
+
+// checkName rejects names the line protocol cannot carry; the server
+// checks the length.
+func checkName(name string) error {
+	if name == "" || strings.ContainsAny(name, " \r\n") {
+		return ErrInvalidName
+	}
+	return nil
+}

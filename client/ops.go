@@ -1,0 +1,400 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// Lock acquires name for the session, waiting as long as ctx allows, and
+// returns the lock's fencing token. The wait happens on the server
+// ("lock NAME SECS", in rounds of at most the max wait), so the lock is
+// handed over in FIFO order the moment it is released; meanwhile every
+// other call on this Client waits (see Client).
+//
+// If ctx ends first, Lock returns ctx.Err(). To take the request out of
+// the server's queue it closes the connection, then resumes the session
+// on a new one; should the grant have raced the cancellation, the lock is
+// released again before any other command of the session runs. That
+// clean-up is bounded by the dial timeout and otherwise finishes in the
+// background.
+//
+// If the session already holds name, Lock returns at once with its token.
+func (c *Client) Lock(ctx context.Context, name string) (uint64, error) {
+	if err := checkName(name); err != nil {
+		return 0, err
+	}
+	return c.lock(ctx, name, true)
+}
+
+// TryLock acquires name if it is free (or already the session's) and
+// returns its fencing token; it returns ErrUnavailable if another
+// session holds it. It does not wait for the lock, only for the server.
+func (c *Client) TryLock(ctx context.Context, name string) (uint64, error) {
+	if err := checkName(name); err != nil {
+		return 0, err
+	}
+	return c.lock(ctx, name, false)
+}
+
+func (c *Client) lock(ctx context.Context, name string, wait bool) (uint64, error) {
+	ctx, cancel := c.opContext(ctx)
+	defer cancel()
+	if err := c.acquire(ctx); err != nil {
+		return 0, err
+	}
+	defer c.releaseSem()
+	had := c.holds(name)
+	// sent is set while a lock request may have been granted without
+	// the grant reaching us.
+	sent := false
+	var tok uint64
+	err := c.exec(ctx, "lock "+strconv.Quote(name), func(ctx context.Context, cn *conn) error {
+		for {
+			req := "lock " + name
+			if wait {
+				secs, err := c.waitSecs(ctx)
+				if err != nil {
+					return err
+				}
+				req += " " + strconv.Itoa(secs)
+			}
+			sent = true
+			// The token request rides in the same write. The server runs it
+			// after the lock, so its answer also settles a 504.
+			if err := cn.send(req, "token "+name); err != nil {
+				return err
+			}
+			rs, err := cn.readN(2)
+			if err != nil {
+				return err
+			}
+			lk, tk := rs[0], rs[1]
+			switch {
+			case lk.ok() || lk.code == 504 && tk.ok():
+				if !tk.ok() {
+					// Granted, but no token to be had; asking again is safe
+					// because the lock is re-entrant.
+					return &retryError{"token after grant: " + tk.err().Error()}
+				}
+				t, err := parseToken(tk)
+				if err != nil {
+					return err
+				}
+				tok = t
+				return nil
+			case lk.code == 409:
+				sent = false
+				if !wait {
+					return ErrUnavailable
+				}
+				// The server's wait ran out before ctx did: wait again.
+			case lk.code == 504 && !wait && errors.Is(tk.err(), ErrNotYours):
+				sent = false
+				return ErrUnavailable
+			default:
+				return lk.err() // a 503 or 504 is retried by exec
+			}
+		}
+	})
+	if err == nil {
+		c.mu.Lock()
+		c.held[name] = tok
+		delete(c.release, name)
+		c.mu.Unlock()
+		return tok, nil
+	}
+	if sent && !had && !definite(err) {
+		c.addRelease(name)
+		c.settle(ctx)
+	}
+	return 0, err
+}
+
+// waitSecs is the SECS of the next "lock NAME SECS": the time left until
+// ctx's deadline rounded up (ctx itself cuts the wait short), or the cap.
+func (c *Client) waitSecs(ctx context.Context) (int, error) {
+	capSecs := int(c.cfg.maxWait / time.Second)
+	dl, ok := ctx.Deadline()
+	if !ok {
+		return capSecs, nil
+	}
+	rem := time.Until(dl)
+	if rem <= 0 {
+		return 0, context.DeadlineExceeded
+	}
+	return min(int((rem+time.Second-1)/time.Second), capSecs), nil
+}
+
+func (c *Client) holds(name string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.held[name]
+	return ok
+}
+
+// Unlock releases name. It returns ErrNotYours if another session holds
+// it and ErrNotLocked if nobody does. If ctx ends before the server
+// answers, the release is still made before the session's next command.
+func (c *Client) Unlock(ctx context.Context, name string) error {
+	if err := checkName(name); err != nil {
+		return err
+	}
+	ctx, cancel := c.opContext(ctx)
+	defer cancel()
+	if err := c.acquire(ctx); err != nil {
+		return err
+	}
+	defer c.releaseSem()
+	had := c.forget(name)
+	// maybe is set while an earlier attempt may have released the lock
+	// without the answer reaching us.
+	maybe := false
+	err := c.exec(ctx, "unlock "+strconv.Quote(name), func(ctx context.Context, cn *conn) error {
+		prev := maybe
+		maybe = true
+		if err := cn.send("unlock " + name); err != nil {
+			return err
+		}
+		r, err := cn.read()
+		if err != nil {
+			return err
+		}
+		switch {
+		case r.ok():
+			return nil
+		case r.code == 403 && prev && had:
+			return nil // our earlier attempt released it
+		case r.code == 503:
+			maybe = prev
+		case r.code == 504:
+			// Only the lock's state tells whether the unlock happened.
+			if err := cn.send("token " + name); err != nil {
+				return err
+			}
+			t, err := cn.read()
+			if err != nil {
+				return err
+			}
+			switch {
+			case t.ok():
+				return &retryError{"unlock indeterminate and still held"}
+			case t.code == 403:
+				return nil // not held by us: done
+			}
+			return t.err()
+		}
+		return r.err()
+	})
+	if err != nil && had && !definite(err) {
+		c.addRelease(name)
+		c.settle(ctx)
+	}
+	return err
+}
+
+// forget drops name from what the session is believed to hold or owes a
+// release of, and reports whether it was there.
+func (c *Client) forget(name string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, h := c.held[name]
+	_, r := c.release[name]
+	delete(c.held, name)
+	delete(c.release, name)
+	return h || r
+}
+
+// UnlockAll releases every lock of the session. If ctx ends before the
+// server answers, the release is still made before the session's next
+// command.
+func (c *Client) UnlockAll(ctx context.Context) error {
+	ctx, cancel := c.opContext(ctx)
+	defer cancel()
+	if err := c.acquire(ctx); err != nil {
+		return err
+	}
+	defer c.releaseSem()
+	c.mu.Lock()
+	clear(c.held)
+	clear(c.release)
+	c.releaseAll = false
+	c.mu.Unlock()
+	err := c.exec(ctx, "unlock_all", func(ctx context.Context, cn *conn) error {
+		if err := cn.send("unlock_all"); err != nil {
+			return err
+		}
+		r, err := cn.read()
+		if err != nil {
+			return err
+		}
+		return r.err()
+	})
+	if err != nil && !definite(err) {
+		c.mu.Lock()
+		c.releaseAll = true
+		c.mu.Unlock()
+		c.settle(ctx)
+	}
+	return err
+}
+
+// SetTimeout sets how long the server keeps the session's locks after
+// its connection breaks, in whole milliseconds (rounded up). The value is
+// sent again after every resume.
+func (c *Client) SetTimeout(ctx context.Context, d time.Duration) error {
+	if d < 0 {
+		return fmt.Errorf("client: set_timeout: negative timeout %v", d)
+	}
+	return c.call(ctx, "set_timeout", func(ctx context.Context, cn *conn) error {
+		if err := cn.send("set_timeout " + millis(d)); err != nil {
+			return err
+		}
+		r, err := cn.read()
+		if err != nil {
+			return err
+		}
+		if err := r.err(); err != nil {
+			return err
+		}
+		c.mu.Lock()
+		c.wantTimeout, c.hasTimeout = d, true
+		c.timeout = d.Round(time.Millisecond)
+		c.mu.Unlock()
+		return nil
+	})
+}
+
+// Token returns the session's fencing token for name: ErrNotYours if
+// another session holds it, ErrNotLocked if nobody does.
+func (c *Client) Token(ctx context.Context, name string) (uint64, error) {
+	if err := checkName(name); err != nil {
+		return 0, err
+	}
+	var tok uint64
+	err := c.call(ctx, "token "+strconv.Quote(name), func(ctx context.Context, cn *conn) error {
+		if err := cn.send("token " + name); err != nil {
+			return err
+		}
+		r, err := cn.read()
+		if err != nil {
+			return err
+		}
+		tok, err = parseToken(r)
+		return err
+	})
+	return tok, err
+}
+
+// Info describes a lock as the session sees it. It never reveals which
+// session holds it.
+type Info struct {
+	Held    bool          // some session holds it
+	Mine    bool          // this session holds it
+	Token   uint64        // the holder's fencing token
+	HeldFor time.Duration // since the current grant
+	Waiters int           // requests queued for it
+}
+
+// Info returns what the server knows of name.
+func (c *Client) Info(ctx context.Context, name string) (Info, error) {
+	if err := checkName(name); err != nil {
+		return Info{}, err
+	}
+	var in Info
+	err := c.call(ctx, "info "+strconv.Quote(name), func(ctx context.Context, cn *conn) error {
+		if err := cn.send("info " + name); err != nil {
+			return err
+		}
+		r, err := cn.read()
+		if err != nil {
+			return err
+		}
+		if !r.ok() || r.text != "INFO" {
+			return replyOrProtocol(r)
+		}
+		in, err = parseInfo(r)
+		return err
+	})
+	return in, err
+}
+
+func parseInfo(r resp) (Info, error) {
+	var in Info
+	for _, s := range r.stats {
+		var err error
+		switch s.key {
+		case "held":
+			in.Held = s.value == "1"
+		case "mine":
+			in.Mine = s.value == "1"
+		case "token":
+			in.Token, err = strconv.ParseUint(s.value, 10, 64)
+		case "held_ms":
+			var ms int64
+			ms, err = strconv.ParseInt(s.value, 10, 64)
+			in.HeldFor = time.Duration(ms) * time.Millisecond
+		case "waiters":
+			in.Waiters, err = strconv.Atoi(s.value)
+		}
+		if err != nil {
+			return Info{}, fmt.Errorf("%w: bad STAT %s %q", errProtocol, s.key, s.value)
+		}
+	}
+	return in, nil
+}
+
+// Stats are the figures of the stats command.
+type Stats struct {
+	Clients    int // live connections with a session
+	Locks      int // held lock names
+	Monitoring int // equals Clients, as in the original elock
+	// All holds every STAT line, the three above included, by key.
+	All map[string]string
+}
+
+// Stats returns the server's figures.
+func (c *Client) Stats(ctx context.Context) (Stats, error) {
+	var st Stats
+	err := c.call(ctx, "stats", func(ctx context.Context, cn *conn) error {
+		if err := cn.send("stats"); err != nil {
+			return err
+		}
+		r, err := cn.read()
+		if err != nil {
+			return err
+		}
+		if !r.ok() || r.text != "STATS" {
+			return replyOrProtocol(r)
+		}
+		st, err = parseStats(r)
+		return err
+	})
+	return st, err
+}
+
+func parseStats(r resp) (Stats, error) {
+	st := Stats{All: make(map[string]string, len(r.stats))}
+	for _, s := range r.stats {
+		st.All[s.key] = s.value
+		var p *int
+		switch s.key {
+		case "clients":
+			p = &st.Clients
+		case "locks":
+			p = &st.Locks
+		case "monitoring":
+			p = &st.Monitoring
+		default:
+			continue
+		}
+		v, err := strconv.Atoi(s.value)
+		if err != nil {
+			return Stats{}, fmt.Errorf("%w: bad STAT %s %q", errProtocol, s.key, s.value)
+		}
+		*p = v
+	}
+	return st, nil
+}
