@@ -1,0 +1,91 @@
+// Command elock is the command-line client of elock.
+//
+//	elock [-addr A,B] lock NAME [-wait DUR] -- COMMAND ARGS...
+//	elock [-addr A,B] stats
+//	elock [-addr A,B] info NAME
+//	elock [-addr A,B] bench [-mode distinct|contended] [-clients N] [-duration D]
+//
+// Exit status: that of COMMAND for lock, or one of the codes below.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+)
+
+// Exit codes of elock itself, from sysexits(3) where one fits.
+const (
+	exitOK          = 0
+	exitUsage       = 64 // bad flags or arguments
+	exitUnavailable = 69 // no server could be reached
+	exitSoftware    = 70 // the server answered something unexpected
+	exitNotAcquired = 75 // lock: not acquired within -wait (EX_TEMPFAIL)
+	exitLost        = 76 // lock: the lock was lost while COMMAND ran; COMMAND was stopped
+)
+
+const usage = `usage:
+  elock [-addr A,B,...] lock NAME [-wait DUR] [-timeout DUR] -- COMMAND [ARGS...]
+  elock [-addr A,B,...] stats
+  elock [-addr A,B,...] info NAME
+  elock [-addr A,B,...] bench [-mode distinct|contended] [-clients N] [-duration D] [-json]
+
+exit status of lock: COMMAND's own status (128+N if killed by signal N), or
+  64 usage, 69 no server reachable, 70 unexpected server reply,
+  75 lock not acquired within -wait, 76 lock lost while COMMAND ran (it was stopped)
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("elock", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
+	addr := fs.String("addr", "127.0.0.1:11400", "comma-separated server addresses; any node of a mesh will do")
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			return exitOK
+		}
+		return exitUsage
+	}
+	rest := fs.Args()
+	if len(rest) == 0 {
+		fs.Usage()
+		return exitUsage
+	}
+	addrs := splitAddrs(*addr)
+	if len(addrs) == 0 {
+		fmt.Fprintln(stderr, "elock: -addr is empty")
+		return exitUsage
+	}
+	switch rest[0] {
+	case "lock":
+		return runLock(rest[1:], addrs, stderr)
+	case "stats":
+		return runQuery("stats", rest[1:], addrs, stdout, stderr)
+	case "info":
+		return runQuery("info", rest[1:], addrs, stdout, stderr)
+	case "bench":
+		return runBench(rest[1:], addrs, stdout, stderr)
+	case "help", "-h", "--help":
+		fs.Usage()
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "elock: unknown command %q\n", rest[0])
+	fs.Usage()
+	return exitUsage
+}
+
+func splitAddrs(s string) []string {
+	var out []string
+	for _, a := range strings.Split(s, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			out = append(out, a)
+		}
+	}
+	return out
+}

@@ -1,0 +1,277 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/elock/elock/testcluster"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testcluster.Cleanup()
+	os.Exit(code)
+}
+
+// elock runs the elock binary and returns its exit status and output.
+func elock(t *testing.T, limit time.Duration, args ...string) (int, string, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, testcluster.Binary(t, "elock"), args...)
+	cmd.Env = testcluster.Env()
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	if ctx.Err() != nil {
+		t.Fatalf("elock %q did not finish within %v\nstderr: %s", args, limit, stderr.String())
+	}
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("elock %q: %v", args, err)
+	}
+	return code, stdout.String(), stderr.String()
+}
+
+// raw is a minimal protocol connection for arranging lock states.
+type raw struct {
+	t  *testing.T
+	nc net.Conn
+	r  *bufio.Reader
+}
+
+func dialRaw(t *testing.T, addr string) *raw {
+	t.Helper()
+	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	return &raw{t: t, nc: nc, r: bufio.NewReader(nc)}
+}
+
+func (c *raw) do(line string) string {
+	c.t.Helper()
+	c.nc.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.nc.Write([]byte(line + "\r\n")); err != nil {
+		c.t.Fatal(err)
+	}
+	l, err := c.r.ReadString('\n')
+	if err != nil {
+		c.t.Fatalf("%q: %v", line, err)
+	}
+	return strings.TrimSuffix(l, "\r\n")
+}
+
+// info returns the STAT lines of "info NAME".
+func (c *raw) info(name string) map[string]string {
+	c.t.Helper()
+	if h := c.do("info " + name); h != "200 INFO" {
+		c.t.Fatalf("info: %q", h)
+	}
+	m := map[string]string{}
+	for {
+		l, err := c.r.ReadString('\n')
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		l = strings.TrimSuffix(l, "\r\n")
+		if l == "END" {
+			return m
+		}
+		f := strings.Fields(l)
+		m[f[1]] = f[2]
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestLockRunsCommandWithToken(t *testing.T) {
+	t.Parallel()
+	srv := testcluster.Start(t)
+	out := filepath.Join(t.TempDir(), "token")
+	code, _, stderr := elock(t, 20*time.Second, "-addr", srv.Addr, "lock", "job",
+		"--", "sh", "-c", `printf '%s %s' "$ELOCK_TOKEN" "$ELOCK_NAME" > "$0"; exit 3`, out)
+	if code != 3 {
+		t.Fatalf("exit %d, want the command's 3; stderr: %s", code, stderr)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(b))
+	if tok, err := strconv.ParseUint(f[0], 10, 64); err != nil || tok == 0 || f[1] != "job" {
+		t.Fatalf("command saw ELOCK_TOKEN/ELOCK_NAME %q", b)
+	}
+	if in := dialRaw(t, srv.Addr).info("job"); in["held"] != "0" {
+		t.Fatalf("lock still held after the command: %v", in)
+	}
+}
+
+func TestLockNotAcquired(t *testing.T) {
+	t.Parallel()
+	srv := testcluster.Start(t)
+	holder := dialRaw(t, srv.Addr)
+	if r := holder.do("lock busy"); r != "200 Acquired" {
+		t.Fatal(r)
+	}
+	code, _, _ := elock(t, 20*time.Second, "-addr", srv.Addr, "lock", "busy", "-wait", "0", "--", "true")
+	if code != exitNotAcquired {
+		t.Fatalf("-wait 0 on a held lock: exit %d, want %d", code, exitNotAcquired)
+	}
+	start := time.Now()
+	code, _, _ = elock(t, 20*time.Second, "-addr", srv.Addr, "lock", "busy", "-wait", "300ms", "--", "true")
+	if code != exitNotAcquired || time.Since(start) < 300*time.Millisecond {
+		t.Fatalf("-wait 300ms: exit %d after %v", code, time.Since(start))
+	}
+}
+
+func TestLockWaitsForRelease(t *testing.T) {
+	t.Parallel()
+	srv := testcluster.Start(t)
+	holder := dialRaw(t, srv.Addr)
+	holder.do("lock q")
+	type result struct {
+		code   int
+		stderr string
+	}
+	done := make(chan result, 1)
+	go func() {
+		code, _, stderr := elock(t, 30*time.Second, "-addr", srv.Addr, "lock", "q", "-wait", "20s", "--", "true")
+		done <- result{code, stderr}
+	}()
+	waitFor(t, "elock to queue", func() bool { return holder.info("q")["waiters"] == "1" })
+	holder.do("unlock q")
+	if r := <-done; r.code != 0 {
+		t.Fatalf("exit %d after the release; stderr: %s", r.code, r.stderr)
+	}
+}
+
+// When the session cannot be resumed in time the lock may be someone
+// else's: the command is stopped, and elock says so in its status.
+func TestLockLostStopsCommand(t *testing.T) {
+	t.Parallel()
+	srv := testcluster.Start(t)
+	dir := t.TempDir()
+	started, termed := filepath.Join(dir, "started"), filepath.Join(dir, "termed")
+	type result struct {
+		code   int
+		stderr string
+	}
+	done := make(chan result, 1)
+	go func() {
+		code, _, stderr := elock(t, 60*time.Second, "-addr", srv.Addr, "lock", "lease", "-timeout", "1s",
+			"--", "sh", "-c", `trap 'touch "$1"; kill $!; exit 0' TERM; touch "$0"; sleep 60 & wait`, started, termed)
+		done <- result{code, stderr}
+	}()
+	waitFor(t, "the command to start", func() bool { _, err := os.Stat(started); return err == nil })
+	srv.Kill()
+	r := <-done
+	if r.code != exitLost {
+		t.Fatalf("exit %d, want %d (lock lost); stderr: %s", r.code, exitLost, r.stderr)
+	}
+	if _, err := os.Stat(termed); err != nil {
+		t.Fatalf("the command never got SIGTERM: %v", err)
+	}
+}
+
+func TestLockCommandKilledBySignal(t *testing.T) {
+	t.Parallel()
+	srv := testcluster.Start(t)
+	code, _, _ := elock(t, 20*time.Second, "-addr", srv.Addr, "lock", "k", "--", "sh", "-c", "kill -9 $$")
+	if code != 128+9 {
+		t.Fatalf("exit %d, want 137", code)
+	}
+}
+
+func TestUsageAndUnreachable(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().String()
+	ln.Close()
+	for _, tc := range []struct {
+		args []string
+		want int
+	}{
+		{nil, exitUsage},
+		{[]string{"frobnicate"}, exitUsage},
+		{[]string{"lock"}, exitUsage},
+		{[]string{"lock", "x"}, exitUsage},
+		{[]string{"lock", "x", "-wait", "soon", "--", "true"}, exitUsage},
+		{[]string{"info"}, exitUsage},
+		{[]string{"bench", "-mode", "sideways"}, exitUsage},
+		{[]string{"-addr", closed, "lock", "x", "--", "true"}, exitUnavailable},
+		{[]string{"-addr", closed, "stats"}, exitUnavailable},
+	} {
+		if code, _, _ := elock(t, 20*time.Second, tc.args...); code != tc.want {
+			t.Errorf("elock %q: exit %d, want %d", tc.args, code, tc.want)
+		}
+	}
+}
+
+func TestStatsAndInfo(t *testing.T) {
+	t.Parallel()
+	srv := testcluster.Start(t)
+	c := dialRaw(t, srv.Addr)
+	c.do("lock shown")
+	code, out, _ := elock(t, 20*time.Second, "-addr", srv.Addr, "stats")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if code != 0 || lines[0] != "200 STATS" || lines[1] != "STAT clients 1" || lines[2] != "STAT locks 1" || lines[len(lines)-1] != "END" {
+		t.Fatalf("stats: exit %d, output:\n%s", code, out)
+	}
+	code, out, _ = elock(t, 20*time.Second, "-addr", srv.Addr, "info", "shown")
+	if code != 0 || !strings.HasPrefix(out, "200 INFO\nSTAT held 1\nSTAT mine 0\n") || !strings.HasSuffix(out, "END\n") {
+		t.Fatalf("info: exit %d, output:\n%s", code, out)
+	}
+	name := strings.Repeat("n", 300)
+	if code, out, _ = elock(t, 20*time.Second, "-addr", srv.Addr, "info", name); code != 1 || !strings.HasPrefix(out, "413 ") {
+		t.Fatalf("info of an over-long name: exit %d, output %q", code, out)
+	}
+}
+
+func TestBench(t *testing.T) {
+	t.Parallel()
+	srv := testcluster.Start(t)
+	for _, mode := range []string{"distinct", "contended"} {
+		code, out, stderr := elock(t, 60*time.Second, "-addr", srv.Addr, "bench", "-mode", mode,
+			"-clients", "4", "-duration", "500ms", "-warmup", "100ms", "-json")
+		if code != 0 {
+			t.Fatalf("bench %s: exit %d; stderr: %s", mode, code, stderr)
+		}
+		var r benchResult
+		if err := json.Unmarshal([]byte(out), &r); err != nil {
+			t.Fatalf("bench %s output %q: %v", mode, out, err)
+		}
+		if r.Cycles == 0 || r.CyclesPerS <= 0 || r.P50us <= 0 || r.P99us < r.P50us || r.P999us < r.P99us || r.Violations != 0 || r.Errors != 0 {
+			t.Fatalf("bench %s result %+v", mode, r)
+		}
+		if mode == "contended" && r.MinPerCli == 0 {
+			t.Fatalf("contended: a client never got the lock (FIFO should feed all): %+v", r)
+		}
+	}
+}

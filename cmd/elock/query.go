@@ -1,0 +1,84 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/elock/elock/node/wire"
+)
+
+// runQuery prints the server's answer to stats or info NAME, line for
+// line without the CR. It exits 0 on a 2xx answer and 1 otherwise.
+func runQuery(cmd string, args, addrs []string, stdout, stderr io.Writer) int {
+	want := map[string]int{"stats": 0, "info": 1}[cmd]
+	if len(args) != want {
+		fmt.Fprintf(stderr, "elock %s: want %d argument(s)\n", cmd, want)
+		return exitUsage
+	}
+	line := strings.Join(append([]string{cmd}, args...), " ")
+	lines, err := query(addrs, line, 10*time.Second)
+	if err != nil {
+		fmt.Fprintln(stderr, "elock:", err)
+		return exitUnavailable
+	}
+	for _, l := range lines {
+		fmt.Fprintln(stdout, l)
+	}
+	if r, ok := wire.ParseReply([]byte(lines[0])); !ok || r.Code/100 != 2 {
+		return 1
+	}
+	return exitOK
+}
+
+// query sends one request to the first address that answers and returns
+// its reply lines: one, or a block through END.
+func query(addrs []string, request string, timeout time.Duration) ([]string, error) {
+	var lastErr error
+	for _, a := range addrs {
+		lines, err := queryOne(a, request, timeout)
+		if err == nil {
+			return lines, nil
+		}
+		lastErr = err
+	}
+	return nil, lastErr
+}
+
+func queryOne(addr, request string, timeout time.Duration) ([]string, error) {
+	nc, err := net.DialTimeout("tcp", addr, timeout)
+	if err != nil {
+		return nil, err
+	}
+	defer nc.Close()
+	nc.SetDeadline(time.Now().Add(timeout))
+	if _, err := io.WriteString(nc, request+"\r\n"); err != nil {
+		return nil, fmt.Errorf("%s: %w", addr, err)
+	}
+	r := bufio.NewReader(nc)
+	var lines []string
+	for {
+		l, err := r.ReadString('\n')
+		if err != nil {
+			return nil, fmt.Errorf("%s: reading reply: %w", addr, err)
+		}
+		l = strings.TrimSuffix(l, "\r\n")
+		lines = append(lines, l)
+		if len(lines) == 1 {
+			rep, ok := wire.ParseReply([]byte(l))
+			if !ok {
+				return nil, fmt.Errorf("%s: malformed reply %q", addr, l)
+			}
+			if rep.Code != wire.CodeOK || !wire.IsBlockHeader(rep.Text) {
+				return lines, nil
+			}
+			continue
+		}
+		if l == "END" {
+			return lines, nil
+		}
+	}
+}
