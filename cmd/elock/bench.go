@@ -1,15 +1,12 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,11 +18,12 @@ import (
 // benchConfig is what "elock bench" measures.
 type benchConfig struct {
 	addrs    []string
+	backend  string // elock or redis
 	mode     string // distinct or contended
 	clients  int
 	duration time.Duration
 	warmup   time.Duration
-	wait     int // SECS of the contended mode's "lock NAME SECS"
+	wait     time.Duration // contended: how long one acquire may wait
 	progress time.Duration
 	prefix   string
 	json     bool
@@ -33,6 +31,7 @@ type benchConfig struct {
 
 // benchResult is one run's figures.
 type benchResult struct {
+	Backend    string  `json:"backend"`
 	Mode       string  `json:"mode"`
 	Clients    int     `json:"clients"`
 	Addrs      string  `json:"addrs"`
@@ -55,11 +54,12 @@ func runBench(args []string, addrs []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("elock bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	c := benchConfig{addrs: addrs}
-	fs.StringVar(&c.mode, "mode", "distinct", "distinct: a key per client; contended: every client on one key, with blocking waits")
+	fs.StringVar(&c.backend, "backend", "elock", "elock, or redis (SET NX PX plus a compare-and-delete script), to compare both with one load generator")
+	fs.StringVar(&c.mode, "mode", "distinct", "distinct: a key per client; contended: every client on one key")
 	fs.IntVar(&c.clients, "clients", 64, "concurrent clients, each with its own connection and session")
 	fs.DurationVar(&c.duration, "duration", 10*time.Second, "measured time")
 	fs.DurationVar(&c.warmup, "warmup", time.Second, "unmeasured warm-up before it")
-	fs.IntVar(&c.wait, "wait", 10, "contended mode: SECS of 'lock NAME SECS'")
+	fs.DurationVar(&c.wait, "wait", 10*time.Second, "contended mode: how long one acquire may wait (elock: 'lock NAME SECS'; redis: spinning)")
 	fs.DurationVar(&c.progress, "progress", time.Second, "interval of the progress line on stderr for runs of 5s or more (0: none)")
 	fs.StringVar(&c.prefix, "prefix", "", "key prefix (default: bench-<time>)")
 	fs.BoolVar(&c.json, "json", false, "print the result as one JSON line")
@@ -70,8 +70,12 @@ func runBench(args []string, addrs []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "elock bench: -mode %q: want distinct or contended\n", c.mode)
 		return exitUsage
 	}
-	if c.clients < 1 || c.duration <= 0 {
-		fmt.Fprintln(stderr, "elock bench: -clients and -duration must be positive")
+	if c.backend != "elock" && c.backend != "redis" {
+		fmt.Fprintf(stderr, "elock bench: -backend %q: want elock or redis\n", c.backend)
+		return exitUsage
+	}
+	if c.clients < 1 || c.duration <= 0 || c.wait < time.Second {
+		fmt.Fprintln(stderr, "elock bench: -clients and -duration must be positive, -wait at least 1s")
 		return exitUsage
 	}
 	if c.prefix == "" {
@@ -85,8 +89,8 @@ func runBench(args []string, addrs []string, stdout, stderr io.Writer) int {
 	if c.json {
 		json.NewEncoder(stdout).Encode(res)
 	} else {
-		fmt.Fprintf(stdout, "%s  clients=%d  %.0f cycles/s  acquire p50=%.0fµs p99=%.0fµs p999=%.0fµs max=%.0fµs  per-client min=%d max=%d  timeouts=%d violations=%d errors=%d\n",
-			res.Mode, res.Clients, res.CyclesPerS, res.P50us, res.P99us, res.P999us, res.MaxUs,
+		fmt.Fprintf(stdout, "%s %s  clients=%d  %.0f cycles/s  acquire p50=%.0fµs p99=%.0fµs p999=%.0fµs max=%.0fµs  per-client min=%d max=%d  timeouts=%d violations=%d errors=%d\n",
+			res.Backend, res.Mode, res.Clients, res.CyclesPerS, res.P50us, res.P99us, res.P999us, res.MaxUs,
 			res.MinPerCli, res.MaxPerCli, res.Timeouts, res.Violations, res.Errors)
 		if res.FirstError != "" {
 			fmt.Fprintln(stdout, "first error:", res.FirstError)
@@ -98,47 +102,42 @@ func runBench(args []string, addrs []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// benchConn is one client: a raw connection, so that the figures are the
-// server's and not a client library's.
-type benchConn struct {
-	nc net.Conn
-	r  *bufio.Reader
-	w  *bufio.Writer
+// locker is one benchmark client: its own connection and session. The
+// implementations speak raw protocol, so the figures are the servers'
+// and not a client library's.
+type locker interface {
+	// acquire takes key, waiting up to the configured wait when asked;
+	// false means it was not had in time.
+	acquire(key string, wait bool) (bool, error)
+	release(key string) error
+	close()
 }
 
-func dialBench(ctx context.Context, addr string) (*benchConn, error) {
-	d := net.Dialer{Timeout: 5 * time.Second}
-	nc, err := d.DialContext(ctx, "tcp", addr)
-	if err != nil {
-		return nil, err
+func dialLocker(ctx context.Context, c benchConfig, addr string) (locker, error) {
+	if c.backend == "redis" {
+		return dialRedis(ctx, addr, c.wait)
 	}
-	return &benchConn{nc: nc, r: bufio.NewReader(nc), w: bufio.NewWriter(nc)}, nil
-}
-
-func (b *benchConn) do(line string) (string, error) {
-	b.w.WriteString(line)
-	b.w.WriteString("\r\n")
-	if err := b.w.Flush(); err != nil {
-		return "", err
-	}
-	s, err := b.r.ReadString('\n')
-	return strings.TrimSuffix(s, "\r\n"), err
+	return dialElock(ctx, addr, c.wait)
 }
 
 func bench(ctx context.Context, c benchConfig, progress io.Writer) (benchResult, error) {
-	conns := make([]*benchConn, c.clients)
-	for i := range conns {
-		bc, err := dialBench(ctx, c.addrs[i%len(c.addrs)])
+	lockers := make([]locker, c.clients)
+	for i := range lockers {
+		addr := c.addrs[i%len(c.addrs)]
+		l, err := dialLocker(ctx, c, addr)
 		if err != nil {
-			return benchResult{}, fmt.Errorf("dial %s: %w", c.addrs[i%len(c.addrs)], err)
+			for _, o := range lockers[:i] {
+				o.close()
+			}
+			return benchResult{}, fmt.Errorf("%s %s: %w", c.backend, addr, err)
 		}
-		defer bc.nc.Close()
-		// Register the session before measuring.
-		if r, err := bc.do("conn_id"); err != nil || !strings.HasPrefix(r, "200 ") {
-			return benchResult{}, fmt.Errorf("conn_id: %q %v", r, err)
-		}
-		conns[i] = bc
+		lockers[i] = l
 	}
+	defer func() {
+		for _, l := range lockers {
+			l.close()
+		}
+	}()
 
 	var (
 		measuring atomic.Bool
@@ -160,43 +159,38 @@ func bench(ctx context.Context, c benchConfig, progress io.Writer) (benchResult,
 		errs.Add(1)
 		firstErr.CompareAndSwap(nil, err.Error())
 	}
-	for i, bc := range conns {
+	contended := c.mode == "contended"
+	for i, l := range lockers {
 		hists[i] = hdrhistogram.New(1, int64(time.Minute/time.Microsecond), 3)
 		key := fmt.Sprintf("%s-%d", c.prefix, i)
-		acquire := "lock " + key
-		if c.mode == "contended" {
+		if contended {
 			key = c.prefix + "-hot"
-			acquire = "lock " + key + " " + strconv.Itoa(c.wait)
 		}
-		release := "unlock " + key
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for !stop.Load() {
 				t0 := time.Now()
-				r, err := bc.do(acquire)
+				ok, err := l.acquire(key, contended)
 				if err != nil {
-					fail(fmt.Errorf("%s: %w", acquire, err))
+					fail(fmt.Errorf("acquire %s: %w", key, err))
 					return
 				}
-				switch r {
-				case "200 Acquired":
-				case "409 Unavailable":
+				if !ok {
 					timeouts.Add(1)
 					continue
-				default:
-					fail(fmt.Errorf("%s: unexpected reply %q", acquire, r))
-					return
 				}
 				lat := time.Since(t0)
-				if c.mode == "contended" && holders.Add(1) != 1 {
+				// Each client leaves the critical section before it asks to
+				// release, so a second holder inside it is a violation.
+				if contended && holders.Add(1) != 1 {
 					viol.Add(1)
 				}
-				if c.mode == "contended" {
+				if contended {
 					holders.Add(-1)
 				}
-				if r, err := bc.do(release); err != nil || r != "200 Unlocked" {
-					fail(fmt.Errorf("%s: %q %v", release, r, err))
+				if err := l.release(key); err != nil {
+					fail(fmt.Errorf("release %s: %w", key, err))
 					return
 				}
 				if measuring.Load() {
@@ -212,45 +206,29 @@ func bench(ctx context.Context, c benchConfig, progress io.Writer) (benchResult,
 	measuring.Store(true)
 	start := time.Now()
 	if c.progress > 0 && c.duration >= 5*time.Second {
-		tick := time.NewTicker(c.progress)
-		end := time.After(c.duration)
-		last, lastT := int64(0), start
-	loop:
-		for {
-			select {
-			case now := <-tick.C:
-				n := cycles.Load()
-				fmt.Fprintf(progress, "\r%5.0fs  %8.0f cycles/s  total %d  errors %d ", now.Sub(start).Seconds(),
-					float64(n-last)/now.Sub(lastT).Seconds(), n, errs.Load())
-				last, lastT = n, now
-			case <-end:
-				break loop
-			}
-		}
-		tick.Stop()
-		fmt.Fprintln(progress)
+		showProgress(progress, c.progress, c.duration, start, &cycles, &errs)
 	} else {
 		time.Sleep(c.duration)
 	}
 	measuring.Store(false)
 	elapsed := time.Since(start)
 	stop.Store(true)
-	// A contended client may sit in a wait of up to -wait seconds; closing
-	// the connections ends it.
+	// A contended client may sit in a wait of up to -wait; closing its
+	// connection ends it.
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(2 * time.Second):
-		for _, bc := range conns {
-			bc.nc.Close()
+		for _, l := range lockers {
+			l.close()
 		}
 		<-done
 	}
 
 	all := hdrhistogram.New(1, int64(time.Minute/time.Microsecond), 3)
 	res := benchResult{
-		Mode: c.mode, Clients: c.clients, Addrs: strings.Join(c.addrs, ","),
+		Backend: c.backend, Mode: c.mode, Clients: c.clients, Addrs: strings.Join(c.addrs, ","),
 		Seconds: elapsed.Seconds(), Cycles: cycles.Load(),
 		Timeouts: timeouts.Load(), Violations: viol.Load(), Errors: errs.Load(),
 		MinPerCli: -1,
@@ -274,4 +252,24 @@ func bench(ctx context.Context, c benchConfig, progress io.Writer) (benchResult,
 		return res, errors.New(res.FirstError)
 	}
 	return res, nil
+}
+
+// showProgress prints a progress line every interval until d has passed.
+func showProgress(w io.Writer, interval, d time.Duration, start time.Time, cycles, errs *atomic.Int64) {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	end := time.After(d)
+	last, lastT := int64(0), start
+	for {
+		select {
+		case now := <-tick.C:
+			n := cycles.Load()
+			fmt.Fprintf(w, "\r%5.0fs  %8.0f cycles/s  total %d  errors %d ", now.Sub(start).Seconds(),
+				float64(n-last)/now.Sub(lastT).Seconds(), n, errs.Load())
+			last, lastT = n, now
+		case <-end:
+			fmt.Fprintln(w)
+			return
+		}
+	}
 }

@@ -225,6 +225,7 @@ func TestUsageAndUnreachable(t *testing.T) {
 		{[]string{"lock", "x", "-wait", "soon", "--", "true"}, exitUsage},
 		{[]string{"info"}, exitUsage},
 		{[]string{"bench", "-mode", "sideways"}, exitUsage},
+		{[]string{"bench", "-backend", "memcached"}, exitUsage},
 		{[]string{"-addr", closed, "lock", "x", "--", "true"}, exitUnavailable},
 		{[]string{"-addr", closed, "stats"}, exitUnavailable},
 	} {
