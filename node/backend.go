@@ -88,8 +88,7 @@ func (l *Local) Attach(_ context.Context, id string) (locktable.Attachment, erro
 }
 
 func (l *Local) Detach(_ context.Context, s SessionRef) error {
-	l.Set.Detach(s.ID, s.Epoch)
-	return nil
+	return l.Set.Detach(s.ID, s.Epoch)
 }
 
 func (l *Local) SetTimeout(_ context.Context, s SessionRef, d time.Duration) error {
@@ -115,21 +114,20 @@ type localWait struct {
 func (w localWait) Cancel() bool { return w.set.Cancel(w.w) }
 
 func (l *Local) Unlock(_ context.Context, s SessionRef, name []byte) (locktable.Result, error) {
-	return l.Set.Unlock(s.ID, name), nil
+	return l.Set.Unlock(s.ID, name)
 }
 
 func (l *Local) UnlockAll(_ context.Context, s SessionRef) error {
-	l.Set.ReleaseSession(s.ID)
-	return nil
+	_, err := l.Set.ReleaseSession(s.ID)
+	return err
 }
 
 func (l *Local) Token(_ context.Context, s SessionRef, name []byte) (uint64, locktable.Status, error) {
-	t, st := l.Set.Token(s.ID, name)
-	return t, st, nil
+	return l.Set.Token(s.ID, name)
 }
 
 func (l *Local) Info(_ context.Context, s SessionRef, name []byte) (locktable.Info, error) {
-	return l.Set.Info(s.ID, name), nil
+	return l.Set.Info(s.ID, name)
 }
 
 func (l *Local) HeldBy(_ context.Context, s SessionRef) (int, error) {

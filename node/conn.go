@@ -437,8 +437,8 @@ func (c *conn) waitLock(ref SessionRef, name []byte, wait time.Duration) (lockta
 			return c.unwanted(ref, name)
 		}
 	}
-	if !o.Granted {
-		return o.Result(), nil
+	if o.Err != nil || !o.Granted {
+		return o.Result()
 	}
 	if c.direct == 0 && peerHungUp(c.raw) {
 		// The client closed while the grant was on its way: it must not
@@ -469,7 +469,7 @@ func (c *conn) unwanted(ref SessionRef, name []byte) (locktable.Result, error) {
 // to be scheduled. Then it wakes that goroutine out of its read: the
 // deadline first, so that the wake-up can never outlive the wait.
 func (c *conn) onOutcome(o partition.Outcome) {
-	if o.Granted && c.raw != nil && !peerHungUp(c.raw) {
+	if o.Granted && o.Err == nil && c.raw != nil && !peerHungUp(c.raw) {
 		c.raw.Write(func(fd uintptr) bool {
 			k, _ := syscall.Write(int(fd), wire.Acquired)
 			c.direct = max(k, 0)

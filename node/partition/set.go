@@ -6,11 +6,14 @@
 // goroutine that fires deadlines, and turns the table's effects into
 // wake-ups. Throughput does not hang on one global mutex: a command takes
 // only the mutex of the partition its name (or session id) hashes to.
+//
+// Alone, a Set serves every partition itself. In a mesh, a Replicator
+// decides which partitions this node may serve, and every change is
+// acknowledged by the partition's replica before anyone hears of it.
 package partition
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -20,9 +23,6 @@ import (
 
 	"github.com/elock/elock/node/locktable"
 )
-
-// ErrClosed: the set is shutting down and serves nothing more.
-var ErrClosed = errors.New("partition: closed")
 
 // Config configures a Set.
 type Config struct {
@@ -39,6 +39,8 @@ type Config struct {
 	// when its tokens run low. Only a node that alone decides its epochs
 	// (a single node) may; a mesh's epochs come from its control plane.
 	AutoEpoch bool
+	// Replicator, if set, makes this Set one node of a mesh.
+	Replicator Replicator
 }
 
 // lowTokens is when AutoEpoch moves a partition on: far enough from the
@@ -66,10 +68,44 @@ func Of(key []byte, partitions int) int {
 	return int(xxhash.Sum64(key) % uint64(partitions))
 }
 
+// Op is the kind of access an operation needs, for Replicator.Admit.
+type Op uint8
+
+const (
+	// Read looks at state.
+	Read Op = iota
+	// Write may change state but grants nothing (unlock, release, the
+	// session records).
+	Write
+	// Grant may grant a lock or queue for one.
+	Grant
+)
+
+// Replicator connects the partitions to a mesh. Admit and Record are
+// called with the partition's mutex held and must not block; Await and
+// Expired are called with no mutex held.
+type Replicator interface {
+	// Admit says whether this node may serve op on partition p now. It
+	// returns the reason it may not (a retryable *wire.Error).
+	Admit(p int, op Op) error
+	// Record takes the changes one operation made to p's table, already
+	// applied, in order, and returns the position that acknowledges them.
+	Record(p int, changes []locktable.Change) uint64
+	// Await blocks until position pos of p has been acknowledged by p's
+	// replica. An error means the changes are applied here but may be
+	// lost: whoever asked is told the outcome is unknown.
+	Await(p int, pos uint64) error
+	// Expired is told that session id expired: its locks, in whatever
+	// partition and on whatever node, are to be released. It returns
+	// once that is done or is certain to be done.
+	Expired(id string)
+}
+
 // Set is the partitions of the lock space hosted by this node.
 type Set struct {
 	cfg   Config
 	clock func() locktable.Time
+	rep   Replicator
 	parts []*part
 
 	nextWaiter atomic.Uint64
@@ -86,15 +122,24 @@ type part struct {
 	id    int
 	mu    sync.Mutex
 	table *locktable.Table
-	slots map[locktable.WaiterID]Done // queued requests
+	slots map[locktable.WaiterID]slot // queued requests
 	// next is the table's earliest deadline (0: none), for the timer loop.
 	next atomic.Int64
+}
+
+type slot struct {
+	session string
+	done    Done
 }
 
 // Outcome is how a queued lock request ended.
 type Outcome struct {
 	Granted bool
 	Token   uint64 // the grant's fencing token when Granted
+	// Err, if set, ends the wait without a definite answer: the partition
+	// moved away (a retryable *wire.Error), or a grant could not be
+	// confirmed by the replica (its outcome is unknown).
+	Err error
 }
 
 // Done receives the outcome of a queued request. It is called exactly
@@ -117,6 +162,7 @@ func New(cfg Config) (*Set, error) {
 	s := &Set{
 		cfg:   cfg,
 		clock: cfg.Clock,
+		rep:   cfg.Replicator,
 		parts: make([]*part, cfg.Partitions),
 		poke:  make(chan struct{}, 1),
 		stop:  make(chan struct{}),
@@ -129,16 +175,16 @@ func New(cfg Config) (*Set, error) {
 	for i := range s.parts {
 		s.parts[i] = &part{
 			id:    i,
-			table: locktable.New(cfg.Epoch, cfg.Limits, false),
-			slots: make(map[locktable.WaiterID]Done),
+			table: locktable.New(cfg.Epoch, cfg.Limits, s.rep != nil),
+			slots: make(map[locktable.WaiterID]slot),
 		}
 	}
 	go s.deadlines()
 	return s, nil
 }
 
-// Close stops the deadline loop. Blocked Lock calls are not woken; their
-// callers cancel their contexts.
+// Close stops the deadline loop. Queued requests are not woken; their
+// callers cancel them.
 func (s *Set) Close() {
 	select {
 	case <-s.stop:
@@ -147,6 +193,12 @@ func (s *Set) Close() {
 	}
 	<-s.done
 }
+
+// Now reads the set's clock.
+func (s *Set) Now() locktable.Time { return s.clock() }
+
+// Limits are the tables' limits.
+func (s *Set) Limits() locktable.Limits { return s.cfg.Limits }
 
 // Epoch returns the epoch partition i issues tokens in.
 func (s *Set) Epoch(i int) uint64 {
@@ -159,14 +211,49 @@ func (s *Set) Epoch(i int) uint64 {
 // Partitions returns the partition count.
 func (s *Set) Partitions() int { return len(s.parts) }
 
+// PartitionOf returns the partition of a key.
+func (s *Set) PartitionOf(key []byte) int { return Of(key, len(s.parts)) }
+
 func (s *Set) partOf(key []byte) *part { return s.parts[Of(key, len(s.parts))] }
 
-// pending collects the cross-partition work a table's effects ask for.
-// It is filled under one part's mutex and carried out after it is
-// released, keeping the one-mutex-at-a-time rule.
+// With runs f on partition i's table with the partition's mutex held, so
+// that the mesh can install, promote, replace or snapshot it consistently
+// with the operations around it. f returns the table to keep (its
+// argument, or a replacement).
+func (s *Set) With(i int, f func(t *locktable.Table, now locktable.Time) *locktable.Table) {
+	p := s.parts[i]
+	p.mu.Lock()
+	p.table = f(p.table, s.clock())
+	s.rearm(p)
+	p.mu.Unlock()
+}
+
+// Evict ends every request queued on partition i with err: the partition
+// is no longer served here, and whoever waits asks its new owner.
+func (s *Set) Evict(i int, err error) {
+	p := s.parts[i]
+	var pend pending
+	p.mu.Lock()
+	for id, sl := range p.slots {
+		if p.table.CancelWait(id) {
+			delete(p.slots, id)
+			pend.outcome = append(pend.outcome, decided{sl.done, Outcome{Err: err}})
+		}
+	}
+	s.rearm(p)
+	p.mu.Unlock()
+	s.settle(&pend, nil)
+}
+
+// pending collects what one operation's effects ask for beyond its own
+// reply. It is filled under one part's mutex and carried out after that
+// mutex is released, keeping the one-mutex-at-a-time rule.
 type pending struct {
 	expired []string
 	outcome []decided
+	// touched names and sessions whose state a replica must learn.
+	names    []string
+	sessions []string
 }
 
 // decided is an outcome still to be delivered.
@@ -175,8 +262,8 @@ type decided struct {
 	o    Outcome
 }
 
-// apply turns effects into wake-ups and notes sessions to release. Called
-// with p.mu held.
+// apply turns effects into wake-ups, notes sessions to release and the
+// state a replica must learn. Called with p.mu held.
 func (s *Set) apply(p *part, fx []locktable.Effect, pend *pending) {
 	for _, e := range fx {
 		switch e.Kind {
@@ -187,32 +274,68 @@ func (s *Set) apply(p *part, fx []locktable.Effect, pend *pending) {
 			s.decide(p, e.Waiter, Outcome{}, pend)
 		case locktable.SessionExpired:
 			pend.expired = append(pend.expired, e.Session)
+			pend.sessions = append(pend.sessions, e.Session)
+		case locktable.LockHeld, locktable.LockFreed:
+			pend.names = append(pend.names, e.Name)
 		}
 	}
 }
 
 // decide removes a waiter's callback and queues its outcome.
 func (s *Set) decide(p *part, w locktable.WaiterID, o Outcome, pend *pending) {
-	if done := p.slots[w]; done != nil {
+	if sl, ok := p.slots[w]; ok {
 		delete(p.slots, w)
-		pend.outcome = append(pend.outcome, decided{done, o})
+		pend.outcome = append(pend.outcome, decided{sl.done, o})
 	}
 }
 
-// settle finishes what effects started once no part mutex is held.
-// Releasing an expired session's locks decides more outcomes, so it runs
-// until both lists are empty.
-func (s *Set) settle(pend *pending) {
+// record hands the touched state to the replicator. Called with p.mu
+// held; returns the position to await (0: nothing).
+func (s *Set) record(p *part, now locktable.Time, pend *pending) uint64 {
+	if s.rep == nil || len(pend.names)+len(pend.sessions) == 0 {
+		return 0
+	}
+	cs := make([]locktable.Change, 0, len(pend.names)+len(pend.sessions))
+	for _, n := range pend.names {
+		cs = append(cs, p.table.HeldChange(now, n))
+	}
+	for _, id := range pend.sessions {
+		cs = append(cs, p.table.SessionChange(now, id))
+	}
+	pend.names, pend.sessions = pend.names[:0], pend.sessions[:0]
+	return s.rep.Record(p.id, cs)
+}
+
+// await waits for a recorded position with no mutex held.
+func (s *Set) await(p *part, pos uint64) error {
+	if pos == 0 || s.rep == nil {
+		return nil
+	}
+	return s.rep.Await(p.id, pos)
+}
+
+// settle finishes what effects started once no part mutex is held and
+// the changes are acknowledged (unconfirmed, if err is set: grants are
+// then delivered as unknown outcomes). Releasing an expired session's
+// locks decides more outcomes, so it runs until both lists are empty.
+func (s *Set) settle(pend *pending, err error) {
 	for len(pend.outcome) > 0 || len(pend.expired) > 0 {
 		for len(pend.outcome) > 0 {
 			d := pend.outcome[0]
 			pend.outcome = pend.outcome[1:]
+			if err != nil && d.o.Granted {
+				d.o.Err = err
+			}
 			d.done(d.o)
 		}
 		if len(pend.expired) > 0 {
 			id := pend.expired[0]
 			pend.expired = pend.expired[1:]
-			s.releaseSession(id, pend)
+			if s.rep != nil {
+				s.rep.Expired(id)
+			} else {
+				s.releaseIn(id, s.all())
+			}
 		}
 	}
 }
@@ -282,13 +405,37 @@ func (s *Set) deadlines() {
 	}
 }
 
+// tick expires what is due. Only a partition this node may write ticks:
+// a replica's records expire when its owner says so.
 func (s *Set) tick(p *part, now locktable.Time) {
+	s.run(p, Write, func(t *locktable.Table, _ locktable.Time, pend *pending) {
+		s.apply(p, t.Tick(now), pend)
+	})
+}
+
+// run executes f on p's table under p's mutex once admitted, records the
+// changes it made, waits for their acknowledgement with the mutex
+// released, and then delivers the outcomes it decided.
+func (s *Set) run(p *part, op Op, f func(t *locktable.Table, now locktable.Time, pend *pending)) error {
 	var pend pending
 	p.mu.Lock()
-	s.apply(p, p.table.Tick(now), &pend)
+	if s.rep != nil {
+		if err := s.rep.Admit(p.id, op); err != nil {
+			// A partition this node may not serve keeps its deadline for
+			// when it may; the timer loop looks again on its next wake-up.
+			p.next.Store(0)
+			p.mu.Unlock()
+			return err
+		}
+	}
+	now := s.clock()
+	f(p.table, now, &pend)
+	pos := s.record(p, now, &pend)
 	s.rearm(p)
 	p.mu.Unlock()
-	s.settle(&pend)
+	err := s.await(p, pos)
+	s.settle(&pend, err)
+	return err
 }
 
 // LockAsync asks for name for session. If another session holds it and
@@ -298,26 +445,39 @@ func (s *Set) tick(p *part, now locktable.Time) {
 // the releasing goroutine or the deadline timer delivers the outcome.
 func (s *Set) LockAsync(session string, name []byte, wait time.Duration, done Done) (locktable.Result, *Wait, error) {
 	p := s.partOf(name)
-	now := s.clock()
 	var wid locktable.WaiterID
 	if wait > 0 {
 		wid = locktable.WaiterID(s.nextWaiter.Add(1))
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	res, _, err := p.table.Lock(now, session, name, wid, now+int64(wait))
-	if s.cfg.AutoEpoch && p.table.TokensLeft() < lowTokens {
-		p.table.SetEpoch(p.table.Epoch() + 1)
-	}
-	if err != nil || res.Status != locktable.Queued {
-		if res.Status == locktable.Granted && !res.Reentrant {
-			s.grants.Add(1)
+	var (
+		res  locktable.Result
+		w    *Wait
+		lerr error
+	)
+	err := s.run(p, Grant, func(t *locktable.Table, now locktable.Time, pend *pending) {
+		var fx []locktable.Effect
+		res, fx, lerr = t.Lock(now, session, name, wid, now+int64(wait))
+		s.apply(p, fx, pend)
+		if s.cfg.AutoEpoch && t.TokensLeft() < lowTokens {
+			t.SetEpoch(t.Epoch() + 1)
 		}
-		return res, nil, err
+		switch {
+		case lerr != nil:
+		case res.Status == locktable.Granted && !res.Reentrant:
+			s.grants.Add(1)
+		case res.Status == locktable.Queued:
+			p.slots[wid] = slot{session: session, done: done}
+			w = &Wait{p: p, id: wid}
+		}
+	})
+	if lerr != nil {
+		return locktable.Result{}, nil, lerr
 	}
-	p.slots[wid] = done
-	s.rearm(p)
-	return res, &Wait{p: p, id: wid}, nil
+	if err != nil {
+		// Refused, or granted here without the replica's confirmation.
+		return locktable.Result{}, nil, err
+	}
+	return res, w, nil
 }
 
 // Cancel withdraws a queued request and reports true if it did; done will
@@ -348,7 +508,7 @@ func (s *Set) Lock(ctx context.Context, session string, name []byte, wait time.D
 	}
 	select {
 	case o := <-ch:
-		return o.Result(), nil
+		return o.Result()
 	case <-ctx.Done():
 	}
 	if !s.Cancel(w) {
@@ -360,114 +520,177 @@ func (s *Set) Lock(ctx context.Context, session string, name []byte, wait time.D
 }
 
 // Result is the outcome as a lock-side result.
-func (o Outcome) Result() locktable.Result {
-	if o.Granted {
-		return locktable.Result{Status: locktable.Granted, Token: o.Token}
+func (o Outcome) Result() (locktable.Result, error) {
+	switch {
+	case o.Err != nil:
+		return locktable.Result{}, o.Err
+	case o.Granted:
+		return locktable.Result{Status: locktable.Granted, Token: o.Token}, nil
 	}
-	return locktable.Result{Status: locktable.Unavailable}
+	return locktable.Result{Status: locktable.Unavailable}, nil
 }
 
 // Unlock releases name if session holds it, handing it to the next waiter.
-func (s *Set) Unlock(session string, name []byte) locktable.Result {
+func (s *Set) Unlock(session string, name []byte) (locktable.Result, error) {
 	p := s.partOf(name)
-	var pend pending
-	p.mu.Lock()
-	res, fx := p.table.Unlock(s.clock(), session, name)
-	s.apply(p, fx, &pend)
-	p.mu.Unlock()
-	s.settle(&pend)
-	return res
+	var res locktable.Result
+	err := s.run(p, Write, func(t *locktable.Table, now locktable.Time, pend *pending) {
+		var fx []locktable.Effect
+		res, fx = t.Unlock(now, session, name)
+		s.apply(p, fx, pend)
+	})
+	return res, err
 }
 
 // ReleaseSession releases every lock session holds and drops its waiters,
-// in every partition, and returns how many locks it released.
-func (s *Set) ReleaseSession(session string) int {
-	var pend pending
-	n := s.releaseSession(session, &pend)
-	s.settle(&pend)
-	return n
+// in every partition this node serves, and returns how many locks it
+// released. Partitions it may not write are skipped and reported.
+func (s *Set) ReleaseSession(session string) (int, error) {
+	return s.releaseIn(session, s.all())
 }
 
-func (s *Set) releaseSession(session string, pend *pending) int {
-	total := 0
-	for _, p := range s.parts {
-		p.mu.Lock()
-		n, fx := p.table.ReleaseSession(s.clock(), session)
-		s.apply(p, fx, pend)
-		p.mu.Unlock()
-		total += n
+// ReleaseSessionIn is ReleaseSession limited to some partitions.
+func (s *Set) ReleaseSessionIn(session string, parts []int) (int, error) {
+	return s.releaseIn(session, parts)
+}
+
+func (s *Set) all() []int {
+	ids := make([]int, len(s.parts))
+	for i := range ids {
+		ids[i] = i
 	}
-	return total
+	return ids
+}
+
+func (s *Set) releaseIn(session string, parts []int) (int, error) {
+	total := 0
+	var firstErr error
+	for _, i := range parts {
+		p := s.parts[i]
+		err := s.run(p, Write, func(t *locktable.Table, now locktable.Time, pend *pending) {
+			n, fx := t.ReleaseSession(now, session)
+			total += n
+			s.apply(p, fx, pend)
+		})
+		if err != nil && firstErr == nil {
+			firstErr = err
+		}
+	}
+	return total, firstErr
 }
 
 // Token returns session's fencing token for name.
-func (s *Set) Token(session string, name []byte) (uint64, locktable.Status) {
-	p := s.partOf(name)
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.table.Token(session, name)
+func (s *Set) Token(session string, name []byte) (uint64, locktable.Status, error) {
+	var (
+		tok uint64
+		st  locktable.Status
+	)
+	err := s.read(s.partOf(name), func(t *locktable.Table, _ locktable.Time) {
+		tok, st = t.Token(session, name)
+	})
+	return tok, st, err
 }
 
 // Info reports on name as session sees it.
-func (s *Set) Info(session string, name []byte) locktable.Info {
-	p := s.partOf(name)
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.table.Info(s.clock(), session, name)
+func (s *Set) Info(session string, name []byte) (locktable.Info, error) {
+	var in locktable.Info
+	err := s.read(s.partOf(name), func(t *locktable.Table, now locktable.Time) {
+		in = t.Info(now, session, name)
+	})
+	return in, err
 }
 
-// HeldBy counts the locks session holds across all partitions.
+func (s *Set) read(p *part, f func(t *locktable.Table, now locktable.Time)) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if s.rep != nil {
+		if err := s.rep.Admit(p.id, Read); err != nil {
+			return err
+		}
+	}
+	f(p.table, s.clock())
+	return nil
+}
+
+// HeldBy counts the locks session holds in the partitions this node
+// serves.
 func (s *Set) HeldBy(session string) int {
 	n := 0
 	for _, p := range s.parts {
-		p.mu.Lock()
-		n += p.table.HeldBy(session)
-		p.mu.Unlock()
+		s.read(p, func(t *locktable.Table, _ locktable.Time) { n += t.HeldBy(session) })
 	}
 	return n
+}
+
+// HeldNames lists the names session holds in the partitions this node
+// serves.
+func (s *Set) HeldNames(session string) []string {
+	var names []string
+	for _, p := range s.parts {
+		s.read(p, func(t *locktable.Table, _ locktable.Time) { names = append(names, t.HeldNames(session)...) })
+	}
+	return names
 }
 
 // Attach binds session id to a connection on home; see locktable.Attach.
 // If an expired incarnation of id is found, its locks are released before
 // Attach returns, so the new session starts empty.
 func (s *Set) Attach(id, home string) (locktable.Attachment, error) {
+	var (
+		a    locktable.Attachment
+		aerr error
+	)
+	err := s.session(id, func(p *part, t *locktable.Table, now locktable.Time, pend *pending) {
+		var fx []locktable.Effect
+		a, fx, aerr = t.Attach(now, id, home)
+		s.apply(p, fx, pend)
+	})
+	if err != nil {
+		return a, err
+	}
+	return a, aerr
+}
+
+// session runs f on the partition of session id as a write that changes
+// the session's record.
+func (s *Set) session(id string, f func(p *part, t *locktable.Table, now locktable.Time, pend *pending)) error {
 	p := s.partOf([]byte(id))
-	var pend pending
-	p.mu.Lock()
-	a, fx, err := p.table.Attach(s.clock(), id, home)
-	s.apply(p, fx, &pend)
-	s.rearm(p)
-	p.mu.Unlock()
-	s.settle(&pend)
-	return a, err
+	return s.run(p, Write, func(t *locktable.Table, now locktable.Time, pend *pending) {
+		f(p, t, now, pend)
+		pend.sessions = append(pend.sessions, id)
+	})
 }
 
 // Detach records that the connection of attach epoch has gone; the
 // session's locks are released once its timeout passes unresumed.
-func (s *Set) Detach(id string, epoch uint64) {
-	p := s.partOf([]byte(id))
-	var pend pending
-	p.mu.Lock()
-	s.apply(p, p.table.Detach(s.clock(), id, epoch), &pend)
-	s.rearm(p)
-	p.mu.Unlock()
-	s.settle(&pend)
+func (s *Set) Detach(id string, epoch uint64) error {
+	return s.session(id, func(p *part, t *locktable.Table, now locktable.Time, pend *pending) {
+		s.apply(p, t.Detach(now, id, epoch), pend)
+	})
 }
 
 // SetTimeout sets how long session id survives detached.
 func (s *Set) SetTimeout(id string, d time.Duration) error {
-	p := s.partOf([]byte(id))
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.table.SetTimeout(id, d)
+	var serr error
+	err := s.session(id, func(_ *part, t *locktable.Table, _ locktable.Time, _ *pending) {
+		serr = t.SetTimeout(id, d)
+	})
+	if err != nil {
+		return err
+	}
+	return serr
 }
 
 // Session returns session id's record.
-func (s *Set) Session(id string) (locktable.Session, bool) {
-	p := s.partOf([]byte(id))
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.table.Session(id)
+func (s *Set) Session(id string) (locktable.Session, bool, error) {
+	var (
+		rec locktable.Session
+		ok  bool
+	)
+	err := s.read(s.partOf([]byte(id)), func(t *locktable.Table, _ locktable.Time) {
+		rec, ok = t.Session(id)
+	})
+	return rec, ok, err
 }
 
 // Counts sums the tables' counts.
@@ -476,16 +699,16 @@ type Counts struct {
 	Grants uint64 // grants issued since start, hand-overs included
 }
 
-// Counts returns the set's sizes.
+// Counts returns the sizes of the partitions this node serves.
 func (s *Set) Counts() Counts {
 	var c Counts
 	for _, p := range s.parts {
-		p.mu.Lock()
-		t := p.table.Counts()
-		p.mu.Unlock()
-		c.Locks += t.Locks
-		c.Waiters += t.Waiters
-		c.Sessions += t.Sessions
+		s.read(p, func(t *locktable.Table, _ locktable.Time) {
+			x := t.Counts()
+			c.Locks += x.Locks
+			c.Waiters += x.Waiters
+			c.Sessions += x.Sessions
+		})
 	}
 	c.Grants = s.grants.Load()
 	return c

@@ -73,7 +73,7 @@ func TestLockWaitHandOver(t *testing.T) {
 		}()
 		synctest.Wait() // b is queued
 		time.Sleep(3 * time.Second)
-		if r := s.Unlock("a", []byte("x")); r.Status != locktable.Unlocked {
+		if r, _ := s.Unlock("a", []byte("x")); r.Status != locktable.Unlocked {
 			t.Fatalf("unlock = %v", r.Status)
 		}
 		r := <-got
@@ -155,7 +155,7 @@ func TestLockCancelAfterGrantReleases(t *testing.T) {
 		}()
 		// Wait until b is queued, then unlock and cancel as close together
 		// as the scheduler allows.
-		for s.Info("a", name).Waiters == 0 {
+		for in, _ := s.Info("a", name); in.Waiters == 0; in, _ = s.Info("a", name) {
 			time.Sleep(10 * time.Microsecond)
 		}
 		go s.Unlock("a", name)
@@ -172,7 +172,7 @@ func TestLockCancelAfterGrantReleases(t *testing.T) {
 		// the unlock has finished.
 		deadline := time.Now().Add(5 * time.Second)
 		for {
-			in := s.Info("b", name)
+			in, _ := s.Info("b", name)
 			if !in.Held || !in.Mine {
 				break
 			}
@@ -286,7 +286,7 @@ func TestConcurrentDistinctLocks(t *testing.T) {
 					t.Errorf("lock %s = %v", n, r.Status)
 					return
 				}
-				if r := s.Unlock(id, n); r.Status != locktable.Unlocked {
+				if r, _ := s.Unlock(id, n); r.Status != locktable.Unlocked {
 					t.Errorf("unlock %s = %v", n, r.Status)
 					return
 				}

@@ -1,0 +1,231 @@
+package locktable
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// ChangeKind says what a Change does to a replica's table.
+type ChangeKind uint8
+
+const (
+	_ ChangeKind = iota
+	// ChangeHeld: Name is held by Session with Token, for Age so far.
+	ChangeHeld
+	// ChangeFreed: Name is free.
+	ChangeFreed
+	// ChangeSession: the session record Session is as described.
+	ChangeSession
+	// ChangeSessionGone: the session record Session no longer exists.
+	ChangeSessionGone
+)
+
+// Change is one state change as an owner ships it to its replica. Times
+// are durations relative to the moment the owner encoded the change, so
+// that the replica, which reads another clock, can place them on its own.
+// Waiters are not replicated: they belong to live connections, whose
+// homes ask the new owner again after a takeover.
+type Change struct {
+	Kind    ChangeKind
+	Name    string
+	Session string
+	Token   uint64
+	Age     time.Duration // ChangeHeld: how long it has been held
+	// ChangeSession:
+	Timeout  time.Duration
+	Attached bool
+	Epoch    uint64
+	Home     string
+	Left     time.Duration // detached: time until it expires
+}
+
+// HeldChange describes name's current state as a Change: held, or freed.
+func (t *Table) HeldChange(now Time, name string) Change {
+	l := t.locks[name]
+	if l == nil {
+		return Change{Kind: ChangeFreed, Name: name}
+	}
+	return Change{Kind: ChangeHeld, Name: name, Session: l.owner.id, Token: l.token, Age: time.Duration(now - l.since)}
+}
+
+// SessionChange describes session id's record as a Change.
+func (t *Table) SessionChange(now Time, id string) Change {
+	s := t.records[id]
+	if s == nil {
+		return Change{Kind: ChangeSessionGone, Session: id}
+	}
+	c := Change{Kind: ChangeSession, Session: id, Timeout: s.Timeout, Attached: s.Attached, Epoch: s.Epoch, Home: s.Home}
+	if !s.Attached {
+		c.Left = time.Duration(s.Expires - now)
+	}
+	return c
+}
+
+// Apply puts a replicated change into this table. A replica's table is
+// only ever changed this way (and by Restore); it is not ticked, because
+// only the owner decides when a session expires. A lock that changes
+// holder on a replica has no queue to hand it over to.
+func (t *Table) Apply(now Time, c Change) {
+	switch c.Kind {
+	case ChangeHeld:
+		l := t.locks[c.Name]
+		if l == nil {
+			l = &lock{name: c.Name}
+			t.locks[c.Name] = l
+			t.held++
+		} else {
+			h := l.owner
+			t.detachHolder(l)
+			t.dropIfIdle(h)
+		}
+		l.token, l.since = c.Token, now-int64(c.Age)
+		t.attach(l, t.holder(c.Session))
+	case ChangeFreed:
+		if l := t.locks[c.Name]; l != nil {
+			h := l.owner
+			t.detachHolder(l)
+			t.dropIfIdle(h)
+			for l.qhead != nil {
+				w := l.qhead
+				t.unqueue(w)
+				t.dropIfIdle(w.h)
+			}
+			delete(t.locks, c.Name)
+			t.held--
+		}
+	case ChangeSession:
+		s := t.records[c.Session]
+		if s == nil {
+			s = &Session{ID: c.Session, heapIdx: -1}
+			t.records[c.Session] = s
+		}
+		t.sessHeap.remove(s)
+		s.Timeout, s.Attached, s.Epoch, s.Home = c.Timeout, c.Attached, c.Epoch, c.Home
+		s.Expires = 0
+		if !s.Attached {
+			s.Expires = addSaturating(now, c.Left)
+			t.sessHeap.push(s)
+		}
+		// Epochs this table hands out later must stay above every one the
+		// owner has used, should this replica become the owner.
+		t.attaches = max(t.attaches, c.Epoch)
+	case ChangeSessionGone:
+		if s := t.records[c.Session]; s != nil {
+			t.sessHeap.remove(s)
+			delete(t.records, c.Session)
+		}
+	}
+}
+
+// ErrCorrupt: a snapshot could not be decoded.
+var ErrCorrupt = errors.New("locktable: corrupt snapshot")
+
+// Restore builds a table from a Snapshot taken by another table, placing
+// its relative times on this clock (now). Waiters are dropped, as in
+// Apply: whoever waited asks the new owner again.
+func Restore(now Time, b []byte, limits Limits, recordChanges bool) (*Table, error) {
+	r := snapReader{b: b}
+	t := New(r.uvarint(), limits, recordChanges)
+	t.count = r.uvarint()
+	t.attaches = r.uvarint()
+	for n := r.uvarint(); n > 0 && r.err == nil; n-- {
+		name, owner := r.str(), r.str()
+		token, age := r.uvarint(), r.varint()
+		for q := r.uvarint(); q > 0 && r.err == nil; q-- {
+			r.uvarint()
+			r.str()
+			r.varint()
+		}
+		if r.err == nil {
+			t.Apply(now, Change{Kind: ChangeHeld, Name: name, Session: owner, Token: token, Age: time.Duration(age)})
+		}
+	}
+	for n := r.uvarint(); n > 0 && r.err == nil; n-- {
+		c := Change{Kind: ChangeSession, Session: r.str(), Timeout: time.Duration(r.varint())}
+		c.Attached = r.uvarint() == 1
+		c.Epoch = r.uvarint()
+		c.Home = r.str()
+		c.Left = time.Duration(r.varint())
+		if r.err == nil {
+			t.Apply(now, c)
+		}
+	}
+	if r.err == nil && len(r.b) != 0 {
+		r.err = fmt.Errorf("%d bytes after the end", len(r.b))
+	}
+	if r.err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrCorrupt, r.err)
+	}
+	return t, nil
+}
+
+// HeldNames lists the names session holds in this table.
+func (t *Table) HeldNames(session string) []string {
+	h := t.holders[session]
+	if h == nil {
+		return nil
+	}
+	names := make([]string, 0, h.nheld)
+	for l := h.locks; l != nil; l = l.next {
+		names = append(names, l.name)
+	}
+	return names
+}
+
+// Holders lists the sessions that hold or await a lock in this table, for
+// the sweep that checks they are still alive.
+func (t *Table) Holders() []string {
+	ids := make([]string, 0, len(t.holders))
+	for id := range t.holders {
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// snapReader decodes the varint layout of Snapshot.
+type snapReader struct {
+	b   []byte
+	err error
+}
+
+func (r *snapReader) uvarint() uint64 {
+	if r.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(r.b)
+	if n <= 0 {
+		r.err = errors.New("bad uvarint")
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *snapReader) varint() int64 {
+	if r.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(r.b)
+	if n <= 0 {
+		r.err = errors.New("bad varint")
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *snapReader) str() string {
+	n := r.uvarint()
+	if r.err != nil {
+		return ""
+	}
+	if n > uint64(len(r.b)) {
+		r.err = errors.New("string past the end")
+		return ""
+	}
+	s := string(r.b[:n])
+	r.b = r.b[n:]
+	return s
+}
