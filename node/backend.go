@@ -69,7 +69,12 @@ type Stats struct {
 	Waiters  int    // blocked lock requests
 	Sessions int    // live session records, detached ones included
 	Grants   uint64 // grants since start
+	// Extra lines, after the server's own.
+	Extra []StatLine
 }
+
+// StatLine is one "STAT key value" line.
+type StatLine struct{ Key, Value string }
 
 // Local is the Backend of a single node: every partition lives here and
 // has no replica.

@@ -662,6 +662,9 @@ func (c *conn) cmdStats() {
 	c.out = wire.AppendStat(c.out, "node_commands", int64(c.s.commands.Load()))
 	c.out = wire.AppendStat(c.out, "uptime", int64(c.s.Uptime()/time.Second))
 	c.out = wire.AppendStatText(c.out, "version", Version)
+	for _, l := range st.Extra {
+		c.out = wire.AppendStatText(c.out, l.Key, l.Value)
+	}
 	c.out = append(c.out, wire.End...)
 }
 

@@ -224,6 +224,26 @@ func (s *Server) heldByHungUp(id string) bool {
 	return c != nil && peerHungUp(c.raw)
 }
 
+// Kick closes the connection a session is attached to here, if any: the
+// mesh could not keep the session safe, and the client should resume it.
+func (s *Server) Kick(id string) {
+	s.mu.Lock()
+	c := s.attached[id]
+	s.mu.Unlock()
+	if c != nil {
+		c.nc.Close()
+	}
+}
+
+// Live reports whether session id is attached to a connection of this
+// node whose client has not hung up.
+func (s *Server) Live(id string) bool {
+	s.mu.Lock()
+	c := s.attached[id]
+	s.mu.Unlock()
+	return c != nil && !peerHungUp(c.raw)
+}
+
 // LocalClients returns this node's count of connections with a session.
 func (s *Server) LocalClients() int { return int(s.nclients.Load()) }
 

@@ -2,6 +2,10 @@
 // binaries once per test binary, starts processes on loopback addresses,
 // waits until they serve, and stops, kills, pauses and resumes them. It
 // keeps every process's log and prints it when a test fails.
+//
+// Start runs one standalone elockd. New runs a mesh cluster: one process
+// per node, each on its own loopback address, and waits until the nodes
+// agree (Cluster.WaitConverged). Conn is a raw protocol connection.
 package testcluster
 
 import (
@@ -153,21 +157,33 @@ func Launch(tb testing.TB, flags ...string) *Process {
 	if !hasFlag(flags, "-listen") {
 		args = append([]string{"-listen", "127.0.0.1:0"}, flags...)
 	}
+	p, err := launch(tb, args)
+	if err != nil {
+		tb.Fatalf("testcluster: %v", err)
+	}
+	tb.Cleanup(p.cleanup)
+	return p
+}
+
+// launch starts elockd with exactly args. Unlike Launch it registers no
+// cleanup: the caller owns the process and must stop it.
+func launch(tb testing.TB, args []string) (*Process, error) {
+	tb.Helper()
 	cmd := exec.Command(Binary(tb, "elockd"), args...)
 	cmd.Env = Env()
+	cmd.SysProcAttr = sysProcAttr()
 	pipe, err := cmd.StderrPipe()
 	if err != nil {
-		tb.Fatal(err)
+		return nil, err
 	}
 	cmd.Stdout = cmd.Stderr
 	p := &Process{tb: tb, Args: args, cmd: cmd, done: make(chan struct{})}
 	if err := cmd.Start(); err != nil {
-		tb.Fatalf("testcluster: starting elockd: %v", err)
+		return nil, fmt.Errorf("starting elockd: %w", err)
 	}
 	p.serving = make(chan string, 1)
 	go p.read(pipe)
-	tb.Cleanup(p.cleanup)
-	return p
+	return p, nil
 }
 
 func hasFlag(flags []string, name string) bool {
@@ -232,6 +248,24 @@ func (p *Process) markStopping() {
 	p.mu.Unlock()
 }
 
+// stopped reports whether the test ended the process on purpose.
+func (p *Process) stopped() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.stopping
+}
+
+// crashed reports whether the process has exited without the test
+// ending it.
+func (p *Process) crashed() bool { return !p.Alive() && !p.stopped() }
+
+// killedBy reports whether the process, which must have exited, died of
+// signal s.
+func (p *Process) killedBy(s syscall.Signal) bool {
+	ws, ok := p.state.Sys().(syscall.WaitStatus)
+	return ok && ws.Signaled() && ws.Signal() == s
+}
+
 // Stop sends SIGTERM and waits up to limit for the exit, then kills the
 // process. It returns how long the exit took and an error if the process
 // had to be killed or did not exit with status 0.
@@ -261,11 +295,36 @@ func (p *Process) Kill() {
 	<-p.done
 }
 
-// Pause stops the process with SIGSTOP, as a long GC pause would.
-func (p *Process) Pause() { p.signal(syscall.SIGSTOP) }
+// Pause stops the process with SIGSTOP, as a long GC pause would. The
+// signal takes effect asynchronously, so on Linux Pause returns only once
+// every thread has stopped (or after signalWait): a test can count on a
+// paused process answering nothing.
+func (p *Process) Pause() {
+	p.signal(syscall.SIGSTOP)
+	p.awaitStopped(true)
+}
 
-// Resume continues a paused process with SIGCONT.
-func (p *Process) Resume() { p.signal(syscall.SIGCONT) }
+// Resume continues a paused process with SIGCONT and, on Linux, returns
+// once it runs again (or after signalWait).
+func (p *Process) Resume() {
+	p.signal(syscall.SIGCONT)
+	p.awaitStopped(false)
+}
+
+// signalWait bounds how long Pause and Resume wait for the signal to take
+// effect.
+const signalWait = 5 * time.Second
+
+func (p *Process) awaitStopped(want bool) {
+	deadline := time.Now().Add(signalWait)
+	for p.Alive() && time.Now().Before(deadline) {
+		stopped, known := allStopped(p.Pid())
+		if !known || stopped == want {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
 
 func (p *Process) signal(s syscall.Signal) {
 	if err := p.cmd.Process.Signal(s); err != nil && !errors.Is(err, os.ErrProcessDone) {

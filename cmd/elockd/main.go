@@ -1,7 +1,8 @@
 // Command elockd is the elock lock server.
 //
 // With no flags it serves the elock protocol on 127.0.0.1:11400 as a
-// single node. Run "elockd -h" for every flag.
+// single node. Any of -join, -gossip, -peer or -bootstrap-expect makes it
+// a node of a mesh. Run "elockd -h" for every flag.
 package main
 
 import (
@@ -16,12 +17,14 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/elock/elock/node"
 	"github.com/elock/elock/node/locktable"
 	"github.com/elock/elock/node/partition"
+	"github.com/elock/elock/replication"
 )
 
 func main() {
@@ -35,9 +38,20 @@ type options struct {
 	nodeID     string
 	logLevel   string
 	shutdown   time.Duration
+	leave      time.Duration
 	version    bool
 	partitions int
 	cfg        node.Config
+
+	// Mesh.
+	mesh      bool // any mesh flag was given
+	gossip    string
+	peer      string
+	join      string
+	expect    int
+	dataDir   string
+	lease     time.Duration
+	homeLease time.Duration
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -45,16 +59,24 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs := flag.NewFlagSet("elockd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.listen, "listen", "127.0.0.1:11400", "client address (host:port); binding beyond loopback is your explicit choice")
+	fs.StringVar(&o.nodeID, "node-id", "", "this node's id, [A-Za-z0-9._-] (default: derived from -listen)")
+	fs.StringVar(&o.gossip, "gossip", "127.0.0.1:7946", "mesh: memberlist bind address, UDP and TCP")
+	fs.StringVar(&o.peer, "peer", "127.0.0.1:11401", "mesh: internal RPC address for proxying, replication and the control plane")
+	fs.StringVar(&o.join, "join", "", "mesh: gossip addresses of existing members, comma-separated; retried until one answers")
+	fs.IntVar(&o.expect, "bootstrap-expect", 0, "mesh: makes this node a voter; the voters form the control plane once N of them see each other (default: 1 without -join, none with -join)")
+	fs.StringVar(&o.dataDir, "data-dir", "", "where persistent state goes (default: none, in memory)")
+	fs.DurationVar(&o.lease, "lease", replication.DefaultLease, "mesh: owner lease; an owner whose lease runs out is taken over")
+	fs.DurationVar(&o.homeLease, "home-lease", node.DefaultHomeLease, "mesh: a node that cannot renew a client's session for this long closes its connection")
+	fs.DurationVar(&o.leave, "leave-timeout", time.Minute, "mesh: how long SIGTERM waits for this node's partitions to move away")
 	fs.StringVar(&o.debugAddr, "debug-addr", "", "serve Go profiles at /debug/pprof/ on this address (default: off)")
-	fs.StringVar(&o.nodeID, "node-id", "", "this node's id (default: derived from -listen)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error (debug logs every command)")
 	fs.DurationVar(&o.shutdown, "shutdown-timeout", 10*time.Second, "how long SIGTERM waits for connections to finish")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
-	fs.IntVar(&o.partitions, "partitions", partition.DefaultPartitions, "partitions of the lock space")
+	fs.IntVar(&o.partitions, "partitions", partition.DefaultPartitions, "partitions of the lock space; every node of a mesh must agree")
 	fs.IntVar(&o.cfg.MaxLine, "max-line", o.cfg.MaxLine, "longest request line in bytes, terminator excluded")
 	fs.IntVar(&o.cfg.MaxName, "max-name", o.cfg.MaxName, "longest lock name in bytes")
 	fs.DurationVar(&o.cfg.MaxWait, "max-wait", o.cfg.MaxWait, "largest SECS accepted by 'lock NAME SECS'")
-	fs.DurationVar(&o.cfg.MaxTimeout, "max-timeout", o.cfg.MaxTimeout, "largest 'set_timeout MS' accepted")
+	fs.DurationVar(&o.cfg.MaxTimeout, "max-timeout", o.cfg.MaxTimeout, "largest 'set_timeout MS' accepted; with the lease it sizes the lock-delay after a double failure")
 	fs.DurationVar(&o.cfg.DefaultTimeout, "session-timeout", o.cfg.DefaultTimeout, "how long a session's locks outlive its connection, until set_timeout")
 	fs.IntVar(&o.cfg.MaxConns, "max-conns", o.cfg.MaxConns, "most client connections at once")
 	fs.IntVar(&o.cfg.MaxLocksPerSession, "max-locks", o.cfg.MaxLocksPerSession, "most locks one session may hold")
@@ -64,6 +86,18 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "join", "gossip", "peer", "bootstrap-expect":
+			o.mesh = true
+		}
+	})
+	if o.mesh && o.expect == 0 && o.join == "" {
+		o.expect = 1
+	}
+	if o.expect < 0 {
+		return o, fmt.Errorf("-bootstrap-expect %d is negative", o.expect)
 	}
 	o.cfg.NodeID = o.nodeID
 	return o, nil
@@ -75,6 +109,12 @@ func newLogger(level string, w io.Writer) (*slog.Logger, error) {
 		return nil, fmt.Errorf("bad -log-level %q: %w", level, err)
 	}
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+}
+
+// nodeID derives an id from the client address: unique among the nodes of
+// a machine and stable across restarts, as a node id must be.
+func nodeID(addr string) string {
+	return strings.NewReplacer(":", "-", "[", "", "]", "").Replace(addr)
 }
 
 func run(args []string, stderr io.Writer) int {
@@ -103,33 +143,61 @@ func run(args []string, stderr io.Writer) int {
 	}
 	defer l.Close()
 	if o.cfg.NodeID == "" {
-		// The client address is unique among the nodes of one machine and
-		// stable across restarts, which is what a node id must be.
-		o.cfg.NodeID = l.Addr().String()
+		o.cfg.NodeID = nodeID(l.Addr().String())
 	}
 	if err := o.cfg.Validate(); err != nil {
 		fmt.Fprintln(stderr, "elockd:", err)
 		return 2
 	}
-	set, err := partition.New(partition.Config{
-		Partitions: o.partitions,
-		Limits:     locktable.Limits{MaxWaiters: o.cfg.MaxWaiters, DefaultTimeout: o.cfg.DefaultTimeout},
-		Epoch:      1,
-		AutoEpoch:  true,
-	})
-	if err != nil {
-		fmt.Fprintln(stderr, "elockd:", err)
-		return 2
-	}
-	defer set.Close()
+	limits := locktable.Limits{MaxWaiters: o.cfg.MaxWaiters, DefaultTimeout: o.cfg.DefaultTimeout}
 
-	backend := &node.Local{Set: set, Home: o.cfg.NodeID, Addr: l.Addr().String()}
+	var (
+		backend node.Backend
+		mesh    *node.Mesh
+		extra   []any
+	)
+	if o.mesh {
+		var join []string
+		for _, a := range strings.Split(o.join, ",") {
+			if a = strings.TrimSpace(a); a != "" {
+				join = append(join, a)
+			}
+		}
+		mesh, err = node.StartMesh(node.MeshConfig{
+			ID: o.cfg.NodeID, ClientAddr: l.Addr().String(), GossipAddr: o.gossip, PeerAddr: o.peer,
+			Join: join, Voter: o.expect > 0, Expect: o.expect, DataDir: o.dataDir,
+			Partitions: o.partitions, Limits: limits, MaxTimeout: o.cfg.MaxTimeout,
+			Lease: o.lease, HomeLease: o.homeLease, Logger: log,
+		})
+		if err != nil {
+			log.Error("cannot start the mesh", "err", err)
+			return 1
+		}
+		defer mesh.Close()
+		backend = mesh.Backend()
+		extra = []any{"gossip", mesh.GossipAddr(), "peer", mesh.PeerAddr(), "voter", o.expect > 0, "expect", o.expect}
+	} else {
+		epoch, err := standaloneEpoch(o.dataDir)
+		if err != nil {
+			log.Error("cannot read the data dir", "dir", o.dataDir, "err", err)
+			return 1
+		}
+		set, err := partition.New(partition.Config{Partitions: o.partitions, Limits: limits, Epoch: epoch, AutoEpoch: true})
+		if err != nil {
+			fmt.Fprintln(stderr, "elockd:", err)
+			return 2
+		}
+		defer set.Close()
+		backend = &node.Local{Set: set, Home: o.cfg.NodeID, Addr: l.Addr().String()}
+	}
 	srv, err := node.NewServer(o.cfg, backend)
 	if err != nil {
 		fmt.Fprintln(stderr, "elockd:", err)
 		return 2
 	}
-
+	if mesh != nil {
+		mesh.Attach(srv)
+	}
 	if o.debugAddr != "" {
 		stopDebug, err := serveDebug(o.debugAddr, log)
 		if err != nil {
@@ -143,13 +211,25 @@ func run(args []string, stderr io.Writer) int {
 	defer stop()
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
-	log.Info("serving", "addr", l.Addr().String(), "node", o.cfg.NodeID, "version", node.Version)
+	log.Info("serving", append([]any{"addr", l.Addr().String(), "node", o.cfg.NodeID, "version", node.Version}, extra...)...)
 
 	select {
 	case err := <-served:
 		log.Error("serve failed", "err", err)
 		return 1
 	case <-ctx.Done():
+	}
+	stop()
+	if mesh != nil {
+		// Hand the partitions over while this node still proxies its
+		// clients' commands; then close the clients, whose sessions the
+		// other nodes resume.
+		log.Info("leaving the mesh")
+		lctx, cancel := context.WithTimeout(context.Background(), o.leave)
+		if err := mesh.Leave(lctx); err != nil {
+			log.Warn("leave cut short", "err", err)
+		}
+		cancel()
 	}
 	log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), o.shutdown)
@@ -160,6 +240,44 @@ func run(args []string, stderr io.Writer) int {
 	<-served
 	log.Info("stopped")
 	return 0
+}
+
+// standaloneEpoch is the epoch a single node's tokens start in: the wall
+// clock in seconds, so tokens keep growing across restarts while the clock
+// does, and with a data dir also above the last epoch used there, so they
+// grow even if the clock goes back.
+func standaloneEpoch(dir string) (uint64, error) {
+	epoch := uint64(time.Now().Unix()) & 0x7fffffff
+	if dir == "" {
+		return epoch, nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return 0, err
+	}
+	path := dir + "/epoch"
+	if b, err := os.ReadFile(path); err == nil {
+		var last uint64
+		if _, err := fmt.Sscan(string(b), &last); err == nil && last >= epoch {
+			epoch = last + 1
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return 0, err
+	}
+	if epoch > locktable.MaxEpoch {
+		return 0, fmt.Errorf("epoch %d above the largest tokens can carry", epoch)
+	}
+	tmp := path + ".tmp"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return 0, err
+	}
+	fmt.Fprintln(f, epoch)
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return 0, err
+	}
+	f.Close()
+	return epoch, os.Rename(tmp, path)
 }
 
 // serveDebug serves the profiling endpoints on their own listener, never

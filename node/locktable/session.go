@@ -3,6 +3,8 @@ package locktable
 import (
 	"errors"
 	"math"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -130,4 +132,17 @@ func (t *Table) Session(id string) (Session, bool) {
 	c := *s
 	c.heapIdx = 0
 	return c, true
+}
+
+// Sessions returns a copy of every session record in the table, sorted by
+// id.
+func (t *Table) Sessions() []Session {
+	out := make([]Session, 0, len(t.records))
+	for _, s := range t.records {
+		c := *s
+		c.heapIdx = 0
+		out = append(out, c)
+	}
+	slices.SortFunc(out, func(a, b Session) int { return strings.Compare(a.ID, b.ID) })
+	return out
 }

@@ -713,3 +713,37 @@ func (s *Set) Counts() Counts {
 	c.Grants = s.grants.Load()
 	return c
 }
+
+// Sessions lists the session records of the partitions this node serves.
+func (s *Set) Sessions() []locktable.Session {
+	var out []locktable.Session
+	for _, p := range s.parts {
+		s.read(p, func(t *locktable.Table, _ locktable.Time) { out = append(out, t.Sessions()...) })
+	}
+	return out
+}
+
+// Holders lists, per served partition, the sessions that hold or await a
+// lock there.
+func (s *Set) Holders() map[string][]int {
+	out := make(map[string][]int)
+	for _, p := range s.parts {
+		s.read(p, func(t *locktable.Table, _ locktable.Time) {
+			for _, id := range t.Holders() {
+				out[id] = append(out[id], p.id)
+			}
+		})
+	}
+	return out
+}
+
+// Served lists the partitions this node serves now.
+func (s *Set) Served() []int {
+	var out []int
+	for _, p := range s.parts {
+		if s.read(p, func(*locktable.Table, locktable.Time) {}) == nil {
+			out = append(out, p.id)
+		}
+	}
+	return out
+}

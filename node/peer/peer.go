@@ -64,15 +64,31 @@ const (
 // Handler serves requests. Serve is called on the connection's reader
 // goroutine, so it must not block: work that waits (a lock wait, a
 // replication round trip) continues on its own goroutine and calls reply
-// later, exactly once. reply may be called from any goroutine.
+// later, exactly once. reply may be called from any goroutine. conn ends
+// when the connection closes, so that work done for a caller that has
+// gone (a queued lock) can be withdrawn. payload is reused after Serve
+// returns; keep a copy if needed.
 type Handler interface {
-	Serve(method byte, payload []byte, reply func(payload []byte, err error))
+	Serve(conn context.Context, method byte, payload []byte, reply func(payload []byte, err error))
 }
 
 // HandlerFunc adapts a function to Handler.
-type HandlerFunc func(method byte, payload []byte, reply func([]byte, error))
+type HandlerFunc func(conn context.Context, method byte, payload []byte, reply func([]byte, error))
 
-func (f HandlerFunc) Serve(m byte, p []byte, reply func([]byte, error)) { f(m, p, reply) }
+func (f HandlerFunc) Serve(c context.Context, m byte, p []byte, reply func([]byte, error)) {
+	f(c, m, p, reply)
+}
+
+// Methods dispatches requests to a handler per method.
+type Methods map[byte]HandlerFunc
+
+func (ms Methods) Serve(c context.Context, m byte, p []byte, reply func([]byte, error)) {
+	if h, ok := ms[m]; ok {
+		h(c, m, p, reply)
+		return
+	}
+	reply(nil, fmt.Errorf("unknown method %d", m))
+}
 
 // RemoteError is an error text sent by the remote handler.
 type RemoteError struct{ Text string }
@@ -228,6 +244,8 @@ func (s *Server) ServeConn(nc net.Conn, r *bufio.Reader) {
 	}()
 	out := newSender(nc, func(error) { nc.Close() })
 	defer out.close()
+	connCtx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	var buf []byte
 	for {
 		kind, id, payload, nbuf, err := readFrame(r, buf)
@@ -242,7 +260,7 @@ func (s *Server) ServeConn(nc net.Conn, r *bufio.Reader) {
 		// The handler may keep payload past this call only by copying it:
 		// the buffer is reused for the next frame.
 		var once sync.Once
-		s.handler.Serve(kind, payload, func(p []byte, err error) {
+		s.handler.Serve(connCtx, kind, payload, func(p []byte, err error) {
 			once.Do(func() {
 				if err != nil {
 					out.send(kindFailure, id, []byte(err.Error()))

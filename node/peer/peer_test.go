@@ -29,7 +29,7 @@ type testHandler struct {
 	holding sync.WaitGroup
 }
 
-func (h *testHandler) Serve(m byte, p []byte, reply func([]byte, error)) {
+func (h *testHandler) Serve(_ context.Context, m byte, p []byte, reply func([]byte, error)) {
 	switch m {
 	case mEcho:
 		reply(append([]byte("echo:"), p...), nil)

@@ -1,0 +1,172 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/elock/elock/node/locktable"
+	"github.com/elock/elock/node/partition"
+	"github.com/elock/elock/node/peer"
+	"github.com/elock/elock/node/wire"
+	"github.com/elock/elock/replication"
+)
+
+// meshWait is a "lock NAME SECS" of a client homed here. It asks the
+// owner to queue it; if the owner goes away (a failover the client had no
+// part in), it asks the new owner, for the time the wait has left, so
+// that the client sees a grant or a timeout, never an error of the mesh.
+type meshWait struct {
+	r        *Router
+	s        SessionRef
+	name     string
+	done     partition.Done
+	deadline time.Time
+
+	mu       sync.Mutex // guards the fields below
+	finished bool       // the outcome was delivered, or the wait withdrawn
+	canceled bool
+	node     replication.Node // where the current request is queued
+	req      string
+}
+
+func (w *meshWait) run() {
+	r := w.r
+	p := r.partOf([]byte(w.name))
+	for {
+		w.mu.Lock()
+		canceled, finished := w.canceled, w.finished
+		w.mu.Unlock()
+		if finished {
+			return // withdrawn by Cancel between requests
+		}
+		if canceled {
+			w.settleCanceled()
+			return
+		}
+		left := time.Until(w.deadline)
+		if left <= 0 {
+			w.deliver(partition.Outcome{})
+			return
+		}
+		st := r.control.State()
+		part := st.Part(p)
+		n, ok := st.Node(part.Owner)
+		if !st.Initialized() || !ok || n.Nonce != part.ONonce {
+			w.pause(st.Index)
+			continue
+		}
+		req := r.self.ID + "/" + r.self.Nonce + "/" + strconv.FormatUint(r.nextReq.Add(1), 10)
+		w.mu.Lock()
+		if w.canceled {
+			w.mu.Unlock()
+			continue
+		}
+		w.node, w.req = n, req
+		w.mu.Unlock()
+		// The request's own context lives as long as the wait may: a
+		// local owner withdraws the wait if it ends.
+		ctx, cancel := context.WithDeadline(context.Background(), w.deadline.Add(routeTimeout))
+		b, err := r.invoke(ctx, n, mLockWait, lockPayload(w.s, []byte(w.name), left, req))
+		cancel()
+		w.mu.Lock()
+		w.node, w.req = replication.Node{}, ""
+		w.mu.Unlock()
+		if err == nil {
+			res, derr := decodeResult(b)
+			switch {
+			case derr != nil:
+				err = derr
+			case res.Status == statusCanceled:
+				return // Cancel withdrew it and answered for it
+			case res.Status == locktable.Granted:
+				r.sessions.held(w.s.ID, w.name, true)
+				w.deliver(partition.Outcome{Granted: true, Token: res.Token})
+				return
+			default:
+				w.deliver(partition.Outcome{})
+				return
+			}
+		}
+		var we *wire.Error
+		switch {
+		case errors.Is(err, peer.ErrLost), errors.Is(err, peer.ErrUnreachable), errors.As(err, &we) && we.Retryable():
+			// The owner went away or moved: ask the new one. A grant it made
+			// before it went is with the new owner too, and comes back as a
+			// re-entrant grant.
+			w.pause(st.Index)
+		default:
+			w.deliver(partition.Outcome{Err: err})
+			return
+		}
+	}
+}
+
+// pause waits briefly for a newer table.
+func (w *meshWait) pause(index uint64) {
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	w.r.control.WaitNewer(ctx, index)
+	cancel()
+}
+
+// deliver hands the outcome to the connection, once. A grant that comes
+// after the wait was withdrawn is released: nobody will hear of it.
+func (w *meshWait) deliver(o partition.Outcome) {
+	w.mu.Lock()
+	if w.finished {
+		w.mu.Unlock()
+		if o.Granted {
+			w.r.Unlock(context.Background(), w.s, []byte(w.name))
+		}
+		return
+	}
+	w.finished = true
+	w.mu.Unlock()
+	w.done(o)
+}
+
+// settleCanceled ends a wait that Cancel could not withdraw for certain:
+// the owner may have granted it before it went away, so ask whether the
+// session holds the lock, and deliver that.
+func (w *meshWait) settleCanceled() {
+	ctx, cancel := context.WithTimeout(context.Background(), routeTimeout)
+	defer cancel()
+	_, st, err := w.r.Token(ctx, w.s, []byte(w.name))
+	if err == nil && st == locktable.Granted {
+		w.deliver(partition.Outcome{Granted: true})
+		return
+	}
+	w.deliver(partition.Outcome{})
+}
+
+// Cancel implements Wait.
+func (w *meshWait) Cancel() bool {
+	w.mu.Lock()
+	if w.finished {
+		w.mu.Unlock()
+		return false
+	}
+	w.canceled = true
+	n, req := w.node, w.req
+	if req == "" {
+		// Between requests: nothing is queued anywhere.
+		w.finished = true
+		w.mu.Unlock()
+		return true
+	}
+	w.mu.Unlock()
+	var e peer.Enc
+	e.Str(req)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	b, err := w.r.invoke(ctx, n, mCancel, e.B)
+	if err == nil && string(b) == "canceled" {
+		w.mu.Lock()
+		w.finished = true
+		w.mu.Unlock()
+		return true
+	}
+	return false
+}

@@ -1,0 +1,543 @@
+package replication
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftwal "github.com/hashicorp/raft-wal"
+
+	"github.com/elock/elock/node/peer"
+	"github.com/elock/elock/ring"
+)
+
+// Peer methods of the control plane.
+const (
+	mHeartbeat byte = peer.MinMethod + 8 + iota // node -> leader: renew my lease
+	mStatus                                     // voter -> voter: have you a cluster yet?
+)
+
+// ControlConfig configures the control plane of one node.
+type ControlConfig struct {
+	Self       Incarnation
+	RaftID     string // raft server id: stable with a data dir, per boot without
+	PeerAddr   string
+	ClientAddr string
+	Voter      bool
+	Expect     int    // bootstrap-expect of a voter
+	DataDir    string // raft state lives under DataDir/raft; "" keeps it in memory
+	Partitions int
+	// Lease is how long an owner may serve after the leader last heard
+	// from it. The leader takes a partition over only after its owner's
+	// lease has run out, plus Margin.
+	Lease time.Duration
+	// Raft timings; zero means the defaults below.
+	HeartbeatTimeout, ElectionTimeout, LeaderLeaseTimeout time.Duration
+	Ring                                                  *ring.Ring
+	Mux                                                   *peer.Mux
+	Pool                                                  *peer.Pool
+	Data                                                  *Data
+	Logger                                                *slog.Logger
+}
+
+// Defaults of the control plane's timings.
+const (
+	DefaultLease              = 3 * time.Second
+	defaultHeartbeatTimeout   = time.Second
+	defaultElectionTimeout    = time.Second
+	defaultLeaderLeaseTimeout = 500 * time.Millisecond
+	// maxMoves bounds the partitions one round of the coordinator starts
+	// moving for balance, so a join or leave does not move everything at
+	// once. Repairs (takeovers, new replicas) are not bounded.
+	maxMoves = 16
+)
+
+// Margin is what the leader adds to an owner's lease before it takes the
+// owner's partitions over: clock-rate drift, and the time a deposed
+// leader may still have granted leases before it noticed (its raft
+// leader lease).
+func (c ControlConfig) Margin() time.Duration {
+	return c.LeaderLeaseTimeout + c.Lease/10 + 100*time.Millisecond
+}
+
+// Control is the control plane of one node: a raft member (voter or not)
+// holding the partition table, the renewal of this node's lease, and, on
+// the leader, the coordinator that decides every epoch change.
+type Control struct {
+	cfg   ControlConfig
+	log   *slog.Logger
+	raft  *raft.Raft
+	trans *raft.NetworkTransport
+	close []io.Closer
+	start time.Time
+
+	state   atomic.Pointer[State]
+	changed chan struct{} // closed and replaced whenever a table is applied
+	chMu    sync.Mutex    // guards changed
+
+	leaseUntil atomic.Int64 // nanoseconds since start
+	leaseIndex atomic.Uint64
+
+	mu        sync.Mutex // guards the leader's state below
+	leading   bool
+	heard     map[Incarnation]time.Time
+	synced    map[int]uint64 // partition -> epoch at which its owner reported a synced replica
+	delayOver map[int]uint64
+
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+// NewControl starts the control plane.
+func NewControl(cfg ControlConfig) (*Control, error) {
+	if cfg.Lease <= 0 {
+		cfg.Lease = DefaultLease
+	}
+	if cfg.HeartbeatTimeout <= 0 {
+		cfg.HeartbeatTimeout = defaultHeartbeatTimeout
+	}
+	if cfg.ElectionTimeout <= 0 {
+		cfg.ElectionTimeout = defaultElectionTimeout
+	}
+	if cfg.LeaderLeaseTimeout <= 0 {
+		cfg.LeaderLeaseTimeout = defaultLeaderLeaseTimeout
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	c := &Control{
+		cfg: cfg, log: log, start: time.Now(),
+		changed:   make(chan struct{}),
+		heard:     make(map[Incarnation]time.Time),
+		synced:    make(map[int]uint64),
+		delayOver: make(map[int]uint64),
+		stop:      make(chan struct{}),
+	}
+	c.state.Store(&State{Nodes: map[string]Node{}})
+
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.RaftID)
+	rc.HeartbeatTimeout = cfg.HeartbeatTimeout
+	rc.ElectionTimeout = cfg.ElectionTimeout
+	rc.LeaderLeaseTimeout = cfg.LeaderLeaseTimeout
+	rc.ShutdownOnRemove = false
+	rc.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: logWriter{log}})
+
+	logs, stable, snaps, err := c.stores()
+	if err != nil {
+		return nil, err
+	}
+	c.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream:  streamLayer{cfg.Mux},
+		MaxPool: 3,
+		Timeout: 2 * time.Second,
+		Logger:  rc.Logger,
+	})
+	r, err := raft.NewRaft(rc, &fsm{c}, logs, stable, snaps, c.trans)
+	if err != nil {
+		c.trans.Close()
+		c.closeStores()
+		return nil, fmt.Errorf("replication: starting raft: %w", err)
+	}
+	c.raft = r
+	c.wg.Add(3)
+	go c.bootstrapLoop()
+	go c.heartbeatLoop()
+	go c.leaderLoop()
+	return c, nil
+}
+
+func (c *Control) stores() (raft.LogStore, raft.StableStore, raft.SnapshotStore, error) {
+	if c.cfg.DataDir == "" {
+		st := raft.NewInmemStore()
+		return st, st, raft.NewInmemSnapshotStore(), nil
+	}
+	dir := filepath.Join(c.cfg.DataDir, "raft")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, nil, nil, fmt.Errorf("replication: %w", err)
+	}
+	wal, err := raftwal.Open(dir)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("replication: opening raft log in %s: %w", dir, err)
+	}
+	c.close = append(c.close, wal)
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, 2, hclog.New(&hclog.LoggerOptions{Level: hclog.Warn, Output: logWriter{c.log}}))
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("replication: snapshot store in %s: %w", dir, err)
+	}
+	return wal, wal, snaps, nil
+}
+
+func (c *Control) closeStores() {
+	for _, cl := range c.close {
+		cl.Close()
+	}
+}
+
+// Close stops the control plane. The node stays in the raft
+// configuration: the voter set is static, and a restarted node comes back
+// under it (or, without a data dir, replaces its old incarnation).
+func (c *Control) Close() error {
+	select {
+	case <-c.stop:
+		return nil
+	default:
+	}
+	close(c.stop)
+	c.wg.Wait()
+	err := c.raft.Shutdown().Error()
+	c.trans.Close()
+	c.closeStores()
+	return err
+}
+
+// State returns the partition table as last applied here.
+func (c *Control) State() *State { return c.state.Load() }
+
+// Changed returns a channel closed when a newer table is applied.
+func (c *Control) Changed() <-chan struct{} {
+	c.chMu.Lock()
+	defer c.chMu.Unlock()
+	return c.changed
+}
+
+func (c *Control) notify() {
+	c.chMu.Lock()
+	close(c.changed)
+	c.changed = make(chan struct{})
+	c.chMu.Unlock()
+}
+
+// WaitNewer waits until a table with an index above index is applied, or
+// ctx ends.
+func (c *Control) WaitNewer(ctx context.Context, index uint64) error {
+	for {
+		ch := c.Changed()
+		if c.State().Index > index {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (c *Control) now() int64 { return int64(time.Since(c.start)) }
+
+// LeaseValid reports whether this node holds an unexpired lease granted
+// for a table it has taken up.
+func (c *Control) LeaseValid() bool {
+	return c.now() < c.leaseUntil.Load() && c.cfg.Data.Reconciled() >= c.leaseIndex.Load()
+}
+
+// Leader returns the leader's node id, or "".
+func (c *Control) Leader() string {
+	_, id := c.raft.LeaderWithID()
+	node, _, _ := strings.Cut(string(id), "#")
+	return node
+}
+
+// Data returns the data plane this control plane drives.
+func (c *Control) Data() *Data { return c.cfg.Data }
+
+// IsLeader reports whether this node leads the control plane.
+func (c *Control) IsLeader() bool { return c.raft.State() == raft.Leader }
+
+// fsm applies the raft log to the partition table.
+type fsm struct{ c *Control }
+
+func (f *fsm) Apply(l *raft.Log) any {
+	cmd, err := DecodeCommand(l.Data)
+	if err != nil {
+		f.c.log.Error("undecodable command in the raft log", "index", l.Index, "err", err)
+		return err
+	}
+	old := f.c.state.Load()
+	cur, changed := old.Apply(l.Index, cmd)
+	f.c.state.Store(cur)
+	f.c.cfg.Data.Apply(old, cur, changed)
+	f.c.notify()
+	return nil
+}
+
+func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
+	b, err := f.c.state.Load().Encode()
+	return fsmSnapshot(b), err
+}
+
+func (f *fsm) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		return err
+	}
+	cur, err := DecodeState(b)
+	if err != nil {
+		return err
+	}
+	old := f.c.state.Load()
+	f.c.state.Store(cur)
+	all := make([]int, len(cur.Parts))
+	for i := range all {
+		all[i] = i
+	}
+	f.c.cfg.Data.Apply(old, cur, all)
+	f.c.notify()
+	return nil
+}
+
+type fsmSnapshot []byte
+
+func (s fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	if _, err := sink.Write(s); err != nil {
+		sink.Cancel()
+		return err
+	}
+	return sink.Close()
+}
+
+func (fsmSnapshot) Release() {}
+
+// streamLayer runs raft over the -peer port.
+type streamLayer struct{ m *peer.Mux }
+
+func (s streamLayer) Accept() (net.Conn, error) { return s.m.RaftListener().Accept() }
+func (s streamLayer) Close() error              { return nil }
+func (s streamLayer) Addr() net.Addr            { return s.m.Addr() }
+func (s streamLayer) Dial(a raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	return peer.DialRaft(string(a), timeout)
+}
+
+// logWriter turns hclog's lines into slog records. Raft reports every
+// failed heartbeat to a dead peer, twice a second; that is expected while
+// a node is down, so it goes to the debug level with raft's other chatter,
+// and only raft's errors about itself stay warnings.
+type logWriter struct{ log *slog.Logger }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	line := strings.TrimSpace(string(p))
+	if strings.Contains(line, "[ERROR]") && !strings.Contains(line, "failed to heartbeat") &&
+		!strings.Contains(line, "failed to appendEntries") && !strings.Contains(line, "failed to contact") {
+		w.log.Warn(line, "component", "raft")
+	} else {
+		w.log.Debug(line, "component", "raft")
+	}
+	return len(p), nil
+}
+
+func (c *Control) sleep(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-c.stop:
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// bootstrapLoop forms the cluster: a voter with no raft state waits until
+// Expect voters see each other through gossip, none of which belongs to a
+// cluster yet, and then every one of them bootstraps the same
+// configuration (as Consul's -bootstrap-expect does). A voter that finds
+// a cluster already formed waits to be added by its leader instead.
+func (c *Control) bootstrapLoop() {
+	defer c.wg.Done()
+	if !c.cfg.Voter || c.cfg.Expect < 1 {
+		return
+	}
+	c.bootstrapped()
+	for c.sleep(250 * time.Millisecond) {
+		if c.bootstrapped() {
+			return
+		}
+	}
+}
+
+// bootstrapped tries to bootstrap and reports whether there is nothing
+// left to do.
+func (c *Control) bootstrapped() bool {
+	if c.raft.LastIndex() > 0 || c.Leader() != "" {
+		return true
+	}
+	var voters []ring.Member
+	for _, m := range c.cfg.Ring.Members() {
+		if m.Voter && m.Expect == c.cfg.Expect && m.State == ring.Alive && m.RaftID != "" {
+			voters = append(voters, m)
+		}
+	}
+	if len(voters) < c.cfg.Expect {
+		return false
+	}
+	slices.SortFunc(voters, func(a, b ring.Member) int { return strings.Compare(a.RaftID, b.RaftID) })
+	voters = voters[:c.cfg.Expect]
+	if !slices.ContainsFunc(voters, func(m ring.Member) bool { return m.RaftID == c.cfg.RaftID }) {
+		return false // formed without us; the leader will add us
+	}
+	for _, m := range voters {
+		if m.RaftID == c.cfg.RaftID {
+			continue
+		}
+		formed, err := c.peerFormed(m.PeerAddr)
+		if err != nil || formed {
+			return formed
+		}
+	}
+	var conf raft.Configuration
+	for _, m := range voters {
+		conf.Servers = append(conf.Servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(m.RaftID), Address: raft.ServerAddress(m.PeerAddr)})
+	}
+	err := c.raft.BootstrapCluster(conf).Error()
+	if err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+		c.log.Warn("bootstrap failed", "err", err)
+		return false
+	}
+	c.log.Info("control plane bootstrapped", "voters", len(conf.Servers))
+	return true
+}
+
+// peerFormed asks a voter whether it already belongs to a cluster.
+func (c *Control) peerFormed(addr string) (bool, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	b, err := c.cfg.Pool.Get(addr).Call(ctx, mStatus, nil)
+	if err != nil {
+		return false, err
+	}
+	return string(b) == "formed", nil
+}
+
+func (c *Control) serveStatus(_ context.Context, _ byte, _ []byte, reply func([]byte, error)) {
+	if c.raft.LastIndex() > 0 || c.Leader() != "" {
+		reply([]byte("formed"), nil)
+		return
+	}
+	reply([]byte("none"), nil)
+}
+
+// Methods returns the peer methods of the control plane.
+func (c *Control) Methods() peer.Methods {
+	return peer.Methods{mHeartbeat: c.serveHeartbeat, mStatus: c.serveStatus}
+}
+
+// heartbeatLoop renews this node's lease with the leader. With the lease
+// the node also reports which of its partitions have a synced replica and
+// which lost ones have waited out their lock-delay.
+func (c *Control) heartbeatLoop() {
+	defer c.wg.Done()
+	for c.sleep(c.cfg.Lease / 6) {
+		c.renew()
+	}
+}
+
+func (c *Control) renew() {
+	sent := c.now()
+	var e peer.Enc
+	e.Str(c.cfg.Self.ID)
+	e.Str(c.cfg.Self.Nonce)
+	encodeEpochs(&e, c.cfg.Data.Synced())
+	encodeEpochs(&e, c.cfg.Data.DelayOver())
+	var (
+		reply []byte
+		err   error
+	)
+	if c.IsLeader() {
+		reply, err = c.heartbeat(e.B)
+	} else {
+		addr, _ := c.raft.LeaderWithID()
+		if addr == "" {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.Lease/3)
+		reply, err = c.cfg.Pool.Get(string(addr)).Call(ctx, mHeartbeat, e.B)
+		cancel()
+	}
+	if err != nil {
+		c.log.Debug("lease renewal failed", "err", err)
+		return
+	}
+	d := peer.Dec{B: reply}
+	lease, index := time.Duration(d.Int()), d.Uint()
+	if d.End() != nil {
+		return
+	}
+	// The lease runs from when the request left, not when the grant came:
+	// the leader counts from no earlier than that.
+	c.leaseIndex.Store(index)
+	c.leaseUntil.Store(sent + int64(lease))
+}
+
+func encodeEpochs(e *peer.Enc, m map[int]uint64) {
+	e.Uint(uint64(len(m)))
+	for p, ep := range m {
+		e.Uint(uint64(p))
+		e.Uint(ep)
+	}
+}
+
+func decodeEpochs(d *peer.Dec) map[int]uint64 {
+	n := d.Len()
+	m := make(map[int]uint64, n)
+	for range n {
+		p := int(d.Uint())
+		m[p] = d.Uint()
+	}
+	return m
+}
+
+func (c *Control) serveHeartbeat(_ context.Context, _ byte, payload []byte, reply func([]byte, error)) {
+	reply(c.heartbeat(payload))
+}
+
+// heartbeat grants a lease, on the leader only. The grant carries the
+// index of the table the leader has applied: the node uses it only once it
+// has taken up that table, so a node whose partitions were taken over
+// learns so before it may serve again.
+func (c *Control) heartbeat(payload []byte) ([]byte, error) {
+	if !c.IsLeader() {
+		return nil, errors.New("not the leader")
+	}
+	d := peer.Dec{B: payload}
+	inc := Incarnation{ID: d.Str(), Nonce: d.Str()}
+	synced, over := decodeEpochs(&d), decodeEpochs(&d)
+	if err := d.End(); err != nil {
+		return nil, err
+	}
+	st := c.State()
+	c.mu.Lock()
+	if !c.leading {
+		c.mu.Unlock()
+		return nil, errors.New("not the leader yet")
+	}
+	c.heard[inc] = time.Now()
+	for p, ep := range synced {
+		if st.Part(p).OwnedBy(inc.ID, inc.Nonce) && st.Part(p).Epoch == ep {
+			c.synced[p] = ep
+		}
+	}
+	for p, ep := range over {
+		c.delayOver[p] = ep
+	}
+	c.mu.Unlock()
+	// The index of the last table change, not raft's applied index: that
+	// also counts configuration entries, which no node's table ever sees.
+	var e peer.Enc
+	e.Int(int64(c.cfg.Lease))
+	e.Uint(st.Index)
+	return e.B, nil
+}

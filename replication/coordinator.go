@@ -1,0 +1,412 @@
+package replication
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/elock/elock/node/peer"
+	"github.com/elock/elock/ring"
+)
+
+// leaderLoop runs the coordinator while this node leads.
+func (c *Control) leaderLoop() {
+	defer c.wg.Done()
+	events, unsubscribe := c.cfg.Ring.Subscribe()
+	defer unsubscribe()
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-tick.C:
+		case <-events:
+		}
+		if !c.IsLeader() {
+			c.mu.Lock()
+			c.leading = false
+			c.mu.Unlock()
+			continue
+		}
+		c.lead()
+		if err := c.coordinate(); err != nil {
+			c.log.Debug("coordinator round failed", "err", err)
+		}
+	}
+}
+
+// lead starts a term of leadership. The new leader does not know which
+// leases its predecessor granted, so it counts every node as heard from
+// now: no takeover happens until a full lease (plus margin) has passed.
+func (c *Control) lead() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.leading {
+		return
+	}
+	c.leading = true
+	now := time.Now()
+	clear(c.heard)
+	clear(c.synced)
+	clear(c.delayOver)
+	for _, n := range c.State().Nodes {
+		c.heard[Incarnation{n.ID, n.Nonce}] = now
+	}
+	c.log.Info("leading the control plane")
+}
+
+// apply commits a command through raft.
+func (c *Control) apply(cmd Command) error {
+	b, err := cmd.Encode()
+	if err != nil {
+		return err
+	}
+	return c.raft.Apply(b, 5*time.Second).Error()
+}
+
+// alive reports whether the leader has heard from incarnation inc within
+// its lease plus the margin: a node it has not is presumed unable to
+// serve, and its partitions may be taken over.
+func (c *Control) alive(inc Incarnation) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t, ok := c.heard[inc]
+	return ok && time.Since(t) < c.cfg.Lease+c.cfg.Margin()
+}
+
+// heardWithin reports whether the leader heard from inc within d.
+func (c *Control) heardWithin(inc Incarnation, d time.Duration) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t, ok := c.heard[inc]
+	return ok && time.Since(t) < d
+}
+
+// coordinate is one round of the leader's decisions.
+func (c *Control) coordinate() error {
+	members := c.cfg.Ring.Members()
+	if err := c.register(members); err != nil {
+		return err
+	}
+	if err := c.membership(members); err != nil {
+		c.log.Debug("raft membership change failed", "err", err)
+	}
+	st := c.State()
+	if !st.Initialized() {
+		return c.initialize(st)
+	}
+	if err := c.settle(st); err != nil {
+		return err
+	}
+	return c.transitions(st)
+}
+
+// register records every live member's current incarnation and addresses.
+func (c *Control) register(members []ring.Member) error {
+	st := c.State()
+	for _, m := range members {
+		if m.State != ring.Alive && m.State != ring.Suspect {
+			continue
+		}
+		n := Node{ID: m.ID, Nonce: m.Nonce, PeerAddr: m.PeerAddr, ClientAddr: m.ClientAddr, Voter: m.Voter, Leaving: m.Leaving}
+		if old, ok := st.Nodes[m.ID]; ok && old == n {
+			continue
+		}
+		if old, ok := st.Nodes[m.ID]; ok && old.Nonce == n.Nonce && old.Leaving && !n.Leaving {
+			n.Leaving = true // a leave is not taken back by stale gossip
+		}
+		if err := c.apply(Command{Node: &n}); err != nil {
+			return err
+		}
+		c.mu.Lock()
+		if _, ok := c.heard[Incarnation{n.ID, n.Nonce}]; !ok {
+			c.heard[Incarnation{n.ID, n.Nonce}] = time.Now()
+		}
+		c.mu.Unlock()
+		c.log.Info("node registered", "node", n.ID, "nonce", n.Nonce, "voter", n.Voter, "leaving", n.Leaving)
+	}
+	return nil
+}
+
+// raftNode returns the node id part of a raft server id.
+func raftNode(id raft.ServerID) string {
+	node, _, _ := strings.Cut(string(id), "#")
+	return node
+}
+
+// membership keeps raft's configuration in step with the members: every
+// live incarnation of a voter node is a voter, every other node a
+// non-voter. A voter is never dropped for being down — the voter set is
+// static, and a majority of it is needed for any epoch change — but an
+// incarnation that restarted without its raft state is replaced by the new
+// one, so an amnesic node never votes under an identity whose log it lost.
+func (c *Control) membership(members []ring.Member) error {
+	cf := c.raft.GetConfiguration()
+	if err := cf.Error(); err != nil {
+		return err
+	}
+	servers := cf.Configuration().Servers
+	for _, m := range members {
+		if m.RaftID == "" || m.PeerAddr == "" || m.State != ring.Alive {
+			continue
+		}
+		want := raft.ServerID(m.RaftID)
+		var have *raft.Server
+		for i, s := range servers {
+			if s.ID == want {
+				have = &servers[i]
+			}
+		}
+		// Replace older incarnations of the same node first.
+		for _, s := range servers {
+			if s.ID != want && raftNode(s.ID) == m.ID {
+				if err := c.raft.RemoveServer(s.ID, 0, 5*time.Second).Error(); err != nil {
+					return err
+				}
+				c.log.Info("raft: replaced an old incarnation", "old", s.ID, "new", want)
+			}
+		}
+		addr := raft.ServerAddress(m.PeerAddr)
+		switch {
+		case have != nil && have.Address == addr && (have.Suffrage == raft.Voter) == m.Voter:
+		case m.Voter:
+			if err := c.raft.AddVoter(want, addr, 0, 5*time.Second).Error(); err != nil {
+				return err
+			}
+			c.log.Info("raft: voter added", "id", want)
+		default:
+			if err := c.raft.AddNonvoter(want, addr, 0, 5*time.Second).Error(); err != nil {
+				return err
+			}
+			c.log.Info("raft: non-voter added", "id", want)
+		}
+	}
+	// A non-voter that has left for good is dropped: it votes for nothing,
+	// and keeping it only makes the leader retry it forever.
+	for _, s := range servers {
+		if s.Suffrage == raft.Voter {
+			continue
+		}
+		for _, m := range members {
+			if m.RaftID == string(s.ID) && m.State == ring.Left {
+				c.raft.RemoveServer(s.ID, 0, 5*time.Second)
+			}
+		}
+	}
+	return nil
+}
+
+// usable lists the nodes that may be given partitions: registered, heard
+// from within their lease, and not leaving.
+func (c *Control) usable(st *State) []string {
+	var ids []string
+	for id, n := range st.Nodes {
+		if !n.Leaving && c.alive(Incarnation{id, n.Nonce}) {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// epochBase seeds the epochs of a new table from the wall clock, in
+// seconds, so that tokens keep growing across a full restart of a cluster
+// without data dirs, as long as the clock has moved on by more seconds
+// than epochs were used. With data dirs the table, and its epochs, live
+// on.
+func epochBase() uint64 { return uint64(time.Now().Unix()) & 0x7fffffff }
+
+func (c *Control) initialize(st *State) error {
+	ids := c.usable(st)
+	if len(ids) == 0 {
+		return nil
+	}
+	base := epochBase()
+	placed := ring.Place(ids, c.cfg.Partitions)
+	parts := make([]Part, c.cfg.Partitions)
+	for p, a := range placed {
+		parts[p] = Part{Epoch: base, Owner: a.Owner, ONonce: st.Nodes[a.Owner].Nonce, Mode: Fresh}
+		if a.Replica != "" {
+			parts[p].Replica, parts[p].RNonce = a.Replica, st.Nodes[a.Replica].Nonce
+		}
+	}
+	c.log.Info("partition table created", "partitions", len(parts), "nodes", ids, "epoch", base)
+	return c.apply(Command{Init: parts})
+}
+
+// settle marks lost partitions whose lock-delay their owner reports over.
+func (c *Control) settle(st *State) error {
+	c.mu.Lock()
+	var cmd Command
+	for p, ep := range c.delayOver {
+		if pt := st.Part(p); pt.Epoch == ep && pt.Mode == Lost && !pt.Settled {
+			cmd.Settle = append(cmd.Settle, Settled{P: p, Epoch: ep})
+		}
+		delete(c.delayOver, p)
+	}
+	c.mu.Unlock()
+	if cmd.Settle == nil {
+		return nil
+	}
+	return c.apply(cmd)
+}
+
+// transitions decides, for every partition, the next epoch change that
+// moves it toward a healthy placement, and commits them.
+func (c *Control) transitions(st *State) error {
+	ids := c.usable(st)
+	if len(ids) == 0 {
+		return nil
+	}
+	usable := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		usable[id] = true
+	}
+	desired := ring.Place(ids, c.cfg.Partitions)
+	incOf := func(id string) Incarnation { return Incarnation{id, st.Nodes[id].Nonce} }
+	current := func(id, nonce string) bool { return id != "" && st.Nodes[id].Nonce == nonce }
+	// pick chooses a replica other than owner, preferring the placement.
+	pick := func(d ring.Assignment, owner string) string {
+		for _, id := range append([]string{d.Replica, d.Owner}, ids...) {
+			if id != "" && id != owner && usable[id] {
+				return id
+			}
+		}
+		return ""
+	}
+	move := func(p int, cur Part, owner, replica string, mode Mode) Assignment {
+		to := Part{Epoch: cur.Epoch + 1, Owner: owner, ONonce: st.Nodes[owner].Nonce, Replica: replica, Mode: mode}
+		if replica != "" {
+			to.RNonce = st.Nodes[replica].Nonce
+		}
+		if mode == Takeover && cur.Mode == Lost && !cur.Settled {
+			to.Mode = Lost // the lock-delay of the last loss has not run out
+		}
+		return Assignment{P: p, From: cur.Epoch, To: to}
+	}
+
+	var repairs []Assignment
+	type handover struct {
+		p        int
+		cur      Part
+		to, next string
+	}
+	var handovers []handover
+	moves := 0
+	c.mu.Lock()
+	synced := make(map[int]uint64, len(c.synced))
+	for p, e := range c.synced {
+		synced[p] = e
+	}
+	c.mu.Unlock()
+
+	for p, cur := range st.Parts {
+		d := desired[p]
+		ownerOK := current(cur.Owner, cur.ONonce) && c.alive(incOf(cur.Owner))
+		// A replica is replaced sooner than an owner is taken over: that
+		// never changes who serves, so it needs no lease to run out, and
+		// until it is done the owner cannot confirm any change.
+		replicaAlive := cur.Replica != "" && current(cur.Replica, cur.RNonce) && c.alive(incOf(cur.Replica))
+		replicaOK := replicaAlive && c.heardWithin(incOf(cur.Replica), c.cfg.Lease/2)
+		isSynced := synced[p] == cur.Epoch
+		switch {
+		case !ownerOK:
+			// The owner's lease has run out (or it restarted): its replica
+			// takes over with the state it holds, or, with no copy left, a
+			// usable node starts empty behind a lock-delay.
+			if replicaAlive {
+				repairs = append(repairs, move(p, cur, cur.Replica, pick(d, cur.Replica), Takeover))
+			} else {
+				owner := d.Owner
+				repairs = append(repairs, move(p, cur, owner, pick(d, owner), Lost))
+				c.log.Warn("partition lost both copies", "partition", p, "epoch", cur.Epoch, "owner", cur.Owner, "replica", cur.Replica)
+			}
+		case !replicaOK || st.Nodes[cur.Replica].Leaving:
+			if r := pick(d, cur.Owner); r != "" && r != cur.Replica {
+				repairs = append(repairs, move(p, cur, cur.Owner, r, Keep))
+			}
+		case (st.Nodes[cur.Owner].Leaving || cur.Owner != d.Owner) && moves < maxMoves:
+			target := d.Owner
+			if target == cur.Owner {
+				continue
+			}
+			if cur.Replica != target {
+				// The future owner first becomes the replica and gets a copy.
+				repairs = append(repairs, move(p, cur, cur.Owner, target, Keep))
+				moves++
+			} else if isSynced {
+				next := pick(d, target)
+				if !st.Nodes[cur.Owner].Leaving && (d.Replica == cur.Owner || d.Replica == "" || !usable[d.Replica]) {
+					next = cur.Owner
+				}
+				handovers = append(handovers, handover{p, cur, target, next})
+				moves++
+			}
+		case cur.Replica != d.Replica && d.Replica != "" && isSynced && moves < maxMoves:
+			repairs = append(repairs, move(p, cur, cur.Owner, d.Replica, Keep))
+			moves++
+		}
+	}
+	if len(repairs) > 0 {
+		if err := c.apply(Command{Assign: repairs}); err != nil {
+			return err
+		}
+	}
+	if len(handovers) == 0 {
+		return nil
+	}
+	// Seal every partition to hand over, in parallel; hand over those whose
+	// owner sealed and had everything acknowledged.
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		done []Assignment
+	)
+	for _, h := range handovers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			pos, err := c.seal(st, h.p, h.cur)
+			if err != nil {
+				c.log.Debug("seal failed; hand-over postponed", "partition", h.p, "err", err)
+				return
+			}
+			a := move(h.p, h.cur, h.to, h.next, Handover)
+			a.To.Sealed = pos
+			mu.Lock()
+			done = append(done, a)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	if len(done) == 0 {
+		return nil
+	}
+	return c.apply(Command{Assign: done})
+}
+
+// seal asks a partition's owner to stop serving it ahead of a hand-over.
+func (c *Control) seal(st *State, p int, cur Part) (uint64, error) {
+	n, ok := st.Node(cur.Owner)
+	if !ok {
+		return 0, fmt.Errorf("owner %s unknown", cur.Owner)
+	}
+	var e peer.Enc
+	e.Uint(uint64(p))
+	e.Uint(cur.Epoch)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	b, err := c.cfg.Pool.Get(n.PeerAddr).Call(ctx, mSeal, e.B)
+	if err != nil {
+		return 0, err
+	}
+	d := peer.Dec{B: b}
+	pos := d.Uint()
+	return pos, d.End()
+}

@@ -1,0 +1,865 @@
+package replication
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/elock/elock/node/locktable"
+	"github.com/elock/elock/node/partition"
+	"github.com/elock/elock/node/peer"
+	"github.com/elock/elock/node/wire"
+)
+
+// Peer methods of the data plane.
+const (
+	mReplicate byte = peer.MinMethod + iota // owner -> replica: changes
+	mSnapshot                               // owner -> replica: a full copy
+	mSeal                                   // leader -> owner: stop serving, before a hand-over
+)
+
+// Incarnation names one run of a node: its id and its boot nonce.
+type Incarnation struct{ ID, Nonce string }
+
+// DataConfig configures the data plane of one node.
+type DataConfig struct {
+	Self Incarnation
+	Pool *peer.Pool
+	// Lease reports whether this node holds a lease the voters honour,
+	// for the table at the given index or later.
+	Lease func() bool
+	// LockDelay is how long a partition whose every copy was lost refuses
+	// grants: the longest session timeout plus the lease.
+	LockDelay time.Duration
+	// AwaitTimeout bounds the wait for a replica's acknowledgement.
+	AwaitTimeout time.Duration
+	// Expired is told that a session expired (see partition.Replicator).
+	Expired func(id string)
+	Logger  *slog.Logger
+}
+
+// Data is the data plane of one node: it implements partition.Replicator
+// for the node's partition.Set, keeps each partition's role here (owner,
+// replica or none) in step with the partition table, streams an owner's
+// changes to its replica, and applies a replica's.
+type Data struct {
+	cfg   DataConfig
+	log   *slog.Logger
+	set   *partition.Set
+	parts []*local
+
+	mu     sync.Mutex // guards links, state and closed
+	links  map[string]*link
+	state  *State
+	closed bool
+
+	reconciled atomic.Uint64 // index of the last table whose roles are in effect
+	wg         sync.WaitGroup
+	stop       chan struct{}
+}
+
+type role uint8
+
+const (
+	none role = iota
+	owner
+	replica
+)
+
+// local is one partition as this node serves it. mu is taken with the
+// partition's mutex held or alone; never the other way round.
+type local struct {
+	mu    sync.Mutex
+	id    int
+	role  role
+	epoch uint64
+	part  Part
+
+	// Owner side.
+	gen        uint64 // grows each time this node becomes the owner anew
+	sealed     bool
+	sealUntil  time.Time
+	delayUntil time.Time // a Lost partition refuses grants until then
+	alone      bool      // no replica and no other node: nothing to replicate to
+	link       *link     // to the replica; nil when there is none
+	seq        uint64    // last position recorded at this epoch
+	acked      uint64    // highest position the replica acknowledged
+	synced     bool      // the replica holds a full copy at this epoch
+	out        []entry   // recorded, not yet sent
+	ackc       chan struct{}
+
+	// Replica side.
+	rseq    uint64 // last position applied at this epoch
+	rsynced bool
+	chunks  []byte // a snapshot being received
+}
+
+// entry is one recorded operation's changes.
+type entry struct {
+	from, to uint64
+	changes  []locktable.Change
+}
+
+// NewData returns the data plane. Bind must follow before use.
+func NewData(cfg DataConfig, partitions int) *Data {
+	if cfg.AwaitTimeout <= 0 {
+		cfg.AwaitTimeout = 3 * time.Second
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	d := &Data{cfg: cfg, log: log, links: make(map[string]*link), stop: make(chan struct{})}
+	d.parts = make([]*local, partitions)
+	for i := range d.parts {
+		d.parts[i] = &local{id: i, ackc: make(chan struct{})}
+	}
+	return d
+}
+
+// Bind gives the data plane the partition set it replicates for.
+func (d *Data) Bind(s *partition.Set) { d.set = s }
+
+// Close stops every link.
+func (d *Data) Close() {
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return
+	}
+	d.closed = true
+	close(d.stop)
+	d.mu.Unlock()
+	d.wg.Wait()
+}
+
+// Reconciled is the index of the last partition table whose roles this
+// node has taken up.
+func (d *Data) Reconciled() uint64 { return d.reconciled.Load() }
+
+// retryable builds the 503 of a partition that cannot serve here now.
+func retryable(p int, why string) error {
+	return wire.Retry("partition " + strconv.Itoa(p) + " " + why + "; retry")
+}
+
+// ErrMoved is wrapped by refusals from a node that does not own the
+// partition: the home should refresh its table and ask the owner.
+var ErrMoved = errors.New("replication: partition not owned here")
+
+// Admit implements partition.Replicator.
+func (d *Data) Admit(p int, op partition.Op) error {
+	l := d.parts[p]
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.role != owner {
+		return fmt.Errorf("%w: %w", ErrMoved, retryable(p, "is not owned by this node"))
+	}
+	if !d.cfg.Lease() {
+		return retryable(p, "has no owner lease")
+	}
+	if l.sealed {
+		if time.Now().Before(l.sealUntil) {
+			return fmt.Errorf("%w: %w", ErrMoved, retryable(p, "is moving to another node"))
+		}
+		l.sealed = false // the hand-over never came; serve again
+	}
+	if op == partition.Read {
+		return nil
+	}
+	if !l.alone && !l.synced {
+		return retryable(p, "has no synced replica")
+	}
+	if op == partition.Grant && time.Now().Before(l.delayUntil) {
+		return retryable(p, "lost both copies; refusing grants until the lock-delay passes")
+	}
+	return nil
+}
+
+// Record implements partition.Replicator.
+func (d *Data) Record(p int, changes []locktable.Change) uint64 {
+	l := d.parts[p]
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.alone || l.link == nil {
+		return 0
+	}
+	l.seq++
+	l.out = append(l.out, entry{from: l.seq, to: l.seq, changes: changes})
+	l.link.poke(p)
+	return l.seq
+}
+
+// Await implements partition.Replicator.
+func (d *Data) Await(p int, pos uint64) error {
+	l := d.parts[p]
+	timer := time.NewTimer(d.cfg.AwaitTimeout)
+	defer timer.Stop()
+	l.mu.Lock()
+	gen := l.gen
+	// Positions keep counting while this node stays the owner, whoever the
+	// replica: a new replica's full copy confirms everything before it.
+	for l.acked < pos {
+		if l.role != owner || l.gen != gen {
+			l.mu.Unlock()
+			return wire.Indeterminate("partition " + strconv.Itoa(p) + " changed hands before its replica confirmed; outcome unknown")
+		}
+		ch := l.ackc
+		l.mu.Unlock()
+		select {
+		case <-ch:
+		case <-timer.C:
+			return wire.Indeterminate("partition " + strconv.Itoa(p) + " replica did not confirm in time; outcome unknown")
+		}
+		l.mu.Lock()
+	}
+	l.mu.Unlock()
+	return nil
+}
+
+// Expired implements partition.Replicator.
+func (d *Data) Expired(id string) {
+	if d.cfg.Expired != nil {
+		d.cfg.Expired(id)
+	}
+}
+
+// acked advances a partition's acknowledged position. Called with l.mu.
+func (l *local) ack(pos uint64) {
+	l.acked = max(l.acked, pos)
+	close(l.ackc) // wake every Await to look again
+	l.ackc = make(chan struct{})
+}
+
+// Synced lists the partitions this node owns with a synced replica (or
+// alone), by epoch, for the leader's decisions.
+func (d *Data) Synced() map[int]uint64 {
+	out := make(map[int]uint64)
+	for _, l := range d.parts {
+		l.mu.Lock()
+		if l.role == owner && (l.synced || l.alone) {
+			out[l.id] = l.epoch
+		}
+		l.mu.Unlock()
+	}
+	return out
+}
+
+// DelayOver lists Lost partitions owned here whose lock-delay has passed.
+func (d *Data) DelayOver() map[int]uint64 {
+	out := make(map[int]uint64)
+	now := time.Now()
+	for _, l := range d.parts {
+		l.mu.Lock()
+		if l.role == owner && l.part.Mode == Lost && !l.part.Settled && !now.Before(l.delayUntil) {
+			out[l.id] = l.epoch
+		}
+		l.mu.Unlock()
+	}
+	return out
+}
+
+// InLockDelay reports whether partition p is owned here and still in the
+// lock-delay of a loss: what it lacks may not have ended.
+func (d *Data) InLockDelay(p int) bool {
+	l := d.parts[p]
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.role == owner && time.Now().Before(l.delayUntil)
+}
+
+// Serving reports whether every partition this node owns may be served.
+func (d *Data) Serving() bool {
+	for _, l := range d.parts {
+		l.mu.Lock()
+		bad := l.role == owner && !l.alone && !l.synced
+		l.mu.Unlock()
+		if bad {
+			return false
+		}
+	}
+	return true
+}
+
+// Roles counts the partitions this node owns and replicates, and those
+// it owns without a synced replica.
+func (d *Data) Roles() (owned, replicated, unsynced int) {
+	for _, l := range d.parts {
+		l.mu.Lock()
+		switch l.role {
+		case owner:
+			owned++
+			if !l.alone && !l.synced {
+				unsynced++
+			}
+		case replica:
+			replicated++
+		}
+		l.mu.Unlock()
+	}
+	return owned, replicated, unsynced
+}
+
+// Apply takes up the roles of a new partition table. It is called in log
+// order, for every table the control plane applies.
+func (d *Data) Apply(old, cur *State, changed []int) {
+	d.mu.Lock()
+	d.state = cur
+	d.mu.Unlock()
+	alone := len(liveNodes(cur)) <= 1
+	var evict []int
+	for _, p := range changed {
+		if d.reconcile(p, old.Part(p), cur.Part(p), cur, alone) {
+			evict = append(evict, p)
+		}
+	}
+	// The count of nodes decides whether a replica-less owner is alone.
+	for _, l := range d.parts {
+		l.mu.Lock()
+		if l.role == owner && l.part.Replica == "" {
+			l.alone = alone
+		}
+		l.mu.Unlock()
+	}
+	for _, p := range evict {
+		d.set.Evict(p, fmt.Errorf("%w: %w", ErrMoved, retryable(p, "moved to another node")))
+	}
+	d.reconciled.Store(cur.Index)
+}
+
+func liveNodes(s *State) []string {
+	var ids []string
+	for id, n := range s.Nodes {
+		if !n.Leaving {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+// reconcile moves partition p to its role in cur. It reports whether
+// requests queued here must be sent to the new owner.
+func (d *Data) reconcile(p int, prev, cur Part, st *State, alone bool) (evict bool) {
+	me := d.cfg.Self
+	l := d.parts[p]
+	d.set.With(p, func(t *locktable.Table, now locktable.Time) *locktable.Table {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		wasOwner := l.role == owner
+		switch {
+		case cur.OwnedBy(me.ID, me.Nonce):
+			t = d.becomeOwner(l, t, now, prev, cur, alone)
+		case cur.ReplicatedBy(me.ID, me.Nonce):
+			if l.role != replica || l.epoch != cur.Epoch {
+				// The owner sends a full copy at every epoch.
+				l.role, l.rsynced, l.rseq, l.chunks = replica, false, 0, nil
+			}
+			l.epoch, l.part = cur.Epoch, cur
+			l.link, l.out = nil, nil
+		default:
+			if l.role != none {
+				t = locktable.New(0, d.set.Limits(), true)
+			}
+			l.role, l.epoch, l.part = none, cur.Epoch, cur
+			l.link, l.out, l.rsynced, l.chunks = nil, nil, false, nil
+		}
+		evict = wasOwner && l.role != owner
+		if l.role != owner {
+			l.ack(l.seq) // wake any Await; it sees the role change
+		}
+		return t
+	})
+	return evict
+}
+
+// becomeOwner sets up l as the owner at cur's epoch. Called with the
+// partition's mutex and l.mu held.
+func (d *Data) becomeOwner(l *local, t *locktable.Table, now locktable.Time, prev, cur Part, alone bool) *locktable.Table {
+	promoted := false
+	switch {
+	case l.role == owner && prev.OwnedBy(d.cfg.Self.ID, d.cfg.Self.Nonce):
+		// Still ours; the replica may have changed.
+		promoted = true
+	case l.role == replica && l.rsynced && l.epoch == prev.Epoch &&
+		(cur.Mode == Takeover || (cur.Mode == Handover && l.rseq >= cur.Sealed)):
+		promoted = true
+	}
+	lostBefore := prev.Mode == Lost && !prev.Settled
+	switch {
+	case promoted:
+		// Tokens of the new epoch are above all of the old one.
+	case cur.Mode == Fresh:
+		t = locktable.New(cur.Epoch, d.set.Limits(), true)
+	default:
+		// Lost, or a takeover without a synced copy: nothing survived.
+		d.log.Warn("partition lost: starting empty behind a lock-delay", "partition", l.id, "epoch", cur.Epoch, "mode", cur.Mode, "delay", d.cfg.LockDelay)
+		t = locktable.New(cur.Epoch, d.set.Limits(), true)
+		lostBefore = true
+	}
+	if cur.Mode == Lost && !cur.Settled {
+		lostBefore = true
+	}
+	if lostBefore {
+		l.delayUntil = time.Now().Add(d.cfg.LockDelay)
+	}
+	if t.Epoch() < cur.Epoch {
+		t.SetEpoch(cur.Epoch)
+	}
+	stillOwner := l.role == owner && prev.OwnedBy(d.cfg.Self.ID, d.cfg.Self.Nonce)
+	newReplica := !(stillOwner && l.link != nil && prev.Replica == cur.Replica && prev.RNonce == cur.RNonce)
+	if !stillOwner {
+		l.gen++
+		l.seq, l.acked = 0, 0
+		l.ack(0)
+	}
+	l.role, l.epoch, l.part = owner, cur.Epoch, cur
+	l.sealed = false
+	l.alone = cur.Replica == "" && alone
+	if newReplica {
+		l.synced, l.out = false, nil
+		l.link = nil
+		if cur.Replica != "" {
+			l.link = d.linkTo(cur.Replica)
+			l.link.poke(l.id) // send the full copy
+		}
+	}
+	return t
+}
+
+// linkTo returns the link to a replica node, starting it if needed.
+func (d *Data) linkTo(id string) *link {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if lk := d.links[id]; lk != nil {
+		return lk
+	}
+	lk := &link{d: d, id: id, wake: make(chan struct{}, 1), pending: make(map[int]bool)}
+	d.links[id] = lk
+	if !d.closed {
+		d.wg.Add(1)
+		go lk.run()
+	}
+	return lk
+}
+
+// addr returns a node's -peer address from the current table.
+func (d *Data) addr(id string) string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if n, ok := d.state.Node(id); ok {
+		return n.PeerAddr
+	}
+	return ""
+}
+
+// link carries one owner node's changes to one replica node, for every
+// partition it replicates there. One request is in flight at a time;
+// what is recorded meanwhile goes in the next, so a busy link sends many
+// operations per message.
+type link struct {
+	d    *Data
+	id   string
+	wake chan struct{}
+
+	mu      sync.Mutex // guards pending
+	pending map[int]bool
+}
+
+func (lk *link) poke(p int) {
+	lk.mu.Lock()
+	lk.pending[p] = true
+	lk.mu.Unlock()
+	select {
+	case lk.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (lk *link) take() []int {
+	lk.mu.Lock()
+	defer lk.mu.Unlock()
+	ps := make([]int, 0, len(lk.pending))
+	for p := range lk.pending {
+		ps = append(ps, p)
+	}
+	clear(lk.pending)
+	slices.Sort(ps)
+	return ps
+}
+
+func (lk *link) run() {
+	defer lk.d.wg.Done()
+	backoff := time.Duration(0)
+	retry := time.NewTimer(time.Hour)
+	defer retry.Stop()
+	for {
+		select {
+		case <-lk.d.stop:
+			return
+		case <-lk.wake:
+		case <-retry.C:
+		}
+		ps := lk.take()
+		if len(ps) == 0 {
+			continue
+		}
+		if err := lk.send(ps); err != nil {
+			// Back off, then send every partition again in full.
+			backoff = min(max(2*backoff, 50*time.Millisecond), time.Second)
+			lk.d.log.Debug("replication link failed", "replica", lk.id, "err", err, "backoff", backoff)
+			for _, p := range ps {
+				lk.mu.Lock()
+				lk.pending[p] = true
+				lk.mu.Unlock()
+			}
+			retry.Reset(backoff)
+			continue
+		}
+		backoff = 0
+	}
+}
+
+// send ships, for each partition, a full copy if the replica lacks one,
+// else the recorded changes, and takes in the acknowledgements.
+func (lk *link) send(ps []int) error {
+	d := lk.d
+	var e peer.Enc
+	type sent struct {
+		p     int
+		epoch uint64
+		to    uint64
+	}
+	var batch []sent
+	n := 0
+	var body peer.Enc
+	for _, p := range ps {
+		l := d.parts[p]
+		l.mu.Lock()
+		if l.role != owner || l.link != lk {
+			l.mu.Unlock()
+			continue
+		}
+		if !l.synced {
+			l.mu.Unlock()
+			if err := lk.snapshot(p); err != nil {
+				return err
+			}
+			continue
+		}
+		out := l.out
+		l.out = nil
+		epoch := l.epoch
+		l.mu.Unlock()
+		if len(out) == 0 {
+			continue
+		}
+		body.Uint(uint64(p))
+		body.Uint(epoch)
+		body.Uint(out[0].from)
+		body.Uint(out[len(out)-1].to)
+		cnt := 0
+		for _, en := range out {
+			cnt += len(en.changes)
+		}
+		body.Uint(uint64(cnt))
+		for _, en := range out {
+			for _, c := range en.changes {
+				encodeChange(&body, c)
+			}
+		}
+		batch = append(batch, sent{p, epoch, out[len(out)-1].to})
+		n++
+	}
+	if n == 0 {
+		return nil
+	}
+	e.Uint(uint64(n))
+	e.B = append(e.B, body.B...)
+	addr := d.addr(lk.id)
+	if addr == "" {
+		lk.unsync(batch[0].p)
+		return fmt.Errorf("replica %s has no address", lk.id)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), d.cfg.AwaitTimeout)
+	defer cancel()
+	reply, err := d.cfg.Pool.Get(addr).Call(ctx, mReplicate, e.B)
+	if err != nil {
+		for _, b := range batch {
+			lk.unsync(b.p)
+		}
+		return err
+	}
+	dec := peer.Dec{B: reply}
+	for range dec.Len() {
+		p, status := int(dec.Uint()), dec.Uint()
+		for _, b := range batch {
+			if b.p != p {
+				continue
+			}
+			l := d.parts[p]
+			l.mu.Lock()
+			if l.role == owner && l.epoch == b.epoch && l.link == lk {
+				if status == 0 {
+					l.ack(b.to)
+				} else {
+					l.synced = false
+					lk.poke(p)
+				}
+			}
+			l.mu.Unlock()
+		}
+	}
+	return dec.End()
+}
+
+// unsync marks p as needing a full copy again.
+func (lk *link) unsync(p int) {
+	l := lk.d.parts[p]
+	l.mu.Lock()
+	if l.link == lk {
+		l.synced = false
+	}
+	l.mu.Unlock()
+}
+
+// snapshotChunk bounds one snapshot message, below peer.MaxFrame.
+const snapshotChunk = 4 << 20
+
+// snapshot sends a full copy of p, taken consistently with the positions
+// recorded around it: every change up to the copy's position is in it.
+func (lk *link) snapshot(p int) error {
+	d := lk.d
+	l := d.parts[p]
+	var (
+		data  []byte
+		seq   uint64
+		epoch uint64
+		ok    bool
+	)
+	d.set.With(p, func(t *locktable.Table, now locktable.Time) *locktable.Table {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if l.role != owner || l.link != lk {
+			return t
+		}
+		data, seq, epoch, ok = t.Snapshot(now), l.seq, l.epoch, true
+		l.out = nil
+		return t
+	})
+	if !ok {
+		return nil
+	}
+	addr := d.addr(lk.id)
+	if addr == "" {
+		return fmt.Errorf("replica %s has no address", lk.id)
+	}
+	for off := 0; ; off += snapshotChunk {
+		end := min(off+snapshotChunk, len(data))
+		var e peer.Enc
+		e.Uint(uint64(p))
+		e.Uint(epoch)
+		e.Uint(seq)
+		e.Uint(uint64(off))
+		e.Uint(uint64(len(data)))
+		e.Bytes(data[off:end])
+		ctx, cancel := context.WithTimeout(context.Background(), d.cfg.AwaitTimeout)
+		reply, err := d.cfg.Pool.Get(addr).Call(ctx, mSnapshot, e.B)
+		cancel()
+		if err != nil {
+			return err
+		}
+		if string(reply) != "ok" {
+			return fmt.Errorf("replica %s refused the copy of partition %d: %s", lk.id, p, reply)
+		}
+		if end == len(data) {
+			break
+		}
+	}
+	l.mu.Lock()
+	if l.role == owner && l.epoch == epoch && l.link == lk {
+		l.synced = true
+		l.ack(seq)
+	}
+	l.mu.Unlock()
+	// Changes recorded while the copy travelled go next.
+	lk.poke(p)
+	return nil
+}
+
+func encodeChange(e *peer.Enc, c locktable.Change) {
+	e.Uint(uint64(c.Kind))
+	e.Str(c.Name)
+	e.Str(c.Session)
+	e.Uint(c.Token)
+	e.Int(int64(c.Age))
+	e.Int(int64(c.Timeout))
+	e.Bool(c.Attached)
+	e.Uint(c.Epoch)
+	e.Str(c.Home)
+	e.Int(int64(c.Left))
+}
+
+func decodeChange(d *peer.Dec) locktable.Change {
+	return locktable.Change{
+		Kind: locktable.ChangeKind(d.Uint()), Name: d.Str(), Session: d.Str(), Token: d.Uint(),
+		Age: time.Duration(d.Int()), Timeout: time.Duration(d.Int()), Attached: d.Bool(),
+		Epoch: d.Uint(), Home: d.Str(), Left: time.Duration(d.Int()),
+	}
+}
+
+// Methods returns the peer methods the data plane serves.
+func (d *Data) Methods() peer.Methods {
+	return peer.Methods{
+		mReplicate: d.serveReplicate,
+		mSnapshot:  d.serveSnapshot,
+		mSeal:      d.serveSeal,
+	}
+}
+
+// Replica status codes in an mReplicate reply.
+const (
+	repOK       = 0
+	repStale    = 1 // not the replica at that epoch
+	repUnsynced = 2 // no full copy yet
+	repGap      = 3 // positions missing
+)
+
+// serveReplicate applies an owner's changes, partition by partition, if
+// this node is that partition's synced replica at that epoch; a replica
+// refuses writes from any other epoch, so a deposed owner can never have
+// a change acknowledged.
+func (d *Data) serveReplicate(_ context.Context, _ byte, payload []byte, reply func([]byte, error)) {
+	dec := peer.Dec{B: payload}
+	var out peer.Enc
+	n := dec.Len()
+	out.Uint(uint64(n))
+	for range n {
+		p, epoch, from, to := int(dec.Uint()), dec.Uint(), dec.Uint(), dec.Uint()
+		changes := make([]locktable.Change, dec.Len())
+		for i := range changes {
+			changes[i] = decodeChange(&dec)
+		}
+		if dec.Err() != nil || p < 0 || p >= len(d.parts) {
+			reply(nil, peer.ErrMalformed)
+			return
+		}
+		status := uint64(repOK)
+		l := d.parts[p]
+		d.set.With(p, func(t *locktable.Table, now locktable.Time) *locktable.Table {
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			switch {
+			case l.role != replica || l.epoch != epoch:
+				status = repStale
+			case !l.rsynced:
+				status = repUnsynced
+			case from != l.rseq+1:
+				status = repGap
+			default:
+				for _, c := range changes {
+					t.Apply(now, c)
+				}
+				l.rseq = to
+			}
+			return t
+		})
+		out.Uint(uint64(p))
+		out.Uint(status)
+	}
+	if err := dec.End(); err != nil {
+		reply(nil, err)
+		return
+	}
+	reply(out.B, nil)
+}
+
+// serveSnapshot installs a full copy, chunk by chunk.
+func (d *Data) serveSnapshot(_ context.Context, _ byte, payload []byte, reply func([]byte, error)) {
+	dec := peer.Dec{B: payload}
+	p, epoch, seq := int(dec.Uint()), dec.Uint(), dec.Uint()
+	off, total := dec.Uint(), dec.Uint()
+	chunk := dec.Bytes()
+	if err := dec.End(); err != nil || p < 0 || p >= len(d.parts) {
+		reply(nil, peer.ErrMalformed)
+		return
+	}
+	res := "ok"
+	l := d.parts[p]
+	d.set.With(p, func(t *locktable.Table, now locktable.Time) *locktable.Table {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if l.role != replica || l.epoch != epoch {
+			res = "stale epoch"
+			return t
+		}
+		if off == 0 {
+			l.chunks = l.chunks[:0]
+		}
+		if uint64(len(l.chunks)) != off {
+			res = "chunk out of order"
+			return t
+		}
+		l.chunks = append(l.chunks, chunk...)
+		if uint64(len(l.chunks)) < total {
+			return t
+		}
+		nt, err := locktable.Restore(now, l.chunks, d.set.Limits(), true)
+		l.chunks = nil
+		if err != nil {
+			res = err.Error()
+			return t
+		}
+		l.rseq, l.rsynced = seq, true
+		return nt
+	})
+	reply([]byte(res), nil)
+}
+
+// Seal stops partition p from serving here ahead of a hand-over, waits
+// until its replica has acknowledged everything, and returns the last
+// acknowledged position. If no new epoch comes, it serves again later.
+func (d *Data) serveSeal(_ context.Context, _ byte, payload []byte, reply func([]byte, error)) {
+	dec := peer.Dec{B: payload}
+	p, epoch := int(dec.Uint()), dec.Uint()
+	if dec.End() != nil || p < 0 || p >= len(d.parts) {
+		reply(nil, peer.ErrMalformed)
+		return
+	}
+	l := d.parts[p]
+	var pos uint64
+	var err error
+	// Taking the partition's mutex orders the seal after every operation
+	// that has already begun.
+	d.set.With(p, func(t *locktable.Table, _ locktable.Time) *locktable.Table {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if l.role != owner || l.epoch != epoch || !l.synced {
+			err = fmt.Errorf("not the synced owner of partition %d at epoch %d", p, epoch)
+			return t
+		}
+		l.sealed, l.sealUntil = true, time.Now().Add(sealHold)
+		pos = l.seq
+		return t
+	})
+	if err != nil {
+		reply(nil, err)
+		return
+	}
+	go func() {
+		if err := d.Await(p, pos); err != nil {
+			reply(nil, err)
+			return
+		}
+		var e peer.Enc
+		e.Uint(pos)
+		reply(e.B, nil)
+	}()
+}
+
+// sealHold is how long a sealed partition waits for its hand-over.
+const sealHold = 5 * time.Second

@@ -1,0 +1,224 @@
+// Package replication moves lock state between the owner and the replica
+// of each partition, and decides who owns what.
+//
+// Two planes:
+//   - The control plane is the partition table: for every partition its
+//     epoch, owner and replica. It changes only through raft among a
+//     static set of voter nodes (State, FSM, Control), so that a pair of
+//     nodes can never decide alone and memberlist's live count is never
+//     the denominator. The leader also grants every node a lease; an owner
+//     serves only while it holds one.
+//   - The data plane is owner to replica: every change to a partition's
+//     locks is acknowledged by its replica before anyone hears of it, and a
+//     replica refuses changes from any epoch but its own (Data).
+//
+// The ring (package ring) only proposes placements. A partition changes
+// hands only by an explicit epoch change, and its new owner serves only
+// once it holds the state: a synced replica promoted, or a table known to
+// be lost, refused for a lock-delay.
+package replication
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+)
+
+// Mode says how a partition's owner came by its state at this epoch.
+type Mode uint8
+
+const (
+	// Fresh: the owner starts from an empty table that nothing was lost
+	// from (the cluster's first table).
+	Fresh Mode = iota
+	// Keep: same owner as the previous epoch; only the replica changed.
+	Keep
+	// Handover: the previous owner sealed the partition and its synced
+	// replica, the new owner, holds everything it acknowledged.
+	Handover
+	// Takeover: the previous owner's lease ran out; its replica, the new
+	// owner, promotes the copy it holds if that copy was synced.
+	Takeover
+	// Lost: no copy of the state survived. The owner starts empty and
+	// refuses grants until a lock-delay has passed, by when every session
+	// that held a lock here has ended or learned that it is at risk.
+	Lost
+)
+
+var modeNames = [...]string{"fresh", "keep", "handover", "takeover", "lost"}
+
+func (m Mode) String() string {
+	if int(m) < len(modeNames) {
+		return modeNames[m]
+	}
+	return fmt.Sprintf("mode(%d)", m)
+}
+
+// Part is one partition's configuration at one epoch. Owner and replica
+// are incarnations, node id plus boot nonce: a node that restarts is a new
+// incarnation and never serves what its previous one was given.
+type Part struct {
+	Epoch   uint64 `json:"e"`
+	Owner   string `json:"o"`
+	ONonce  string `json:"on"`
+	Replica string `json:"r,omitempty"`
+	RNonce  string `json:"rn,omitempty"`
+	Mode    Mode   `json:"m"`
+	// Sealed is the last change position the previous owner had
+	// acknowledged when it sealed the partition (Handover only).
+	Sealed uint64 `json:"s,omitempty"`
+	// Settled is set on a Lost partition once its owner's lock-delay has
+	// passed, so a later takeover need not wait again.
+	Settled bool `json:"st,omitempty"`
+}
+
+// OwnedBy reports whether incarnation (id, nonce) owns the partition.
+func (p Part) OwnedBy(id, nonce string) bool { return p.Owner == id && p.ONonce == nonce }
+
+// ReplicatedBy reports whether incarnation (id, nonce) is the replica.
+func (p Part) ReplicatedBy(id, nonce string) bool { return p.Replica == id && p.RNonce == nonce }
+
+// Node is a node as the control plane knows it.
+type Node struct {
+	ID         string `json:"id"`
+	Nonce      string `json:"n"`
+	PeerAddr   string `json:"p"`
+	ClientAddr string `json:"c"`
+	Voter      bool   `json:"v,omitempty"`
+	Leaving    bool   `json:"l,omitempty"`
+}
+
+// State is the partition table. It is a value: Apply returns a new one and
+// never changes its receiver, so readers may share a State freely.
+type State struct {
+	// Index is the raft index of the last command applied.
+	Index uint64          `json:"i"`
+	Parts []Part          `json:"parts"`
+	Nodes map[string]Node `json:"nodes"`
+}
+
+// Initialized reports whether the table has been created.
+func (s *State) Initialized() bool { return s != nil && len(s.Parts) > 0 }
+
+// Part returns partition p's configuration.
+func (s *State) Part(p int) Part {
+	if s == nil || p < 0 || p >= len(s.Parts) {
+		return Part{}
+	}
+	return s.Parts[p]
+}
+
+// Node returns a node by id.
+func (s *State) Node(id string) (Node, bool) {
+	if s == nil {
+		return Node{}, false
+	}
+	n, ok := s.Nodes[id]
+	return n, ok
+}
+
+// Command is one change to the table, as a raft log entry. Exactly one
+// field is set.
+type Command struct {
+	// Init creates the table. Ignored once the table exists.
+	Init []Part `json:"init,omitempty"`
+	// Node registers a node or a new incarnation of one, or updates it.
+	Node *Node `json:"node,omitempty"`
+	// Assign moves partitions to new epochs. Each applies only if the
+	// partition is still at the epoch it was decided from, so a decision
+	// made on a stale view (an old leader's) is dropped, never applied.
+	Assign []Assignment `json:"assign,omitempty"`
+	// Settle marks Lost partitions whose lock-delay has passed.
+	Settle []Settled `json:"settle,omitempty"`
+}
+
+// Assignment moves partition P from epoch From to To.
+type Assignment struct {
+	P    int    `json:"p"`
+	From uint64 `json:"f"`
+	To   Part   `json:"to"`
+}
+
+// Settled says partition P's lock-delay passed at Epoch.
+type Settled struct {
+	P     int    `json:"p"`
+	Epoch uint64 `json:"e"`
+}
+
+// Encode serialises a command for the raft log.
+func (c Command) Encode() ([]byte, error) { return json.Marshal(c) }
+
+// DecodeCommand reads a command from the raft log.
+func DecodeCommand(b []byte) (Command, error) {
+	var c Command
+	err := json.Unmarshal(b, &c)
+	return c, err
+}
+
+// Apply returns the state after command c at raft index index, and the
+// partitions whose configuration changed. It is deterministic: every node
+// applying the same log holds the same table.
+func (s *State) Apply(index uint64, c Command) (*State, []int) {
+	n := s.clone()
+	n.Index = index
+	var changed []int
+	switch {
+	case c.Init != nil:
+		if len(n.Parts) == 0 {
+			n.Parts = slices.Clone(c.Init)
+			for i := range n.Parts {
+				changed = append(changed, i)
+			}
+		}
+	case c.Node != nil:
+		n.Nodes[c.Node.ID] = *c.Node
+	case c.Assign != nil:
+		for _, a := range c.Assign {
+			if a.P < 0 || a.P >= len(n.Parts) {
+				continue
+			}
+			cur := n.Parts[a.P]
+			if cur.Epoch != a.From || a.To.Epoch <= cur.Epoch {
+				continue // decided on a view that is no longer true
+			}
+			n.Parts[a.P] = a.To
+			changed = append(changed, a.P)
+		}
+	case c.Settle != nil:
+		for _, st := range c.Settle {
+			if st.P >= 0 && st.P < len(n.Parts) && n.Parts[st.P].Epoch == st.Epoch && n.Parts[st.P].Mode == Lost {
+				n.Parts[st.P].Settled = true
+				changed = append(changed, st.P)
+			}
+		}
+	}
+	return n, changed
+}
+
+func (s *State) clone() *State {
+	n := &State{Nodes: make(map[string]Node)}
+	if s == nil {
+		return n
+	}
+	n.Index = s.Index
+	n.Parts = slices.Clone(s.Parts)
+	for k, v := range s.Nodes {
+		n.Nodes[k] = v
+	}
+	return n
+}
+
+// Encode serialises the whole state, for raft snapshots.
+func (s *State) Encode() ([]byte, error) { return json.Marshal(s) }
+
+// DecodeState reads a state written by Encode.
+func DecodeState(b []byte) (*State, error) {
+	var s State
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, err
+	}
+	if s.Nodes == nil {
+		s.Nodes = make(map[string]Node)
+	}
+	return &s, nil
+}

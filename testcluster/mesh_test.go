@@ -1,0 +1,151 @@
+package testcluster
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The tests below need the mesh elockd (-gossip, -peer, -join,
+// -bootstrap-expect, and the node_ready, cluster_index, members and where
+// replies). They run one at a time: several mesh clusters at once under
+// the race detector could starve memberlist's probes into false deaths.
+
+// members returns node i's "members" reply as id -> member.
+func members(t *testing.T, c *Cluster, i int) map[string]member {
+	t.Helper()
+	h, body, err := c.Raw(i).Lines("members")
+	if err != nil || h != "200 MEMBERS" {
+		t.Fatalf("members on node %d: %q %v", i, h, err)
+	}
+	ms, err := parseMembers(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byID := map[string]member{}
+	for _, m := range ms {
+		byID[m.id] = m
+	}
+	return byID
+}
+
+// whereOn asks node i, and only node i, where name lives.
+func whereOn(t *testing.T, c *Cluster, i int, name string) placement {
+	t.Helper()
+	w, err := where(c.Node(i).ClientAddr, name)
+	if err != nil {
+		t.Fatalf("where %s on node %d: %v", name, i, err)
+	}
+	return w
+}
+
+func TestClusterConverges(t *testing.T) {
+	c := New(t, Options{Nodes: 3})
+	for i := range 3 {
+		_, stats := c.Raw(i).Block("stats")
+		if stats["node_ready"] != "1" {
+			t.Errorf("node %d: node_ready %q", i, stats["node_ready"])
+		}
+		ms := members(t, c, i)
+		for j := range 3 {
+			n := c.Node(j)
+			if m := ms[n.ID]; m.status != "alive" || m.role != "voter" || m.addr != n.ClientAddr {
+				t.Errorf("node %d lists %s as %+v, want alive voter at %s", i, n.ID, m, n.ClientAddr)
+			}
+		}
+	}
+	// Every node places a name alike, on nodes of the cluster.
+	for _, name := range []string{"a", "b", "some/lock"} {
+		p, owner, replica, epoch := c.Where(name)
+		want := placement{p, owner, replica, epoch}
+		for i := range 3 {
+			if got := whereOn(t, c, i, name); got != want {
+				t.Errorf("where %s: node %d says %+v, node 0 %+v", name, i, got, want)
+			}
+		}
+		if c.IndexOf(owner) < 0 || c.IndexOf(replica) < 0 || owner == replica {
+			t.Errorf("where %s: owner %q replica %q", name, owner, replica)
+		}
+	}
+	// A lock taken through one node is held for the others.
+	ctx := context.Background()
+	if _, err := c.Client(t, 0).TryLock(ctx, "x"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Client(t, 2).TryLock(ctx, "x"); err == nil {
+		t.Fatal("x granted through node 2 while held through node 0")
+	}
+}
+
+func TestKillAndRestart(t *testing.T) {
+	c := New(t, Options{Nodes: 3, DataDir: true})
+	_, owner, _, epoch := c.Where("k")
+	o := c.IndexOf(owner)
+	home, other := (o+1)%3, (o+2)%3
+	ctx := context.Background()
+	if _, err := c.Client(t, home).TryLock(ctx, "k"); err != nil {
+		t.Fatal(err)
+	}
+
+	c.Kill(o)
+	if err := c.WaitConverged(60 * time.Second); err != nil {
+		t.Fatalf("after killing the owner %s of k: %v", owner, err)
+	}
+	_, owner2, _, epoch2 := c.Where("k")
+	if owner2 == owner || epoch2 <= epoch {
+		t.Errorf("k after its owner died: owner %s epoch %d, was %s epoch %d", owner2, epoch2, owner, epoch)
+	}
+	if _, err := c.Client(t, other).TryLock(ctx, "k"); err == nil {
+		t.Fatal("k granted again after its owner died: the takeover lost it")
+	}
+
+	c.Restart(o)
+	if err := c.WaitConverged(60 * time.Second); err != nil {
+		t.Fatalf("after restarting %s: %v", owner, err)
+	}
+	if got := len(c.Live()); got != 3 {
+		t.Fatalf("%d live nodes", got)
+	}
+	if _, err := c.Client(t, o).TryLock(ctx, "k"); err == nil {
+		t.Fatal("k granted through the restarted node")
+	}
+}
+
+func TestJoinAndStop(t *testing.T) {
+	c := New(t, Options{Nodes: 3})
+	j := c.Join()
+	n := c.Node(j)
+	if n.Voter || j != 3 || n.ID != "n3" {
+		t.Fatalf("joined %+v", n)
+	}
+	if strings.Contains(strings.Join(n.Process.Args, " "), "-bootstrap-expect") {
+		t.Fatalf("a joining member was started as a voter: %v", n.Process.Args)
+	}
+	if err := c.WaitConverged(60 * time.Second); err != nil {
+		t.Fatalf("after Join: %v", err)
+	}
+	for i := range 4 {
+		if m := members(t, c, i)[n.ID]; m.status != "alive" || m.role != "member" {
+			t.Errorf("node %d lists %s as %+v, want an alive member", i, n.ID, m)
+		}
+	}
+
+	if err := c.Stop(j); err != nil {
+		t.Fatalf("graceful stop of the joined node: %v", err)
+	}
+	if err := c.WaitConverged(60 * time.Second); err != nil {
+		t.Fatalf("after stopping the joined node: %v", err)
+	}
+	if err := c.Stop(0); err != nil {
+		t.Fatalf("graceful stop of voter n0: %v", err)
+	}
+	if err := c.WaitConverged(60 * time.Second); err != nil {
+		t.Fatalf("after stopping voter n0: %v", err)
+	}
+	c.Restart(j)
+	c.Restart(0)
+	if err := c.WaitConverged(60 * time.Second); err != nil {
+		t.Fatalf("after restarting n0 and %s: %v", n.ID, err)
+	}
+}
