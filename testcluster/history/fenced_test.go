@@ -1,0 +1,65 @@
+package history
+
+import (
+	"errors"
+	"sync"
+	"testing"
+)
+
+func TestFencedResource(t *testing.T) {
+	f := NewFencedResource()
+	for _, tc := range []struct {
+		name  string
+		token uint64
+		ok    bool
+	}{
+		{"a", 5, true},
+		{"a", 5, false}, // not strictly above
+		{"a", 4, false},
+		{"b", 1, true}, // names are independent
+		{"a", 6, true},
+		{"c", 0, false}, // no token
+	} {
+		err := f.Write(tc.name, tc.token)
+		if (err == nil) != tc.ok {
+			t.Errorf("Write(%q, %d) = %v, want ok=%v", tc.name, tc.token, err, tc.ok)
+		}
+		if err != nil && !errors.Is(err, ErrStaleToken) {
+			t.Errorf("Write(%q, %d) = %v, not ErrStaleToken", tc.name, tc.token, err)
+		}
+	}
+	if f.Accepted() != 3 || f.Rejections() != 3 {
+		t.Errorf("accepted %d, rejected %d", f.Accepted(), f.Rejections())
+	}
+	if r := f.Rejected()[1]; r != (Rejection{Name: "a", Token: 4, Last: 5}) {
+		t.Errorf("rejection %+v", r)
+	}
+	c := f.Check()
+	if c.OK() || len(c.Violations) != 3 || c.Ops != 6 {
+		t.Errorf("%v", c)
+	}
+}
+
+func TestFencedResourceConcurrent(t *testing.T) {
+	f := NewFencedResource()
+	const writers, each = 8, 500
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			for i := range each {
+				_ = f.Write("a", uint64(i*writers+w+1))
+			}
+		})
+	}
+	wg.Wait()
+	if got := f.Accepted() + uint64(f.Rejections()); got != writers*each {
+		t.Fatalf("%d writes counted, want %d", got, writers*each)
+	}
+	if f.Accepted() == 0 {
+		t.Fatal("nothing accepted")
+	}
+	// The highest token is always accepted, and nothing after it.
+	if err := f.Write("a", writers*each); err == nil {
+		t.Fatal("the highest token was accepted twice")
+	}
+}

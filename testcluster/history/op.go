@@ -1,0 +1,256 @@
+package history
+
+import (
+	"fmt"
+	"math"
+	"strconv"
+	"time"
+)
+
+// Kind says what a client asked for.
+type Kind uint8
+
+const (
+	// Lock is `lock NAME`: take NAME now or get 409.
+	Lock Kind = iota + 1
+	// LockWait is `lock NAME SECS`: wait up to Op.Wait seconds for NAME.
+	LockWait
+	// Unlock is `unlock NAME`.
+	Unlock
+	// UnlockAll is `unlock_all`: release every lock of the session.
+	UnlockAll
+	// Expire is not a request: the session was detached and the server
+	// may expire it, releasing all its locks, from Call on. Recorder.Detach
+	// records it.
+	Expire
+	// Resume is `conn_id ID` on a new connection. It is informational: the
+	// checkers use a successful one (OK) only to cancel an Expire.
+	Resume
+)
+
+var kindNames = [...]string{
+	Lock:      "lock",
+	LockWait:  "lock_wait",
+	Unlock:    "unlock",
+	UnlockAll: "unlock_all",
+	Expire:    "expire",
+	Resume:    "resume",
+}
+
+func (k Kind) String() string {
+	if int(k) < len(kindNames) && kindNames[k] != "" {
+		return kindNames[k]
+	}
+	return "kind(" + strconv.Itoa(int(k)) + ")"
+}
+
+// MarshalText encodes k by name.
+func (k Kind) MarshalText() ([]byte, error) {
+	if int(k) >= len(kindNames) || kindNames[k] == "" {
+		return nil, fmt.Errorf("history: invalid kind %d", k)
+	}
+	return []byte(kindNames[k]), nil
+}
+
+// UnmarshalText decodes a name written by MarshalText.
+func (k *Kind) UnmarshalText(b []byte) error {
+	for i, n := range kindNames {
+		if n != "" && n == string(b) {
+			*k = Kind(i)
+			return nil
+		}
+	}
+	return fmt.Errorf("history: unknown kind %q", b)
+}
+
+// Status is what the server answered.
+type Status uint8
+
+const (
+	// Acquired is `200 Acquired` to a lock; Result.Token is the fencing
+	// token, or 0 if the client does not know it.
+	Acquired Status = iota + 1
+	// Unavailable is `409 Unavailable`: held by another session (for
+	// LockWait, all the wait long).
+	Unavailable
+	// Unlocked is `200 Unlocked`.
+	Unlocked
+	// NotYours is `403 not_yours`; for Resume, `403 cannot set conn id`.
+	NotYours
+	// NotLocked is `403 not_locked`.
+	NotLocked
+	// OK is `200 OK` to unlock_all; for Resume, the session was resumed
+	// with its locks; for Expire, the session certainly expired by Return.
+	OK
+	// Refused is 503: certainly nothing happened. Checkers drop the
+	// operation.
+	Refused
+	// Unknown is an indeterminate outcome: connection lost, reply timed
+	// out, or 504. The operation may take effect at any time after its
+	// Call, or never.
+	Unknown
+)
+
+var statusNames = [...]string{
+	Acquired:    "acquired",
+	Unavailable: "unavailable",
+	Unlocked:    "unlocked",
+	NotYours:    "not_yours",
+	NotLocked:   "not_locked",
+	OK:          "ok",
+	Refused:     "refused",
+	Unknown:     "unknown",
+}
+
+func (s Status) String() string {
+	if int(s) < len(statusNames) && statusNames[s] != "" {
+		return statusNames[s]
+	}
+	return "status(" + strconv.Itoa(int(s)) + ")"
+}
+
+// MarshalText encodes s by name.
+func (s Status) MarshalText() ([]byte, error) {
+	if int(s) >= len(statusNames) || statusNames[s] == "" {
+		return nil, fmt.Errorf("history: invalid status %d", s)
+	}
+	return []byte(statusNames[s]), nil
+}
+
+// UnmarshalText decodes a name written by MarshalText.
+func (s *Status) UnmarshalText(b []byte) error {
+	for i, n := range statusNames {
+		if n != "" && n == string(b) {
+			*s = Status(i)
+			return nil
+		}
+	}
+	return fmt.Errorf("history: unknown status %q", b)
+}
+
+// Op is a request: who asked what.
+type Op struct {
+	// Client identifies the client (a goroutine of the test). It is
+	// porcupine's client id, so keep it small and non-negative.
+	Client int
+	// Session is the session id the request ran in. A client that resumes
+	// its session keeps it; one that gets a new session changes it.
+	Session string
+	Kind    Kind
+	// Name is the lock name for Lock, LockWait and Unlock.
+	Name string
+	// Wait is the SECS of LockWait.
+	Wait int
+}
+
+// Result is the server's answer.
+type Result struct {
+	Status Status
+	// Token is the fencing token of an Acquired grant; 0 means the client
+	// does not know it.
+	Token uint64
+}
+
+// Never is the Return of an operation whose outcome is unknown: it may take
+// effect at any time after its Call.
+const Never = time.Duration(math.MaxInt64)
+
+// Operation is one element of a history: a request, its answer, and when
+// each happened, as offsets from the recorder's start.
+type Operation struct {
+	Op
+	Result
+	// Call is when the request was sent; Return when the answer arrived,
+	// Never if it is Unknown.
+	Call, Return time.Duration
+	// Detached is, for Expire, the earliest time the server may have
+	// detached the session; Call is Detached plus the session timeout.
+	// Zero means not known, and then no Resume cancels the Expire.
+	Detached time.Duration
+}
+
+// Indeterminate reports whether the outcome is unknown.
+func (o Operation) Indeterminate() bool { return o.Status == Unknown }
+
+// String describes o in one line, e.g.
+// `lock "a" -> acquired 7 (client 3, session S, 1.200000s..1.300000s)`.
+func (o Operation) String() string {
+	return fmt.Sprintf("%s (client %d, session %s, %s..%s)", o.describe(), o.Client, o.Session, stamp(o.Call), stamp(o.Return))
+}
+
+// describe is the request and answer without who and when.
+func (o Operation) describe() string {
+	var req string
+	switch o.Kind {
+	case Lock, Unlock:
+		req = fmt.Sprintf("%s %q", o.Kind, o.Name)
+	case LockWait:
+		req = fmt.Sprintf("lock %q %d", o.Name, o.Wait)
+	case Expire:
+		req = "expire"
+	default:
+		req = o.Kind.String()
+	}
+	return req + " -> " + o.Result.String()
+}
+
+func (r Result) String() string {
+	if r.Status == Acquired {
+		if r.Token == 0 {
+			return "acquired ?"
+		}
+		return "acquired " + strconv.FormatUint(r.Token, 10)
+	}
+	if r.Status == Unknown {
+		return "?"
+	}
+	return r.Status.String()
+}
+
+// stamp formats a time offset for messages.
+func stamp(d time.Duration) string {
+	if d == Never {
+		return "never"
+	}
+	return strconv.FormatFloat(d.Seconds(), 'f', 6, 64) + "s"
+}
+
+// allowed lists the statuses each kind may carry.
+var allowed = map[Kind][]Status{
+	Lock:      {Acquired, Unavailable, Refused, Unknown},
+	LockWait:  {Acquired, Unavailable, Refused, Unknown},
+	Unlock:    {Unlocked, NotYours, NotLocked, Refused, Unknown},
+	UnlockAll: {OK, Refused, Unknown},
+	Expire:    {OK, Unknown},
+	Resume:    {OK, NotYours, NotLocked, Refused, Unknown},
+}
+
+// validate says what is wrong with o, if anything.
+func (o Operation) validate() error {
+	statuses, ok := allowed[o.Kind]
+	if !ok {
+		return fmt.Errorf("invalid kind %d", o.Kind)
+	}
+	okStatus := false
+	for _, s := range statuses {
+		okStatus = okStatus || s == o.Status
+	}
+	if !okStatus {
+		return fmt.Errorf("%s cannot answer %s", o.Status, o.Kind)
+	}
+	switch {
+	case o.Session == "":
+		return fmt.Errorf("no session")
+	case o.Client < 0:
+		return fmt.Errorf("negative client %d", o.Client)
+	case (o.Kind == Lock || o.Kind == LockWait || o.Kind == Unlock) && o.Name == "":
+		return fmt.Errorf("%s without a name", o.Kind)
+	case o.Call < 0:
+		return fmt.Errorf("negative call time %v", o.Call)
+	case o.Status != Unknown && o.Return < o.Call:
+		return fmt.Errorf("returned at %v before its call at %v", o.Return, o.Call)
+	case o.Status != Unknown && o.Return == Never:
+		return fmt.Errorf("%s answer never returned", o.Status)
+	}
+	return nil
+}

@@ -1,0 +1,186 @@
+package history
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/anishathalye/porcupine"
+)
+
+var simConfigs = map[string]simConfig{
+	"calm": {clients: 4, names: 3, ops: 300, pResume: 0.7, timeout: 100 * ms},
+	"faulty": {clients: 6, names: 3, ops: 400, pRefuse: 0.05, p504: 0.03, pLost: 0.03,
+		pResume: 0.7, pNoToken: 0.05, pVeryLate: 0.2, timeout: 100 * ms},
+	"hot": {clients: 8, names: 1, ops: 400, pRefuse: 0.03, p504: 0.02, pLost: 0.02,
+		pResume: 0.7, pNoToken: 0.03, pVeryLate: 0.2, timeout: 100 * ms},
+	"short-timeout": {clients: 6, names: 2, ops: 300, pRefuse: 0.05, p504: 0.05, pLost: 0.05,
+		pResume: 0.8, pNoToken: 0.05, timeout: 30 * ms},
+}
+
+const seeds = 25
+
+// TestPropertyCorrect: histories of a correct server pass every checker.
+func TestPropertyCorrect(t *testing.T) {
+	for name, cfg := range simConfigs {
+		t.Run(name, func(t *testing.T) {
+			for seed := range uint64(seeds) {
+				h := simulate(cfg, seed)
+				mustPass(t, fmt.Sprintf("seed %d", seed), h)
+			}
+		})
+	}
+}
+
+// TestPropertyLarge: a long history on two hot names, as the fault tests
+// record, checks quickly.
+func TestPropertyLarge(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long history")
+	}
+	cfg := simConfig{clients: 12, names: 2, ops: 3000, pRefuse: 0.03, p504: 0.02, pLost: 0.02,
+		pResume: 0.7, pNoToken: 0.03, pVeryLate: 0.1, timeout: 100 * ms}
+	h := simulate(cfg, 1)
+	mustPass(t, "large", h)
+}
+
+func mustPass(t *testing.T, what string, h []Operation) {
+	t.Helper()
+	failed, verdicts, err := checkers(h, 20*time.Second)
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	if len(failed) > 0 {
+		dir := t.TempDir()
+		if err := SaveReport(dir, h, verdicts...); err != nil {
+			t.Log(err)
+		}
+		t.Errorf("%s: a correct history failed %v (report in %s)", what, failed, dir)
+		for _, v := range verdicts {
+			t.Log(v)
+		}
+	}
+}
+
+// TestPropertyViolations: one injected violation in a correct history is
+// caught. Proving a history illegal makes porcupine explore every order of
+// its operations, which indeterminate ones multiply, so linearizability
+// has a short timeout here and passes as long as it is not Ok; the other
+// checkers must name the violation.
+func TestPropertyViolations(t *testing.T) {
+	var illegal, timedOut int
+	count := func(l *Linearizability) {
+		if l.Result == porcupine.Illegal {
+			illegal++
+		} else {
+			timedOut++
+		}
+	}
+	for name, cfg := range simConfigs {
+		t.Run(name, func(t *testing.T) {
+			for seed := range uint64(violationSeeds) {
+				h := simulate(cfg, seed)
+				rng := rand.New(rand.NewPCG(seed, 7))
+				if bad, what, ok := swapTokens(h, rng); ok {
+					count(mustFail(t, fmt.Sprintf("seed %d: %s", seed, what), bad, "tokens", "lin"))
+				}
+				if bad, what, ok := duplicateGrant(h, rng); ok {
+					count(mustFail(t, fmt.Sprintf("seed %d: %s", seed, what), bad, "tokens", "overlap", "lost", "lin"))
+				}
+			}
+		})
+	}
+	t.Logf("porcupine proved %d injected violations illegal and timed out on %d", illegal, timedOut)
+}
+
+const violationSeeds = 6
+
+func mustFail(t *testing.T, what string, h []Operation, want ...string) *Linearizability {
+	t.Helper()
+	failed, verdicts, err := checkers(h, 300*time.Millisecond)
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	for _, w := range want {
+		if !failed[w] {
+			t.Errorf("%s: %s passed", what, w)
+			for _, v := range verdicts {
+				t.Log(v)
+			}
+		}
+	}
+	return verdicts[3].(*Linearizability)
+}
+
+// swapTokens swaps the tokens of two new grants of a name, one certainly
+// before the other.
+func swapTokens(h []Operation, rng *rand.Rand) ([]Operation, string, bool) {
+	type key struct {
+		name  string
+		token uint64
+	}
+	seen := map[key]bool{}
+	var first []int // first grant of each token
+	for i, o := range h {
+		if (o.Kind == Lock || o.Kind == LockWait) && o.Status == Acquired && o.Token != 0 && !seen[key{o.Name, o.Token}] {
+			seen[key{o.Name, o.Token}] = true
+			first = append(first, i)
+		}
+	}
+	var pairs [][2]int
+	for _, i := range first {
+		for _, j := range first {
+			if h[i].Name == h[j].Name && h[i].Return < h[j].Call && h[i].Token < h[j].Token {
+				pairs = append(pairs, [2]int{i, j})
+			}
+		}
+	}
+	if len(pairs) == 0 {
+		return nil, "", false
+	}
+	p := pairs[rng.IntN(len(pairs))]
+	bad := slices.Clone(h)
+	bad[p[0]].Token, bad[p[1]].Token = bad[p[1]].Token, bad[p[0]].Token
+	return bad, fmt.Sprintf("tokens of #%d and #%d swapped", p[0], p[1]), true
+}
+
+// duplicateGrant grants the token of a certain hold to an intruding
+// session while the hold lasts.
+func duplicateGrant(h []Operation, rng *rand.Rand) ([]Operation, string, bool) {
+	ops, err := prepare(h)
+	if err != nil {
+		panic(err)
+	}
+	releases := releasesBySession(ops)
+	perName := byName(ops)
+	var hs []hold
+	for _, n := range names(ops) {
+		for _, hd := range holds(n, perName[n], releases) {
+			if holdToken(hd) != 0 {
+				hs = append(hs, hd)
+			}
+		}
+	}
+	if len(hs) == 0 {
+		return nil, "", false
+	}
+	hd := hs[rng.IntN(len(hs))]
+	call, ret := hd.from+ms/1000, hd.from+2*ms/1000
+	if hd.until != Never {
+		third := (hd.until - hd.from) / 3
+		call, ret = hd.from+third, hd.from+2*third
+	}
+	client := 0
+	for _, o := range h {
+		client = max(client, o.Client+1)
+	}
+	intruder := Operation{
+		Op:     Op{Client: client, Session: "intruder", Kind: Lock, Name: hd.name},
+		Result: Result{Status: Acquired, Token: holdToken(hd)},
+		Call:   call, Return: ret,
+	}
+	bad := append(slices.Clone(h), intruder)
+	return bad, fmt.Sprintf("token %d of %s granted again to an intruder during [%s, %s]", holdToken(hd), hd.session, stamp(call), stamp(ret)), true
+}
