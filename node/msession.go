@@ -515,7 +515,7 @@ func (s *sessions) hRenew(_ context.Context, b []byte) ([]byte, error) {
 	for _, it := range items {
 		rec, ok, err := s.r.set.Session(it.id)
 		switch {
-		case err != nil || s.r.control.Data().InLockDelay(s.r.partOf([]byte(it.id))):
+		case err != nil || !ok && s.r.control.Data().InLockDelay(s.r.partOf([]byte(it.id))):
 			// A record lost with both copies is not a session that ended.
 			e.Uint(renewRetry)
 		case !ok || !rec.Attached || rec.Epoch != it.epoch:
@@ -642,7 +642,7 @@ func (s *sessions) hAlive(_ context.Context, b []byte) ([]byte, error) {
 	for _, id := range ids {
 		_, ok, err := s.r.set.Session(id)
 		switch {
-		case err != nil || s.r.control.Data().InLockDelay(s.r.partOf([]byte(id))):
+		case err != nil || !ok && s.r.control.Data().InLockDelay(s.r.partOf([]byte(id))):
 			e.Uint(aliveUnknown)
 		case ok:
 			e.Uint(aliveYes)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -109,6 +110,9 @@ func (r *Router) route(ctx context.Context, p int, method byte, payload []byte, 
 				case errors.Is(err, peer.ErrLost) && !again:
 					return nil, fmt.Errorf("%w: %v", errIndeterminate, err)
 				case errors.Is(err, peer.ErrLost), errors.Is(err, peer.ErrUnreachable):
+				case errors.As(err, &we) && we.Retryable() && strings.Contains(we.Reason, "lock-delay"):
+					// A lost partition refuses for minutes: say so at once.
+					return nil, err
 				case errors.As(err, &we) && we.Retryable():
 				case ctx.Err() != nil:
 					return nil, ctx.Err()

@@ -328,7 +328,9 @@ func (c *Control) transitions(st *State) error {
 				c.log.Warn("partition lost both copies", "partition", p, "epoch", cur.Epoch, "owner", cur.Owner, "replica", cur.Replica)
 			}
 		case !replicaOK || st.Nodes[cur.Replica].Leaving:
-			if r := pick(d, cur.Owner); r != "" && r != cur.Replica {
+			// The same node id may come back as a new incarnation: that is
+			// a new replica too, and needs its own epoch and copy.
+			if r := pick(d, cur.Owner); r != "" && (r != cur.Replica || st.Nodes[r].Nonce != cur.RNonce) {
 				repairs = append(repairs, move(p, cur, cur.Owner, r, Keep))
 			}
 		case (st.Nodes[cur.Owner].Leaving || cur.Owner != d.Owner) && moves < maxMoves:

@@ -1,0 +1,373 @@
+package hazard_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/elock/elock/testcluster"
+	"github.com/elock/elock/testcluster/workload"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testcluster.Cleanup()
+	os.Exit(code)
+}
+
+// traffic starts a workload on the live nodes of c.
+func traffic(t *testing.T, c *testcluster.Cluster, seed uint64, addrs func() []string) *workload.Workload {
+	t.Helper()
+	if addrs == nil {
+		addrs = c.Addrs
+	}
+	return workload.Start(workload.Config{
+		Addrs:          addrs,
+		Names:          []string{"hot-a", "hot-b", "hot-c", "hot-d"},
+		Clients:        8,
+		SessionTimeout: 15 * time.Second,
+		MaxWait:        2,
+		MaxHold:        10 * time.Millisecond,
+		UnlockAll:      0.02,
+		Seed:           seed,
+	})
+}
+
+// verify stops the workload and checks its history: linearizable per
+// name, no overlapping holds, no lost grant, tokens only growing, and a
+// fenced resource that never saw a stale token.
+func verify(t *testing.T, w *workload.Workload) workload.Counts {
+	t.Helper()
+	h := w.Stop()
+	counts := w.Counts()
+	if err := w.Err(); err != nil {
+		t.Errorf("protocol error: %v", err)
+	}
+	dir := filepath.Join(os.TempDir(), "elock-report-"+strings.ReplaceAll(t.Name(), "/", "_"))
+	sum, ok, err := workload.Check(context.Background(), h, w.Fence(), dir)
+	if err != nil {
+		t.Fatalf("checking the history: %v", err)
+	}
+	t.Logf("workload %+v", counts)
+	if !ok {
+		t.Errorf("history violates the guarantees (report in %s):\n%s", dir, sum)
+	}
+	if counts.Acquired == 0 {
+		t.Errorf("the workload acquired nothing: %+v", counts)
+	}
+	return counts
+}
+
+// holder is a raw client that holds a lock through one node.
+type holder struct {
+	t     *testing.T
+	c     *testcluster.Cluster
+	conn  *testcluster.Conn
+	id    string
+	name  string
+	token uint64
+}
+
+// hold takes name through node home and returns the holder, whose
+// session outlives its connection by timeoutMS.
+func hold(t *testing.T, c *testcluster.Cluster, home int, name string, timeoutMS int) *holder {
+	t.Helper()
+	conn := c.Raw(home)
+	if r := conn.Do("set_timeout " + strconv.Itoa(timeoutMS)); r != "200 timeout set" {
+		t.Fatalf("set_timeout: %q", r)
+	}
+	if r := conn.Do("lock " + name); r != "200 Acquired" {
+		t.Fatalf("lock %s through node %d: %q", name, home, r)
+	}
+	return &holder{t: t, c: c, conn: conn, id: strings.TrimPrefix(conn.Do("conn_id"), "200 "), name: name, token: tokenOf(t, conn, name)}
+}
+
+func tokenOf(t *testing.T, conn *testcluster.Conn, name string) uint64 {
+	t.Helper()
+	r := conn.Do("token " + name)
+	tok, err := strconv.ParseUint(strings.TrimPrefix(r, "200 "), 10, 64)
+	if err != nil {
+		t.Fatalf("token %s: %q", name, r)
+	}
+	return tok
+}
+
+// nameOwnedBy finds a lock name whose owner and replica are the given
+// nodes ("" for any), and whose owner is not node home.
+func nameOwnedBy(t *testing.T, c *testcluster.Cluster, prefix string, want func(owner, replica string) bool) string {
+	t.Helper()
+	for i := range 10000 {
+		name := fmt.Sprintf("%s-%d", prefix, i)
+		_, owner, replica, _ := c.Where(name)
+		if want(owner, replica) {
+			return name
+		}
+	}
+	t.Fatalf("no name found with the placement wanted")
+	return ""
+}
+
+func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", limit, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Hazard 1, lost grant: the owner of a held lock is killed. The grant was
+// replicated before it was acknowledged, so the replica takes over with
+// it: the holder keeps the lock and its token, nobody else gets it, and
+// the holder's unlock works on the new owner.
+func TestOwnerKilledKeepsGrant(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Nodes: 3})
+	w := traffic(t, c, 1, nil)
+	ownerID := c.Node(1).ID
+	name := nameOwnedBy(t, c, "grant", func(o, _ string) bool { return o == ownerID })
+	h := hold(t, c, 0, name, 30000)
+	other := c.Raw(2)
+	time.Sleep(time.Second) // let the workload run before the fault
+	c.Kill(1)
+	waitFor(t, 30*time.Second, "a new owner", func() bool {
+		_, o, _, _ := c.Where(name)
+		return o != "" && o != ownerID
+	})
+	if r := other.Do("lock " + name); r != "409 Unavailable" {
+		t.Fatalf("another session after the takeover got %q; the grant was lost", r)
+	}
+	if tok := tokenOf(t, h.conn, name); tok != h.token {
+		t.Fatalf("holder's token after the takeover = %d, want %d", tok, h.token)
+	}
+	if r := h.conn.Do("unlock " + name); r != "200 Unlocked" {
+		t.Fatalf("holder's unlock after the takeover: %q", r)
+	}
+	if r := other.Do("lock " + name); r != "200 Acquired" {
+		t.Fatalf("lock after the holder's unlock: %q", r)
+	}
+	if tok := tokenOf(t, other, name); tok <= h.token {
+		t.Fatalf("token after the takeover %d is not above %d", tok, h.token)
+	}
+	time.Sleep(2 * time.Second)
+	verify(t, w)
+}
+
+// Hazard 7, lost home: the node a client is connected to dies. The client
+// resumes on another node with conn_id and keeps every lock, whichever
+// owners they live on.
+func TestHomeKilledSessionResumes(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Nodes: 3})
+	w := traffic(t, c, 2, nil)
+	home := c.Raw(0)
+	home.Do("set_timeout 30000")
+	tokens := map[string]uint64{}
+	for i := range 6 {
+		name := fmt.Sprintf("resume-%d", i)
+		if r := home.Do("lock " + name); r != "200 Acquired" {
+			t.Fatalf("lock %s: %q", name, r)
+		}
+		tokens[name] = tokenOf(t, home, name)
+	}
+	id := strings.TrimPrefix(home.Do("conn_id"), "200 ")
+	time.Sleep(time.Second)
+	c.Kill(0)
+	other := c.Raw(1)
+	start := time.Now()
+	if r := other.Do("conn_id " + id); r != "200 conn id set" {
+		t.Fatalf("resume on another node: %q", r)
+	}
+	t.Logf("resumed %v after the home died", time.Since(start))
+	_, s := other.Block("session")
+	if s["resumed"] != "1" || s["held"] != "6" {
+		t.Fatalf("resumed session: %v", s)
+	}
+	for name, tok := range tokens {
+		if got := tokenOf(t, other, name); got != tok {
+			t.Fatalf("%s: token %d after the resume, want %d", name, got, tok)
+		}
+	}
+	third := c.Raw(2)
+	for name := range tokens {
+		if r := third.Do("lock " + name); r != "409 Unavailable" {
+			t.Fatalf("another session got %s after the resume: %q", name, r)
+		}
+	}
+	if r := other.Do("unlock_all"); r != "200 OK" {
+		t.Fatalf("unlock_all: %q", r)
+	}
+	for name := range tokens {
+		if r := third.Do("lock " + name); r != "200 Acquired" {
+			t.Fatalf("%s after unlock_all: %q", name, r)
+		}
+	}
+	verify(t, w)
+}
+
+// Hazard 3, early serving: a waiter queued through one node on a lock
+// whose owner dies keeps waiting, is served by the new owner once the
+// holder unlocks, and never sees an error.
+func TestWaiterAcrossTakeover(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Nodes: 3})
+	ownerID := c.Node(1).ID
+	name := nameOwnedBy(t, c, "wait", func(o, _ string) bool { return o == ownerID })
+	h := hold(t, c, 0, name, 30000)
+	waiter := c.Raw(2)
+	if err := waiter.Send("lock " + name + " 60"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the waiter to queue", func() bool {
+		_, in := c.Raw(0).Block("info " + name)
+		return in["waiters"] == "1"
+	})
+	c.Kill(1)
+	waitFor(t, 30*time.Second, "a new owner", func() bool {
+		_, o, _, _ := c.Where(name)
+		return o != "" && o != ownerID
+	})
+	// The waiter must still be waiting: the lock is held.
+	if r := h.conn.Do("unlock " + name); r != "200 Unlocked" {
+		t.Fatalf("holder's unlock: %q", r)
+	}
+	r, err := waiter.Line()
+	if err != nil || r != "200 Acquired" {
+		t.Fatalf("waiter across the takeover got %q, %v; want 200 Acquired", r, err)
+	}
+	if tok := tokenOf(t, waiter, name); tok <= h.token {
+		t.Fatalf("waiter's token %d is not above the holder's %d", tok, h.token)
+	}
+}
+
+// Hazard 2, double failure: the owner and the replica of a held lock die
+// together. Nothing of the partition survives, so its names are refused,
+// as retryable, until a lock-delay has passed, and only then granted
+// again, with a token above every earlier one.
+func TestOwnerAndReplicaKilled(t *testing.T) {
+	// Five voters, so that three survive to decide; a short -max-timeout
+	// keeps the lock-delay (max timeout + lease + home lease) short.
+	c := testcluster.New(t, testcluster.Options{Nodes: 5, Flags: []string{"-max-timeout", "2s", "-session-timeout", "2s"}})
+	owner, replica := c.Node(1).ID, c.Node(2).ID
+	name := nameOwnedBy(t, c, "double", func(o, r string) bool { return o == owner && r == replica })
+	h := hold(t, c, 0, name, 2000)
+	other := c.Raw(3)
+	c.Kill(1)
+	c.Kill(2)
+	killed := time.Now()
+	// Until the lock-delay has passed, every attempt is refused as
+	// retryable; none is granted.
+	const lockDelay = 2*time.Second + 3*time.Second + 3*time.Second
+	var granted time.Time
+	refused := 0
+	for time.Since(killed) < 60*time.Second {
+		r := other.Do("lock " + name)
+		if r == "200 Acquired" {
+			granted = time.Now()
+			break
+		}
+		if !strings.HasPrefix(r, "503 ") {
+			t.Fatalf("lock during the loss: %q, want a 503 refusal", r)
+		}
+		refused++
+		time.Sleep(200 * time.Millisecond)
+	}
+	if granted.IsZero() {
+		t.Fatalf("never granted again after the loss")
+	}
+	if d := granted.Sub(killed); d < lockDelay {
+		t.Fatalf("granted %v after both copies died, before the lock-delay of %v", d, lockDelay)
+	}
+	if refused == 0 {
+		t.Fatalf("no refusal seen during the lock-delay")
+	}
+	if tok := tokenOf(t, other, name); tok <= h.token {
+		t.Fatalf("token after the loss %d is not above the lost grant's %d", tok, h.token)
+	}
+	t.Logf("refused %d times; granted again %v after the kill", refused, granted.Sub(killed))
+}
+
+// Hazard 8, stale rejoin: every node in turn is killed and restarted under
+// traffic. A restarted node comes back empty under a new incarnation and
+// is given partitions only with their state; the history shows it never
+// served an old table.
+func TestRollingRestartUnderTraffic(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Nodes: 3})
+	w := traffic(t, c, 3, nil)
+	for i := range 3 {
+		time.Sleep(time.Second)
+		c.Kill(i)
+		time.Sleep(time.Second)
+		c.Restart(i)
+		if err := c.WaitConverged(90 * time.Second); err != nil {
+			t.Fatalf("after restarting node %d: %v", i, err)
+		}
+	}
+	time.Sleep(time.Second)
+	verify(t, w)
+}
+
+// A node that joins gets partitions with their state before it serves
+// them, and a node that leaves with SIGTERM hands its partitions over
+// first: clients of the other nodes see no error at all.
+func TestJoinAndLeaveUnderTraffic(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Nodes: 3})
+	fixed := append([]string(nil), c.Addrs()...)
+	w := traffic(t, c, 4, func() []string { return fixed })
+	time.Sleep(time.Second)
+	j := c.Join()
+	if err := c.WaitConverged(90 * time.Second); err != nil {
+		t.Fatalf("after the join: %v", err)
+	}
+	_, st := c.Raw(j).Block("stats")
+	if st["node_partitions_owned"] == "0" {
+		t.Errorf("the joined node owns no partition: %v", st)
+	}
+	time.Sleep(time.Second)
+	if err := c.Stop(j); err != nil {
+		t.Fatalf("graceful stop: %v", err)
+	}
+	if err := c.WaitConverged(90 * time.Second); err != nil {
+		t.Fatalf("after the leave: %v", err)
+	}
+	time.Sleep(time.Second)
+	counts := verify(t, w)
+	if counts.Refused != 0 || counts.Unknown != 0 || counts.Errors != 0 {
+		t.Errorf("clients of the staying nodes saw errors during the join and leave: %+v", counts)
+	}
+}
+
+// With -data-dir the partition table, and so the epochs tokens carry,
+// survive a restart of the whole cluster: tokens keep growing.
+func TestDataDirTokensSurviveFullRestart(t *testing.T) {
+	// Every lock is lost with every node (locks live in memory), so the
+	// partitions wait out a lock-delay; a short -max-timeout keeps it short.
+	c := testcluster.New(t, testcluster.Options{Nodes: 3, DataDir: true, Flags: []string{"-max-timeout", "2s", "-session-timeout", "2s"}})
+	conn := c.Raw(0)
+	conn.Do("lock survivor")
+	before := tokenOf(t, conn, "survivor")
+	for i := range 3 {
+		c.Kill(i)
+	}
+	for i := range 3 {
+		c.Restart(i)
+	}
+	if err := c.WaitConverged(90 * time.Second); err != nil {
+		t.Fatalf("after the full restart: %v", err)
+	}
+	conn = c.Raw(1)
+	waitFor(t, 60*time.Second, "a grant after the lock-delay", func() bool {
+		r := conn.Do("lock survivor")
+		if r != "200 Acquired" && !strings.HasPrefix(r, "503 ") {
+			t.Fatalf("lock after the restart: %q", r)
+		}
+		return r == "200 Acquired"
+	})
+	if after := tokenOf(t, conn, "survivor"); after <= before {
+		t.Fatalf("token after a full restart %d is not above %d", after, before)
+	}
+}

@@ -1,0 +1,436 @@
+// Package workload drives a running elock cluster with many clients and
+// records every operation for the history checkers: each client speaks the
+// raw protocol on its own connection, takes and releases hot locks, writes
+// every grant's fencing token to a fenced resource, and when its node goes
+// away resumes its session on another node with conn_id, as a careful
+// client would.
+package workload
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/elock/elock/testcluster/history"
+)
+
+// Config is what a workload does.
+type Config struct {
+	// Addrs returns the client addresses to connect to; called on every
+	// (re)connect, so it can follow the nodes that are up.
+	Addrs   func() []string
+	Names   []string // the hot lock names
+	Clients int
+	// SessionTimeout is each session's set_timeout.
+	SessionTimeout time.Duration
+	// MaxWait is the largest SECS of a waiting lock; 0 means no waits.
+	MaxWait int
+	// MaxHold bounds how long a lock is held before its unlock.
+	MaxHold time.Duration
+	// UnlockAll and Reconnect are the chances of an unlock_all, and of a
+	// deliberate disconnect followed by a resume, per operation.
+	UnlockAll, Reconnect float64
+	// ReplyTimeout bounds the wait for a reply beyond the request's own wait.
+	ReplyTimeout time.Duration
+	Seed         uint64
+}
+
+// Counts are what the clients saw, for availability figures.
+type Counts struct {
+	Ops, Acquired, Unavailable, Unlocked, Refused, Unknown, Errors, Resumes, NewSessions int64
+}
+
+// Workload is a running set of clients.
+type Workload struct {
+	cfg   Config
+	rec   *history.Recorder
+	fence *history.FencedResource
+	stop  chan struct{}
+	wg    sync.WaitGroup
+
+	ops, acquired, unavailable, unlocked, refused, unknown, errs, resumes, fresh atomic.Int64
+	errMu                                                                      sync.Mutex
+	firstErr                                                                   error
+}
+
+// Start starts the clients.
+func Start(cfg Config) *Workload {
+	if cfg.ReplyTimeout <= 0 {
+		cfg.ReplyTimeout = 20 * time.Second
+	}
+	if cfg.SessionTimeout <= 0 {
+		cfg.SessionTimeout = 10 * time.Second
+	}
+	if cfg.MaxHold <= 0 {
+		cfg.MaxHold = 20 * time.Millisecond
+	}
+	w := &Workload{cfg: cfg, rec: history.NewRecorder(), fence: history.NewFencedResource(), stop: make(chan struct{})}
+	for i := range cfg.Clients {
+		c := &client{w: w, id: i, rng: rand.New(rand.NewPCG(cfg.Seed, uint64(i)+1)), held: map[string]bool{}}
+		w.wg.Add(1)
+		go c.run()
+	}
+	return w
+}
+
+// Stop stops the clients and returns the history.
+func (w *Workload) Stop() []history.Operation {
+	close(w.stop)
+	w.wg.Wait()
+	return w.rec.History()
+}
+
+// Fence is the fenced resource every grant was written to.
+func (w *Workload) Fence() *history.FencedResource { return w.fence }
+
+// Counts returns what the clients saw so far.
+func (w *Workload) Counts() Counts {
+	return Counts{
+		Ops: w.ops.Load(), Acquired: w.acquired.Load(), Unavailable: w.unavailable.Load(), Unlocked: w.unlocked.Load(),
+		Refused: w.refused.Load(), Unknown: w.unknown.Load(), Errors: w.errs.Load(), Resumes: w.resumes.Load(), NewSessions: w.fresh.Load(),
+	}
+}
+
+// Err returns the first protocol error a client saw (a reply that is not
+// one the protocol allows), or nil.
+func (w *Workload) Err() error {
+	w.errMu.Lock()
+	defer w.errMu.Unlock()
+	return w.firstErr
+}
+
+func (w *Workload) fail(err error) {
+	w.errs.Add(1)
+	w.errMu.Lock()
+	if w.firstErr == nil {
+		w.firstErr = err
+	}
+	w.errMu.Unlock()
+}
+
+func (w *Workload) stopping() bool {
+	select {
+	case <-w.stop:
+		return true
+	default:
+		return false
+	}
+}
+
+// client is one session, carried by one connection at a time.
+type client struct {
+	w    *Workload
+	id   int
+	rng  *rand.Rand
+	nc   net.Conn
+	r    *bufio.Reader
+	addr string
+
+	sid     string // the protocol's session id
+	label   string // the session as the history names it: id plus incarnation
+	incarn  int
+	held    map[string]bool
+	lastAns time.Duration // invoke time of the last request answered on this connection
+}
+
+var errConn = errors.New("connection lost")
+
+func (c *client) run() {
+	defer c.w.wg.Done()
+	defer func() {
+		if c.nc != nil {
+			c.nc.Close()
+		}
+	}()
+	for !c.w.stopping() {
+		if c.nc == nil {
+			if !c.connect() {
+				continue
+			}
+		}
+		c.step()
+	}
+}
+
+// connect opens a connection, and takes the session back if there is one.
+func (c *client) connect() bool {
+	addrs := c.w.cfg.Addrs()
+	if len(addrs) == 0 {
+		time.Sleep(50 * time.Millisecond)
+		return false
+	}
+	addr := addrs[c.rng.IntN(len(addrs))]
+	nc, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		time.Sleep(50 * time.Millisecond)
+		return false
+	}
+	c.nc, c.r, c.addr = nc, bufio.NewReader(nc), addr
+	if c.sid == "" {
+		c.newSession("")
+		return c.nc != nil
+	}
+	// Resume: conn_id ID, then session says whether the locks survived.
+	p := c.w.rec.Invoke(history.Op{Client: c.id, Session: c.label, Kind: history.Resume})
+	lines, err := c.do(c.w.cfg.ReplyTimeout, "conn_id "+c.sid, "session")
+	switch {
+	case err != nil:
+		p.Unknown()
+		c.drop()
+		return false
+	case lines[0] == "403 cannot set conn id":
+		p.Return(history.Result{Status: history.Refused})
+		c.nc.Close()
+		c.nc = nil
+		time.Sleep(100 * time.Millisecond)
+		return false
+	case lines[0] != "200 conn id set":
+		p.Return(history.Result{Status: history.Refused})
+		c.nc.Close()
+		c.nc = nil
+		time.Sleep(100 * time.Millisecond)
+		return false
+	}
+	if strings.Contains(strings.Join(lines, "\n"), "STAT resumed 1") {
+		p.Return(history.Result{Status: history.OK})
+		c.w.resumes.Add(1)
+		c.setTimeout()
+		return c.nc != nil
+	}
+	// The session had expired: this is a new one under the same id.
+	p.Return(history.Result{Status: history.Refused})
+	c.newSession(c.sid)
+	return c.nc != nil
+}
+
+// newSession starts a session (a new incarnation if id is reused).
+func (c *client) newSession(id string) {
+	c.incarn++
+	clear(c.held)
+	if id == "" {
+		lines, err := c.do(c.w.cfg.ReplyTimeout, "conn_id")
+		if err != nil || !strings.HasPrefix(lines[0], "200 ") {
+			c.drop()
+			return
+		}
+		id = strings.TrimPrefix(lines[0], "200 ")
+	}
+	c.sid = id
+	c.label = fmt.Sprintf("c%d/%s/%d", c.id, id, c.incarn)
+	c.w.fresh.Add(1)
+	c.setTimeout()
+}
+
+func (c *client) setTimeout() {
+	ms := strconv.FormatInt(int64(c.w.cfg.SessionTimeout/time.Millisecond), 10)
+	if _, err := c.do(c.w.cfg.ReplyTimeout, "set_timeout "+ms); err != nil {
+		c.drop()
+	}
+}
+
+// drop forgets a broken connection. The server may have noticed the break
+// as soon as the last request was answered, so the session may expire a
+// timeout after that.
+func (c *client) drop() {
+	if c.nc != nil {
+		c.nc.Close()
+		c.nc = nil
+	}
+	if c.label != "" {
+		c.w.rec.Detach(c.id, c.label, c.lastAns, c.w.cfg.SessionTimeout)
+	}
+}
+
+// do sends request lines in one write and reads one reply line each.
+func (c *client) do(timeout time.Duration, lines ...string) ([]string, error) {
+	invoked := c.w.rec.Now()
+	c.nc.SetDeadline(time.Now().Add(timeout))
+	if _, err := c.nc.Write([]byte(strings.Join(lines, "\r\n") + "\r\n")); err != nil {
+		return nil, errConn
+	}
+	out := make([]string, 0, len(lines))
+	for range lines {
+		l, err := c.r.ReadString('\n')
+		if err != nil {
+			return nil, errConn
+		}
+		l = strings.TrimSuffix(l, "\r\n")
+		if l == "200 SESSION" { // a block: keep its lines
+			for {
+				m, err := c.r.ReadString('\n')
+				if err != nil {
+					return nil, errConn
+				}
+				m = strings.TrimSuffix(m, "\r\n")
+				l += "\n" + m
+				if m == "END" {
+					break
+				}
+			}
+		}
+		out = append(out, l)
+	}
+	c.lastAns = invoked
+	return out, nil
+}
+
+// step does one operation.
+func (c *client) step() {
+	cfg := c.w.cfg
+	switch x := c.rng.Float64(); {
+	case x < cfg.Reconnect:
+		c.drop()
+		return
+	case x < cfg.Reconnect+cfg.UnlockAll:
+		c.unlockAll()
+		return
+	}
+	// Mostly release what is held soon, so that hot locks change hands
+	// often; sometimes keep a lock and take another.
+	if len(c.held) > 0 && c.rng.Float64() < 0.8 {
+		for name := range c.held {
+			c.unlock(name)
+			return
+		}
+	}
+	name := cfg.Names[c.rng.IntN(len(cfg.Names))]
+	if c.held[name] {
+		c.unlock(name)
+		return
+	}
+	wait := 0
+	if cfg.MaxWait > 0 && c.rng.IntN(2) == 0 {
+		wait = 1 + c.rng.IntN(cfg.MaxWait)
+	}
+	c.lock(name, wait)
+	if c.held[name] {
+		time.Sleep(time.Duration(c.rng.Int64N(int64(cfg.MaxHold))))
+	}
+}
+
+func (c *client) lock(name string, wait int) {
+	kind, req := history.Lock, "lock "+name
+	if wait > 0 {
+		kind, req = history.LockWait, fmt.Sprintf("lock %s %d", name, wait)
+	}
+	c.w.ops.Add(1)
+	p := c.w.rec.Invoke(history.Op{Client: c.id, Session: c.label, Kind: kind, Name: name, Wait: wait})
+	lines, err := c.do(c.w.cfg.ReplyTimeout+time.Duration(wait)*time.Second, req, "token "+name)
+	if err != nil {
+		c.w.unknown.Add(1)
+		p.Unknown()
+		c.drop()
+		return
+	}
+	switch {
+	case lines[0] == "200 Acquired":
+		tok, _ := strconv.ParseUint(strings.TrimPrefix(lines[1], "200 "), 10, 64)
+		if !strings.HasPrefix(lines[1], "200 ") {
+			tok = 0 // lost before we could ask; the checker allows that
+		}
+		c.w.acquired.Add(1)
+		p.Return(history.Result{Status: history.Acquired, Token: tok})
+		c.held[name] = true
+		if tok != 0 {
+			c.w.fence.Write(name, tok)
+		}
+	case lines[0] == "409 Unavailable":
+		c.w.unavailable.Add(1)
+		p.Return(history.Result{Status: history.Unavailable})
+	case strings.HasPrefix(lines[0], "503 "):
+		c.w.refused.Add(1)
+		p.Return(history.Result{Status: history.Refused})
+	case strings.HasPrefix(lines[0], "504 "):
+		c.w.unknown.Add(1)
+		p.Unknown()
+		c.held[name] = true // maybe: release it to be sure
+	default:
+		c.w.fail(fmt.Errorf("client %d: %s: unexpected reply %q", c.id, req, lines[0]))
+		p.Return(history.Result{Status: history.Refused})
+	}
+}
+
+func (c *client) unlock(name string) {
+	c.w.ops.Add(1)
+	p := c.w.rec.Invoke(history.Op{Client: c.id, Session: c.label, Kind: history.Unlock, Name: name})
+	lines, err := c.do(c.w.cfg.ReplyTimeout, "unlock "+name)
+	if err != nil {
+		c.w.unknown.Add(1)
+		p.Unknown()
+		c.drop()
+		return
+	}
+	switch l := lines[0]; {
+	case l == "200 Unlocked":
+		c.w.unlocked.Add(1)
+		p.Return(history.Result{Status: history.Unlocked})
+		delete(c.held, name)
+	case l == "403 not_locked":
+		p.Return(history.Result{Status: history.NotLocked})
+		delete(c.held, name)
+	case l == "403 not_yours":
+		p.Return(history.Result{Status: history.NotYours})
+		delete(c.held, name)
+	case strings.HasPrefix(l, "503 "):
+		c.w.refused.Add(1)
+		p.Return(history.Result{Status: history.Refused})
+	case strings.HasPrefix(l, "504 "):
+		c.w.unknown.Add(1)
+		p.Unknown()
+	default:
+		c.w.fail(fmt.Errorf("client %d: unlock %s: unexpected reply %q", c.id, name, l))
+		p.Return(history.Result{Status: history.Refused})
+	}
+}
+
+func (c *client) unlockAll() {
+	c.w.ops.Add(1)
+	p := c.w.rec.Invoke(history.Op{Client: c.id, Session: c.label, Kind: history.UnlockAll})
+	lines, err := c.do(c.w.cfg.ReplyTimeout, "unlock_all")
+	if err != nil {
+		c.w.unknown.Add(1)
+		p.Unknown()
+		c.drop()
+		return
+	}
+	switch l := lines[0]; {
+	case l == "200 OK":
+		p.Return(history.Result{Status: history.OK})
+		clear(c.held)
+	case strings.HasPrefix(l, "503 "):
+		c.w.refused.Add(1)
+		p.Return(history.Result{Status: history.Refused})
+	case strings.HasPrefix(l, "504 "):
+		c.w.unknown.Add(1)
+		p.Unknown()
+	default:
+		c.w.fail(fmt.Errorf("client %d: unlock_all: unexpected reply %q", c.id, l))
+		p.Return(history.Result{Status: history.Refused})
+	}
+}
+
+// Check runs every checker on a history and the fence; it returns a
+// summary and whether all passed. On failure it saves a report in dir.
+func Check(ctx context.Context, h []history.Operation, fence *history.FencedResource, dir string) (string, bool, error) {
+	verdicts, err := history.CheckAll(h, 60*time.Second)
+	if err != nil {
+		return "", false, err
+	}
+	verdicts = append(verdicts, fence.Check())
+	ok := history.AllOK(verdicts)
+	sum := history.Summary(h, verdicts...)
+	if !ok && dir != "" {
+		if err := history.SaveReport(dir, h, verdicts...); err != nil {
+			return sum, ok, err
+		}
+	}
+	return sum, ok, nil
+}
