@@ -57,8 +57,8 @@ type Workload struct {
 	wg    sync.WaitGroup
 
 	ops, acquired, unavailable, unlocked, refused, unknown, errs, resumes, fresh atomic.Int64
-	errMu                                                                      sync.Mutex
-	firstErr                                                                   error
+	errMu                                                                        sync.Mutex
+	firstErr                                                                     error
 }
 
 // Start starts the clients.
