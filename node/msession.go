@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"time"
@@ -222,40 +223,76 @@ func (s *sessions) attach(ctx context.Context, id string) (locktable.Attachment,
 	return a, nil
 }
 
-// heldEverywhere asks every node for the locks session id holds there.
+// heldEverywhere asks the owner of every partition for the locks session
+// id holds there, and fences its older homes. It follows partitions that
+// are changing hands, so a resume during a takeover still finds every
+// lock: one request per owner node, then the partitions it did not serve
+// again, until routeTimeout.
 func (s *sessions) heldEverywhere(ctx context.Context, id string, epoch uint64) ([]string, error) {
-	var e peer.Enc
-	e.Str(id)
-	e.Uint(epoch)
-	var (
-		mu       sync.Mutex
-		names    []string
-		firstErr error
-		wg       sync.WaitGroup
-	)
-	for _, n := range s.r.control.State().Nodes {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			defer cancel()
-			b, err := s.r.invoke(cctx, n, mHeld, e.B)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				if firstErr == nil && !n.Leaving {
-					firstErr = err
-				}
-				return
-			}
-			d := peer.Dec{B: b}
-			for range d.Len() {
-				names = append(names, d.Str())
-			}
-		}()
+	left := make([]int, s.r.set.Partitions())
+	for i := range left {
+		left[i] = i
 	}
-	wg.Wait()
-	return names, firstErr
+	var names []string
+	deadline := time.Now().Add(routeTimeout)
+	for len(left) > 0 {
+		st := s.r.control.State()
+		byOwner := map[string][]int{}
+		for _, p := range left {
+			byOwner[st.Part(p).Owner] = append(byOwner[st.Part(p).Owner], p)
+		}
+		left = left[:0]
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for ownerID, ps := range byOwner {
+			n, ok := st.Node(ownerID)
+			if !ok {
+				left = append(left, ps...)
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				var e peer.Enc
+				e.Str(id)
+				e.Uint(epoch)
+				e.Uint(uint64(len(ps)))
+				for _, p := range ps {
+					e.Uint(uint64(p))
+				}
+				cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				defer cancel()
+				b, err := s.r.invoke(cctx, n, mHeld, e.B)
+				mu.Lock()
+				defer mu.Unlock()
+				if err != nil {
+					left = append(left, ps...)
+					return
+				}
+				d := peer.Dec{B: b}
+				for range d.Len() {
+					names = append(names, d.Str())
+				}
+				for range d.Len() {
+					left = append(left, int(d.Uint()))
+				}
+				if d.End() != nil {
+					left = append(left, ps...)
+				}
+			}()
+		}
+		wg.Wait()
+		if len(left) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			return names, fmt.Errorf("%d partitions did not answer", len(left))
+		}
+		wctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+		s.r.control.WaitNewer(wctx, st.Index)
+		cancel()
+	}
+	return names, nil
 }
 
 // detach ends this node's attachment of a session: its connection closed.

@@ -235,22 +235,43 @@ func (r *Router) hInfo(_ context.Context, b []byte) ([]byte, error) {
 	return e.B, nil
 }
 
-// hHeld lists the locks a session holds in this node's partitions, and
+// hHeld lists the locks a session holds in the given partitions, and
 // fences every home of it older than epoch: the session has been resumed
 // elsewhere, and a request still on its way from the old home must not
-// act for it.
+// act for it. It also lists the partitions it does not serve, which the
+// home asks their new owners about.
 func (r *Router) hHeld(_ context.Context, b []byte) ([]byte, error) {
 	d := peer.Dec{B: b}
 	id, epoch := d.Str(), d.Uint()
+	parts := make([]int, d.Len())
+	for i := range parts {
+		parts[i] = int(d.Uint())
+	}
 	if err := d.End(); err != nil {
 		return nil, err
 	}
 	r.sessions.raiseFloor(id, epoch)
-	names := r.set.HeldNames(id)
+	var names []string
+	var missed []int
+	for _, p := range parts {
+		if p < 0 || p >= r.set.Partitions() {
+			return nil, peer.ErrMalformed
+		}
+		ns, err := r.set.HeldNamesIn(id, p)
+		if err != nil {
+			missed = append(missed, p)
+			continue
+		}
+		names = append(names, ns...)
+	}
 	var e peer.Enc
 	e.Uint(uint64(len(names)))
 	for _, n := range names {
 		e.Str(n)
+	}
+	e.Uint(uint64(len(missed)))
+	for _, p := range missed {
+		e.Uint(uint64(p))
 	}
 	return e.B, nil
 }

@@ -438,7 +438,7 @@ func (d *Data) linkTo(id string) *link {
 	if lk := d.links[id]; lk != nil {
 		return lk
 	}
-	lk := &link{d: d, id: id, wake: make(chan struct{}, 1), pending: make(map[int]bool)}
+	lk := &link{d: d, id: id, wake: make(chan struct{}, 1), inflight: make(chan struct{}, maxInflight), pending: make(map[int]bool)}
 	d.links[id] = lk
 	if !d.closed {
 		d.wg.Add(1)
@@ -458,17 +458,24 @@ func (d *Data) addr(id string) string {
 }
 
 // link carries one owner node's changes to one replica node, for every
-// partition it replicates there. One request is in flight at a time;
-// what is recorded meanwhile goes in the next, so a busy link sends many
-// operations per message.
+// partition it replicates there. Batches are pipelined: what is recorded
+// goes out at once, up to maxInflight batches ahead of the replica's
+// acknowledgements, in order on one connection, which the replica applies
+// in order. What is recorded while the link is busy goes in one batch, so
+// a busy link sends many operations per message and per syscall.
 type link struct {
-	d    *Data
-	id   string
-	wake chan struct{}
+	d        *Data
+	id       string
+	wake     chan struct{}
+	inflight chan struct{} // a slot per batch in flight
 
-	mu      sync.Mutex // guards pending
+	mu      sync.Mutex // guards pending and failed
 	pending map[int]bool
+	failed  error // set by a batch that failed; the loop backs off
 }
+
+// maxInflight bounds the batches a link sends ahead of acknowledgements.
+const maxInflight = 8
 
 func (lk *link) poke(p int) {
 	lk.mu.Lock()
@@ -480,7 +487,7 @@ func (lk *link) poke(p int) {
 	}
 }
 
-func (lk *link) take() []int {
+func (lk *link) take() ([]int, error) {
 	lk.mu.Lock()
 	defer lk.mu.Unlock()
 	ps := make([]int, 0, len(lk.pending))
@@ -489,53 +496,67 @@ func (lk *link) take() []int {
 	}
 	clear(lk.pending)
 	slices.Sort(ps)
-	return ps
+	err := lk.failed
+	lk.failed = nil
+	return ps, err
+}
+
+func (lk *link) fail(err error, ps []int) {
+	lk.mu.Lock()
+	if lk.failed == nil {
+		lk.failed = err
+	}
+	for _, p := range ps {
+		lk.pending[p] = true
+	}
+	lk.mu.Unlock()
+	select {
+	case lk.wake <- struct{}{}:
+	default:
+	}
 }
 
 func (lk *link) run() {
 	defer lk.d.wg.Done()
 	backoff := time.Duration(0)
-	retry := time.NewTimer(time.Hour)
-	defer retry.Stop()
 	for {
 		select {
 		case <-lk.d.stop:
 			return
 		case <-lk.wake:
-		case <-retry.C:
 		}
-		ps := lk.take()
+		ps, failed := lk.take()
+		if failed != nil {
+			// Back off, then send every partition again in full.
+			backoff = min(max(2*backoff, 50*time.Millisecond), time.Second)
+			lk.d.log.Debug("replication link failed", "replica", lk.id, "err", failed, "backoff", backoff)
+			select {
+			case <-lk.d.stop:
+				return
+			case <-time.After(backoff):
+			}
+		} else if len(ps) > 0 {
+			backoff = 0
+		}
 		if len(ps) == 0 {
 			continue
 		}
 		if err := lk.send(ps); err != nil {
-			// Back off, then send every partition again in full.
-			backoff = min(max(2*backoff, 50*time.Millisecond), time.Second)
-			lk.d.log.Debug("replication link failed", "replica", lk.id, "err", err, "backoff", backoff)
-			for _, p := range ps {
-				lk.mu.Lock()
-				lk.pending[p] = true
-				lk.mu.Unlock()
-			}
-			retry.Reset(backoff)
-			continue
+			lk.fail(err, ps)
 		}
-		backoff = 0
 	}
 }
 
 // send ships, for each partition, a full copy if the replica lacks one,
-// else the recorded changes, and takes in the acknowledgements.
+// else the recorded changes; acknowledgements are taken in as they come.
 func (lk *link) send(ps []int) error {
 	d := lk.d
-	var e peer.Enc
 	type sent struct {
 		p     int
 		epoch uint64
 		to    uint64
 	}
 	var batch []sent
-	n := 0
 	var body peer.Enc
 	for _, p := range ps {
 		l := d.parts[p]
@@ -573,48 +594,67 @@ func (lk *link) send(ps []int) error {
 			}
 		}
 		batch = append(batch, sent{p, epoch, out[len(out)-1].to})
-		n++
 	}
-	if n == 0 {
+	if len(batch) == 0 {
 		return nil
 	}
-	e.Uint(uint64(n))
+	var e peer.Enc
+	e.Uint(uint64(len(batch)))
 	e.B = append(e.B, body.B...)
 	addr := d.addr(lk.id)
 	if addr == "" {
-		lk.unsync(batch[0].p)
-		return fmt.Errorf("replica %s has no address", lk.id)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), d.cfg.AwaitTimeout)
-	defer cancel()
-	reply, err := d.cfg.Pool.Get(addr).Call(ctx, mReplicate, e.B)
-	if err != nil {
 		for _, b := range batch {
 			lk.unsync(b.p)
 		}
-		return err
+		return fmt.Errorf("replica %s has no address", lk.id)
 	}
-	dec := peer.Dec{B: reply}
-	for range dec.Len() {
-		p, status := int(dec.Uint()), dec.Uint()
+	select {
+	case lk.inflight <- struct{}{}:
+	case <-d.stop:
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), d.cfg.AwaitTimeout)
+	d.cfg.Pool.Get(addr).Go(ctx, mReplicate, e.B, func(reply []byte, err error) {
+		cancel()
+		<-lk.inflight
+		var ps []int
 		for _, b := range batch {
-			if b.p != p {
-				continue
+			ps = append(ps, b.p)
+		}
+		if err != nil {
+			for _, b := range batch {
+				lk.unsync(b.p)
 			}
-			l := d.parts[p]
-			l.mu.Lock()
-			if l.role == owner && l.epoch == b.epoch && l.link == lk {
-				if status == 0 {
-					l.ack(b.to)
-				} else {
-					l.synced = false
-					lk.poke(p)
+			lk.fail(err, ps)
+			return
+		}
+		dec := peer.Dec{B: reply}
+		for range dec.Len() {
+			p, status := int(dec.Uint()), dec.Uint()
+			for _, b := range batch {
+				if b.p != p {
+					continue
+				}
+				l := d.parts[p]
+				l.mu.Lock()
+				if l.role == owner && l.epoch == b.epoch && l.link == lk {
+					if status == repOK {
+						l.ack(b.to)
+					} else {
+						l.synced = false
+					}
+				}
+				l.mu.Unlock()
+				if status != repOK {
+					lk.poke(p) // send a full copy
 				}
 			}
-			l.mu.Unlock()
 		}
-	}
-	return dec.End()
+		if err := dec.End(); err != nil {
+			lk.fail(err, ps)
+		}
+	})
+	return nil
 }
 
 // unsync marks p as needing a full copy again.

@@ -632,6 +632,14 @@ func (s *Set) HeldNames(session string) []string {
 	return names
 }
 
+// HeldNamesIn lists the names session holds in partition i, or says the
+// partition is not served here.
+func (s *Set) HeldNamesIn(session string, i int) ([]string, error) {
+	var names []string
+	err := s.read(s.parts[i], func(t *locktable.Table, _ locktable.Time) { names = t.HeldNames(session) })
+	return names, err
+}
+
 // Attach binds session id to a connection on home; see locktable.Attach.
 // If an expired incarnation of id is found, its locks are released before
 // Attach returns, so the new session starts empty.

@@ -298,12 +298,13 @@ type Client struct {
 }
 
 type clientConn struct {
-	nc      net.Conn
-	out     *sender
-	mu      sync.Mutex // guards pending and dead
-	pending map[uint64]chan result
-	dead    bool
-	done    chan struct{}
+	nc        net.Conn
+	out       *sender
+	mu        sync.Mutex // guards pending, callbacks and dead
+	pending   map[uint64]chan result
+	callbacks map[uint64]func([]byte, error) // for Go: called instead of the channel
+	dead      bool
+	done      chan struct{}
 }
 
 type result struct {
@@ -380,7 +381,7 @@ func (c *Client) dial(ctx context.Context) (*clientConn, error) {
 		return nil, err
 	}
 	nc.SetWriteDeadline(time.Time{})
-	cc := &clientConn{nc: nc, pending: make(map[uint64]chan result), done: make(chan struct{})}
+	cc := &clientConn{nc: nc, pending: make(map[uint64]chan result), callbacks: make(map[uint64]func([]byte, error)), done: make(chan struct{})}
 	cc.out = newSender(nc, func(error) { nc.Close() })
 	go c.read(cc)
 	return cc, nil
@@ -399,18 +400,22 @@ func (c *Client) read(cc *clientConn) {
 			break
 		}
 		cc.mu.Lock()
-		ch := cc.pending[id]
+		ch, cb := cc.pending[id], cc.callbacks[id]
 		delete(cc.pending, id)
+		delete(cc.callbacks, id)
 		cc.mu.Unlock()
 		if ch == nil {
 			continue // the caller gave up on it
 		}
 		p := append([]byte(nil), payload...)
-		switch kind {
-		case kindReply:
-			ch <- result{payload: p}
-		case kindFailure:
-			ch <- result{err: &RemoteError{Text: string(p)}}
+		r := result{payload: p}
+		if kind == kindFailure {
+			r = result{err: &RemoteError{Text: string(p)}}
+		}
+		if cb != nil {
+			cb(r.payload, r.err)
+		} else {
+			ch <- r
 		}
 	}
 	cc.shut()
@@ -421,11 +426,17 @@ func (c *Client) read(cc *clientConn) {
 	c.mu.Unlock()
 	cc.mu.Lock()
 	cc.dead = true
-	for id, ch := range cc.pending {
-		delete(cc.pending, id)
-		ch <- result{err: fmt.Errorf("%w: %s", ErrLost, c.addr)}
-	}
+	pending, callbacks := cc.pending, cc.callbacks
+	cc.pending, cc.callbacks = map[uint64]chan result{}, map[uint64]func([]byte, error){}
 	cc.mu.Unlock()
+	lost := fmt.Errorf("%w: %s", ErrLost, c.addr)
+	for id, ch := range pending {
+		if cb := callbacks[id]; cb != nil {
+			cb(nil, lost)
+		} else {
+			ch <- result{err: lost}
+		}
+	}
 }
 
 func (cc *clientConn) shut() {
@@ -473,6 +484,44 @@ func (c *Client) Call(ctx context.Context, method byte, payload []byte) ([]byte,
 		delete(cc.pending, id)
 		cc.mu.Unlock()
 		return nil, ctx.Err()
+	}
+}
+
+// Go sends a request without waiting for its reply: done is called once
+// with the reply or the error, on the connection's reader goroutine (so it
+// must not block), or on the caller's goroutine if the request could not
+// be sent. Requests from one goroutine are sent in the order of the Go
+// calls, and the remote server reads them in that order.
+func (c *Client) Go(ctx context.Context, method byte, payload []byte, done func([]byte, error)) {
+	if method < MinMethod {
+		done(nil, fmt.Errorf("peer: method %d is reserved", method))
+		return
+	}
+	cc, err := c.conn(ctx)
+	if err != nil {
+		done(nil, err)
+		return
+	}
+	c.mu.Lock()
+	c.nextID++
+	id := c.nextID
+	c.mu.Unlock()
+	ch := make(chan result, 1)
+	cc.mu.Lock()
+	if cc.dead {
+		cc.mu.Unlock()
+		done(nil, fmt.Errorf("%w: %s: connection closed", ErrUnreachable, c.addr))
+		return
+	}
+	cc.pending[id] = ch
+	cc.callbacks[id] = done
+	cc.mu.Unlock()
+	if err := cc.out.send(method, id, payload); err != nil {
+		cc.mu.Lock()
+		delete(cc.pending, id)
+		delete(cc.callbacks, id)
+		cc.mu.Unlock()
+		done(nil, fmt.Errorf("%w: %s: %v", ErrUnreachable, c.addr, err))
 	}
 }
 

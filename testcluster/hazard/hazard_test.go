@@ -78,6 +78,7 @@ type holder struct {
 func hold(t *testing.T, c *testcluster.Cluster, home int, name string, timeoutMS int) *holder {
 	t.Helper()
 	conn := c.Raw(home)
+	conn.Timeout = time.Minute // a request may wait out a takeover
 	if r := conn.Do("set_timeout " + strconv.Itoa(timeoutMS)); r != "200 timeout set" {
 		t.Fatalf("set_timeout: %q", r)
 	}
@@ -134,6 +135,7 @@ func TestOwnerKilledKeepsGrant(t *testing.T) {
 	name := nameOwnedBy(t, c, "grant", func(o, _ string) bool { return o == ownerID })
 	h := hold(t, c, 0, name, 30000)
 	other := c.Raw(2)
+	other.Timeout = time.Minute
 	time.Sleep(time.Second) // let the workload run before the fault
 	c.Kill(1)
 	waitFor(t, 30*time.Second, "a new owner", func() bool {
@@ -166,6 +168,7 @@ func TestHomeKilledSessionResumes(t *testing.T) {
 	c := testcluster.New(t, testcluster.Options{Nodes: 3})
 	w := traffic(t, c, 2, nil)
 	home := c.Raw(0)
+	home.Timeout = time.Minute
 	home.Do("set_timeout 30000")
 	tokens := map[string]uint64{}
 	for i := range 6 {
@@ -179,6 +182,7 @@ func TestHomeKilledSessionResumes(t *testing.T) {
 	time.Sleep(time.Second)
 	c.Kill(0)
 	other := c.Raw(1)
+	other.Timeout = time.Minute
 	start := time.Now()
 	if r := other.Do("conn_id " + id); r != "200 conn id set" {
 		t.Fatalf("resume on another node: %q", r)
@@ -194,6 +198,7 @@ func TestHomeKilledSessionResumes(t *testing.T) {
 		}
 	}
 	third := c.Raw(2)
+	third.Timeout = time.Minute
 	for name := range tokens {
 		if r := third.Do("lock " + name); r != "409 Unavailable" {
 			t.Fatalf("another session got %s after the resume: %q", name, r)
@@ -219,6 +224,7 @@ func TestWaiterAcrossTakeover(t *testing.T) {
 	name := nameOwnedBy(t, c, "wait", func(o, _ string) bool { return o == ownerID })
 	h := hold(t, c, 0, name, 30000)
 	waiter := c.Raw(2)
+	waiter.Timeout = time.Minute
 	if err := waiter.Send("lock " + name + " 60"); err != nil {
 		t.Fatal(err)
 	}
@@ -256,6 +262,7 @@ func TestOwnerAndReplicaKilled(t *testing.T) {
 	name := nameOwnedBy(t, c, "double", func(o, r string) bool { return o == owner && r == replica })
 	h := hold(t, c, 0, name, 2000)
 	other := c.Raw(3)
+	other.Timeout = time.Minute // a request may wait out a takeover
 	c.Kill(1)
 	c.Kill(2)
 	killed := time.Now()
