@@ -4,6 +4,7 @@
 //	elock [-addr A,B] stats
 //	elock [-addr A,B] info NAME
 //	elock [-addr A,B] bench [-mode distinct|contended] [-clients N] [-duration D]
+//	elock cluster [-n N]
 //
 // Exit status: that of COMMAND for lock, or one of the codes below.
 package main
@@ -30,7 +31,8 @@ const usage = `usage:
   elock [-addr A,B,...] lock NAME [-wait DUR] [-timeout DUR] -- COMMAND [ARGS...]
   elock [-addr A,B,...] stats
   elock [-addr A,B,...] info NAME
-  elock [-addr A,B,...] bench [-mode distinct|contended] [-clients N] [-duration D] [-json]
+  elock [-addr A,B,...] bench [-backend elock|redis] [-mode distinct|contended] [-clients N] [-duration D] [-json]
+  elock cluster [-n N] [-data-dir DIR] [-log-dir DIR]   a local N-node mesh; Ctrl-C stops it
 
 exit status of lock: COMMAND's own status (128+N if killed by signal N), or
   64 usage, 69 no server reachable, 70 unexpected server reply,
@@ -71,6 +73,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runQuery("info", rest[1:], addrs, stdout, stderr)
 	case "bench":
 		return runBench(rest[1:], addrs, stdout, stderr)
+	case "cluster":
+		return runCluster(rest[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fs.Usage()
 		return exitOK

@@ -5,6 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -224,6 +227,7 @@ func TestUsageAndUnreachable(t *testing.T) {
 		{[]string{"lock", "x"}, exitUsage},
 		{[]string{"lock", "x", "-wait", "soon", "--", "true"}, exitUsage},
 		{[]string{"info"}, exitUsage},
+		{[]string{"cluster", "-n", "0"}, exitUsage},
 		{[]string{"bench", "-mode", "sideways"}, exitUsage},
 		{[]string{"bench", "-backend", "memcached"}, exitUsage},
 		{[]string{"-addr", closed, "lock", "x", "--", "true"}, exitUnavailable},
@@ -274,5 +278,53 @@ func TestBench(t *testing.T) {
 		if mode == "contended" && r.MinPerCli == 0 {
 			t.Fatalf("contended: a client never got the lock (FIFO should feed all): %+v", r)
 		}
+	}
+}
+
+// elock cluster starts a local mesh, prints its addresses once it
+// serves, and stops every node on SIGINT.
+func TestCluster(t *testing.T) {
+	t.Parallel()
+	testcluster.Binary(t, "elockd") // built next to elock, where cluster looks
+	base := fmt.Sprintf("127.%d.%d.0", 100+rand.IntN(100), rand.IntN(250))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, testcluster.Binary(t, "elock"), "cluster", "-n", "2", "-ip", base)
+	cmd.Env = testcluster.Env()
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(out)
+	var addrs []string
+	for sc.Scan() {
+		l := sc.Text()
+		if strings.HasPrefix(l, "cluster of 2 serving") {
+			break
+		}
+		if f := strings.Fields(l); len(f) == 2 {
+			addrs = append(addrs, f[1])
+		}
+	}
+	if len(addrs) != 2 {
+		cmd.Process.Kill()
+		t.Fatalf("cluster printed %q; stderr: %s", addrs, stderr.String())
+	}
+	c := dialRaw(t, addrs[1])
+	if r := c.do("lock shared"); r != "200 Acquired" {
+		t.Fatalf("lock through node 2: %q", r)
+	}
+	if in := dialRaw(t, addrs[0]).info("shared"); in["held"] != "1" {
+		t.Fatalf("node 1 does not see node 2's lock: %v", in)
+	}
+	cmd.Process.Signal(os.Interrupt)
+	go io.Copy(io.Discard, out)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("elock cluster after SIGINT: %v; stderr: %s", err, stderr.String())
 	}
 }
