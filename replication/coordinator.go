@@ -258,101 +258,28 @@ func (c *Control) settle(st *State) error {
 }
 
 // transitions decides, for every partition, the next epoch change that
-// moves it toward a healthy placement, and commits them.
+// moves it toward a healthy placement (see plan), and commits them.
 func (c *Control) transitions(st *State) error {
 	ids := c.usable(st)
 	if len(ids) == 0 {
 		return nil
 	}
-	usable := make(map[string]bool, len(ids))
-	for _, id := range ids {
-		usable[id] = true
-	}
-	desired := ring.Place(ids, c.cfg.Partitions)
-	incOf := func(id string) Incarnation { return Incarnation{id, st.Nodes[id].Nonce} }
-	current := func(id, nonce string) bool { return id != "" && st.Nodes[id].Nonce == nonce }
-	// pick chooses a replica other than owner, preferring the placement.
-	pick := func(d ring.Assignment, owner string) string {
-		for _, id := range append([]string{d.Replica, d.Owner}, ids...) {
-			if id != "" && id != owner && usable[id] {
-				return id
-			}
-		}
-		return ""
-	}
-	move := func(p int, cur Part, owner, replica string, mode Mode) Assignment {
-		to := Part{Epoch: cur.Epoch + 1, Owner: owner, ONonce: st.Nodes[owner].Nonce, Replica: replica, Mode: mode}
-		if replica != "" {
-			to.RNonce = st.Nodes[replica].Nonce
-		}
-		if mode == Takeover && cur.Mode == Lost && !cur.Settled {
-			to.Mode = Lost // the lock-delay of the last loss has not run out
-		}
-		return Assignment{P: p, From: cur.Epoch, To: to}
-	}
-
-	var repairs []Assignment
-	type handover struct {
-		p        int
-		cur      Part
-		to, next string
-	}
-	var handovers []handover
-	moves := 0
 	c.mu.Lock()
 	synced := make(map[int]uint64, len(c.synced))
 	for p, e := range c.synced {
 		synced[p] = e
 	}
 	c.mu.Unlock()
-
-	for p, cur := range st.Parts {
-		d := desired[p]
-		ownerOK := current(cur.Owner, cur.ONonce) && c.alive(incOf(cur.Owner))
-		// A replica is replaced sooner than an owner is taken over: that
-		// never changes who serves, so it needs no lease to run out, and
-		// until it is done the owner cannot confirm any change.
-		replicaAlive := cur.Replica != "" && current(cur.Replica, cur.RNonce) && c.alive(incOf(cur.Replica))
-		replicaOK := replicaAlive && c.heardWithin(incOf(cur.Replica), c.cfg.Lease/2)
-		isSynced := synced[p] == cur.Epoch
-		switch {
-		case !ownerOK:
-			// The owner's lease has run out (or it restarted): its replica
-			// takes over with the state it holds, or, with no copy left, a
-			// usable node starts empty behind a lock-delay.
-			if replicaAlive {
-				repairs = append(repairs, move(p, cur, cur.Replica, pick(d, cur.Replica), Takeover))
-			} else {
-				owner := d.Owner
-				repairs = append(repairs, move(p, cur, owner, pick(d, owner), Lost))
-				c.log.Warn("partition lost both copies", "partition", p, "epoch", cur.Epoch, "owner", cur.Owner, "replica", cur.Replica)
-			}
-		case !replicaOK || st.Nodes[cur.Replica].Leaving:
-			// The same node id may come back as a new incarnation: that is
-			// a new replica too, and needs its own epoch and copy.
-			if r := pick(d, cur.Owner); r != "" && (r != cur.Replica || st.Nodes[r].Nonce != cur.RNonce) {
-				repairs = append(repairs, move(p, cur, cur.Owner, r, Keep))
-			}
-		case (st.Nodes[cur.Owner].Leaving || cur.Owner != d.Owner) && moves < maxMoves:
-			target := d.Owner
-			if target == cur.Owner {
-				continue
-			}
-			if cur.Replica != target {
-				// The future owner first becomes the replica and gets a copy.
-				repairs = append(repairs, move(p, cur, cur.Owner, target, Keep))
-				moves++
-			} else if isSynced {
-				next := pick(d, target)
-				if !st.Nodes[cur.Owner].Leaving && (d.Replica == cur.Owner || d.Replica == "" || !usable[d.Replica]) {
-					next = cur.Owner
-				}
-				handovers = append(handovers, handover{p, cur, target, next})
-				moves++
-			}
-		case cur.Replica != d.Replica && d.Replica != "" && isSynced && moves < maxMoves:
-			repairs = append(repairs, move(p, cur, cur.Owner, d.Replica, Keep))
-			moves++
+	repairs, handovers := plan(st, leaderView{
+		usable: ids,
+		alive:  c.alive,
+		fresh:  func(inc Incarnation) bool { return c.heardWithin(inc, c.cfg.Lease/2) },
+		synced: synced,
+	}, c.cfg.Partitions, maxMoves)
+	for _, a := range repairs {
+		if a.To.Mode == Lost {
+			cur := st.Part(a.P)
+			c.log.Warn("partition lost both copies", "partition", a.P, "epoch", cur.Epoch, "owner", cur.Owner, "replica", cur.Replica)
 		}
 	}
 	if len(repairs) > 0 {
@@ -379,7 +306,7 @@ func (c *Control) transitions(st *State) error {
 				c.log.Debug("seal failed; hand-over postponed", "partition", h.p, "err", err)
 				return
 			}
-			a := move(h.p, h.cur, h.to, h.next, Handover)
+			a := move(st, h.p, h.cur, h.to, h.next, Handover)
 			a.To.Sealed = pos
 			mu.Lock()
 			done = append(done, a)

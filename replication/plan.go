@@ -1,0 +1,117 @@
+package replication
+
+import "github.com/elock/elock/ring"
+
+// leaderView is what the leader knows besides the table.
+type leaderView struct {
+	// usable lists, sorted, the nodes that may be given partitions:
+	// registered, heard from within their lease, and not leaving.
+	usable []string
+	// alive: heard from within the lease plus the margin. An owner that
+	// is not may be taken over.
+	alive func(Incarnation) bool
+	// fresh: heard from recently (half a lease). A replica that is not is
+	// replaced, which needs no lease to run out: it changes nobody's
+	// right to serve.
+	fresh func(Incarnation) bool
+	// synced holds, by partition, the epoch at which its owner reported a
+	// synced replica.
+	synced map[int]uint64
+}
+
+// handover is a partition to seal and hand to its synced replica.
+type handover struct {
+	p        int
+	cur      Part
+	to, next string
+}
+
+// move builds the assignment of partition p from cur to a new epoch.
+func move(st *State, p int, cur Part, owner, replica string, mode Mode) Assignment {
+	to := Part{Epoch: cur.Epoch + 1, Owner: owner, ONonce: st.Nodes[owner].Nonce, Replica: replica, Mode: mode}
+	if replica != "" {
+		to.RNonce = st.Nodes[replica].Nonce
+	}
+	if mode == Takeover && cur.Mode == Lost && !cur.Settled {
+		to.Mode = Lost // the lock-delay of the last loss has not run out
+	}
+	return Assignment{P: p, From: cur.Epoch, To: to}
+}
+
+// plan decides, for every partition, the one epoch change that moves it
+// toward a healthy placement, in this order of urgency:
+//
+//  1. an owner that may no longer serve (its lease ran out, or it
+//     restarted) is taken over by its replica, which holds the state; with
+//     no live replica the partition is lost and a usable node starts it
+//     empty behind a lock-delay;
+//  2. a replica that is gone, stale or leaving is replaced (the owner then
+//     sends the new one a full copy);
+//  3. a partition whose owner is leaving, or is not the one the ring
+//     proposes, first gets the future owner as its replica, and once that
+//     replica is synced is handed over (sealed by the old owner first);
+//  4. a replica other than the ring's proposal is moved there.
+//
+// Steps 3 and 4 move at most maxMoves partitions per round, so a join or
+// a leave does not move everything at once. plan is pure: the same table
+// and view give the same decisions.
+func plan(st *State, v leaderView, partitions, maxMoves int) (repairs []Assignment, handovers []handover) {
+	usable := make(map[string]bool, len(v.usable))
+	for _, id := range v.usable {
+		usable[id] = true
+	}
+	desired := ring.Place(v.usable, partitions)
+	incOf := func(id string) Incarnation { return Incarnation{id, st.Nodes[id].Nonce} }
+	current := func(id, nonce string) bool { return id != "" && st.Nodes[id].Nonce == nonce }
+	// pick chooses a replica other than owner, preferring the placement.
+	pick := func(d ring.Assignment, owner string) string {
+		for _, id := range append([]string{d.Replica, d.Owner}, v.usable...) {
+			if id != "" && id != owner && usable[id] {
+				return id
+			}
+		}
+		return ""
+	}
+	moves := 0
+	for p, cur := range st.Parts {
+		d := desired[p]
+		ownerOK := current(cur.Owner, cur.ONonce) && v.alive(incOf(cur.Owner))
+		replicaAlive := cur.Replica != "" && current(cur.Replica, cur.RNonce) && v.alive(incOf(cur.Replica))
+		replicaOK := replicaAlive && v.fresh(incOf(cur.Replica))
+		isSynced := v.synced[p] == cur.Epoch
+		switch {
+		case !ownerOK:
+			if replicaAlive {
+				repairs = append(repairs, move(st, p, cur, cur.Replica, pick(d, cur.Replica), Takeover))
+			} else {
+				repairs = append(repairs, move(st, p, cur, d.Owner, pick(d, d.Owner), Lost))
+			}
+		case !replicaOK || st.Nodes[cur.Replica].Leaving:
+			// The same node id may come back as a new incarnation: that is
+			// a new replica too, and needs its own epoch and copy.
+			if r := pick(d, cur.Owner); r != "" && (r != cur.Replica || st.Nodes[r].Nonce != cur.RNonce) {
+				repairs = append(repairs, move(st, p, cur, cur.Owner, r, Keep))
+			}
+		case (st.Nodes[cur.Owner].Leaving || cur.Owner != d.Owner) && moves < maxMoves:
+			target := d.Owner
+			switch {
+			case target == cur.Owner:
+			case cur.Replica != target:
+				// The future owner first becomes the replica and gets a copy.
+				repairs = append(repairs, move(st, p, cur, cur.Owner, target, Keep))
+				moves++
+			case isSynced:
+				next := pick(d, target)
+				if !st.Nodes[cur.Owner].Leaving && (d.Replica == cur.Owner || d.Replica == "" || !usable[d.Replica]) {
+					next = cur.Owner
+				}
+				handovers = append(handovers, handover{p, cur, target, next})
+				moves++
+			}
+		case cur.Replica != d.Replica && d.Replica != "" && isSynced && moves < maxMoves:
+			repairs = append(repairs, move(st, p, cur, cur.Owner, d.Replica, Keep))
+			moves++
+		}
+	}
+	return repairs, handovers
+}

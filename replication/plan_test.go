@@ -1,0 +1,210 @@
+package replication
+
+import (
+	"reflect"
+	"slices"
+	"testing"
+
+	"github.com/elock/elock/ring"
+)
+
+const testParts = 16
+
+// cluster builds a table over nodes with the ring's placement, every
+// partition synced at epoch 100.
+func cluster(ids ...string) (*State, map[int]uint64) {
+	st := &State{Nodes: map[string]Node{}}
+	for _, id := range ids {
+		st.Nodes[id] = Node{ID: id, Nonce: id + "-1"}
+	}
+	synced := map[int]uint64{}
+	for p, a := range ring.Place(ids, testParts) {
+		st.Parts = append(st.Parts, Part{Epoch: 100, Owner: a.Owner, ONonce: a.Owner + "-1", Replica: a.Replica, RNonce: a.Replica + "-1"})
+		synced[p] = 100
+	}
+	return st, synced
+}
+
+func view(st *State, synced map[int]uint64, dead ...string) leaderView {
+	isDead := func(inc Incarnation) bool {
+		return slices.Contains(dead, inc.ID) || st.Nodes[inc.ID].Nonce != inc.Nonce
+	}
+	var usable []string
+	for id, n := range st.Nodes {
+		if !slices.Contains(dead, id) && !n.Leaving {
+			usable = append(usable, id)
+		}
+	}
+	slices.Sort(usable)
+	return leaderView{
+		usable: usable,
+		alive:  func(inc Incarnation) bool { return !isDead(inc) },
+		fresh:  func(inc Incarnation) bool { return !isDead(inc) },
+		synced: synced,
+	}
+}
+
+func TestPlanStable(t *testing.T) {
+	st, synced := cluster("a", "b", "c")
+	repairs, handovers := plan(st, view(st, synced), testParts, 100)
+	if len(repairs) != 0 || len(handovers) != 0 {
+		t.Fatalf("a healthy placed table changed: %v %v", repairs, handovers)
+	}
+}
+
+// An owner whose lease ran out is taken over by its live replica: the
+// replica holds the state. Its replica is replaced at the same epoch.
+func TestPlanTakeover(t *testing.T) {
+	st, synced := cluster("a", "b", "c")
+	repairs, _ := plan(st, view(st, synced, "a"), testParts, 100)
+	for _, r := range repairs {
+		cur := st.Parts[r.P]
+		switch {
+		case cur.Owner == "a":
+			if r.To.Mode != Takeover || r.To.Owner != cur.Replica || r.To.ONonce != cur.RNonce {
+				t.Errorf("partition %d of a: %+v, want a takeover by its replica %s", r.P, r.To, cur.Replica)
+			}
+			if r.To.Replica == "" || r.To.Replica == "a" || r.To.Replica == r.To.Owner {
+				t.Errorf("partition %d: new replica %q", r.P, r.To.Replica)
+			}
+		case cur.Replica == "a":
+			if r.To.Mode != Keep || r.To.Owner != cur.Owner || r.To.Replica == "a" {
+				t.Errorf("partition %d replicated by a: %+v, want a new replica", r.P, r.To)
+			}
+		default:
+			t.Errorf("partition %d untouched by a's death changed: %+v", r.P, r.To)
+		}
+		if r.From != cur.Epoch || r.To.Epoch != cur.Epoch+1 {
+			t.Errorf("partition %d: epoch %d -> %d from %d", r.P, r.From, r.To.Epoch, cur.Epoch)
+		}
+	}
+	if len(repairs) == 0 {
+		t.Fatal("nothing taken over")
+	}
+}
+
+// With owner and replica both gone, nothing survived: the partition is
+// lost and starts empty behind a lock-delay.
+func TestPlanDoubleFailure(t *testing.T) {
+	st, synced := cluster("a", "b", "c", "d", "e")
+	repairs, _ := plan(st, view(st, synced, "a", "b"), testParts, 100)
+	lost := 0
+	for _, r := range repairs {
+		cur := st.Parts[r.P]
+		both := (cur.Owner == "a" || cur.Owner == "b") && (cur.Replica == "a" || cur.Replica == "b")
+		if both != (r.To.Mode == Lost) {
+			t.Errorf("partition %d (owner %s replica %s): mode %v", r.P, cur.Owner, cur.Replica, r.To.Mode)
+		}
+		if r.To.Mode == Lost {
+			lost++
+			if r.To.Owner == "a" || r.To.Owner == "b" || r.To.Owner == "" {
+				t.Errorf("lost partition %d given to %q", r.P, r.To.Owner)
+			}
+		}
+	}
+	t.Logf("%d of %d partitions lost", lost, testParts)
+}
+
+// A takeover of a partition still in the lock-delay of an earlier loss
+// keeps the lock-delay.
+func TestPlanTakeoverOfLostKeepsDelay(t *testing.T) {
+	st, synced := cluster("a", "b", "c")
+	st.Parts[0].Mode = Lost
+	owner := st.Parts[0].Owner
+	repairs, _ := plan(st, view(st, synced, owner), testParts, 100)
+	for _, r := range repairs {
+		if r.P == 0 && r.To.Mode != Lost {
+			t.Fatalf("takeover of an unsettled lost partition: mode %v", r.To.Mode)
+		}
+	}
+	st.Parts[0].Settled = true
+	repairs, _ = plan(st, view(st, synced, owner), testParts, 100)
+	for _, r := range repairs {
+		if r.P == 0 && r.To.Mode != Takeover {
+			t.Fatalf("takeover of a settled lost partition: mode %v", r.To.Mode)
+		}
+	}
+}
+
+// A node that restarted is a new incarnation under the same id: the old
+// one's partitions are taken over, and the old one as replica is replaced,
+// even by the same id.
+func TestPlanRestartedNode(t *testing.T) {
+	st, synced := cluster("a", "b", "c")
+	st.Nodes["a"] = Node{ID: "a", Nonce: "a-2"}
+	repairs, _ := plan(st, view(st, synced), testParts, 100)
+	for _, r := range repairs {
+		cur := st.Parts[r.P]
+		if cur.Owner == "a" && r.To.Mode != Takeover {
+			t.Errorf("partition %d owned by the old a: %v", r.P, r.To.Mode)
+		}
+		if r.To.Owner == "a" && r.To.ONonce != "a-2" || r.To.Replica == "a" && r.To.RNonce != "a-2" {
+			t.Errorf("partition %d assigned to the old incarnation: %+v", r.P, r.To)
+		}
+	}
+	if len(repairs) == 0 {
+		t.Fatal("the restart changed nothing")
+	}
+}
+
+// A leaving owner first gets its future owner as replica, then, once
+// synced, hands over; at most maxMoves per round.
+func TestPlanLeaveHandsOver(t *testing.T) {
+	st, synced := cluster("a", "b", "c")
+	st.Nodes["a"] = Node{ID: "a", Nonce: "a-1", Leaving: true}
+	repairs, handovers := plan(st, view(st, synced), testParts, 3)
+	if len(repairs)+len(handovers) == 0 {
+		t.Fatal("a leaving node keeps its partitions")
+	}
+	moves := 0
+	for _, h := range handovers {
+		if h.cur.Owner != "a" || h.to != h.cur.Replica || h.next == "a" {
+			t.Errorf("hand-over %+v", h)
+		}
+		moves++
+	}
+	for _, r := range repairs {
+		cur := st.Parts[r.P]
+		if cur.Replica == "a" { // a replaced as replica: a repair, not a move
+			continue
+		}
+		if cur.Owner == "a" && (r.To.Mode != Keep || r.To.Owner != "a") {
+			t.Errorf("partition %d: %+v, want a keeps it while its future owner syncs", r.P, r.To)
+		}
+		moves++
+	}
+	if moves > 3 {
+		t.Errorf("%d moves in one round, want at most 3", moves)
+	}
+	// Unsynced replicas are not handed over to.
+	_, handovers = plan(st, view(st, map[int]uint64{}), testParts, 100)
+	if len(handovers) != 0 {
+		t.Errorf("handed over to unsynced replicas: %v", handovers)
+	}
+}
+
+// A join moves partitions to the new node: the ring's owner for some
+// partitions becomes the new node, which first becomes their replica.
+func TestPlanJoinMovesTowardPlacement(t *testing.T) {
+	st, synced := cluster("a", "b", "c")
+	st.Nodes["d"] = Node{ID: "d", Nonce: "d-1"}
+	repairs, _ := plan(st, view(st, synced), testParts, 100)
+	toD := 0
+	for _, r := range repairs {
+		if r.To.Replica == "d" && r.To.Mode == Keep {
+			toD++
+		}
+	}
+	if toD == 0 {
+		t.Fatal("no partition moves toward the joined node")
+	}
+}
+
+func TestPlanDeterministic(t *testing.T) {
+	st, synced := cluster("a", "b", "c", "d")
+	r1, h1 := plan(st, view(st, synced, "b"), testParts, 5)
+	r2, h2 := plan(st, view(st, synced, "b"), testParts, 5)
+	if !reflect.DeepEqual(r1, r2) || !reflect.DeepEqual(h1, h2) {
+		t.Fatal("plan gave two answers for one input")
+	}
+}

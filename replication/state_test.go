@@ -1,0 +1,108 @@
+package replication
+
+import (
+	"bytes"
+	"testing"
+)
+
+func TestStateApply(t *testing.T) {
+	var st *State
+	init := []Part{{Epoch: 5, Owner: "a", ONonce: "1"}, {Epoch: 5, Owner: "b", ONonce: "1"}}
+	for _, tc := range []struct {
+		name    string
+		cmd     Command
+		changed []int
+		check   func(t *testing.T, s *State)
+	}{
+		{"init", Command{Init: init}, []int{0, 1}, func(t *testing.T, s *State) {
+			if len(s.Parts) != 2 || s.Parts[1].Owner != "b" {
+				t.Fatalf("parts %+v", s.Parts)
+			}
+		}},
+		{"init again is ignored", Command{Init: []Part{{Epoch: 9}}}, nil, func(t *testing.T, s *State) {
+			if s.Parts[0].Epoch != 5 {
+				t.Fatalf("second init applied: %+v", s.Parts)
+			}
+		}},
+		{"register", Command{Node: &Node{ID: "a", Nonce: "1", PeerAddr: "x:1"}}, nil, func(t *testing.T, s *State) {
+			if n, ok := s.Node("a"); !ok || n.PeerAddr != "x:1" {
+				t.Fatalf("node a: %+v %v", n, ok)
+			}
+		}},
+		{"assign from the current epoch", Command{Assign: []Assignment{{P: 0, From: 5, To: Part{Epoch: 6, Owner: "b", ONonce: "1", Mode: Takeover}}}}, []int{0},
+			func(t *testing.T, s *State) {
+				if s.Parts[0].Epoch != 6 || s.Parts[0].Owner != "b" {
+					t.Fatalf("part 0 %+v", s.Parts[0])
+				}
+			}},
+		{"a stale decision is dropped", Command{Assign: []Assignment{{P: 0, From: 5, To: Part{Epoch: 6, Owner: "c"}}, {P: 1, From: 5, To: Part{Epoch: 4, Owner: "c"}}, {P: 7, From: 0, To: Part{Epoch: 1}}}}, nil,
+			func(t *testing.T, s *State) {
+				if s.Parts[0].Owner != "b" || s.Parts[1].Owner != "b" {
+					t.Fatalf("stale assignment applied: %+v", s.Parts)
+				}
+			}},
+		{"settle only a lost partition at its epoch", Command{Settle: []Settled{{P: 0, Epoch: 6}, {P: 1, Epoch: 5}}}, nil, func(t *testing.T, s *State) {
+			if s.Parts[0].Settled || s.Parts[1].Settled {
+				t.Fatalf("settled a partition that was not lost: %+v", s.Parts)
+			}
+		}},
+		{"lose", Command{Assign: []Assignment{{P: 1, From: 5, To: Part{Epoch: 6, Owner: "a", Mode: Lost}}}}, []int{1}, nil},
+		{"settle", Command{Settle: []Settled{{P: 1, Epoch: 6}}}, []int{1}, func(t *testing.T, s *State) {
+			if !s.Parts[1].Settled {
+				t.Fatal("not settled")
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			prev := st
+			var prevParts []Part
+			if prev != nil {
+				prevParts = append(prevParts, prev.Parts...)
+			}
+			b, err := tc.cmd.Encode()
+			if err != nil {
+				t.Fatal(err)
+			}
+			cmd, err := DecodeCommand(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			next, changed := st.Apply(10, cmd)
+			if len(changed) != len(tc.changed) {
+				t.Fatalf("changed %v, want %v", changed, tc.changed)
+			}
+			for i := range changed {
+				if changed[i] != tc.changed[i] {
+					t.Fatalf("changed %v, want %v", changed, tc.changed)
+				}
+			}
+			if next.Index != 10 {
+				t.Fatalf("index %d", next.Index)
+			}
+			if prev != nil && len(prevParts) > 0 {
+				for i := range prevParts {
+					if prev.Parts[i] != prevParts[i] {
+						t.Fatal("Apply changed the state it was given")
+					}
+				}
+			}
+			if tc.check != nil {
+				tc.check(t, next)
+			}
+			st = next
+		})
+	}
+	// A snapshot round-trips.
+	b, err := st.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := DecodeState(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b2, _ := back.Encode()
+	if !bytes.Equal(b, b2) {
+		t.Fatalf("snapshot round trip differs:\n%s\n%s", b, b2)
+	}
+}
