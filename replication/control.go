@@ -64,6 +64,11 @@ const (
 	maxMoves = 16
 )
 
+// verifyWindow is how long after a confirmed round of contact with a
+// quorum the leader may grant leases: well under the heartbeat timeout
+// after which followers may elect another leader.
+func verifyWindow(c ControlConfig) time.Duration { return c.HeartbeatTimeout / 2 }
+
 // Margin is what the leader adds to an owner's lease before it takes the
 // owner's partitions over: clock-rate drift, and the time a deposed
 // leader may still have granted leases before it noticed (its raft
@@ -89,6 +94,9 @@ type Control struct {
 
 	leaseUntil atomic.Int64 // nanoseconds since start
 	leaseIndex atomic.Uint64
+	// verified is when (nanoseconds since start) the last successful
+	// check of this node's leadership began; see heartbeat.
+	verified atomic.Int64
 
 	mu        sync.Mutex // guards the leader's state below
 	leading   bool
@@ -517,6 +525,15 @@ func (c *Control) heartbeat(payload []byte) ([]byte, error) {
 	synced, over := decodeEpochs(&d), decodeEpochs(&d)
 	if err := d.End(); err != nil {
 		return nil, err
+	}
+	// Grant only shortly after leadership was confirmed by a quorum. A
+	// leader that was paused or cut off still believes it leads until it
+	// learns otherwise, and would grant leases, its own included, for a
+	// table that is no longer true; within verifyWindow of a confirmed
+	// contact no other leader can exist yet, because followers wait a
+	// heartbeat timeout after their last contact before electing one.
+	if v := c.verified.Load(); v == 0 || c.now()-v > int64(verifyWindow(c.cfg)) {
+		return nil, errors.New("leadership not confirmed recently")
 	}
 	st := c.State()
 	c.mu.Lock()

@@ -19,7 +19,9 @@ func (c *Control) leaderLoop() {
 	defer c.wg.Done()
 	events, unsubscribe := c.cfg.Ring.Subscribe()
 	defer unsubscribe()
-	tick := time.NewTicker(200 * time.Millisecond)
+	// Often enough that leases, renewed every Lease/6, always find a
+	// recent confirmation of leadership (see verifyWindow).
+	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		select {
@@ -34,6 +36,12 @@ func (c *Control) leaderLoop() {
 			c.mu.Unlock()
 			continue
 		}
+		// Confirm leadership with a quorum before granting anything more.
+		started := c.now()
+		if err := c.raft.VerifyLeader().Error(); err != nil {
+			continue
+		}
+		c.verified.Store(started)
 		c.lead()
 		if err := c.coordinate(); err != nil {
 			c.log.Debug("coordinator round failed", "err", err)

@@ -2,7 +2,6 @@ package replication
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -150,7 +149,7 @@ func retryable(p int, why string) error {
 
 // ErrMoved is wrapped by refusals from a node that does not own the
 // partition: the home should refresh its table and ask the owner.
-var ErrMoved = errors.New("replication: partition not owned here")
+var ErrMoved = partition.ErrNotOwner
 
 // Admit implements partition.Replicator.
 func (d *Data) Admit(p int, op partition.Op) error {
@@ -169,7 +168,7 @@ func (d *Data) Admit(p int, op partition.Op) error {
 		}
 		l.sealed = false // the hand-over never came; serve again
 	}
-	if op == partition.Read {
+	if op == partition.Read || op == partition.Tick {
 		return nil
 	}
 	if !l.alone && !l.synced {

@@ -14,6 +14,7 @@ package partition
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -79,7 +80,14 @@ const (
 	Write
 	// Grant may grant a lock or queue for one.
 	Grant
+	// Tick expires waiters and sessions: it needs ownership and a lease,
+	// not a synced replica.
+	Tick
 )
+
+// ErrNotOwner is wrapped by a Replicator's refusal of a partition that
+// another node owns.
+var ErrNotOwner = errors.New("partition: not owned by this node")
 
 // Replicator connects the partitions to a mesh. Admit and Record are
 // called with the partition's mutex held and must not block; Await and
@@ -405,13 +413,45 @@ func (s *Set) deadlines() {
 	}
 }
 
-// tick expires what is due. Only a partition this node may write ticks:
-// a replica's records expire when its owner says so.
+// tick expires what is due, on partitions this node owns (a replica's
+// records expire when its owner says so). A waiter's timeout changes no
+// replicated state, so it is delivered at once even while the partition
+// waits for a synced replica; a session's expiry is replicated, and its
+// acknowledgement is awaited off this, the one timer goroutine.
 func (s *Set) tick(p *part, now locktable.Time) {
-	s.run(p, Write, func(t *locktable.Table, _ locktable.Time, pend *pending) {
-		s.apply(p, t.Tick(now), pend)
-	})
+	var pend pending
+	p.mu.Lock()
+	if s.rep != nil {
+		if err := s.rep.Admit(p.id, Tick); err != nil {
+			// A partition owned elsewhere is ticked by its owner; when it
+			// becomes this node's, With re-arms it. One owned here but
+			// not servable now (no lease yet) is looked at again soon.
+			if errors.Is(err, ErrNotOwner) {
+				p.next.Store(0)
+			} else {
+				p.next.Store(now + int64(retryTick))
+			}
+			p.mu.Unlock()
+			return
+		}
+	}
+	s.apply(p, p.table.Tick(now), &pend)
+	pos := s.record(p, now, &pend)
+	s.rearm(p)
+	p.mu.Unlock()
+	if pos == 0 {
+		s.settle(&pend, nil)
+		return
+	}
+	timeouts := pending{outcome: pend.outcome}
+	pend.outcome = nil
+	s.settle(&timeouts, nil)
+	go func() { s.settle(&pend, s.await(p, pos)) }()
 }
+
+// retryTick is how soon a partition whose deadlines could not be served
+// is looked at again.
+const retryTick = 100 * time.Millisecond
 
 // run executes f on p's table under p's mutex once admitted, records the
 // changes it made, waits for their acknowledgement with the mutex

@@ -378,3 +378,72 @@ func TestDataDirTokensSurviveFullRestart(t *testing.T) {
 		t.Fatalf("token after a full restart %d is not above %d", after, before)
 	}
 }
+
+// A session's locks live on many owners; when its client disconnects, all
+// of them are released once its timeout has passed, and not before.
+func TestSessionExpiryReleasesEveryOwner(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Nodes: 3})
+	conn := c.Raw(0)
+	conn.Do("set_timeout 2000")
+	owners := map[string]bool{}
+	var names []string
+	for i := 0; len(owners) < 3 || len(names) < 6; i++ {
+		name := fmt.Sprintf("expire-%d", i)
+		_, owner, _, _ := c.Where(name)
+		owners[owner] = true
+		names = append(names, name)
+		if r := conn.Do("lock " + name); r != "200 Acquired" {
+			t.Fatalf("lock %s: %q", name, r)
+		}
+	}
+	conn.Close()
+	closed := time.Now()
+	other := c.Raw(1)
+	other.Timeout = time.Minute
+	for _, name := range names {
+		waitFor(t, 30*time.Second, name+" released", func() bool {
+			r := other.Do("lock " + name)
+			if r == "200 Acquired" {
+				return true
+			}
+			if r != "409 Unavailable" {
+				t.Fatalf("lock %s: %q", name, r)
+			}
+			return false
+		})
+	}
+	if d := time.Since(closed); d < 2*time.Second {
+		t.Fatalf("locks released %v after the disconnect, before the 2s timeout", d)
+	}
+}
+
+// Hazard 4, false death: an owner paused (as by a long GC pause) past its
+// lease is taken over; when it wakes it still believes it owns its
+// partitions, but its lease has run out and its replica has moved on, so
+// it neither grants nor answers for them. The history shows no overlap.
+//
+// Pausing the raft leader as well is the hardest case: on waking it still
+// believes it leads, and must not grant itself (or anyone) a lease for the
+// table it remembers.
+func TestPausedOwner(t *testing.T) {
+	for _, leader := range []bool{true, false} {
+		t.Run(fmt.Sprint("leader=", leader), func(t *testing.T) {
+			c := testcluster.New(t, testcluster.Options{Nodes: 3})
+			_, st := c.Raw(0).Block("stats")
+			victim := c.IndexOf(st["cluster_leader"])
+			if !leader {
+				victim = (victim + 1) % 3
+			}
+			w := traffic(t, c, 5, nil)
+			time.Sleep(time.Second)
+			c.Pause(victim)
+			time.Sleep(8 * time.Second) // well past lease and margin: its partitions are taken over
+			c.Resume(victim)
+			if err := c.WaitConverged(90 * time.Second); err != nil {
+				t.Fatalf("after the pause: %v", err)
+			}
+			time.Sleep(time.Second)
+			verify(t, w)
+		})
+	}
+}
