@@ -24,6 +24,32 @@ var checkCases = []struct {
 	fail string
 }{
 	{
+		// A's wait was granted while its connection was lost; the server
+		// dropped the undelivered grant before A resumed, and B took the
+		// lock: A's own lock after the resume sees B's hold.
+		name: "an undelivered grant dropped before the resume",
+		h: []Operation{
+			lw(0, A, "a", 5, 0, U, Unknown, 0),
+			dr(0, A, "a", 0, 40),
+			lk(1, B, "a", 50, 60, Acquired, 2),
+			rs(0, A, 30, 40, OK),
+			lk(0, A, "a", 70, 80, Unavailable, 0),
+		},
+	},
+	{
+		// The drop window closed at the resume: a later 409 to A while A
+		// certainly still holds the lock is a violation.
+		name: "a grant lost after the drop window closed",
+		h: []Operation{
+			lk(0, A, "a", 0, 10, Acquired, 1),
+			lw(0, A, "b", 5, 20, U, Unknown, 0),
+			dr(0, A, "b", 20, 40),
+			rs(0, A, 30, 40, OK),
+			lk(1, B, "a", 50, 60, Acquired, 2),
+		},
+		fail: "overlap lost lin",
+	},
+	{
 		name: "two overlapping grants to different sessions",
 		h: []Operation{
 			lk(0, A, "a", 0, 10, Acquired, 1),

@@ -53,6 +53,14 @@ func ex(client int, session string, detached, call int) Operation {
 	return o
 }
 
+// dr is a Drop of name for session during [call, ret] (ret U: unknown).
+func dr(client int, session, name string, call, ret int) Operation {
+	if ret == U {
+		return mk(Drop, client, session, name, 0, call, U, Unknown, 0)
+	}
+	return mk(Drop, client, session, name, 0, call, ret, OK, 0)
+}
+
 // rs is `conn_id session` on a new connection.
 func rs(client int, session string, call, ret int, st Status) Operation {
 	return mk(Resume, client, session, "", 0, call, ret, st, 0)

@@ -97,6 +97,8 @@ func CheckLinearizable(h []Operation, timeout time.Duration) (*Linearizability, 
 				relevant = o.Name == n && (o.Status != Unknown || mayHold[o.Session])
 			case UnlockAll, Expire:
 				relevant = mayHold[o.Session]
+			case Drop:
+				relevant = o.Name == n && mayHold[o.Session]
 			}
 			if !relevant {
 				continue

@@ -99,7 +99,8 @@ func Step(s State, o Operation) (bool, State) {
 		case Unknown:
 			return true, release(s, o.Session)
 		}
-	case UnlockAll, Expire:
+	case UnlockAll, Expire, Drop:
+		// Drop is per name: it only ever sees its own name's state.
 		return true, release(s, o.Session)
 	}
 	return false, s

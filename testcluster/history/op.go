@@ -26,6 +26,14 @@ const (
 	// Resume is `conn_id ID` on a new connection. It is informational: the
 	// checkers use a successful one (OK) only to cancel an Expire.
 	Resume
+	// Drop is not a request: the server may have released Name for the
+	// session at some time in [Call, Return]. It stands for a grant the
+	// server could not deliver, because the connection that waited for it
+	// was lost: the server releases such a grant, as a waiter that has gone
+	// must not keep a lock (protocol rule 4), at the latest before the
+	// session is resumed elsewhere. Its status is OK once that window has
+	// closed, or Unknown if it never did.
+	Drop
 )
 
 var kindNames = [...]string{
@@ -35,6 +43,7 @@ var kindNames = [...]string{
 	UnlockAll: "unlock_all",
 	Expire:    "expire",
 	Resume:    "resume",
+	Drop:      "drop",
 }
 
 func (k Kind) String() string {
@@ -223,6 +232,7 @@ var allowed = map[Kind][]Status{
 	UnlockAll: {OK, Refused, Unknown},
 	Expire:    {OK, Unknown},
 	Resume:    {OK, NotYours, NotLocked, Refused, Unknown},
+	Drop:      {OK, Unknown},
 }
 
 // validate says what is wrong with o, if anything.
@@ -243,7 +253,7 @@ func (o Operation) validate() error {
 		return fmt.Errorf("no session")
 	case o.Client < 0:
 		return fmt.Errorf("negative client %d", o.Client)
-	case (o.Kind == Lock || o.Kind == LockWait || o.Kind == Unlock) && o.Name == "":
+	case (o.Kind == Lock || o.Kind == LockWait || o.Kind == Unlock || o.Kind == Drop) && o.Name == "":
 		return fmt.Errorf("%s without a name", o.Kind)
 	case o.Call < 0:
 		return fmt.Errorf("negative call time %v", o.Call)

@@ -25,6 +25,8 @@ func (r rec) releases(name string) bool {
 		return r.Name == name && (r.Status == Unlocked || r.Status == Unknown)
 	case UnlockAll, Expire:
 		return true
+	case Drop:
+		return r.Name == name
 	}
 	return false
 }

@@ -139,6 +139,9 @@ type client struct {
 	incarn  int
 	held    map[string]bool
 	lastAns time.Duration // invoke time of the last request answered on this connection
+	// drops are grants the server may release because the connection that
+	// waited for them was lost; a resume closes their window.
+	drops []*history.Pending
 }
 
 var errConn = errors.New("connection lost")
@@ -148,6 +151,9 @@ func (c *client) run() {
 	defer func() {
 		if c.nc != nil {
 			c.nc.Close()
+		}
+		for _, d := range c.drops {
+			d.Unknown()
 		}
 	}()
 	for !c.w.stopping() {
@@ -201,6 +207,10 @@ func (c *client) connect() bool {
 	}
 	if strings.Contains(strings.Join(lines, "\n"), "STAT resumed 1") {
 		p.Return(history.Result{Status: history.OK})
+		for _, d := range c.drops {
+			d.Return(history.Result{Status: history.OK})
+		}
+		c.drops = nil
 		c.w.resumes.Add(1)
 		c.setTimeout()
 		return c.nc != nil
@@ -213,6 +223,10 @@ func (c *client) connect() bool {
 
 // newSession starts a session (a new incarnation if id is reused).
 func (c *client) newSession(id string) {
+	for _, d := range c.drops {
+		d.Unknown() // the old session's expiry covers them
+	}
+	c.drops = nil
 	c.incarn++
 	clear(c.held)
 	if id == "" {
@@ -327,6 +341,9 @@ func (c *client) lock(name string, wait int) {
 	if err != nil {
 		c.w.unknown.Add(1)
 		p.Unknown()
+		// A grant made as the connection was lost may be released by the
+		// server, which cannot deliver it, before a resume completes.
+		c.drops = append(c.drops, c.w.rec.InvokeAt(history.Op{Client: c.id, Session: c.label, Kind: history.Drop, Name: name}, p.Call()))
 		c.drop()
 		return
 	}
