@@ -384,14 +384,22 @@ func orDash(s string) string {
 }
 
 // Ready reports whether this node has a partition table, every partition
-// an owner, and every partition this node owns can serve.
+// a live owner, and every partition this node owns can serve.
 func (r *Router) Ready() bool {
 	st := r.control.State()
 	if !st.Initialized() || !r.control.LeaseValid() {
 		return false
 	}
+	// Every owner must be a live member, at the incarnation the table
+	// names: a dead owner's partitions are not served until taken over.
+	live := map[string]string{}
+	for _, m := range r.ring.Members() {
+		if m.State == ring.Alive {
+			live[m.ID] = m.Nonce
+		}
+	}
 	for _, p := range st.Parts {
-		if p.Owner == "" {
+		if nonce, ok := live[p.Owner]; !ok || nonce != p.ONonce {
 			return false
 		}
 	}
