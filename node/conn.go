@@ -120,7 +120,14 @@ func (c *conn) detach() {
 	}
 	ref := c.sess.ref
 	c.sess = nil
-	ctx, cancel := context.WithTimeout(context.Background(), backendTimeout)
+	// While the server shuts down the nodes around it may be going too:
+	// try briefly. A session whose detach is lost is detached anyway by its
+	// session owner once this node stops renewing it.
+	timeout := backendTimeout
+	if c.s.ctx.Err() != nil {
+		timeout = time.Second
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	if err := c.s.backend.Detach(ctx, ref); err != nil {
 		c.s.log.Warn("detach failed", "session", ref.ID, "err", err)
