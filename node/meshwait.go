@@ -19,7 +19,9 @@ import (
 // part in), it asks the new owner, for the time the wait has left, so
 // that the client sees a grant or a timeout, never an error of the mesh.
 type meshWait struct {
-	r        *Router
+	r *Router
+	// ctx is the server's: when it ends (a shutdown), so does the wait.
+	ctx      context.Context
 	s        SessionRef
 	name     string
 	done     partition.Done
@@ -68,7 +70,7 @@ func (w *meshWait) run() {
 		w.mu.Unlock()
 		// The request's own context lives as long as the wait may: a
 		// local owner withdraws the wait if it ends.
-		ctx, cancel := context.WithDeadline(context.Background(), w.deadline.Add(routeTimeout))
+		ctx, cancel := context.WithDeadline(w.ctx, w.deadline.Add(routeTimeout))
 		b, err := r.invoke(ctx, n, mLockWait, lockPayload(w.s, []byte(w.name), left, req))
 		cancel()
 		w.mu.Lock()
@@ -92,6 +94,9 @@ func (w *meshWait) run() {
 		}
 		var we *wire.Error
 		switch {
+		case w.ctx.Err() != nil:
+			w.deliver(partition.Outcome{Err: w.ctx.Err()})
+			return
 		case errors.Is(err, peer.ErrLost), errors.Is(err, peer.ErrUnreachable), errors.As(err, &we) && we.Retryable():
 			// The owner went away or moved: ask the new one. A grant it made
 			// before it went is with the new owner too, and comes back as a
@@ -106,7 +111,7 @@ func (w *meshWait) run() {
 
 // pause waits briefly for a newer table.
 func (w *meshWait) pause(index uint64) {
-	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	ctx, cancel := context.WithTimeout(w.ctx, 100*time.Millisecond)
 	w.r.control.WaitNewer(ctx, index)
 	cancel()
 }
@@ -131,7 +136,7 @@ func (w *meshWait) deliver(o partition.Outcome) {
 // the owner may have granted it before it went away, so ask whether the
 // session holds the lock, and deliver that.
 func (w *meshWait) settleCanceled() {
-	ctx, cancel := context.WithTimeout(context.Background(), routeTimeout)
+	ctx, cancel := context.WithTimeout(w.ctx, routeTimeout)
 	defer cancel()
 	_, st, err := w.r.Token(ctx, w.s, []byte(w.name))
 	if err == nil && st == locktable.Granted {

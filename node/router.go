@@ -212,7 +212,7 @@ func (r *Router) Lock(ctx context.Context, s SessionRef, name []byte, wait time.
 		}
 		return res, nil, err
 	}
-	w := &meshWait{r: r, s: s, name: string(name), done: done, deadline: time.Now().Add(wait)}
+	w := &meshWait{r: r, ctx: ctx, s: s, name: string(name), done: done, deadline: time.Now().Add(wait)}
 	go w.run()
 	return locktable.Result{Status: locktable.Queued}, w, nil
 }

@@ -194,7 +194,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			c.nc.Close()
 		}
 		s.mu.Unlock()
-		<-done
+		// A connection stuck in a backend call that ignores the closing
+		// gets a moment more, not forever: the process is going away.
+		select {
+		case <-done:
+		case <-time.After(time.Second):
+		}
 		return ctx.Err()
 	}
 }

@@ -100,7 +100,7 @@ func tokenOf(t *testing.T, conn *testcluster.Conn, name string) uint64 {
 
 // nameOwnedBy finds a lock name whose owner and replica are the given
 // nodes ("" for any), and whose owner is not node home.
-func nameOwnedBy(t *testing.T, c *testcluster.Cluster, prefix string, want func(owner, replica string) bool) string {
+func nameOwnedBy(t testing.TB, c *testcluster.Cluster, prefix string, want func(owner, replica string) bool) string {
 	t.Helper()
 	for i := range 10000 {
 		name := fmt.Sprintf("%s-%d", prefix, i)
