@@ -32,8 +32,10 @@ type MeshConfig struct {
 	// lease it sizes the lock-delay after a double failure.
 	MaxTimeout time.Duration
 	// Lease is the owner lease; HomeLease how long a home may go without
-	// renewing a session before it closes the client's connection.
-	Lease, HomeLease time.Duration
+	// renewing a session before it closes the client's connection;
+	// LostAfter how long both copies of a partition may be out of reach
+	// before it is declared lost.
+	Lease, HomeLease, LostAfter time.Duration
 	Logger           *slog.Logger
 }
 
@@ -144,7 +146,7 @@ func StartMesh(cfg MeshConfig) (_ *Mesh, err error) {
 	control, err := replication.NewControl(replication.ControlConfig{
 		Self: self, RaftID: raftID, PeerAddr: peerAddr, ClientAddr: cfg.ClientAddr,
 		Voter: cfg.Voter, Expect: cfg.Expect, DataDir: cfg.DataDir, Partitions: cfg.Partitions,
-		Lease: cfg.Lease, Ring: m.ring, Mux: m.mux, Pool: m.pool, Data: m.data,
+		Lease: cfg.Lease, LostAfter: cfg.LostAfter, Ring: m.ring, Mux: m.mux, Pool: m.pool, Data: m.data,
 		Logger: log.With("component", "control"),
 	})
 	if err != nil {

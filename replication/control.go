@@ -43,6 +43,10 @@ type ControlConfig struct {
 	// from it. The leader takes a partition over only after its owner's
 	// lease has run out, plus Margin.
 	Lease time.Duration
+	// LostAfter is how long both copies of a partition must be silent
+	// before it is declared lost (unless both are known to have
+	// restarted): a network partition may give them back, state and all.
+	LostAfter time.Duration
 	// Raft timings; zero means the defaults below.
 	HeartbeatTimeout, ElectionTimeout, LeaderLeaseTimeout time.Duration
 	Ring                                                  *ring.Ring
@@ -55,6 +59,7 @@ type ControlConfig struct {
 // Defaults of the control plane's timings.
 const (
 	DefaultLease              = 3 * time.Second
+	DefaultLostAfter          = time.Minute
 	defaultHeartbeatTimeout   = time.Second
 	defaultElectionTimeout    = time.Second
 	defaultLeaderLeaseTimeout = 500 * time.Millisecond
@@ -112,6 +117,9 @@ type Control struct {
 func NewControl(cfg ControlConfig) (*Control, error) {
 	if cfg.Lease <= 0 {
 		cfg.Lease = DefaultLease
+	}
+	if cfg.LostAfter <= 0 {
+		cfg.LostAfter = DefaultLostAfter
 	}
 	if cfg.HeartbeatTimeout <= 0 {
 		cfg.HeartbeatTimeout = defaultHeartbeatTimeout

@@ -283,6 +283,10 @@ func (c *Control) transitions(st *State) error {
 		alive:  c.alive,
 		fresh:  func(inc Incarnation) bool { return c.heardWithin(inc, c.cfg.Lease/2) },
 		synced: synced,
+		gone: func(inc Incarnation) bool {
+			n, ok := st.Nodes[inc.ID]
+			return !ok || n.Nonce != inc.Nonce || n.Leaving || !c.heardWithin(inc, c.cfg.LostAfter)
+		},
 	}, c.cfg.Partitions, maxMoves)
 	for _, a := range repairs {
 		if a.To.Mode == Lost {

@@ -17,6 +17,11 @@ type leaderView struct {
 	// synced holds, by partition, the epoch at which its owner reported a
 	// synced replica.
 	synced map[int]uint64
+	// gone: the incarnation is certainly not coming back with its state
+	// (a newer incarnation of its node registered, or it left), or it has
+	// been silent for so long (ControlConfig.LostAfter) that waiting longer
+	// for it is worse than the loss.
+	gone func(Incarnation) bool
 }
 
 // handover is a partition to seal and hand to its synced replica.
@@ -43,8 +48,9 @@ func move(st *State, p int, cur Part, owner, replica string, mode Mode) Assignme
 //
 //  1. an owner that may no longer serve (its lease ran out, or it
 //     restarted) is taken over by its replica, which holds the state; with
-//     no live replica the partition is lost and a usable node starts it
-//     empty behind a lock-delay;
+//     no live replica, once both copies are gone for good the partition is
+//     lost and a usable node starts it empty behind a lock-delay (until
+//     then it waits, unserved);
 //  2. a replica that is gone, stale or leaving is replaced (the owner then
 //     sends the new one a full copy);
 //  3. a partition whose owner is leaving, or is not the one the ring
@@ -81,10 +87,15 @@ func plan(st *State, v leaderView, partitions, maxMoves int) (repairs []Assignme
 		isSynced := v.synced[p] == cur.Epoch
 		switch {
 		case !ownerOK:
-			if replicaAlive {
+			switch {
+			case replicaAlive:
 				repairs = append(repairs, move(st, p, cur, cur.Replica, pick(d, cur.Replica), Takeover))
-			} else {
+			case v.gone(Incarnation{cur.Owner, cur.ONonce}) && (cur.Replica == "" || v.gone(Incarnation{cur.Replica, cur.RNonce})):
 				repairs = append(repairs, move(st, p, cur, d.Owner, pick(d, d.Owner), Lost))
+			default:
+				// Both copies are out of reach but may come back with
+				// their state (a network partition): refuse until they
+				// do, rather than start empty.
 			}
 		case !replicaOK || st.Nodes[cur.Replica].Leaving:
 			// The same node id may come back as a new incarnation: that is

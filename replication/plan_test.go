@@ -41,6 +41,7 @@ func view(st *State, synced map[int]uint64, dead ...string) leaderView {
 		alive:  func(inc Incarnation) bool { return !isDead(inc) },
 		fresh:  func(inc Incarnation) bool { return !isDead(inc) },
 		synced: synced,
+		gone:   isDead,
 	}
 }
 
@@ -206,5 +207,21 @@ func TestPlanDeterministic(t *testing.T) {
 	r2, h2 := plan(st, view(st, synced, "b"), testParts, 5)
 	if !reflect.DeepEqual(r1, r2) || !reflect.DeepEqual(h1, h2) {
 		t.Fatal("plan gave two answers for one input")
+	}
+}
+
+// Owner and replica out of reach but not known to be gone (a network
+// partition): the partition waits for them, unserved, rather than start
+// empty and lose grants that still exist on the other side.
+func TestPlanBothUnreachableWaits(t *testing.T) {
+	st, synced := cluster("a", "b", "c", "d", "e")
+	v := view(st, synced, "a", "b")
+	v.gone = func(Incarnation) bool { return false }
+	repairs, _ := plan(st, v, testParts, 100)
+	for _, r := range repairs {
+		cur := st.Parts[r.P]
+		if r.To.Mode == Lost {
+			t.Errorf("partition %d (owner %s, replica %s) declared lost while both may come back", r.P, cur.Owner, cur.Replica)
+		}
 	}
 }

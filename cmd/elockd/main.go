@@ -52,6 +52,7 @@ type options struct {
 	dataDir   string
 	lease     time.Duration
 	homeLease time.Duration
+	lostAfter time.Duration
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -66,6 +67,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.expect, "bootstrap-expect", 0, "mesh: makes this node a voter; the voters form the control plane once N of them see each other (default: 1 without -join, none with -join)")
 	fs.StringVar(&o.dataDir, "data-dir", "", "where persistent state goes (default: none, in memory)")
 	fs.DurationVar(&o.lease, "lease", replication.DefaultLease, "mesh: owner lease; an owner whose lease runs out is taken over")
+	fs.DurationVar(&o.lostAfter, "lost-after", replication.DefaultLostAfter, "mesh: how long both copies of a partition may be out of reach (and not known to have restarted) before it is declared lost and served empty after a lock-delay")
 	fs.DurationVar(&o.homeLease, "home-lease", node.DefaultHomeLease, "mesh: a node that cannot renew a client's session for this long closes its connection")
 	fs.DurationVar(&o.leave, "leave-timeout", time.Minute, "mesh: how long SIGTERM waits for this node's partitions to move away")
 	fs.StringVar(&o.debugAddr, "debug-addr", "", "serve Go profiles at /debug/pprof/ on this address (default: off)")
@@ -167,7 +169,7 @@ func run(args []string, stderr io.Writer) int {
 			ID: o.cfg.NodeID, ClientAddr: l.Addr().String(), GossipAddr: o.gossip, PeerAddr: o.peer,
 			Join: join, Voter: o.expect > 0, Expect: o.expect, DataDir: o.dataDir,
 			Partitions: o.partitions, Limits: limits, MaxTimeout: o.cfg.MaxTimeout,
-			Lease: o.lease, HomeLease: o.homeLease, Logger: log,
+			Lease: o.lease, HomeLease: o.homeLease, LostAfter: o.lostAfter, Logger: log,
 		})
 		if err != nil {
 			log.Error("cannot start the mesh", "err", err)

@@ -257,7 +257,9 @@ func TestWaiterAcrossTakeover(t *testing.T) {
 func TestOwnerAndReplicaKilled(t *testing.T) {
 	// Five voters, so that three survive to decide; a short -max-timeout
 	// keeps the lock-delay (max timeout + lease + home lease) short.
-	c := testcluster.New(t, testcluster.Options{Nodes: 5, Flags: []string{"-max-timeout", "2s", "-session-timeout", "2s"}})
+	// -lost-after 2s: both killed nodes stay down, and until they have been
+	// silent that long they might be a partition coming back.
+	c := testcluster.New(t, testcluster.Options{Nodes: 5, Flags: []string{"-max-timeout", "2s", "-session-timeout", "2s", "-lost-after", "2s"}})
 	owner, replica := c.Node(1).ID, c.Node(2).ID
 	name := nameOwnedBy(t, c, "double", func(o, r string) bool { return o == owner && r == replica })
 	h := hold(t, c, 0, name, 2000)
