@@ -36,7 +36,7 @@ type MeshConfig struct {
 	// LostAfter how long both copies of a partition may be out of reach
 	// before it is declared lost.
 	Lease, HomeLease, LostAfter time.Duration
-	Logger           *slog.Logger
+	Logger                      *slog.Logger
 }
 
 // Mesh is a running mesh node: gossip, the control and data planes, and
