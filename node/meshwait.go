@@ -123,7 +123,9 @@ func (w *meshWait) deliver(o partition.Outcome) {
 	if w.finished {
 		w.mu.Unlock()
 		if o.Granted {
-			w.r.Unlock(context.Background(), w.s, []byte(w.name))
+			ctx, cancel := context.WithTimeout(w.ctx, routeTimeout)
+			w.r.Unlock(ctx, w.s, []byte(w.name))
+			cancel()
 		}
 		return
 	}

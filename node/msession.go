@@ -47,7 +47,10 @@ type sessions struct {
 	live func(id string) bool
 
 	stop chan struct{}
-	wg   sync.WaitGroup
+	// ctx ends with stop, for the work the loops start.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 }
 
 // homeSession is a session attached to a connection of this node.
@@ -77,7 +80,9 @@ func (s *sessions) setTimeout(id string, d time.Duration) {
 }
 
 func newSessions(r *Router, homeLease time.Duration) *sessions {
+	ctx, cancel := context.WithCancel(context.Background())
 	return &sessions{
+		ctx: ctx, cancel: cancel,
 		r: r, homeLease: homeLease,
 		attached: make(map[string]*homeSession),
 		renewed:  make(map[string]time.Time),
@@ -97,6 +102,7 @@ func (s *sessions) start() {
 
 func (s *sessions) close() {
 	close(s.stop)
+	s.cancel()
 	s.wg.Wait()
 }
 
@@ -481,7 +487,7 @@ func (s *sessions) renewAll() {
 				e.Str(it.id)
 				e.Uint(it.epoch)
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), s.homeLease/2)
+			ctx, cancel := context.WithTimeout(s.ctx, s.homeLease/2)
 			defer cancel()
 			b, err := s.r.invoke(ctx, n, mRenew, e.B)
 			if err != nil {
@@ -605,7 +611,7 @@ func (s *sessions) expired(id string) {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), 2*routeTimeout)
+		ctx, cancel := context.WithTimeout(s.ctx, 2*routeTimeout)
 		defer cancel()
 		if err := s.r.releaseEverywhere(ctx, id); err != nil {
 			s.r.log.Warn("releasing an expired session's locks failed; the sweep will retry", "session", id, "err", err)
@@ -645,7 +651,7 @@ func (s *sessions) sweepLocks() {
 		for _, id := range ids {
 			e.Str(id)
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		ctx, cancel := context.WithTimeout(s.ctx, 2*time.Second)
 		b, err := s.r.invoke(ctx, n, mAlive, e.B)
 		cancel()
 		if err != nil {
