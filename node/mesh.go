@@ -87,7 +87,7 @@ func StartMesh(cfg MeshConfig) (_ *Mesh, err error) {
 	}
 	m.mux = peer.NewMux(m.peerLn, peer.NewServer(peer.HandlerFunc(m.serve), log), log)
 	undo = append(undo, func() { m.mux.Close() })
-	m.pool = peer.NewPool(2 * time.Second)
+	m.pool = peer.NewPool(2*time.Second, peer.Source(m.peerLn.Addr()))
 	undo = append(undo, m.pool.Close)
 
 	// The data plane needs the control plane's lease and the router's

@@ -183,10 +183,18 @@ func New(cfg Config) (*Ring, error) {
 
 	mc := memberlist.DefaultLocalConfig()
 	mc.Name = cfg.Meta.ID
+	mc.Logger = log.New(&logBridge{log: lg, onSuspect: r.localSuspect}, "", 0)
+	tr, err := newTransport(host, port, mc.Logger)
+	if err != nil {
+		return nil, err
+	}
+	if port == 0 {
+		port = tr.GetAutoBindPort()
+	}
+	mc.Transport = tr
 	mc.BindAddr = host
 	mc.BindPort = port
 	mc.AdvertisePort = port // with AdvertiseAddr empty memberlist advertises the bound port anyway
-	mc.Logger = log.New(&logBridge{log: lg, onSuspect: r.localSuspect}, "", 0)
 	d := delegate{r}
 	mc.Delegate = d
 	mc.Events = d
@@ -197,6 +205,7 @@ func New(cfg Config) (*Ring, error) {
 
 	ml, err := memberlist.Create(mc)
 	if err != nil {
+		tr.Shutdown()
 		return nil, fmt.Errorf("ring: start memberlist on %s: %w", cfg.BindAddr, err)
 	}
 	r.ml = ml

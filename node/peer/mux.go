@@ -12,7 +12,7 @@ import (
 
 // Mux splits the -peer listener by the first byte of each connection:
 // ProtoRPC goes to the peer Server, ProtoRaft to the raft transport, which
-// sees the mux as a net.Listener (RaftListener) and dials with DialRaft.
+// sees the mux as a net.Listener (RaftListener) and dials with Mux.DialRaft.
 type Mux struct {
 	ln  net.Listener
 	rpc *Server
@@ -119,9 +119,11 @@ func (l raftListener) Accept() (net.Conn, error) {
 func (l raftListener) Close() error   { return nil } // the Mux owns the listener
 func (l raftListener) Addr() net.Addr { return l.m.ln.Addr() }
 
-// DialRaft dials a raft connection to a -peer address.
-func DialRaft(addr string, timeout time.Duration) (net.Conn, error) {
-	nc, err := net.DialTimeout("tcp", addr, timeout)
+// DialRaft dials a raft connection to a -peer address, from the IP the
+// mux listens on (see Source).
+func (m *Mux) DialRaft(addr string, timeout time.Duration) (net.Conn, error) {
+	d := net.Dialer{Timeout: timeout, LocalAddr: Source(m.ln.Addr())}
+	nc, err := d.Dial("tcp", addr)
 	if err != nil {
 		return nil, err
 	}

@@ -289,6 +289,7 @@ func (s *Server) Close() {
 type Client struct {
 	addr    string
 	timeout time.Duration
+	source  net.Addr // the local address dials come from; nil for the kernel's choice
 
 	mu      sync.Mutex // guards cur, nextID, closed
 	cur     *clientConn
@@ -367,7 +368,7 @@ func (c *Client) conn(ctx context.Context) (*clientConn, error) {
 }
 
 func (c *Client) dial(ctx context.Context) (*clientConn, error) {
-	d := net.Dialer{Timeout: c.timeout}
+	d := net.Dialer{Timeout: c.timeout, LocalAddr: c.source}
 	nc, err := d.DialContext(ctx, "tcp", c.addr)
 	if err != nil {
 		return nil, err

@@ -200,7 +200,7 @@ func TestRaftTrafficIsSplitOff(t *testing.T) {
 			accepted <- c
 		}
 	}()
-	nc, err := DialRaft(addr, time.Second)
+	nc, err := m.DialRaft(addr, time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
