@@ -336,7 +336,7 @@ func (s streamLayer) Accept() (net.Conn, error) { return s.m.RaftListener().Acce
 func (s streamLayer) Close() error              { return nil }
 func (s streamLayer) Addr() net.Addr            { return s.m.Addr() }
 func (s streamLayer) Dial(a raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	return peer.DialRaft(string(a), timeout)
+	return s.m.DialRaft(string(a), timeout)
 }
 
 // logWriter turns hclog's lines into slog records. Raft reports every
@@ -551,7 +551,8 @@ func (c *Control) heartbeat(payload []byte) ([]byte, error) {
 	}
 	c.heard[inc] = time.Now()
 	for p, ep := range synced {
-		if st.Part(p).OwnedBy(inc.ID, inc.Nonce) && st.Part(p).Epoch == ep {
+		part := st.Part(p)
+		if (part.OwnedBy(inc.ID, inc.Nonce) || part.ReplicatedBy(inc.ID, inc.Nonce)) && part.Epoch == ep {
 			c.synced[p] = ep
 		}
 	}

@@ -194,17 +194,28 @@ func (d *Data) Record(p int, changes []locktable.Change) uint64 {
 	return l.seq
 }
 
-// Await implements partition.Replicator.
+// Await implements partition.Replicator. Only the replica's
+// acknowledgement confirms a position: an ownership that ends first
+// leaves the outcome unknown.
 func (d *Data) Await(p int, pos uint64) error {
 	l := d.parts[p]
 	timer := time.NewTimer(d.cfg.AwaitTimeout)
 	defer timer.Stop()
 	l.mu.Lock()
-	gen := l.gen
 	// Positions keep counting while this node stays the owner, whoever the
-	// replica: a new replica's full copy confirms everything before it.
-	for l.acked < pos {
-		if l.role != owner || l.gen != gen {
+	// replica: a new replica's full copy confirms everything before it. A
+	// new ownership (gen) counts from zero again, so its positions say
+	// nothing of this one's.
+	gen := l.gen
+	for {
+		switch {
+		case l.gen != gen:
+			l.mu.Unlock()
+			return wire.Indeterminate("partition " + strconv.Itoa(p) + " changed hands before its replica confirmed; outcome unknown")
+		case l.acked >= pos:
+			l.mu.Unlock()
+			return nil
+		case l.role != owner:
 			l.mu.Unlock()
 			return wire.Indeterminate("partition " + strconv.Itoa(p) + " changed hands before its replica confirmed; outcome unknown")
 		}
@@ -217,8 +228,6 @@ func (d *Data) Await(p int, pos uint64) error {
 		}
 		l.mu.Lock()
 	}
-	l.mu.Unlock()
-	return nil
 }
 
 // Expired implements partition.Replicator.
@@ -228,20 +237,27 @@ func (d *Data) Expired(id string) {
 	}
 }
 
-// acked advances a partition's acknowledged position. Called with l.mu.
+// ack advances a partition's acknowledged position: only the replica's
+// acknowledgement may. Called with l.mu.
 func (l *local) ack(pos uint64) {
 	l.acked = max(l.acked, pos)
-	close(l.ackc) // wake every Await to look again
+	l.wake()
+}
+
+// wake makes every Await look again. Called with l.mu.
+func (l *local) wake() {
+	close(l.ackc)
 	l.ackc = make(chan struct{})
 }
 
-// Synced lists the partitions this node owns with a synced replica (or
-// alone), by epoch, for the leader's decisions.
+// Synced lists, by epoch, the partitions this node owns with a synced
+// replica (or alone) and those it replicates with a full copy, for the
+// leader's decisions: only a replica with a full copy may take over.
 func (d *Data) Synced() map[int]uint64 {
 	out := make(map[int]uint64)
 	for _, l := range d.parts {
 		l.mu.Lock()
-		if l.role == owner && (l.synced || l.alone) {
+		if l.role == owner && (l.synced || l.alone) || l.role == replica && l.rsynced {
 			out[l.id] = l.epoch
 		}
 		l.mu.Unlock()
@@ -369,7 +385,7 @@ func (d *Data) reconcile(p int, prev, cur Part, st *State, alone bool) (evict bo
 		}
 		evict = wasOwner && l.role != owner
 		if l.role != owner {
-			l.ack(l.seq) // wake any Await; it sees the role change
+			l.wake() // every Await sees the role change
 		}
 		return t
 	})
@@ -414,7 +430,7 @@ func (d *Data) becomeOwner(l *local, t *locktable.Table, now locktable.Time, pre
 	if !stillOwner {
 		l.gen++
 		l.seq, l.acked = 0, 0
-		l.ack(0)
+		l.wake()
 	}
 	l.role, l.epoch, l.part = owner, cur.Epoch, cur
 	l.sealed = false

@@ -15,7 +15,7 @@ type leaderView struct {
 	// right to serve.
 	fresh func(Incarnation) bool
 	// synced holds, by partition, the epoch at which its owner reported a
-	// synced replica.
+	// synced replica, or its replica reported holding a full copy.
 	synced map[int]uint64
 	// gone: the incarnation is certainly not coming back with its state
 	// (a newer incarnation of its node registered, or it left), or it has
@@ -47,10 +47,11 @@ func move(st *State, p int, cur Part, owner, replica string, mode Mode) Assignme
 // toward a healthy placement, in this order of urgency:
 //
 //  1. an owner that may no longer serve (its lease ran out, or it
-//     restarted) is taken over by its replica, which holds the state; with
-//     no live replica, once both copies are gone for good the partition is
-//     lost and a usable node starts it empty behind a lock-delay (until
-//     then it waits, unserved);
+//     restarted) is taken over by its replica, if that replica is known to
+//     hold a full copy at the current epoch; with no such replica, once
+//     every full copy is gone for good the partition is lost and a usable
+//     node starts it empty behind a lock-delay (until then it waits,
+//     unserved);
 //  2. a replica that is gone, stale or leaving is replaced (the owner then
 //     sends the new one a full copy);
 //  3. a partition whose owner is leaving, or is not the one the ring
@@ -87,15 +88,19 @@ func plan(st *State, v leaderView, partitions, maxMoves int) (repairs []Assignme
 		isSynced := v.synced[p] == cur.Epoch
 		switch {
 		case !ownerOK:
+			// Only a replica known to hold a full copy at this epoch may
+			// take over: one still waiting for its copy holds nothing of
+			// the grants the owner made before it was assigned.
+			replicaHasState := replicaAlive && isSynced
 			switch {
-			case replicaAlive:
+			case replicaHasState:
 				repairs = append(repairs, move(st, p, cur, cur.Replica, pick(d, cur.Replica), Takeover))
-			case v.gone(Incarnation{cur.Owner, cur.ONonce}) && (cur.Replica == "" || v.gone(Incarnation{cur.Replica, cur.RNonce})):
+			case v.gone(Incarnation{cur.Owner, cur.ONonce}) && (cur.Replica == "" || !isSynced || v.gone(Incarnation{cur.Replica, cur.RNonce})):
 				repairs = append(repairs, move(st, p, cur, d.Owner, pick(d, d.Owner), Lost))
 			default:
-				// Both copies are out of reach but may come back with
-				// their state (a network partition): refuse until they
-				// do, rather than start empty.
+				// The only full copy is out of reach but may come back
+				// with its state (a network partition, a pause): refuse
+				// until it does, rather than start empty.
 			}
 		case !replicaOK || st.Nodes[cur.Replica].Leaving:
 			// The same node id may come back as a new incarnation: that is

@@ -225,3 +225,37 @@ func TestPlanBothUnreachableWaits(t *testing.T) {
 		}
 	}
 }
+
+// A dead owner whose replica has no full copy yet (it was assigned, and
+// the copy is still on its way) is not taken over: the replica holds none
+// of the owner's grants. The partition waits for the owner while it may
+// come back, and is lost, behind a lock-delay, once the owner is gone.
+func TestPlanUnsyncedReplicaDoesNotTakeOver(t *testing.T) {
+	st, synced := cluster("a", "b", "c", "d")
+	for p, cur := range st.Parts {
+		if cur.Owner == "a" {
+			delete(synced, p)
+		}
+	}
+	v := view(st, synced, "a")
+	v.gone = func(Incarnation) bool { return false } // a is only out of reach
+	repairs, _ := plan(st, v, testParts, 100)
+	for _, r := range repairs {
+		if st.Parts[r.P].Owner == "a" {
+			t.Errorf("partition %d of unreachable a with an unsynced replica changed: %+v", r.P, r.To)
+		}
+	}
+	repairs, _ = plan(st, view(st, synced, "a"), testParts, 100) // a is gone
+	n := 0
+	for _, r := range repairs {
+		if st.Parts[r.P].Owner == "a" {
+			n++
+			if r.To.Mode != Lost {
+				t.Errorf("partition %d of gone a with an unsynced replica: mode %v, want lost", r.P, r.To.Mode)
+			}
+		}
+	}
+	if n == 0 {
+		t.Fatal("no partition of a was decided")
+	}
+}

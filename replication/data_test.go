@@ -1,0 +1,111 @@
+package replication
+
+import (
+	"errors"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/elock/elock/node/locktable"
+	"github.com/elock/elock/node/partition"
+	"github.com/elock/elock/node/peer"
+	"github.com/elock/elock/node/wire"
+)
+
+// dataNode is one node's data plane serving on a loopback peer address.
+type dataNode struct {
+	inc  Incarnation
+	data *Data
+	set  *partition.Set
+	mux  *peer.Mux
+	addr string
+}
+
+func startData(t *testing.T, id string) *dataNode {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := peer.NewPool(time.Second, nil)
+	t.Cleanup(pool.Close)
+	n := &dataNode{inc: Incarnation{ID: id, Nonce: id + "-1"}, addr: ln.Addr().String()}
+	n.data = NewData(DataConfig{Self: n.inc, Pool: pool, Lease: func() bool { return true }, AwaitTimeout: 10 * time.Second}, 1)
+	t.Cleanup(n.data.Close)
+	n.set, err = partition.New(partition.Config{Partitions: 1, Limits: locktable.Limits{MaxWaiters: 10, DefaultTimeout: time.Minute}, Replicator: n.data})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(n.set.Close)
+	n.data.Bind(n.set)
+	n.mux = peer.NewMux(ln, peer.NewServer(n.data.Methods(), nil), nil)
+	t.Cleanup(func() { n.mux.Close() })
+	return n
+}
+
+func table(index uint64, part Part, nodes ...*dataNode) *State {
+	st := &State{Index: index, Parts: []Part{part}, Nodes: map[string]Node{}}
+	for _, n := range nodes {
+		st.Nodes[n.inc.ID] = Node{ID: n.inc.ID, Nonce: n.inc.Nonce, PeerAddr: n.addr}
+	}
+	return st
+}
+
+// A grant that the replica has not confirmed when this node stops owning
+// the partition has an unknown outcome: the new owner may not have it.
+// Confirming it would acknowledge a grant that is lost.
+func TestGrantUnconfirmedWhenOwnershipEnds(t *testing.T) {
+	a, b := startData(t, "a"), startData(t, "b")
+	st1 := table(1, Part{Epoch: 1, Owner: "a", ONonce: "a-1", Replica: "b", RNonce: "b-1", Mode: Fresh}, a, b)
+	for _, n := range []*dataNode{a, b} {
+		n.data.Apply(&State{}, st1, []int{0})
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for a.data.Synced()[0] != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the replica never synced")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if res, _, err := a.set.LockAsync("s1", []byte("x"), 0, nil); err != nil || res.Status != locktable.Granted {
+		t.Fatalf("grant with a synced replica: %v %v", res, err)
+	}
+
+	// The replica goes silent: the next grant waits for its confirmation.
+	b.mux.Close()
+	l := a.data.parts[0]
+	l.mu.Lock()
+	before := l.seq
+	l.mu.Unlock()
+	type result struct {
+		res locktable.Result
+		err error
+	}
+	got := make(chan result, 1)
+	go func() {
+		res, _, err := a.set.LockAsync("s2", []byte("y"), 0, nil)
+		got <- result{res, err}
+	}()
+	for recorded := false; !recorded; {
+		select {
+		case r := <-got:
+			t.Fatalf("the grant returned before its replica confirmed it: %v %v", r.res, r.err)
+		case <-time.After(5 * time.Millisecond):
+		}
+		l.mu.Lock()
+		recorded = l.seq > before
+		l.mu.Unlock()
+	}
+	// Meanwhile the control plane hands the partition to b.
+	st2 := table(2, Part{Epoch: 2, Owner: "b", ONonce: "b-1", Mode: Takeover}, a, b)
+	a.data.Apply(st1, st2, []int{0})
+	select {
+	case r := <-got:
+		var we *wire.Error
+		if !errors.As(r.err, &we) || !we.Indeterminate() {
+			t.Fatalf("unconfirmed grant after losing the partition: %v, err %v; want an unknown outcome (504)", r.res, r.err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the grant still waits after the partition moved")
+	}
+}
