@@ -105,8 +105,9 @@ type Control struct {
 
 	mu        sync.Mutex // guards the leader's state below
 	leading   bool
+	ledSince  time.Time // when this term of leadership began
 	heard     map[Incarnation]time.Time
-	synced    map[int]uint64 // partition -> epoch at which its owner reported a synced replica
+	synced    map[int]uint64 // partition -> epoch at which its owner reported a synced replica, or its replica a full copy
 	delayOver map[int]uint64
 
 	stop chan struct{}

@@ -60,6 +60,7 @@ func (c *Control) lead() {
 	}
 	c.leading = true
 	now := time.Now()
+	c.ledSince = now
 	clear(c.heard)
 	clear(c.synced)
 	clear(c.delayOver)
@@ -277,12 +278,17 @@ func (c *Control) transitions(st *State) error {
 	for p, e := range c.synced {
 		synced[p] = e
 	}
+	// A new leader learns which replicas hold full copies from their
+	// heartbeats; until every live node has had time to send one, a
+	// missing report is not yet news.
+	informed := time.Since(c.ledSince) >= c.cfg.Lease+c.cfg.Margin()
 	c.mu.Unlock()
 	repairs, handovers := plan(st, leaderView{
-		usable: ids,
-		alive:  c.alive,
-		fresh:  func(inc Incarnation) bool { return c.heardWithin(inc, c.cfg.Lease/2) },
-		synced: synced,
+		usable:   ids,
+		alive:    c.alive,
+		fresh:    func(inc Incarnation) bool { return c.heardWithin(inc, c.cfg.Lease/2) },
+		synced:   synced,
+		informed: informed,
 		gone: func(inc Incarnation) bool {
 			n, ok := st.Nodes[inc.ID]
 			return !ok || n.Nonce != inc.Nonce || n.Leaving || !c.heardWithin(inc, c.cfg.LostAfter)

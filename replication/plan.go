@@ -17,6 +17,9 @@ type leaderView struct {
 	// synced holds, by partition, the epoch at which its owner reported a
 	// synced replica, or its replica reported holding a full copy.
 	synced map[int]uint64
+	// informed: every live node has had time to report to this leader, so
+	// a live replica missing from synced is known to lack a full copy.
+	informed bool
 	// gone: the incarnation is certainly not coming back with its state
 	// (a newer incarnation of its node registered, or it left), or it has
 	// been silent for so long (ControlConfig.LostAfter) that waiting longer
@@ -92,10 +95,11 @@ func plan(st *State, v leaderView, partitions, maxMoves int) (repairs []Assignme
 			// take over: one still waiting for its copy holds nothing of
 			// the grants the owner made before it was assigned.
 			replicaHasState := replicaAlive && isSynced
+			noCopy := cur.Replica == "" || v.gone(Incarnation{cur.Replica, cur.RNonce}) || replicaAlive && !isSynced && v.informed
 			switch {
 			case replicaHasState:
 				repairs = append(repairs, move(st, p, cur, cur.Replica, pick(d, cur.Replica), Takeover))
-			case v.gone(Incarnation{cur.Owner, cur.ONonce}) && (cur.Replica == "" || !isSynced || v.gone(Incarnation{cur.Replica, cur.RNonce})):
+			case v.gone(Incarnation{cur.Owner, cur.ONonce}) && noCopy:
 				repairs = append(repairs, move(st, p, cur, d.Owner, pick(d, d.Owner), Lost))
 			default:
 				// The only full copy is out of reach but may come back

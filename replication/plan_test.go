@@ -37,11 +37,12 @@ func view(st *State, synced map[int]uint64, dead ...string) leaderView {
 	}
 	slices.Sort(usable)
 	return leaderView{
-		usable: usable,
-		alive:  func(inc Incarnation) bool { return !isDead(inc) },
-		fresh:  func(inc Incarnation) bool { return !isDead(inc) },
-		synced: synced,
-		gone:   isDead,
+		usable:   usable,
+		alive:    func(inc Incarnation) bool { return !isDead(inc) },
+		fresh:    func(inc Incarnation) bool { return !isDead(inc) },
+		synced:   synced,
+		informed: true,
+		gone:     isDead,
 	}
 }
 
@@ -257,5 +258,16 @@ func TestPlanUnsyncedReplicaDoesNotTakeOver(t *testing.T) {
 	}
 	if n == 0 {
 		t.Fatal("no partition of a was decided")
+	}
+
+	// A new leader that has not yet heard every replica's report does not
+	// take a missing report for a missing copy.
+	v = view(st, synced, "a")
+	v.informed = false
+	repairs, _ = plan(st, v, testParts, 100)
+	for _, r := range repairs {
+		if st.Parts[r.P].Owner == "a" {
+			t.Errorf("partition %d of gone a decided (%v) before its replica could report", r.P, r.To.Mode)
+		}
 	}
 }
