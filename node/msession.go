@@ -38,8 +38,8 @@ type sessions struct {
 
 	mu       sync.Mutex // guards the maps below
 	attached map[string]*homeSession
-	renewed  map[string]time.Time // session owner: when each record was last renewed
-	floors   map[string]uint64    // lock owner: lowest epoch of a session still served
+	renewed  renewals          // session owner: when each record was last renewed
+	floors   map[string]uint64 // lock owner: lowest epoch of a session still served
 
 	// Hooks into the server, set by the mesh: close a session's client
 	// connection, and tell whether it is still live.
@@ -85,7 +85,7 @@ func newSessions(r *Router, homeLease time.Duration) *sessions {
 		ctx: ctx, cancel: cancel,
 		r: r, homeLease: homeLease,
 		attached: make(map[string]*homeSession),
-		renewed:  make(map[string]time.Time),
+		renewed:  renewals{m: make(map[string]renewal)},
 		floors:   make(map[string]uint64),
 		kick:     func(string) {},
 		live:     func(string) bool { return false },
@@ -333,9 +333,7 @@ func (s *sessions) hAttach(ctx context.Context, b []byte) ([]byte, error) {
 		}
 		a, err := set.Attach(id, home)
 		if err == nil {
-			s.mu.Lock()
-			s.renewed[id] = time.Now()
-			s.mu.Unlock()
+			s.noteRenewal(id, time.Now())
 			var e peer.Enc
 			e.Uint(a.Epoch)
 			e.Bool(a.Resumed)
@@ -369,10 +367,9 @@ func (s *sessions) hAttach(ctx context.Context, b []byte) ([]byte, error) {
 		}
 		// Unreachable: the home's renewals stop or it closes the
 		// connection within the home lease; wait that out, no longer.
-		s.mu.Lock()
-		last, seen := s.renewed[id]
-		s.mu.Unlock()
-		if !seen || time.Since(last) > s.homeLease+time.Second || time.Now().After(deadline) {
+		// With no renewal seen here, the full lease from now.
+		last, seen := s.lastRenewal(id)
+		if seen && time.Since(last) > s.homeLease+time.Second || time.Now().After(deadline) {
 			set.Detach(id, rec.Epoch)
 			continue
 		}
@@ -564,9 +561,7 @@ func (s *sessions) hRenew(_ context.Context, b []byte) ([]byte, error) {
 		case !ok || !rec.Attached || rec.Epoch != it.epoch:
 			e.Uint(renewFenced)
 		default:
-			s.mu.Lock()
-			s.renewed[it.id] = now
-			s.mu.Unlock()
+			s.noteRenewal(it.id, now)
 			e.Uint(renewOK)
 		}
 	}
@@ -583,25 +578,32 @@ func (s *sessions) sweepRecords() {
 		if !rec.Attached {
 			continue
 		}
-		s.mu.Lock()
-		last, ok := s.renewed[rec.ID]
+		last, ok := s.lastRenewal(rec.ID)
 		if !ok {
-			s.renewed[rec.ID] = now
+			s.noteRenewal(rec.ID, now)
 		}
-		s.mu.Unlock()
 		if ok && now.Sub(last) > s.homeLease+time.Second {
 			s.r.log.Info("detaching a session whose home stopped renewing it", "session", rec.ID, "home", rec.Home)
 			s.r.set.Detach(rec.ID, rec.Epoch)
 		}
 	}
-	// Forget renewals of records no longer here.
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for id, t := range s.renewed {
-		if now.Sub(t) > 10*s.homeLease {
-			delete(s.renewed, id)
-		}
-	}
+	// Forget renewals of records long gone from here.
+	s.renewed.forget(now.Add(-10 * s.homeLease))
+}
+
+// recordEpoch is the epoch of the partition that holds session id's record.
+func (s *sessions) recordEpoch(id string) uint64 {
+	return s.r.control.State().Part(s.r.partOf([]byte(id))).Epoch
+}
+
+func (s *sessions) noteRenewal(id string, at time.Time) {
+	s.renewed.note(id, s.recordEpoch(id), at)
+}
+
+// lastRenewal is when the record's home last renewed it with this node,
+// if it did since the record's partition last changed hands.
+func (s *sessions) lastRenewal(id string) (time.Time, bool) {
+	return s.renewed.last(id, s.recordEpoch(id))
 }
 
 // expired runs when a session expires on its session owner: every owner

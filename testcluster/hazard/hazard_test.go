@@ -326,6 +326,16 @@ func TestRollingRestartUnderTraffic(t *testing.T) {
 func TestJoinAndLeaveUnderTraffic(t *testing.T) {
 	c := testcluster.New(t, testcluster.Options{Nodes: 3})
 	fixed := append([]string(nil), c.Addrs()...)
+	// Idle sessions on the staying nodes, each holding a lock. Some of
+	// their records move to the joining node and back; none may be
+	// detached for renewals its home made elsewhere meanwhile.
+	idle := make([]*testcluster.Conn, 32)
+	for i := range idle {
+		idle[i] = c.Raw(i % 3)
+		if got := idle[i].Do(fmt.Sprintf("lock idle-%d", i)); got != "200 Acquired" {
+			t.Fatalf("lock idle-%d: %q", i, got)
+		}
+	}
 	w := traffic(t, c, 4, func() []string { return fixed })
 	time.Sleep(time.Second)
 	j := c.Join()
@@ -336,7 +346,9 @@ func TestJoinAndLeaveUnderTraffic(t *testing.T) {
 	if st["node_partitions_owned"] == "0" {
 		t.Errorf("the joined node owns no partition: %v", st)
 	}
-	time.Sleep(time.Second)
+	// Longer than a home lease, so that a renewal from before the join
+	// would count as stale when the records come back.
+	time.Sleep(5 * time.Second)
 	if err := c.Stop(j); err != nil {
 		t.Fatalf("graceful stop: %v", err)
 	}
@@ -347,6 +359,11 @@ func TestJoinAndLeaveUnderTraffic(t *testing.T) {
 	counts := verify(t, w)
 	if counts.Refused != 0 || counts.Unknown != 0 || counts.Errors != 0 {
 		t.Errorf("clients of the staying nodes saw errors during the join and leave: %+v", counts)
+	}
+	for i, cn := range idle {
+		if got := cn.Do(fmt.Sprintf("token idle-%d", i)); !strings.HasPrefix(got, "200 ") {
+			t.Errorf("idle session %d after the join and leave: token: %q", i, got)
+		}
 	}
 }
 
