@@ -690,3 +690,31 @@ func (c *Cluster) dumpLogs(nodes []*Node, states []nodeState, procs [][]*Process
 		}
 	}
 }
+
+// SaveLogs writes every process's log so far into dir, one file per run
+// of each node (n0-run1.log, ...), headed by its command line, for a
+// failure report that outlives the test's output.
+func (c *Cluster) SaveLogs(dir string) error {
+	c.mu.Lock()
+	type run struct {
+		name string
+		p    *Process
+	}
+	var runs []run
+	for _, s := range c.slots {
+		for k, p := range s.procs {
+			runs = append(runs, run{fmt.Sprintf("%s-run%d.log", s.node.ID, k+1), p})
+		}
+	}
+	c.mu.Unlock()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("testcluster: saving logs: %w", err)
+	}
+	for _, r := range runs {
+		text := fmt.Sprintf("elockd %s\n%s", strings.Join(r.p.Args, " "), r.p.Log())
+		if err := os.WriteFile(filepath.Join(dir, r.name), []byte(text), 0o644); err != nil {
+			return fmt.Errorf("testcluster: saving logs: %w", err)
+		}
+	}
+	return nil
+}

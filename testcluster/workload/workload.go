@@ -59,6 +59,9 @@ type Workload struct {
 	ops, acquired, unavailable, unlocked, refused, unknown, errs, resumes, fresh atomic.Int64
 	errMu                                                                        sync.Mutex
 	firstErr                                                                     error
+
+	ansMu    sync.Mutex
+	answered map[string]time.Duration // name -> latest invocation answered definitely
 }
 
 // Start starts the clients.
@@ -72,7 +75,7 @@ func Start(cfg Config) *Workload {
 	if cfg.MaxHold <= 0 {
 		cfg.MaxHold = 20 * time.Millisecond
 	}
-	w := &Workload{cfg: cfg, rec: history.NewRecorder(), fence: history.NewFencedResource(), stop: make(chan struct{})}
+	w := &Workload{cfg: cfg, rec: history.NewRecorder(), fence: history.NewFencedResource(), stop: make(chan struct{}), answered: map[string]time.Duration{}}
 	for i := range cfg.Clients {
 		c := &client{w: w, id: i, rng: rand.New(rand.NewPCG(cfg.Seed, uint64(i)+1)), held: map[string]bool{}}
 		w.wg.Add(1)
@@ -87,6 +90,29 @@ func (w *Workload) Stop() []history.Operation {
 	w.wg.Wait()
 	return w.rec.History()
 }
+
+// UnansweredSince returns those of names for which no operation invoked
+// at or after since (on the history's clock) has had a definite answer:
+// a grant, a 409, or an unlock's 200 or 403.
+func (w *Workload) UnansweredSince(since time.Duration, names []string) (missing []string) {
+	w.ansMu.Lock()
+	defer w.ansMu.Unlock()
+	for _, n := range names {
+		if at, ok := w.answered[n]; !ok || at < since {
+			missing = append(missing, n)
+		}
+	}
+	return missing
+}
+
+func (w *Workload) answer(name string, p *history.Pending) {
+	w.ansMu.Lock()
+	w.answered[name] = max(w.answered[name], p.Call())
+	w.ansMu.Unlock()
+}
+
+// Now is the history's clock: the time since the workload started.
+func (w *Workload) Now() time.Duration { return w.rec.Now() }
 
 // Fence is the fenced resource every grant was written to.
 func (w *Workload) Fence() *history.FencedResource { return w.fence }
@@ -354,6 +380,7 @@ func (c *client) lock(name string, wait int) {
 			tok = 0 // lost before we could ask; the checker allows that
 		}
 		c.w.acquired.Add(1)
+		c.w.answer(name, p)
 		p.Return(history.Result{Status: history.Acquired, Token: tok})
 		c.held[name] = true
 		if tok != 0 {
@@ -361,6 +388,7 @@ func (c *client) lock(name string, wait int) {
 		}
 	case lines[0] == "409 Unavailable":
 		c.w.unavailable.Add(1)
+		c.w.answer(name, p)
 		p.Return(history.Result{Status: history.Unavailable})
 	case strings.HasPrefix(lines[0], "503 "):
 		c.w.refused.Add(1)
@@ -388,12 +416,15 @@ func (c *client) unlock(name string) {
 	switch l := lines[0]; {
 	case l == "200 Unlocked":
 		c.w.unlocked.Add(1)
+		c.w.answer(name, p)
 		p.Return(history.Result{Status: history.Unlocked})
 		delete(c.held, name)
 	case l == "403 not_locked":
+		c.w.answer(name, p)
 		p.Return(history.Result{Status: history.NotLocked})
 		delete(c.held, name)
 	case l == "403 not_yours":
+		c.w.answer(name, p)
 		p.Return(history.Result{Status: history.NotYours})
 		delete(c.held, name)
 	case strings.HasPrefix(l, "503 "):
