@@ -452,6 +452,9 @@ func (c *Client) Call(ctx context.Context, method byte, payload []byte) ([]byte,
 	if method < MinMethod {
 		return nil, fmt.Errorf("peer: method %d is reserved", method)
 	}
+	if err := ctx.Err(); err != nil {
+		return nil, err // nothing sent: a caller looping on a dead context must not flood the peer
+	}
 	cc, err := c.conn(ctx)
 	if err != nil {
 		return nil, err
@@ -484,7 +487,8 @@ func (c *Client) Call(ctx context.Context, method byte, payload []byte) ([]byte,
 		cc.mu.Lock()
 		delete(cc.pending, id)
 		cc.mu.Unlock()
-		return nil, ctx.Err()
+		// The request went out: the remote node may have carried it out.
+		return nil, fmt.Errorf("%w: %s: no reply: %w", ErrLost, c.addr, ctx.Err())
 	}
 }
 
@@ -496,6 +500,10 @@ func (c *Client) Call(ctx context.Context, method byte, payload []byte) ([]byte,
 func (c *Client) Go(ctx context.Context, method byte, payload []byte, done func([]byte, error)) {
 	if method < MinMethod {
 		done(nil, fmt.Errorf("peer: method %d is reserved", method))
+		return
+	}
+	if err := ctx.Err(); err != nil {
+		done(nil, err)
 		return
 	}
 	cc, err := c.conn(ctx)

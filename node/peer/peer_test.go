@@ -181,12 +181,50 @@ func TestCallContextEnds(t *testing.T) {
 	defer c.Close()
 	cx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	if _, err := c.Call(cx, mNever, nil); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("err = %v", err)
+	// The request went out, so the outcome is unknown: ErrLost, and the
+	// context's own error too.
+	if _, err := c.Call(cx, mNever, nil); !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, ErrLost) {
+		t.Fatalf("err = %v; want ErrLost and the deadline", err)
 	}
 	// The client is still usable.
 	if _, err := c.Call(ctx(t), mEcho, nil); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A call on a context that has already ended sends nothing: a caller
+// that retries in a loop on a dead context must not flood the peer.
+func TestCallOnEndedContextSendsNothing(t *testing.T) {
+	h := &testHandler{}
+	_, addr := start(t, h)
+	c := NewClient(addr, time.Second)
+	defer c.Close()
+	if _, err := c.Call(ctx(t), mEcho, nil); err != nil { // connected
+		t.Fatal(err)
+	}
+	dead, cancel := context.WithCancel(context.Background())
+	cancel()
+	for range 100 {
+		if _, err := c.Call(dead, mLater, nil); !errors.Is(err, context.Canceled) || errors.Is(err, ErrLost) {
+			t.Fatalf("err = %v; want the context's error alone", err)
+		}
+	}
+	done := make(chan error, 1)
+	c.Go(dead, mLater, nil, func(_ []byte, err error) { done <- err })
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("Go: err = %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Go on an ended context sent its request and waits for a reply")
+	}
+	// A request sent after them is the first the server sees.
+	if _, err := c.Call(ctx(t), mEcho, nil); err != nil {
+		t.Fatal(err)
+	}
+	if n := h.pending(); n != 0 {
+		t.Fatalf("the server received %d requests made on an ended context", n)
 	}
 }
 
