@@ -37,6 +37,8 @@ type meshWait struct {
 func (w *meshWait) run() {
 	r := w.r
 	p := r.partOf([]byte(w.name))
+	// maybe: a request went unanswered, so an owner may have granted it.
+	maybe := false
 	for {
 		w.mu.Lock()
 		canceled, finished := w.canceled, w.finished
@@ -48,9 +50,17 @@ func (w *meshWait) run() {
 			w.settleCanceled()
 			return
 		}
+		if err := w.ctx.Err(); err != nil {
+			w.deliver(partition.Outcome{Err: err}) // shutting down
+			return
+		}
 		left := time.Until(w.deadline)
 		if left <= 0 {
-			w.deliver(partition.Outcome{})
+			if maybe {
+				w.settleLate()
+			} else {
+				w.deliver(partition.Outcome{})
+			}
 			return
 		}
 		st := r.control.State()
@@ -71,7 +81,7 @@ func (w *meshWait) run() {
 		// The request's own context lives as long as the wait may: a
 		// local owner withdraws the wait if it ends.
 		ctx, cancel := context.WithDeadline(w.ctx, w.deadline.Add(routeTimeout))
-		b, err := r.invoke(ctx, n, mLockWait, lockPayload(w.s, []byte(w.name), left, req))
+		b, err := r.callOwner(ctx, p, n, mLockWait, lockPayload(w.s, []byte(w.name), left, req))
 		cancel()
 		w.mu.Lock()
 		w.node, w.req = replication.Node{}, ""
@@ -97,7 +107,12 @@ func (w *meshWait) run() {
 		case w.ctx.Err() != nil:
 			w.deliver(partition.Outcome{Err: w.ctx.Err()})
 			return
-		case errors.Is(err, peer.ErrLost), errors.Is(err, peer.ErrUnreachable), errors.As(err, &we) && we.Retryable():
+		case errors.Is(err, peer.ErrLost):
+			// As below; and the lost request may have been granted, which
+			// the next one learns as a re-entrant grant, or settleLate.
+			maybe = true
+			w.pause(st.Index)
+		case errors.Is(err, peer.ErrUnreachable), errors.As(err, &we) && we.Retryable():
 			// The owner went away or moved: ask the new one. A grant it made
 			// before it went is with the new owner too, and comes back as a
 			// re-entrant grant.
@@ -146,6 +161,24 @@ func (w *meshWait) settleCanceled() {
 		return
 	}
 	w.deliver(partition.Outcome{})
+}
+
+// settleLate ends a wait whose time ran out after a request went
+// unanswered: an owner may have granted it, so ask whether the session
+// holds the lock. If no owner can say, the outcome is unknown.
+func (w *meshWait) settleLate() {
+	ctx, cancel := context.WithTimeout(w.ctx, routeTimeout)
+	defer cancel()
+	tok, st, err := w.r.Token(ctx, w.s, []byte(w.name))
+	switch {
+	case err != nil:
+		w.deliver(partition.Outcome{Err: wire.Indeterminate("lock " + w.name + ": its owner did not answer in time; outcome unknown")})
+	case st == locktable.Granted:
+		w.r.sessions.held(w.s.ID, w.name, true)
+		w.deliver(partition.Outcome{Granted: true, Token: tok})
+	default:
+		w.deliver(partition.Outcome{})
+	}
 }
 
 // Cancel implements Wait.

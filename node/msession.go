@@ -291,6 +291,9 @@ func (s *sessions) heldEverywhere(ctx context.Context, id string, epoch uint64) 
 		if len(left) == 0 {
 			break
 		}
+		if err := ctx.Err(); err != nil {
+			return names, err
+		}
 		if time.Now().After(deadline) {
 			return names, fmt.Errorf("%d partitions did not answer", len(left))
 		}

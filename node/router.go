@@ -92,6 +92,9 @@ func (r *Router) route(ctx context.Context, p int, method byte, payload []byte, 
 		deadline = d
 	}
 	var last error
+	// maybe: an earlier attempt may have been carried out; if none gets a
+	// reply in time, the outcome of a change is unknown, not refused.
+	maybe := false
 	for {
 		st := r.control.State()
 		if st.Initialized() {
@@ -99,7 +102,7 @@ func (r *Router) route(ctx context.Context, p int, method byte, payload []byte, 
 			n, ok := st.Node(part.Owner)
 			if ok && n.Nonce == part.ONonce {
 				cctx, cancel := context.WithDeadline(ctx, deadline)
-				out, err := r.invoke(cctx, n, method, payload)
+				out, err := r.callOwner(cctx, p, n, method, payload)
 				cancel()
 				if err == nil {
 					return out, nil
@@ -109,13 +112,17 @@ func (r *Router) route(ctx context.Context, p int, method byte, payload []byte, 
 				switch {
 				case errors.Is(err, peer.ErrLost) && !again:
 					return nil, fmt.Errorf("%w: %v", errIndeterminate, err)
-				case errors.Is(err, peer.ErrLost), errors.Is(err, peer.ErrUnreachable):
+				case errors.Is(err, peer.ErrLost):
+					maybe = true
+				case errors.Is(err, peer.ErrUnreachable):
 				case errors.As(err, &we) && we.Retryable() && strings.Contains(we.Reason, "lock-delay"):
 					// A lost partition refuses for minutes: say so at once.
 					return nil, err
 				case errors.As(err, &we) && we.Retryable():
-				case ctx.Err() != nil:
+				case errors.Is(ctx.Err(), context.Canceled):
 					return nil, ctx.Err()
+				case errors.Is(err, context.DeadlineExceeded):
+					// The caller's deadline or route's own: answered below.
 				default:
 					return nil, err // a definite answer, or an unknown outcome (504)
 				}
@@ -125,10 +132,13 @@ func (r *Router) route(ctx context.Context, p int, method byte, payload []byte, 
 		} else {
 			last = errors.New("the partition table is not ready")
 		}
-		if ctx.Err() != nil {
+		if errors.Is(ctx.Err(), context.Canceled) {
 			return nil, ctx.Err()
 		}
-		if time.Now().After(deadline) {
+		if ctx.Err() != nil || time.Now().After(deadline) {
+			if maybe && !readOnly(method) {
+				return nil, wire.Indeterminate("partition " + strconv.Itoa(p) + " did not answer in time (" + reason(last) + "); outcome unknown")
+			}
 			return nil, wire.Retry("partition " + strconv.Itoa(p) + " unavailable (" + reason(last) + ")")
 		}
 		// Wait for a newer table, but not long: a node that was merely slow
@@ -138,6 +148,49 @@ func (r *Router) route(ctx context.Context, p int, method byte, payload []byte, 
 		cancel()
 	}
 }
+
+// moveCheck is how long a request waits for its owner's reply before it
+// also watches the table for the partition moving to another owner.
+const moveCheck = 500 * time.Millisecond
+
+// errOwnerMoved abandons a request to an owner the table has replaced.
+var errOwnerMoved = errors.New("the partition moved to another owner")
+
+// callOwner invokes method on n, the owner of partition p. A request that
+// is slow to answer is abandoned once the table gives the partition to
+// another owner (a paused or cut-off owner never answers), so that route
+// asks the new owner, which holds everything the old one confirmed. The
+// abandoned request fails with peer.ErrLost: it may have been carried out.
+func (r *Router) callOwner(ctx context.Context, p int, n replication.Node, method byte, payload []byte) ([]byte, error) {
+	if n.ID == r.self.ID && n.Nonce == r.self.Nonce {
+		return r.invoke(ctx, n, method, payload)
+	}
+	cctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	watch := time.AfterFunc(moveCheck, func() {
+		for {
+			ch := r.control.Changed()
+			if cur := r.control.State().Part(p); cur.Owner != n.ID || cur.ONonce != n.Nonce {
+				cancel(errOwnerMoved)
+				return
+			}
+			select {
+			case <-ch:
+			case <-cctx.Done():
+				return
+			}
+		}
+	})
+	defer watch.Stop()
+	out, err := r.invoke(cctx, n, method, payload)
+	if err != nil && context.Cause(cctx) == errOwnerMoved {
+		err = fmt.Errorf("%w: %w", err, errOwnerMoved)
+	}
+	return out, err
+}
+
+// readOnly reports whether a method changes nothing at the owner.
+func readOnly(method byte) bool { return method == mToken || method == mInfo }
 
 func reason(err error) string {
 	var we *wire.Error

@@ -54,6 +54,9 @@ func verify(t *testing.T, w *workload.Workload) workload.Counts {
 		t.Fatalf("checking the history: %v", err)
 	}
 	t.Logf("workload %+v", counts)
+	if notes := w.Notes(); len(notes) > 0 {
+		t.Logf("first refusals and unknown outcomes:\n  %s", strings.Join(notes, "\n  "))
+	}
 	if !ok {
 		t.Errorf("history violates the guarantees (report in %s):\n%s", dir, sum)
 	}
@@ -364,6 +367,52 @@ func TestJoinAndLeaveUnderTraffic(t *testing.T) {
 		if got := cn.Do(fmt.Sprintf("token idle-%d", i)); !strings.HasPrefix(got, "200 ") {
 			t.Errorf("idle session %d after the join and leave: token: %q", i, got)
 		}
+	}
+}
+
+// A request already with an owner that then pauses does not wait for it:
+// once the partition is taken over, the home asks the new owner. Clients
+// get definite answers, not a 503 or 504 after the home's route timeout,
+// and a waiter queued at the paused owner is granted by the new one.
+func TestRequestsLeaveAPausedOwner(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Nodes: 3})
+	home := c.Node(0).ID
+	_, st := c.Raw(0).Block("stats")
+	leader := st["cluster_leader"]
+	// Not the home, and not the raft leader, whose pause would add an
+	// election to the takeover.
+	var owner string
+	name := nameOwnedBy(t, c, "paused", func(o, _ string) bool { owner = o; return o != home && o != leader })
+	waited := nameOwnedBy(t, c, "waited", func(o, _ string) bool { return o == owner })
+
+	holder, waiter, plain := c.Raw(0), c.Raw(0), c.Raw(0)
+	waiter.Timeout, plain.Timeout = 40*time.Second, 40*time.Second
+	if got := holder.Do("lock " + waited); got != "200 Acquired" {
+		t.Fatalf("lock %s: %q", waited, got)
+	}
+	if err := waiter.Send("lock " + waited + " 30"); err != nil {
+		t.Fatal(err)
+	}
+	probe := c.Raw(0)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if _, info := probe.Block("info " + waited); info["waiters"] == "1" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the waiter never queued")
+		}
+	}
+
+	c.Pause(c.IndexOf(owner))
+	defer c.Resume(c.IndexOf(owner))
+	if got := plain.Do("lock " + name); got != "200 Acquired" {
+		t.Errorf("lock sent to a paused owner: %q, want a grant from the new owner", got)
+	}
+	if got := holder.Do("unlock " + waited); got != "200 Unlocked" {
+		t.Errorf("unlock %s: %q", waited, got)
+	}
+	if got, err := waiter.Line(); err != nil || got != "200 Acquired" {
+		t.Errorf("the waiter queued at the paused owner: %q, %v; want a grant from the new owner", got, err)
 	}
 }
 
