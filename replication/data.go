@@ -188,6 +188,12 @@ func (d *Data) Record(p int, changes []locktable.Change) uint64 {
 	if l.alone || l.link == nil {
 		return 0
 	}
+	if len(changes) == 0 {
+		if l.acked >= l.seq {
+			return 0
+		}
+		return l.seq
+	}
 	l.seq++
 	l.out = append(l.out, entry{from: l.seq, to: l.seq, changes: changes})
 	l.link.poke(p)

@@ -16,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,6 +24,7 @@ import (
 	"github.com/cespare/xxhash/v2"
 
 	"github.com/elock/elock/node/locktable"
+	"github.com/elock/elock/node/wire"
 )
 
 // Config configures a Set.
@@ -98,6 +100,10 @@ type Replicator interface {
 	Admit(p int, op Op) error
 	// Record takes the changes one operation made to p's table, already
 	// applied, in order, and returns the position that acknowledges them.
+	// With no changes it returns the last position recorded if it is not
+	// acknowledged yet, else 0: an answer that rests on changes still
+	// unconfirmed (a 409 because of a grant that may yet be lost) waits
+	// for them too, so nobody is told of state that may vanish.
 	Record(p int, changes []locktable.Change) uint64
 	// Await blocks until position pos of p has been acknowledged by p's
 	// replica. An error means the changes are applied here but may be
@@ -298,10 +304,15 @@ func (s *Set) decide(p *part, w locktable.WaiterID, o Outcome, pend *pending) {
 }
 
 // record hands the touched state to the replicator. Called with p.mu
-// held; returns the position to await (0: nothing).
+// held; returns the position to await (0: nothing). With nothing
+// touched, that is the position of changes the answer rests on that are
+// not acknowledged yet.
 func (s *Set) record(p *part, now locktable.Time, pend *pending) uint64 {
-	if s.rep == nil || len(pend.names)+len(pend.sessions) == 0 {
+	if s.rep == nil {
 		return 0
+	}
+	if len(pend.names)+len(pend.sessions) == 0 {
+		return s.rep.Record(p.id, nil)
 	}
 	cs := make([]locktable.Change, 0, len(pend.names)+len(pend.sessions))
 	for _, n := range pend.names {
@@ -443,10 +454,19 @@ func (s *Set) tick(p *part, now locktable.Time) {
 		s.settle(&pend, nil)
 		return
 	}
-	timeouts := pending{outcome: pend.outcome}
-	pend.outcome = nil
-	s.settle(&timeouts, nil)
-	go func() { s.settle(&pend, s.await(p, pos)) }()
+	// A waiter's timeout also rests on the grant that kept it waiting: it
+	// is told once that is confirmed, or asked to retry.
+	go func() {
+		err := s.await(p, pos)
+		if err != nil {
+			for i, d := range pend.outcome {
+				if !d.o.Granted {
+					pend.outcome[i].o.Err = unconfirmed(p)
+				}
+			}
+		}
+		s.settle(&pend, err)
+	}()
 }
 
 // retryTick is how soon a partition whose deadlines could not be served
@@ -470,12 +490,24 @@ func (s *Set) run(p *part, op Op, f func(t *locktable.Table, now locktable.Time,
 	}
 	now := s.clock()
 	f(p.table, now, &pend)
+	changed := len(pend.names)+len(pend.sessions) > 0
 	pos := s.record(p, now, &pend)
 	s.rearm(p)
 	p.mu.Unlock()
 	err := s.await(p, pos)
+	if err != nil && !changed {
+		// Nothing of this request's own is at risk, only what it read:
+		// it did nothing, and may be asked again.
+		err = unconfirmed(p)
+	}
 	s.settle(&pend, err)
 	return err
+}
+
+// unconfirmed refuses an answer that rested on changes whose
+// confirmation failed.
+func unconfirmed(p *part) error {
+	return wire.Retry("partition " + strconv.Itoa(p.id) + " changed hands before what this answer rests on was confirmed; retry")
 }
 
 // LockAsync asks for name for session. If another session holds it and

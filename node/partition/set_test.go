@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/elock/elock/node/locktable"
+	"github.com/elock/elock/node/wire"
 )
 
 func newSet(t *testing.T, timeout time.Duration) *Set {
@@ -341,5 +342,126 @@ func TestContendedExclusion(t *testing.T) {
 		if n != rounds {
 			t.Errorf("worker %d did %d rounds", w, n)
 		}
+	}
+}
+
+// heldRep is a Replicator whose replica acknowledges nothing until the
+// test says so, or loses everything.
+type heldRep struct {
+	mu         sync.Mutex
+	seq, acked uint64
+	lost       bool
+	changed    chan struct{} // closed and replaced on ack or loss
+}
+
+func newHeldRep() *heldRep { return &heldRep{changed: make(chan struct{})} }
+
+func (r *heldRep) Admit(int, Op) error { return nil }
+func (r *heldRep) Expired(string)      {}
+
+func (r *heldRep) Record(_ int, cs []locktable.Change) uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(cs) == 0 {
+		if r.acked >= r.seq {
+			return 0
+		}
+		return r.seq
+	}
+	r.seq++
+	return r.seq
+}
+
+func (r *heldRep) Await(_ int, pos uint64) error {
+	for {
+		r.mu.Lock()
+		acked, lost, ch := r.acked, r.lost, r.changed
+		r.mu.Unlock()
+		switch {
+		case acked >= pos:
+			return nil
+		case lost:
+			return wire.Indeterminate("lost")
+		}
+		<-ch
+	}
+}
+
+// settle acknowledges everything recorded, or loses it.
+func (r *heldRep) settle(lose bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if lose {
+		r.lost = true
+	} else {
+		r.acked = r.seq
+	}
+	close(r.changed)
+	r.changed = make(chan struct{})
+}
+
+// An answer that rests on a grant not yet acknowledged (another session's
+// 409, a waiter's timeout) waits for it. If the grant is lost instead, the
+// grant's own request is told the outcome is unknown, and the others that
+// it did nothing and may retry: nobody hears of a holder that never was.
+func TestAnswersWaitForWhatTheyRestOn(t *testing.T) {
+	for _, lose := range []bool{false, true} {
+		t.Run(fmt.Sprint("lose=", lose), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				rep := newHeldRep()
+				s, err := New(Config{Partitions: 1, Limits: locktable.Limits{MaxWaiters: 10, DefaultTimeout: time.Minute}, Epoch: 1, AutoEpoch: true, Replicator: rep})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer s.Close()
+				ctx := context.Background()
+				type answer struct {
+					r   locktable.Result
+					err error
+				}
+				lock := func(session string, wait time.Duration) chan answer {
+					ch := make(chan answer, 1)
+					go func() {
+						r, err := s.Lock(ctx, session, []byte("x"), wait)
+						ch <- answer{r, err}
+					}()
+					return ch
+				}
+				for _, id := range []string{"a", "b", "c"} {
+					go s.Attach(id, "home")
+				}
+				synctest.Wait()
+				rep.settle(false) // the sessions are recorded
+				synctest.Wait()
+
+				grant := lock("a", 0)
+				synctest.Wait()
+				plain, waiter := lock("b", 0), lock("c", time.Second)
+				time.Sleep(2 * time.Second) // past the waiter's timeout
+				synctest.Wait()
+				for name, ch := range map[string]chan answer{"grant": grant, "409": plain, "timeout": waiter} {
+					if len(ch) != 0 {
+						t.Fatalf("the %s was answered before the grant was acknowledged: %+v", name, <-ch)
+					}
+				}
+				rep.settle(lose)
+				g, p, w := <-grant, <-plain, <-waiter
+				var we *wire.Error
+				if !lose {
+					if g.err != nil || g.r.Status != locktable.Granted || p.r.Status != locktable.Unavailable || w.r.Status != locktable.Unavailable {
+						t.Fatalf("acknowledged: grant %+v, 409 %+v, timeout %+v", g, p, w)
+					}
+					return
+				}
+				if !errors.As(g.err, &we) || !we.Indeterminate() {
+					t.Errorf("lost grant: %+v, want an unknown outcome", g)
+				}
+				for name, a := range map[string]answer{"409": p, "timeout": w} {
+					if !errors.As(a.err, &we) || !we.Retryable() {
+						t.Errorf("%s resting on a lost grant: %+v, want a retryable refusal", name, a)
+					}
+				}
+			})
+		})
 	}
 }
