@@ -369,6 +369,20 @@ func (c *Cluster) Kill(i int) {
 	}
 }
 
+// DumpStacks ends every running or paused node with its goroutines'
+// stacks in its log, for the report of a cluster that failed to recover.
+// The nodes count as killed afterwards.
+func (c *Cluster) DumpStacks() {
+	var wg sync.WaitGroup
+	for i := range c.slots {
+		n, _, ok := c.take(i, killed, running, paused)
+		if ok {
+			wg.Go(func() { n.Process.DumpStacks(StopTimeout) })
+		}
+	}
+	wg.Wait()
+}
+
 // Stop sends node i SIGTERM and waits up to StopTimeout for it to leave
 // the mesh and exit with status 0; it is killed after that. The error
 // says what went wrong.

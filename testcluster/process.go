@@ -277,9 +277,15 @@ func (p *Process) Stop(limit time.Duration) (time.Duration, error) {
 	select {
 	case <-p.done:
 	case <-time.After(limit):
-		p.cmd.Process.Kill()
-		<-p.done
-		return time.Since(start), fmt.Errorf("elockd did not exit within %v of SIGTERM and was killed", limit)
+		// Its goroutines' stacks, in its log, say where it hung.
+		p.signal(syscall.SIGQUIT)
+		select {
+		case <-p.done:
+		case <-time.After(5 * time.Second):
+			p.cmd.Process.Kill()
+			<-p.done
+		}
+		return time.Since(start), fmt.Errorf("elockd did not exit within %v of SIGTERM; its stacks are in its log", limit)
 	}
 	d := time.Since(start)
 	if !p.state.Success() {
@@ -293,6 +299,21 @@ func (p *Process) Kill() {
 	p.markStopping()
 	p.signal(syscall.SIGKILL)
 	<-p.done
+}
+
+// DumpStacks makes the process write every goroutine's stack into its
+// log and exit (SIGQUIT, after SIGCONT in case it is paused), waiting up
+// to limit before it kills it.
+func (p *Process) DumpStacks(limit time.Duration) {
+	p.markStopping()
+	p.signal(syscall.SIGCONT)
+	p.signal(syscall.SIGQUIT)
+	select {
+	case <-p.done:
+	case <-time.After(limit):
+		p.cmd.Process.Kill()
+		<-p.done
+	}
 }
 
 // Pause stops the process with SIGSTOP, as a long GC pause would. The

@@ -197,6 +197,10 @@ func runSeed(t *testing.T, net *nemesis.Net, seed uint64, duration time.Duration
 		if err := os.WriteFile(filepath.Join(dir, "schedule.txt"), []byte(sched.String()), 0o644); err != nil {
 			t.Error(err)
 		}
+		if runErr != nil || recovered != nil {
+			// Why it did not recover is in the nodes' goroutines.
+			c.DumpStacks()
+		}
 		if err := c.SaveLogs(filepath.Join(dir, "logs")); err != nil {
 			t.Error(err)
 		}
@@ -207,6 +211,9 @@ func runSeed(t *testing.T, net *nemesis.Net, seed uint64, duration time.Duration
 		}
 		t.Errorf("seed %d failed; report in %s; replay with %s=%d %s=%v go test -run 'TestNemesis/seed=%d$' ./testcluster/nemesis/",
 			seed, dir, envSeeds, seed, envDuration, duration, seed)
+	}
+	if notes := w.Notes(); len(notes) > 0 {
+		t.Logf("seed %d: first refusals and unknown outcomes:\n  %s", seed, strings.Join(notes, "\n  "))
 	}
 	avail := nemesis.Measure(h, steps)
 	for _, a := range avail {

@@ -65,8 +65,7 @@ const chain = "ELOCK_NEMESIS"
 
 // Net cuts and heals traffic between nodes, by address.
 type Net struct {
-	mu    sync.Mutex // serialises iptables calls
-	rules int        // rules installed since the last heal
+	mu sync.Mutex // serialises iptables calls
 }
 
 // NewNet prepares the firewall chain. It refuses to run outside the
@@ -99,7 +98,6 @@ func (n *Net) ipt(args ...string) error {
 func (n *Net) Drop(from, to string) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	n.rules++
 	return n.ipt("-A", chain, "-s", from, "-d", to, "-j", "DROP")
 }
 
@@ -122,7 +120,6 @@ func (n *Net) Cut(a, b []string) error {
 func (n *Net) Heal() error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	n.rules = 0
 	return n.ipt("-F", chain)
 }
 

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -57,8 +58,9 @@ type Workload struct {
 	wg    sync.WaitGroup
 
 	ops, acquired, unavailable, unlocked, refused, unknown, errs, resumes, fresh atomic.Int64
-	errMu                                                                        sync.Mutex
+	errMu                                                                        sync.Mutex // guards firstErr and notes
 	firstErr                                                                     error
+	notes                                                                        []string
 
 	ansMu    sync.Mutex
 	answered map[string]time.Duration // name -> latest invocation answered definitely
@@ -116,6 +118,27 @@ func (w *Workload) Now() time.Duration { return w.rec.Now() }
 
 // Fence is the fenced resource every grant was written to.
 func (w *Workload) Fence() *history.FencedResource { return w.fence }
+
+// maxNotes bounds how many refusals and unknown outcomes are kept.
+const maxNotes = 20
+
+// note keeps the first refusals and unknown outcomes, with their reasons,
+// for a test to show when it counted more than it allows.
+func (w *Workload) note(req, reply string) {
+	w.errMu.Lock()
+	defer w.errMu.Unlock()
+	if len(w.notes) < maxNotes {
+		w.notes = append(w.notes, fmt.Sprintf("%v %s: %s", w.rec.Now().Round(time.Millisecond), req, reply))
+	}
+}
+
+// Notes returns the first refusals and unknown outcomes the clients saw,
+// each stamped with the history's clock.
+func (w *Workload) Notes() []string {
+	w.errMu.Lock()
+	defer w.errMu.Unlock()
+	return slices.Clone(w.notes)
+}
 
 // Counts returns what the clients saw so far.
 func (w *Workload) Counts() Counts {
@@ -366,6 +389,7 @@ func (c *client) lock(name string, wait int) {
 	lines, err := c.do(c.w.cfg.ReplyTimeout+time.Duration(wait)*time.Second, req, "token "+name)
 	if err != nil {
 		c.w.unknown.Add(1)
+		c.w.note(req, err.Error())
 		p.Unknown()
 		// A grant made as the connection was lost may be released by the
 		// server, which cannot deliver it, before a resume completes.
@@ -392,9 +416,11 @@ func (c *client) lock(name string, wait int) {
 		p.Return(history.Result{Status: history.Unavailable})
 	case strings.HasPrefix(lines[0], "503 "):
 		c.w.refused.Add(1)
+		c.w.note(req, lines[0])
 		p.Return(history.Result{Status: history.Refused})
 	case strings.HasPrefix(lines[0], "504 "):
 		c.w.unknown.Add(1)
+		c.w.note(req, lines[0])
 		p.Unknown()
 		c.held[name] = true // maybe: release it to be sure
 	default:
@@ -409,6 +435,7 @@ func (c *client) unlock(name string) {
 	lines, err := c.do(c.w.cfg.ReplyTimeout, "unlock "+name)
 	if err != nil {
 		c.w.unknown.Add(1)
+		c.w.note("unlock "+name, err.Error())
 		p.Unknown()
 		c.drop()
 		return
@@ -429,9 +456,11 @@ func (c *client) unlock(name string) {
 		delete(c.held, name)
 	case strings.HasPrefix(l, "503 "):
 		c.w.refused.Add(1)
+		c.w.note("unlock "+name, l)
 		p.Return(history.Result{Status: history.Refused})
 	case strings.HasPrefix(l, "504 "):
 		c.w.unknown.Add(1)
+		c.w.note("unlock "+name, l)
 		p.Unknown()
 	default:
 		c.w.fail(fmt.Errorf("client %d: unlock %s: unexpected reply %q", c.id, name, l))
@@ -445,6 +474,7 @@ func (c *client) unlockAll() {
 	lines, err := c.do(c.w.cfg.ReplyTimeout, "unlock_all")
 	if err != nil {
 		c.w.unknown.Add(1)
+		c.w.note("unlock_all", err.Error())
 		p.Unknown()
 		c.drop()
 		return
@@ -455,9 +485,11 @@ func (c *client) unlockAll() {
 		clear(c.held)
 	case strings.HasPrefix(l, "503 "):
 		c.w.refused.Add(1)
+		c.w.note("unlock_all", l)
 		p.Return(history.Result{Status: history.Refused})
 	case strings.HasPrefix(l, "504 "):
 		c.w.unknown.Add(1)
+		c.w.note("unlock_all", l)
 		p.Unknown()
 	default:
 		c.w.fail(fmt.Errorf("client %d: unlock_all: unexpected reply %q", c.id, l))
