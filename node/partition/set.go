@@ -657,7 +657,7 @@ func (s *Set) Token(session string, name []byte) (uint64, locktable.Status, erro
 		tok uint64
 		st  locktable.Status
 	)
-	err := s.read(s.partOf(name), func(t *locktable.Table, _ locktable.Time) {
+	err := s.readConfirmed(s.partOf(name), func(t *locktable.Table, _ locktable.Time) {
 		tok, st = t.Token(session, name)
 	})
 	return tok, st, err
@@ -666,10 +666,30 @@ func (s *Set) Token(session string, name []byte) (uint64, locktable.Status, erro
 // Info reports on name as session sees it.
 func (s *Set) Info(session string, name []byte) (locktable.Info, error) {
 	var in locktable.Info
-	err := s.read(s.partOf(name), func(t *locktable.Table, now locktable.Time) {
+	err := s.readConfirmed(s.partOf(name), func(t *locktable.Table, now locktable.Time) {
 		in = t.Info(now, session, name)
 	})
 	return in, err
+}
+
+// readConfirmed is read for an answer a client acts on (token after a
+// 504 says whether the lock is held): it returns once the changes the
+// answer rests on are acknowledged, or refuses it as retryable.
+func (s *Set) readConfirmed(p *part, f func(t *locktable.Table, now locktable.Time)) error {
+	var pos uint64
+	err := s.read(p, func(t *locktable.Table, now locktable.Time) {
+		f(t, now)
+		if s.rep != nil {
+			pos = s.rep.Record(p.id, nil)
+		}
+	})
+	if err != nil {
+		return err
+	}
+	if s.await(p, pos) != nil {
+		return unconfirmed(p)
+	}
+	return nil
 }
 
 func (s *Set) read(p *part, f func(t *locktable.Table, now locktable.Time)) error {

@@ -437,26 +437,31 @@ func TestAnswersWaitForWhatTheyRestOn(t *testing.T) {
 				grant := lock("a", 0)
 				synctest.Wait()
 				plain, waiter := lock("b", 0), lock("c", time.Second)
+				token := make(chan answer, 1)
+				go func() {
+					_, st, err := s.Token("a", []byte("x"))
+					token <- answer{locktable.Result{Status: st}, err}
+				}()
 				time.Sleep(2 * time.Second) // past the waiter's timeout
 				synctest.Wait()
-				for name, ch := range map[string]chan answer{"grant": grant, "409": plain, "timeout": waiter} {
+				for name, ch := range map[string]chan answer{"grant": grant, "409": plain, "timeout": waiter, "token": token} {
 					if len(ch) != 0 {
 						t.Fatalf("the %s was answered before the grant was acknowledged: %+v", name, <-ch)
 					}
 				}
 				rep.settle(lose)
-				g, p, w := <-grant, <-plain, <-waiter
+				g, p, w, tk := <-grant, <-plain, <-waiter, <-token
 				var we *wire.Error
 				if !lose {
-					if g.err != nil || g.r.Status != locktable.Granted || p.r.Status != locktable.Unavailable || w.r.Status != locktable.Unavailable {
-						t.Fatalf("acknowledged: grant %+v, 409 %+v, timeout %+v", g, p, w)
+					if g.err != nil || g.r.Status != locktable.Granted || p.r.Status != locktable.Unavailable || w.r.Status != locktable.Unavailable || tk.r.Status != locktable.Granted {
+						t.Fatalf("acknowledged: grant %+v, 409 %+v, timeout %+v, token %+v", g, p, w, tk)
 					}
 					return
 				}
 				if !errors.As(g.err, &we) || !we.Indeterminate() {
 					t.Errorf("lost grant: %+v, want an unknown outcome", g)
 				}
-				for name, a := range map[string]answer{"409": p, "timeout": w} {
+				for name, a := range map[string]answer{"409": p, "timeout": w, "token": tk} {
 					if !errors.As(a.err, &we) || !we.Retryable() {
 						t.Errorf("%s resting on a lost grant: %+v, want a retryable refusal", name, a)
 					}
