@@ -321,6 +321,7 @@ func (r *Router) releaseEverywhere(ctx context.Context, id string) error {
 		wg       sync.WaitGroup
 		mu       sync.Mutex
 		firstErr error
+		released uint64
 	)
 	// One request per owner node would do; one per partition keeps the
 	// following of moved partitions simple, and they run in parallel.
@@ -334,16 +335,25 @@ func (r *Router) releaseEverywhere(ctx context.Context, id string) error {
 			var pe peer.Enc
 			pe.Str(id)
 			pe.Uint(uint64(p))
-			if _, err := r.route(ctx, p, mRelease, pe.B, true); err != nil {
-				mu.Lock()
+			b, err := r.route(ctx, p, mRelease, pe.B, true)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
 				if firstErr == nil {
 					firstErr = err
 				}
-				mu.Unlock()
+				return
 			}
+			d := peer.Dec{B: b}
+			released += d.Uint()
 		}()
 	}
 	wg.Wait()
+	// A refusal says nothing happened: not so once some locks were let go.
+	var we *wire.Error
+	if firstErr != nil && released > 0 && !(errors.As(firstErr, &we) && we.Indeterminate()) {
+		return wire.Indeterminate(fmt.Sprintf("released %d lock(s), but not in every partition (%s); outcome unknown, send it again", released, reason(firstErr)))
+	}
 	return firstErr
 }
 
