@@ -117,6 +117,12 @@ func (m *model) lock(now locktable.Time, s, name string, w locktable.WaiterID, d
 func (m *model) release(now locktable.Time, name string) []locktable.Effect {
 	l := m.locks[name]
 	var fx []locktable.Effect
+	// Waiters past their deadline have timed out, ticked or not.
+	for len(l.queue) > 0 && l.queue[0].deadline <= now {
+		w := l.queue[0]
+		l.queue = l.queue[1:]
+		fx = append(fx, locktable.Effect{Kind: locktable.WaiterTimedOut, Waiter: w.id, Session: w.session, Name: name})
+	}
 	if len(l.queue) == 0 {
 		delete(m.locks, name)
 		if m.changes {

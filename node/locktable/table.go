@@ -387,6 +387,15 @@ func (t *Table) detachHolder(l *lock) {
 // queued waiter. The holder record is left for the caller to drop.
 func (t *Table) release(now Time, l *lock) {
 	t.detachHolder(l)
+	// A waiter past its deadline has timed out even if no Tick said so
+	// yet (an owner without a lease ticks nothing): its client was told,
+	// or is about to be, that it did not get the lock.
+	for w := l.qhead; w != nil && w.deadline <= now; w = l.qhead {
+		h := w.h
+		t.unqueue(w)
+		t.dropIfIdle(h)
+		t.effect(Effect{Kind: WaiterTimedOut, Waiter: w.id, Session: h.id, Name: l.name})
+	}
 	w := l.qhead
 	if w == nil {
 		delete(t.locks, l.name)

@@ -109,6 +109,29 @@ next
 `,
 		},
 		{
+			// No Tick ran (an owner without a lease ticks nothing), but a
+			// waiter past its deadline is never handed the lock: its
+			// client has been told it timed out.
+			name:   "a hand-over skips waiters past their deadline",
+			limits: defaultLimits,
+			script: `
+lock 0s s1 a
+  granted 1.1
+lock 0s s2 a wait=1 until=10s
+  queued
+lock 0s s3 a wait=2 until=30s
+  queued
+unlock 20s s1 a
+  unlocked
+  > timed-out w1 s2 a
+  > granted w2 s3 a 1.2
+unlock 40s s3 a
+  unlocked
+counts
+  locks=0 waiters=0 sessions=0
+`,
+		},
+		{
 			name:   "a session's later waiters are granted with its first",
 			limits: defaultLimits,
 			script: `
