@@ -21,8 +21,11 @@ const (
 	// ConvergeTimeout bounds how long New waits for a new cluster to
 	// converge.
 	ConvergeTimeout = 60 * time.Second
-	// StopTimeout bounds a graceful Stop, which includes leaving the mesh.
-	StopTimeout = 60 * time.Second
+	// StopTimeout bounds a graceful Stop, which includes leaving the mesh:
+	// longer than elockd's own -leave-timeout (1m), so that a leave that
+	// cannot finish is cut short by the node, as in production, and the
+	// harness sees how it exits rather than racing it.
+	StopTimeout = 90 * time.Second
 	// LogsEnv, when set in the environment, makes a cluster print every
 	// node's log at cleanup even when the test passed.
 	LogsEnv = "ELOCK_TESTCLUSTER_LOGS"
