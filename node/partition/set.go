@@ -546,6 +546,12 @@ func (s *Set) LockAsync(session string, name []byte, wait time.Duration, done Do
 		return locktable.Result{}, nil, lerr
 	}
 	if err != nil {
+		// A request left queued behind an error would be granted with
+		// nobody to hear of it: withdraw it. If its outcome was decided
+		// meanwhile, done carries that outcome instead of the error.
+		if w != nil && !s.Cancel(w) {
+			return res, w, nil
+		}
 		// Refused, or granted here without the replica's confirmation.
 		return locktable.Result{}, nil, err
 	}

@@ -436,7 +436,7 @@ func TestAnswersWaitForWhatTheyRestOn(t *testing.T) {
 
 				grant := lock("a", 0)
 				synctest.Wait()
-				plain, waiter := lock("b", 0), lock("c", time.Second)
+				plain, waiter, queued := lock("b", 0), lock("c", time.Second), lock("d", time.Hour)
 				token := make(chan answer, 1)
 				go func() {
 					_, st, err := s.Token("a", []byte("x"))
@@ -444,7 +444,7 @@ func TestAnswersWaitForWhatTheyRestOn(t *testing.T) {
 				}()
 				time.Sleep(2 * time.Second) // past the waiter's timeout
 				synctest.Wait()
-				for name, ch := range map[string]chan answer{"grant": grant, "409": plain, "timeout": waiter, "token": token} {
+				for name, ch := range map[string]chan answer{"grant": grant, "409": plain, "timeout": waiter, "token": token, "queued wait": queued} {
 					if len(ch) != 0 {
 						t.Fatalf("the %s was answered before the grant was acknowledged: %+v", name, <-ch)
 					}
@@ -453,18 +453,29 @@ func TestAnswersWaitForWhatTheyRestOn(t *testing.T) {
 				g, p, w, tk := <-grant, <-plain, <-waiter, <-token
 				var we *wire.Error
 				if !lose {
-					if g.err != nil || g.r.Status != locktable.Granted || p.r.Status != locktable.Unavailable || w.r.Status != locktable.Unavailable || tk.r.Status != locktable.Granted {
+					if g.err != nil || g.r.Status != locktable.Granted || p.r.Status != locktable.Unavailable || w.r.Status != locktable.Unavailable || tk.r.Status != locktable.Granted || len(queued) != 0 {
 						t.Fatalf("acknowledged: grant %+v, 409 %+v, timeout %+v, token %+v", g, p, w, tk)
+					}
+					go s.Unlock("a", []byte("x"))
+					synctest.Wait()
+					rep.settle(false)
+					if q := <-queued; q.err != nil || q.r.Status != locktable.Granted {
+						t.Fatalf("the queued wait after the unlock: %+v", q)
 					}
 					return
 				}
 				if !errors.As(g.err, &we) || !we.Indeterminate() {
 					t.Errorf("lost grant: %+v, want an unknown outcome", g)
 				}
-				for name, a := range map[string]answer{"409": p, "timeout": w, "token": tk} {
+				for name, a := range map[string]answer{"409": p, "timeout": w, "token": tk, "queued wait": <-queued} {
 					if !errors.As(a.err, &we) || !we.Retryable() {
 						t.Errorf("%s resting on a lost grant: %+v, want a retryable refusal", name, a)
 					}
+				}
+				// A refused wait is not left queued, to be granted later to
+				// a client that was told nothing happened.
+				if n := s.Counts().Waiters; n != 0 {
+					t.Errorf("%d waiter(s) still queued after their requests were refused", n)
 				}
 			})
 		})
