@@ -38,7 +38,8 @@ func (w *meshWait) run() {
 	r := w.r
 	p := r.partOf([]byte(w.name))
 	// maybe: a request went unanswered, so an owner may have granted it.
-	maybe := false
+	// sent: a request went out, so one may still be queued somewhere.
+	maybe, sent := false, false
 	for {
 		w.mu.Lock()
 		canceled, finished := w.canceled, w.finished
@@ -50,8 +51,8 @@ func (w *meshWait) run() {
 			w.settleCanceled()
 			return
 		}
-		if err := w.ctx.Err(); err != nil {
-			w.deliver(partition.Outcome{Err: err}) // shutting down
+		if w.ctx.Err() != nil {
+			w.shutDown(sent)
 			return
 		}
 		left := time.Until(w.deadline)
@@ -81,6 +82,7 @@ func (w *meshWait) run() {
 		// The request's own context lives as long as the wait may: a
 		// local owner withdraws the wait if it ends.
 		ctx, cancel := context.WithDeadline(w.ctx, w.deadline.Add(routeTimeout))
+		sent = true
 		b, err := r.callOwner(ctx, p, n, mLockWait, lockPayload(w.s, []byte(w.name), left, req))
 		cancel()
 		w.mu.Lock()
@@ -105,7 +107,7 @@ func (w *meshWait) run() {
 		var we *wire.Error
 		switch {
 		case w.ctx.Err() != nil:
-			w.deliver(partition.Outcome{Err: w.ctx.Err()})
+			w.shutDown(sent)
 			return
 		case errors.Is(err, peer.ErrLost):
 			// As below; and the lost request may have been granted, which
@@ -161,6 +163,18 @@ func (w *meshWait) settleCanceled() {
 		return
 	}
 	w.deliver(partition.Outcome{})
+}
+
+// shutDown ends a wait because this node is shutting down. Once a
+// request has gone out it may still be queued at an owner, and granted to
+// the session (which lives on elsewhere) after this connection closes:
+// the client must not hear "nothing happened".
+func (w *meshWait) shutDown(sent bool) {
+	if !sent {
+		w.deliver(partition.Outcome{Err: w.ctx.Err()})
+		return
+	}
+	w.deliver(partition.Outcome{Err: wire.Indeterminate("lock " + w.name + ": this node is shutting down while the wait may still be queued; outcome unknown, ask token after resuming")})
 }
 
 // settleLate ends a wait whose time ran out after a request went

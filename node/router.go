@@ -133,6 +133,9 @@ func (r *Router) route(ctx context.Context, p int, method byte, payload []byte, 
 			last = errors.New("the partition table is not ready")
 		}
 		if errors.Is(ctx.Err(), context.Canceled) {
+			if maybe && !readOnly(method) {
+				return nil, wire.Indeterminate("partition " + strconv.Itoa(p) + ": request abandoned (" + ctx.Err().Error() + ") after it may have been carried out; outcome unknown")
+			}
 			return nil, ctx.Err()
 		}
 		if ctx.Err() != nil || time.Now().After(deadline) {

@@ -416,6 +416,41 @@ func TestRequestsLeaveAPausedOwner(t *testing.T) {
 	}
 }
 
+// A node that shuts down while a client's wait is queued at another
+// owner cannot be sure to withdraw it: the session lives on (the client
+// resumes elsewhere) and may yet be granted the lock. The client must not
+// hear "503 nothing happened".
+func TestWaitAcrossHomeShutdownIsNotRefused(t *testing.T) {
+	c := testcluster.New(t, testcluster.Options{Nodes: 3})
+	home := c.Node(0).ID
+	name := nameOwnedBy(t, c, "shutwait", func(o, _ string) bool { return o != home })
+	if got := c.Raw(1).Do("lock " + name); got != "200 Acquired" {
+		t.Fatalf("lock %s: %q", name, got)
+	}
+	waiter := c.Raw(0)
+	waiter.Timeout = 2 * testcluster.StopTimeout
+	if err := waiter.Send("lock " + name + " 60"); err != nil {
+		t.Fatal(err)
+	}
+	probe := c.Raw(1)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if _, info := probe.Block("info " + name); info["waiters"] == "1" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the waiter never queued")
+		}
+	}
+	stopped := make(chan error, 1)
+	go func() { stopped <- c.Stop(0) }()
+	if got, err := waiter.Line(); err == nil && strings.HasPrefix(got, "503 ") {
+		t.Errorf("a wait cut short by its home's shutdown was answered %q, as if nothing had happened", got)
+	}
+	if err := <-stopped; err != nil {
+		t.Errorf("stopping the home: %v", err)
+	}
+}
+
 // With -data-dir the partition table, and so the epochs tokens carry,
 // survive a restart of the whole cluster: tokens keep growing.
 func TestDataDirTokensSurviveFullRestart(t *testing.T) {
