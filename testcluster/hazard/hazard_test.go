@@ -417,18 +417,20 @@ func TestRequestsLeaveAPausedOwner(t *testing.T) {
 }
 
 // A node that shuts down while a client's wait is queued at another
-// owner cannot be sure to withdraw it: the session lives on (the client
-// resumes elsewhere) and may yet be granted the lock. The client must not
-// hear "503 nothing happened".
-func TestWaitAcrossHomeShutdownIsNotRefused(t *testing.T) {
+// owner withdraws it or says the outcome is unknown: the session lives on
+// (the client resumes elsewhere), and a client told "503, nothing
+// happened" must not find its session handed the lock later.
+func TestWaitCutShortByHomeShutdown(t *testing.T) {
 	c := testcluster.New(t, testcluster.Options{Nodes: 3})
 	home := c.Node(0).ID
 	name := nameOwnedBy(t, c, "shutwait", func(o, _ string) bool { return o != home })
-	if got := c.Raw(1).Do("lock " + name); got != "200 Acquired" {
+	holder := c.Raw(1)
+	if got := holder.Do("lock " + name); got != "200 Acquired" {
 		t.Fatalf("lock %s: %q", name, got)
 	}
 	waiter := c.Raw(0)
 	waiter.Timeout = 2 * testcluster.StopTimeout
+	id := strings.TrimPrefix(waiter.Do("conn_id"), "200 ")
 	if err := waiter.Send("lock " + name + " 60"); err != nil {
 		t.Fatal(err)
 	}
@@ -443,11 +445,29 @@ func TestWaitAcrossHomeShutdownIsNotRefused(t *testing.T) {
 	}
 	stopped := make(chan error, 1)
 	go func() { stopped <- c.Stop(0) }()
-	if got, err := waiter.Line(); err == nil && strings.HasPrefix(got, "503 ") {
-		t.Errorf("a wait cut short by its home's shutdown was answered %q, as if nothing had happened", got)
-	}
+	reply, _ := waiter.Line()
 	if err := <-stopped; err != nil {
 		t.Errorf("stopping the home: %v", err)
+	}
+	// The client resumes elsewhere and the holder lets go: if it was told
+	// that nothing happened, its session must not be handed the lock.
+	resumed := c.Raw(2)
+	if got := resumed.Do("conn_id " + id); got != "200 conn id set" {
+		t.Fatalf("resume: %q", got)
+	}
+	if got := holder.Do("unlock " + name); got != "200 Unlocked" {
+		t.Fatalf("unlock: %q", got)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if _, info := probe.Block("info " + name); info["waiters"] == "0" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the wait is still queued 10 s after its home stopped")
+		}
+	}
+	if got := resumed.Do("token " + name); strings.HasPrefix(reply, "503 ") && strings.HasPrefix(got, "200 ") {
+		t.Errorf("the wait was answered %q, as if nothing had happened, yet its session was granted the lock (token %q)", reply, got)
 	}
 }
 
