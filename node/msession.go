@@ -370,9 +370,8 @@ func (s *sessions) hAttach(ctx context.Context, b []byte) ([]byte, error) {
 		}
 		// Unreachable: the home's renewals stop or it closes the
 		// connection within the home lease; wait that out, no longer.
-		// With no renewal seen here, the full lease from now.
 		last, seen := s.lastRenewal(id)
-		if seen && time.Since(last) > s.homeLease+time.Second || time.Now().After(deadline) {
+		if !seen || time.Since(last) > s.homeLease+time.Second || time.Now().After(deadline) {
 			set.Detach(id, rec.Epoch)
 			continue
 		}
