@@ -66,6 +66,21 @@ func verify(t *testing.T, w *workload.Workload) workload.Counts {
 	return counts
 }
 
+// waitWaiters waits up to 10 s until info NAME, asked through conn,
+// counts want waiters.
+func waitWaiters(t *testing.T, conn *testcluster.Conn, name, want string) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		_, info := conn.Block("info " + name)
+		if info["waiters"] == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("info %s: %s waiter(s) after 10 s, want %s", name, info["waiters"], want)
+		}
+	}
+}
+
 // holder is a raw client that holds a lock through one node.
 type holder struct {
 	t     *testing.T
@@ -394,14 +409,7 @@ func TestRequestsLeaveAPausedOwner(t *testing.T) {
 		t.Fatal(err)
 	}
 	probe := c.Raw(0)
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if _, info := probe.Block("info " + waited); info["waiters"] == "1" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the waiter never queued")
-		}
-	}
+	waitWaiters(t, probe, waited, "1")
 
 	c.Pause(c.IndexOf(owner))
 	defer c.Resume(c.IndexOf(owner))
@@ -435,14 +443,7 @@ func TestWaitCutShortByHomeShutdown(t *testing.T) {
 		t.Fatal(err)
 	}
 	probe := c.Raw(1)
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if _, info := probe.Block("info " + name); info["waiters"] == "1" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the waiter never queued")
-		}
-	}
+	waitWaiters(t, probe, name, "1")
 	stopped := make(chan error, 1)
 	go func() { stopped <- c.Stop(0) }()
 	reply, _ := waiter.Line()
@@ -458,14 +459,7 @@ func TestWaitCutShortByHomeShutdown(t *testing.T) {
 	if got := holder.Do("unlock " + name); got != "200 Unlocked" {
 		t.Fatalf("unlock: %q", got)
 	}
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if _, info := probe.Block("info " + name); info["waiters"] == "0" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the wait is still queued 10 s after its home stopped")
-		}
-	}
+	waitWaiters(t, probe, name, "0")
 	if got := resumed.Do("token " + name); strings.HasPrefix(reply, "503 ") && strings.HasPrefix(got, "200 ") {
 		t.Errorf("the wait was answered %q, as if nothing had happened, yet its session was granted the lock (token %q)", reply, got)
 	}
