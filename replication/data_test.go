@@ -2,7 +2,10 @@ package replication
 
 import (
 	"errors"
+	"fmt"
+	"io"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -107,5 +110,135 @@ func TestGrantUnconfirmedWhenOwnershipEnds(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("the grant still waits after the partition moved")
+	}
+}
+
+// gate forwards TCP connections to a backend; while closed, it holds
+// back what the backend sends, so a test can decide when a reply lands.
+type gate struct {
+	ln      net.Listener
+	backend string
+	mu      sync.Mutex
+	open    *sync.Cond
+	shut    bool
+}
+
+func newGate(t *testing.T, backend string) *gate {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &gate{ln: ln, backend: backend}
+	g.open = sync.NewCond(&g.mu)
+	t.Cleanup(func() { g.set(false); ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			b, err := net.Dial("tcp", backend)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			go func() { io.Copy(b, c); b.Close() }()
+			go func() {
+				buf := make([]byte, 64<<10)
+				for {
+					n, err := b.Read(buf)
+					g.mu.Lock()
+					for g.shut {
+						g.open.Wait()
+					}
+					g.mu.Unlock()
+					if n > 0 {
+						if _, werr := c.Write(buf[:n]); werr != nil {
+							break
+						}
+					}
+					if err != nil {
+						break
+					}
+				}
+				c.Close()
+			}()
+		}
+	}()
+	return g
+}
+
+func (g *gate) addr() string { return g.ln.Addr().String() }
+
+// set holds back (true) or lets through (false) what the backend sends.
+func (g *gate) set(hold bool) {
+	g.mu.Lock()
+	g.shut = hold
+	g.mu.Unlock()
+	g.open.Broadcast()
+}
+
+// An acknowledgement that lands after the partition moved to a new epoch
+// (same owner, same replica) is ignored; the owner must still get every
+// recorded position confirmed, without waiting for another change.
+func TestAckAcrossEpochChange(t *testing.T) {
+	a, b := startData(t, "a"), startData(t, "b")
+	g := newGate(t, b.addr)
+	at := func(index, epoch uint64) *State {
+		st := table(index, Part{Epoch: epoch, Owner: "a", ONonce: "a-1", Replica: "b", RNonce: "b-1", Mode: Fresh}, a, b)
+		n := st.Nodes["b"]
+		n.PeerAddr = g.addr()
+		st.Nodes["b"] = n
+		return st
+	}
+	st1 := at(1, 1)
+	for _, n := range []*dataNode{a, b} {
+		n.data.Apply(&State{}, st1, []int{0})
+	}
+	waitFor(t, "the replica to sync", func() bool { return a.data.Synced()[0] == 1 })
+
+	// The replica applies the grant, but its acknowledgement is held back
+	// until the owner has moved to epoch 2.
+	g.set(true)
+	rl := b.data.parts[0]
+	rl.mu.Lock()
+	before := rl.rseq
+	rl.mu.Unlock()
+	got := make(chan error, 1)
+	go func() {
+		res, _, err := a.set.LockAsync("s1", []byte("x"), 0, nil)
+		if err == nil && res.Status != locktable.Granted {
+			err = fmt.Errorf("status %v", res.Status)
+		}
+		got <- err
+	}()
+	waitFor(t, "the replica to apply the grant", func() bool {
+		rl.mu.Lock()
+		defer rl.mu.Unlock()
+		return rl.rseq > before
+	})
+	st2 := at(2, 2)
+	a.data.Apply(st1, st2, []int{0})
+	g.set(false)
+	b.data.Apply(st1, st2, []int{0})
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatalf("grant across the epoch change: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the grant still waits for a confirmation nothing will send")
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

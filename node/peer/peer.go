@@ -494,9 +494,10 @@ func (c *Client) Call(ctx context.Context, method byte, payload []byte) ([]byte,
 
 // Go sends a request without waiting for its reply: done is called once
 // with the reply or the error, on the connection's reader goroutine (so it
-// must not block), or on the caller's goroutine if the request could not
-// be sent. Requests from one goroutine are sent in the order of the Go
-// calls, and the remote server reads them in that order.
+// must not block), on the caller's goroutine if the request could not be
+// sent, or on a goroutine of its own with ErrLost if ctx ends first.
+// Requests from one goroutine are sent in the order of the Go calls, and
+// the remote server reads them in that order.
 func (c *Client) Go(ctx context.Context, method byte, payload []byte, done func([]byte, error)) {
 	if method < MinMethod {
 		done(nil, fmt.Errorf("peer: method %d is reserved", method))
@@ -522,14 +523,34 @@ func (c *Client) Go(ctx context.Context, method byte, payload []byte, done func(
 		done(nil, fmt.Errorf("%w: %s: connection closed", ErrUnreachable, c.addr))
 		return
 	}
-	cc.pending[id] = ch
-	cc.callbacks[id] = done
-	cc.mu.Unlock()
-	if err := cc.out.send(method, id, payload); err != nil {
+	// Whoever takes id out of the maps calls done: the reader, the
+	// connection's end, or ctx ending. A connection that goes silent
+	// without breaking (a partition that drops packets) would otherwise
+	// keep the caller waiting until TCP gives up, many minutes later.
+	var stop func() bool
+	take := func() bool {
 		cc.mu.Lock()
+		defer cc.mu.Unlock()
+		if _, ok := cc.callbacks[id]; !ok {
+			return false
+		}
 		delete(cc.pending, id)
 		delete(cc.callbacks, id)
-		cc.mu.Unlock()
+		return true
+	}
+	cc.pending[id] = ch
+	cc.callbacks[id] = func(b []byte, err error) {
+		stop()
+		done(b, err)
+	}
+	stop = context.AfterFunc(ctx, func() {
+		if take() {
+			done(nil, fmt.Errorf("%w: %s: no reply: %w", ErrLost, c.addr, ctx.Err()))
+		}
+	})
+	cc.mu.Unlock()
+	if err := cc.out.send(method, id, payload); err != nil && take() {
+		stop()
 		done(nil, fmt.Errorf("%w: %s: %v", ErrUnreachable, c.addr, err))
 	}
 }

@@ -228,6 +228,32 @@ func TestCallOnEndedContextSendsNothing(t *testing.T) {
 	}
 }
 
+// A request sent with Go whose reply never comes ends when its context
+// does: a connection that goes silent without breaking must not hold the
+// caller (a replication link's batch slot) until TCP gives up.
+func TestGoEndsWithItsContext(t *testing.T) {
+	_, addr := start(t, &testHandler{})
+	c := NewClient(addr, time.Second)
+	defer c.Close()
+	short, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 2)
+	c.Go(short, mNever, nil, func(_ []byte, err error) { done <- err })
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrLost) || !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("err = %v; want ErrLost for the deadline", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Go still waits for a reply after its context ended")
+	}
+	// The connection stays usable.
+	c.Go(ctx(t), mEcho, []byte("x"), func(b []byte, err error) { done <- err })
+	if err := <-done; err != nil {
+		t.Fatalf("Go after a timed-out one: %v", err)
+	}
+}
+
 func TestRaftTrafficIsSplitOff(t *testing.T) {
 	m, addr := start(t, &testHandler{})
 	rl := m.RaftListener()
