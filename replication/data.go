@@ -230,10 +230,28 @@ func (d *Data) Await(p int, pos uint64) error {
 		select {
 		case <-ch:
 		case <-timer.C:
+			d.resync(p, gen, pos)
 			return wire.Indeterminate("partition " + strconv.Itoa(p) + " replica did not confirm in time; outcome unknown")
 		}
 		l.mu.Lock()
 	}
+}
+
+// resync sends a full copy of p when position pos of ownership gen is
+// still unconfirmed after a whole AwaitTimeout. Every path that loses a
+// batch should already do so; this bounds the damage of one that does not
+// (the answers waiting on pos, and every hand-over seal, would otherwise
+// wait until the next change happens to send a later position).
+func (d *Data) resync(p int, gen, pos uint64) {
+	l := d.parts[p]
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.role != owner || l.gen != gen || l.link == nil || l.acked >= pos || !l.synced {
+		return
+	}
+	d.log.Warn("replica has not confirmed a position in time; sending a full copy", "partition", p, "replica", l.link.id, "position", pos, "acked", l.acked, "recorded", l.seq)
+	l.synced, l.out = false, nil
+	l.link.poke(p)
 }
 
 // Expired implements partition.Replicator.
@@ -590,6 +608,14 @@ func (lk *link) send(ps []int) error {
 	}
 	var batch []sent
 	var body peer.Enc
+	// A failed copy must not cost the changes already taken out of other
+	// partitions for this batch: they go out regardless, and the error
+	// comes back after them (the caller backs off and tries the copies
+	// again). Returning at once dropped those changes, and a partition
+	// whose positions nothing would send again waited for its replica
+	// forever: found by the fault suite as a hot lock refused for 30 s
+	// after healing, its owner sealed again and again for a hand-over.
+	var copyErr error
 	for _, p := range ps {
 		l := d.parts[p]
 		l.mu.Lock()
@@ -599,8 +625,10 @@ func (lk *link) send(ps []int) error {
 		}
 		if !l.synced {
 			l.mu.Unlock()
-			if err := lk.snapshot(p); err != nil {
-				return err
+			if copyErr == nil {
+				// One failed copy is enough for this round: a replica
+				// that does not answer would cost a timeout per copy.
+				copyErr = lk.snapshot(p)
 			}
 			continue
 		}
@@ -628,7 +656,7 @@ func (lk *link) send(ps []int) error {
 		batch = append(batch, sent{p, epoch, out[len(out)-1].to})
 	}
 	if len(batch) == 0 {
-		return nil
+		return copyErr
 	}
 	var e peer.Enc
 	e.Uint(uint64(len(batch)))
@@ -686,7 +714,7 @@ func (lk *link) send(ps []int) error {
 			lk.fail(err, ps)
 		}
 	})
-	return nil
+	return copyErr
 }
 
 // unsync marks p as needing a full copy again.
