@@ -103,12 +103,13 @@ type Control struct {
 	// check of this node's leadership began; see heartbeat.
 	verified atomic.Int64
 
-	mu        sync.Mutex // guards the leader's state below
-	leading   bool
-	ledSince  time.Time // when this term of leadership began
-	heard     map[Incarnation]time.Time
-	synced    map[int]uint64 // partition -> epoch at which its owner reported a synced replica, or its replica a full copy
-	delayOver map[int]uint64
+	mu         sync.Mutex // guards the leader's state below
+	leading    bool
+	ledSince   time.Time // when this term of leadership began
+	heard      map[Incarnation]time.Time
+	synced     map[int]uint64 // partition -> epoch at which its owner reported a synced replica, or its replica a full copy
+	prevSynced map[int]uint64 // partition -> epoch at which its previous replica reported still holding its full copy
+	delayOver  map[int]uint64
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -137,11 +138,12 @@ func NewControl(cfg ControlConfig) (*Control, error) {
 	}
 	c := &Control{
 		cfg: cfg, log: log, start: time.Now(),
-		changed:   make(chan struct{}),
-		heard:     make(map[Incarnation]time.Time),
-		synced:    make(map[int]uint64),
-		delayOver: make(map[int]uint64),
-		stop:      make(chan struct{}),
+		changed:    make(chan struct{}),
+		heard:      make(map[Incarnation]time.Time),
+		synced:     make(map[int]uint64),
+		prevSynced: make(map[int]uint64),
+		delayOver:  make(map[int]uint64),
+		stop:       make(chan struct{}),
 	}
 	c.state.Store(&State{Nodes: map[string]Node{}})
 
@@ -555,6 +557,9 @@ func (c *Control) heartbeat(payload []byte) ([]byte, error) {
 		part := st.Part(p)
 		if (part.OwnedBy(inc.ID, inc.Nonce) || part.ReplicatedBy(inc.ID, inc.Nonce)) && part.Epoch == ep {
 			c.synced[p] = ep
+		}
+		if part.PrevIs(inc.ID, inc.Nonce) && part.PEpoch == ep {
+			c.prevSynced[p] = ep
 		}
 	}
 	for p, ep := range over {

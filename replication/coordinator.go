@@ -3,6 +3,7 @@ package replication
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -63,6 +64,7 @@ func (c *Control) lead() {
 	c.ledSince = now
 	clear(c.heard)
 	clear(c.synced)
+	clear(c.prevSynced)
 	clear(c.delayOver)
 	for _, n := range c.State().Nodes {
 		c.heard[Incarnation{n.ID, n.Nonce}] = now
@@ -87,6 +89,19 @@ func (c *Control) alive(inc Incarnation) bool {
 	defer c.mu.Unlock()
 	t, ok := c.heard[inc]
 	return ok && time.Since(t) < c.cfg.Lease+c.cfg.Margin()
+}
+
+// reportedAfter reports whether the leader's latest report from inc came
+// after owner's lease, as this leader granted it, must have run out.
+func (c *Control) reportedAfter(inc, owner Incarnation) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t, ok := c.heard[inc]
+	o, ook := c.heard[owner]
+	if !ook {
+		o = c.ledSince
+	}
+	return ok && t.After(o.Add(c.cfg.Lease+c.cfg.Margin()))
 }
 
 // heardWithin reports whether the leader heard from inc within d.
@@ -274,10 +289,8 @@ func (c *Control) transitions(st *State) error {
 		return nil
 	}
 	c.mu.Lock()
-	synced := make(map[int]uint64, len(c.synced))
-	for p, e := range c.synced {
-		synced[p] = e
-	}
+	synced := maps.Clone(c.synced)
+	prevSynced := maps.Clone(c.prevSynced)
 	// A new leader learns which replicas hold full copies from their
 	// heartbeats; until every live node has had time to send one, a
 	// missing report is not yet news.
@@ -293,6 +306,8 @@ func (c *Control) transitions(st *State) error {
 			n, ok := st.Nodes[inc.ID]
 			return !ok || n.Nonce != inc.Nonce || n.Leaving || !c.heardWithin(inc, c.cfg.LostAfter)
 		},
+		prevSynced:    prevSynced,
+		reportedAfter: c.reportedAfter,
 	}, c.cfg.Partitions, maxMoves)
 	for _, a := range repairs {
 		if a.To.Mode == Lost {

@@ -400,6 +400,11 @@ func (d *Data) reconcile(p int, prev, cur Part, st *State, alone bool) (evict bo
 			}
 			l.epoch, l.part = cur.Epoch, cur
 			l.link, l.out = nil, nil
+		case cur.PrevIs(me.ID, me.Nonce) && l.role == replica && l.rsynced && l.epoch == cur.PEpoch:
+			// Replaced as the replica, but the new one has no copy yet:
+			// this copy may be the only one if the owner dies. Keep it, at
+			// its epoch, which refuses every write of a later one.
+			l.part = cur
 		default:
 			if l.role != none {
 				t = locktable.New(0, d.set.Limits(), true)
@@ -426,6 +431,11 @@ func (d *Data) becomeOwner(l *local, t *locktable.Table, now locktable.Time, pre
 		promoted = true
 	case l.role == replica && l.rsynced && l.epoch == prev.Epoch &&
 		(cur.Mode == Takeover || (cur.Mode == Handover && l.rseq >= cur.Sealed)):
+		promoted = true
+	case l.role == replica && l.rsynced && cur.Mode == Takeover &&
+		prev.PrevIs(d.cfg.Self.ID, d.cfg.Self.Nonce) && l.epoch == prev.PEpoch:
+		// The previous replica, whose copy outlived an owner that died
+		// before its new replica was synced.
 		promoted = true
 	}
 	lostBefore := prev.Mode == Lost && !prev.Settled
@@ -472,9 +482,8 @@ func (d *Data) becomeOwner(l *local, t *locktable.Table, now locktable.Time, pre
 		// The same replica drops its copy at every new epoch, and this
 		// node ignores acknowledgements of batches sent at the old one:
 		// send a full copy now, which confirms every position recorded so
-		// far. Waiting for the next change to find that out left answers
-		// waiting on positions nothing would confirm (found by the fault
-		// suite: a hot lock refused everyone for 30 s after healing).
+		// far. Waiting for the next change to find that out could leave
+		// answers waiting on positions nothing would confirm.
 		l.synced, l.out = false, nil
 		l.link.poke(l.id)
 	}

@@ -323,3 +323,32 @@ func TestUnconfirmedPositionResyncs(t *testing.T) {
 	}
 	waitFor(t, "the full copy to confirm the position", func() bool { return a.data.Await(0, pos) == nil })
 }
+
+// A replica replaced by one that never gets its copy keeps its own, and
+// when the owner dies it takes the partition over with the owner's grants.
+func TestPrevReplicaKeepsItsCopy(t *testing.T) {
+	a, b := startData(t, "a"), startData(t, "b")
+	st1 := table(1, Part{Epoch: 1, Owner: "a", ONonce: "a-1", Replica: "b", RNonce: "b-1", Mode: Fresh}, a, b)
+	for _, n := range []*dataNode{a, b} {
+		n.data.Apply(&State{}, st1, []int{0})
+	}
+	waitFor(t, "the replica to sync", func() bool { return a.data.Synced()[0] == 1 })
+	if res, _, err := a.set.LockAsync("s1", []byte("x"), 0, nil); err != nil || res.Status != locktable.Granted {
+		t.Fatalf("grant: %v %v", res, err)
+	}
+	// b is replaced by c, which never answers; b is the previous replica.
+	st2 := table(2, Part{Epoch: 2, Owner: "a", ONonce: "a-1", Replica: "c", RNonce: "c-1", Mode: Keep, Prev: "b", PNonce: "b-1", PEpoch: 1}, a, b)
+	for _, n := range []*dataNode{a, b} {
+		n.data.Apply(st1, st2, []int{0})
+	}
+	if got := b.data.Synced()[0]; got != 1 {
+		t.Fatalf("previous replica reports its copy at epoch %d; want 1", got)
+	}
+	// a dies; b takes over.
+	st3 := table(3, Part{Epoch: 3, Owner: "b", ONonce: "b-1", Mode: Takeover}, b)
+	b.data.Apply(st2, st3, []int{0})
+	tok, status, err := b.set.Token("s1", []byte("x"))
+	if err != nil || status != locktable.Granted || tok == 0 {
+		t.Fatalf("after the takeover by the previous replica: token %d, %v, %v; want s1 to hold x", tok, status, err)
+	}
+}

@@ -25,6 +25,15 @@ type leaderView struct {
 	// been silent for so long (ControlConfig.LostAfter) that waiting longer
 	// for it is worse than the loss.
 	gone func(Incarnation) bool
+	// prevSynced holds, by partition, the epoch at which its previous
+	// replica (Part.Prev) reported still holding its full copy.
+	prevSynced map[int]uint64
+	// reportedAfter: the first incarnation's latest report reached this
+	// leader after the second's lease must have run out. A replica that
+	// reported no full copy then cannot have one the owner made grants
+	// against: an owner serves nothing while its replica is unsynced, and
+	// nothing at all without its lease.
+	reportedAfter func(replica, owner Incarnation) bool
 }
 
 // handover is a partition to seal and hand to its synced replica.
@@ -44,6 +53,27 @@ func move(st *State, p int, cur Part, owner, replica string, mode Mode) Assignme
 		to.Mode = Lost // the lock-delay of the last loss has not run out
 	}
 	return Assignment{P: p, From: cur.Epoch, To: to}
+}
+
+// keep builds a move of p that changes only its replica, and records
+// which replica holds the latest full copy while the new one has none:
+// the current replica if it is synced (or, for a leader not yet informed,
+// if no other is known), else the one recorded before.
+func keep(st *State, p int, cur Part, replica string, v leaderView) Assignment {
+	a := move(st, p, cur, cur.Owner, replica, Keep)
+	synced := v.synced[p] == cur.Epoch
+	switch {
+	case cur.Replica != "" && (synced || !v.informed && cur.Prev == ""):
+		a.To.Prev, a.To.PNonce, a.To.PEpoch = cur.Replica, cur.RNonce, cur.Epoch
+	default:
+		a.To.Prev, a.To.PNonce, a.To.PEpoch = cur.Prev, cur.PNonce, cur.PEpoch
+	}
+	// A previous replica that is now the owner, or the replica again,
+	// gave up its old copy.
+	if a.To.Prev == a.To.Owner || a.To.Prev == a.To.Replica {
+		a.To.Prev, a.To.PNonce, a.To.PEpoch = "", "", 0
+	}
+	return a
 }
 
 // plan decides, for every partition, the one epoch change that moves it
@@ -96,10 +126,25 @@ func plan(st *State, v leaderView, partitions, maxMoves int) (repairs []Assignme
 			// the grants the owner made before it was assigned.
 			replicaHasState := replicaAlive && isSynced
 			noCopy := cur.Replica == "" || v.gone(Incarnation{cur.Replica, cur.RNonce}) || replicaAlive && !isSynced && v.informed
+			// The replica that replaced the last synced one may never
+			// have got its copy: then the previous replica's copy is the
+			// latest, if it kept it. That is known once the replica,
+			// alive, reports no copy after the owner's lease ran out
+			// (until then the partition waits); of a replica that is not
+			// alive it cannot be known, and the loss is declared as before.
+			prev := Incarnation{cur.Prev, cur.PNonce}
+			// A previous replica that is alive and has not reported its
+			// copy to an informed leader has none.
+			prevMayHold := cur.Prev != "" && !isSynced && !v.gone(prev) &&
+				!(v.informed && v.alive(prev) && v.prevSynced[p] != cur.PEpoch)
+			replicaNeverSynced := prevMayHold && replicaAlive && v.informed && v.reportedAfter(Incarnation{cur.Replica, cur.RNonce}, Incarnation{cur.Owner, cur.ONonce})
+			prevHasState := replicaNeverSynced && current(cur.Prev, cur.PNonce) && v.alive(prev) && v.prevSynced[p] == cur.PEpoch
 			switch {
 			case replicaHasState:
 				repairs = append(repairs, move(st, p, cur, cur.Replica, pick(d, cur.Replica), Takeover))
-			case v.gone(Incarnation{cur.Owner, cur.ONonce}) && noCopy:
+			case prevHasState:
+				repairs = append(repairs, move(st, p, cur, cur.Prev, pick(d, cur.Prev), Takeover))
+			case v.gone(Incarnation{cur.Owner, cur.ONonce}) && noCopy && !(prevMayHold && replicaAlive):
 				repairs = append(repairs, move(st, p, cur, d.Owner, pick(d, d.Owner), Lost))
 			default:
 				// The only full copy is out of reach but may come back
@@ -110,7 +155,7 @@ func plan(st *State, v leaderView, partitions, maxMoves int) (repairs []Assignme
 			// The same node id may come back as a new incarnation: that is
 			// a new replica too, and needs its own epoch and copy.
 			if r := pick(d, cur.Owner); r != "" && (r != cur.Replica || st.Nodes[r].Nonce != cur.RNonce) {
-				repairs = append(repairs, move(st, p, cur, cur.Owner, r, Keep))
+				repairs = append(repairs, keep(st, p, cur, r, v))
 			}
 		case (st.Nodes[cur.Owner].Leaving || cur.Owner != d.Owner) && moves < maxMoves:
 			target := d.Owner
@@ -118,7 +163,7 @@ func plan(st *State, v leaderView, partitions, maxMoves int) (repairs []Assignme
 			case target == cur.Owner:
 			case cur.Replica != target:
 				// The future owner first becomes the replica and gets a copy.
-				repairs = append(repairs, move(st, p, cur, cur.Owner, target, Keep))
+				repairs = append(repairs, keep(st, p, cur, target, v))
 				moves++
 			case isSynced:
 				next := pick(d, target)
@@ -129,7 +174,7 @@ func plan(st *State, v leaderView, partitions, maxMoves int) (repairs []Assignme
 				moves++
 			}
 		case cur.Replica != d.Replica && d.Replica != "" && isSynced && moves < maxMoves:
-			repairs = append(repairs, move(st, p, cur, cur.Owner, d.Replica, Keep))
+			repairs = append(repairs, keep(st, p, cur, d.Replica, v))
 			moves++
 		}
 	}

@@ -43,6 +43,8 @@ func view(st *State, synced map[int]uint64, dead ...string) leaderView {
 		synced:   synced,
 		informed: true,
 		gone:     isDead,
+		// Every live replica has reported since any owner's lease ran out.
+		reportedAfter: func(Incarnation, Incarnation) bool { return true },
 	}
 }
 
@@ -269,5 +271,102 @@ func TestPlanUnsyncedReplicaDoesNotTakeOver(t *testing.T) {
 		if st.Parts[r.P].Owner == "a" {
 			t.Errorf("partition %d of gone a decided (%v) before its replica could report", r.P, r.To.Mode)
 		}
+	}
+}
+
+// A replica replaced while synced is recorded as the previous replica,
+// and stays so while its successor has no copy: if the owner then dies,
+// its copy is the latest one left.
+func TestPlanKeepRecordsPrevReplica(t *testing.T) {
+	st, synced := cluster("a", "b", "c", "d")
+	p := -1
+	for i, cur := range st.Parts {
+		if cur.Replica == "b" {
+			p = i
+			break
+		}
+	}
+	if p < 0 {
+		t.Fatal("b replicates nothing")
+	}
+	repairs, _ := plan(st, view(st, synced, "b"), testParts, 100)
+	var to Part
+	for _, r := range repairs {
+		if r.P == p {
+			to = r.To
+		}
+	}
+	if to.Mode != Keep || to.Replica == "b" || !to.PrevIs("b", "b-1") || to.PEpoch != 100 {
+		t.Fatalf("replacing synced replica b: %+v; want Prev b at epoch 100", to)
+	}
+	// The new replica is replaced in turn before it got its copy: b's is
+	// still the latest.
+	st.Parts[p] = to
+	delete(synced, p)
+	repairs, _ = plan(st, view(st, synced, "b", to.Replica), testParts, 100)
+	for _, r := range repairs {
+		if r.P == p && (!r.To.PrevIs("b", "b-1") || r.To.PEpoch != 100) {
+			t.Fatalf("replacing the unsynced replica: %+v; want Prev still b at epoch 100", r.To)
+		}
+	}
+}
+
+// An owner that dies while its replica has no copy yet leaves the
+// previous replica's copy as the only one: the partition waits for that
+// replica, and it takes over; only without it is the partition lost.
+func TestPlanPrevReplicaTakesOver(t *testing.T) {
+	base := func() (*State, map[int]uint64, map[int]uint64) {
+		st, synced := cluster("a", "b", "c", "d")
+		for p := range st.Parts {
+			st.Parts[p] = Part{Epoch: 101, Owner: "a", ONonce: "a-1", Replica: "c", RNonce: "c-1", Prev: "b", PNonce: "b-1", PEpoch: 100}
+			delete(synced, p) // c never got its copy
+		}
+		return st, synced, map[int]uint64{0: 100}
+	}
+	decide := func(st *State, v leaderView) Part {
+		repairs, _ := plan(st, v, testParts, 100)
+		for _, r := range repairs {
+			if r.P == 0 {
+				return r.To
+			}
+		}
+		return Part{}
+	}
+	tests := []struct {
+		name       string
+		prevAlive  bool
+		prevSynced bool
+		reported   bool // c reported after a's lease ran out
+		wait       bool // no decision yet
+		want       Mode
+		owner      string
+	}{
+		{"previous replica back with its copy", true, true, true, false, Takeover, "b"},
+		{"previous replica paused", false, false, true, true, 0, ""},
+		{"replica not heard since the owner's lease", true, true, false, true, 0, ""},
+		{"previous replica alive without a copy", true, false, true, false, Lost, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st, synced, prevSynced := base()
+			dead := []string{"a"}
+			if !tt.prevAlive {
+				dead = append(dead, "b")
+			}
+			v := view(st, synced, dead...)
+			gone := v.gone
+			v.gone = func(inc Incarnation) bool { return inc.ID != "b" && gone(inc) } // b may come back
+			if tt.prevSynced {
+				v.prevSynced = prevSynced
+			}
+			v.reportedAfter = func(Incarnation, Incarnation) bool { return tt.reported }
+			got := decide(st, v)
+			switch {
+			case tt.wait && got.Epoch != 0:
+				t.Fatalf("decided %+v; want to wait", got)
+			case !tt.wait && (got.Epoch == 0 || got.Mode != tt.want || tt.owner != "" && got.Owner != tt.owner):
+				t.Fatalf("decision %+v; want mode %v owner %q", got, tt.want, tt.owner)
+			}
+		})
 	}
 }

@@ -70,6 +70,21 @@ type Part struct {
 	// Settled is set on a Lost partition once its owner's lock-delay has
 	// passed, so a later takeover need not wait again.
 	Settled bool `json:"st,omitempty"`
+	// Prev (PNonce) is the last replica known to hold a full copy, at
+	// epoch PEpoch, kept while the replica that replaced it may not have
+	// one yet. If the owner dies before that replica is synced, Prev's
+	// copy is the only one left (the owner serves nothing while its
+	// replica is unsynced, so it is complete): Prev keeps it, and takes
+	// the partition over instead of its being declared lost.
+	Prev   string `json:"pv,omitempty"`
+	PNonce string `json:"pvn,omitempty"`
+	PEpoch uint64 `json:"pve,omitempty"`
+}
+
+// PrevIs reports whether incarnation (id, nonce) is the partition's
+// previous replica, holding the full copy of epoch PEpoch.
+func (p Part) PrevIs(id, nonce string) bool {
+	return p.Prev != "" && p.Prev == id && p.PNonce == nonce
 }
 
 // OwnedBy reports whether incarnation (id, nonce) owns the partition.
