@@ -337,7 +337,11 @@ func (d *Data) Roles() (owned, replicated, unsynced int) {
 				unsynced++
 			}
 		case replica:
-			replicated++
+			// A previous replica's kept copy (Part.Prev) is no role in
+			// the table: a leaving node need not wait for it to move.
+			if l.epoch == l.part.Epoch {
+				replicated++
+			}
 		}
 		l.mu.Unlock()
 	}

@@ -344,6 +344,10 @@ func TestPrevReplicaKeepsItsCopy(t *testing.T) {
 	if got := b.data.Synced()[0]; got != 1 {
 		t.Fatalf("previous replica reports its copy at epoch %d; want 1", got)
 	}
+	// The kept copy is no role in the table: leaving need not wait for it.
+	if owned, replicated, _ := b.data.Roles(); owned != 0 || replicated != 0 {
+		t.Fatalf("previous replica's roles: %d owned, %d replicated; want none", owned, replicated)
+	}
 	// a dies; b takes over.
 	st3 := table(3, Part{Epoch: 3, Owner: "b", ONonce: "b-1", Mode: Takeover}, b)
 	b.data.Apply(st2, st3, []int{0})

@@ -69,8 +69,8 @@ func keep(st *State, p int, cur Part, replica string, v leaderView) Assignment {
 		a.To.Prev, a.To.PNonce, a.To.PEpoch = cur.Prev, cur.PNonce, cur.PEpoch
 	}
 	// A previous replica that is now the owner, or the replica again,
-	// gave up its old copy.
-	if a.To.Prev == a.To.Owner || a.To.Prev == a.To.Replica {
+	// gave up its old copy; one that is leaving takes it away.
+	if a.To.Prev == a.To.Owner || a.To.Prev == a.To.Replica || st.Nodes[a.To.Prev].Leaving {
 		a.To.Prev, a.To.PNonce, a.To.PEpoch = "", "", 0
 	}
 	return a

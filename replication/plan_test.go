@@ -299,6 +299,17 @@ func TestPlanKeepRecordsPrevReplica(t *testing.T) {
 	if to.Mode != Keep || to.Replica == "b" || !to.PrevIs("b", "b-1") || to.PEpoch != 100 {
 		t.Fatalf("replacing synced replica b: %+v; want Prev b at epoch 100", to)
 	}
+	// A replica that leaves takes its copy away: it is not recorded.
+	leaving, lsynced := cluster("a", "b", "c", "d")
+	n := leaving.Nodes["b"]
+	n.Leaving = true
+	leaving.Nodes["b"] = n
+	repairs, _ = plan(leaving, view(leaving, lsynced), testParts, 100)
+	for _, r := range repairs {
+		if r.P == p && r.To.Prev != "" {
+			t.Fatalf("replacing leaving replica b: %+v; want no previous replica", r.To)
+		}
+	}
 	// The new replica is replaced in turn before it got its copy: b's is
 	// still the latest.
 	st.Parts[p] = to
