@@ -991,7 +991,7 @@ func TestBug4DisconnectedWaiterRace(t *testing.T) {
 		wid := w.connID()
 		w.send("lock " + name + " 30")
 		h.waitWaiters(name, 1)
-		w.close()
+		w.hangUp()
 		h.expect("unlock "+name, "200 Unlocked")
 		if r := n.do("lock " + name + " 2"); r != "200 Acquired" {
 			// Show who holds it: resume the gone waiter's session.
