@@ -417,7 +417,7 @@ func (t *Table) release(now Time, l *lock) {
 // session, which now holds it re-entrantly).
 func (t *Table) handTo(now Time, l *lock, w *waiter, tok uint64) {
 	h := w.h
-	l.token, l.since, l.claimed = tok, now, false // a new grant nobody was told of yet
+	l.token, l.since = tok, now
 	t.attach(l, h)
 	if t.changes {
 		t.effect(Effect{Kind: LockHeld, Session: h.id, Name: l.name, Token: tok})

@@ -886,18 +886,3 @@ func TestDrop(t *testing.T) {
 }
 
 func same(g uint64) uint64 { return g }
-
-// A claim belongs to one grant: a lock handed to a waiter starts
-// unclaimed, whatever its previous holder was told.
-func TestDropAfterHandOver(t *testing.T) {
-	tb := locktable.New(1, defaultLimits, true)
-	tb.Lock(0, "a", []byte("x"), 0, 0)
-	tb.Lock(0, "b", []byte("x"), 1, 100)
-	tb.Token("a", []byte("x")) // a's grant is claimed
-	tb.Unlock(0, "a", []byte("x"))
-	// Another session looks: b's grant and its token, no claim.
-	granted := tb.Info(0, "c", []byte("x")).Token
-	if got, _ := tb.Drop(0, "b", []byte("x"), granted); got.Status != locktable.Unlocked {
-		t.Fatalf("Drop of b's unclaimed grant after a hand-over: %v", got.Status)
-	}
-}
