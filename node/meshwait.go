@@ -141,9 +141,7 @@ func (w *meshWait) deliver(o partition.Outcome) {
 		w.mu.Unlock()
 		if o.Granted {
 			ctx, cancel := context.WithTimeout(w.ctx, routeTimeout)
-			if err := releaseUnwanted(ctx, w.r, w.s, []byte(w.name), o.Token); err != nil {
-				w.r.log.Warn("releasing an unwanted grant failed", "session", w.s.ID, "err", err)
-			}
+			w.r.Unlock(ctx, w.s, []byte(w.name))
 			cancel()
 		}
 		return

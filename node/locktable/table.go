@@ -154,10 +154,7 @@ type lock struct {
 	since Time
 	// queue is the FIFO of waiters, oldest first.
 	qhead, qtail *waiter
-	qlen         int32
-	// claimed: the holder has been told of this grant since it was made
-	// (a re-entrant lock, token, info), so Drop leaves it alone.
-	claimed bool
+	qlen         int
 	// prev and next link the locks of one holder, for ReleaseSession.
 	prev, next *lock
 }
@@ -275,13 +272,12 @@ func (t *Table) Lock(now Time, session string, name []byte, w WaiterID, deadline
 	t.begin()
 	if l := t.locks[string(name)]; l != nil {
 		if l.owner.id == session {
-			l.claimed = true
 			return Result{Status: Granted, Token: l.token, Reentrant: true}, nil, nil
 		}
 		if w == 0 {
 			return Result{Status: Unavailable}, nil, nil
 		}
-		if t.limits.MaxWaiters > 0 && int(l.qlen) >= t.limits.MaxWaiters {
+		if t.limits.MaxWaiters > 0 && l.qlen >= t.limits.MaxWaiters {
 			return Result{Status: TooManyWaiters}, nil, nil
 		}
 		if !t.reserveToken() {
@@ -453,27 +449,6 @@ func (t *Table) Unlock(now Time, session string, name []byte) (Result, []Effect)
 	return Result{Status: Unlocked}, t.effects()
 }
 
-// Drop releases name if session holds it under token and has not been
-// told of it since: the grant went to a connection whose client can no
-// longer hear of it. Unlike Unlock it is safe to send from a home the
-// session has left, because it can only take back that one grant, and
-// only while no client of the session can believe it holds it. Claims are
-// kept in this table alone: a replica that takes over forgets them.
-func (t *Table) Drop(now Time, session string, name []byte, token uint64) (Result, []Effect) {
-	t.begin()
-	l := t.locks[string(name)]
-	switch {
-	case l == nil:
-		return Result{Status: NotLocked}, nil
-	case l.owner.id != session || l.token != token || l.claimed:
-		return Result{Status: NotYours}, nil
-	}
-	h := l.owner
-	t.release(now, l)
-	t.dropIfIdle(h)
-	return Result{Status: Unlocked}, t.effects()
-}
-
 // ReleaseSession releases every lock session holds in this partition and
 // drops its waiters, as unlock_all and session expiry require. It returns
 // how many locks were released.
@@ -508,8 +483,7 @@ func (t *Table) CancelWait(w WaiterID) bool {
 	return true
 }
 
-// Token returns the fencing token of session's grant of name. Telling
-// the session of its grant claims it (see Drop).
+// Token returns the fencing token of session's grant of name.
 func (t *Table) Token(session string, name []byte) (uint64, Status) {
 	l := t.locks[string(name)]
 	switch {
@@ -518,7 +492,6 @@ func (t *Table) Token(session string, name []byte) (uint64, Status) {
 	case l.owner.id != session:
 		return 0, NotYours
 	}
-	l.claimed = true
 	return l.token, Granted
 }
 
@@ -538,15 +511,12 @@ func (t *Table) Info(now Time, session string, name []byte) Info {
 	if l == nil {
 		return Info{}
 	}
-	if l.owner.id == session {
-		l.claimed = true
-	}
 	return Info{
 		Held:    true,
 		Mine:    l.owner.id == session,
 		Token:   l.token,
 		HeldFor: time.Duration(now - l.since),
-		Waiters: int(l.qlen),
+		Waiters: l.qlen,
 	}
 }
 
