@@ -68,13 +68,7 @@ func TestGrantUnconfirmedWhenOwnershipEnds(t *testing.T) {
 	for _, n := range []*dataNode{a, b} {
 		n.data.Apply(&State{}, st1, []int{0})
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for a.data.Synced()[0] != 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("the replica never synced")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitFor(t, "the replica to sync", func() bool { return a.data.Synced()[0] == 1 })
 	if res, _, err := a.set.LockAsync("s1", []byte("x"), 0, nil); err != nil || res.Status != locktable.Granted {
 		t.Fatalf("grant with a synced replica: %v %v", res, err)
 	}
@@ -210,14 +204,7 @@ func TestAckAcrossEpochChange(t *testing.T) {
 	rl.mu.Lock()
 	before := rl.rseq
 	rl.mu.Unlock()
-	got := make(chan error, 1)
-	go func() {
-		res, _, err := a.set.LockAsync("s1", []byte("x"), 0, nil)
-		if err == nil && res.Status != locktable.Granted {
-			err = fmt.Errorf("status %v", res.Status)
-		}
-		got <- err
-	}()
+	got := grantAsync(a.set, "s1", "x")
 	waitFor(t, "the replica to apply the grant", func() bool {
 		rl.mu.Lock()
 		defer rl.mu.Unlock()
@@ -235,6 +222,20 @@ func TestAckAcrossEpochChange(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the grant still waits for a confirmation nothing will send")
 	}
+}
+
+// grantAsync asks set for name on behalf of session without waiting,
+// and reports on the channel nil once it is granted, or why not.
+func grantAsync(set *partition.Set, session, name string) <-chan error {
+	got := make(chan error, 1)
+	go func() {
+		res, _, err := set.LockAsync(session, []byte(name), 0, nil)
+		if err == nil && res.Status != locktable.Granted {
+			err = fmt.Errorf("status %v", res.Status)
+		}
+		got <- err
+	}()
+	return got
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
@@ -281,14 +282,7 @@ func TestFailedCopyKeepsOtherChanges(t *testing.T) {
 			name = n
 		}
 	}
-	got := make(chan error, 1)
-	go func() {
-		res, _, err := a.set.LockAsync("s1", []byte(name), 0, nil)
-		if err == nil && res.Status != locktable.Granted {
-			err = fmt.Errorf("status %v", res.Status)
-		}
-		got <- err
-	}()
+	got := grantAsync(a.set, "s1", name)
 	select {
 	case err := <-got:
 		if err != nil {
