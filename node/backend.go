@@ -41,6 +41,10 @@ type Backend interface {
 	Lock(ctx context.Context, s SessionRef, name []byte, wait time.Duration, done partition.Done) (locktable.Result, Wait, error)
 	// Unlock releases name if the session holds it.
 	Unlock(ctx context.Context, s SessionRef, name []byte) (locktable.Result, error)
+	// Drop takes back the session's grant of name made under token, if
+	// the session has not been told of it since: a grant nobody heard of.
+	// Unlike Unlock it works after the session moved to another home.
+	Drop(ctx context.Context, s SessionRef, name []byte, token uint64) (locktable.Result, error)
 	// UnlockAll releases every lock of the session.
 	UnlockAll(ctx context.Context, s SessionRef) error
 	// Token returns the session's fencing token for name.
@@ -120,6 +124,10 @@ func (w localWait) Cancel() bool { return w.set.Cancel(w.w) }
 
 func (l *Local) Unlock(_ context.Context, s SessionRef, name []byte) (locktable.Result, error) {
 	return l.Set.Unlock(s.ID, name)
+}
+
+func (l *Local) Drop(_ context.Context, s SessionRef, name []byte, token uint64) (locktable.Result, error) {
+	return l.Set.Drop(s.ID, name, token)
 }
 
 func (l *Local) UnlockAll(_ context.Context, s SessionRef) error {

@@ -441,7 +441,7 @@ func (c *conn) waitLock(ref SessionRef, name []byte, wait time.Duration) (lockta
 		if o.Granted && c.direct == 0 {
 			// Granted as the client went away: the grant never reaches
 			// anyone able to use it, so it goes on to the next waiter.
-			return c.unwanted(ref, name)
+			return c.unwanted(ref, name, o.Token)
 		}
 	}
 	if o.Err != nil || !o.Granted {
@@ -451,7 +451,7 @@ func (c *conn) waitLock(ref SessionRef, name []byte, wait time.Duration) (lockta
 		// The client closed while the grant was on its way: it must not
 		// keep a lock it will never hear of.
 		c.eof = true
-		return c.unwanted(ref, name)
+		return c.unwanted(ref, name, o.Token)
 	}
 	// onOutcome wrote c.direct bytes of the reply already; finish it.
 	c.sess.held++
@@ -460,13 +460,28 @@ func (c *conn) waitLock(ref SessionRef, name []byte, wait time.Duration) (lockta
 }
 
 // unwanted releases a grant that no client will hear of.
-func (c *conn) unwanted(ref SessionRef, name []byte) (locktable.Result, error) {
+func (c *conn) unwanted(ref SessionRef, name []byte, token uint64) (locktable.Result, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), backendTimeout)
 	defer cancel()
-	if _, err := c.s.backend.Unlock(ctx, ref, name); err != nil {
+	if err := releaseUnwanted(ctx, c.s.backend, ref, name, token); err != nil {
 		c.s.log.Warn("releasing an unwanted grant failed", "session", ref.ID, "err", err)
 	}
 	return locktable.Result{}, context.Canceled
+}
+
+// releaseUnwanted releases a grant that no client will hear of. Once the
+// session has moved to another home, unlock is refused here (a late
+// request from an old home must not act for the session), so the grant
+// is taken back by its token instead: left in place, it would be held by
+// a session whose client never learned of it, refusing everyone else
+// until that session ends (found by the fault suite).
+func releaseUnwanted(ctx context.Context, b Backend, ref SessionRef, name []byte, token uint64) error {
+	_, err := b.Unlock(ctx, ref, name)
+	var we *wire.Error
+	if errors.As(err, &we) && we.Reason == errSessionMoved.Reason && token != 0 {
+		_, err = b.Drop(ctx, ref, name, token)
+	}
+	return err
 }
 
 // onOutcome is the Done of this connection's waits. It runs on the

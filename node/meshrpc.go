@@ -29,6 +29,7 @@ const (
 	mProbe                                        // session owner -> home: is this session still attached to you?
 	mAlive                                        // lock owner -> session owner: are these sessions alive?
 	mStats                                        // node figures, for cluster-wide stats
+	mDrop                                         // take back a grant nobody heard of
 )
 
 // A reply's first byte says how to read the rest.

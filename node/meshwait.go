@@ -141,7 +141,9 @@ func (w *meshWait) deliver(o partition.Outcome) {
 		w.mu.Unlock()
 		if o.Granted {
 			ctx, cancel := context.WithTimeout(w.ctx, routeTimeout)
-			w.r.Unlock(ctx, w.s, []byte(w.name))
+			if err := releaseUnwanted(ctx, w.r, w.s, []byte(w.name), o.Token); err != nil {
+				w.r.log.Warn("releasing an unwanted grant failed", "session", w.s.ID, "err", err)
+			}
 			cancel()
 		}
 		return

@@ -35,6 +35,7 @@ func (r *Router) ownerHandlers() map[byte]handler {
 		mProbe:      r.sessions.hProbe,
 		mAlive:      r.sessions.hAlive,
 		mStats:      r.hStats,
+		mDrop:       r.hDrop,
 	}
 }
 
@@ -183,6 +184,22 @@ func (r *Router) hUnlock(_ context.Context, b []byte) ([]byte, error) {
 		return nil, err
 	}
 	res, err := r.set.Unlock(q.session, q.name)
+	if err != nil {
+		return nil, err
+	}
+	return encodeResult(res), nil
+}
+
+// hDrop takes back one grant nobody heard of. It is not fenced: it names
+// the grant by its token, and the table keeps it if the session has been
+// told of it since.
+func (r *Router) hDrop(_ context.Context, b []byte) ([]byte, error) {
+	d := peer.Dec{B: b}
+	session, name, token := d.Str(), d.Bytes(), d.Uint()
+	if err := d.End(); err != nil {
+		return nil, err
+	}
+	res, err := r.set.Drop(session, name, token)
 	if err != nil {
 		return nil, err
 	}

@@ -302,6 +302,24 @@ func (r *Router) Unlock(ctx context.Context, s SessionRef, name []byte) (locktab
 	return res, err
 }
 
+// Drop implements Backend. It asks again through a lost reply: taking
+// back the same grant twice finds it gone the second time.
+func (r *Router) Drop(ctx context.Context, s SessionRef, name []byte, token uint64) (locktable.Result, error) {
+	var e peer.Enc
+	e.Str(s.ID)
+	e.Bytes(name)
+	e.Uint(token)
+	b, err := r.route(ctx, r.partOf(name), mDrop, e.B, true)
+	if err != nil {
+		return locktable.Result{}, err
+	}
+	res, err := decodeResult(b)
+	if err == nil && res.Status == locktable.Unlocked {
+		r.sessions.held(s.ID, string(name), false)
+	}
+	return res, err
+}
+
 // UnlockAll implements Backend: every owner releases the session's locks.
 func (r *Router) UnlockAll(ctx context.Context, s SessionRef) error {
 	if !r.sessions.current(s) {

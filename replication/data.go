@@ -71,6 +71,10 @@ const (
 	replica
 )
 
+func (r role) String() string {
+	return [...]string{"none", "owner", "replica"}[r]
+}
+
 // local is one partition as this node serves it. mu is taken with the
 // partition's mutex held or alone; never the other way round.
 type local struct {
@@ -417,6 +421,10 @@ func (d *Data) reconcile(p int, prev, cur Part, st *State, alone bool) (evict bo
 			l.link, l.out, l.rsynced, l.chunks = nil, nil, false, nil
 		}
 		evict = wasOwner && l.role != owner
+		if d.log.Enabled(context.Background(), slog.LevelDebug) {
+			d.log.Debug("partition role", "partition", p, "role", l.role, "epoch", l.epoch, "mode", cur.Mode,
+				"owner", cur.Owner, "replica", cur.Replica, "prev", cur.Prev, "synced", l.rsynced, "rseq", l.rseq, "sealed", cur.Sealed)
+		}
 		if l.role != owner {
 			l.wake() // every Await sees the role change
 		}

@@ -42,7 +42,7 @@ func (t *Table) CheckInvariants() error {
 			prev = w
 			n++
 		}
-		if l.qtail != prev || l.qlen != n {
+		if l.qtail != prev || int(l.qlen) != n {
 			return fmt.Errorf("lock %q: qlen %d, %d in the list, bad tail=%v", name, l.qlen, n, l.qtail != prev)
 		}
 		queued += n

@@ -154,7 +154,10 @@ type lock struct {
 	since Time
 	// queue is the FIFO of waiters, oldest first.
 	qhead, qtail *waiter
-	qlen         int
+	qlen         int32
+	// claimed: the holder has been told of this grant since it was made
+	// (a re-entrant lock, token, info), so Drop leaves it alone.
+	claimed bool
 	// prev and next link the locks of one holder, for ReleaseSession.
 	prev, next *lock
 }
@@ -272,12 +275,13 @@ func (t *Table) Lock(now Time, session string, name []byte, w WaiterID, deadline
 	t.begin()
 	if l := t.locks[string(name)]; l != nil {
 		if l.owner.id == session {
+			l.claimed = true
 			return Result{Status: Granted, Token: l.token, Reentrant: true}, nil, nil
 		}
 		if w == 0 {
 			return Result{Status: Unavailable}, nil, nil
 		}
-		if t.limits.MaxWaiters > 0 && l.qlen >= t.limits.MaxWaiters {
+		if t.limits.MaxWaiters > 0 && int(l.qlen) >= t.limits.MaxWaiters {
 			return Result{Status: TooManyWaiters}, nil, nil
 		}
 		if !t.reserveToken() {
@@ -413,7 +417,7 @@ func (t *Table) release(now Time, l *lock) {
 // session, which now holds it re-entrantly).
 func (t *Table) handTo(now Time, l *lock, w *waiter, tok uint64) {
 	h := w.h
-	l.token, l.since = tok, now
+	l.token, l.since, l.claimed = tok, now, false // a new grant nobody was told of yet
 	t.attach(l, h)
 	if t.changes {
 		t.effect(Effect{Kind: LockHeld, Session: h.id, Name: l.name, Token: tok})
@@ -441,6 +445,27 @@ func (t *Table) Unlock(now Time, session string, name []byte) (Result, []Effect)
 	case l == nil:
 		return Result{Status: NotLocked}, nil
 	case l.owner.id != session:
+		return Result{Status: NotYours}, nil
+	}
+	h := l.owner
+	t.release(now, l)
+	t.dropIfIdle(h)
+	return Result{Status: Unlocked}, t.effects()
+}
+
+// Drop releases name if session holds it under token and has not been
+// told of it since: the grant went to a connection whose client can no
+// longer hear of it. Unlike Unlock it is safe to send from a home the
+// session has left, because it can only take back that one grant, and
+// only while no client of the session can believe it holds it. Claims are
+// kept in this table alone: a replica that takes over forgets them.
+func (t *Table) Drop(now Time, session string, name []byte, token uint64) (Result, []Effect) {
+	t.begin()
+	l := t.locks[string(name)]
+	switch {
+	case l == nil:
+		return Result{Status: NotLocked}, nil
+	case l.owner.id != session || l.token != token || l.claimed:
 		return Result{Status: NotYours}, nil
 	}
 	h := l.owner
@@ -483,7 +508,8 @@ func (t *Table) CancelWait(w WaiterID) bool {
 	return true
 }
 
-// Token returns the fencing token of session's grant of name.
+// Token returns the fencing token of session's grant of name. Telling
+// the session of its grant claims it (see Drop).
 func (t *Table) Token(session string, name []byte) (uint64, Status) {
 	l := t.locks[string(name)]
 	switch {
@@ -492,6 +518,7 @@ func (t *Table) Token(session string, name []byte) (uint64, Status) {
 	case l.owner.id != session:
 		return 0, NotYours
 	}
+	l.claimed = true
 	return l.token, Granted
 }
 
@@ -511,12 +538,15 @@ func (t *Table) Info(now Time, session string, name []byte) Info {
 	if l == nil {
 		return Info{}
 	}
+	if l.owner.id == session {
+		l.claimed = true
+	}
 	return Info{
 		Held:    true,
 		Mine:    l.owner.id == session,
 		Token:   l.token,
 		HeldFor: time.Duration(now - l.since),
-		Waiters: l.qlen,
+		Waiters: int(l.qlen),
 	}
 }
 

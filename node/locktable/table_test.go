@@ -839,3 +839,65 @@ func TestSessionCopy(t *testing.T) {
 		t.Errorf("changing the copy changed the record: %+v", s2)
 	}
 }
+
+// Drop takes back one grant that no client heard of: only that session's,
+// only under that token, and only while the session has not been told of
+// it since (a re-entrant lock, token or info claims it). A waiter gets it.
+func TestDrop(t *testing.T) {
+	tests := []struct {
+		name    string
+		claim   func(tb *locktable.Table)
+		session string
+		token   func(granted uint64) uint64
+		want    locktable.Status
+	}{
+		{"unclaimed", func(*locktable.Table) {}, "a", same, locktable.Unlocked},
+		{"another session", func(*locktable.Table) {}, "b", same, locktable.NotYours},
+		{"another token", func(*locktable.Table) {}, "a", func(g uint64) uint64 { return g + 1 }, locktable.NotYours},
+		{"claimed by a re-entrant lock", func(tb *locktable.Table) { tb.Lock(0, "a", []byte("x"), 0, 0) }, "a", same, locktable.NotYours},
+		{"claimed by token", func(tb *locktable.Table) { tb.Token("a", []byte("x")) }, "a", same, locktable.NotYours},
+		{"claimed by info", func(tb *locktable.Table) { tb.Info(0, "a", []byte("x")) }, "a", same, locktable.NotYours},
+		{"looked at by another session", func(tb *locktable.Table) {
+			tb.Token("b", []byte("x"))
+			tb.Info(0, "b", []byte("x"))
+		}, "a", same, locktable.Unlocked},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tb := locktable.New(1, defaultLimits, true)
+			res, _, err := tb.Lock(0, "a", []byte("x"), 0, 0)
+			if err != nil || res.Status != locktable.Granted {
+				t.Fatal(res, err)
+			}
+			if r, _, _ := tb.Lock(0, "c", []byte("x"), 1, 100); r.Status != locktable.Queued {
+				t.Fatalf("waiter: %v", r.Status)
+			}
+			tt.claim(tb)
+			got, fx := tb.Drop(0, tt.session, []byte("x"), tt.token(res.Token))
+			if got.Status != tt.want {
+				t.Fatalf("Drop: %v, want %v", got.Status, tt.want)
+			}
+			_, holder := tb.Token("c", []byte("x"))
+			if handed := holder == locktable.Granted; handed != (tt.want == locktable.Unlocked) {
+				t.Fatalf("waiter granted: %v, effects %v", handed, fx)
+			}
+		})
+	}
+}
+
+func same(g uint64) uint64 { return g }
+
+// A claim belongs to one grant: a lock handed to a waiter starts
+// unclaimed, whatever its previous holder was told.
+func TestDropAfterHandOver(t *testing.T) {
+	tb := locktable.New(1, defaultLimits, true)
+	tb.Lock(0, "a", []byte("x"), 0, 0)
+	tb.Lock(0, "b", []byte("x"), 1, 100)
+	tb.Token("a", []byte("x")) // a's grant is claimed
+	tb.Unlock(0, "a", []byte("x"))
+	// Another session looks: b's grant and its token, no claim.
+	granted := tb.Info(0, "c", []byte("x")).Token
+	if got, _ := tb.Drop(0, "b", []byte("x"), granted); got.Status != locktable.Unlocked {
+		t.Fatalf("Drop of b's unclaimed grant after a hand-over: %v", got.Status)
+	}
+}

@@ -620,6 +620,19 @@ func (s *Set) Unlock(session string, name []byte) (locktable.Result, error) {
 	return res, err
 }
 
+// Drop takes back session's grant of name made under token, if the
+// session has not been told of it since (locktable.Table.Drop).
+func (s *Set) Drop(session string, name []byte, token uint64) (locktable.Result, error) {
+	p := s.partOf(name)
+	var res locktable.Result
+	err := s.run(p, Write, func(t *locktable.Table, now locktable.Time, pend *pending) {
+		var fx []locktable.Effect
+		res, fx = t.Drop(now, session, name, token)
+		s.apply(p, fx, pend)
+	})
+	return res, err
+}
+
 // ReleaseSession releases every lock session holds and drops its waiters,
 // in every partition this node serves, and returns how many locks it
 // released. Partitions it may not write are skipped and reported.

@@ -30,6 +30,7 @@ const (
 	envDuration = "ELOCK_NEMESIS_DURATION" // faults per seed, e.g. "60s"
 	envReports  = "ELOCK_NEMESIS_REPORTS"  // where failure reports go
 	envOut      = "ELOCK_NEMESIS_OUT"      // a file for the availability table
+	envFlags    = "ELOCK_NEMESIS_FLAGS"    // extra elockd flags, e.g. "-log-level debug"
 )
 
 func config(t *testing.T) (seeds []uint64, duration time.Duration, reports string) {
@@ -134,7 +135,7 @@ func TestNemesis(t *testing.T) {
 
 func runSeed(t *testing.T, net *nemesis.Net, seed uint64, duration time.Duration, first []nemesis.Kind, reports string) []nemesis.Availability {
 	steps := nemesis.Plan(seed, 5, duration, first, hot)
-	c := testcluster.New(t, testcluster.Options{Nodes: 5, DataDir: seed%2 == 1})
+	c := testcluster.New(t, testcluster.Options{Nodes: 5, DataDir: seed%2 == 1, Flags: strings.Fields(os.Getenv(envFlags))})
 	t.Cleanup(func() { net.Heal() })
 	w := workload.Start(workload.Config{
 		Addrs:          c.Addrs,
