@@ -80,7 +80,9 @@ func (t *Table) Apply(now Time, c Change) {
 			t.detachHolder(l)
 			t.dropIfIdle(h)
 		}
-		l.token, l.since = c.Token, now-int64(c.Age)
+		// Claims are not replicated: whoever takes this copy over cannot
+		// tell whether the holder heard of the grant twice.
+		l.token, l.since, l.claim = c.Token, now-int64(c.Age), claimUnknown
 		t.attach(l, t.holder(c.Session))
 	case ChangeFreed:
 		if l := t.locks[c.Name]; l != nil {

@@ -155,12 +155,25 @@ type lock struct {
 	// queue is the FIFO of waiters, oldest first.
 	qhead, qtail *waiter
 	qlen         int32
-	// claimed: the holder has been told of this grant since it was made
-	// (a re-entrant lock, token, info), so Drop leaves it alone.
-	claimed bool
+	// claim says whether a client of the holder may know of this grant
+	// beyond the one request it answered (see Drop).
+	claim claim
 	// prev and next link the locks of one holder, for ReleaseSession.
 	prev, next *lock
 }
+
+// claim is what a lock's holder may know of its current grant.
+type claim uint8
+
+const (
+	// claimUnknown: the grant was copied from another table, which knew.
+	claimUnknown claim = iota
+	// claimNone: granted here, and told only to the request it answered.
+	claimNone
+	// claimTold: the holder has been told of it since, by a re-entrant
+	// lock, another wait of the same session, token or info.
+	claimTold
+)
 
 // holder is a session as seen by this partition's locks.
 type holder struct {
@@ -275,7 +288,7 @@ func (t *Table) Lock(now Time, session string, name []byte, w WaiterID, deadline
 	t.begin()
 	if l := t.locks[string(name)]; l != nil {
 		if l.owner.id == session {
-			l.claimed = true
+			l.claim = claimTold
 			return Result{Status: Granted, Token: l.token, Reentrant: true}, nil, nil
 		}
 		if w == 0 {
@@ -294,7 +307,7 @@ func (t *Table) Lock(now Time, session string, name []byte, w WaiterID, deadline
 		return Result{}, nil, ErrExhausted
 	}
 	tok, _ := t.nextToken()
-	l := &lock{name: string(name), token: tok, since: now}
+	l := &lock{name: string(name), token: tok, since: now, claim: claimNone}
 	t.locks[l.name] = l
 	t.held++
 	t.attach(l, t.holder(session))
@@ -417,7 +430,7 @@ func (t *Table) release(now Time, l *lock) {
 // session, which now holds it re-entrantly).
 func (t *Table) handTo(now Time, l *lock, w *waiter, tok uint64) {
 	h := w.h
-	l.token, l.since, l.claimed = tok, now, false // a new grant nobody was told of yet
+	l.token, l.since, l.claim = tok, now, claimNone
 	t.attach(l, h)
 	if t.changes {
 		t.effect(Effect{Kind: LockHeld, Session: h.id, Name: l.name, Token: tok})
@@ -430,6 +443,10 @@ func (t *Table) handTo(now Time, l *lock, w *waiter, tok uint64) {
 	for w = l.qhead; w != nil; {
 		next := w.next
 		if w.h == h {
+			// Another request of the holder hears of this grant: taking
+			// it back because the first one's client is gone would take
+			// it from this one.
+			l.claim = claimTold
 			t.unqueue(w)
 			t.effect(Effect{Kind: WaiterGranted, Waiter: w.id, Session: h.id, Name: l.name, Token: tok})
 		}
@@ -457,16 +474,22 @@ func (t *Table) Unlock(now Time, session string, name []byte) (Result, []Effect)
 // told of it since: the grant went to a connection whose client can no
 // longer hear of it. Unlike Unlock it is safe to send from a home the
 // session has left, because it can only take back that one grant, and
-// only while no client of the session can believe it holds it. Claims are
-// kept in this table alone: a replica that takes over forgets them.
+// only while no client of the session can believe it holds it.
+//
+// Claims are not replicated, so a grant this table took over from
+// another (claimUnknown) may have been told to anyone: Drop keeps it and
+// answers Granted, and the caller may fall back to Unlock, which only
+// the session's current home can send.
 func (t *Table) Drop(now Time, session string, name []byte, token uint64) (Result, []Effect) {
 	t.begin()
 	l := t.locks[string(name)]
 	switch {
 	case l == nil:
 		return Result{Status: NotLocked}, nil
-	case l.owner.id != session || l.token != token || l.claimed:
+	case l.owner.id != session || l.token != token || l.claim == claimTold:
 		return Result{Status: NotYours}, nil
+	case l.claim == claimUnknown:
+		return Result{Status: Granted, Token: l.token, Reentrant: true}, nil
 	}
 	h := l.owner
 	t.release(now, l)
@@ -518,7 +541,7 @@ func (t *Table) Token(session string, name []byte) (uint64, Status) {
 	case l.owner.id != session:
 		return 0, NotYours
 	}
-	l.claimed = true
+	l.claim = claimTold
 	return l.token, Granted
 }
 
@@ -539,7 +562,7 @@ func (t *Table) Info(now Time, session string, name []byte) Info {
 		return Info{}
 	}
 	if l.owner.id == session {
-		l.claimed = true
+		l.claim = claimTold
 	}
 	return Info{
 		Held:    true,

@@ -901,3 +901,66 @@ func TestDropAfterHandOver(t *testing.T) {
 		t.Fatalf("Drop of b's unclaimed grant after a hand-over: %v", got.Status)
 	}
 }
+
+// Drop keeps a grant that a client of the session may know of through
+// another request, and one whose history this table does not know.
+func TestDropKeepsWhatAClientMayKnow(t *testing.T) {
+	x := []byte("x")
+	tests := []struct {
+		name string
+		// setup leaves session "a" holding x; it returns the grant's token.
+		setup func(tb *locktable.Table) uint64
+		want  locktable.Status
+	}{
+		{"one wait granted", func(tb *locktable.Table) uint64 {
+			tb.Lock(0, "c", x, 0, 0)
+			tb.Lock(0, "a", x, 1, 100)
+			_, fx := tb.Unlock(0, "c", x)
+			return grantedTo(t, fx, 1)
+		}, locktable.Unlocked},
+		{"two waits of the session granted together", func(tb *locktable.Table) uint64 {
+			// An old connection's wait and a resumed one's: the second
+			// reply tells the client, so the first one's Drop must not
+			// take the lock from under it.
+			tb.Lock(0, "c", x, 0, 0)
+			tb.Lock(0, "a", x, 1, 100)
+			tb.Lock(0, "a", x, 2, 100)
+			_, fx := tb.Unlock(0, "c", x)
+			if tok := grantedTo(t, fx, 2); tok != grantedTo(t, fx, 1) {
+				t.Fatalf("the session's two waits got different tokens")
+			}
+			return grantedTo(t, fx, 1)
+		}, locktable.NotYours},
+		{"copied from another table", func(tb *locktable.Table) uint64 {
+			tok := uint64(1)<<32 | 7
+			tb.Apply(0, locktable.Change{Kind: locktable.ChangeHeld, Name: "x", Session: "a", Token: tok})
+			return tok
+		}, locktable.Granted},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tb := locktable.New(1, defaultLimits, true)
+			tok := tt.setup(tb)
+			got, _ := tb.Drop(0, "a", x, tok)
+			if got.Status != tt.want {
+				t.Fatalf("Drop: %v, want %v", got.Status, tt.want)
+			}
+			_, held := tb.Token("a", x)
+			if kept := held == locktable.Granted; kept != (tt.want != locktable.Unlocked) {
+				t.Fatalf("still held after Drop %v: %v", got.Status, kept)
+			}
+		})
+	}
+}
+
+// grantedTo returns the token of waiter w's grant among effects fx.
+func grantedTo(t *testing.T, fx []locktable.Effect, w locktable.WaiterID) uint64 {
+	t.Helper()
+	for _, e := range fx {
+		if e.Kind == locktable.WaiterGranted && e.Waiter == w {
+			return e.Token
+		}
+	}
+	t.Fatalf("waiter %d not granted: %v", w, fx)
+	return 0
+}
