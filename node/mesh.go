@@ -102,9 +102,9 @@ func StartMesh(cfg MeshConfig) (_ *Mesh, err error) {
 		// the write is then confirmed instead of answered "unknown".
 		AwaitTimeout: 2*cfg.Lease + 2*time.Second,
 		Pool:         m.pool,
-		Lease: func() bool {
+		Lease: func(since time.Time) bool {
 			c := ctl.Load()
-			return c != nil && c.LeaseValid()
+			return c != nil && c.LeaseValidSince(since)
 		},
 		LockDelay: cfg.MaxTimeout + cfg.Lease + cfg.HomeLease,
 		Expired: func(id string) {

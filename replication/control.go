@@ -98,6 +98,7 @@ type Control struct {
 	chMu    sync.Mutex    // guards changed
 
 	leaseUntil atomic.Int64 // nanoseconds since start
+	leaseSent  atomic.Int64 // when the renewal that granted it left, since start
 	leaseIndex atomic.Uint64
 	// verified is when (nanoseconds since start) the last successful
 	// check of this node's leadership began; see heartbeat.
@@ -262,6 +263,12 @@ func (c *Control) now() int64 { return int64(time.Since(c.start)) }
 // for a table it has taken up.
 func (c *Control) LeaseValid() bool {
 	return c.now() < c.leaseUntil.Load() && c.cfg.Data.Reconciled() >= c.leaseIndex.Load()
+}
+
+// LeaseValidSince is LeaseValid for a lease renewed by a request sent no
+// earlier than since.
+func (c *Control) LeaseValidSince(since time.Time) bool {
+	return c.LeaseValid() && c.leaseSent.Load() >= int64(since.Sub(c.start))
 }
 
 // Leader returns the leader's node id, or "".
@@ -498,6 +505,7 @@ func (c *Control) renew() {
 	// The lease runs from when the request left, not when the grant came:
 	// the leader counts from no earlier than that.
 	c.leaseIndex.Store(index)
+	c.leaseSent.Store(sent)
 	c.leaseUntil.Store(sent + int64(lease))
 }
 

@@ -31,8 +31,13 @@ type DataConfig struct {
 	Self Incarnation
 	Pool *peer.Pool
 	// Lease reports whether this node holds a lease the voters honour,
-	// for the table at the given index or later.
-	Lease func() bool
+	// renewed by a request sent no earlier than since (the zero time: any
+	// renewal). A lease is granted only to a node that has applied the
+	// table the leader had when it granted it.
+	Lease func(since time.Time) bool
+	// SealHold is how long a sealed partition waits for its hand-over
+	// before it may serve again (default 5 s).
+	SealHold time.Duration
 	// LockDelay is how long a partition whose every copy was lost refuses
 	// grants: the longest session timeout plus the lease.
 	LockDelay time.Duration
@@ -114,6 +119,9 @@ func NewData(cfg DataConfig, partitions int) *Data {
 	if cfg.AwaitTimeout <= 0 {
 		cfg.AwaitTimeout = 3 * time.Second
 	}
+	if cfg.SealHold <= 0 {
+		cfg.SealHold = 5 * time.Second
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -163,11 +171,16 @@ func (d *Data) Admit(p int, op partition.Op) error {
 	if l.role != owner {
 		return fmt.Errorf("%w: %w", ErrMoved, retryable(p, "is not owned by this node"))
 	}
-	if !d.cfg.Lease() {
+	if !d.cfg.Lease(time.Time{}) {
 		return retryable(p, "has no owner lease")
 	}
 	if l.sealed {
-		if time.Now().Before(l.sealUntil) {
+		// The hand-over has not come here, but the leader may have decided
+		// it late and this node not applied it yet: serving again under a
+		// lease from before the seal ran out could answer from a copy the
+		// new owner has moved on from. A lease renewed since was granted
+		// only after this node applied every table the leader had then.
+		if time.Now().Before(l.sealUntil) || !d.cfg.Lease(l.sealUntil) {
 			return fmt.Errorf("%w: %w", ErrMoved, retryable(p, "is moving to another node"))
 		}
 		l.sealed = false // the hand-over never came; serve again
@@ -397,7 +410,8 @@ func (d *Data) reconcile(p int, prev, cur Part, st *State, alone bool) (evict bo
 	d.set.With(p, func(t *locktable.Table, now locktable.Time) *locktable.Table {
 		l.mu.Lock()
 		defer l.mu.Unlock()
-		wasOwner := l.role == owner
+		was, wasEpoch := l.role, l.epoch
+		wasOwner := was == owner
 		switch {
 		case cur.OwnedBy(me.ID, me.Nonce):
 			t = d.becomeOwner(l, t, now, prev, cur, alone)
@@ -421,8 +435,14 @@ func (d *Data) reconcile(p int, prev, cur Part, st *State, alone bool) (evict bo
 			l.link, l.out, l.rsynced, l.chunks = nil, nil, false, nil
 		}
 		evict = wasOwner && l.role != owner
-		if d.log.Enabled(context.Background(), slog.LevelDebug) {
-			d.log.Debug("partition role", "partition", p, "role", l.role, "epoch", l.epoch, "mode", cur.Mode,
+		if l.role != was || l.role != none && l.epoch != wasEpoch {
+			// Every role this node takes or leaves after the first, for
+			// the fault suite's reports: which copy served which epoch.
+			level := slog.LevelInfo
+			if prev.Epoch == 0 {
+				level = slog.LevelDebug
+			}
+			d.log.Log(context.Background(), level, "partition role", "partition", p, "role", l.role, "was", was, "epoch", l.epoch, "mode", cur.Mode,
 				"owner", cur.Owner, "replica", cur.Replica, "prev", cur.Prev, "synced", l.rsynced, "rseq", l.rseq, "sealed", cur.Sealed)
 		}
 		if l.role != owner {
@@ -963,7 +983,7 @@ func (d *Data) serveSeal(_ context.Context, _ byte, payload []byte, reply func([
 			err = fmt.Errorf("not the synced owner of partition %d at epoch %d", p, epoch)
 			return t
 		}
-		l.sealed, l.sealUntil = true, time.Now().Add(sealHold)
+		l.sealed, l.sealUntil = true, time.Now().Add(d.cfg.SealHold)
 		pos = l.seq
 		return t
 	})
@@ -981,6 +1001,3 @@ func (d *Data) serveSeal(_ context.Context, _ byte, payload []byte, reply func([
 		reply(e.B, nil)
 	}()
 }
-
-// sealHold is how long a sealed partition waits for its hand-over.
-const sealHold = 5 * time.Second

@@ -1,11 +1,13 @@
 package replication
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,6 +24,9 @@ type dataNode struct {
 	set  *partition.Set
 	mux  *peer.Mux
 	addr string
+	// renewed, if set, is when the node's lease was last renewed; unset,
+	// every lease check passes.
+	renewed atomic.Pointer[time.Time]
 }
 
 func startData(t *testing.T, id string) *dataNode {
@@ -38,7 +43,7 @@ func startDataN(t *testing.T, id string, partitions int) *dataNode {
 	pool := peer.NewPool(time.Second, nil)
 	t.Cleanup(pool.Close)
 	n := &dataNode{inc: Incarnation{ID: id, Nonce: id + "-1"}, addr: ln.Addr().String()}
-	n.data = NewData(DataConfig{Self: n.inc, Pool: pool, Lease: func() bool { return true }, AwaitTimeout: 10 * time.Second}, partitions)
+	n.data = NewData(DataConfig{Self: n.inc, Pool: pool, Lease: n.lease, AwaitTimeout: 10 * time.Second}, partitions)
 	t.Cleanup(n.data.Close)
 	n.set, err = partition.New(partition.Config{Partitions: partitions, Limits: locktable.Limits{MaxWaiters: 10, DefaultTimeout: time.Minute}, Replicator: n.data})
 	if err != nil {
@@ -49,6 +54,11 @@ func startDataN(t *testing.T, id string, partitions int) *dataNode {
 	n.mux = peer.NewMux(ln, peer.NewServer(n.data.Methods(), nil), nil)
 	t.Cleanup(func() { n.mux.Close() })
 	return n
+}
+
+func (n *dataNode) lease(since time.Time) bool {
+	r := n.renewed.Load()
+	return r == nil || !r.Before(since)
 }
 
 func table(index uint64, part Part, nodes ...*dataNode) *State {
@@ -348,5 +358,43 @@ func TestPrevReplicaKeepsItsCopy(t *testing.T) {
 	tok, status, err := b.set.Token("s1", []byte("x"))
 	if err != nil || status != locktable.Granted || tok == 0 {
 		t.Fatalf("after the takeover by the previous replica: token %d, %v, %v; want s1 to hold x", tok, status, err)
+	}
+}
+
+// An owner sealed for a hand-over that has not reached it serves again
+// once the seal runs out, but only under a lease renewed since: the
+// leader may have decided the hand-over late, and a lease is granted only
+// to a node that applied the leader's table, so an older lease could let
+// it answer from a copy the new owner has moved on from.
+func TestUnsealWaitsForALeaseRenewedSince(t *testing.T) {
+	a, b := startData(t, "a"), startData(t, "b")
+	a.data.cfg.SealHold = 20 * time.Millisecond
+	before := time.Now()
+	a.renewed.Store(&before)
+	st1 := table(1, Part{Epoch: 1, Owner: "a", ONonce: "a-1", Replica: "b", RNonce: "b-1", Mode: Fresh}, a, b)
+	for _, n := range []*dataNode{a, b} {
+		n.data.Apply(&State{}, st1, []int{0})
+	}
+	waitFor(t, "the replica to sync", func() bool { return a.data.Synced()[0] == 1 })
+	if err := a.data.Admit(0, partition.Grant); err != nil {
+		t.Fatalf("synced owner: %v", err)
+	}
+	var e peer.Enc
+	e.Uint(0)
+	e.Uint(1)
+	sealed := make(chan error, 1)
+	a.data.serveSeal(context.Background(), mSeal, e.B, func(_ []byte, err error) { sealed <- err })
+	if err := <-sealed; err != nil {
+		t.Fatalf("seal: %v", err)
+	}
+	until := a.data.parts[0].sealUntil
+	waitFor(t, "the seal to run out", func() bool { return time.Now().After(until) })
+	if err := a.data.Admit(0, partition.Grant); !errors.Is(err, ErrMoved) {
+		t.Fatalf("after the seal ran out, under a lease from before: %v; want it still sealed", err)
+	}
+	renewed := time.Now()
+	a.renewed.Store(&renewed)
+	if err := a.data.Admit(0, partition.Grant); err != nil {
+		t.Fatalf("under a lease renewed since: %v", err)
 	}
 }
