@@ -938,6 +938,14 @@ func (d *Data) serveSnapshot(_ context.Context, _ byte, payload []byte, reply fu
 			res = "stale epoch"
 			return t
 		}
+		if l.rsynced && seq < l.rseq {
+			// A copy older than what this replica acknowledged since: a
+			// request that the owner gave up on, delivered late. Taking
+			// it would drop acknowledged changes, and a takeover from this
+			// copy would lose them.
+			res = "stale copy"
+			return t
+		}
 		if off == 0 {
 			l.chunks = l.chunks[:0]
 		}

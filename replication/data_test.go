@@ -398,3 +398,47 @@ func TestUnsealWaitsForALeaseRenewedSince(t *testing.T) {
 		t.Fatalf("under a lease renewed since: %v", err)
 	}
 }
+
+// A full copy delivered late (its request was given up on and a newer
+// copy and changes went through since) is refused: taking it would drop
+// changes the replica has acknowledged, and a takeover from that copy
+// would lose the grants they made.
+func TestReplicaRefusesAStaleCopy(t *testing.T) {
+	a, b := startData(t, "a"), startData(t, "b")
+	st1 := table(1, Part{Epoch: 1, Owner: "a", ONonce: "a-1", Replica: "b", RNonce: "b-1", Mode: Fresh}, a, b)
+	for _, n := range []*dataNode{a, b} {
+		n.data.Apply(&State{}, st1, []int{0})
+	}
+	waitFor(t, "the replica to sync", func() bool { return a.data.Synced()[0] == 1 })
+	// The copy the owner would have sent before the grant.
+	var stale peer.Enc
+	a.set.With(0, func(tb *locktable.Table, now locktable.Time) *locktable.Table {
+		l := a.data.parts[0]
+		l.mu.Lock()
+		data, seq := tb.Snapshot(now), l.seq
+		l.mu.Unlock()
+		stale.Uint(0)
+		stale.Uint(1)
+		stale.Uint(seq)
+		stale.Uint(0)
+		stale.Uint(uint64(len(data)))
+		stale.Bytes(data)
+		return tb
+	})
+	if err := <-grantAsync(a.set, "s1", "x"); err != nil {
+		t.Fatalf("grant: %v", err)
+	}
+	replied := make(chan string, 1)
+	b.data.serveSnapshot(context.Background(), mSnapshot, stale.B, func(p []byte, err error) { replied <- fmt.Sprint(string(p), " ", err) })
+	if got := <-replied; got != "stale copy <nil>" {
+		t.Fatalf("late copy from before the grant: replica answered %q", got)
+	}
+	var held bool
+	b.set.With(0, func(tb *locktable.Table, now locktable.Time) *locktable.Table {
+		held = tb.Counts().Locks == 1
+		return tb
+	})
+	if !held {
+		t.Fatal("the replica's copy lost the acknowledged grant")
+	}
+}
