@@ -32,17 +32,18 @@ type meshWait struct {
 	canceled bool
 	node     replication.Node // where the current request is queued
 	req      string
+	// maybe: a request went unanswered, so an owner may have granted it.
+	maybe bool
 }
 
 func (w *meshWait) run() {
 	r := w.r
 	p := r.partOf([]byte(w.name))
-	// maybe: a request went unanswered, so an owner may have granted it.
 	// sent: a request went out, so one may still be queued somewhere.
-	maybe, sent := false, false
+	sent := false
 	for {
 		w.mu.Lock()
-		canceled, finished := w.canceled, w.finished
+		canceled, finished, maybe := w.canceled, w.finished, w.maybe
 		w.mu.Unlock()
 		if finished {
 			return // withdrawn by Cancel between requests
@@ -87,6 +88,9 @@ func (w *meshWait) run() {
 		cancel()
 		w.mu.Lock()
 		w.node, w.req = replication.Node{}, ""
+		// In the same step as the request stops being current: a Cancel
+		// in between would take it for answered.
+		w.maybe = w.maybe || errors.Is(err, peer.ErrLost)
 		w.mu.Unlock()
 		if err == nil {
 			res, derr := decodeResult(b)
@@ -112,7 +116,6 @@ func (w *meshWait) run() {
 		case errors.Is(err, peer.ErrLost):
 			// As below; and the lost request may have been granted, which
 			// the next one learns as a re-entrant grant, or settleLate.
-			maybe = true
 			w.pause(st.Index)
 		case errors.Is(err, peer.ErrUnreachable), errors.As(err, &we) && we.Retryable():
 			// The owner went away or moved: ask the new one. A grant it made
@@ -207,7 +210,16 @@ func (w *meshWait) Cancel() bool {
 	w.canceled = true
 	n, req := w.node, w.req
 	if req == "" {
-		// Between requests: nothing is queued anywhere.
+		if w.maybe {
+			// A request went unanswered: its owner may have granted it
+			// (the reply lost with a connection or an owner). Only asking
+			// tells, so the wait asks (settleCanceled) and its outcome
+			// follows; a grant then goes back. Answering "withdrawn" here
+			// left the session holding a lock nobody knew of.
+			w.mu.Unlock()
+			return false
+		}
+		// Between requests, none lost: nothing is queued anywhere.
 		w.finished = true
 		w.mu.Unlock()
 		return true
