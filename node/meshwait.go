@@ -117,6 +117,11 @@ func (w *meshWait) run() {
 			// As below; and the lost request may have been granted, which
 			// the next one learns as a re-entrant grant, or settleLate.
 			w.pause(st.Index)
+		case errors.As(err, &we) && we.Reason == errSessionMoved.Reason:
+			// The session was resumed on another connection (the owner
+			// withdrew the wait, or refused it): for good.
+			w.deliver(partition.Outcome{Err: err})
+			return
 		case errors.Is(err, peer.ErrUnreachable), errors.As(err, &we) && we.Retryable():
 			// The owner went away or moved: ask the new one. A grant it made
 			// before it went is with the new owner too, and comes back as a

@@ -98,11 +98,18 @@ func lockErr(err error) error {
 }
 
 // waitTable holds the queued requests of remote homes, so that mCancel can
-// withdraw them.
+// withdraw them, and a resume elsewhere can withdraw its older homes'.
 type waitTable struct {
-	mu sync.Mutex // guards m and ch
-	m  map[string]*partition.Wait
-	ch map[string]chan partition.Outcome
+	mu sync.Mutex // guards m
+	m  map[string]*queued
+}
+
+// queued is one request waiting in a partition's queue.
+type queued struct {
+	w       *partition.Wait
+	ch      chan partition.Outcome
+	session string
+	epoch   uint64 // of the home that sent it
 }
 
 // hLockWait queues a lock for up to its wait and answers with the
@@ -125,17 +132,18 @@ func (r *Router) hLockWait(conn context.Context, b []byte) ([]byte, error) {
 		return encodeResult(res), nil
 	}
 	r.waits.mu.Lock()
-	if r.waits.ch == nil {
-		r.waits.ch = make(map[string]chan partition.Outcome)
-	}
-	r.waits.m[q.req], r.waits.ch[q.req] = w, ch
+	r.waits.m[q.req] = &queued{w: w, ch: ch, session: q.session, epoch: q.epoch}
 	r.waits.mu.Unlock()
-	stop := context.AfterFunc(conn, func() { r.withdraw(q.req) })
+	stop := context.AfterFunc(conn, func() { r.withdraw(q.req, errWithdrawn) })
+	if r.fenced(q) != nil {
+		// Fenced while it was being queued: withdrawFenced may have
+		// looked before it was in the table.
+		r.withdraw(q.req, errSessionMoved)
+	}
 	o := <-ch
 	stop()
 	r.waits.mu.Lock()
 	delete(r.waits.m, q.req)
-	delete(r.waits.ch, q.req)
 	r.waits.mu.Unlock()
 	switch {
 	case errors.Is(o.Err, errWithdrawn):
@@ -151,16 +159,36 @@ func (r *Router) hLockWait(conn context.Context, b []byte) ([]byte, error) {
 // errWithdrawn tells hLockWait that its wait was withdrawn.
 var errWithdrawn = errors.New("node: wait withdrawn")
 
-// withdraw cancels a queued remote wait and reports whether it did.
-func (r *Router) withdraw(req string) bool {
+// withdraw cancels a queued remote wait and reports whether it did; its
+// request is answered with why.
+func (r *Router) withdraw(req string, why error) bool {
 	r.waits.mu.Lock()
-	w, ch := r.waits.m[req], r.waits.ch[req]
+	qw := r.waits.m[req]
 	r.waits.mu.Unlock()
-	if w == nil || !r.set.Cancel(w) {
+	if qw == nil || !r.set.Cancel(qw.w) {
 		return false
 	}
-	ch <- partition.Outcome{Err: errWithdrawn}
+	qw.ch <- partition.Outcome{Err: why}
 	return true
+}
+
+// withdrawFenced withdraws the queued waits that session id's homes older
+// than epoch sent: the session has been resumed elsewhere. Granted later,
+// such a wait would reach a home that can no longer tell its client, and
+// the session would hold a lock nobody knew of until that home gave it
+// back (found by the fault suite).
+func (r *Router) withdrawFenced(id string, epoch uint64) {
+	var reqs []string
+	r.waits.mu.Lock()
+	for req, qw := range r.waits.m {
+		if qw.session == id && qw.epoch < epoch {
+			reqs = append(reqs, req)
+		}
+	}
+	r.waits.mu.Unlock()
+	for _, req := range reqs {
+		r.withdraw(req, errSessionMoved)
+	}
 }
 
 func (r *Router) hCancel(_ context.Context, b []byte) ([]byte, error) {
@@ -169,7 +197,7 @@ func (r *Router) hCancel(_ context.Context, b []byte) ([]byte, error) {
 	if err := d.End(); err != nil {
 		return nil, err
 	}
-	if r.withdraw(req) {
+	if r.withdraw(req, errWithdrawn) {
 		return []byte("canceled"), nil
 	}
 	return []byte("decided"), nil
@@ -268,6 +296,7 @@ func (r *Router) hHeld(_ context.Context, b []byte) ([]byte, error) {
 		return nil, err
 	}
 	r.sessions.raiseFloor(id, epoch)
+	r.withdrawFenced(id, epoch)
 	var names []string
 	var missed []int
 	for _, p := range parts {

@@ -48,7 +48,7 @@ type Router struct {
 
 func newRouter(self replication.Incarnation, c *replication.Control, s *partition.Set, pool *peer.Pool, r *ring.Ring, homeLease time.Duration, log *slog.Logger) *Router {
 	rt := &Router{self: self, control: c, set: s, pool: pool, ring: r, log: log, clients: func() int { return 0 }}
-	rt.waits = &waitTable{m: make(map[string]*partition.Wait)}
+	rt.waits = &waitTable{m: make(map[string]*queued)}
 	rt.sessions = newSessions(rt, homeLease)
 	rt.handlers = rt.ownerHandlers()
 	return rt
