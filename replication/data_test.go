@@ -61,6 +61,18 @@ func (n *dataNode) lease(since time.Time) bool {
 	return r == nil || !r.Before(since)
 }
 
+// syncPair makes a the owner and b the replica of partition 0 at epoch 1,
+// and returns that table once b holds a full copy.
+func syncPair(t *testing.T, a, b *dataNode) *State {
+	t.Helper()
+	st := table(1, Part{Epoch: 1, Owner: "a", ONonce: "a-1", Replica: "b", RNonce: "b-1", Mode: Fresh}, a, b)
+	for _, n := range []*dataNode{a, b} {
+		n.data.Apply(&State{}, st, []int{0})
+	}
+	waitFor(t, "the replica to sync", func() bool { return a.data.Synced()[0] == 1 })
+	return st
+}
+
 func table(index uint64, part Part, nodes ...*dataNode) *State {
 	st := &State{Index: index, Parts: []Part{part}, Nodes: map[string]Node{}}
 	for _, n := range nodes {
@@ -74,11 +86,7 @@ func table(index uint64, part Part, nodes ...*dataNode) *State {
 // Confirming it would acknowledge a grant that is lost.
 func TestGrantUnconfirmedWhenOwnershipEnds(t *testing.T) {
 	a, b := startData(t, "a"), startData(t, "b")
-	st1 := table(1, Part{Epoch: 1, Owner: "a", ONonce: "a-1", Replica: "b", RNonce: "b-1", Mode: Fresh}, a, b)
-	for _, n := range []*dataNode{a, b} {
-		n.data.Apply(&State{}, st1, []int{0})
-	}
-	waitFor(t, "the replica to sync", func() bool { return a.data.Synced()[0] == 1 })
+	st1 := syncPair(t, a, b)
 	if res, _, err := a.set.LockAsync("s1", []byte("x"), 0, nil); err != nil || res.Status != locktable.Granted {
 		t.Fatalf("grant with a synced replica: %v %v", res, err)
 	}
@@ -309,11 +317,7 @@ func TestFailedCopyKeepsOtherChanges(t *testing.T) {
 func TestUnconfirmedPositionResyncs(t *testing.T) {
 	a, b := startData(t, "a"), startData(t, "b")
 	a.data.cfg.AwaitTimeout = 300 * time.Millisecond
-	st1 := table(1, Part{Epoch: 1, Owner: "a", ONonce: "a-1", Replica: "b", RNonce: "b-1", Mode: Fresh}, a, b)
-	for _, n := range []*dataNode{a, b} {
-		n.data.Apply(&State{}, st1, []int{0})
-	}
-	waitFor(t, "the replica to sync", func() bool { return a.data.Synced()[0] == 1 })
+	syncPair(t, a, b)
 	// A position recorded whose batch never went out: the loss is
 	// simulated, since every known way to lose one is fixed.
 	l := a.data.parts[0]
@@ -332,11 +336,7 @@ func TestUnconfirmedPositionResyncs(t *testing.T) {
 // when the owner dies it takes the partition over with the owner's grants.
 func TestPrevReplicaKeepsItsCopy(t *testing.T) {
 	a, b := startData(t, "a"), startData(t, "b")
-	st1 := table(1, Part{Epoch: 1, Owner: "a", ONonce: "a-1", Replica: "b", RNonce: "b-1", Mode: Fresh}, a, b)
-	for _, n := range []*dataNode{a, b} {
-		n.data.Apply(&State{}, st1, []int{0})
-	}
-	waitFor(t, "the replica to sync", func() bool { return a.data.Synced()[0] == 1 })
+	st1 := syncPair(t, a, b)
 	if res, _, err := a.set.LockAsync("s1", []byte("x"), 0, nil); err != nil || res.Status != locktable.Granted {
 		t.Fatalf("grant: %v %v", res, err)
 	}
@@ -371,11 +371,7 @@ func TestUnsealWaitsForALeaseRenewedSince(t *testing.T) {
 	a.data.cfg.SealHold = 20 * time.Millisecond
 	before := time.Now()
 	a.renewed.Store(&before)
-	st1 := table(1, Part{Epoch: 1, Owner: "a", ONonce: "a-1", Replica: "b", RNonce: "b-1", Mode: Fresh}, a, b)
-	for _, n := range []*dataNode{a, b} {
-		n.data.Apply(&State{}, st1, []int{0})
-	}
-	waitFor(t, "the replica to sync", func() bool { return a.data.Synced()[0] == 1 })
+	syncPair(t, a, b)
 	if err := a.data.Admit(0, partition.Grant); err != nil {
 		t.Fatalf("synced owner: %v", err)
 	}
@@ -405,11 +401,7 @@ func TestUnsealWaitsForALeaseRenewedSince(t *testing.T) {
 // would lose the grants they made.
 func TestReplicaRefusesAStaleCopy(t *testing.T) {
 	a, b := startData(t, "a"), startData(t, "b")
-	st1 := table(1, Part{Epoch: 1, Owner: "a", ONonce: "a-1", Replica: "b", RNonce: "b-1", Mode: Fresh}, a, b)
-	for _, n := range []*dataNode{a, b} {
-		n.data.Apply(&State{}, st1, []int{0})
-	}
-	waitFor(t, "the replica to sync", func() bool { return a.data.Synced()[0] == 1 })
+	syncPair(t, a, b)
 	// The copy the owner would have sent before the grant.
 	var stale peer.Enc
 	a.set.With(0, func(tb *locktable.Table, now locktable.Time) *locktable.Table {
