@@ -45,15 +45,11 @@ func TestResumeWithdrawsOlderHomesWaits(t *testing.T) {
 			waits <- answer{b, err}
 		}()
 	}
-	for queued := 0; queued < 2; {
+	waitFor(t, "both waits to be queued", func() bool {
 		r.waits.mu.Lock()
-		queued = len(r.waits.m)
-		r.waits.mu.Unlock()
-		time.Sleep(time.Millisecond)
-		if ctx.Err() != nil {
-			t.Fatal("the waits were never queued")
-		}
-	}
+		defer r.waits.mu.Unlock()
+		return len(r.waits.m) == 2
+	})
 
 	// The session is resumed at epoch 2; the new home asks for its locks.
 	var e peer.Enc
