@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/elock/elock/client"
+	"github.com/elock/elock/testcluster/wait"
 )
 
 func TestOperations(t *testing.T) {
@@ -227,9 +228,9 @@ func TestLockHandOver(t *testing.T) {
 		return func() bool { in, err := a.Info(ctx, "h"); return err == nil && in.Waiters == n }
 	}
 	bc := lockAsync(b)
-	waitFor(t, "b to queue", waiters(1))
+	wait.For(t, 10*time.Second, "b to queue", waiters(1))
 	cc := lockAsync(c)
-	waitFor(t, "c to queue", waiters(2))
+	wait.For(t, 10*time.Second, "c to queue", waiters(2))
 
 	if err := a.Unlock(ctx, "h"); err != nil {
 		t.Fatal(err)
@@ -289,7 +290,7 @@ func TestLockDeadline(t *testing.T) {
 	if d := time.Since(start); d > 3*time.Second {
 		t.Fatalf("Lock took %v after a 300ms deadline", d)
 	}
-	waitFor(t, "the waiter to leave the queue", func() bool {
+	wait.For(t, 10*time.Second, "the waiter to leave the queue", func() bool {
 		in, err := a.Info(ctx, "d")
 		return err == nil && in.Waiters == 0
 	})
@@ -321,7 +322,7 @@ func TestLockCancelLeavesQueue(t *testing.T) {
 		_, err := b.Lock(bctx, "q")
 		done <- err
 	}()
-	waitFor(t, "b to queue", func() bool {
+	wait.For(t, 10*time.Second, "b to queue", func() bool {
 		in, err := a.Info(ctx, "q")
 		return err == nil && in.Waiters == 1
 	})
@@ -329,7 +330,7 @@ func TestLockCancelLeavesQueue(t *testing.T) {
 	if err := <-done; err != context.Canceled {
 		t.Fatalf("b's Lock = %v, want context.Canceled as is", err)
 	}
-	waitFor(t, "b to leave the queue", func() bool {
+	wait.For(t, 10*time.Second, "b to leave the queue", func() bool {
 		in, err := a.Info(ctx, "q")
 		return err == nil && in.Waiters == 0
 	})
@@ -363,7 +364,7 @@ func TestLockCancelGrantWins(t *testing.T) {
 		_, err := b.Lock(bctx, "g")
 		done <- err
 	}()
-	waitFor(t, "b to queue", func() bool {
+	wait.For(t, 10*time.Second, "b to queue", func() bool {
 		in, err := c.Info(ctx, "g")
 		return err == nil && in.Waiters == 1
 	})
@@ -371,7 +372,7 @@ func TestLockCancelGrantWins(t *testing.T) {
 	if err := a.Unlock(ctx, "g"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the grant to b", func() bool {
+	wait.For(t, 10*time.Second, "the grant to b", func() bool {
 		in, err := c.Info(ctx, "g")
 		return err == nil && in.Held && !in.Mine && in.Waiters == 0
 	})
@@ -379,7 +380,7 @@ func TestLockCancelGrantWins(t *testing.T) {
 	if err := <-done; err != context.Canceled {
 		t.Fatalf("b's Lock = %v, want context.Canceled", err)
 	}
-	waitFor(t, "b's session to release g", func() bool {
+	wait.For(t, 10*time.Second, "b's session to release g", func() bool {
 		_, err := c.TryLock(ctx, "g")
 		return err == nil
 	})
@@ -401,7 +402,7 @@ func TestCloseInterruptsLock(t *testing.T) {
 		_, err := b.Lock(ctx, "z")
 		done <- err
 	}()
-	waitFor(t, "b to queue", func() bool {
+	wait.For(t, 10*time.Second, "b to queue", func() bool {
 		in, err := a.Info(ctx, "z")
 		return err == nil && in.Waiters == 1
 	})
@@ -409,7 +410,7 @@ func TestCloseInterruptsLock(t *testing.T) {
 	if err := <-done; err != client.ErrClosed {
 		t.Fatalf("Lock during Close = %v, want ErrClosed", err)
 	}
-	waitFor(t, "b to leave the queue", func() bool {
+	wait.For(t, 10*time.Second, "b to leave the queue", func() bool {
 		in, err := a.Info(ctx, "z")
 		return err == nil && in.Waiters == 0
 	})
@@ -539,9 +540,9 @@ func TestResumeByKeepalive(t *testing.T) {
 	}
 	id := a.SessionID()
 	srv.ln.killAll()
-	waitFor(t, "a to reconnect by itself", func() bool { return srv.ln.count() >= 2 })
+	wait.For(t, 10*time.Second, "a to reconnect by itself", func() bool { return srv.ln.count() >= 2 })
 	b := dial(t, []string{srv.addr})
-	waitFor(t, "a's session to be attached again", func() bool {
+	wait.For(t, 10*time.Second, "a's session to be attached again", func() bool {
 		st, err := b.Stats(ctx)
 		return err == nil && st.Clients == 2
 	})
@@ -619,14 +620,14 @@ func TestSessionExpired(t *testing.T) {
 	}
 	srv.ln.killAll()
 	b := dial(t, []string{srv.addr})
-	waitFor(t, "the session to expire", func() bool {
+	wait.For(t, 10*time.Second, "the session to expire", func() bool {
 		st, err := b.Stats(ctx)
 		return err == nil && st.Locks == 0
 	})
 	if _, err := a.Token(ctx, "e1"); err != client.ErrSessionLost {
 		t.Fatalf("Token after expiry = %v, want ErrSessionLost", err)
 	}
-	waitFor(t, "two lost reports", func() bool { return len(lost.get()) == 2 })
+	wait.For(t, 10*time.Second, "two lost reports", func() bool { return len(lost.get()) == 2 })
 	if got := lost.names(t, client.ErrSessionLost); !got["e1"] || !got["e2"] {
 		t.Fatalf("lost %v, want e1 and e2", got)
 	}
@@ -653,13 +654,13 @@ func TestLostWhileUnreachable(t *testing.T) {
 	}
 	px.refuse.Store(true)
 	px.killAll()
-	waitFor(t, "the lost report", func() bool { return len(lost.get()) == 1 })
+	wait.For(t, 10*time.Second, "the lost report", func() bool { return len(lost.get()) == 1 })
 	if got := lost.names(t, client.ErrSessionLost); !got["u"] {
 		t.Fatalf("lost %v, want u", got)
 	}
 	px.refuse.Store(false)
 	b := dial(t, []string{srv.addr})
-	waitFor(t, "a to be back", func() bool {
+	wait.For(t, 10*time.Second, "a to be back", func() bool {
 		st, err := b.Stats(ctx)
 		return err == nil && st.Clients == 2
 	})
@@ -691,7 +692,7 @@ func TestFailover(t *testing.T) {
 	if _, err := a.Token(ctx, "f"); err != client.ErrSessionLost {
 		t.Fatalf("Token after failover = %v, want ErrSessionLost", err)
 	}
-	waitFor(t, "the lost report", func() bool { return len(lost.get()) == 1 })
+	wait.For(t, 10*time.Second, "the lost report", func() bool { return len(lost.get()) == 1 })
 	if got := lost.names(t, client.ErrSessionLost); !got["f"] {
 		t.Fatalf("lost %v", got)
 	}
@@ -843,7 +844,7 @@ func TestRefusedResume(t *testing.T) {
 	if err != client.ErrSessionLost {
 		t.Fatalf("Stats = %v, want ErrSessionLost", err)
 	}
-	waitFor(t, "the lost report", func() bool { return len(lost.get()) == 1 })
+	wait.For(t, 10*time.Second, "the lost report", func() bool { return len(lost.get()) == 1 })
 	ev := lost.get()[0]
 	if ev.Name != "s" || ev.Token != 3 || !errors.Is(ev.Err, client.ErrSessionLost) || !errors.Is(ev.Err, client.ErrCannotSetID) {
 		t.Fatalf("lost %+v", ev)

@@ -145,18 +145,6 @@ func dial(t *testing.T, addrs []string, opts ...client.Option) *client.Client {
 	return c
 }
 
-// waitFor polls cond until it holds, failing the test after a deadline.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // lostRecorder collects lost-lock reports.
 type lostRecorder struct {
 	mu  sync.Mutex

@@ -4,9 +4,9 @@ import (
 	"context"
 	"time"
 
+	"github.com/elock/elock/node/failure"
 	"github.com/elock/elock/node/locktable"
 	"github.com/elock/elock/node/partition"
-	"github.com/elock/elock/node/wire"
 )
 
 // SessionRef names a session as one attachment of it: the id plus the
@@ -21,10 +21,11 @@ type SessionRef struct {
 // the state lives: in this process (Local) or on the owners of a mesh.
 //
 // Contract: a method returns either a definite answer (a locktable status,
-// or nil error) or an error. An error that is a *wire.Error is answered
-// with its own line: 503 means the request did nothing and may be
-// retried, 504 that its outcome is unknown. Any other error is answered
-// 503 too, because it can only come from a request that did not complete.
+// or nil error) or an error. An error that is a *failure.Error is
+// answered with its own line: a retryable failure "503 TEXT" (the request
+// did nothing and may be retried), an indeterminate one "504 TEXT" (its
+// outcome is unknown). Any other error is answered 503 too, because it
+// can only come from a request that did not complete.
 type Backend interface {
 	// Attach binds id to a connection of this node, creating the session
 	// if it is unknown or expired. locktable.ErrAttached means another
@@ -107,13 +108,17 @@ func (l *Local) SetTimeout(_ context.Context, s SessionRef, d time.Duration) err
 func (l *Local) Lock(_ context.Context, s SessionRef, name []byte, wait time.Duration, done partition.Done) (locktable.Result, Wait, error) {
 	res, w, err := l.Set.LockAsync(s.ID, name, wait, done)
 	if err == locktable.ErrExhausted {
-		return res, nil, wire.Retry("token space of this epoch exhausted; retry")
+		return res, nil, errExhausted
 	}
 	if w == nil {
 		return res, nil, err
 	}
 	return res, localWait{l.Set, w}, nil
 }
+
+// errExhausted refuses a grant when the partition's epoch has no tokens
+// left; a single node moves to the next epoch by itself.
+var errExhausted = failure.Retry(failure.Exhausted, "token space of this epoch exhausted; retry")
 
 type localWait struct {
 	set *partition.Set

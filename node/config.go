@@ -34,6 +34,9 @@ type Config struct {
 	MaxWaiters int
 	// Logger receives the server's log; nil discards it.
 	Logger *slog.Logger
+	// Clients, if set, is the registry the server records its clients'
+	// sessions in, shared with a mesh; nil gives the server its own.
+	Clients *Clients
 }
 
 // The defaults, also the flags' defaults.

@@ -1,6 +1,22 @@
-// Package node is a running elockd: it accepts client connections, keeps
-// each connection's session, parses requests and dispatches them to a
-// Backend, which holds the lock state here or across a mesh.
+// Package node is the client-facing server of elockd: it accepts client
+// connections, keeps each connection's session, parses requests, and
+// dispatches them to a Backend, which holds the lock state in this process
+// (Local, a single node) or across a mesh (package node/mesh). It is the
+// only layer that turns outcomes into reply lines: a locktable status, or
+// a failure's class (503 retryable, 504 indeterminate).
+//
+// Files: server.go (listener, shutdown), conn.go (one connection's read,
+// parse and write loop), commands.go (one method per verb), wait.go (a
+// blocking lock that keeps reading its connection), clients.go (sessions
+// attached here, shared with a mesh), backend.go and local.go (the
+// Backend seam and the single node's backend), config.go.
+//
+// Imports: node/wire, node/locktable, node/partition, node/failure and the
+// standard library. Never node/mesh, replication or ring: the mesh
+// depends on this package, not the other way round.
+//
+// Lock order: Server.mu and Clients.mu are leaves; a conn has no mutex
+// (one goroutine owns it). No mutex is held while calling the Backend.
 package node
 
 import (
@@ -29,15 +45,15 @@ type Server struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	mu        sync.Mutex // guards listeners, conns, attached and closed
+	clients *Clients // the connections with a session, by session id
+
+	mu        sync.Mutex // guards listeners, conns and closed
 	listeners map[net.Listener]struct{}
 	conns     map[*conn]struct{}
-	attached  map[string]*conn // session id -> the local connection it is attached to
 	closed    bool
 	wg        sync.WaitGroup // one count per running connection goroutine
 
 	nconns   atomic.Int64 // open client connections
-	nclients atomic.Int64 // open connections that have a session
 	accepted atomic.Uint64
 	refused  atomic.Uint64
 	commands atomic.Uint64
@@ -55,8 +71,13 @@ func NewServer(cfg Config, backend Backend) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	clients := cfg.Clients
+	if clients == nil {
+		clients = NewClients()
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Server{
+		clients:   clients,
 		cfg:       cfg,
 		backend:   backend,
 		log:       log,
@@ -65,7 +86,6 @@ func NewServer(cfg Config, backend Backend) (*Server, error) {
 		cancel:    cancel,
 		listeners: make(map[net.Listener]struct{}),
 		conns:     make(map[*conn]struct{}),
-		attached:  make(map[string]*conn),
 	}, nil
 }
 
@@ -203,54 +223,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		return ctx.Err()
 	}
 }
-
-func (s *Server) bindConn(id string, c *conn) {
-	s.mu.Lock()
-	s.attached[id] = c
-	s.mu.Unlock()
-	s.nclients.Add(1)
-}
-
-func (s *Server) unbind(id string, c *conn) {
-	s.mu.Lock()
-	if s.attached[id] == c {
-		delete(s.attached, id)
-	}
-	s.mu.Unlock()
-	s.nclients.Add(-1)
-}
-
-// heldByHungUp reports whether session id is attached to a connection of
-// this node whose client has already hung up.
-func (s *Server) heldByHungUp(id string) bool {
-	s.mu.Lock()
-	c := s.attached[id]
-	s.mu.Unlock()
-	return c != nil && peerHungUp(c.raw)
-}
-
-// Kick closes the connection a session is attached to here, if any: the
-// mesh could not keep the session safe, and the client should resume it.
-func (s *Server) Kick(id string) {
-	s.mu.Lock()
-	c := s.attached[id]
-	s.mu.Unlock()
-	if c != nil {
-		c.nc.Close()
-	}
-}
-
-// Live reports whether session id is attached to a connection of this
-// node whose client has not hung up.
-func (s *Server) Live(id string) bool {
-	s.mu.Lock()
-	c := s.attached[id]
-	s.mu.Unlock()
-	return c != nil && !peerHungUp(c.raw)
-}
-
-// LocalClients returns this node's count of connections with a session.
-func (s *Server) LocalClients() int { return int(s.nclients.Load()) }
 
 // Uptime returns how long the server has run.
 func (s *Server) Uptime() time.Duration { return time.Since(s.started) }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/elock/elock/node/locktable"
 	"github.com/elock/elock/node/partition"
+	"github.com/elock/elock/testcluster/wait"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -171,17 +172,6 @@ func (c *client) block(cmd string) map[string]string {
 	}
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
 func TestPipelinedRepliesAreCoalesced(t *testing.T) {
 	ts := startServer(t, nil)
 	c := ts.dial(t)
@@ -213,7 +203,7 @@ func TestCommandsBehindBlockedLockWait(t *testing.T) {
 	holder, waiter := ts.dial(t), ts.dial(t)
 	holder.expect("lock x", "200 Acquired")
 	waiter.send("lock x 10\r\nlock y\r\nunlock y\r\n")
-	waitFor(t, "the waiter to queue", func() bool { return holder.block("info x")["waiters"] == "1" })
+	wait.For(t, 5*time.Second, "the waiter to queue", func() bool { return holder.block("info x")["waiters"] == "1" })
 	holder.expect("unlock x", "200 Unlocked")
 	for _, want := range []string{"200 Acquired", "200 Acquired", "200 Unlocked"} {
 		if got := waiter.line(); got != want {
@@ -256,9 +246,9 @@ func TestDisconnectedWaiterLeavesQueue(t *testing.T) {
 	holder.expect("lock x", "200 Acquired")
 	w := ts.dial(t)
 	w.send("lock x 30\r\n")
-	waitFor(t, "the waiter to queue", func() bool { return holder.block("info x")["waiters"] == "1" })
+	wait.For(t, 5*time.Second, "the waiter to queue", func() bool { return holder.block("info x")["waiters"] == "1" })
 	w.nc.Close()
-	waitFor(t, "the waiter to leave", func() bool { return holder.block("info x")["waiters"] == "0" })
+	wait.For(t, 5*time.Second, "the waiter to leave", func() bool { return holder.block("info x")["waiters"] == "0" })
 	holder.expect("unlock x", "200 Unlocked")
 	ts.dial(t).expect("lock x", "200 Acquired")
 }
@@ -268,7 +258,7 @@ func TestShutdownAnswersBlockedWaiter(t *testing.T) {
 	holder, w := ts.dial(t), ts.dial(t)
 	holder.expect("lock x", "200 Acquired")
 	w.send("lock x 60\r\n")
-	waitFor(t, "the waiter to queue", func() bool { return holder.block("info x")["waiters"] == "1" })
+	wait.For(t, 5*time.Second, "the waiter to queue", func() bool { return holder.block("info x")["waiters"] == "1" })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := ts.srv.Shutdown(ctx); err != nil {
@@ -305,7 +295,7 @@ func TestMaxConns(t *testing.T) {
 		t.Fatalf("third connection got %q", got)
 	}
 	a.nc.Close()
-	waitFor(t, "a slot to free", func() bool { return b.block("stats")["node_connections"] == "1" })
+	wait.For(t, 5*time.Second, "a slot to free", func() bool { return b.block("stats")["node_connections"] == "1" })
 	ts.dial(t).expect("lock z", "200 Acquired")
 }
 
@@ -322,7 +312,7 @@ func TestLocksPerSessionLimitAllowsReentry(t *testing.T) {
 	id := c.do("conn_id")[4:]
 	c.expect("quit", "200 Hey, it was nice seeing you.")
 	d := ts.dial(t)
-	waitFor(t, "the resume", func() bool { return d.do("conn_id "+id) == "200 conn id set" })
+	wait.For(t, 5*time.Second, "the resume", func() bool { return d.do("conn_id "+id) == "200 conn id set" })
 	d.expect("lock e", "429 too many locks held by this session (max 2)")
 }
 
@@ -352,7 +342,7 @@ func TestSessionCommand(t *testing.T) {
 	}
 	c.nc.Close()
 	d := ts.dial(t)
-	waitFor(t, "the resume", func() bool { return d.do("conn_id "+id) == "200 conn id set" })
+	wait.For(t, 5*time.Second, "the resume", func() bool { return d.do("conn_id "+id) == "200 conn id set" })
 	s = d.block("session")
 	if s["resumed"] != "1" || s["held"] != "1" || s["timeout_ms"] != "60000" {
 		t.Fatalf("resumed session = %v", s)

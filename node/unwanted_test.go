@@ -5,8 +5,8 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/elock/elock/node/failure"
 	"github.com/elock/elock/node/locktable"
-	"github.com/elock/elock/node/wire"
 )
 
 // unwantedRecorder is a Backend whose Drop answers drop and whose Unlock
@@ -54,14 +54,14 @@ func TestReleaseUnwanted(t *testing.T) {
 		{"told of it since: kept", 7, locktable.Result{Status: locktable.NotYours}, nil, nil, 1, 0, false},
 		{"already released", 7, locktable.Result{Status: locktable.NotLocked}, nil, nil, 1, 0, false},
 		{"owner cannot tell: unlock", 7, locktable.Result{Status: locktable.Granted, Token: 7}, nil, nil, 1, 1, false},
-		{"owner cannot tell, session moved", 7, locktable.Result{Status: locktable.Granted, Token: 7}, nil, errSessionMoved, 1, 1, true},
-		{"drop failed", 7, locktable.Result{}, wire.Retry("partition 3 unavailable"), nil, 1, 0, true},
+		{"owner cannot tell, session moved", 7, locktable.Result{Status: locktable.Granted, Token: 7}, nil, failure.Retry(failure.SessionMoved, "moved"), 1, 1, true},
+		{"drop failed", 7, locktable.Result{}, failure.Retry(failure.Unavailable, "partition 3 unavailable"), nil, 1, 0, true},
 		{"no token: unlock", 0, locktable.Result{}, nil, nil, 0, 1, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			b := &unwantedRecorder{drop: tt.drop, dropErr: tt.dropErr, unlockErr: tt.unlockErr}
-			err := releaseUnwanted(context.Background(), b, SessionRef{ID: "s"}, []byte("x"), tt.token)
+			err := ReleaseUnwanted(context.Background(), b, SessionRef{ID: "s"}, []byte("x"), tt.token)
 			if (err != nil) != tt.wantErr || len(b.dropped) != tt.dropped || b.unlocked != tt.unlocked {
 				t.Fatalf("err %v, dropped %v, unlocked %d; want error %v, %d drops, %d unlocks", err, b.dropped, b.unlocked, tt.wantErr, tt.dropped, tt.unlocked)
 			}
@@ -70,32 +70,6 @@ func TestReleaseUnwanted(t *testing.T) {
 			}
 			if tt.wantErr && !errors.Is(err, tt.dropErr) && !errors.Is(err, tt.unlockErr) {
 				t.Fatalf("err %v; want the failing call's error", err)
-			}
-		})
-	}
-}
-
-// A wait that a client gives up on between requests is withdrawn at once
-// only if no request went unanswered: an unanswered one may have been
-// granted, so the wait must ask (and give a grant back) before the
-// session can be resumed elsewhere.
-func TestCancelBetweenRequests(t *testing.T) {
-	tests := []struct {
-		name      string
-		maybe     bool
-		withdrawn bool
-	}{
-		{"every request answered", false, true},
-		{"a request went unanswered", true, false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			w := &meshWait{maybe: tt.maybe}
-			if got := w.Cancel(); got != tt.withdrawn {
-				t.Fatalf("Cancel: %v, want %v", got, tt.withdrawn)
-			}
-			if !w.canceled || w.finished == !tt.withdrawn {
-				t.Fatalf("canceled %v, finished %v", w.canceled, w.finished)
 			}
 		})
 	}

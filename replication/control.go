@@ -19,17 +19,13 @@ import (
 	"github.com/hashicorp/raft"
 	raftwal "github.com/hashicorp/raft-wal"
 
+	"github.com/elock/elock/node/partition"
 	"github.com/elock/elock/node/peer"
 	"github.com/elock/elock/ring"
 )
 
-// Peer methods of the control plane.
-const (
-	mHeartbeat byte = peer.MinMethod + 8 + iota // node -> leader: renew my lease
-	mStatus                                     // voter -> voter: have you a cluster yet?
-)
-
-// ControlConfig configures the control plane of one node.
+// ControlConfig configures the control plane of one node. Start from
+// DefaultControlConfig.
 type ControlConfig struct {
 	Self       Incarnation
 	RaftID     string // raft server id: stable with a data dir, per boot without
@@ -50,10 +46,28 @@ type ControlConfig struct {
 	// Raft timings; zero means the defaults below.
 	HeartbeatTimeout, ElectionTimeout, LeaderLeaseTimeout time.Duration
 	Ring                                                  *ring.Ring
-	Mux                                                   *peer.Mux
-	Pool                                                  *peer.Pool
-	Data                                                  *Data
-	Logger                                                *slog.Logger
+	// Mux carries raft's connections on the -peer port.
+	Mux  *peer.Mux
+	Pool *peer.Pool
+	// Data is the data plane that takes up the roles of every table
+	// applied here, and whose partitions' health the heartbeats report.
+	Data *Data
+	// Held is this node's lease, which the heartbeats renew.
+	Held   *Lease
+	Logger *slog.Logger
+}
+
+// DefaultControlConfig returns the timings of a stock node; identities and
+// the parts it drives are left for the caller.
+func DefaultControlConfig() ControlConfig {
+	return ControlConfig{
+		Partitions:         partition.DefaultPartitions,
+		Lease:              DefaultLease,
+		LostAfter:          DefaultLostAfter,
+		HeartbeatTimeout:   defaultHeartbeatTimeout,
+		ElectionTimeout:    defaultElectionTimeout,
+		LeaderLeaseTimeout: defaultLeaderLeaseTimeout,
+	}
 }
 
 // Defaults of the control plane's timings.
@@ -97,9 +111,6 @@ type Control struct {
 	changed chan struct{} // closed and replaced whenever a table is applied
 	chMu    sync.Mutex    // guards changed
 
-	leaseUntil atomic.Int64 // nanoseconds since start
-	leaseSent  atomic.Int64 // when the renewal that granted it left, since start
-	leaseIndex atomic.Uint64
 	// verified is when (nanoseconds since start) the last successful
 	// check of this node's leadership began; see heartbeat.
 	verified atomic.Int64
@@ -116,22 +127,32 @@ type Control struct {
 	wg   sync.WaitGroup
 }
 
-// NewControl starts the control plane.
+// Validate reports every setting that cannot work, joined.
+func (c ControlConfig) Validate() error {
+	var errs []error
+	check := func(ok bool, format string, args ...any) {
+		if !ok {
+			errs = append(errs, fmt.Errorf("replication: "+format, args...))
+		}
+	}
+	check(c.Self.ID != "" && c.Self.Nonce != "", "control plane without an incarnation")
+	check(c.RaftID != "", "control plane without a raft id")
+	check(c.Partitions >= 1, "partitions %d under 1", c.Partitions)
+	check(!c.Voter || c.Expect >= 1, "a voter needs bootstrap-expect of at least 1")
+	check(c.Lease > 0, "lease %v is not positive", c.Lease)
+	check(c.LostAfter > 0, "lost-after %v is not positive", c.LostAfter)
+	check(c.HeartbeatTimeout > 0 && c.ElectionTimeout > 0 && c.LeaderLeaseTimeout > 0, "raft timings must be positive")
+	check(c.Ring != nil && c.Mux != nil && c.Pool != nil && c.Data != nil && c.Held != nil, "control plane without its ring, mux, pool, data plane or lease")
+	return errors.Join(errs...)
+}
+
+// NewControl starts the control plane: raft, the renewal of this node's
+// lease, and the loops that bootstrap the cluster and, while this node
+// leads, coordinate it. Every table raft applies is handed to cfg.Data in
+// log order.
 func NewControl(cfg ControlConfig) (*Control, error) {
-	if cfg.Lease <= 0 {
-		cfg.Lease = DefaultLease
-	}
-	if cfg.LostAfter <= 0 {
-		cfg.LostAfter = DefaultLostAfter
-	}
-	if cfg.HeartbeatTimeout <= 0 {
-		cfg.HeartbeatTimeout = defaultHeartbeatTimeout
-	}
-	if cfg.ElectionTimeout <= 0 {
-		cfg.ElectionTimeout = defaultElectionTimeout
-	}
-	if cfg.LeaderLeaseTimeout <= 0 {
-		cfg.LeaderLeaseTimeout = defaultLeaderLeaseTimeout
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -259,27 +280,12 @@ func (c *Control) WaitNewer(ctx context.Context, index uint64) error {
 
 func (c *Control) now() int64 { return int64(time.Since(c.start)) }
 
-// LeaseValid reports whether this node holds an unexpired lease granted
-// for a table it has taken up.
-func (c *Control) LeaseValid() bool {
-	return c.now() < c.leaseUntil.Load() && c.cfg.Data.Reconciled() >= c.leaseIndex.Load()
-}
-
-// LeaseValidSince is LeaseValid for a lease renewed by a request sent no
-// earlier than since.
-func (c *Control) LeaseValidSince(since time.Time) bool {
-	return c.LeaseValid() && c.leaseSent.Load() >= int64(since.Sub(c.start))
-}
-
 // Leader returns the leader's node id, or "".
 func (c *Control) Leader() string {
 	_, id := c.raft.LeaderWithID()
 	node, _, _ := strings.Cut(string(id), "#")
 	return node
 }
-
-// Data returns the data plane this control plane drives.
-func (c *Control) Data() *Data { return c.cfg.Data }
 
 // IsLeader reports whether this node leads the control plane.
 func (c *Control) IsLeader() bool { return c.raft.State() == raft.Leader }
@@ -441,143 +447,25 @@ func (c *Control) bootstrapped() bool {
 func (c *Control) peerFormed(addr string) (bool, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	b, err := c.cfg.Pool.Get(addr).Call(ctx, mStatus, nil)
+	b, err := c.cfg.Pool.Get(addr).Call(ctx, peer.Status, nil)
 	if err != nil {
 		return false, err
 	}
-	return string(b) == "formed", nil
+	d := peer.Dec{B: b}
+	formed := d.Bool()
+	return formed, d.End()
 }
 
-func (c *Control) serveStatus(_ context.Context, _ byte, _ []byte, reply func([]byte, error)) {
-	if c.raft.LastIndex() > 0 || c.Leader() != "" {
-		reply([]byte("formed"), nil)
-		return
-	}
-	reply([]byte("none"), nil)
-}
-
-// Methods returns the peer methods of the control plane.
-func (c *Control) Methods() peer.Methods {
-	return peer.Methods{mHeartbeat: c.serveHeartbeat, mStatus: c.serveStatus}
-}
-
-// heartbeatLoop renews this node's lease with the leader. With the lease
-// the node also reports which of its partitions have a synced replica and
-// which lost ones have waited out their lock-delay.
-func (c *Control) heartbeatLoop() {
-	defer c.wg.Done()
-	for c.sleep(c.cfg.Lease / 6) {
-		c.renew()
-	}
-}
-
-func (c *Control) renew() {
-	sent := c.now()
+func (c *Control) serveStatus(_ context.Context, _ peer.Method, _ []byte, reply func([]byte, error)) {
 	var e peer.Enc
-	e.Str(c.cfg.Self.ID)
-	e.Str(c.cfg.Self.Nonce)
-	encodeEpochs(&e, c.cfg.Data.Synced())
-	encodeEpochs(&e, c.cfg.Data.DelayOver())
-	var (
-		reply []byte
-		err   error
+	e.Bool(c.raft.LastIndex() > 0 || c.Leader() != "")
+	reply(e.B, nil)
+}
+
+// Register adds the control plane's peer methods to r.
+func (c *Control) Register(r *peer.Registry) error {
+	return errors.Join(
+		r.Handle(peer.Heartbeat, c.serveHeartbeat),
+		r.Handle(peer.Status, c.serveStatus),
 	)
-	if c.IsLeader() {
-		reply, err = c.heartbeat(e.B)
-	} else {
-		addr, _ := c.raft.LeaderWithID()
-		if addr == "" {
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.Lease/3)
-		reply, err = c.cfg.Pool.Get(string(addr)).Call(ctx, mHeartbeat, e.B)
-		cancel()
-	}
-	if err != nil {
-		c.log.Debug("lease renewal failed", "err", err)
-		return
-	}
-	d := peer.Dec{B: reply}
-	lease, index := time.Duration(d.Int()), d.Uint()
-	if d.End() != nil {
-		return
-	}
-	// The lease runs from when the request left, not when the grant came:
-	// the leader counts from no earlier than that.
-	c.leaseIndex.Store(index)
-	c.leaseSent.Store(sent)
-	c.leaseUntil.Store(sent + int64(lease))
-}
-
-func encodeEpochs(e *peer.Enc, m map[int]uint64) {
-	e.Uint(uint64(len(m)))
-	for p, ep := range m {
-		e.Uint(uint64(p))
-		e.Uint(ep)
-	}
-}
-
-func decodeEpochs(d *peer.Dec) map[int]uint64 {
-	n := d.Len()
-	m := make(map[int]uint64, n)
-	for range n {
-		p := int(d.Uint())
-		m[p] = d.Uint()
-	}
-	return m
-}
-
-func (c *Control) serveHeartbeat(_ context.Context, _ byte, payload []byte, reply func([]byte, error)) {
-	reply(c.heartbeat(payload))
-}
-
-// heartbeat grants a lease, on the leader only. The grant carries the
-// index of the table the leader has applied: the node uses it only once it
-// has taken up that table, so a node whose partitions were taken over
-// learns so before it may serve again.
-func (c *Control) heartbeat(payload []byte) ([]byte, error) {
-	if !c.IsLeader() {
-		return nil, errors.New("not the leader")
-	}
-	d := peer.Dec{B: payload}
-	inc := Incarnation{ID: d.Str(), Nonce: d.Str()}
-	synced, over := decodeEpochs(&d), decodeEpochs(&d)
-	if err := d.End(); err != nil {
-		return nil, err
-	}
-	// Grant only shortly after leadership was confirmed by a quorum. A
-	// leader that was paused or cut off still believes it leads until it
-	// learns otherwise, and would grant leases, its own included, for a
-	// table that is no longer true; within verifyWindow of a confirmed
-	// contact no other leader can exist yet, because followers wait a
-	// heartbeat timeout after their last contact before electing one.
-	if v := c.verified.Load(); v == 0 || c.now()-v > int64(verifyWindow(c.cfg)) {
-		return nil, errors.New("leadership not confirmed recently")
-	}
-	st := c.State()
-	c.mu.Lock()
-	if !c.leading {
-		c.mu.Unlock()
-		return nil, errors.New("not the leader yet")
-	}
-	c.heard[inc] = time.Now()
-	for p, ep := range synced {
-		part := st.Part(p)
-		if (part.OwnedBy(inc.ID, inc.Nonce) || part.ReplicatedBy(inc.ID, inc.Nonce)) && part.Epoch == ep {
-			c.synced[p] = ep
-		}
-		if part.PrevIs(inc.ID, inc.Nonce) && part.PEpoch == ep {
-			c.prevSynced[p] = ep
-		}
-	}
-	for p, ep := range over {
-		c.delayOver[p] = ep
-	}
-	c.mu.Unlock()
-	// The index of the last table change, not raft's applied index: that
-	// also counts configuration entries, which no node's table ever sees.
-	var e peer.Enc
-	e.Int(int64(c.cfg.Lease))
-	e.Uint(st.Index)
-	return e.B, nil
 }

@@ -16,6 +16,21 @@
 // hands only by an explicit epoch change, and its new owner serves only
 // once it holds the state: a synced replica promoted, or a table known to
 // be lost, refused for a lock-delay.
+//
+// Files: the control plane in state.go (the table and its commands),
+// control.go (raft, bootstrap), heartbeat.go (leases), coordinator.go and
+// plan.go (the leader's decisions); the data plane in data.go (the
+// partition.Replicator), roles.go (taking up each table's roles, seals),
+// stream.go (owner to replica) and replica.go (the replica's side); and
+// lease.go, which both planes share. A node builds its Lease, then its
+// Data (which hosts the partition set), then its Control on both.
+//
+// Imports: node/partition, node/locktable, node/peer, node/failure, ring,
+// hashicorp/raft and raft-wal. Never node or node/mesh.
+//
+// Lock order: a partition's mutex, then that partition's local.mu, then a
+// link's mu; Data.mu and Control's mutexes are leaves. No mutex is held
+// while calling a peer or raft.
 package replication
 
 import (

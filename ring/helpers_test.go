@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/elock/elock/testcluster/wait"
 )
 
 // TestMain checks for leaked goroutines like goleak.VerifyTestMain, but
@@ -157,8 +159,8 @@ func member(r *Ring, id string) (Member, bool) {
 }
 
 // waitFor waits until cond holds, re-checking whenever any of the rings
-// signals a change and at least every 50 ms, and fails the test at the
-// deadline. cond returns a description of what it saw, for the failure.
+// signals a change, and fails the test at the deadline with what cond
+// last saw.
 func waitFor(t *testing.T, limit time.Duration, what string, rings []*Ring, cond func() (bool, string)) time.Duration {
 	t.Helper()
 	ch := make(chan struct{}, 1)
@@ -181,23 +183,7 @@ func waitFor(t *testing.T, limit time.Duration, what string, rings []*Ring, cond
 			}
 		}()
 	}
-	begin := time.Now()
-	deadline := time.NewTimer(limit)
-	defer deadline.Stop()
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		ok, seen := cond()
-		if ok {
-			return time.Since(begin)
-		}
-		select {
-		case <-deadline.C:
-			t.Fatalf("after %v: still waiting for %s; saw %s", limit, what, seen)
-		case <-ch:
-		case <-tick.C:
-		}
-	}
+	return wait.Seen(t, limit, what, ch, cond)
 }
 
 // views describes every ring's view, for failure messages.

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/elock/elock/testcluster"
+	"github.com/elock/elock/testcluster/wait"
 )
 
 func TestMain(m *testing.M) {
@@ -100,17 +101,6 @@ func (c *raw) info(name string) map[string]string {
 	}
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func TestLockRunsCommandWithToken(t *testing.T) {
 	t.Parallel()
 	srv := testcluster.Start(t)
@@ -165,7 +155,7 @@ func TestLockWaitsForRelease(t *testing.T) {
 		code, _, stderr := elock(t, 30*time.Second, "-addr", srv.Addr, "lock", "q", "-wait", "20s", "--", "true")
 		done <- result{code, stderr}
 	}()
-	waitFor(t, "elock to queue", func() bool { return holder.info("q")["waiters"] == "1" })
+	wait.For(t, 10*time.Second, "elock to queue", func() bool { return holder.info("q")["waiters"] == "1" })
 	holder.do("unlock q")
 	if r := <-done; r.code != 0 {
 		t.Fatalf("exit %d after the release; stderr: %s", r.code, r.stderr)
@@ -189,7 +179,7 @@ func TestLockLostStopsCommand(t *testing.T) {
 			"--", "sh", "-c", `trap 'touch "$1"; kill $!; exit 0' TERM; touch "$0"; sleep 60 & wait`, started, termed)
 		done <- result{code, stderr}
 	}()
-	waitFor(t, "the command to start", func() bool { _, err := os.Stat(started); return err == nil })
+	wait.For(t, 10*time.Second, "the command to start", func() bool { _, err := os.Stat(started); return err == nil })
 	srv.Kill()
 	r := <-done
 	if r.code != exitLost {

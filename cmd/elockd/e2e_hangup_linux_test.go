@@ -2,7 +2,11 @@
 
 package main
 
-import "golang.org/x/sys/unix"
+import (
+	"golang.org/x/sys/unix"
+
+	"github.com/elock/elock/testcluster/wait"
+)
 
 // hangUp closes the connection once the server's kernel has its FIN: a
 // plain close returns before that, and under load the server may read a
@@ -17,7 +21,7 @@ func (c *client) hangUp() {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	waitFor(c.t, readTimeout, c.name+"'s FIN to be acknowledged", func() bool {
+	wait.For(c.t, readTimeout, c.name+"'s FIN to be acknowledged", func() bool {
 		acked := true
 		raw.Control(func(fd uintptr) {
 			info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)

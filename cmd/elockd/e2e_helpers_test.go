@@ -421,19 +421,6 @@ func (c *client) waitEOF(d time.Duration) []string {
 
 func (c *client) close() { c.nc.Close() }
 
-// waitFor polls cond every few milliseconds until it holds, failing the
-// test with what after d.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // waitWaiters polls "info NAME" on c until it reports n waiters.
 func (c *client) waitWaiters(name string, n int64) {
 	c.t.Helper()

@@ -16,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/elock/elock/testcluster/wait"
 )
 
 // atOnce bounds replies the protocol says come "at once". It leaves room
@@ -210,7 +212,7 @@ func TestCommandTable(t *testing.T) {
 			c.expect("lock c", "200 Acquired")
 			cid := c.connID()
 			c.close()
-			waitFor(t, 2*time.Second, "C to leave the client count", func() bool {
+			wait.For(t, 2*time.Second, "C to leave the client count", func() bool {
 				clients, _ := a.counts()
 				return clients == 2
 			})
@@ -414,7 +416,7 @@ func TestStatsCounting(t *testing.T) {
 	waitCounts := func(clients, locks int64) {
 		t.Helper()
 		var c, l int64
-		waitFor(t, atOnce, fmt.Sprintf("clients %d locks %d", clients, locks), func() bool {
+		wait.For(t, atOnce, fmt.Sprintf("clients %d locks %d", clients, locks), func() bool {
 			c, l = s.counts()
 			return c == clients && l == locks
 		})
@@ -734,7 +736,7 @@ func TestSessionDisconnectKeepsLocksThenReleasesToWaiter(t *testing.T) {
 	if d := time.Since(closedAt); d < 300*time.Millisecond || d > 3*time.Second {
 		t.Fatalf("the waiter got the lock %v after the disconnect, want about 300ms", d)
 	}
-	waitFor(t, atOnce, "lock b to be released with its session", func() bool {
+	wait.For(t, atOnce, "lock b to be released with its session", func() bool {
 		return o.info("b")["held"] == 0
 	})
 	o.expect("lock b", "200 Acquired")
@@ -749,7 +751,7 @@ func TestSessionDisconnectKeepsLocksForTheTimeout(t *testing.T) {
 	closedAt := time.Now()
 	a.close()
 	var freedAt time.Time
-	waitFor(t, 5*time.Second, "the detached session's lock to be released", func() bool {
+	wait.For(t, 5*time.Second, "the detached session's lock to be released", func() bool {
 		if o.do("lock a") == "200 Acquired" {
 			freedAt = time.Now()
 			return true
@@ -819,7 +821,7 @@ func TestSessionUnknownAndExpiredIDs(t *testing.T) {
 	a.expect("lock a", "200 Acquired")
 	id := a.connID()
 	a.close()
-	waitFor(t, 3*time.Second, "A's session to expire", func() bool {
+	wait.For(t, 3*time.Second, "A's session to expire", func() bool {
 		return o.info("a")["held"] == 0
 	})
 	e := p.dial(t, "expired")
@@ -1070,7 +1072,7 @@ func TestBug6TimeoutValues(t *testing.T) {
 	a.expect("set_timeout 200", "200 timeout set")
 	a.close()
 	// A's lock is released after its timeout, not leaked.
-	waitFor(t, 3*time.Second, "A's lock z to be released", func() bool {
+	wait.For(t, 3*time.Second, "A's lock z to be released", func() bool {
 		return o.do("lock z") == "200 Acquired"
 	})
 	// B is unaffected, the server alive.
@@ -1391,7 +1393,7 @@ func TestLimitMaxConns(t *testing.T) {
 	b.expect("lock a", "409 Unavailable")
 	// A slot frees when a connection closes.
 	b.close()
-	waitFor(t, 3*time.Second, "a free connection slot", func() bool {
+	wait.For(t, 3*time.Second, "a free connection slot", func() bool {
 		c := p.dialRaw(t, "retry")
 		defer c.close()
 		c.startReader()
@@ -1540,7 +1542,7 @@ func TestInfo(t *testing.T) {
 	}
 	b.send("lock i 20")
 	a.waitWaiters("i", 1)
-	waitFor(t, 2*time.Second, "held_ms to grow", func() bool { return a.info("i")["held_ms"] >= 50 })
+	wait.For(t, 2*time.Second, "held_ms to grow", func() bool { return a.info("i")["held_ms"] >= 50 })
 	// Another session's view: held, not mine, and never the holder's id.
 	c := p.dial(t, "C")
 	c.expect("lock other", "200 Acquired")

@@ -23,6 +23,7 @@ import (
 
 	"github.com/elock/elock/node"
 	"github.com/elock/elock/node/locktable"
+	"github.com/elock/elock/node/mesh"
 	"github.com/elock/elock/node/partition"
 	"github.com/elock/elock/replication"
 )
@@ -68,7 +69,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.dataDir, "data-dir", "", "where persistent state goes (default: none, in memory)")
 	fs.DurationVar(&o.lease, "lease", replication.DefaultLease, "mesh: owner lease; an owner whose lease runs out is taken over")
 	fs.DurationVar(&o.lostAfter, "lost-after", replication.DefaultLostAfter, "mesh: how long both copies of a partition may be out of reach (and not known to have restarted) before it is declared lost and served empty after a lock-delay")
-	fs.DurationVar(&o.homeLease, "home-lease", node.DefaultHomeLease, "mesh: a node that cannot renew a client's session for this long closes its connection")
+	fs.DurationVar(&o.homeLease, "home-lease", mesh.DefaultHomeLease, "mesh: a node that cannot renew a client's session for this long closes its connection")
 	fs.DurationVar(&o.leave, "leave-timeout", time.Minute, "mesh: how long SIGTERM waits for this node's partitions to move away")
 	fs.StringVar(&o.debugAddr, "debug-addr", "", "serve Go profiles at /debug/pprof/ on this address (default: off)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error (debug logs every command)")
@@ -153,9 +154,12 @@ func run(args []string, stderr io.Writer) int {
 	}
 	limits := locktable.Limits{MaxWaiters: o.cfg.MaxWaiters, DefaultTimeout: o.cfg.DefaultTimeout}
 
+	// The registry of clients by session is built first: the server
+	// records its connections in it, and a mesh closes them through it.
+	o.cfg.Clients = node.NewClients()
 	var (
 		backend node.Backend
-		mesh    *node.Mesh
+		m       *mesh.Mesh
 		extra   []any
 	)
 	if o.mesh {
@@ -165,19 +169,24 @@ func run(args []string, stderr io.Writer) int {
 				join = append(join, a)
 			}
 		}
-		mesh, err = node.StartMesh(node.MeshConfig{
-			ID: o.cfg.NodeID, ClientAddr: l.Addr().String(), GossipAddr: o.gossip, PeerAddr: o.peer,
-			Join: join, Voter: o.expect > 0, Expect: o.expect, DataDir: o.dataDir,
-			Partitions: o.partitions, Limits: limits, MaxTimeout: o.cfg.MaxTimeout,
-			Lease: o.lease, HomeLease: o.homeLease, LostAfter: o.lostAfter, Logger: log,
-		})
+		mc := mesh.DefaultConfig()
+		mc.ID, mc.ClientAddr, mc.GossipAddr, mc.PeerAddr = o.cfg.NodeID, l.Addr().String(), o.gossip, o.peer
+		mc.Join, mc.Voter, mc.Expect, mc.DataDir = join, o.expect > 0, o.expect, o.dataDir
+		mc.Partitions, mc.Limits, mc.MaxTimeout = o.partitions, limits, o.cfg.MaxTimeout
+		mc.Lease, mc.HomeLease, mc.LostAfter = o.lease, o.homeLease, o.lostAfter
+		mc.Clients, mc.Logger = o.cfg.Clients, log
+		if err := mc.Validate(); err != nil {
+			fmt.Fprintln(stderr, "elockd:", err)
+			return 2
+		}
+		m, err = mesh.Start(mc)
 		if err != nil {
 			log.Error("cannot start the mesh", "err", err)
 			return 1
 		}
-		defer mesh.Close()
-		backend = mesh.Backend()
-		extra = []any{"gossip", mesh.GossipAddr(), "peer", mesh.PeerAddr(), "voter", o.expect > 0, "expect", o.expect}
+		defer m.Close()
+		backend = m.Backend()
+		extra = []any{"gossip", m.GossipAddr(), "peer", m.PeerAddr(), "voter", o.expect > 0, "expect", o.expect}
 	} else {
 		epoch, err := standaloneEpoch(o.dataDir)
 		if err != nil {
@@ -196,9 +205,6 @@ func run(args []string, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintln(stderr, "elockd:", err)
 		return 2
-	}
-	if mesh != nil {
-		mesh.Attach(srv)
 	}
 	if o.debugAddr != "" {
 		stopDebug, err := serveDebug(o.debugAddr, log)
@@ -222,13 +228,13 @@ func run(args []string, stderr io.Writer) int {
 	case <-ctx.Done():
 	}
 	stop()
-	if mesh != nil {
+	if m != nil {
 		// Hand the partitions over while this node still proxies its
 		// clients' commands; then close the clients, whose sessions the
 		// other nodes resume.
 		log.Info("leaving the mesh")
 		lctx, cancel := context.WithTimeout(context.Background(), o.leave)
-		if err := mesh.Leave(lctx); err != nil {
+		if err := m.Leave(lctx); err != nil {
 			log.Warn("leave cut short", "err", err)
 		}
 		cancel()

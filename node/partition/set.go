@@ -10,21 +10,26 @@
 // Alone, a Set serves every partition itself. In a mesh, a Replicator
 // decides which partitions this node may serve, and every change is
 // acknowledged by the partition's replica before anyone hears of it.
+//
+// Imports: node/locktable, node/failure, xxhash and the standard library.
+//
+// Lock order: one partition's mutex at a time, never two; the Replicator's
+// Admit and Record are called with it held (and take only their own
+// mutexes). Outcomes (Done) and the Expired hook are called with no
+// mutex held.
 package partition
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
 
+	"github.com/elock/elock/node/failure"
 	"github.com/elock/elock/node/locktable"
-	"github.com/elock/elock/node/wire"
 )
 
 // Config configures a Set.
@@ -44,6 +49,12 @@ type Config struct {
 	AutoEpoch bool
 	// Replicator, if set, makes this Set one node of a mesh.
 	Replicator Replicator
+	// Expired, if set, is told that a session expired here, with no
+	// partition mutex held: its locks, in whatever partition and on
+	// whatever node, are to be released, and Expired must not block while
+	// that is done. If nil, the session's locks in this Set are released
+	// at once (a single node, where every partition lives here).
+	Expired func(id string)
 }
 
 // lowTokens is when AutoEpoch moves a partition on: far enough from the
@@ -52,6 +63,11 @@ const lowTokens = 1 << 24
 
 // DefaultPartitions is the default partition count.
 const DefaultPartitions = 128
+
+// DefaultConfig returns the configuration of a single node's set.
+func DefaultConfig() Config {
+	return Config{Partitions: DefaultPartitions, Limits: locktable.Limits{MaxWaiters: 4096, DefaultTimeout: 30 * time.Second}}
+}
 
 // Validate reports a configuration that cannot work.
 func (c Config) Validate() error {
@@ -87,16 +103,13 @@ const (
 	Tick
 )
 
-// ErrNotOwner is wrapped by a Replicator's refusal of a partition that
-// another node owns.
-var ErrNotOwner = errors.New("partition: not owned by this node")
-
 // Replicator connects the partitions to a mesh. Admit and Record are
-// called with the partition's mutex held and must not block; Await and
-// Expired are called with no mutex held.
+// called with the partition's mutex held and must not block; Await is
+// called with no mutex held.
 type Replicator interface {
 	// Admit says whether this node may serve op on partition p now. It
-	// returns the reason it may not (a retryable *wire.Error).
+	// returns the reason it may not: a retryable *failure.Error, of reason
+	// failure.Moved when another node serves p.
 	Admit(p int, op Op) error
 	// Record takes the changes one operation made to p's table, already
 	// applied, in order, and returns the position that acknowledges them.
@@ -109,10 +122,6 @@ type Replicator interface {
 	// replica. An error means the changes are applied here but may be
 	// lost: whoever asked is told the outcome is unknown.
 	Await(p int, pos uint64) error
-	// Expired is told that session id expired: its locks, in whatever
-	// partition and on whatever node, are to be released. It returns
-	// once that is done or is certain to be done.
-	Expired(id string)
 }
 
 // Set is the partitions of the lock space hosted by this node.
@@ -151,7 +160,7 @@ type Outcome struct {
 	Granted bool
 	Token   uint64 // the grant's fencing token when Granted
 	// Err, if set, ends the wait without a definite answer: the partition
-	// moved away (a retryable *wire.Error), or a grant could not be
+	// moved away (a retryable *failure.Error), or a grant could not be
 	// confirmed by the replica (its outcome is unknown).
 	Err error
 }
@@ -243,16 +252,19 @@ func (s *Set) With(i int, f func(t *locktable.Table, now locktable.Time) *lockta
 }
 
 // Evict ends every request queued on partition i with err: the partition
-// is no longer served here, and whoever waits asks its new owner.
+// is no longer served here, and whoever waits asks its new owner. Every
+// slot still here is undecided (a decision removes its slot), so each is
+// answered, whether or not the table still has its waiter: the table may
+// have been replaced (With) when this node stopped owning the partition,
+// and a slot left unanswered would keep its caller waiting forever.
 func (s *Set) Evict(i int, err error) {
 	p := s.parts[i]
 	var pend pending
 	p.mu.Lock()
 	for id, sl := range p.slots {
-		if p.table.CancelWait(id) {
-			delete(p.slots, id)
-			pend.outcome = append(pend.outcome, decided{sl.done, Outcome{Err: err}})
-		}
+		p.table.CancelWait(id)
+		delete(p.slots, id)
+		pend.outcome = append(pend.outcome, decided{sl.done, Outcome{Err: err}})
 	}
 	s.rearm(p)
 	p.mu.Unlock()
@@ -350,8 +362,8 @@ func (s *Set) settle(pend *pending, err error) {
 		if len(pend.expired) > 0 {
 			id := pend.expired[0]
 			pend.expired = pend.expired[1:]
-			if s.rep != nil {
-				s.rep.Expired(id)
+			if s.cfg.Expired != nil {
+				s.cfg.Expired(id)
 			} else {
 				s.releaseIn(id, s.all())
 			}
@@ -437,7 +449,7 @@ func (s *Set) tick(p *part, now locktable.Time) {
 			// A partition owned elsewhere is ticked by its owner; when it
 			// becomes this node's, With re-arms it. One owned here but
 			// not servable now (no lease yet) is looked at again soon.
-			if errors.Is(err, ErrNotOwner) {
+			if failure.Is(err, failure.Moved) {
 				p.next.Store(0)
 			} else {
 				p.next.Store(now + int64(retryTick))
@@ -507,7 +519,7 @@ func (s *Set) run(p *part, op Op, f func(t *locktable.Table, now locktable.Time,
 // unconfirmed refuses an answer that rested on changes whose
 // confirmation failed.
 func unconfirmed(p *part) error {
-	return wire.Retry("partition " + strconv.Itoa(p.id) + " changed hands before what this answer rests on was confirmed; retry")
+	return failure.Retry(failure.Unconfirmed, failure.Partition(p.id)+" changed hands before what this answer rests on was confirmed; retry")
 }
 
 // LockAsync asks for name for session. If another session holds it and

@@ -9,8 +9,8 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/elock/elock/node/failure"
 	"github.com/elock/elock/node/locktable"
-	"github.com/elock/elock/node/wire"
 )
 
 func newSet(t *testing.T, timeout time.Duration) *Set {
@@ -357,7 +357,6 @@ type heldRep struct {
 func newHeldRep() *heldRep { return &heldRep{changed: make(chan struct{})} }
 
 func (r *heldRep) Admit(int, Op) error { return nil }
-func (r *heldRep) Expired(string)      {}
 
 func (r *heldRep) Record(_ int, cs []locktable.Change) uint64 {
 	r.mu.Lock()
@@ -381,7 +380,7 @@ func (r *heldRep) Await(_ int, pos uint64) error {
 		case acked >= pos:
 			return nil
 		case lost:
-			return wire.Indeterminate("lost")
+			return failure.Unknown(failure.Unconfirmed, "lost")
 		}
 		<-ch
 	}
@@ -451,7 +450,6 @@ func TestAnswersWaitForWhatTheyRestOn(t *testing.T) {
 				}
 				rep.settle(lose)
 				g, p, w, tk := <-grant, <-plain, <-waiter, <-token
-				var we *wire.Error
 				if !lose {
 					if g.err != nil || g.r.Status != locktable.Granted || p.r.Status != locktable.Unavailable || w.r.Status != locktable.Unavailable || tk.r.Status != locktable.Granted || len(queued) != 0 {
 						t.Fatalf("acknowledged: grant %+v, 409 %+v, timeout %+v, token %+v", g, p, w, tk)
@@ -464,11 +462,11 @@ func TestAnswersWaitForWhatTheyRestOn(t *testing.T) {
 					}
 					return
 				}
-				if !errors.As(g.err, &we) || !we.Indeterminate() {
+				if failure.ClassOf(g.err) != failure.Indeterminate {
 					t.Errorf("lost grant: %+v, want an unknown outcome", g)
 				}
 				for name, a := range map[string]answer{"409": p, "timeout": w, "token": tk, "queued wait": <-queued} {
-					if !errors.As(a.err, &we) || !we.Retryable() {
+					if failure.ClassOf(a.err) != failure.Retryable {
 						t.Errorf("%s resting on a lost grant: %+v, want a retryable refusal", name, a)
 					}
 				}
@@ -478,6 +476,42 @@ func TestAnswersWaitForWhatTheyRestOn(t *testing.T) {
 					t.Errorf("%d waiter(s) still queued after their requests were refused", n)
 				}
 			})
+		})
+	}
+}
+
+// Evict answers every request queued on a partition this node no longer
+// serves, even after the partition's table was replaced (a node that
+// loses a partition to nobody starts it over empty): a request left
+// unanswered kept its caller, and a node's shutdown, waiting forever.
+func TestEvictAnswersEveryQueuedRequest(t *testing.T) {
+	for _, replaced := range []bool{false, true} {
+		t.Run(fmt.Sprint("replaced=", replaced), func(t *testing.T) {
+			s := newSet(t, time.Minute)
+			x := []byte("x")
+			if res, _, err := s.LockAsync("a", x, 0, nil); err != nil || res.Status != locktable.Granted {
+				t.Fatalf("holder: %v %v", res, err)
+			}
+			got := make(chan Outcome, 1)
+			if res, w, err := s.LockAsync("b", x, time.Hour, func(o Outcome) { got <- o }); err != nil || w == nil {
+				t.Fatalf("waiter: %v %v %v", res, w, err)
+			}
+			p := s.PartitionOf(x)
+			if replaced {
+				s.With(p, func(*locktable.Table, locktable.Time) *locktable.Table {
+					return locktable.New(1, s.Limits(), false)
+				})
+			}
+			moved := failure.Retry(failure.Moved, "moved")
+			s.Evict(p, moved)
+			select {
+			case o := <-got:
+				if o.Err != moved || o.Granted {
+					t.Fatalf("evicted request's outcome %+v; want the eviction's error", o)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("the queued request was never answered")
+			}
 		})
 	}
 }

@@ -13,29 +13,40 @@ import (
 // Mux splits the -peer listener by the first byte of each connection:
 // ProtoRPC goes to the peer Server, ProtoRaft to the raft transport, which
 // sees the mux as a net.Listener (RaftListener) and dials with Mux.DialRaft.
+//
+// A node builds the mux first, so that its raft transport can be built on
+// it, and starts it with Serve once every peer method has a handler:
+// until then connections wait in the listener's backlog.
 type Mux struct {
 	ln  net.Listener
-	rpc *Server
 	log *slog.Logger
 
 	raft     chan net.Conn
 	closing  chan struct{}
 	closeOne sync.Once
+	serving  chan *Server // receives the server once Serve starts; capacity 1
 	done     chan struct{}
 	wg       sync.WaitGroup
 }
 
-// NewMux starts routing ln's connections. Close stops it.
-func NewMux(ln net.Listener, rpc *Server, log *slog.Logger) *Mux {
+// NewMux returns a mux on ln that routes nothing until Serve. Close
+// stops it.
+func NewMux(ln net.Listener, log *slog.Logger) *Mux {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	m := &Mux{ln: ln, rpc: rpc, log: log, raft: make(chan net.Conn), closing: make(chan struct{}), done: make(chan struct{})}
-	go m.accept()
-	return m
+	return &Mux{ln: ln, log: log, raft: make(chan net.Conn), closing: make(chan struct{}),
+		serving: make(chan *Server, 1), done: make(chan struct{})}
 }
 
-func (m *Mux) accept() {
+// Serve starts routing ln's connections, RPC ones to rpc. It is called
+// once.
+func (m *Mux) Serve(rpc *Server) {
+	m.serving <- rpc
+	go m.accept(rpc)
+}
+
+func (m *Mux) accept(rpc *Server) {
 	defer close(m.done)
 	for {
 		nc, err := m.ln.Accept()
@@ -56,12 +67,12 @@ func (m *Mux) accept() {
 		m.wg.Add(1)
 		go func() {
 			defer m.wg.Done()
-			m.route(nc)
+			m.route(nc, rpc)
 		}()
 	}
 }
 
-func (m *Mux) route(nc net.Conn) {
+func (m *Mux) route(nc net.Conn, rpc *Server) {
 	if tc, ok := nc.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
 	}
@@ -75,7 +86,7 @@ func (m *Mux) route(nc net.Conn) {
 	}
 	switch b {
 	case ProtoRPC:
-		m.rpc.ServeConn(nc, r)
+		rpc.ServeConn(nc, r)
 	case ProtoRaft:
 		bc := &bufferedConn{Conn: nc, r: r}
 		select {
@@ -93,8 +104,13 @@ func (m *Mux) route(nc net.Conn) {
 func (m *Mux) Close() error {
 	m.closeOne.Do(func() { close(m.closing) })
 	err := m.ln.Close()
-	<-m.done
-	m.rpc.Close()
+	select {
+	case rpc := <-m.serving:
+		<-m.done
+		rpc.Close()
+		m.serving <- rpc // a second Close finds it again
+	default:
+	}
 	m.wg.Wait()
 	return err
 }

@@ -6,10 +6,19 @@
 // Frames from many concurrent calls are queued and written together, so a
 // busy node sends many operations per message and per syscall. A reply may
 // come long after its request (a lock wait), and replies can arrive in any
-// order; a request id matches them.
+// order; a request id matches them. A refusal travels as a failure frame:
+// its class and reason as codes, so that callers decide on those, never
+// on text.
 //
 // The -peer port is shared with the raft transport: the first byte of a
-// connection says which protocol it speaks (see Mux).
+// connection says which protocol it speaks (see Mux). Every method id is
+// declared in methods.go, and a Registry dispatches them.
+//
+// Imports: node/failure and the standard library.
+//
+// Lock order: Client.mu, then a clientConn's mu; a sender's mu and a
+// Server's mu are leaves. Callbacks (Go's done, a Handler's reply) are
+// called with no mutex held.
 package peer
 
 import (
@@ -23,6 +32,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"github.com/elock/elock/node/failure"
 )
 
 // Sentinel errors of a call. They sort a failure into the protocol's three
@@ -55,10 +66,10 @@ const headerLen = 4 + 1 + 8
 
 // Kinds. A request's kind is its method (>= 16); a reply is kindReply.
 const (
-	kindReply    byte = 1
-	kindFailure  byte = 2 // reply carrying an error text
-	MinMethod    byte = 16
-	maxBatchSize      = 256 << 10
+	kindReply    byte   = 1
+	kindFailure  byte   = 2 // reply carrying a failure (see encodeFailure)
+	MinMethod    Method = 16
+	maxBatchSize        = 256 << 10
 )
 
 // Handler serves requests. Serve is called on the connection's reader
@@ -68,32 +79,44 @@ const (
 // when the connection closes, so that work done for a caller that has
 // gone (a queued lock) can be withdrawn. payload is reused after Serve
 // returns; keep a copy if needed.
+//
+// An error given to reply reaches the caller as a *failure.Error: a
+// failure keeps its class and reason, any other error becomes a
+// retryable failure of reason Internal.
 type Handler interface {
-	Serve(conn context.Context, method byte, payload []byte, reply func(payload []byte, err error))
+	Serve(conn context.Context, method Method, payload []byte, reply func(payload []byte, err error))
 }
 
 // HandlerFunc adapts a function to Handler.
-type HandlerFunc func(conn context.Context, method byte, payload []byte, reply func([]byte, error))
+type HandlerFunc func(conn context.Context, method Method, payload []byte, reply func([]byte, error))
 
-func (f HandlerFunc) Serve(c context.Context, m byte, p []byte, reply func([]byte, error)) {
+func (f HandlerFunc) Serve(c context.Context, m Method, p []byte, reply func([]byte, error)) {
 	f(c, m, p, reply)
 }
 
-// Methods dispatches requests to a handler per method.
-type Methods map[byte]HandlerFunc
-
-func (ms Methods) Serve(c context.Context, m byte, p []byte, reply func([]byte, error)) {
-	if h, ok := ms[m]; ok {
-		h(c, m, p, reply)
-		return
+// encodeFailure turns a handler's error into a failure frame's payload:
+// class, reason and text, as codes a caller decides on.
+func encodeFailure(err error) []byte {
+	f, ok := failure.As(err)
+	if !ok {
+		f = failure.Retry(failure.Internal, err.Error())
 	}
-	reply(nil, fmt.Errorf("unknown method %d", m))
+	var e Enc
+	e.Uint(uint64(f.Class))
+	e.Uint(uint64(f.Reason))
+	e.Str(f.Text)
+	return e.B
 }
 
-// RemoteError is an error text sent by the remote handler.
-type RemoteError struct{ Text string }
-
-func (e *RemoteError) Error() string { return "peer: remote: " + e.Text }
+// decodeFailure reads a failure frame's payload.
+func decodeFailure(b []byte) error {
+	d := Dec{B: b}
+	f := &failure.Error{Class: failure.Class(d.Uint()), Reason: failure.Reason(d.Uint()), Text: d.Str()}
+	if d.End() != nil || f.Class < failure.Definite || f.Class > failure.Indeterminate {
+		return fmt.Errorf("%w: bad failure frame", ErrMalformed)
+	}
+	return f
+}
 
 // sender queues frames and writes them in batches from one goroutine.
 type sender struct {
@@ -253,17 +276,17 @@ func (s *Server) ServeConn(nc net.Conn, r *bufio.Reader) {
 		if err != nil {
 			return
 		}
-		if kind < MinMethod {
+		if Method(kind) < MinMethod {
 			s.log.Warn("peer: unexpected frame kind from client", "kind", kind, "remote", nc.RemoteAddr())
 			return
 		}
 		// The handler may keep payload past this call only by copying it:
 		// the buffer is reused for the next frame.
 		var once sync.Once
-		s.handler.Serve(connCtx, kind, payload, func(p []byte, err error) {
+		s.handler.Serve(connCtx, Method(kind), payload, func(p []byte, err error) {
 			once.Do(func() {
 				if err != nil {
-					out.send(kindFailure, id, []byte(err.Error()))
+					out.send(kindFailure, id, encodeFailure(err))
 					return
 				}
 				out.send(kindReply, id, p)
@@ -411,7 +434,7 @@ func (c *Client) read(cc *clientConn) {
 		p := append([]byte(nil), payload...)
 		r := result{payload: p}
 		if kind == kindFailure {
-			r = result{err: &RemoteError{Text: string(p)}}
+			r = result{err: decodeFailure(p)}
 		}
 		if cb != nil {
 			cb(r.payload, r.err)
@@ -448,7 +471,7 @@ func (cc *clientConn) shut() {
 // Call sends a request and waits for its reply. If ctx ends first, the
 // call returns ctx.Err() and any late reply is dropped; the remote side
 // may still carry the request out.
-func (c *Client) Call(ctx context.Context, method byte, payload []byte) ([]byte, error) {
+func (c *Client) Call(ctx context.Context, method Method, payload []byte) ([]byte, error) {
 	if method < MinMethod {
 		return nil, fmt.Errorf("peer: method %d is reserved", method)
 	}
@@ -471,7 +494,7 @@ func (c *Client) Call(ctx context.Context, method byte, payload []byte) ([]byte,
 	}
 	cc.pending[id] = ch
 	cc.mu.Unlock()
-	if err := cc.out.send(method, id, payload); err != nil {
+	if err := cc.out.send(byte(method), id, payload); err != nil {
 		cc.mu.Lock()
 		delete(cc.pending, id)
 		cc.mu.Unlock()
@@ -498,7 +521,7 @@ func (c *Client) Call(ctx context.Context, method byte, payload []byte) ([]byte,
 // sent, or on a goroutine of its own with ErrLost if ctx ends first.
 // Requests from one goroutine are sent in the order of the Go calls, and
 // the remote server reads them in that order.
-func (c *Client) Go(ctx context.Context, method byte, payload []byte, done func([]byte, error)) {
+func (c *Client) Go(ctx context.Context, method Method, payload []byte, done func([]byte, error)) {
 	if method < MinMethod {
 		done(nil, fmt.Errorf("peer: method %d is reserved", method))
 		return
@@ -549,7 +572,7 @@ func (c *Client) Go(ctx context.Context, method byte, payload []byte, done func(
 		}
 	})
 	cc.mu.Unlock()
-	if err := cc.out.send(method, id, payload); err != nil && take() {
+	if err := cc.out.send(byte(method), id, payload); err != nil && take() {
 		stop()
 		done(nil, fmt.Errorf("%w: %s: %v", ErrUnreachable, c.addr, err))
 	}

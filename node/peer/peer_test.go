@@ -6,20 +6,24 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/elock/elock/node/failure"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 const (
-	mEcho byte = MinMethod + iota
+	mEcho Method = MinMethod + iota
 	mLater
 	mFail
 	mNever
+	mRefuse
 )
 
 type testHandler struct {
@@ -29,7 +33,7 @@ type testHandler struct {
 	holding sync.WaitGroup
 }
 
-func (h *testHandler) Serve(_ context.Context, m byte, p []byte, reply func([]byte, error)) {
+func (h *testHandler) Serve(_ context.Context, m Method, p []byte, reply func([]byte, error)) {
 	switch m {
 	case mEcho:
 		reply(append([]byte("echo:"), p...), nil)
@@ -40,6 +44,8 @@ func (h *testHandler) Serve(_ context.Context, m byte, p []byte, reply func([]by
 	case mFail:
 		reply(nil, errors.New("no such thing"))
 	case mNever:
+	case mRefuse:
+		reply(nil, failure.Unknown(failure.Unconfirmed, "maybe"))
 	}
 }
 
@@ -55,7 +61,8 @@ func start(t *testing.T, h Handler) (*Mux, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := NewMux(ln, NewServer(h, nil), nil)
+	m := NewMux(ln, nil)
+	m.Serve(NewServer(h, nil))
 	t.Cleanup(func() { m.Close() })
 	return m, ln.Addr().String()
 }
@@ -75,9 +82,15 @@ func TestCallReply(t *testing.T) {
 		t.Fatalf("Call = %q, %v", got, err)
 	}
 	_, err = c.Call(ctx(t), mFail, nil)
-	var re *RemoteError
-	if !errors.As(err, &re) || re.Text != "no such thing" {
+	f, ok := failure.As(err)
+	if !ok || f.Text != "no such thing" || f.Class != failure.Retryable || f.Reason != failure.Internal {
 		t.Fatalf("failure = %v", err)
+	}
+	// A failure keeps its class and reason across the connection: callers
+	// decide on those, never on the text.
+	_, err = c.Call(ctx(t), mRefuse, nil)
+	if f, ok := failure.As(err); !ok || f.Class != failure.Indeterminate || f.Reason != failure.Unconfirmed || f.Text != "maybe" {
+		t.Fatalf("typed failure = %#v", err)
 	}
 }
 
@@ -300,4 +313,38 @@ func readFull(c net.Conn, b []byte) (int, error) {
 		}
 	}
 	return n, nil
+}
+
+// Every declared method has a name, and a registry takes one handler per
+// method: a second one for the same id is a wiring bug, refused at once
+// instead of silently replacing the first.
+func TestRegistry(t *testing.T) {
+	names := map[string]Method{}
+	for _, m := range Methods() {
+		n := m.String()
+		if strings.HasPrefix(n, "method(") {
+			t.Errorf("method %d has no name", m)
+		}
+		if o, dup := names[n]; dup {
+			t.Errorf("methods %d and %d are both named %q", o, m, n)
+		}
+		names[n] = m
+	}
+	if len(methodNames) != len(Methods()) {
+		t.Errorf("%d names for %d methods", len(methodNames), len(Methods()))
+	}
+	r := NewRegistry()
+	h := func(context.Context, Method, []byte, func([]byte, error)) {}
+	if err := r.Handle(Lock, h); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Handle(Lock, h); err == nil {
+		t.Error("a second handler for one method was accepted")
+	}
+	if err := r.Handle(endMethods, h); err == nil {
+		t.Error("a handler for an undeclared method was accepted")
+	}
+	if err := r.Handle(MinMethod-1, h); err == nil {
+		t.Error("a handler for a reserved id was accepted")
+	}
 }

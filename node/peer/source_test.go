@@ -63,7 +63,8 @@ func TestDialsComeFromTheNodesAddress(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := NewMux(muxLn, NewServer(&testHandler{}, nil), nil)
+	m := NewMux(muxLn, nil)
+	m.Serve(NewServer(&testHandler{}, nil))
 	defer m.Close()
 	go func() {
 		if nc, err := m.DialRaft(ln.Addr().String(), time.Second); err == nil {

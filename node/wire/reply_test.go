@@ -1,8 +1,6 @@
 package wire_test
 
 import (
-	"errors"
-	"fmt"
 	"math"
 	"strings"
 	"testing"
@@ -232,34 +230,6 @@ func TestIsBlockHeader(t *testing.T) {
 	for _, s := range []string{"", "Acquired", "OK", "stats", "STATS ", "END"} {
 		if wire.IsBlockHeader(s) {
 			t.Errorf("IsBlockHeader(%q) = true", s)
-		}
-	}
-}
-
-func TestError(t *testing.T) {
-	tests := []struct {
-		err           *wire.Error
-		code          int
-		retryable     bool
-		indeterminate bool
-	}{
-		{wire.Retry("moved"), wire.CodeRetry, true, false},
-		{wire.Indeterminate("timeout"), wire.CodeIndeterminate, false, true},
-		{&wire.Error{Code: wire.CodeLimit, Reason: "too many waiters"}, wire.CodeLimit, false, false},
-	}
-	for _, tt := range tests {
-		if tt.err.Code != tt.code || tt.err.Retryable() != tt.retryable || tt.err.Indeterminate() != tt.indeterminate {
-			t.Errorf("%+v: code %d retryable %v indeterminate %v", tt.err, tt.err.Code, tt.err.Retryable(), tt.err.Indeterminate())
-		}
-		if got := tt.err.Error(); got != "elock: "+tt.err.Reason {
-			t.Errorf("Error() = %q", got)
-		}
-		var e *wire.Error
-		if wrapped := errors.Join(errors.New("context"), tt.err); !errors.As(wrapped, &e) || e != tt.err {
-			t.Errorf("errors.As does not find %v", tt.err)
-		}
-		if got, want := string(wire.AppendError(nil, tt.err.Code, tt.err.Reason)), fmt.Sprintf("%d %s\r\n", tt.code, tt.err.Reason); got != want {
-			t.Errorf("AppendError for %v = %q, want %q", tt.err, got, want)
 		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/elock/elock/testcluster"
+	"github.com/elock/elock/testcluster/wait"
 	"github.com/elock/elock/testcluster/workload"
 )
 
@@ -131,17 +132,6 @@ func nameOwnedBy(t testing.TB, c *testcluster.Cluster, prefix string, want func(
 	return ""
 }
 
-func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", limit, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // Hazard 1, lost grant: the owner of a held lock is killed. The grant was
 // replicated before it was acknowledged, so the replica takes over with
 // it: the holder keeps the lock and its token, nobody else gets it, and
@@ -156,7 +146,7 @@ func TestOwnerKilledKeepsGrant(t *testing.T) {
 	other.Timeout = time.Minute
 	time.Sleep(time.Second) // let the workload run before the fault
 	c.Kill(1)
-	waitFor(t, 30*time.Second, "a new owner", func() bool {
+	wait.For(t, 30*time.Second, "a new owner", func() bool {
 		_, o, _, _ := c.Where(name)
 		return o != "" && o != ownerID
 	})
@@ -246,12 +236,12 @@ func TestWaiterAcrossTakeover(t *testing.T) {
 	if err := waiter.Send("lock " + name + " 60"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the waiter to queue", func() bool {
+	wait.For(t, 10*time.Second, "the waiter to queue", func() bool {
 		_, in := c.Raw(0).Block("info " + name)
 		return in["waiters"] == "1"
 	})
 	c.Kill(1)
-	waitFor(t, 30*time.Second, "a new owner", func() bool {
+	wait.For(t, 30*time.Second, "a new owner", func() bool {
 		_, o, _, _ := c.Where(name)
 		return o != "" && o != ownerID
 	})
@@ -484,7 +474,7 @@ func TestDataDirTokensSurviveFullRestart(t *testing.T) {
 		t.Fatalf("after the full restart: %v", err)
 	}
 	conn = c.Raw(1)
-	waitFor(t, 60*time.Second, "a grant after the lock-delay", func() bool {
+	wait.For(t, 60*time.Second, "a grant after the lock-delay", func() bool {
 		r := conn.Do("lock survivor")
 		if r != "200 Acquired" && !strings.HasPrefix(r, "503 ") {
 			t.Fatalf("lock after the restart: %q", r)
@@ -518,7 +508,7 @@ func TestSessionExpiryReleasesEveryOwner(t *testing.T) {
 	other := c.Raw(1)
 	other.Timeout = time.Minute
 	for _, name := range names {
-		waitFor(t, 30*time.Second, name+" released", func() bool {
+		wait.For(t, 30*time.Second, name+" released", func() bool {
 			r := other.Do("lock " + name)
 			if r == "200 Acquired" {
 				return true

@@ -1,17 +1,17 @@
-package node
+package mesh
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"testing"
 	"time"
 
+	"github.com/elock/elock/node"
+	"github.com/elock/elock/node/failure"
 	"github.com/elock/elock/node/locktable"
 	"github.com/elock/elock/node/partition"
 	"github.com/elock/elock/node/peer"
-	"github.com/elock/elock/node/wire"
-	"github.com/elock/elock/replication"
+	"github.com/elock/elock/testcluster/wait"
 )
 
 // A resume elsewhere withdraws the waits its session's older homes left
@@ -24,7 +24,7 @@ func TestResumeWithdrawsOlderHomesWaits(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer set.Close()
-	r := newRouter(replication.Incarnation{ID: "n1", Nonce: "n1-1"}, nil, set, nil, nil, time.Second, slog.New(slog.DiscardHandler))
+	o := newLockOwner(set, nil, nil, func() int { return 0 }, slog.New(slog.DiscardHandler))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	x := []byte("x")
@@ -41,14 +41,14 @@ func TestResumeWithdrawsOlderHomesWaits(t *testing.T) {
 		req   string
 	}{{1, "old-home/1"}, {2, "new-home/1"}} {
 		go func() {
-			b, err := r.hLockWait(ctx, lockPayload(SessionRef{ID: "s", Epoch: q.epoch}, x, 10*time.Second, q.req))
+			b, err := o.lock(ctx, lockPayload(node.SessionRef{ID: "s", Epoch: q.epoch}, x, 10*time.Second, q.req))
 			waits <- answer{b, err}
 		}()
 	}
-	waitFor(t, "both waits to be queued", func() bool {
-		r.waits.mu.Lock()
-		defer r.waits.mu.Unlock()
-		return len(r.waits.m) == 2
+	wait.For(t, 10*time.Second, "both waits to be queued", func() bool {
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		return len(o.waits) == 2
 	})
 
 	// The session is resumed at epoch 2; the new home asks for its locks.
@@ -57,13 +57,12 @@ func TestResumeWithdrawsOlderHomesWaits(t *testing.T) {
 	e.Uint(2)
 	e.Uint(1)
 	e.Uint(uint64(set.PartitionOf(x)))
-	if _, err := r.hHeld(ctx, e.B); err != nil {
+	if _, err := o.held(ctx, e.B); err != nil {
 		t.Fatalf("held: %v", err)
 	}
 	select {
 	case a := <-waits:
-		var we *wire.Error
-		if !errors.As(a.err, &we) || we.Reason != errSessionMoved.Reason {
+		if !failure.Is(a.err, failure.SessionMoved) {
 			t.Fatalf("the old home's wait: %q, %v; want the session moved", a.b, a.err)
 		}
 	case <-ctx.Done():
@@ -79,9 +78,9 @@ func TestResumeWithdrawsOlderHomesWaits(t *testing.T) {
 	if a.err != nil || err != nil || res.Status != locktable.Granted {
 		t.Fatalf("the resumed session's wait: %v %v %v", res, a.err, err)
 	}
-	r.waits.mu.Lock()
-	defer r.waits.mu.Unlock()
-	if left := len(r.waits.m); left != 0 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if left := len(o.waits); left != 0 {
 		t.Fatalf("%d waits left in the table", left)
 	}
 }

@@ -1,16 +1,16 @@
-package node
+package mesh
 
 import (
 	"context"
 	"errors"
-	"strconv"
 	"sync"
 	"time"
 
+	"github.com/elock/elock/node"
+	"github.com/elock/elock/node/failure"
 	"github.com/elock/elock/node/locktable"
 	"github.com/elock/elock/node/partition"
 	"github.com/elock/elock/node/peer"
-	"github.com/elock/elock/node/wire"
 	"github.com/elock/elock/replication"
 )
 
@@ -19,10 +19,10 @@ import (
 // part in), it asks the new owner, for the time the wait has left, so
 // that the client sees a grant or a timeout, never an error of the mesh.
 type meshWait struct {
-	r *Router
-	// ctx is the server's: when it ends (a shutdown), so does the wait.
+	h *home
+	// ctx ends with the server (a shutdown) or the mesh; run sets it.
 	ctx      context.Context
-	s        SessionRef
+	s        node.SessionRef
 	name     string
 	done     partition.Done
 	deadline time.Time
@@ -36,9 +36,10 @@ type meshWait struct {
 	maybe bool
 }
 
-func (w *meshWait) run() {
-	r := w.r
-	p := r.partOf([]byte(w.name))
+func (w *meshWait) run(ctx context.Context) {
+	w.ctx = ctx
+	h := w.h
+	p := h.rt.partOf([]byte(w.name))
 	// sent: a request went out, so one may still be queued somewhere.
 	sent := false
 	for {
@@ -65,14 +66,14 @@ func (w *meshWait) run() {
 			}
 			return
 		}
-		st := r.control.State()
+		st := h.table.State()
 		part := st.Part(p)
 		n, ok := st.Node(part.Owner)
 		if !st.Initialized() || !ok || n.Nonce != part.ONonce {
 			w.pause(st.Index)
 			continue
 		}
-		req := r.self.ID + "/" + r.self.Nonce + "/" + strconv.FormatUint(r.nextReq.Add(1), 10)
+		req := h.newReq()
 		w.mu.Lock()
 		if w.canceled {
 			w.mu.Unlock()
@@ -84,7 +85,7 @@ func (w *meshWait) run() {
 		// local owner withdraws the wait if it ends.
 		ctx, cancel := context.WithDeadline(w.ctx, w.deadline.Add(routeTimeout))
 		sent = true
-		b, err := r.callOwner(ctx, p, n, mLockWait, lockPayload(w.s, []byte(w.name), left, req))
+		b, err := h.rt.callOwner(ctx, p, n, peer.Lock, lockPayload(w.s, []byte(w.name), left, req))
 		cancel()
 		w.mu.Lock()
 		w.node, w.req = replication.Node{}, ""
@@ -100,7 +101,7 @@ func (w *meshWait) run() {
 			case res.Status == statusCanceled:
 				return // Cancel withdrew it and answered for it
 			case res.Status == locktable.Granted:
-				r.sessions.held(w.s.ID, w.name, true)
+				h.sessions.held(w.s.ID, w.name, true)
 				w.deliver(partition.Outcome{Granted: true, Token: res.Token})
 				return
 			default:
@@ -108,7 +109,6 @@ func (w *meshWait) run() {
 				return
 			}
 		}
-		var we *wire.Error
 		switch {
 		case w.ctx.Err() != nil:
 			w.shutDown(sent)
@@ -117,12 +117,12 @@ func (w *meshWait) run() {
 			// As below; and the lost request may have been granted, which
 			// the next one learns as a re-entrant grant, or settleLate.
 			w.pause(st.Index)
-		case errors.As(err, &we) && we.Reason == errSessionMoved.Reason:
+		case failure.Is(err, failure.SessionMoved):
 			// The session was resumed on another connection (the owner
 			// withdrew the wait, or refused it): for good.
 			w.deliver(partition.Outcome{Err: err})
 			return
-		case errors.Is(err, peer.ErrUnreachable), errors.As(err, &we) && we.Retryable():
+		case errors.Is(err, peer.ErrUnreachable), failure.ClassOf(err) == failure.Retryable:
 			// The owner went away or moved: ask the new one. A grant it made
 			// before it went is with the new owner too, and comes back as a
 			// re-entrant grant.
@@ -137,7 +137,7 @@ func (w *meshWait) run() {
 // pause waits briefly for a newer table.
 func (w *meshWait) pause(index uint64) {
 	ctx, cancel := context.WithTimeout(w.ctx, 100*time.Millisecond)
-	w.r.control.WaitNewer(ctx, index)
+	waitNewer(ctx, w.h.table, index)
 	cancel()
 }
 
@@ -149,8 +149,8 @@ func (w *meshWait) deliver(o partition.Outcome) {
 		w.mu.Unlock()
 		if o.Granted {
 			ctx, cancel := context.WithTimeout(w.ctx, routeTimeout)
-			if err := releaseUnwanted(ctx, w.r, w.s, []byte(w.name), o.Token); err != nil {
-				w.r.log.Warn("releasing an unwanted grant failed", "session", w.s.ID, "err", err)
+			if err := node.ReleaseUnwanted(ctx, w.h, w.s, []byte(w.name), o.Token); err != nil {
+				w.h.log.Warn("releasing an unwanted grant failed", "session", w.s.ID, "err", err)
 			}
 			cancel()
 		}
@@ -167,7 +167,7 @@ func (w *meshWait) deliver(o partition.Outcome) {
 func (w *meshWait) settleCanceled() {
 	ctx, cancel := context.WithTimeout(w.ctx, routeTimeout)
 	defer cancel()
-	_, st, err := w.r.Token(ctx, w.s, []byte(w.name))
+	_, st, err := w.h.Token(ctx, w.s, []byte(w.name))
 	if err == nil && st == locktable.Granted {
 		w.deliver(partition.Outcome{Granted: true})
 		return
@@ -184,7 +184,7 @@ func (w *meshWait) shutDown(sent bool) {
 		w.deliver(partition.Outcome{Err: w.ctx.Err()})
 		return
 	}
-	w.deliver(partition.Outcome{Err: wire.Indeterminate("lock " + w.name + ": this node is shutting down while the wait may still be queued; outcome unknown, ask token after resuming")})
+	w.deliver(partition.Outcome{Err: failure.Unknown(failure.ShuttingDown, "lock "+w.name+": this node is shutting down while the wait may still be queued; outcome unknown, ask token after resuming")})
 }
 
 // settleLate ends a wait whose time ran out after a request went
@@ -193,12 +193,12 @@ func (w *meshWait) shutDown(sent bool) {
 func (w *meshWait) settleLate() {
 	ctx, cancel := context.WithTimeout(w.ctx, routeTimeout)
 	defer cancel()
-	tok, st, err := w.r.Token(ctx, w.s, []byte(w.name))
+	tok, st, err := w.h.Token(ctx, w.s, []byte(w.name))
 	switch {
 	case err != nil:
-		w.deliver(partition.Outcome{Err: wire.Indeterminate("lock " + w.name + ": its owner did not answer in time; outcome unknown")})
+		w.deliver(partition.Outcome{Err: failure.Unknown(failure.Unavailable, "lock "+w.name+": its owner did not answer in time; outcome unknown")})
 	case st == locktable.Granted:
-		w.r.sessions.held(w.s.ID, w.name, true)
+		w.h.sessions.held(w.s.ID, w.name, true)
 		w.deliver(partition.Outcome{Granted: true, Token: tok})
 	default:
 		w.deliver(partition.Outcome{})
@@ -234,8 +234,8 @@ func (w *meshWait) Cancel() bool {
 	e.Str(req)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	b, err := w.r.invoke(ctx, n, mCancel, e.B)
-	if err == nil && string(b) == "canceled" {
+	b, err := w.h.call.Call(ctx, n, peer.Cancel, e.B)
+	if withdrawn, derr := decodeBool(b); err == nil && derr == nil && withdrawn {
 		w.mu.Lock()
 		w.finished = true
 		w.mu.Unlock()

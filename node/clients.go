@@ -1,0 +1,70 @@
+package node
+
+import (
+	"sync"
+	"sync/atomic"
+)
+
+// Clients is this node's registry of client connections by the session
+// attached to each. The server records every attachment in it; a mesh is
+// given the same registry, to close a session's connection when it can
+// no longer keep the session safe (Kick), and to answer whether a session
+// is still live here (Live). It is built before both, so neither needs
+// the other to be finished.
+type Clients struct {
+	mu       sync.Mutex       // guards attached
+	attached map[string]*conn // session id -> the connection it is attached to
+	n        atomic.Int64     // connections with a session
+}
+
+// NewClients returns an empty registry.
+func NewClients() *Clients {
+	return &Clients{attached: make(map[string]*conn)}
+}
+
+func (cs *Clients) bind(id string, c *conn) {
+	cs.mu.Lock()
+	cs.attached[id] = c
+	cs.mu.Unlock()
+	cs.n.Add(1)
+}
+
+func (cs *Clients) unbind(id string, c *conn) {
+	cs.mu.Lock()
+	if cs.attached[id] == c {
+		delete(cs.attached, id)
+	}
+	cs.mu.Unlock()
+	cs.n.Add(-1)
+}
+
+func (cs *Clients) get(id string) *conn {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	return cs.attached[id]
+}
+
+// hungUp reports whether session id is attached to a connection of this
+// node whose client has already hung up.
+func (cs *Clients) hungUp(id string) bool {
+	c := cs.get(id)
+	return c != nil && peerHungUp(c.raw)
+}
+
+// Kick closes the connection a session is attached to here, if any: the
+// mesh could not keep the session safe, and the client should resume it.
+func (cs *Clients) Kick(id string) {
+	if c := cs.get(id); c != nil {
+		c.nc.Close()
+	}
+}
+
+// Live reports whether session id is attached to a connection of this
+// node whose client has not hung up.
+func (cs *Clients) Live(id string) bool {
+	c := cs.get(id)
+	return c != nil && !peerHungUp(c.raw)
+}
+
+// Count returns this node's count of connections with a session.
+func (cs *Clients) Count() int { return int(cs.n.Load()) }

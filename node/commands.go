@@ -1,0 +1,427 @@
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"errors"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/elock/elock/node/failure"
+	"github.com/elock/elock/node/locktable"
+	"github.com/elock/elock/node/wire"
+)
+
+// The commands: handle dispatches one parsed request, and each cmd method
+// answers one verb into c.out. A blocking "lock NAME SECS" waits in
+// wait.go.
+
+func (c *conn) handle(line []byte) {
+	blank, ok := wire.Parse(line, &c.req)
+	if blank {
+		return // the original crashed here; a blank line is now a no-op
+	}
+	c.s.commands.Add(1)
+	if c.s.log.Enabled(c.s.ctx, slog.LevelDebug) {
+		c.s.log.Debug("command", "remote", c.nc.RemoteAddr().String(), "line", string(line))
+	}
+	if !ok {
+		c.out = wire.AppendUnknown(c.out, c.req.Verb)
+		return
+	}
+	switch c.req.Cmd {
+	case wire.Lock:
+		c.cmdLock()
+	case wire.Unlock:
+		c.cmdUnlock()
+	case wire.UnlockAll:
+		c.cmdUnlockAll()
+	case wire.ConnID:
+		c.cmdConnID()
+	case wire.SetTimeout:
+		c.cmdSetTimeout()
+	case wire.Quit:
+		// Detach before answering, so a client that reconnects as soon as
+		// it reads the goodbye can resume at once.
+		c.detach()
+		c.out = append(c.out, wire.Goodbye...)
+		c.quit = true
+	case wire.Stats:
+		c.cmdStats()
+	case wire.Token:
+		c.cmdToken()
+	case wire.Info:
+		c.cmdInfo()
+	case wire.Session:
+		c.cmdSession()
+	case wire.Members:
+		c.cmdMembers()
+	case wire.Where:
+		c.cmdWhere()
+	}
+}
+
+// fail answers an error from the backend with its own line: the class of
+// a failure picks the code (503 nothing happened, 504 outcome unknown),
+// and its text is the message.
+func (c *conn) fail(err error) {
+	f, ok := failure.As(err)
+	switch {
+	case ok:
+		c.out = wire.AppendError(c.out, failureCode(f.Class), f.Text)
+	case c.s.ctx.Err() != nil:
+		c.out = wire.AppendError(c.out, wire.CodeRetry, "shutting down")
+	default:
+		c.s.log.Warn("backend error", "err", err)
+		c.out = wire.AppendError(c.out, wire.CodeRetry, "internal error; retry")
+	}
+}
+
+// failureCode is the reply code of a failure class.
+func failureCode(c failure.Class) int {
+	switch c {
+	case failure.Retryable:
+		return wire.CodeRetry
+	case failure.Indeterminate:
+		return wire.CodeIndeterminate
+	}
+	return wire.CodeForbidden
+}
+
+// name checks a lock name argument and answers when it is unusable.
+func (c *conn) name(b []byte) bool {
+	if len(b) > c.s.cfg.MaxName {
+		c.out = wire.AppendError(c.out, wire.CodeTooLong, "name too long (max "+strconv.Itoa(c.s.cfg.MaxName)+" bytes)")
+		return false
+	}
+	for _, ch := range b {
+		if ch == '\r' {
+			c.out = wire.AppendError(c.out, wire.CodeBadRequest, "bad name: CR is not allowed in a name")
+			return false
+		}
+	}
+	return true
+}
+
+// session returns the connection's session, registering a new one on
+// first use. It answers and returns nil if the backend fails.
+func (c *conn) session() *connSession {
+	if c.sess != nil {
+		return c.sess
+	}
+	id := newSessionID()
+	ctx, cancel := context.WithTimeout(c.s.ctx, backendTimeout)
+	a, err := c.s.backend.Attach(ctx, id)
+	cancel()
+	if err != nil {
+		c.fail(err)
+		return nil
+	}
+	c.bind(id, a)
+	return c.sess
+}
+
+func (c *conn) bind(id string, a locktable.Attachment) {
+	c.sess = &connSession{ref: SessionRef{ID: id, Epoch: a.Epoch}, resumed: a.Resumed, timeout: a.Timeout}
+	c.s.clients.bind(id, c)
+}
+
+// ref returns the session reference for read-only commands, which do not
+// register a session: the empty id holds nothing.
+func (c *conn) ref() SessionRef {
+	if c.sess == nil {
+		return SessionRef{}
+	}
+	return c.sess.ref
+}
+
+var sessionEncoding = base32.StdEncoding.WithPadding(base32.NoPadding)
+
+// newSessionID returns 128 random bits as 26 base32 characters: ids must
+// be unguessable, because knowing one is enough to resume its session.
+func newSessionID() string {
+	var b [16]byte
+	rand.Read(b[:]) // never fails on Linux; panics rather than return weak bytes
+	return sessionEncoding.EncodeToString(b[:])
+}
+
+// validID reports whether a client-chosen session id is acceptable:
+// 1 to 64 printable ASCII bytes.
+func validID(b []byte) bool {
+	if len(b) == 0 || len(b) > maxIDLen {
+		return false
+	}
+	for _, ch := range b {
+		if ch <= ' ' || ch > '~' {
+			return false
+		}
+	}
+	return true
+}
+
+func (c *conn) cmdLock() {
+	name := c.req.Args[0]
+	if !c.name(name) {
+		return
+	}
+	var wait time.Duration
+	if c.req.NArgs == 2 {
+		secs, ok := wire.ParseUint(c.req.Args[1], uint64(c.s.cfg.MaxWait/time.Second))
+		if !ok {
+			c.out = wire.AppendError(c.out, wire.CodeBadRequest,
+				"bad wait: want whole seconds from 0 to "+strconv.FormatInt(int64(c.s.cfg.MaxWait/time.Second), 10))
+			return
+		}
+		wait = time.Duration(secs) * time.Second
+	}
+	sess := c.session()
+	if sess == nil {
+		return
+	}
+	start := time.Now()
+	if sess.held >= c.s.cfg.MaxLocksPerSession && !c.holds(name) {
+		c.out = wire.AppendError(c.out, wire.CodeLimit,
+			"too many locks held by this session (max "+strconv.Itoa(c.s.cfg.MaxLocksPerSession)+")")
+		return
+	}
+	res, _, err := c.s.backend.Lock(c.s.ctx, sess.ref, name, 0, nil)
+	if err == nil && res.Status == locktable.Unavailable && wait > 0 {
+		if c.eof {
+			// After the client's half-close a disconnect cannot be told
+			// apart from a client still reading, and a disconnected waiter
+			// must never be handed the lock: no waiting, as with SECS 0.
+		} else {
+			res, err = c.waitLock(sess.ref, name, wait-time.Since(start))
+		}
+	}
+	if err == errReplied {
+		return
+	}
+	if err != nil {
+		if c.eof && errors.Is(err, context.Canceled) && c.s.ctx.Err() == nil {
+			c.out = append(c.out, wire.Unavailable...)
+			return
+		}
+		c.fail(err)
+		return
+	}
+	c.lockReply(res)
+}
+
+func (c *conn) lockReply(res locktable.Result) {
+	switch res.Status {
+	case locktable.Granted:
+		if !res.Reentrant {
+			c.sess.held++
+		}
+		c.out = append(c.out, wire.Acquired...)
+	case locktable.Unavailable:
+		c.out = append(c.out, wire.Unavailable...)
+	case locktable.TooManyWaiters:
+		c.out = wire.AppendError(c.out, wire.CodeLimit,
+			"too many waiters for this lock (max "+strconv.Itoa(c.s.cfg.MaxWaiters)+")")
+	default:
+		c.fail(errors.New("unexpected lock status " + res.Status.String()))
+	}
+}
+
+// holds reports whether the session holds name already.
+func (c *conn) holds(name []byte) bool {
+	_, st, err := c.s.backend.Token(c.s.ctx, c.sess.ref, name)
+	return err == nil && st == locktable.Granted
+}
+
+func (c *conn) cmdUnlock() {
+	name := c.req.Args[0]
+	if !c.name(name) {
+		return
+	}
+	sess := c.session()
+	if sess == nil {
+		return
+	}
+	res, err := c.s.backend.Unlock(c.s.ctx, sess.ref, name)
+	if err != nil {
+		c.fail(err)
+		return
+	}
+	switch res.Status {
+	case locktable.Unlocked:
+		sess.held = max(sess.held-1, 0)
+		c.out = append(c.out, wire.Unlocked...)
+	case locktable.NotYours:
+		c.out = append(c.out, wire.NotYours...)
+	default:
+		c.out = append(c.out, wire.NotLocked...)
+	}
+}
+
+func (c *conn) cmdUnlockAll() {
+	sess := c.session()
+	if sess == nil {
+		return
+	}
+	if err := c.s.backend.UnlockAll(c.s.ctx, sess.ref); err != nil {
+		c.fail(err)
+		return
+	}
+	sess.held = 0
+	c.out = append(c.out, wire.OK...)
+}
+
+func (c *conn) cmdConnID() {
+	if c.req.NArgs == 0 {
+		if sess := c.session(); sess != nil {
+			c.out = wire.AppendText(c.out, sess.ref.ID)
+		}
+		return
+	}
+	id := c.req.Args[0]
+	if c.sess != nil {
+		c.out = append(c.out, wire.CannotSetID...)
+		return
+	}
+	if !validID(id) {
+		c.out = wire.AppendError(c.out, wire.CodeBadRequest,
+			"bad session id: want 1 to "+strconv.Itoa(maxIDLen)+" printable ASCII bytes")
+		return
+	}
+	sid := string(id)
+	ctx, cancel := context.WithTimeout(c.s.ctx, backendTimeout)
+	defer cancel()
+	a, err := c.s.backend.Attach(ctx, sid)
+	for errors.Is(err, locktable.ErrAttached) && c.s.clients.hungUp(sid) && ctx.Err() == nil {
+		// Its client has hung up and that connection's goroutine is about
+		// to read the EOF and detach: a reconnecting client should not be
+		// refused for that moment.
+		time.Sleep(time.Millisecond)
+		a, err = c.s.backend.Attach(ctx, sid)
+	}
+	if errors.Is(err, locktable.ErrAttached) {
+		c.out = append(c.out, wire.CannotSetID...)
+		return
+	}
+	if err != nil {
+		c.fail(err)
+		return
+	}
+	c.bind(sid, a)
+	if a.Resumed {
+		n, err := c.s.backend.HeldBy(ctx, c.sess.ref)
+		if err != nil {
+			c.s.log.Warn("counting a resumed session's locks failed", "session", sid, "err", err)
+		}
+		c.sess.held = n
+	}
+	c.out = append(c.out, wire.ConnIDSet...)
+}
+
+func (c *conn) cmdSetTimeout() {
+	ms, ok := wire.ParseUint(c.req.Args[0], uint64(c.s.cfg.MaxTimeout/time.Millisecond))
+	if !ok {
+		c.out = wire.AppendError(c.out, wire.CodeBadRequest,
+			"bad timeout: want whole milliseconds from 0 to "+strconv.FormatInt(int64(c.s.cfg.MaxTimeout/time.Millisecond), 10))
+		return
+	}
+	sess := c.session()
+	if sess == nil {
+		return
+	}
+	d := time.Duration(ms) * time.Millisecond
+	if err := c.s.backend.SetTimeout(c.s.ctx, sess.ref, d); err != nil {
+		c.fail(err)
+		return
+	}
+	sess.timeout = d
+	c.out = append(c.out, wire.TimeoutSet...)
+}
+
+func (c *conn) cmdStats() {
+	st, err := c.s.backend.Stats(c.s.ctx, c.s.clients.Count())
+	if err != nil {
+		c.fail(err)
+		return
+	}
+	c.out = append(c.out, wire.StatsHeader...)
+	// The first three lines are the original's, in its order.
+	c.out = wire.AppendStat(c.out, "clients", int64(st.Clients))
+	c.out = wire.AppendStat(c.out, "locks", int64(st.Locks))
+	c.out = wire.AppendStat(c.out, "monitoring", int64(st.Clients))
+	c.out = wire.AppendStat(c.out, "waiters", int64(st.Waiters))
+	c.out = wire.AppendStat(c.out, "sessions", int64(st.Sessions))
+	c.out = wire.AppendStat(c.out, "grants", int64(st.Grants))
+	c.out = wire.AppendStat(c.out, "node_clients", int64(c.s.clients.Count()))
+	c.out = wire.AppendStat(c.out, "node_connections", c.s.nconns.Load())
+	c.out = wire.AppendStat(c.out, "node_commands", int64(c.s.commands.Load()))
+	c.out = wire.AppendStat(c.out, "uptime", int64(c.s.Uptime()/time.Second))
+	c.out = wire.AppendStatText(c.out, "version", Version)
+	for _, l := range st.Extra {
+		c.out = wire.AppendStatText(c.out, l.Key, l.Value)
+	}
+	c.out = append(c.out, wire.End...)
+}
+
+func (c *conn) cmdToken() {
+	name := c.req.Args[0]
+	if !c.name(name) {
+		return
+	}
+	tok, st, err := c.s.backend.Token(c.s.ctx, c.ref(), name)
+	switch {
+	case err != nil:
+		c.fail(err)
+	case st == locktable.Granted:
+		c.out = wire.AppendUint(c.out, tok)
+	case st == locktable.NotYours:
+		c.out = append(c.out, wire.NotYours...)
+	default:
+		c.out = append(c.out, wire.NotLocked...)
+	}
+}
+
+func (c *conn) cmdInfo() {
+	name := c.req.Args[0]
+	if !c.name(name) {
+		return
+	}
+	in, err := c.s.backend.Info(c.s.ctx, c.ref(), name)
+	if err != nil {
+		c.fail(err)
+		return
+	}
+	c.out = append(c.out, wire.InfoHeader...)
+	c.out = wire.AppendStat(c.out, "held", b2i(in.Held))
+	c.out = wire.AppendStat(c.out, "mine", b2i(in.Mine))
+	c.out = wire.AppendStat(c.out, "token", int64(in.Token))
+	c.out = wire.AppendStat(c.out, "held_ms", int64(in.HeldFor/time.Millisecond))
+	c.out = wire.AppendStat(c.out, "waiters", int64(in.Waiters))
+	c.out = append(c.out, wire.End...)
+}
+
+func (c *conn) cmdSession() {
+	if c.sess == nil {
+		c.out = wire.AppendError(c.out, wire.CodeForbidden, "no session")
+		return
+	}
+	n, err := c.s.backend.HeldBy(c.s.ctx, c.sess.ref)
+	if err != nil {
+		c.fail(err)
+		return
+	}
+	c.sess.held = n
+	c.out = append(c.out, wire.SessHeader...)
+	c.out = wire.AppendStatText(c.out, "id", c.sess.ref.ID)
+	c.out = wire.AppendStat(c.out, "resumed", b2i(c.sess.resumed))
+	c.out = wire.AppendStat(c.out, "timeout_ms", int64(c.sess.timeout/time.Millisecond))
+	c.out = wire.AppendStat(c.out, "held", int64(n))
+	c.out = append(c.out, wire.End...)
+}
+
+func b2i(b bool) int64 {
+	if b {
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,131 @@
+package mesh
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/elock/elock/node"
+	"github.com/elock/elock/node/failure"
+	"github.com/elock/elock/node/locktable"
+	"github.com/elock/elock/node/peer"
+)
+
+// handler is the body of a peer method of the mesh: it may block, and it
+// runs on a goroutine of its own.
+type handler func(conn context.Context, payload []byte) ([]byte, error)
+
+// workers runs the goroutines the roles start per request (a blocking
+// peer method, a queued wait) and joins them. Each ends with its own
+// context, which also ends when the mesh closes.
+type workers struct {
+	ctx    context.Context // ends when the mesh closes
+	mu     sync.Mutex      // guards closed and wg.Add
+	closed bool
+	wg     sync.WaitGroup
+}
+
+// start runs f on a goroutine of its own, with a context that ends with
+// parent or with the mesh. It reports false, running nothing, once the
+// mesh has closed.
+func (w *workers) start(parent context.Context, f func(ctx context.Context)) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return false
+	}
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		ctx, cancel := context.WithCancel(parent)
+		stop := context.AfterFunc(w.ctx, cancel)
+		defer func() {
+			stop()
+			cancel()
+		}()
+		f(ctx)
+	}()
+	return true
+}
+
+// close refuses new work and waits for what runs, which ends because ctx
+// has ended.
+func (w *workers) close() {
+	w.mu.Lock()
+	w.closed = true
+	w.mu.Unlock()
+	w.wg.Wait()
+}
+
+// errClosed refuses work after the mesh has closed.
+var errClosed = failure.Retry(failure.ShuttingDown, "shutting down")
+
+// blocking adapts a handler to the peer layer, whose handlers must not
+// block: it runs on a goroutine of its own, with a copy of the payload.
+func (w *workers) blocking(h handler) peer.HandlerFunc {
+	return func(conn context.Context, _ peer.Method, payload []byte, reply func([]byte, error)) {
+		p := append([]byte(nil), payload...)
+		if !w.start(conn, func(ctx context.Context) { reply(h(ctx, p)) }) {
+			reply(nil, errClosed)
+		}
+	}
+}
+
+// lockReq is the body of Lock, Unlock, Token and Info: a session as one
+// attachment of it (id and epoch, which fences off older homes), a name,
+// and for Lock the wait and the request's id, by which Cancel withdraws it.
+type lockReq struct {
+	session string
+	epoch   uint64
+	name    []byte
+	wait    time.Duration
+	req     string
+}
+
+func lockPayload(s node.SessionRef, name []byte, wait time.Duration, req string) []byte {
+	var e peer.Enc
+	e.Str(s.ID)
+	e.Uint(s.Epoch)
+	e.Bytes(name)
+	e.Int(int64(wait))
+	e.Str(req)
+	return e.B
+}
+
+func decodeLockReq(b []byte) (lockReq, error) {
+	d := peer.Dec{B: b}
+	q := lockReq{session: d.Str(), epoch: d.Uint(), name: d.Bytes(), wait: time.Duration(d.Int()), req: d.Str()}
+	return q, d.End()
+}
+
+// statusCanceled is the status of a Lock whose wait was withdrawn, by
+// Cancel or because its home's connection closed.
+const statusCanceled = locktable.Status(0)
+
+func encodeResult(res locktable.Result) []byte {
+	var e peer.Enc
+	e.Uint(uint64(res.Status))
+	e.Uint(res.Token)
+	e.Bool(res.Reentrant)
+	return e.B
+}
+
+func decodeResult(b []byte) (locktable.Result, error) {
+	d := peer.Dec{B: b}
+	res := locktable.Result{Status: locktable.Status(d.Uint()), Token: d.Uint(), Reentrant: d.Bool()}
+	return res, d.End()
+}
+
+// encodeBool and decodeBool carry a yes or no answer (Cancel: withdrawn;
+// Probe: live).
+func encodeBool(v bool) []byte {
+	var e peer.Enc
+	e.Bool(v)
+	return e.B
+}
+
+func decodeBool(b []byte) (bool, error) {
+	d := peer.Dec{B: b}
+	v := d.Bool()
+	return v, d.End()
+}

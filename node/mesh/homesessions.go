@@ -1,0 +1,369 @@
+package mesh
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/elock/elock/node"
+	"github.com/elock/elock/node/failure"
+	"github.com/elock/elock/node/locktable"
+	"github.com/elock/elock/node/peer"
+	"github.com/elock/elock/replication"
+)
+
+// Sessions span the mesh. A session's record lives on the owner of the
+// partition its id hashes to (its session owner, sessionowner.go),
+// replicated like a lock. Its locks live on the owners of their names.
+// Its home is the node whose connection speaks for it; homeSessions is
+// the home's side:
+//
+//   - The home renews its sessions with their session owners; a session
+//     owner that stops hearing renewals for a session (its home died, or is
+//     cut off) detaches it, and its timeout starts.
+//   - A home that cannot renew a session for long (see atRisk) closes the
+//     client's connection well before its session could expire, so the
+//     client learns that it is at risk and resumes elsewhere.
+//   - A resume on a new home (conn_id) waits until the old home confirms
+//     the connection is gone or its renewals have stopped for the lease,
+//     bumps the session's epoch, and tells every lock owner the new epoch,
+//     so that a request still on its way from the old home is refused.
+type homeSessions struct {
+	self      replication.Incarnation
+	rt        *router
+	table     Table
+	call      Caller
+	clients   Clients
+	homeLease time.Duration
+	log       *slog.Logger
+
+	mu       sync.Mutex // guards attached and what it points to
+	attached map[string]*homeSession
+}
+
+// homeSession is a session attached to a connection of this node.
+type homeSession struct {
+	epoch   uint64
+	timeout time.Duration
+	lastOK  time.Time // when the last renewal that succeeded was sent
+	held    map[string]struct{}
+}
+
+// atRisk is how long a home tolerates failed renewals before it closes
+// the client's connection. The session owner detaches the session a home
+// lease after the last renewal it got, and ends it a timeout later; the
+// client is told at half that, which leaves it time to resume elsewhere,
+// and a failover of the session owner (a few seconds) does not disturb it.
+func (h *homeSession) atRisk(homeLease time.Duration) time.Duration {
+	return max(homeLease, h.timeout/2)
+}
+
+func newHomeSessions(self replication.Incarnation, rt *router, clients Clients, homeLease time.Duration, log *slog.Logger) *homeSessions {
+	return &homeSessions{self: self, rt: rt, table: rt.table, call: rt.call, clients: clients, homeLease: homeLease, log: log,
+		attached: make(map[string]*homeSession)}
+}
+
+func (s *homeSessions) register(r *peer.Registry, w *workers) error {
+	return r.Handle(peer.Probe, w.blocking(s.probe))
+}
+
+// setTimeout records a session's new timeout.
+func (s *homeSessions) setTimeout(id string, d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if h := s.attached[id]; h != nil {
+		h.timeout = d
+	}
+}
+
+// current reports whether ref is still the session's attachment here.
+func (s *homeSessions) current(ref node.SessionRef) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	h := s.attached[ref.ID]
+	return h != nil && h.epoch == ref.Epoch
+}
+
+func (s *homeSessions) held(id, name string, holds bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if h := s.attached[id]; h != nil {
+		if holds {
+			h.held[name] = struct{}{}
+		} else {
+			delete(h.held, name)
+		}
+	}
+}
+
+func (s *homeSessions) holds(id, name string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	h := s.attached[id]
+	if h == nil {
+		return false
+	}
+	_, ok := h.held[name]
+	return ok
+}
+
+func (s *homeSessions) forgetHeld(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if h := s.attached[id]; h != nil {
+		clear(h.held)
+	}
+}
+
+func (s *homeSessions) count(id string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if h := s.attached[id]; h != nil {
+		return len(h.held)
+	}
+	return 0
+}
+
+// homeName is how a session record names its home: node id and nonce, so
+// that a restarted node is not mistaken for the home it replaced.
+func homeName(inc replication.Incarnation) string { return inc.ID + "/" + inc.Nonce }
+
+// attach binds session id to a connection of this node (conn_id, or a
+// connection's first command).
+func (s *homeSessions) attach(ctx context.Context, id string) (locktable.Attachment, error) {
+	var e peer.Enc
+	e.Str(id)
+	e.Str(homeName(s.self))
+	s.mu.Lock()
+	_, here := s.attached[id]
+	s.mu.Unlock()
+	// If the session owner says the session is attached to this very node
+	// but no connection here has it, an earlier attach's reply was lost:
+	// take it over.
+	e.Bool(!here)
+	b, err := s.rt.route(ctx, s.rt.partOf([]byte(id)), peer.Attach, e.B, true)
+	if err != nil {
+		if failure.Is(err, failure.Attached) {
+			return locktable.Attachment{}, locktable.ErrAttached
+		}
+		return locktable.Attachment{}, err
+	}
+	d := peer.Dec{B: b}
+	a := locktable.Attachment{Epoch: d.Uint(), Resumed: d.Bool(), Timeout: time.Duration(d.Int())}
+	if err := d.End(); err != nil {
+		return a, err
+	}
+	h := &homeSession{epoch: a.Epoch, timeout: a.Timeout, lastOK: time.Now(), held: make(map[string]struct{})}
+	if a.Resumed {
+		// Learn the session's locks, and fence its older homes everywhere.
+		names, err := s.heldEverywhere(ctx, id, a.Epoch)
+		if err != nil {
+			s.log.Warn("could not list a resumed session's locks", "session", id, "err", err)
+		}
+		for _, n := range names {
+			h.held[n] = struct{}{}
+		}
+	}
+	s.mu.Lock()
+	s.attached[id] = h
+	s.mu.Unlock()
+	return a, nil
+}
+
+// heldEverywhere asks the owner of every partition for the locks session
+// id holds there, and fences its older homes. It follows partitions that
+// are changing hands, so a resume during a takeover still finds every
+// lock: one request per owner node, then the partitions it did not serve
+// again, until routeTimeout.
+func (s *homeSessions) heldEverywhere(ctx context.Context, id string, epoch uint64) ([]string, error) {
+	left := make([]int, s.rt.parts)
+	for i := range left {
+		left[i] = i
+	}
+	var names []string
+	deadline := time.Now().Add(routeTimeout)
+	for len(left) > 0 {
+		st := s.table.State()
+		byOwner := map[string][]int{}
+		for _, p := range left {
+			byOwner[st.Part(p).Owner] = append(byOwner[st.Part(p).Owner], p)
+		}
+		left = left[:0]
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for ownerID, ps := range byOwner {
+			n, ok := st.Node(ownerID)
+			if !ok {
+				left = append(left, ps...)
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				var e peer.Enc
+				e.Str(id)
+				e.Uint(epoch)
+				e.Uint(uint64(len(ps)))
+				for _, p := range ps {
+					e.Uint(uint64(p))
+				}
+				cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				defer cancel()
+				b, err := s.call.Call(cctx, n, peer.Held, e.B)
+				mu.Lock()
+				defer mu.Unlock()
+				if err != nil {
+					left = append(left, ps...)
+					return
+				}
+				d := peer.Dec{B: b}
+				for range d.Len() {
+					names = append(names, d.Str())
+				}
+				for range d.Len() {
+					left = append(left, int(d.Uint()))
+				}
+				if d.End() != nil {
+					left = append(left, ps...)
+				}
+			}()
+		}
+		wg.Wait()
+		if len(left) == 0 {
+			break
+		}
+		if err := ctx.Err(); err != nil {
+			return names, err
+		}
+		if time.Now().After(deadline) {
+			return names, fmt.Errorf("%d partitions did not answer", len(left))
+		}
+		wctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+		waitNewer(wctx, s.table, st.Index)
+		cancel()
+	}
+	return names, nil
+}
+
+// detach ends this node's attachment of a session: its connection closed.
+func (s *homeSessions) detach(ctx context.Context, ref node.SessionRef) error {
+	s.mu.Lock()
+	h := s.attached[ref.ID]
+	if h == nil || h.epoch != ref.Epoch {
+		s.mu.Unlock()
+		return nil // taken over elsewhere meanwhile; nothing of ours to end
+	}
+	delete(s.attached, ref.ID)
+	s.mu.Unlock()
+	var e peer.Enc
+	e.Str(ref.ID)
+	e.Uint(ref.Epoch)
+	_, err := s.rt.route(ctx, s.rt.partOf([]byte(ref.ID)), peer.Detach, e.B, true)
+	return err
+}
+
+// probe answers a session owner: is this session attached here, at that
+// epoch, to a connection whose client has not hung up?
+func (s *homeSessions) probe(_ context.Context, b []byte) ([]byte, error) {
+	d := peer.Dec{B: b}
+	id, epoch := d.Str(), d.Uint()
+	if err := d.End(); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	h := s.attached[id]
+	s.mu.Unlock()
+	return encodeBool(h != nil && h.epoch == epoch && s.clients.Live(id)), nil
+}
+
+// Renewal statuses, one per session in a session owner's answer.
+const (
+	renewOK     = 0
+	renewFenced = 1 // the session is no longer attached here at that epoch
+	renewRetry  = 2 // the session owner cannot serve its partition now
+)
+
+// renewAll renews every session attached here with its session owner,
+// one request per session owner node, and closes the connection of any
+// session it could not renew for the home lease.
+func (s *homeSessions) renewAll(ctx context.Context) {
+	type item struct {
+		id    string
+		epoch uint64
+	}
+	st := s.table.State()
+	byNode := make(map[string][]item)
+	s.mu.Lock()
+	for id, h := range s.attached {
+		owner := st.Part(s.rt.partOf([]byte(id))).Owner
+		byNode[owner] = append(byNode[owner], item{id, h.epoch})
+	}
+	s.mu.Unlock()
+	sent := time.Now()
+	var wg sync.WaitGroup
+	for nodeID, items := range byNode {
+		n, ok := st.Node(nodeID)
+		if !ok {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var e peer.Enc
+			e.Uint(uint64(len(items)))
+			for _, it := range items {
+				e.Str(it.id)
+				e.Uint(it.epoch)
+			}
+			cctx, cancel := context.WithTimeout(ctx, s.homeLease/2)
+			defer cancel()
+			b, err := s.call.Call(cctx, n, peer.Renew, e.B)
+			if err != nil {
+				return
+			}
+			d := peer.Dec{B: b}
+			for _, it := range items {
+				switch d.Uint() {
+				case renewOK:
+					s.mu.Lock()
+					if h := s.attached[it.id]; h != nil && h.epoch == it.epoch {
+						h.lastOK = sent
+					}
+					s.mu.Unlock()
+				case renewFenced:
+					s.lose(it.id, it.epoch, "session taken over or ended elsewhere")
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	var late []string
+	s.mu.Lock()
+	for id, h := range s.attached {
+		if time.Since(h.lastOK) > h.atRisk(s.homeLease) {
+			late = append(late, id)
+		}
+	}
+	s.mu.Unlock()
+	for _, id := range late {
+		s.log.Warn("closing a client whose session could not be renewed: it may expire; the client should resume", "session", id)
+		s.clients.Kick(id)
+	}
+}
+
+// lose forgets a session that this node no longer speaks for and closes
+// its client's connection.
+func (s *homeSessions) lose(id string, epoch uint64, why string) {
+	s.mu.Lock()
+	h := s.attached[id]
+	if h == nil || h.epoch != epoch {
+		s.mu.Unlock()
+		return
+	}
+	delete(s.attached, id)
+	s.mu.Unlock()
+	s.log.Warn("session lost by this home", "session", id, "why", why)
+	s.clients.Kick(id)
+}

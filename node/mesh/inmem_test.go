@@ -1,0 +1,361 @@
+package mesh
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/elock/elock/node"
+	"github.com/elock/elock/node/failure"
+	"github.com/elock/elock/node/locktable"
+	"github.com/elock/elock/node/partition"
+	"github.com/elock/elock/node/peer"
+	"github.com/elock/elock/replication"
+)
+
+// The in-memory seams: a partition table a test sets by hand, and a
+// network whose nodes are registries in this process, with faults a test
+// injects. With them every role runs in one process, and under
+// testing/synctest its timers run on the bubble's clock.
+
+// memTable is a Table that a test changes with set.
+type memTable struct {
+	mu sync.Mutex
+	st *replication.State
+	ch chan struct{}
+}
+
+func newMemTable() *memTable {
+	return &memTable{st: &replication.State{Nodes: map[string]replication.Node{}}, ch: make(chan struct{})}
+}
+
+func (t *memTable) State() *replication.State {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.st
+}
+
+func (t *memTable) Changed() <-chan struct{} {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.ch
+}
+
+// change applies f to a copy of the table, at the next index, and then
+// signals the change.
+func (t *memTable) change(f func(st *replication.State)) { t.changeThen(f, nil) }
+
+// changeThen applies f as change does, and runs then after the new table
+// is in place but before the change is signalled: as a node takes up the
+// roles of a table (the data plane's Apply) before it notifies anyone.
+func (t *memTable) changeThen(f func(st *replication.State), then func()) {
+	t.mu.Lock()
+	st := &replication.State{Index: t.st.Index + 1, Parts: append([]replication.Part(nil), t.st.Parts...), Nodes: map[string]replication.Node{}}
+	for k, v := range t.st.Nodes {
+		st.Nodes[k] = v
+	}
+	f(st)
+	t.st = st
+	t.mu.Unlock()
+	if then != nil {
+		then()
+	}
+	t.mu.Lock()
+	close(t.ch)
+	t.ch = make(chan struct{})
+	t.mu.Unlock()
+}
+
+// memNet is an in-memory network of nodes: a call runs the called node's
+// registry in this process. A test can cut a node off (calls to it are
+// unreachable: nothing is sent), pause it (calls are sent and held until
+// it resumes, so a caller that gives up learns the outcome is unknown),
+// or drop its next replies (carried out, answer lost).
+type memNet struct {
+	mu      sync.Mutex
+	regs    map[replication.Incarnation]*peer.Registry
+	cut     map[string]bool
+	paused  map[string]chan struct{} // closed on resume
+	drop    map[string]int
+	calls   map[peer.Method]int
+	connCtx context.Context // what handlers get as their connection
+}
+
+func newMemNet(ctx context.Context) *memNet {
+	return &memNet{regs: map[replication.Incarnation]*peer.Registry{}, cut: map[string]bool{}, paused: map[string]chan struct{}{},
+		drop: map[string]int{}, calls: map[peer.Method]int{}, connCtx: ctx}
+}
+
+func (n *memNet) setCut(id string, cut bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.cut[id] = cut
+}
+
+func (n *memNet) pause(id string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.paused[id] == nil {
+		n.paused[id] = make(chan struct{})
+	}
+}
+
+func (n *memNet) resume(id string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if ch := n.paused[id]; ch != nil {
+		close(ch)
+		delete(n.paused, id)
+	}
+}
+
+func (n *memNet) dropReplies(id string, k int) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.drop[id] = k
+}
+
+func (n *memNet) count(m peer.Method) int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.calls[m]
+}
+
+// memCaller is one node's Caller on a memNet.
+type memCaller struct {
+	net  *memNet
+	self replication.Incarnation
+}
+
+func (c memCaller) Call(ctx context.Context, to replication.Node, m peer.Method, payload []byte) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	n := c.net
+	inc := replication.Incarnation{ID: to.ID, Nonce: to.Nonce}
+	n.mu.Lock()
+	n.calls[m]++
+	reg, cut, paused := n.regs[inc], n.cut[to.ID] && to.ID != c.self.ID, n.paused[to.ID]
+	n.mu.Unlock()
+	if inc == c.self {
+		return callLocal(ctx, reg, m, payload)
+	}
+	if reg == nil || cut {
+		return nil, fmt.Errorf("%w: %s", peer.ErrUnreachable, to.ID)
+	}
+	if paused != nil {
+		select {
+		case <-paused:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w: %s: no reply: %w", peer.ErrLost, to.ID, ctx.Err())
+		}
+	}
+	type result struct {
+		b   []byte
+		err error
+	}
+	ch := make(chan result, 1)
+	reg.Serve(n.connCtx, m, append([]byte(nil), payload...), func(b []byte, err error) {
+		if err != nil {
+			// Across the wire only failures keep their class.
+			if _, ok := failure.As(err); !ok {
+				err = failure.Retry(failure.Internal, err.Error())
+			}
+		}
+		ch <- result{b, err}
+	})
+	select {
+	case r := <-ch:
+		n.mu.Lock()
+		lost := n.drop[to.ID] > 0
+		if lost {
+			n.drop[to.ID]--
+		}
+		n.mu.Unlock()
+		if lost {
+			return nil, fmt.Errorf("%w: %s: reply dropped", peer.ErrLost, to.ID)
+		}
+		return r.b, r.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w: %s: no reply: %w", peer.ErrLost, to.ID, ctx.Err())
+	}
+}
+
+// ownerRep is the Replicator of a test node: it serves the partitions the
+// table gives it, and confirms every change at once (no replica).
+type ownerRep struct {
+	self  replication.Incarnation
+	table Table
+}
+
+func (r ownerRep) Admit(p int, _ partition.Op) error {
+	if !r.table.State().Part(p).OwnedBy(r.self.ID, r.self.Nonce) {
+		return failure.Retry(failure.Moved, failure.Partition(p)+" is not owned by this node; retry")
+	}
+	return nil
+}
+func (ownerRep) Record(int, []locktable.Change) uint64 { return 0 }
+func (ownerRep) Await(int, uint64) error               { return nil }
+
+// fakeClients is a node's Clients: the sessions a test says are live
+// here, and the ones the mesh kicked.
+type fakeClients struct {
+	mu     sync.Mutex
+	live   map[string]bool
+	kicked []string
+}
+
+func (c *fakeClients) Kick(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.kicked = append(c.kicked, id)
+	delete(c.live, id)
+}
+
+func (c *fakeClients) Live(id string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.live[id]
+}
+
+func (c *fakeClients) Count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.live)
+}
+
+func (c *fakeClients) setLive(id string, live bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.live[id] = live
+}
+
+func (c *fakeClients) kicks() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]string(nil), c.kicked...)
+}
+
+// memNode is one node's roles on the in-memory seams.
+type memNode struct {
+	inc       replication.Incarnation
+	set       *partition.Set
+	home      *home
+	owner     *lockOwner
+	sessOwner *sessionOwner
+	sessions  *homeSessions
+	clients   *fakeClients
+	expired   *expiries
+}
+
+// memMesh is a few memNodes sharing a table and a network. The partition
+// count is small, so tests can place names by hand.
+type memMesh struct {
+	t      testing.TB
+	table  *memTable
+	net    *memNet
+	nodes  map[string]*memNode
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	work   *workers
+}
+
+const memParts = 4
+
+// newMemMesh builds nodes with the given ids (nonce: id + "-1"), each
+// owning the partitions owners assigns it (partition -> node id), and
+// starts their loops as Start does. Stop it with close.
+func newMemMesh(t testing.TB, homeLease time.Duration, owners [memParts]string, ids ...string) *memMesh {
+	ctx, cancel := context.WithCancel(context.Background())
+	mm := &memMesh{t: t, table: newMemTable(), net: newMemNet(ctx), nodes: map[string]*memNode{}, cancel: cancel, work: &workers{ctx: ctx}}
+	mm.table.change(func(st *replication.State) {
+		for _, id := range ids {
+			st.Nodes[id] = replication.Node{ID: id, Nonce: id + "-1", PeerAddr: id + ":peer", ClientAddr: id + ":client"}
+		}
+		st.Parts = make([]replication.Part, memParts)
+		for p, o := range owners {
+			st.Parts[p] = replication.Part{Epoch: 1, Owner: o, ONonce: o + "-1", Mode: replication.Fresh}
+		}
+	})
+	log := slog.New(slog.DiscardHandler)
+	for _, id := range ids {
+		inc := replication.Incarnation{ID: id, Nonce: id + "-1"}
+		n := &memNode{inc: inc, clients: &fakeClients{live: map[string]bool{}}, expired: newExpiries()}
+		set, err := partition.New(partition.Config{Partitions: memParts, Limits: locktable.Limits{MaxWaiters: 10, DefaultTimeout: 10 * time.Second},
+			Replicator: ownerRep{inc, mm.table}, Expired: n.expired.add})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.set = set
+		reg := peer.NewRegistry()
+		rt := &router{self: inc, table: mm.table, call: memCaller{mm.net, inc}, parts: memParts, log: log}
+		n.owner = newLockOwner(set, mm.table, rt.call, n.clients.Count, log)
+		n.sessOwner = newSessionOwner(set, rt, homeLease, func(int) bool { return false }, log)
+		n.sessions = newHomeSessions(inc, rt, n.clients, homeLease, log)
+		n.home = &home{self: inc, rt: rt, table: mm.table, call: rt.call, sessions: n.sessions, log: log, work: mm.work,
+			members: func() []node.Member { return nil }, status: func() []node.StatLine { return nil }}
+		for _, err := range []error{n.owner.register(reg, mm.work), n.sessOwner.register(reg, mm.work), n.sessions.register(reg, mm.work)} {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		mm.net.regs[inc] = reg
+		mm.nodes[id] = n
+		mm.loop(ctx, func(ctx context.Context) { every(ctx, homeLease/4, n.sessions.renewAll) })
+		mm.loop(ctx, func(ctx context.Context) { every(ctx, time.Second, n.sessOwner.sweepRecords) })
+		mm.loop(ctx, func(ctx context.Context) { every(ctx, 5*time.Second, n.owner.sweepLocks) })
+		mm.loop(ctx, func(ctx context.Context) { n.sessOwner.releaseExpired(ctx, n.expired) })
+	}
+	return mm
+}
+
+func (mm *memMesh) loop(ctx context.Context, f func(context.Context)) {
+	mm.wg.Add(1)
+	go func() {
+		defer mm.wg.Done()
+		f(ctx)
+	}()
+}
+
+// close stops every loop and goroutine, and the sets' timers.
+func (mm *memMesh) close() {
+	for id := range mm.nodes {
+		mm.net.resume(id)
+	}
+	mm.cancel()
+	mm.wg.Wait()
+	mm.work.close()
+	for _, n := range mm.nodes {
+		n.set.Close()
+	}
+}
+
+// move gives partition p to node id at the next epoch. The old owner
+// refuses the requests queued there, as the data plane's eviction does,
+// before the change is signalled; no state moves (these nodes have no
+// replicas).
+func (mm *memMesh) move(p int, id string) {
+	old := mm.table.State().Part(p).Owner
+	mm.table.changeThen(func(st *replication.State) {
+		part := st.Parts[p]
+		st.Parts[p] = replication.Part{Epoch: part.Epoch + 1, Owner: id, ONonce: id + "-1", Mode: replication.Takeover}
+	}, func() {
+		if o := mm.nodes[old]; o != nil {
+			o.set.Evict(p, failure.Retry(failure.Moved, failure.Partition(p)+" moved to another node; retry"))
+		}
+	})
+}
+
+// keyIn returns the first key PREFIX-N that hashes to partition p: a lock
+// name or a session id placed by hand.
+func keyIn(prefix string, p int) string {
+	for i := 0; ; i++ {
+		k := fmt.Sprintf("%s-%d", prefix, i)
+		if partition.Of([]byte(k), memParts) == p {
+			return k
+		}
+	}
+}

@@ -1,0 +1,280 @@
+package mesh
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/elock/elock/node"
+	"github.com/elock/elock/node/locktable"
+	"github.com/elock/elock/node/partition"
+	"github.com/elock/elock/node/peer"
+)
+
+// Tests of the mesh roles in one process, on the in-memory table and
+// network (inmem_test.go), under testing/synctest: every timer runs on
+// the bubble's clock, so a test that waits out a lease takes no time.
+
+const testHomeLease = 3 * time.Second
+
+// attach attaches session id through node home's Backend and marks its
+// connection live there.
+func attach(t *testing.T, mm *memMesh, home, id string) node.SessionRef {
+	t.Helper()
+	a, err := mm.nodes[home].home.Attach(context.Background(), id)
+	if err != nil {
+		t.Fatalf("attach %s at %s: %v", id, home, err)
+	}
+	mm.nodes[home].clients.setLive(id, true)
+	return node.SessionRef{ID: id, Epoch: a.Epoch}
+}
+
+type lockAnswer struct {
+	res locktable.Result
+	err error
+}
+
+// lockAsync asks for name through node home without waiting for the
+// answer.
+func lockAsync(mm *memMesh, home string, s node.SessionRef, name string) <-chan lockAnswer {
+	ch := make(chan lockAnswer, 1)
+	go func() {
+		res, _, err := mm.nodes[home].home.Lock(context.Background(), s, []byte(name), 0, nil)
+		ch <- lockAnswer{res, err}
+	}()
+	return ch
+}
+
+// holds reports whether node id's set says session holds name.
+func holds(mm *memMesh, id, session, name string) bool {
+	_, st, err := mm.nodes[id].set.Token(session, []byte(name))
+	return err == nil && st == locktable.Granted
+}
+
+// A request to an owner that cannot be reached is asked again as the
+// table changes, and reaches the new owner: the client sees the grant, not
+// the failover.
+func TestRouteFollowsThePartition(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mm := newMemMesh(t, testHomeLease, [memParts]string{"n1", "n2", "n1", "n1"}, "n1", "n2", "n3")
+		defer mm.close()
+		s := attach(t, mm, "n1", keyIn("s", 0))
+		name := keyIn("x", 1)
+		mm.net.setCut("n2", true)
+		got := lockAsync(mm, "n1", s, name)
+		time.Sleep(2 * time.Second)
+		synctest.Wait()
+		if len(got) != 0 {
+			t.Fatalf("answered while the owner was unreachable: %+v", <-got)
+		}
+		mm.move(1, "n3")
+		if a := <-got; a.err != nil || a.res.Status != locktable.Granted {
+			t.Fatalf("after the move: %+v", a)
+		}
+		if !holds(mm, "n3", s.ID, name) {
+			t.Fatal("the new owner does not hold the grant")
+		}
+	})
+}
+
+// A request already sent to an owner that then stops answering (paused)
+// is abandoned once the table gives the partition to another owner, and
+// asked there, within moveCheck instead of the whole route timeout.
+func TestRequestLeavesAPausedOwner(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mm := newMemMesh(t, testHomeLease, [memParts]string{"n1", "n2", "n1", "n1"}, "n1", "n2", "n3")
+		defer mm.close()
+		s := attach(t, mm, "n1", keyIn("s", 0))
+		name := keyIn("x", 1)
+		mm.net.pause("n2")
+		start := time.Now()
+		got := lockAsync(mm, "n1", s, name)
+		time.Sleep(100 * time.Millisecond)
+		mm.move(1, "n3")
+		a := <-got
+		if a.err != nil || a.res.Status != locktable.Granted {
+			t.Fatalf("after the move: %+v", a)
+		}
+		if took := time.Since(start); took > 2*moveCheck {
+			t.Fatalf("the request stayed with the paused owner for %v", took)
+		}
+	})
+}
+
+// An unlock whose reply is lost is asked again; the owner then says the
+// lock is free, and the home, which knows its session held it, answers
+// that the unlock took effect.
+func TestUnlockThroughALostReply(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mm := newMemMesh(t, testHomeLease, [memParts]string{"n1", "n2", "n1", "n1"}, "n1", "n2")
+		defer mm.close()
+		s := attach(t, mm, "n1", keyIn("s", 0))
+		name := keyIn("x", 1)
+		if a := <-lockAsync(mm, "n1", s, name); a.err != nil || a.res.Status != locktable.Granted {
+			t.Fatalf("lock: %+v", a)
+		}
+		mm.net.dropReplies("n2", 1)
+		res, err := mm.nodes["n1"].home.Unlock(context.Background(), s, []byte(name))
+		if err != nil || res.Status != locktable.Unlocked {
+			t.Fatalf("unlock through a lost reply: %v, %v", res, err)
+		}
+		if holds(mm, "n2", s.ID, name) || mm.nodes["n1"].sessions.count(s.ID) != 0 {
+			t.Fatal("the lock is still held after the unlock")
+		}
+	})
+}
+
+// A home that cannot renew a session closes its client's connection before
+// the session could expire, and the session owner, hearing nothing,
+// detaches the session so its timeout starts.
+func TestUnrenewedSessionIsDetachedAndItsClientKicked(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mm := newMemMesh(t, testHomeLease, [memParts]string{"n2", "n2", "n2", "n2"}, "n1", "n2")
+		defer mm.close()
+		s := attach(t, mm, "n1", keyIn("s", 0))
+		time.Sleep(2 * testHomeLease)
+		synctest.Wait()
+		if rec, _, _ := mm.nodes["n2"].set.Session(s.ID); !rec.Attached || len(mm.nodes["n1"].clients.kicks()) != 0 {
+			t.Fatalf("renewed session: attached %v, kicked %v", rec.Attached, mm.nodes["n1"].clients.kicks())
+		}
+		mm.net.setCut("n2", true)
+		// The session's timeout is 10 s: the home lets it go unrenewed for
+		// half that, the owner for a home lease plus a second.
+		time.Sleep(6 * time.Second)
+		synctest.Wait()
+		if rec, ok, _ := mm.nodes["n2"].set.Session(s.ID); !ok || rec.Attached {
+			t.Fatalf("session owner: record %+v, %v; want it detached", rec, ok)
+		}
+		if k := mm.nodes["n1"].clients.kicks(); !slices.Contains(k, s.ID) {
+			t.Fatalf("home kicked %v; want %s", k, s.ID)
+		}
+	})
+}
+
+// A resume on another node asks the old home whether the session's
+// connection lives: while it does, the resume is refused; once it is gone
+// the session comes back with its locks, and its older home is fenced off
+// at every lock owner.
+func TestResumeAsksTheOldHome(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mm := newMemMesh(t, testHomeLease, [memParts]string{"n2", "n2", "n2", "n2"}, "n1", "n2", "n3")
+		defer mm.close()
+		s := attach(t, mm, "n1", keyIn("s", 0))
+		name := keyIn("x", 1)
+		if a := <-lockAsync(mm, "n1", s, name); a.res.Status != locktable.Granted {
+			t.Fatalf("lock: %+v", a)
+		}
+		if _, err := mm.nodes["n3"].home.Attach(context.Background(), s.ID); !errors.Is(err, locktable.ErrAttached) {
+			t.Fatalf("resume while the old home's connection lives: %v; want ErrAttached", err)
+		}
+		mm.nodes["n1"].clients.setLive(s.ID, false)
+		a, err := mm.nodes["n3"].home.Attach(context.Background(), s.ID)
+		if err != nil || !a.Resumed || a.Epoch <= s.Epoch {
+			t.Fatalf("resume once the connection is gone: %+v, %v", a, err)
+		}
+		if n := mm.nodes["n3"].sessions.count(s.ID); n != 1 {
+			t.Fatalf("the new home knows of %d locks of the session; want 1", n)
+		}
+		if mm.nodes["n2"].owner.fenced(lockReq{session: s.ID, epoch: s.Epoch}) == nil {
+			t.Fatal("the old home's requests are not fenced off")
+		}
+	})
+}
+
+// A waiting lock whose partition moves is queued again at the new owner
+// for the time it has left, and the client sees the grant.
+func TestWaitFollowsThePartition(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mm := newMemMesh(t, testHomeLease, [memParts]string{"n1", "n2", "n1", "n1"}, "n1", "n2", "n3")
+		defer mm.close()
+		holder := attach(t, mm, "n2", keyIn("h", 0))
+		s := attach(t, mm, "n1", keyIn("s", 0))
+		name := keyIn("x", 1)
+		if a := <-lockAsync(mm, "n2", holder, name); a.res.Status != locktable.Granted {
+			t.Fatalf("holder: %+v", a)
+		}
+		outcome := make(chan partition.Outcome, 1)
+		res, w, err := mm.nodes["n1"].home.Lock(context.Background(), s, []byte(name), 10*time.Second, func(o partition.Outcome) { outcome <- o })
+		if err != nil || res.Status != locktable.Queued || w == nil {
+			t.Fatalf("wait: %v %v %v", res, w, err)
+		}
+		synctest.Wait()
+		if n := mm.nodes["n2"].set.Counts().Waiters; n != 1 {
+			t.Fatalf("%d waiters at the owner; want 1", n)
+		}
+		// Before moveCheck: the old owner's refusal, not the table, tells
+		// the wait that its partition moved.
+		time.Sleep(moveCheck / 2)
+		mm.move(1, "n3")
+		o := <-outcome
+		if !o.Granted || o.Err != nil {
+			t.Fatalf("outcome after the move: %+v", o)
+		}
+		if !holds(mm, "n3", s.ID, name) {
+			t.Fatal("the new owner does not hold the grant")
+		}
+	})
+}
+
+// When a session expires at its session owner, every lock owner releases
+// its locks, wherever they are.
+func TestExpiryReleasesLocksEverywhere(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mm := newMemMesh(t, testHomeLease, [memParts]string{"n2", "n3", "n2", "n2"}, "n1", "n2", "n3")
+		defer mm.close()
+		s := attach(t, mm, "n1", keyIn("s", 0))
+		name := keyIn("x", 1)
+		if a := <-lockAsync(mm, "n1", s, name); a.res.Status != locktable.Granted {
+			t.Fatalf("lock: %+v", a)
+		}
+		mm.nodes["n1"].clients.setLive(s.ID, false)
+		if err := mm.nodes["n1"].home.Detach(context.Background(), s); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(9 * time.Second)
+		synctest.Wait()
+		if !holds(mm, "n3", s.ID, name) {
+			t.Fatal("released before the session's timeout")
+		}
+		time.Sleep(2 * time.Second)
+		synctest.Wait()
+		if holds(mm, "n3", s.ID, name) {
+			t.Fatal("the expired session still holds its lock at its owner")
+		}
+		if mm.net.count(peer.Release) < memParts {
+			t.Fatalf("%d releases sent; want one per partition", mm.net.count(peer.Release))
+		}
+	})
+}
+
+// A queued wait is withdrawn when its home's connection ends: the client
+// behind it can no longer hear of a grant, and must never be handed one.
+func TestWaitWithdrawnWhenItsHomeGoes(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mm := newMemMesh(t, testHomeLease, [memParts]string{"n1", "n1", "n1", "n1"}, "n1")
+		defer mm.close()
+		o := mm.nodes["n1"].owner
+		name := []byte(keyIn("x", 1))
+		if res, _, err := mm.nodes["n1"].set.LockAsync("holder", name, 0, nil); err != nil || res.Status != locktable.Granted {
+			t.Fatalf("holder: %v %v", res, err)
+		}
+		conn, hangUp := context.WithCancel(context.Background())
+		got := make(chan lockAnswer, 1)
+		go func() {
+			b, err := o.lock(conn, lockPayload(node.SessionRef{ID: "s", Epoch: 1}, name, time.Minute, "home/1"))
+			res, _ := decodeResult(b)
+			got <- lockAnswer{res, err}
+		}()
+		synctest.Wait()
+		hangUp()
+		if a := <-got; a.err != nil || a.res.Status != statusCanceled {
+			t.Fatalf("wait after its home went: %+v; want it withdrawn", a)
+		}
+		if n := mm.nodes["n1"].set.Counts().Waiters; n != 0 {
+			t.Fatalf("%d waiters left", n)
+		}
+	})
+}

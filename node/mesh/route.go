@@ -1,0 +1,197 @@
+package mesh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/elock/elock/node/failure"
+	"github.com/elock/elock/node/partition"
+	"github.com/elock/elock/node/peer"
+	"github.com/elock/elock/replication"
+)
+
+// routeTimeout bounds how long a command keeps looking for its
+// partition's owner through a failover before it is refused as retryable:
+// longer than a takeover (lease, margin, commit, replica copy).
+const routeTimeout = 15 * time.Second
+
+// router sends requests to the owners of partitions: a lock's name or a
+// session's id hashes to one. Across a failover a request is sent again
+// to the new owner, which is safe because every request is idempotent for
+// its session or told apart by the session's list of held locks kept at
+// its home.
+type router struct {
+	self  replication.Incarnation
+	table Table
+	call  Caller
+	parts int
+	log   *slog.Logger
+}
+
+func (r *router) partOf(key []byte) int { return partition.Of(key, r.parts) }
+
+// errIndeterminate is wrapped by route when the owner may have carried
+// out a request whose reply was lost.
+var errIndeterminate = errors.New("mesh: outcome unknown")
+
+// route sends a request to the owner of partition p and returns its
+// reply. It follows the partition through epoch changes: a retryable
+// refusal, or an owner that cannot be reached, waits for a newer table
+// and asks again, until ctx or routeTimeout ends. If the reply to a
+// request that may have been carried out is lost, it asks again only when
+// again is true; otherwise it returns errIndeterminate wrapped, and the
+// caller decides.
+func (r *router) route(ctx context.Context, p int, m peer.Method, payload []byte, again bool) ([]byte, error) {
+	deadline := time.Now().Add(routeTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	var last error
+	// maybe: an earlier attempt may have been carried out; if none gets a
+	// reply in time, the outcome of a change is unknown, not refused.
+	maybe := false
+	for {
+		st := r.table.State()
+		if st.Initialized() {
+			part := st.Part(p)
+			n, ok := st.Node(part.Owner)
+			if ok && n.Nonce == part.ONonce {
+				cctx, cancel := context.WithDeadline(ctx, deadline)
+				out, err := r.callOwner(cctx, p, n, m, payload)
+				cancel()
+				if err == nil {
+					return out, nil
+				}
+				last = err
+				switch {
+				case errors.Is(err, peer.ErrLost) && !again:
+					return nil, fmt.Errorf("%w: %w", errIndeterminate, err)
+				case errors.Is(err, peer.ErrLost):
+					maybe = true
+				case errors.Is(err, peer.ErrUnreachable):
+				case failure.Is(err, failure.LockDelay):
+					// A lost partition refuses for minutes: say so at once.
+					return nil, err
+				case failure.ClassOf(err) == failure.Retryable:
+				case errors.Is(ctx.Err(), context.Canceled):
+					return nil, ctx.Err()
+				case errors.Is(err, context.DeadlineExceeded):
+					// The caller's deadline or route's own: answered below.
+				default:
+					return nil, err // a definite answer, or an unknown outcome (504)
+				}
+			} else {
+				last = fmt.Errorf("%s has no reachable owner", failure.Partition(p))
+			}
+		} else {
+			last = errors.New("the partition table is not ready")
+		}
+		if errors.Is(ctx.Err(), context.Canceled) {
+			if maybe && !readOnly(m) {
+				return nil, failure.Unknown(failure.Unavailable, failure.Partition(p)+": request abandoned ("+ctx.Err().Error()+") after it may have been carried out; outcome unknown")
+			}
+			return nil, ctx.Err()
+		}
+		if ctx.Err() != nil || time.Now().After(deadline) {
+			if maybe && !readOnly(m) {
+				return nil, failure.Unknown(failure.Unavailable, failure.Partition(p)+" did not answer in time ("+failure.Text(last)+"); outcome unknown")
+			}
+			return nil, failure.Retry(failure.Unavailable, failure.Partition(p)+" unavailable ("+failure.Text(last)+")")
+		}
+		// Wait for a newer table, but not long: a node that was merely slow
+		// may answer on the next try with the same table.
+		wctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+		waitNewer(wctx, r.table, st.Index)
+		cancel()
+	}
+}
+
+// moveCheck is how long a request waits for its owner's reply before it
+// also watches the table for the partition moving to another owner.
+const moveCheck = 500 * time.Millisecond
+
+// errOwnerMoved abandons a request to an owner the table has replaced.
+var errOwnerMoved = errors.New("the partition moved to another owner")
+
+// callOwner calls method m on n, the owner of partition p. A request that
+// is slow to answer is abandoned once the table gives the partition to
+// another owner (a paused or cut-off owner never answers), so that route
+// asks the new owner, which holds everything the old one confirmed. The
+// abandoned request fails with peer.ErrLost: it may have been carried out.
+func (r *router) callOwner(ctx context.Context, p int, n replication.Node, m peer.Method, payload []byte) ([]byte, error) {
+	if n.ID == r.self.ID && n.Nonce == r.self.Nonce {
+		return r.call.Call(ctx, n, m, payload)
+	}
+	cctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	watch := time.AfterFunc(moveCheck, func() {
+		for {
+			ch := r.table.Changed()
+			if cur := r.table.State().Part(p); cur.Owner != n.ID || cur.ONonce != n.Nonce {
+				cancel(errOwnerMoved)
+				return
+			}
+			select {
+			case <-ch:
+			case <-cctx.Done():
+				return
+			}
+		}
+	})
+	defer watch.Stop()
+	out, err := r.call.Call(cctx, n, m, payload)
+	if err != nil && context.Cause(cctx) == errOwnerMoved {
+		err = fmt.Errorf("%w: %w", err, errOwnerMoved)
+	}
+	return out, err
+}
+
+// readOnly reports whether a method changes nothing at the owner.
+func readOnly(m peer.Method) bool { return m == peer.Token || m == peer.Info }
+
+// releaseEverywhere asks the owner of every partition to release a
+// session's locks, following partitions that move meanwhile: unlock_all,
+// and the expiry of a session.
+func (r *router) releaseEverywhere(ctx context.Context, id string) error {
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		firstErr error
+		released uint64
+	)
+	// One request per owner node would do; one per partition keeps the
+	// following of moved partitions simple, and they run in parallel.
+	sem := make(chan struct{}, 16)
+	for p := range r.parts {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			var pe peer.Enc
+			pe.Str(id)
+			pe.Uint(uint64(p))
+			b, err := r.route(ctx, p, peer.Release, pe.B, true)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				if firstErr == nil {
+					firstErr = err
+				}
+				return
+			}
+			d := peer.Dec{B: b}
+			released += d.Uint()
+		}()
+	}
+	wg.Wait()
+	// A refusal says nothing happened: not so once some locks were let go.
+	if firstErr != nil && released > 0 && failure.ClassOf(firstErr) != failure.Indeterminate {
+		return failure.Unknown(failure.Partial, fmt.Sprintf("released %d lock(s), but not in every partition (%s); outcome unknown, send it again", released, failure.Text(firstErr)))
+	}
+	return firstErr
+}

@@ -1,0 +1,128 @@
+package replication
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/elock/elock/node/peer"
+)
+
+// heartbeatLoop renews this node's lease with the leader. With the lease
+// the node also reports which of its partitions have a synced replica and
+// which lost ones have waited out their lock-delay.
+func (c *Control) heartbeatLoop() {
+	defer c.wg.Done()
+	for c.sleep(c.cfg.Lease / 6) {
+		c.renew()
+	}
+}
+
+func (c *Control) renew() {
+	sent := c.cfg.Held.now()
+	var e peer.Enc
+	e.Str(c.cfg.Self.ID)
+	e.Str(c.cfg.Self.Nonce)
+	encodeEpochs(&e, c.cfg.Data.Synced())
+	encodeEpochs(&e, c.cfg.Data.DelayOver())
+	var (
+		reply []byte
+		err   error
+	)
+	if c.IsLeader() {
+		reply, err = c.heartbeat(e.B)
+	} else {
+		addr, _ := c.raft.LeaderWithID()
+		if addr == "" {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.Lease/3)
+		reply, err = c.cfg.Pool.Get(string(addr)).Call(ctx, peer.Heartbeat, e.B)
+		cancel()
+	}
+	if err != nil {
+		c.log.Debug("lease renewal failed", "err", err)
+		return
+	}
+	d := peer.Dec{B: reply}
+	lease, index := time.Duration(d.Int()), d.Uint()
+	if d.End() != nil {
+		return
+	}
+	// The lease runs from when the request left, not when the grant came:
+	// the leader counts from no earlier than that.
+	c.cfg.Held.grant(sent, lease, index)
+}
+
+func encodeEpochs(e *peer.Enc, m map[int]uint64) {
+	e.Uint(uint64(len(m)))
+	for p, ep := range m {
+		e.Uint(uint64(p))
+		e.Uint(ep)
+	}
+}
+
+func decodeEpochs(d *peer.Dec) map[int]uint64 {
+	n := d.Len()
+	m := make(map[int]uint64, n)
+	for range n {
+		p := int(d.Uint())
+		m[p] = d.Uint()
+	}
+	return m
+}
+
+func (c *Control) serveHeartbeat(_ context.Context, _ peer.Method, payload []byte, reply func([]byte, error)) {
+	reply(c.heartbeat(payload))
+}
+
+// heartbeat grants a lease, on the leader only. The grant carries the
+// index of the table the leader has applied: the node uses it only once it
+// has taken up that table, so a node whose partitions were taken over
+// learns so before it may serve again.
+func (c *Control) heartbeat(payload []byte) ([]byte, error) {
+	if !c.IsLeader() {
+		return nil, errors.New("not the leader")
+	}
+	d := peer.Dec{B: payload}
+	inc := Incarnation{ID: d.Str(), Nonce: d.Str()}
+	synced, over := decodeEpochs(&d), decodeEpochs(&d)
+	if err := d.End(); err != nil {
+		return nil, err
+	}
+	// Grant only shortly after leadership was confirmed by a quorum. A
+	// leader that was paused or cut off still believes it leads until it
+	// learns otherwise, and would grant leases, its own included, for a
+	// table that is no longer true; within verifyWindow of a confirmed
+	// contact no other leader can exist yet, because followers wait a
+	// heartbeat timeout after their last contact before electing one.
+	if v := c.verified.Load(); v == 0 || c.now()-v > int64(verifyWindow(c.cfg)) {
+		return nil, errors.New("leadership not confirmed recently")
+	}
+	st := c.State()
+	c.mu.Lock()
+	if !c.leading {
+		c.mu.Unlock()
+		return nil, errors.New("not the leader yet")
+	}
+	c.heard[inc] = time.Now()
+	for p, ep := range synced {
+		part := st.Part(p)
+		if (part.OwnedBy(inc.ID, inc.Nonce) || part.ReplicatedBy(inc.ID, inc.Nonce)) && part.Epoch == ep {
+			c.synced[p] = ep
+		}
+		if part.PrevIs(inc.ID, inc.Nonce) && part.PEpoch == ep {
+			c.prevSynced[p] = ep
+		}
+	}
+	for p, ep := range over {
+		c.delayOver[p] = ep
+	}
+	c.mu.Unlock()
+	// The index of the last table change, not raft's applied index: that
+	// also counts configuration entries, which no node's table ever sees.
+	var e peer.Enc
+	e.Int(int64(c.cfg.Lease))
+	e.Uint(st.Index)
+	return e.B, nil
+}

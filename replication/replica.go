@@ -1,0 +1,130 @@
+package replication
+
+import (
+	"context"
+	"time"
+
+	"github.com/elock/elock/node/failure"
+	"github.com/elock/elock/node/locktable"
+	"github.com/elock/elock/node/peer"
+)
+
+// The replica's side of the data stream: it applies an owner's changes
+// and installs its full copies, only for the partitions it replicates at
+// the epoch they were sent at.
+
+// Replica status codes in a Replicate reply, one per partition.
+const (
+	repOK       = 0
+	repStale    = 1 // not the replica at that epoch
+	repUnsynced = 2 // no full copy yet
+	repGap      = 3 // positions missing
+)
+
+// serveReplicate applies an owner's changes, partition by partition, if
+// this node is that partition's synced replica at that epoch; a replica
+// refuses writes from any other epoch, so a deposed owner can never have
+// a change acknowledged.
+func (d *Data) serveReplicate(_ context.Context, _ peer.Method, payload []byte, reply func([]byte, error)) {
+	dec := peer.Dec{B: payload}
+	var out peer.Enc
+	n := dec.Len()
+	out.Uint(uint64(n))
+	for range n {
+		p, epoch, from, to := int(dec.Uint()), dec.Uint(), dec.Uint(), dec.Uint()
+		changes := make([]locktable.Change, dec.Len())
+		for i := range changes {
+			changes[i] = decodeChange(&dec)
+		}
+		if dec.Err() != nil || p < 0 || p >= len(d.parts) {
+			reply(nil, peer.ErrMalformed)
+			return
+		}
+		status := uint64(repOK)
+		l := d.parts[p]
+		d.set.With(p, func(t *locktable.Table, now locktable.Time) *locktable.Table {
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			switch {
+			case l.role != replica || l.epoch != epoch:
+				status = repStale
+			case !l.rsynced:
+				status = repUnsynced
+			case from != l.rseq+1:
+				status = repGap
+			default:
+				for _, c := range changes {
+					t.Apply(now, c)
+				}
+				l.rseq = to
+			}
+			return t
+		})
+		out.Uint(uint64(p))
+		out.Uint(status)
+	}
+	if err := dec.End(); err != nil {
+		reply(nil, err)
+		return
+	}
+	reply(out.B, nil)
+}
+
+// serveSnapshot installs a full copy, chunk by chunk. An empty reply
+// takes the chunk; a refusal says why it was not.
+func (d *Data) serveSnapshot(_ context.Context, _ peer.Method, payload []byte, reply func([]byte, error)) {
+	dec := peer.Dec{B: payload}
+	p, epoch, seq := int(dec.Uint()), dec.Uint(), dec.Uint()
+	off, total := dec.Uint(), dec.Uint()
+	chunk := dec.Bytes()
+	if err := dec.End(); err != nil || p < 0 || p >= len(d.parts) {
+		reply(nil, peer.ErrMalformed)
+		return
+	}
+	var err error
+	l := d.parts[p]
+	d.set.With(p, func(t *locktable.Table, now locktable.Time) *locktable.Table {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if l.role != replica || l.epoch != epoch {
+			err = failure.Retry(failure.Moved, "stale epoch")
+			return t
+		}
+		if l.rsynced && seq < l.rseq {
+			// A copy older than what this replica acknowledged since: a
+			// request that the owner gave up on, delivered late. Taking
+			// it would drop acknowledged changes, and a takeover from this
+			// copy would lose them.
+			err = failure.Retry(failure.Moved, "stale copy")
+			return t
+		}
+		if off == 0 {
+			l.chunks = l.chunks[:0]
+		}
+		if uint64(len(l.chunks)) != off {
+			err = failure.Retry(failure.Internal, "chunk out of order")
+			return t
+		}
+		l.chunks = append(l.chunks, chunk...)
+		if uint64(len(l.chunks)) < total {
+			return t
+		}
+		nt, rerr := locktable.Restore(now, l.chunks, d.set.Limits(), true)
+		l.chunks = nil
+		if rerr != nil {
+			err = failure.Retry(failure.Internal, rerr.Error())
+			return t
+		}
+		l.rseq, l.rsynced = seq, true
+		return nt
+	})
+	reply(nil, err)
+}
+
+func decodeChange(d *peer.Dec) locktable.Change {
+	return locktable.Change{
+		Kind: locktable.ChangeKind(d.Uint()), Name: d.Str(), Session: d.Str(), Token: d.Uint(),
+		Age: time.Duration(d.Int()), Timeout: time.Duration(d.Int()), Attached: d.Bool(),
+		Epoch: d.Uint(), Home: d.Str(), Left: time.Duration(d.Int()),
+	}
+}

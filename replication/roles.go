@@ -1,0 +1,210 @@
+package replication
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/elock/elock/node/failure"
+	"github.com/elock/elock/node/locktable"
+	"github.com/elock/elock/node/peer"
+)
+
+// Apply takes up the roles of a new partition table. It is called in log
+// order, for every table the control plane applies.
+func (d *Data) Apply(old, cur *State, changed []int) {
+	d.mu.Lock()
+	d.state = cur
+	d.mu.Unlock()
+	alone := len(liveNodes(cur)) <= 1
+	var evict []int
+	for _, p := range changed {
+		if d.reconcile(p, old.Part(p), cur.Part(p), alone) {
+			evict = append(evict, p)
+		}
+	}
+	// The count of nodes decides whether a replica-less owner is alone.
+	for _, l := range d.parts {
+		l.mu.Lock()
+		if l.role == owner && l.part.Replica == "" {
+			l.alone = alone
+		}
+		l.mu.Unlock()
+	}
+	for _, p := range evict {
+		d.set.Evict(p, refuse(p, failure.Moved, "moved to another node"))
+	}
+	d.cfg.Lease.reconcile(cur.Index)
+}
+
+func liveNodes(s *State) []string {
+	var ids []string
+	for id, n := range s.Nodes {
+		if !n.Leaving {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+// reconcile moves partition p to its role in cur. It reports whether
+// requests queued here must be sent to the new owner.
+func (d *Data) reconcile(p int, prev, cur Part, alone bool) (evict bool) {
+	me := d.cfg.Self
+	l := d.parts[p]
+	d.set.With(p, func(t *locktable.Table, now locktable.Time) *locktable.Table {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		was, wasEpoch := l.role, l.epoch
+		wasOwner := was == owner
+		switch {
+		case cur.OwnedBy(me.ID, me.Nonce):
+			t = d.becomeOwner(l, t, prev, cur, alone)
+		case cur.ReplicatedBy(me.ID, me.Nonce):
+			if l.role != replica || l.epoch != cur.Epoch {
+				// The owner sends a full copy at every epoch.
+				l.role, l.rsynced, l.rseq, l.chunks = replica, false, 0, nil
+			}
+			l.epoch, l.part = cur.Epoch, cur
+			l.link, l.out = nil, nil
+		case cur.PrevIs(me.ID, me.Nonce) && l.role == replica && l.rsynced && l.epoch == cur.PEpoch:
+			// Replaced as the replica, but the new one has no copy yet:
+			// this copy may be the only one if the owner dies. Keep it, at
+			// its epoch, which refuses every write of a later one.
+			l.part = cur
+		default:
+			if l.role != none {
+				t = locktable.New(0, d.set.Limits(), true)
+			}
+			l.role, l.epoch, l.part = none, cur.Epoch, cur
+			l.link, l.out, l.rsynced, l.chunks = nil, nil, false, nil
+		}
+		evict = wasOwner && l.role != owner
+		if l.role != was || l.role != none && l.epoch != wasEpoch {
+			// Every role this node takes or leaves after the first, for
+			// the fault suite's reports: which copy served which epoch.
+			level := slog.LevelInfo
+			if prev.Epoch == 0 {
+				level = slog.LevelDebug
+			}
+			d.log.Log(context.Background(), level, "partition role", "partition", p, "role", l.role, "was", was, "epoch", l.epoch, "mode", cur.Mode,
+				"owner", cur.Owner, "replica", cur.Replica, "prev", cur.Prev, "synced", l.rsynced, "rseq", l.rseq, "sealed", cur.Sealed)
+		}
+		if l.role != owner {
+			l.wake() // every Await sees the role change
+		}
+		return t
+	})
+	return evict
+}
+
+// becomeOwner sets up l as the owner at cur's epoch. Called with the
+// partition's mutex and l.mu held.
+func (d *Data) becomeOwner(l *local, t *locktable.Table, prev, cur Part, alone bool) *locktable.Table {
+	promoted := false
+	switch {
+	case l.role == owner && prev.OwnedBy(d.cfg.Self.ID, d.cfg.Self.Nonce):
+		// Still ours; the replica may have changed.
+		promoted = true
+	case l.role == replica && l.rsynced && l.epoch == prev.Epoch &&
+		(cur.Mode == Takeover || (cur.Mode == Handover && l.rseq >= cur.Sealed)):
+		promoted = true
+	case l.role == replica && l.rsynced && cur.Mode == Takeover &&
+		prev.PrevIs(d.cfg.Self.ID, d.cfg.Self.Nonce) && l.epoch == prev.PEpoch:
+		// The previous replica, whose copy outlived an owner that died
+		// before its new replica was synced.
+		promoted = true
+	}
+	lostBefore := prev.Mode == Lost && !prev.Settled
+	switch {
+	case promoted:
+		// Tokens of the new epoch are above all of the old one.
+	case cur.Mode == Fresh:
+		t = locktable.New(cur.Epoch, d.set.Limits(), true)
+	default:
+		// Lost, or a takeover without a synced copy: nothing survived.
+		d.log.Warn("partition lost: starting empty behind a lock-delay", "partition", l.id, "epoch", cur.Epoch, "mode", cur.Mode, "delay", d.cfg.LockDelay)
+		t = locktable.New(cur.Epoch, d.set.Limits(), true)
+		lostBefore = true
+	}
+	if cur.Mode == Lost && !cur.Settled {
+		lostBefore = true
+	}
+	if lostBefore {
+		l.delayUntil = time.Now().Add(d.cfg.LockDelay)
+	}
+	if t.Epoch() < cur.Epoch {
+		t.SetEpoch(cur.Epoch)
+	}
+	stillOwner := l.role == owner && prev.OwnedBy(d.cfg.Self.ID, d.cfg.Self.Nonce)
+	newReplica := !(stillOwner && l.link != nil && prev.Replica == cur.Replica && prev.RNonce == cur.RNonce)
+	if !stillOwner {
+		l.gen++
+		l.seq, l.acked = 0, 0
+		l.wake()
+	}
+	newEpoch := l.epoch != cur.Epoch
+	l.role, l.epoch, l.part = owner, cur.Epoch, cur
+	l.sealed = false
+	l.alone = cur.Replica == "" && alone
+	switch {
+	case newReplica:
+		l.synced, l.out = false, nil
+		l.link = nil
+		if cur.Replica != "" {
+			l.link = d.linkTo(cur.Replica)
+			l.link.poke(l.id) // send the full copy
+		}
+	case newEpoch && l.link != nil:
+		// The same replica drops its copy at every new epoch, and this
+		// node ignores acknowledgements of batches sent at the old one:
+		// send a full copy now, which confirms every position recorded so
+		// far. Waiting for the next change to find that out could leave
+		// answers waiting on positions nothing would confirm.
+		l.synced, l.out = false, nil
+		l.link.poke(l.id)
+	}
+	return t
+}
+
+// serveSeal stops partition p from serving here ahead of a hand-over,
+// waits until its replica has acknowledged everything, and returns the
+// last acknowledged position. If no new epoch comes, it serves again
+// after SealHold.
+func (d *Data) serveSeal(_ context.Context, _ peer.Method, payload []byte, reply func([]byte, error)) {
+	dec := peer.Dec{B: payload}
+	p, epoch := int(dec.Uint()), dec.Uint()
+	if dec.End() != nil || p < 0 || p >= len(d.parts) {
+		reply(nil, peer.ErrMalformed)
+		return
+	}
+	l := d.parts[p]
+	var pos uint64
+	var err error
+	// Taking the partition's mutex orders the seal after every operation
+	// that has already begun.
+	d.set.With(p, func(t *locktable.Table, _ locktable.Time) *locktable.Table {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if l.role != owner || l.epoch != epoch || !l.synced {
+			err = failure.Retry(failure.Moved, "not the synced owner of "+failure.Partition(p)+" at that epoch")
+			return t
+		}
+		l.sealed, l.sealUntil = true, time.Now().Add(d.cfg.SealHold)
+		pos = l.seq
+		return t
+	})
+	if err != nil {
+		reply(nil, err)
+		return
+	}
+	go func() {
+		if err := d.Await(p, pos); err != nil {
+			reply(nil, err)
+			return
+		}
+		var e peer.Enc
+		e.Uint(pos)
+		reply(e.B, nil)
+	}()
+}
