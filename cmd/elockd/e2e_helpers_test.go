@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/elock/elock/testcluster"
+	"github.com/elock/elock/testcluster/wait"
 )
 
 // readTimeout bounds every read that expects a reply. It is generous
@@ -424,17 +425,10 @@ func (c *client) close() { c.nc.Close() }
 // waitWaiters polls "info NAME" on c until it reports n waiters.
 func (c *client) waitWaiters(name string, n int64) {
 	c.t.Helper()
-	deadline := time.Now().Add(readTimeout)
-	for {
+	wait.Seen(c.t, readTimeout, fmt.Sprintf("%s: info %q to report %d waiters", c.name, name, n), nil, func() (bool, string) {
 		got := c.info(name)["waiters"]
-		if got == n {
-			return
-		}
-		if time.Now().After(deadline) {
-			c.t.Fatalf("%s: info %q still reports %d waiters after %v, want %d", c.name, name, got, readTimeout, n)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return got == n, fmt.Sprint(got, " waiters")
+	})
 }
 
 // is4xx reports whether a reply line is a 4xx error line.

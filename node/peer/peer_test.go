@@ -14,6 +14,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/elock/elock/node/failure"
+	"github.com/elock/elock/testcluster/wait"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -112,13 +113,7 @@ func TestRepliesOutOfOrder(t *testing.T) {
 			got[i] = string(p)
 		}()
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for h.pending() < 3 {
-		if time.Now().After(deadline) {
-			t.Fatal("requests never arrived")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	wait.For(t, 5*time.Second, "three requests to arrive", func() bool { return h.pending() >= 3 })
 	h.mu.Lock()
 	for i := 2; i >= 0; i-- {
 		h.later[i]([]byte(fmt.Sprint(i)), nil)

@@ -67,19 +67,50 @@ func verify(t *testing.T, w *workload.Workload) workload.Counts {
 	return counts
 }
 
+// progress waits until the workload has answered n more operations than
+// it had: traffic is flowing (before a fault, or again after one).
+func progress(t *testing.T, w *workload.Workload, n int, what string) {
+	t.Helper()
+	base := w.Counts().Ops
+	wait.For(t, 60*time.Second, fmt.Sprintf("%d more operations answered %s", n, what), func() bool {
+		return w.Counts().Ops >= base+int64(n)
+	})
+}
+
+// partitions is elockd's default partition count, which the clusters here
+// run with.
+const partitions = 128
+
+// takenOver waits until every partition is owned by a node other than
+// victim, as the live nodes report it: the victim's lease ran out and
+// the leader moved its partitions.
+func takenOver(t *testing.T, c *testcluster.Cluster, victim int) {
+	t.Helper()
+	wait.For(t, 60*time.Second, "every partition of node "+fmt.Sprint(victim)+" taken over", func() bool {
+		owned := 0
+		for _, i := range c.Live() {
+			if i == victim {
+				continue
+			}
+			_, st := c.Raw(i).Block("stats")
+			n, err := strconv.Atoi(st["node_partitions_owned"])
+			if err != nil {
+				return false
+			}
+			owned += n
+		}
+		return owned == partitions
+	})
+}
+
 // waitWaiters waits up to 10 s until info NAME, asked through conn,
 // counts want waiters.
 func waitWaiters(t *testing.T, conn *testcluster.Conn, name, want string) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+	wait.For(t, 10*time.Second, fmt.Sprintf("%s waiter(s) for %s", want, name), func() bool {
 		_, info := conn.Block("info " + name)
-		if info["waiters"] == want {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("info %s: %s waiter(s) after 10 s, want %s", name, info["waiters"], want)
-		}
-	}
+		return info["waiters"] == want
+	})
 }
 
 // holder is a raw client that holds a lock through one node.
@@ -144,7 +175,7 @@ func TestOwnerKilledKeepsGrant(t *testing.T) {
 	h := hold(t, c, 0, name, 30000)
 	other := c.Raw(2)
 	other.Timeout = time.Minute
-	time.Sleep(time.Second) // let the workload run before the fault
+	progress(t, w, 50, "before the fault")
 	c.Kill(1)
 	wait.For(t, 30*time.Second, "a new owner", func() bool {
 		_, o, _, _ := c.Where(name)
@@ -165,7 +196,7 @@ func TestOwnerKilledKeepsGrant(t *testing.T) {
 	if tok := tokenOf(t, other, name); tok <= h.token {
 		t.Fatalf("token after the takeover %d is not above %d", tok, h.token)
 	}
-	time.Sleep(2 * time.Second)
+	progress(t, w, 50, "after the takeover")
 	verify(t, w)
 }
 
@@ -187,7 +218,7 @@ func TestHomeKilledSessionResumes(t *testing.T) {
 		tokens[name] = tokenOf(t, home, name)
 	}
 	id := strings.TrimPrefix(home.Do("conn_id"), "200 ")
-	time.Sleep(time.Second)
+	progress(t, w, 50, "before the home dies")
 	c.Kill(0)
 	other := c.Raw(1)
 	other.Timeout = time.Minute
@@ -316,15 +347,15 @@ func TestRollingRestartUnderTraffic(t *testing.T) {
 	c := testcluster.New(t, testcluster.Options{Nodes: 3})
 	w := traffic(t, c, 3, nil)
 	for i := range 3 {
-		time.Sleep(time.Second)
+		progress(t, w, 50, fmt.Sprintf("before node %d is killed", i))
 		c.Kill(i)
-		time.Sleep(time.Second)
+		progress(t, w, 20, fmt.Sprintf("while node %d is down", i))
 		c.Restart(i)
 		if err := c.WaitConverged(90 * time.Second); err != nil {
 			t.Fatalf("after restarting node %d: %v", i, err)
 		}
 	}
-	time.Sleep(time.Second)
+	progress(t, w, 50, "after the last restart")
 	verify(t, w)
 }
 
@@ -345,7 +376,7 @@ func TestJoinAndLeaveUnderTraffic(t *testing.T) {
 		}
 	}
 	w := traffic(t, c, 4, func() []string { return fixed })
-	time.Sleep(time.Second)
+	progress(t, w, 50, "before the join")
 	j := c.Join()
 	if err := c.WaitConverged(90 * time.Second); err != nil {
 		t.Fatalf("after the join: %v", err)
@@ -354,16 +385,21 @@ func TestJoinAndLeaveUnderTraffic(t *testing.T) {
 	if st["node_partitions_owned"] == "0" {
 		t.Errorf("the joined node owns no partition: %v", st)
 	}
-	// Longer than a home lease, so that a renewal from before the join
-	// would count as stale when the records come back.
-	time.Sleep(5 * time.Second)
+	// Traffic for longer than a home lease under the new placement, so
+	// that a renewal from before the join would count as stale when the
+	// records come back.
+	joined := time.Now()
+	base := w.Counts().Ops
+	wait.For(t, 60*time.Second, "a home lease of traffic after the join", func() bool {
+		return time.Since(joined) > 5*time.Second && w.Counts().Ops > base+50
+	})
 	if err := c.Stop(j); err != nil {
 		t.Fatalf("graceful stop: %v", err)
 	}
 	if err := c.WaitConverged(90 * time.Second); err != nil {
 		t.Fatalf("after the leave: %v", err)
 	}
-	time.Sleep(time.Second)
+	progress(t, w, 50, "after the leave")
 	counts := verify(t, w)
 	if counts.Refused != 0 || counts.Unknown != 0 || counts.Errors != 0 {
 		t.Errorf("clients of the staying nodes saw errors during the join and leave: %+v", counts)
@@ -542,14 +578,16 @@ func TestPausedOwner(t *testing.T) {
 				victim = (victim + 1) % 3
 			}
 			w := traffic(t, c, 5, nil)
-			time.Sleep(time.Second)
+			progress(t, w, 50, "before the pause")
 			c.Pause(victim)
-			time.Sleep(8 * time.Second) // well past lease and margin: its partitions are taken over
+			// Past its lease and the margin: its partitions are taken over
+			// while it sleeps, and it wakes believing it owns them.
+			takenOver(t, c, victim)
 			c.Resume(victim)
 			if err := c.WaitConverged(90 * time.Second); err != nil {
 				t.Fatalf("after the pause: %v", err)
 			}
-			time.Sleep(time.Second)
+			progress(t, w, 50, "after the pause")
 			verify(t, w)
 		})
 	}
