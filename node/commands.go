@@ -180,21 +180,23 @@ func (c *conn) cmdLock() {
 	if sess == nil {
 		return
 	}
-	start := time.Now()
 	if sess.held >= c.s.cfg.MaxLocksPerSession && !c.holds(name) {
 		c.out = wire.AppendError(c.out, wire.CodeLimit,
 			"too many locks held by this session (max "+strconv.Itoa(c.s.cfg.MaxLocksPerSession)+")")
 		return
 	}
-	res, _, err := c.s.backend.Lock(c.s.ctx, sess.ref, name, 0, nil)
-	if err == nil && res.Status == locktable.Unavailable && wait > 0 {
-		if c.eof {
-			// After the client's half-close a disconnect cannot be told
-			// apart from a client still reading, and a disconnected waiter
-			// must never be handed the lock: no waiting, as with SECS 0.
-		} else {
-			res, err = c.waitLock(sess.ref, name, wait-time.Since(start))
-		}
+	var (
+		res locktable.Result
+		err error
+	)
+	if wait > 0 && !c.eof {
+		// One request: granted at once if it can be, else queued.
+		res, err = c.waitLock(sess.ref, name, wait)
+	} else {
+		// After the client's half-close a disconnect cannot be told apart
+		// from a client still reading, and a disconnected waiter must
+		// never be handed the lock: no waiting, as with SECS 0.
+		res, _, err = c.s.backend.Lock(c.s.ctx, sess.ref, name, 0, nil)
 	}
 	if err == errReplied {
 		return

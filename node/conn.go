@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -41,10 +42,14 @@ type conn struct {
 
 	sess *connSession // nil until a command registers a session
 
-	raw     syscall.RawConn        // for onOutcome's non-blocking write; may be nil
-	direct  int                    // bytes of a grant onOutcome wrote
-	outcome chan partition.Outcome // a wait's outcome; capacity 1
-	done    partition.Done         // c.onOutcome, bound once
+	raw    syscall.RawConn // for onOutcome's non-blocking write; may be nil
+	direct int             // bytes of a grant onOutcome wrote
+	// buffered is set while replies that must precede a waiting lock's
+	// grant are not yet written: onOutcome then leaves the grant to the
+	// connection's goroutine.
+	buffered atomic.Bool
+	outcome  chan partition.Outcome // a wait's outcome; capacity 1
+	done     partition.Done         // c.onOutcome, bound once
 
 	eof  bool // the client will send nothing more (half or full close)
 	gone bool // the connection is broken; nothing more can be written

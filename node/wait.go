@@ -16,23 +16,28 @@ import (
 // connection goes on being read, so that a client that goes away leaves
 // the queue at once.
 
-// waitLock queues a lock request and waits for its outcome while still
-// reading the connection, so a client that goes away leaves the queue at
-// once. Requests pipelined behind it are buffered, not run.
+// waitLock asks for a lock that may wait: granted at once if it can be,
+// else queued, in one request. While it is queued the connection goes on
+// being read, so a client that goes away leaves the queue at once;
+// requests pipelined behind it are buffered, not run.
 func (c *conn) waitLock(ref SessionRef, name []byte, wait time.Duration) (locktable.Result, error) {
-	if wait <= 0 {
-		return locktable.Result{Status: locktable.Unavailable}, nil
-	}
-	// Replies to the requests before this one go out before it blocks.
-	if !c.flush() {
-		return locktable.Result{}, context.Canceled
-	}
 	c.direct = 0
+	// Replies to the requests before this one reach the client first:
+	// while they are buffered, onOutcome leaves the grant to this
+	// goroutine, which appends it after them.
+	c.buffered.Store(len(c.out) > 0)
 	res, w, err := c.s.backend.Lock(c.s.ctx, ref, name, wait, c.done)
 	if err != nil || w == nil {
-		return res, err
+		c.buffered.Store(false)
+		return res, err // answered at once, in order with the rest
 	}
-	o, ok := c.awaitOutcome()
+	// Queued: the replies before it go out now, not after the wait.
+	ok := c.flush()
+	c.buffered.Store(false)
+	var o partition.Outcome
+	if ok {
+		o, ok = c.awaitOutcome()
+	}
 	if !ok {
 		// The client went away (or half-closed), or the server is
 		// shutting down.
@@ -56,9 +61,11 @@ func (c *conn) waitLock(ref SessionRef, name []byte, wait time.Duration) (lockta
 		return c.unwanted(ref, name, o.Token)
 	}
 	// onOutcome wrote c.direct bytes of the reply already; finish it.
-	c.sess.held++
+	if !o.Reentrant {
+		c.sess.held++
+	}
 	c.out = append(c.out, wire.Acquired[c.direct:]...)
-	return res, errReplied
+	return locktable.Result{Status: locktable.Granted, Token: o.Token, Reentrant: o.Reentrant}, errReplied
 }
 
 // unwanted releases a grant that no client will hear of.
@@ -99,7 +106,7 @@ func ReleaseUnwanted(ctx context.Context, b Backend, ref SessionRef, name []byte
 // to be scheduled. Then it wakes that goroutine out of its read: the
 // deadline first, so that the wake-up can never outlive the wait.
 func (c *conn) onOutcome(o partition.Outcome) {
-	if o.Granted && o.Err == nil && c.raw != nil && !peerHungUp(c.raw) {
+	if o.Granted && o.Err == nil && c.raw != nil && !c.buffered.Load() && !peerHungUp(c.raw) {
 		c.raw.Write(func(fd uintptr) bool {
 			k, _ := syscall.Write(int(fd), wire.Acquired)
 			c.direct = max(k, 0)

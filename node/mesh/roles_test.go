@@ -278,3 +278,48 @@ func TestWaitWithdrawnWhenItsHomeGoes(t *testing.T) {
 		}
 	})
 }
+
+// A waiting lock is one request to its owner, and its answer is a single
+// node's: granted at once (re-entrant if the session held it already),
+// refused at once when the lock's queue is full, or queued.
+func TestWaitingLockAnswersAsASingleNode(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mm := newMemMesh(t, testHomeLease, [memParts]string{"n1", "n2", "n1", "n1"}, "n1", "n2")
+		defer mm.close()
+		s := attach(t, mm, "n1", keyIn("s", 0))
+		waitLock := func(name string) partition.Outcome {
+			t.Helper()
+			outcome := make(chan partition.Outcome, 1)
+			before := mm.net.count(peer.Lock)
+			res, w, err := mm.nodes["n1"].home.Lock(context.Background(), s, []byte(name), 10*time.Second, func(o partition.Outcome) { outcome <- o })
+			if err != nil || res.Status != locktable.Queued || w == nil {
+				t.Fatalf("wait for %s: %v %v %v", name, res, w, err)
+			}
+			o := <-outcome
+			if n := mm.net.count(peer.Lock) - before; n != 1 {
+				t.Fatalf("%d lock requests for one waiting lock", n)
+			}
+			return o
+		}
+		mine := keyIn("mine", 1)
+		if o := waitLock(mine); !o.Granted || o.Reentrant {
+			t.Fatalf("a free lock: %+v", o)
+		}
+		if o := waitLock(mine); !o.Granted || !o.Reentrant {
+			t.Fatalf("a lock the session holds: %+v; want a re-entrant grant", o)
+		}
+		full := keyIn("full", 1)
+		set := mm.nodes["n2"].set
+		for i := range 11 { // the holder and 10 waiters fill the queue
+			if _, _, err := set.LockAsync(keyIn("other", i%memParts)+string(rune('a'+i)), []byte(full), time.Hour, func(partition.Outcome) {}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if o := waitLock(full); !o.Full {
+			t.Fatalf("a lock whose queue is full: %+v; want refused as full (429)", o)
+		}
+		if res, _ := (partition.Outcome{Full: true}).Result(); res.Status != locktable.TooManyWaiters {
+			t.Fatalf("a full queue's result: %v", res.Status)
+		}
+	})
+}

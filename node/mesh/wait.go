@@ -102,7 +102,10 @@ func (w *meshWait) run(ctx context.Context) {
 				return // Cancel withdrew it and answered for it
 			case res.Status == locktable.Granted:
 				h.sessions.held(w.s.ID, w.name, true)
-				w.deliver(partition.Outcome{Granted: true, Token: res.Token})
+				w.deliver(partition.Outcome{Granted: true, Token: res.Token, Reentrant: res.Reentrant})
+				return
+			case res.Status == locktable.TooManyWaiters:
+				w.deliver(partition.Outcome{Full: true})
 				return
 			default:
 				w.deliver(partition.Outcome{})

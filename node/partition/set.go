@@ -159,6 +159,11 @@ type slot struct {
 type Outcome struct {
 	Granted bool
 	Token   uint64 // the grant's fencing token when Granted
+	// Reentrant: granted because the session held the lock already (a
+	// request that could be answered at once, carried as an outcome).
+	Reentrant bool
+	// Full: refused at once because the lock's queue was full.
+	Full bool
 	// Err, if set, ends the wait without a definite answer: the partition
 	// moved away (a retryable *failure.Error), or a grant could not be
 	// confirmed by the replica (its outcome is unknown).
@@ -615,7 +620,9 @@ func (o Outcome) Result() (locktable.Result, error) {
 	case o.Err != nil:
 		return locktable.Result{}, o.Err
 	case o.Granted:
-		return locktable.Result{Status: locktable.Granted, Token: o.Token}, nil
+		return locktable.Result{Status: locktable.Granted, Token: o.Token, Reentrant: o.Reentrant}, nil
+	case o.Full:
+		return locktable.Result{Status: locktable.TooManyWaiters}, nil
 	}
 	return locktable.Result{Status: locktable.Unavailable}, nil
 }
