@@ -123,13 +123,29 @@ type local struct {
 	acked      uint64    // highest position the replica acknowledged
 	synced     bool      // the replica holds a full copy at this epoch
 	out        []entry   // recorded, not yet sent
-	ackc       chan struct{}
+	// confirms wait for positions of this ownership to be acknowledged.
+	confirms []confirm
 
 	// Replica side.
 	rseq    uint64 // last position applied at this epoch
 	rsynced bool
 	chunks  []byte // a snapshot being received
 }
+
+// confirm is a caller waiting for a position to be acknowledged.
+type confirm struct {
+	seq  uint64
+	at   time.Time // when it began to wait
+	then func(error)
+}
+
+// Positions given out by Record carry the ownership they belong to (gen)
+// above posBits: a position of an ownership that ended must never be
+// confirmed by the acknowledgements of a later one, which counts again
+// from zero.
+const posBits = 40
+
+func (l *local) position(seq uint64) uint64 { return l.gen<<posBits | seq }
 
 // entry is one recorded operation's changes.
 type entry struct {
@@ -150,7 +166,7 @@ func NewData(cfg DataConfig) (*Data, error) {
 	d := &Data{cfg: cfg, log: log, links: make(map[string]*link), stop: make(chan struct{})}
 	d.parts = make([]*local, cfg.Partitions.Partitions)
 	for i := range d.parts {
-		d.parts[i] = &local{id: i, ackc: make(chan struct{})}
+		d.parts[i] = &local{id: i}
 	}
 	pc := cfg.Partitions
 	pc.Replicator = d
@@ -159,6 +175,8 @@ func NewData(cfg DataConfig) (*Data, error) {
 		return nil, err
 	}
 	d.set = set
+	d.wg.Add(1)
+	go d.expireConfirms()
 	return d, nil
 }
 
@@ -185,6 +203,14 @@ func (d *Data) Close() {
 	close(d.stop)
 	d.mu.Unlock()
 	d.wg.Wait()
+	// Nobody will acknowledge anything now: every waiting caller hears
+	// that its outcome is unknown.
+	for _, l := range d.parts {
+		l.mu.Lock()
+		cs := l.takeConfirms()
+		l.mu.Unlock()
+		failConfirms(cs, notConfirmed(l.id, "is shutting down before its replica confirmed"))
+	}
 	d.set.Close()
 }
 
@@ -244,12 +270,13 @@ func (d *Data) Record(p int, changes []locktable.Change) uint64 {
 		if l.acked >= l.seq {
 			return 0
 		}
-		return l.seq
+		return l.position(l.seq)
 	}
 	l.seq++
 	l.out = append(l.out, entry{from: l.seq, to: l.seq, changes: changes})
-	l.link.poke(p)
-	return l.seq
+	// Sent by Confirm, which the set calls next with no mutex held.
+	l.link.mark(p)
+	return l.position(l.seq)
 }
 
 // notConfirmed is the outcome of a change applied here whose replica never
@@ -258,48 +285,84 @@ func notConfirmed(p int, why string) error {
 	return failure.Unknown(failure.Unconfirmed, failure.Partition(p)+" "+why+"; outcome unknown")
 }
 
-// Await implements partition.Replicator. Only the replica's
+// Confirm implements partition.Replicator. Only the replica's
 // acknowledgement confirms a position: an ownership that ends first
-// leaves the outcome unknown.
-func (d *Data) Await(p int, pos uint64) error {
+// leaves the outcome unknown, and so does a replica that has not
+// acknowledged within AwaitTimeout.
+func (d *Data) Confirm(p int, pos uint64, then func(error)) {
 	l := d.parts[p]
-	timer := time.NewTimer(d.cfg.AwaitTimeout)
-	defer timer.Stop()
 	l.mu.Lock()
-	// Positions keep counting while this node stays the owner, whoever the
-	// replica: a new replica's full copy confirms everything before it. A
-	// new ownership (gen) counts from zero again, so its positions say
-	// nothing of this one's.
-	gen := l.gen
-	for {
-		switch {
-		case l.gen != gen:
-			l.mu.Unlock()
-			return notConfirmed(p, "changed hands before its replica confirmed")
-		case l.acked >= pos:
-			l.mu.Unlock()
-			return nil
-		case l.role != owner:
-			l.mu.Unlock()
-			return notConfirmed(p, "changed hands before its replica confirmed")
-		}
-		ch := l.ackc
+	switch {
+	case l.role != owner || l.gen != pos>>posBits:
+		// Positions keep counting while this node stays the owner, whoever
+		// the replica: a new replica's full copy confirms everything before
+		// it. A new ownership (gen) counts from zero again, so its
+		// positions say nothing of this one's.
 		l.mu.Unlock()
-		select {
-		case <-ch:
-		case <-timer.C:
-			d.resync(p, gen, pos)
-			return notConfirmed(p, "replica did not confirm in time")
+		then(notConfirmed(p, "changed hands before its replica confirmed"))
+	case l.acked >= pos&(1<<posBits-1):
+		l.mu.Unlock()
+		then(nil)
+	default:
+		l.confirms = append(l.confirms, confirm{seq: pos & (1<<posBits - 1), at: time.Now(), then: then})
+		lk := l.link
+		l.mu.Unlock()
+		if lk != nil {
+			lk.kick() // send the change this answer waits for, if nobody is
 		}
-		l.mu.Lock()
+	}
+}
+
+// Await blocks until position pos of p is confirmed, or cannot be.
+func (d *Data) Await(p int, pos uint64) error {
+	ch := make(chan error, 1)
+	d.Confirm(p, pos, func(err error) { ch <- err })
+	return <-ch
+}
+
+// expireConfirms answers, as unknown, every confirmation still waiting
+// after AwaitTimeout, and has the partition's replica sent a full copy:
+// every path that loses a batch should already do so; this bounds the
+// damage of one that does not (the answers waiting, and every hand-over
+// seal, would otherwise wait until the next change happens to send a
+// later position).
+func (d *Data) expireConfirms() {
+	defer d.wg.Done()
+	t := time.NewTicker(d.cfg.AwaitTimeout / 10)
+	defer t.Stop()
+	for {
+		select {
+		case <-d.stop:
+			return
+		case <-t.C:
+		}
+		cutoff := time.Now().Add(-d.cfg.AwaitTimeout)
+		for _, l := range d.parts {
+			l.mu.Lock()
+			var late []confirm
+			last := uint64(0)
+			kept := l.confirms[:0]
+			for _, c := range l.confirms {
+				if c.at.Before(cutoff) {
+					late = append(late, c)
+					last = max(last, c.seq)
+				} else {
+					kept = append(kept, c)
+				}
+			}
+			l.confirms = kept
+			gen := l.gen
+			l.mu.Unlock()
+			if late != nil {
+				d.resync(l.id, gen, last)
+				failConfirms(late, notConfirmed(l.id, "replica did not confirm in time"))
+			}
+		}
 	}
 }
 
 // resync sends a full copy of p when position pos of ownership gen is
-// still unconfirmed after a whole AwaitTimeout. Every path that loses a
-// batch should already do so; this bounds the damage of one that does not
-// (the answers waiting on pos, and every hand-over seal, would otherwise
-// wait until the next change happens to send a later position).
+// still unconfirmed after a whole AwaitTimeout.
 func (d *Data) resync(p int, gen, pos uint64) {
 	l := d.parts[p]
 	l.mu.Lock()
@@ -312,17 +375,47 @@ func (d *Data) resync(p int, gen, pos uint64) {
 	l.link.poke(p)
 }
 
-// ack advances a partition's acknowledged position: only the replica's
-// acknowledgement may. Called with l.mu.
-func (l *local) ack(pos uint64) {
+// ack advances a partition's acknowledged position (only the replica's
+// acknowledgement may) and returns the confirmations it satisfies, for
+// the caller to answer once it has released l.mu. Called with l.mu.
+func (l *local) ack(pos uint64) []confirm {
 	l.acked = max(l.acked, pos)
-	l.wake()
+	var ready []confirm
+	kept := l.confirms[:0]
+	for _, c := range l.confirms {
+		if c.seq <= l.acked {
+			ready = append(ready, c)
+		} else {
+			kept = append(kept, c)
+		}
+	}
+	clear(l.confirms[len(kept):])
+	l.confirms = kept
+	return ready
 }
 
-// wake makes every Await look again. Called with l.mu.
-func (l *local) wake() {
-	close(l.ackc)
-	l.ackc = make(chan struct{})
+// takeConfirms removes every waiting confirmation: the ownership they
+// belong to has ended. Called with l.mu.
+func (l *local) takeConfirms() []confirm {
+	cs := l.confirms
+	l.confirms = nil
+	return cs
+}
+
+// answerConfirms tells each confirmation that its position is
+// acknowledged. Called with no mutex held.
+func answerConfirms(cs []confirm) {
+	for _, c := range cs {
+		c.then(nil)
+	}
+}
+
+// failConfirms tells each confirmation that its position never will be.
+// Called with no mutex held.
+func failConfirms(cs []confirm, err error) {
+	for _, c := range cs {
+		c.then(err)
+	}
 }
 
 // Synced lists, by epoch, the partitions this node owns with a synced

@@ -35,6 +35,12 @@ func startData(t *testing.T, id string) *dataNode {
 
 func startDataN(t *testing.T, id string, partitions int) *dataNode {
 	t.Helper()
+	return startDataWith(t, id, partitions, nil)
+}
+
+// startDataWith starts a data plane whose configuration mod may change.
+func startDataWith(t *testing.T, id string, partitions int, mod func(*DataConfig)) *dataNode {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -46,6 +52,9 @@ func startDataN(t *testing.T, id string, partitions int) *dataNode {
 	cfg := DefaultDataConfig()
 	cfg.Self, cfg.Pool, cfg.Lease, cfg.AwaitTimeout = n.inc, pool, n.lease, 10*time.Second
 	cfg.Partitions = partition.Config{Partitions: partitions, Limits: locktable.Limits{MaxWaiters: 10, DefaultTimeout: time.Minute}}
+	if mod != nil {
+		mod(&cfg)
+	}
 	n.data, err = NewData(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -310,15 +319,15 @@ func TestFailedCopyKeepsOtherChanges(t *testing.T) {
 // batch was lost, is confirmed by a full copy sent then: the answers and
 // hand-over seals waiting on it must not wait for the next change.
 func TestUnconfirmedPositionResyncs(t *testing.T) {
-	a, b := startData(t, "a"), startData(t, "b")
-	a.data.cfg.AwaitTimeout = 300 * time.Millisecond
+	a := startDataWith(t, "a", 1, func(c *DataConfig) { c.AwaitTimeout = 300 * time.Millisecond })
+	b := startData(t, "b")
 	syncPair(t, a, b)
 	// A position recorded whose batch never went out: the loss is
 	// simulated, since every known way to lose one is fixed.
 	l := a.data.parts[0]
 	l.mu.Lock()
 	l.seq++
-	pos := l.seq
+	pos := l.position(l.seq)
 	l.mu.Unlock()
 	if err := a.data.Await(0, pos); failure.ClassOf(err) != failure.Indeterminate {
 		t.Fatalf("first wait on a lost position: %v; want 504 after the timeout", err)
@@ -361,8 +370,8 @@ func TestPrevReplicaKeepsItsCopy(t *testing.T) {
 // to a node that applied the leader's table, so an older lease could let
 // it answer from a copy the new owner has moved on from.
 func TestUnsealWaitsForALeaseRenewedSince(t *testing.T) {
-	a, b := startData(t, "a"), startData(t, "b")
-	a.data.cfg.SealHold = 20 * time.Millisecond
+	a := startDataWith(t, "a", 1, func(c *DataConfig) { c.SealHold = 20 * time.Millisecond })
+	b := startData(t, "b")
 	a.renewAt(time.Now())
 	syncPair(t, a, b)
 	if err := a.data.Admit(0, partition.Grant); err != nil {

@@ -19,9 +19,11 @@ func (d *Data) Apply(old, cur *State, changed []int) {
 	alone := len(liveNodes(cur)) <= 1
 	var evict []int
 	for _, p := range changed {
-		if d.reconcile(p, old.Part(p), cur.Part(p), alone) {
+		ended, ev := d.reconcile(p, old.Part(p), cur.Part(p), alone)
+		if ev {
 			evict = append(evict, p)
 		}
+		failConfirms(ended, notConfirmed(p, "changed hands before its replica confirmed"))
 	}
 	// The count of nodes decides whether a replica-less owner is alone.
 	for _, l := range d.parts {
@@ -47,9 +49,10 @@ func liveNodes(s *State) []string {
 	return ids
 }
 
-// reconcile moves partition p to its role in cur. It reports whether
-// requests queued here must be sent to the new owner.
-func (d *Data) reconcile(p int, prev, cur Part, alone bool) (evict bool) {
+// reconcile moves partition p to its role in cur. It returns the
+// confirmations of an ownership that ended, and whether requests queued
+// here must be sent to the new owner.
+func (d *Data) reconcile(p int, prev, cur Part, alone bool) (ended []confirm, evict bool) {
 	me := d.cfg.Self
 	l := d.parts[p]
 	d.set.With(p, func(t *locktable.Table, now locktable.Time) *locktable.Table {
@@ -59,7 +62,7 @@ func (d *Data) reconcile(p int, prev, cur Part, alone bool) (evict bool) {
 		wasOwner := was == owner
 		switch {
 		case cur.OwnedBy(me.ID, me.Nonce):
-			t = d.becomeOwner(l, t, prev, cur, alone)
+			t, ended = d.becomeOwner(l, t, prev, cur, alone)
 		case cur.ReplicatedBy(me.ID, me.Nonce):
 			if l.role != replica || l.epoch != cur.Epoch {
 				// The owner sends a full copy at every epoch.
@@ -91,16 +94,17 @@ func (d *Data) reconcile(p int, prev, cur Part, alone bool) (evict bool) {
 				"owner", cur.Owner, "replica", cur.Replica, "prev", cur.Prev, "synced", l.rsynced, "rseq", l.rseq, "sealed", cur.Sealed)
 		}
 		if l.role != owner {
-			l.wake() // every Await sees the role change
+			ended = append(ended, l.takeConfirms()...)
 		}
 		return t
 	})
-	return evict
+	return ended, evict
 }
 
-// becomeOwner sets up l as the owner at cur's epoch. Called with the
-// partition's mutex and l.mu held.
-func (d *Data) becomeOwner(l *local, t *locktable.Table, prev, cur Part, alone bool) *locktable.Table {
+// becomeOwner sets up l as the owner at cur's epoch, and returns the
+// confirmations of an earlier ownership. Called with the partition's
+// mutex and l.mu held.
+func (d *Data) becomeOwner(l *local, t *locktable.Table, prev, cur Part, alone bool) (*locktable.Table, []confirm) {
 	promoted := false
 	switch {
 	case l.role == owner && prev.OwnedBy(d.cfg.Self.ID, d.cfg.Self.Nonce):
@@ -138,10 +142,11 @@ func (d *Data) becomeOwner(l *local, t *locktable.Table, prev, cur Part, alone b
 	}
 	stillOwner := l.role == owner && prev.OwnedBy(d.cfg.Self.ID, d.cfg.Self.Nonce)
 	newReplica := !(stillOwner && l.link != nil && prev.Replica == cur.Replica && prev.RNonce == cur.RNonce)
+	var ended []confirm
 	if !stillOwner {
 		l.gen++
 		l.seq, l.acked = 0, 0
-		l.wake()
+		ended = l.takeConfirms()
 	}
 	newEpoch := l.epoch != cur.Epoch
 	l.role, l.epoch, l.part = owner, cur.Epoch, cur
@@ -164,7 +169,7 @@ func (d *Data) becomeOwner(l *local, t *locktable.Table, prev, cur Part, alone b
 		l.synced, l.out = false, nil
 		l.link.poke(l.id)
 	}
-	return t
+	return t, ended
 }
 
 // serveSeal stops partition p from serving here ahead of a hand-over,
@@ -179,7 +184,7 @@ func (d *Data) serveSeal(_ context.Context, _ peer.Method, payload []byte, reply
 		return
 	}
 	l := d.parts[p]
-	var pos uint64
+	var seq, pos uint64
 	var err error
 	// Taking the partition's mutex orders the seal after every operation
 	// that has already begun.
@@ -191,20 +196,20 @@ func (d *Data) serveSeal(_ context.Context, _ peer.Method, payload []byte, reply
 			return t
 		}
 		l.sealed, l.sealUntil = true, time.Now().Add(d.cfg.SealHold)
-		pos = l.seq
+		seq, pos = l.seq, l.position(l.seq)
 		return t
 	})
 	if err != nil {
 		reply(nil, err)
 		return
 	}
-	go func() {
-		if err := d.Await(p, pos); err != nil {
+	d.Confirm(p, pos, func(err error) {
+		if err != nil {
 			reply(nil, err)
 			return
 		}
 		var e peer.Enc
-		e.Uint(pos)
+		e.Uint(seq) // the replica compares its own count of positions
 		reply(e.B, nil)
-	}()
+	})
 }

@@ -46,11 +46,20 @@ func (d *Data) addr(id string) string {
 // acknowledgements, in order on one connection, which the replica applies
 // in order. What is recorded while the link is busy goes in one batch, so
 // a busy link sends many operations per message and per syscall.
+//
+// The operation that recorded a change usually sends it itself (kick),
+// when no batch is being put together: a hand-off on the path of every
+// answer is one wake-up fewer. The link's own loop sends full copies,
+// backs off after a failure, and takes over whenever the link is busy.
 type link struct {
 	d        *Data
 	id       string
 	wake     chan struct{}
 	inflight chan struct{} // a slot per batch in flight
+	// sendMu is held while a batch is put together and queued on the
+	// connection, so that batches leave in the order their changes were
+	// recorded. Lock order: sendMu, then a partition's l.mu, then mu.
+	sendMu sync.Mutex
 
 	mu      sync.Mutex // guards pending and failed
 	pending map[int]bool
@@ -60,28 +69,87 @@ type link struct {
 // maxInflight bounds the batches a link sends ahead of acknowledgements.
 const maxInflight = 8
 
-func (lk *link) poke(p int) {
+// mark notes that p has something to send, for the next batch.
+func (lk *link) mark(p int) {
 	lk.mu.Lock()
 	lk.pending[p] = true
 	lk.mu.Unlock()
+}
+
+// poke marks p and wakes the loop.
+func (lk *link) poke(p int) {
+	lk.mark(p)
+	lk.wakeLoop()
+}
+
+func (lk *link) wakeLoop() {
 	select {
 	case lk.wake <- struct{}{}:
 	default:
 	}
 }
 
+// kick sends what is pending from the calling goroutine, if the link is
+// idle and healthy and every pending partition has a synced replica;
+// whatever it cannot send, it leaves to the loop. It must be called with
+// no partition mutex held.
+func (lk *link) kick() {
+	if !lk.sendMu.TryLock() {
+		lk.wakeLoop() // whoever sends now may have taken its batch already
+		return
+	}
+	defer lk.sendMu.Unlock()
+	select {
+	case lk.inflight <- struct{}{}:
+	default:
+		lk.wakeLoop()
+		return
+	}
+	lk.mu.Lock()
+	if lk.failed != nil || len(lk.pending) == 0 {
+		failed := lk.failed != nil
+		lk.mu.Unlock()
+		<-lk.inflight
+		if failed {
+			lk.wakeLoop()
+		}
+		return
+	}
+	ps := lk.takeLocked()
+	lk.mu.Unlock()
+	batch, body, copies := lk.collect(ps)
+	if len(copies) > 0 {
+		for _, p := range copies {
+			lk.mark(p)
+		}
+		lk.wakeLoop()
+	}
+	if len(batch) == 0 {
+		<-lk.inflight
+		return
+	}
+	if err := lk.ship(batch, body); err != nil {
+		lk.fail(err, nil)
+	}
+}
+
 func (lk *link) take() ([]int, error) {
 	lk.mu.Lock()
 	defer lk.mu.Unlock()
+	err := lk.failed
+	lk.failed = nil
+	return lk.takeLocked(), err
+}
+
+// takeLocked empties pending. Called with lk.mu.
+func (lk *link) takeLocked() []int {
 	ps := make([]int, 0, len(lk.pending))
 	for p := range lk.pending {
 		ps = append(ps, p)
 	}
 	clear(lk.pending)
 	slices.Sort(ps)
-	err := lk.failed
-	lk.failed = nil
-	return ps, err
+	return ps
 }
 
 func (lk *link) fail(err error, ps []int) {
@@ -93,10 +161,7 @@ func (lk *link) fail(err error, ps []int) {
 		lk.pending[p] = true
 	}
 	lk.mu.Unlock()
-	select {
-	case lk.wake <- struct{}{}:
-	default:
-	}
+	lk.wakeLoop()
 }
 
 func (lk *link) run() {
@@ -108,9 +173,11 @@ func (lk *link) run() {
 			return
 		case <-lk.wake:
 		}
+		lk.sendMu.Lock()
 		ps, failed := lk.take()
 		if failed != nil {
 			// Back off, then send every partition again in full.
+			lk.sendMu.Unlock()
 			backoff = min(max(2*backoff, 50*time.Millisecond), time.Second)
 			lk.d.log.Debug("replication link failed", "replica", lk.id, "err", failed, "backoff", backoff)
 			select {
@@ -118,29 +185,32 @@ func (lk *link) run() {
 				return
 			case <-time.After(backoff):
 			}
+			lk.sendMu.Lock()
 		} else if len(ps) > 0 {
 			backoff = 0
 		}
-		if len(ps) == 0 {
-			continue
+		if len(ps) > 0 {
+			if err := lk.send(ps); err != nil {
+				lk.fail(err, ps)
+			}
 		}
-		if err := lk.send(ps); err != nil {
-			lk.fail(err, ps)
-		}
+		lk.sendMu.Unlock()
 	}
+}
+
+// sent is one partition's part of a batch.
+type sent struct {
+	p     int
+	epoch uint64
+	to    uint64
 }
 
 // send ships, for each partition, a full copy if the replica lacks one,
 // else the recorded changes; acknowledgements are taken in as they come.
+// Called with sendMu held.
 func (lk *link) send(ps []int) error {
 	d := lk.d
-	type sent struct {
-		p     int
-		epoch uint64
-		to    uint64
-	}
-	var batch []sent
-	var body peer.Enc
+	batch, body, copies := lk.collect(ps)
 	// A failed copy must not cost the changes already taken out of other
 	// partitions for this batch: they go out regardless, and the error
 	// comes back after them (the caller backs off and tries the copies
@@ -149,6 +219,32 @@ func (lk *link) send(ps []int) error {
 	// forever: found by the fault suite as a hot lock refused for 30 s
 	// after healing, its owner sealed again and again for a hand-over.
 	var copyErr error
+	for _, p := range copies {
+		// One failed copy is enough for this round: a replica that does
+		// not answer would cost a timeout per copy.
+		if copyErr = lk.snapshot(p); copyErr != nil {
+			break
+		}
+	}
+	if len(batch) == 0 {
+		return copyErr
+	}
+	select {
+	case lk.inflight <- struct{}{}:
+	case <-d.stop:
+		return nil
+	}
+	if err := lk.ship(batch, body); err != nil {
+		return err
+	}
+	return copyErr
+}
+
+// collect takes out the recorded changes of the partitions ps that can go
+// in one batch, encoded, and lists those that need a full copy first.
+func (lk *link) collect(ps []int) (batch []sent, body []byte, copies []int) {
+	d := lk.d
+	var enc peer.Enc
 	for _, p := range ps {
 		l := d.parts[p]
 		l.mu.Lock()
@@ -158,11 +254,7 @@ func (lk *link) send(ps []int) error {
 		}
 		if !l.synced {
 			l.mu.Unlock()
-			if copyErr == nil {
-				// One failed copy is enough for this round: a replica
-				// that does not answer would cost a timeout per copy.
-				copyErr = lk.snapshot(p)
-			}
+			copies = append(copies, p)
 			continue
 		}
 		out := l.out
@@ -172,39 +264,40 @@ func (lk *link) send(ps []int) error {
 		if len(out) == 0 {
 			continue
 		}
-		body.Uint(uint64(p))
-		body.Uint(epoch)
-		body.Uint(out[0].from)
-		body.Uint(out[len(out)-1].to)
+		enc.Uint(uint64(p))
+		enc.Uint(epoch)
+		enc.Uint(out[0].from)
+		enc.Uint(out[len(out)-1].to)
 		cnt := 0
 		for _, en := range out {
 			cnt += len(en.changes)
 		}
-		body.Uint(uint64(cnt))
+		enc.Uint(uint64(cnt))
 		for _, en := range out {
 			for _, c := range en.changes {
-				encodeChange(&body, c)
+				encodeChange(&enc, c)
 			}
 		}
 		batch = append(batch, sent{p, epoch, out[len(out)-1].to})
 	}
-	if len(batch) == 0 {
-		return copyErr
-	}
+	return batch, enc.B, copies
+}
+
+// ship queues one collected batch on the replica's connection. The caller
+// holds an inflight slot, which the reply (or a failure) frees. On error
+// the batch's partitions need full copies.
+func (lk *link) ship(batch []sent, body []byte) error {
+	d := lk.d
 	var e peer.Enc
 	e.Uint(uint64(len(batch)))
-	e.B = append(e.B, body.B...)
+	e.B = append(e.B, body...)
 	addr := d.addr(lk.id)
 	if addr == "" {
+		<-lk.inflight
 		for _, b := range batch {
 			lk.unsync(b.p)
 		}
 		return fmt.Errorf("replica %s has no address", lk.id)
-	}
-	select {
-	case lk.inflight <- struct{}{}:
-	case <-d.stop:
-		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), d.cfg.AwaitTimeout)
 	d.cfg.Pool.Get(addr).Go(ctx, peer.Replicate, e.B, func(reply []byte, err error) {
@@ -229,15 +322,19 @@ func (lk *link) send(ps []int) error {
 					continue
 				}
 				l := d.parts[p]
+				var ready []confirm
 				l.mu.Lock()
 				if l.role == owner && l.epoch == b.epoch && l.link == lk {
 					if status == repOK {
-						l.ack(b.to)
+						ready = l.ack(b.to)
 					} else {
 						l.synced = false
 					}
 				}
 				l.mu.Unlock()
+				// The answers that waited for these changes go out from
+				// here, the goroutine that read the acknowledgement.
+				answerConfirms(ready)
 				if status != repOK {
 					lk.poke(p) // send a full copy
 				}
@@ -247,7 +344,7 @@ func (lk *link) send(ps []int) error {
 			lk.fail(err, ps)
 		}
 	})
-	return copyErr
+	return nil
 }
 
 // unsync marks p as needing a full copy again.
@@ -310,12 +407,14 @@ func (lk *link) snapshot(p int) error {
 			break
 		}
 	}
+	var ready []confirm
 	l.mu.Lock()
 	if l.role == owner && l.epoch == epoch && l.link == lk {
 		l.synced = true
-		l.ack(seq)
+		ready = l.ack(seq)
 	}
 	l.mu.Unlock()
+	answerConfirms(ready)
 	// Changes recorded while the copy travelled go next.
 	lk.poke(p)
 	return nil

@@ -21,11 +21,29 @@ import (
 // injects. With them every role runs in one process, and under
 // testing/synctest its timers run on the bubble's clock.
 
-// memTable is a Table that a test changes with set.
+// memTable is a Table that a test changes with change.
 type memTable struct {
 	mu sync.Mutex
 	st *replication.State
 	ch chan struct{}
+	// delayed partitions refuse grants, as a partition in its lock-delay
+	// after losing both copies does.
+	delayed map[int]bool
+}
+
+func (t *memTable) setDelayed(p int, d bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.delayed == nil {
+		t.delayed = map[int]bool{}
+	}
+	t.delayed[p] = d
+}
+
+func (t *memTable) isDelayed(p int) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.delayed[p]
 }
 
 func newMemTable() *memTable {
@@ -188,17 +206,20 @@ func (c memCaller) Call(ctx context.Context, to replication.Node, m peer.Method,
 // table gives it, and confirms every change at once (no replica).
 type ownerRep struct {
 	self  replication.Incarnation
-	table Table
+	table *memTable
 }
 
-func (r ownerRep) Admit(p int, _ partition.Op) error {
+func (r ownerRep) Admit(p int, op partition.Op) error {
 	if !r.table.State().Part(p).OwnedBy(r.self.ID, r.self.Nonce) {
 		return failure.Retry(failure.Moved, failure.Partition(p)+" is not owned by this node; retry")
 	}
+	if op == partition.Grant && r.table.isDelayed(p) {
+		return failure.Retry(failure.LockDelay, failure.Partition(p)+" lost both copies; refusing grants until the lock-delay passes; retry")
+	}
 	return nil
 }
-func (ownerRep) Record(int, []locktable.Change) uint64 { return 0 }
-func (ownerRep) Await(int, uint64) error               { return nil }
+func (ownerRep) Record(int, []locktable.Change) uint64     { return 0 }
+func (ownerRep) Confirm(_ int, _ uint64, then func(error)) { then(nil) }
 
 // fakeClients is a node's Clients: the sessions a test says are live
 // here, and the ones the mesh kicked.
@@ -358,4 +379,16 @@ func keyIn(prefix string, p int) string {
 			return k
 		}
 	}
+}
+
+// call runs a peer handler in process and waits for its answer.
+func call(ctx context.Context, h peer.HandlerFunc, payload []byte) ([]byte, error) {
+	type result struct {
+		b   []byte
+		err error
+	}
+	ch := make(chan result, 1)
+	h(ctx, 0, payload, func(b []byte, err error) { ch <- result{b, err} })
+	r := <-ch
+	return r.b, r.err
 }

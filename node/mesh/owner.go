@@ -34,12 +34,54 @@ type lockOwner struct {
 	floors map[string]uint64
 }
 
-// queued is one request waiting in a partition's queue.
+// queued is one lock request waiting in a partition's queue, answered
+// once: by its outcome, or by its withdrawal.
 type queued struct {
-	w       *partition.Wait
-	ch      chan partition.Outcome
+	o       *lockOwner
+	req     string
 	session string
 	epoch   uint64 // of the home that sent it
+	reply   func([]byte, error)
+
+	mu       sync.Mutex // guards the fields below
+	w        *partition.Wait
+	answered bool
+	stop     func() bool // ends the watch of the home's connection
+}
+
+// answer replies to the request, once, and forgets it.
+func (qw *queued) answer(b []byte, err error) {
+	qw.mu.Lock()
+	if qw.answered {
+		qw.mu.Unlock()
+		return
+	}
+	qw.answered = true
+	stop := qw.stop
+	qw.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
+	qw.o.mu.Lock()
+	if qw.o.waits[qw.req] == qw {
+		delete(qw.o.waits, qw.req)
+	}
+	qw.o.mu.Unlock()
+	qw.reply(b, err)
+}
+
+// outcome is the Done of a queued request.
+func (qw *queued) outcome(out partition.Outcome) {
+	switch {
+	case errors.Is(out.Err, errWithdrawn):
+		qw.answer(encodeResult(locktable.Result{Status: statusCanceled}), nil)
+	case out.Err != nil:
+		qw.answer(nil, out.Err)
+	case out.Granted:
+		qw.answer(encodeResult(locktable.Result{Status: locktable.Granted, Token: out.Token}), nil)
+	default:
+		qw.answer(encodeResult(locktable.Result{Status: locktable.Unavailable}), nil)
+	}
 }
 
 func newLockOwner(set *partition.Set, table Table, call Caller, clients func() int, log *slog.Logger) *lockOwner {
@@ -47,15 +89,20 @@ func newLockOwner(set *partition.Set, table Table, call Caller, clients func() i
 		waits: make(map[string]*queued), floors: make(map[string]uint64)}
 }
 
+// register adds the lock owner's methods. The hot ones (lock, unlock,
+// cancel, drop, release, token, info) never block: they act on the
+// partition set at once, on the peer connection's reader goroutine, and
+// answer when the replica confirms, from the goroutine that reads the
+// confirmation. No goroutine is started per request.
 func (o *lockOwner) register(r *peer.Registry, w *workers) error {
 	return errors.Join(
-		r.Handle(peer.Lock, w.blocking(o.lock)),
-		r.Handle(peer.Cancel, w.blocking(o.cancel)),
-		r.Handle(peer.Unlock, w.blocking(o.unlock)),
-		r.Handle(peer.Drop, w.blocking(o.drop)),
-		r.Handle(peer.Release, w.blocking(o.release)),
-		r.Handle(peer.Token, w.blocking(o.token)),
-		r.Handle(peer.Info, w.blocking(o.info)),
+		r.Handle(peer.Lock, o.lock),
+		r.Handle(peer.Cancel, o.cancel),
+		r.Handle(peer.Unlock, o.unlock),
+		r.Handle(peer.Drop, o.drop),
+		r.Handle(peer.Release, o.release),
+		r.Handle(peer.Token, o.token),
+		r.Handle(peer.Info, o.info),
 		r.Handle(peer.Held, w.blocking(o.held)),
 		r.Handle(peer.NodeStat, w.blocking(o.nodeStat)),
 	)
@@ -84,52 +131,62 @@ func (o *lockOwner) fenced(q lockReq) error {
 // lock takes a lock for a session, or, with a wait, queues for it and
 // answers with the outcome. The wait is withdrawn if the home's
 // connection closes: the client behind it can no longer hear of a grant.
-func (o *lockOwner) lock(conn context.Context, b []byte) ([]byte, error) {
+func (o *lockOwner) lock(conn context.Context, _ peer.Method, b []byte, reply func([]byte, error)) {
 	q, err := decodeLockReq(b)
-	if err != nil {
-		return nil, err
+	if err == nil {
+		err = o.fenced(q)
 	}
-	if err := o.fenced(q); err != nil {
-		return nil, err
+	if err != nil {
+		reply(nil, err)
+		return
 	}
 	if q.wait <= 0 {
-		res, _, err := o.set.LockAsync(q.session, q.name, 0, nil)
-		if err != nil {
-			return nil, lockErr(err)
+		o.set.LockThen(q.session, q.name, 0, nil, func(res locktable.Result, _ *partition.Wait, err error) {
+			if err != nil {
+				reply(nil, lockErr(err))
+				return
+			}
+			reply(encodeResult(res), nil)
+		})
+		return
+	}
+	qw := &queued{o: o, req: q.req, session: q.session, epoch: q.epoch, reply: reply}
+	o.set.LockThen(q.session, q.name, q.wait, qw.outcome, func(res locktable.Result, w *partition.Wait, err error) {
+		switch {
+		case err != nil:
+			qw.answer(nil, lockErr(err))
+			return
+		case w == nil:
+			qw.answer(encodeResult(res), nil) // granted or refused at once
+			return
 		}
-		return encodeResult(res), nil
-	}
-	ch := make(chan partition.Outcome, 1)
-	res, w, err := o.set.LockAsync(q.session, q.name, q.wait, func(out partition.Outcome) { ch <- out })
-	if err != nil {
-		return nil, lockErr(err)
-	}
-	if w == nil {
-		return encodeResult(res), nil
-	}
-	o.mu.Lock()
-	o.waits[q.req] = &queued{w: w, ch: ch, session: q.session, epoch: q.epoch}
-	o.mu.Unlock()
-	stop := context.AfterFunc(conn, func() { o.withdraw(q.req, errWithdrawn) })
-	if o.fenced(q) != nil {
-		// Fenced while it was being queued: withdrawFenced may have
-		// looked before it was in the table.
-		o.withdraw(q.req, errSessionMoved)
-	}
-	out := <-ch
-	stop()
-	o.mu.Lock()
-	delete(o.waits, q.req)
-	o.mu.Unlock()
-	switch {
-	case errors.Is(out.Err, errWithdrawn):
-		return encodeResult(locktable.Result{Status: statusCanceled}), nil
-	case out.Err != nil:
-		return nil, out.Err
-	case out.Granted:
-		return encodeResult(locktable.Result{Status: locktable.Granted, Token: out.Token}), nil
-	}
-	return encodeResult(locktable.Result{Status: locktable.Unavailable}), nil
+		// Queued. Its outcome may have been decided already (then done was
+		// called before this): then there is nothing to withdraw.
+		qw.mu.Lock()
+		if qw.answered {
+			qw.mu.Unlock()
+			return
+		}
+		qw.w = w
+		qw.mu.Unlock()
+		o.mu.Lock()
+		o.waits[q.req] = qw
+		o.mu.Unlock()
+		stop := context.AfterFunc(conn, func() { o.withdraw(q.req, errWithdrawn) })
+		qw.mu.Lock()
+		if qw.answered {
+			qw.mu.Unlock()
+			stop()
+		} else {
+			qw.stop = stop
+			qw.mu.Unlock()
+		}
+		if o.fenced(q) != nil {
+			// Fenced while it was being queued: withdrawFenced may have
+			// looked before it was in the table.
+			o.withdraw(q.req, errSessionMoved)
+		}
+	})
 }
 
 func lockErr(err error) error {
@@ -148,10 +205,16 @@ func (o *lockOwner) withdraw(req string, why error) bool {
 	o.mu.Lock()
 	qw := o.waits[req]
 	o.mu.Unlock()
-	if qw == nil || !o.set.Cancel(qw.w) {
+	if qw == nil {
 		return false
 	}
-	qw.ch <- partition.Outcome{Err: why}
+	qw.mu.Lock()
+	w := qw.w
+	qw.mu.Unlock()
+	if w == nil || !o.set.Cancel(w) {
+		return false
+	}
+	qw.outcome(partition.Outcome{Err: why})
 	return true
 }
 
@@ -176,90 +239,105 @@ func (o *lockOwner) withdrawFenced(id string, epoch uint64) {
 
 // cancel withdraws a queued wait, and answers whether it did: if not, its
 // outcome was decided first and is on its way.
-func (o *lockOwner) cancel(_ context.Context, b []byte) ([]byte, error) {
+func (o *lockOwner) cancel(_ context.Context, _ peer.Method, b []byte, reply func([]byte, error)) {
 	d := peer.Dec{B: b}
 	req := d.Str()
 	if err := d.End(); err != nil {
-		return nil, err
+		reply(nil, err)
+		return
 	}
-	return encodeBool(o.withdraw(req, errWithdrawn)), nil
+	reply(encodeBool(o.withdraw(req, errWithdrawn)), nil)
 }
 
-func (o *lockOwner) unlock(_ context.Context, b []byte) ([]byte, error) {
+func (o *lockOwner) unlock(_ context.Context, _ peer.Method, b []byte, reply func([]byte, error)) {
 	q, err := decodeLockReq(b)
+	if err == nil {
+		err = o.fenced(q)
+	}
 	if err != nil {
-		return nil, err
+		reply(nil, err)
+		return
 	}
-	if err := o.fenced(q); err != nil {
-		return nil, err
+	o.set.UnlockThen(q.session, q.name, replyResult(reply))
+}
+
+// replyResult answers a request with a lock-side result.
+func replyResult(reply func([]byte, error)) func(locktable.Result, error) {
+	return func(res locktable.Result, err error) {
+		if err != nil {
+			reply(nil, err)
+			return
+		}
+		reply(encodeResult(res), nil)
 	}
-	res, err := o.set.Unlock(q.session, q.name)
-	if err != nil {
-		return nil, err
-	}
-	return encodeResult(res), nil
 }
 
 // drop takes back one grant nobody heard of. It is not fenced: it names
 // the grant by its token, and the table keeps it if the session has been
 // told of it since.
-func (o *lockOwner) drop(_ context.Context, b []byte) ([]byte, error) {
+func (o *lockOwner) drop(_ context.Context, _ peer.Method, b []byte, reply func([]byte, error)) {
 	d := peer.Dec{B: b}
 	session, name, token := d.Str(), d.Bytes(), d.Uint()
 	if err := d.End(); err != nil {
-		return nil, err
+		reply(nil, err)
+		return
 	}
-	res, err := o.set.Drop(session, name, token)
-	if err != nil {
-		return nil, err
-	}
-	return encodeResult(res), nil
+	o.set.DropThen(session, name, token, replyResult(reply))
 }
 
 // release releases a session's locks in one partition.
-func (o *lockOwner) release(_ context.Context, b []byte) ([]byte, error) {
+func (o *lockOwner) release(_ context.Context, _ peer.Method, b []byte, reply func([]byte, error)) {
 	d := peer.Dec{B: b}
 	id, p := d.Str(), int(d.Uint())
 	if err := d.End(); err != nil || p < 0 || p >= o.set.Partitions() {
-		return nil, peer.ErrMalformed
+		reply(nil, peer.ErrMalformed)
+		return
 	}
-	n, err := o.set.ReleaseSessionIn(id, []int{p})
-	if err != nil {
-		return nil, err
-	}
-	var e peer.Enc
-	e.Uint(uint64(n))
-	return e.B, nil
+	o.set.ReleaseThen(id, p, func(n int, err error) {
+		if err != nil {
+			reply(nil, err)
+			return
+		}
+		var e peer.Enc
+		e.Uint(uint64(n))
+		reply(e.B, nil)
+	})
 }
 
-func (o *lockOwner) token(_ context.Context, b []byte) ([]byte, error) {
+func (o *lockOwner) token(_ context.Context, _ peer.Method, b []byte, reply func([]byte, error)) {
 	q, err := decodeLockReq(b)
 	if err != nil {
-		return nil, err
+		reply(nil, err)
+		return
 	}
-	tok, st, err := o.set.Token(q.session, q.name)
-	if err != nil {
-		return nil, err
-	}
-	return encodeResult(locktable.Result{Status: st, Token: tok}), nil
+	o.set.TokenThen(q.session, q.name, func(tok uint64, st locktable.Status, err error) {
+		if err != nil {
+			reply(nil, err)
+			return
+		}
+		reply(encodeResult(locktable.Result{Status: st, Token: tok}), nil)
+	})
 }
 
-func (o *lockOwner) info(_ context.Context, b []byte) ([]byte, error) {
+func (o *lockOwner) info(_ context.Context, _ peer.Method, b []byte, reply func([]byte, error)) {
 	q, err := decodeLockReq(b)
 	if err != nil {
-		return nil, err
+		reply(nil, err)
+		return
 	}
-	in, err := o.set.Info(q.session, q.name)
-	if err != nil {
-		return nil, err
-	}
-	var e peer.Enc
-	e.Bool(in.Held)
-	e.Bool(in.Mine)
-	e.Uint(in.Token)
-	e.Int(int64(in.HeldFor))
-	e.Uint(uint64(in.Waiters))
-	return e.B, nil
+	o.set.InfoThen(q.session, q.name, func(in locktable.Info, err error) {
+		if err != nil {
+			reply(nil, err)
+			return
+		}
+		var e peer.Enc
+		e.Bool(in.Held)
+		e.Bool(in.Mine)
+		e.Uint(in.Token)
+		e.Int(int64(in.HeldFor))
+		e.Uint(uint64(in.Waiters))
+		reply(e.B, nil)
+	})
 }
 
 // held lists the locks a session holds in the given partitions, and

@@ -41,7 +41,7 @@ func TestResumeWithdrawsOlderHomesWaits(t *testing.T) {
 		req   string
 	}{{1, "old-home/1"}, {2, "new-home/1"}} {
 		go func() {
-			b, err := o.lock(ctx, lockPayload(node.SessionRef{ID: "s", Epoch: q.epoch}, x, 10*time.Second, q.req))
+			b, err := call(ctx, o.lock, lockPayload(node.SessionRef{ID: "s", Epoch: q.epoch}, x, 10*time.Second, q.req))
 			waits <- answer{b, err}
 		}()
 	}

@@ -3,12 +3,14 @@ package mesh
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
 	"testing/synctest"
 	"time"
 
 	"github.com/elock/elock/node"
+	"github.com/elock/elock/node/failure"
 	"github.com/elock/elock/node/locktable"
 	"github.com/elock/elock/node/partition"
 	"github.com/elock/elock/node/peer"
@@ -264,7 +266,7 @@ func TestWaitWithdrawnWhenItsHomeGoes(t *testing.T) {
 		conn, hangUp := context.WithCancel(context.Background())
 		got := make(chan lockAnswer, 1)
 		go func() {
-			b, err := o.lock(conn, lockPayload(node.SessionRef{ID: "s", Epoch: 1}, name, time.Minute, "home/1"))
+			b, err := call(conn, o.lock, lockPayload(node.SessionRef{ID: "s", Epoch: 1}, name, time.Minute, "home/1"))
 			res, _ := decodeResult(b)
 			got <- lockAnswer{res, err}
 		}()
@@ -320,6 +322,87 @@ func TestWaitingLockAnswersAsASingleNode(t *testing.T) {
 		}
 		if res, _ := (partition.Outcome{Full: true}).Result(); res.Status != locktable.TooManyWaiters {
 			t.Fatalf("a full queue's result: %v", res.Status)
+		}
+	})
+}
+
+// A waiting lock whose owner cannot be reached for its whole wait is not
+// told 409: no owner said the lock was held (it is free). It is refused
+// as retryable once its time is up, and sends nothing after that (found
+// by the fault suite as histories that were not linearizable).
+func TestWaitNeverAnsweredIsNotRefused(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mm := newMemMesh(t, testHomeLease, [memParts]string{"n1", "n2", "n1", "n1"}, "n1", "n2")
+		defer mm.close()
+		s := attach(t, mm, "n1", keyIn("s", 0))
+		name := keyIn("x", 1)
+		mm.net.setCut("n2", true)
+		outcome := make(chan partition.Outcome, 1)
+		if _, _, err := mm.nodes["n1"].home.Lock(context.Background(), s, []byte(name), time.Second, func(o partition.Outcome) { outcome <- o }); err != nil {
+			t.Fatal(err)
+		}
+		o := <-outcome
+		if o.Granted || failure.ClassOf(o.Err) != failure.Retryable {
+			t.Fatalf("a wait no owner answered: %+v; want refused as retryable, not 409", o)
+		}
+		sent := mm.net.count(peer.Lock)
+		mm.net.setCut("n2", false)
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		if n := mm.net.count(peer.Lock); n != sent || holds(mm, "n2", s.ID, name) {
+			t.Fatalf("%d lock requests sent after the wait ended (held %v)", n-sent, holds(mm, "n2", s.ID, name))
+		}
+	})
+}
+
+// A wait whose time ran out after a request went unanswered asks whether
+// the session holds the lock: if the lock is free, it is refused as
+// retryable, not 409; if another session holds it, 409.
+func TestWaitSettledLate(t *testing.T) {
+	for _, held := range []bool{false, true} {
+		t.Run(fmt.Sprint("held=", held), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				mm := newMemMesh(t, testHomeLease, [memParts]string{"n1", "n2", "n1", "n1"}, "n1", "n2")
+				defer mm.close()
+				s := attach(t, mm, "n1", keyIn("s", 0))
+				name := keyIn("x", 1)
+				if held {
+					if res, _, err := mm.nodes["n2"].set.LockAsync("other", []byte(name), 0, nil); err != nil || res.Status != locktable.Granted {
+						t.Fatalf("holder: %v %v", res, err)
+					}
+				}
+				outcome := make(chan partition.Outcome, 1)
+				w := &meshWait{h: mm.nodes["n1"].home, s: s, name: name, deadline: time.Now(), maybe: true,
+					done: func(o partition.Outcome) { outcome <- o }}
+				w.run(context.Background())
+				o := <-outcome
+				switch {
+				case held && (o.Err != nil || o.Granted):
+					t.Fatalf("held by another: %+v; want 409", o)
+				case !held && failure.ClassOf(o.Err) != failure.Retryable:
+					t.Fatalf("free: %+v; want refused as retryable, not 409", o)
+				}
+			})
+		})
+	}
+}
+
+// A waiting lock on a partition in its lock-delay is refused at once, as
+// a lock without a wait is: the refusal lasts minutes, not a wait's worth.
+func TestWaitInLockDelayIsRefusedAtOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mm := newMemMesh(t, testHomeLease, [memParts]string{"n1", "n2", "n1", "n1"}, "n1", "n2")
+		defer mm.close()
+		s := attach(t, mm, "n1", keyIn("s", 0))
+		mm.table.setDelayed(1, true)
+		outcome := make(chan partition.Outcome, 1)
+		start := time.Now()
+		if _, _, err := mm.nodes["n1"].home.Lock(context.Background(), s, []byte(keyIn("x", 1)), time.Minute, func(o partition.Outcome) { outcome <- o }); err != nil {
+			t.Fatal(err)
+		}
+		o := <-outcome
+		if !failure.Is(o.Err, failure.LockDelay) || time.Since(start) > time.Second {
+			t.Fatalf("after %v: %+v; want the lock-delay refusal at once", time.Since(start), o)
 		}
 	})
 }

@@ -42,6 +42,8 @@ func (w *meshWait) run(ctx context.Context) {
 	p := h.rt.partOf([]byte(w.name))
 	// sent: a request went out, so one may still be queued somewhere.
 	sent := false
+	// last is why the last request got no answer.
+	var last error
 	for {
 		w.mu.Lock()
 		canceled, finished, maybe := w.canceled, w.finished, w.maybe
@@ -59,10 +61,12 @@ func (w *meshWait) run(ctx context.Context) {
 		}
 		left := time.Until(w.deadline)
 		if left <= 0 {
+			// Every request so far failed without an answer (an answer ends
+			// the wait): no owner has said the lock was held.
 			if maybe {
-				w.settleLate()
+				w.settleLate(p, last)
 			} else {
-				w.deliver(partition.Outcome{})
+				w.giveUp(p, last)
 			}
 			return
 		}
@@ -70,6 +74,7 @@ func (w *meshWait) run(ctx context.Context) {
 		part := st.Part(p)
 		n, ok := st.Node(part.Owner)
 		if !st.Initialized() || !ok || n.Nonce != part.ONonce {
+			last = errors.New(failure.Partition(p) + " has no reachable owner")
 			w.pause(st.Index)
 			continue
 		}
@@ -93,6 +98,7 @@ func (w *meshWait) run(ctx context.Context) {
 		// in between would take it for answered.
 		w.maybe = w.maybe || errors.Is(err, peer.ErrLost)
 		w.mu.Unlock()
+		last = err
 		if err == nil {
 			res, derr := decodeResult(b)
 			switch {
@@ -123,6 +129,11 @@ func (w *meshWait) run(ctx context.Context) {
 		case failure.Is(err, failure.SessionMoved):
 			// The session was resumed on another connection (the owner
 			// withdrew the wait, or refused it): for good.
+			w.deliver(partition.Outcome{Err: err})
+			return
+		case failure.Is(err, failure.LockDelay):
+			// A lost partition refuses grants for minutes: say so at once,
+			// as a lock without a wait does.
 			w.deliver(partition.Outcome{Err: err})
 			return
 		case errors.Is(err, peer.ErrUnreachable), failure.ClassOf(err) == failure.Retryable:
@@ -192,8 +203,11 @@ func (w *meshWait) shutDown(sent bool) {
 
 // settleLate ends a wait whose time ran out after a request went
 // unanswered: an owner may have granted it, so ask whether the session
-// holds the lock. If no owner can say, the outcome is unknown.
-func (w *meshWait) settleLate() {
+// holds the lock. If it does, the wait was granted; if another session
+// holds it, the lock was held (409); if it is free, no owner ever said it
+// was held and nothing was granted, so the wait is refused as retryable,
+// never answered 409. If no owner can say, the outcome is unknown.
+func (w *meshWait) settleLate(p int, last error) {
 	ctx, cancel := context.WithTimeout(w.ctx, routeTimeout)
 	defer cancel()
 	tok, st, err := w.h.Token(ctx, w.s, []byte(w.name))
@@ -203,9 +217,22 @@ func (w *meshWait) settleLate() {
 	case st == locktable.Granted:
 		w.h.sessions.held(w.s.ID, w.name, true)
 		w.deliver(partition.Outcome{Granted: true, Token: tok})
-	default:
+	case st == locktable.NotYours:
 		w.deliver(partition.Outcome{})
+	default:
+		w.giveUp(p, last)
 	}
+}
+
+// giveUp ends a wait whose time ran out before any owner answered it.
+// Nothing says the lock was held meanwhile (its owner may have been down
+// all along), so the client must not hear 409; nor is a new request sent
+// after the client's time is up. The wait is refused as a lock without a
+// wait is when no owner answers: retryable, nothing happened. (Found by
+// the fault suite: a wait answered 409 while the lock was free makes a
+// history that is not linearizable.)
+func (w *meshWait) giveUp(p int, last error) {
+	w.deliver(partition.Outcome{Err: failure.Retry(failure.Unavailable, failure.Partition(p)+" unavailable ("+failure.Text(last)+")")})
 }
 
 // Cancel implements Wait.

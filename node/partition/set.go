@@ -104,7 +104,7 @@ const (
 )
 
 // Replicator connects the partitions to a mesh. Admit and Record are
-// called with the partition's mutex held and must not block; Await is
+// called with the partition's mutex held and must not block; Confirm is
 // called with no mutex held.
 type Replicator interface {
 	// Admit says whether this node may serve op on partition p now. It
@@ -118,10 +118,13 @@ type Replicator interface {
 	// unconfirmed (a 409 because of a grant that may yet be lost) waits
 	// for them too, so nobody is told of state that may vanish.
 	Record(p int, changes []locktable.Change) uint64
-	// Await blocks until position pos of p has been acknowledged by p's
-	// replica. An error means the changes are applied here but may be
-	// lost: whoever asked is told the outcome is unknown.
-	Await(p int, pos uint64) error
+	// Confirm calls then once position pos of p has been acknowledged by
+	// p's replica (nil), or once it no longer can be (an error: the
+	// changes are applied here but may be lost, so whoever asked is told
+	// the outcome is unknown). then is called exactly once, with no
+	// partition mutex held: before Confirm returns if the answer is known,
+	// else later from whichever goroutine learns it. It must not block.
+	Confirm(p int, pos uint64, then func(error))
 }
 
 // Set is the partitions of the lock space hosted by this node.
@@ -347,7 +350,9 @@ func (s *Set) await(p *part, pos uint64) error {
 	if pos == 0 || s.rep == nil {
 		return nil
 	}
-	return s.rep.Await(p.id, pos)
+	ch := make(chan error, 1)
+	s.rep.Confirm(p.id, pos, func(err error) { ch <- err })
+	return <-ch
 }
 
 // settle finishes what effects started once no part mutex is held and
@@ -472,9 +477,9 @@ func (s *Set) tick(p *part, now locktable.Time) {
 		return
 	}
 	// A waiter's timeout also rests on the grant that kept it waiting: it
-	// is told once that is confirmed, or asked to retry.
-	go func() {
-		err := s.await(p, pos)
+	// is told once that is confirmed, or asked to retry. The timer goroutine
+	// does not wait for that.
+	s.rep.Confirm(p.id, pos, func(err error) {
 		if err != nil {
 			for i, d := range pend.outcome {
 				if !d.o.Granted {
@@ -483,18 +488,26 @@ func (s *Set) tick(p *part, now locktable.Time) {
 			}
 		}
 		s.settle(&pend, err)
-	}()
+	})
 }
 
 // retryTick is how soon a partition whose deadlines could not be served
 // is looked at again.
 const retryTick = 100 * time.Millisecond
 
-// run executes f on p's table under p's mutex once admitted, records the
-// changes it made, waits for their acknowledgement with the mutex
-// released, and then delivers the outcomes it decided.
-func (s *Set) run(p *part, op Op, f func(t *locktable.Table, now locktable.Time, pend *pending)) error {
-	var pend pending
+// step is one operation applied under its partition's mutex: what it
+// decided for others, and the position its answer waits for.
+type step struct {
+	p       *part
+	pend    pending
+	pos     uint64
+	changed bool // the operation changed replicated state of its own
+}
+
+// begin executes f on p's table under p's mutex once admitted, and
+// records the changes it made.
+func (s *Set) begin(p *part, op Op, f func(t *locktable.Table, now locktable.Time, pend *pending), st *step) error {
+	st.p = p
 	p.mu.Lock()
 	if s.rep != nil {
 		if err := s.rep.Admit(p.id, op); err != nil {
@@ -506,19 +519,52 @@ func (s *Set) run(p *part, op Op, f func(t *locktable.Table, now locktable.Time,
 		}
 	}
 	now := s.clock()
-	f(p.table, now, &pend)
-	changed := len(pend.names)+len(pend.sessions) > 0
-	pos := s.record(p, now, &pend)
+	f(p.table, now, &st.pend)
+	st.changed = len(st.pend.names)+len(st.pend.sessions) > 0
+	st.pos = s.record(p, now, &st.pend)
 	s.rearm(p)
 	p.mu.Unlock()
-	err := s.await(p, pos)
-	if err != nil && !changed {
+	return nil
+}
+
+// end delivers the outcomes a step decided, once its changes are
+// confirmed (err nil) or known to be at risk, and returns the step's own
+// error.
+func (s *Set) end(st *step, err error) error {
+	if err != nil && !st.changed {
 		// Nothing of this request's own is at risk, only what it read:
 		// it did nothing, and may be asked again.
-		err = unconfirmed(p)
+		err = unconfirmed(st.p)
 	}
-	s.settle(&pend, err)
+	s.settle(&st.pend, err)
 	return err
+}
+
+// run executes f on p's table under p's mutex once admitted, records the
+// changes it made, waits for their acknowledgement with the mutex
+// released, and then delivers the outcomes it decided.
+func (s *Set) run(p *part, op Op, f func(t *locktable.Table, now locktable.Time, pend *pending)) error {
+	var st step
+	if err := s.begin(p, op, f, &st); err != nil {
+		return err
+	}
+	return s.end(&st, s.await(p, st.pos))
+}
+
+// runThen is run for a caller that cannot block: then receives run's
+// error, before runThen returns if nothing is to be confirmed, else from
+// whichever goroutine learns of the confirmation.
+func (s *Set) runThen(p *part, op Op, f func(t *locktable.Table, now locktable.Time, pend *pending), then func(error)) {
+	st := &step{}
+	if err := s.begin(p, op, f, st); err != nil {
+		then(err)
+		return
+	}
+	if st.pos == 0 {
+		then(s.end(st, nil))
+		return
+	}
+	s.rep.Confirm(p.id, st.pos, func(err error) { then(s.end(st, err)) })
 }
 
 // unconfirmed refuses an answer that rested on changes whose
@@ -534,45 +580,68 @@ func unconfirmed(p *part) error {
 // the releasing goroutine or the deadline timer delivers the outcome.
 func (s *Set) LockAsync(session string, name []byte, wait time.Duration, done Done) (locktable.Result, *Wait, error) {
 	p := s.partOf(name)
+	var r lockResult
+	err := s.run(p, Grant, s.lockStep(p, session, name, wait, done, &r))
+	return s.lockEnd(&r, err)
+}
+
+// LockThen is LockAsync for a caller that cannot block: then receives
+// what LockAsync would return, once the answer is confirmed, with no
+// mutex held, before LockThen returns or later from another goroutine.
+// done may be called before then: a queued request granted meanwhile.
+func (s *Set) LockThen(session string, name []byte, wait time.Duration, done Done, then func(locktable.Result, *Wait, error)) {
+	p := s.partOf(name)
+	r := &lockResult{}
+	s.runThen(p, Grant, s.lockStep(p, session, name, wait, done, r), func(err error) { then(s.lockEnd(r, err)) })
+}
+
+// lockResult is what a lock's step decided under the mutex.
+type lockResult struct {
+	res locktable.Result
+	w   *Wait
+	err error // the table's own refusal
+}
+
+// lockStep is the body of a lock under its partition's mutex.
+func (s *Set) lockStep(p *part, session string, name []byte, wait time.Duration, done Done, r *lockResult) func(*locktable.Table, locktable.Time, *pending) {
 	var wid locktable.WaiterID
 	if wait > 0 {
 		wid = locktable.WaiterID(s.nextWaiter.Add(1))
 	}
-	var (
-		res  locktable.Result
-		w    *Wait
-		lerr error
-	)
-	err := s.run(p, Grant, func(t *locktable.Table, now locktable.Time, pend *pending) {
+	return func(t *locktable.Table, now locktable.Time, pend *pending) {
 		var fx []locktable.Effect
-		res, fx, lerr = t.Lock(now, session, name, wid, now+int64(wait))
+		r.res, fx, r.err = t.Lock(now, session, name, wid, now+int64(wait))
 		s.apply(p, fx, pend)
 		if s.cfg.AutoEpoch && t.TokensLeft() < lowTokens {
 			t.SetEpoch(t.Epoch() + 1)
 		}
 		switch {
-		case lerr != nil:
-		case res.Status == locktable.Granted && !res.Reentrant:
+		case r.err != nil:
+		case r.res.Status == locktable.Granted && !r.res.Reentrant:
 			s.grants.Add(1)
-		case res.Status == locktable.Queued:
+		case r.res.Status == locktable.Queued:
 			p.slots[wid] = slot{session: session, done: done}
-			w = &Wait{p: p, id: wid}
+			r.w = &Wait{p: p, id: wid}
 		}
-	})
-	if lerr != nil {
-		return locktable.Result{}, nil, lerr
+	}
+}
+
+// lockEnd finishes a lock once its answer's confirmation is known.
+func (s *Set) lockEnd(r *lockResult, err error) (locktable.Result, *Wait, error) {
+	if r.err != nil {
+		return locktable.Result{}, nil, r.err
 	}
 	if err != nil {
 		// A request left queued behind an error would be granted with
 		// nobody to hear of it: withdraw it. If its outcome was decided
 		// meanwhile, done carries that outcome instead of the error.
-		if w != nil && !s.Cancel(w) {
-			return res, w, nil
+		if r.w != nil && !s.Cancel(r.w) {
+			return r.res, r.w, nil
 		}
 		// Refused, or granted here without the replica's confirmation.
 		return locktable.Result{}, nil, err
 	}
-	return res, w, nil
+	return r.res, r.w, nil
 }
 
 // Cancel withdraws a queued request and reports true if it did; done will
@@ -631,12 +700,23 @@ func (o Outcome) Result() (locktable.Result, error) {
 func (s *Set) Unlock(session string, name []byte) (locktable.Result, error) {
 	p := s.partOf(name)
 	var res locktable.Result
-	err := s.run(p, Write, func(t *locktable.Table, now locktable.Time, pend *pending) {
-		var fx []locktable.Effect
-		res, fx = t.Unlock(now, session, name)
-		s.apply(p, fx, pend)
-	})
+	err := s.run(p, Write, s.unlockStep(p, session, name, &res))
 	return res, err
+}
+
+// UnlockThen is Unlock for a caller that cannot block (see LockThen).
+func (s *Set) UnlockThen(session string, name []byte, then func(locktable.Result, error)) {
+	p := s.partOf(name)
+	res := new(locktable.Result)
+	s.runThen(p, Write, s.unlockStep(p, session, name, res), func(err error) { then(*res, err) })
+}
+
+func (s *Set) unlockStep(p *part, session string, name []byte, res *locktable.Result) func(*locktable.Table, locktable.Time, *pending) {
+	return func(t *locktable.Table, now locktable.Time, pend *pending) {
+		var fx []locktable.Effect
+		*res, fx = t.Unlock(now, session, name)
+		s.apply(p, fx, pend)
+	}
 }
 
 // Drop takes back session's grant of name made under token, if the
@@ -644,12 +724,23 @@ func (s *Set) Unlock(session string, name []byte) (locktable.Result, error) {
 func (s *Set) Drop(session string, name []byte, token uint64) (locktable.Result, error) {
 	p := s.partOf(name)
 	var res locktable.Result
-	err := s.run(p, Write, func(t *locktable.Table, now locktable.Time, pend *pending) {
-		var fx []locktable.Effect
-		res, fx = t.Drop(now, session, name, token)
-		s.apply(p, fx, pend)
-	})
+	err := s.run(p, Write, s.dropStep(p, session, name, token, &res))
 	return res, err
+}
+
+// DropThen is Drop for a caller that cannot block (see LockThen).
+func (s *Set) DropThen(session string, name []byte, token uint64, then func(locktable.Result, error)) {
+	p := s.partOf(name)
+	res := new(locktable.Result)
+	s.runThen(p, Write, s.dropStep(p, session, name, token, res), func(err error) { then(*res, err) })
+}
+
+func (s *Set) dropStep(p *part, session string, name []byte, token uint64, res *locktable.Result) func(*locktable.Table, locktable.Time, *pending) {
+	return func(t *locktable.Table, now locktable.Time, pend *pending) {
+		var fx []locktable.Effect
+		*res, fx = t.Drop(now, session, name, token)
+		s.apply(p, fx, pend)
+	}
 }
 
 // ReleaseSession releases every lock session holds and drops its waiters,
@@ -677,16 +768,28 @@ func (s *Set) releaseIn(session string, parts []int) (int, error) {
 	var firstErr error
 	for _, i := range parts {
 		p := s.parts[i]
-		err := s.run(p, Write, func(t *locktable.Table, now locktable.Time, pend *pending) {
-			n, fx := t.ReleaseSession(now, session)
-			total += n
-			s.apply(p, fx, pend)
-		})
+		err := s.run(p, Write, s.releaseStep(p, session, &total))
 		if err != nil && firstErr == nil {
 			firstErr = err
 		}
 	}
 	return total, firstErr
+}
+
+// ReleaseThen releases session's locks in partition i, for a caller that
+// cannot block (see LockThen): then receives how many it released.
+func (s *Set) ReleaseThen(session string, i int, then func(int, error)) {
+	p := s.parts[i]
+	n := new(int)
+	s.runThen(p, Write, s.releaseStep(p, session, n), func(err error) { then(*n, err) })
+}
+
+func (s *Set) releaseStep(p *part, session string, total *int) func(*locktable.Table, locktable.Time, *pending) {
+	return func(t *locktable.Table, now locktable.Time, pend *pending) {
+		n, fx := t.ReleaseSession(now, session)
+		*total += n
+		s.apply(p, fx, pend)
+	}
 }
 
 // Token returns session's fencing token for name.
@@ -701,6 +804,17 @@ func (s *Set) Token(session string, name []byte) (uint64, locktable.Status, erro
 	return tok, st, err
 }
 
+// TokenThen is Token for a caller that cannot block (see LockThen).
+func (s *Set) TokenThen(session string, name []byte, then func(uint64, locktable.Status, error)) {
+	var (
+		tok uint64
+		st  locktable.Status
+	)
+	s.readConfirmedThen(s.partOf(name), func(t *locktable.Table, _ locktable.Time) {
+		tok, st = t.Token(session, name)
+	}, func(err error) { then(tok, st, err) })
+}
+
 // Info reports on name as session sees it.
 func (s *Set) Info(session string, name []byte) (locktable.Info, error) {
 	var in locktable.Info
@@ -708,6 +822,14 @@ func (s *Set) Info(session string, name []byte) (locktable.Info, error) {
 		in = t.Info(now, session, name)
 	})
 	return in, err
+}
+
+// InfoThen is Info for a caller that cannot block (see LockThen).
+func (s *Set) InfoThen(session string, name []byte, then func(locktable.Info, error)) {
+	var in locktable.Info
+	s.readConfirmedThen(s.partOf(name), func(t *locktable.Table, now locktable.Time) {
+		in = t.Info(now, session, name)
+	}, func(err error) { then(in, err) })
 }
 
 // readConfirmed is read for an answer a client acts on (token after a
@@ -728,6 +850,27 @@ func (s *Set) readConfirmed(p *part, f func(t *locktable.Table, now locktable.Ti
 		return unconfirmed(p)
 	}
 	return nil
+}
+
+// readConfirmedThen is readConfirmed for a caller that cannot block.
+func (s *Set) readConfirmedThen(p *part, f func(t *locktable.Table, now locktable.Time), then func(error)) {
+	var pos uint64
+	err := s.read(p, func(t *locktable.Table, now locktable.Time) {
+		f(t, now)
+		if s.rep != nil {
+			pos = s.rep.Record(p.id, nil)
+		}
+	})
+	if err != nil || pos == 0 {
+		then(err)
+		return
+	}
+	s.rep.Confirm(p.id, pos, func(err error) {
+		if err != nil {
+			err = unconfirmed(p)
+		}
+		then(err)
+	})
 }
 
 func (s *Set) read(p *part, f func(t *locktable.Table, now locktable.Time)) error {

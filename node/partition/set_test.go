@@ -371,7 +371,12 @@ func (r *heldRep) Record(_ int, cs []locktable.Change) uint64 {
 	return r.seq
 }
 
-func (r *heldRep) Await(_ int, pos uint64) error {
+// Confirm answers from a goroutine of its own once await does.
+func (r *heldRep) Confirm(_ int, pos uint64, then func(error)) {
+	go func() { then(r.await(pos)) }()
+}
+
+func (r *heldRep) await(pos uint64) error {
 	for {
 		r.mu.Lock()
 		acked, lost, ch := r.acked, r.lost, r.changed
