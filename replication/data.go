@@ -274,8 +274,7 @@ func (d *Data) Record(p int, changes []locktable.Change) uint64 {
 	}
 	l.seq++
 	l.out = append(l.out, entry{from: l.seq, to: l.seq, changes: changes})
-	// Sent by Confirm, which the set calls next with no mutex held.
-	l.link.mark(p)
+	l.link.poke(p)
 	return l.position(l.seq)
 }
 
@@ -305,11 +304,7 @@ func (d *Data) Confirm(p int, pos uint64, then func(error)) {
 		then(nil)
 	default:
 		l.confirms = append(l.confirms, confirm{seq: pos & (1<<posBits - 1), at: time.Now(), then: then})
-		lk := l.link
 		l.mu.Unlock()
-		if lk != nil {
-			lk.kick() // send the change this answer waits for, if nobody is
-		}
 	}
 }
 

@@ -47,19 +47,14 @@ func (d *Data) addr(id string) string {
 // in order. What is recorded while the link is busy goes in one batch, so
 // a busy link sends many operations per message and per syscall.
 //
-// The operation that recorded a change usually sends it itself (kick),
-// when no batch is being put together: a hand-off on the path of every
-// answer is one wake-up fewer. The link's own loop sends full copies,
-// backs off after a failure, and takes over whenever the link is busy.
+// (Sending a change from the goroutine that recorded it, when the link is
+// idle, was tried and measured: it saves a wake-up when load is light but
+// costs more than it saves under load, where it batches worse.)
 type link struct {
 	d        *Data
 	id       string
 	wake     chan struct{}
 	inflight chan struct{} // a slot per batch in flight
-	// sendMu is held while a batch is put together and queued on the
-	// connection, so that batches leave in the order their changes were
-	// recorded. Lock order: sendMu, then a partition's l.mu, then mu.
-	sendMu sync.Mutex
 
 	mu      sync.Mutex // guards pending and failed
 	pending map[int]bool
@@ -69,16 +64,11 @@ type link struct {
 // maxInflight bounds the batches a link sends ahead of acknowledgements.
 const maxInflight = 8
 
-// mark notes that p has something to send, for the next batch.
-func (lk *link) mark(p int) {
+// poke marks p as having something to send and wakes the loop.
+func (lk *link) poke(p int) {
 	lk.mu.Lock()
 	lk.pending[p] = true
 	lk.mu.Unlock()
-}
-
-// poke marks p and wakes the loop.
-func (lk *link) poke(p int) {
-	lk.mark(p)
 	lk.wakeLoop()
 }
 
@@ -89,67 +79,18 @@ func (lk *link) wakeLoop() {
 	}
 }
 
-// kick sends what is pending from the calling goroutine, if the link is
-// idle and healthy and every pending partition has a synced replica;
-// whatever it cannot send, it leaves to the loop. It must be called with
-// no partition mutex held.
-func (lk *link) kick() {
-	if !lk.sendMu.TryLock() {
-		lk.wakeLoop() // whoever sends now may have taken its batch already
-		return
-	}
-	defer lk.sendMu.Unlock()
-	select {
-	case lk.inflight <- struct{}{}:
-	default:
-		lk.wakeLoop()
-		return
-	}
-	lk.mu.Lock()
-	if lk.failed != nil || len(lk.pending) == 0 {
-		failed := lk.failed != nil
-		lk.mu.Unlock()
-		<-lk.inflight
-		if failed {
-			lk.wakeLoop()
-		}
-		return
-	}
-	ps := lk.takeLocked()
-	lk.mu.Unlock()
-	batch, body, copies := lk.collect(ps)
-	if len(copies) > 0 {
-		for _, p := range copies {
-			lk.mark(p)
-		}
-		lk.wakeLoop()
-	}
-	if len(batch) == 0 {
-		<-lk.inflight
-		return
-	}
-	if err := lk.ship(batch, body); err != nil {
-		lk.fail(err, nil)
-	}
-}
-
 func (lk *link) take() ([]int, error) {
 	lk.mu.Lock()
 	defer lk.mu.Unlock()
 	err := lk.failed
 	lk.failed = nil
-	return lk.takeLocked(), err
-}
-
-// takeLocked empties pending. Called with lk.mu.
-func (lk *link) takeLocked() []int {
 	ps := make([]int, 0, len(lk.pending))
 	for p := range lk.pending {
 		ps = append(ps, p)
 	}
 	clear(lk.pending)
 	slices.Sort(ps)
-	return ps
+	return ps, err
 }
 
 func (lk *link) fail(err error, ps []int) {
@@ -173,11 +114,9 @@ func (lk *link) run() {
 			return
 		case <-lk.wake:
 		}
-		lk.sendMu.Lock()
 		ps, failed := lk.take()
 		if failed != nil {
 			// Back off, then send every partition again in full.
-			lk.sendMu.Unlock()
 			backoff = min(max(2*backoff, 50*time.Millisecond), time.Second)
 			lk.d.log.Debug("replication link failed", "replica", lk.id, "err", failed, "backoff", backoff)
 			select {
@@ -185,7 +124,6 @@ func (lk *link) run() {
 				return
 			case <-time.After(backoff):
 			}
-			lk.sendMu.Lock()
 		} else if len(ps) > 0 {
 			backoff = 0
 		}
@@ -194,7 +132,6 @@ func (lk *link) run() {
 				lk.fail(err, ps)
 			}
 		}
-		lk.sendMu.Unlock()
 	}
 }
 
@@ -207,7 +144,6 @@ type sent struct {
 
 // send ships, for each partition, a full copy if the replica lacks one,
 // else the recorded changes; acknowledgements are taken in as they come.
-// Called with sendMu held.
 func (lk *link) send(ps []int) error {
 	d := lk.d
 	batch, body, copies := lk.collect(ps)
