@@ -202,6 +202,10 @@ func (c memCaller) Call(ctx context.Context, to replication.Node, m peer.Method,
 	}
 }
 
+func (c memCaller) Go(ctx context.Context, to replication.Node, m peer.Method, payload []byte, done func([]byte, error)) {
+	go func() { done(c.Call(ctx, to, m, payload)) }()
+}
+
 // ownerRep is the Replicator of a test node: it serves the partitions the
 // table gives it, and confirms every change at once (no replica).
 type ownerRep struct {

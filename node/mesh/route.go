@@ -126,8 +126,24 @@ func (r *router) callOwner(ctx context.Context, p int, n replication.Node, m pee
 	if n.ID == r.self.ID && n.Nonce == r.self.Nonce {
 		return r.call.Call(ctx, n, m, payload)
 	}
+	type result struct {
+		b   []byte
+		err error
+	}
+	ch := make(chan result, 1)
+	r.goOwner(ctx, p, n, m, payload, func(b []byte, err error) { ch <- result{b, err} })
+	res := <-ch
+	return res.b, res.err
+}
+
+// goOwner is callOwner without waiting: done receives what callOwner would
+// return, from the goroutine that learns it (see Caller.Go).
+func (r *router) goOwner(ctx context.Context, p int, n replication.Node, m peer.Method, payload []byte, done func([]byte, error)) {
+	if n.ID == r.self.ID && n.Nonce == r.self.Nonce {
+		r.call.Go(ctx, n, m, payload, done)
+		return
+	}
 	cctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
 	watch := time.AfterFunc(moveCheck, func() {
 		for {
 			ch := r.table.Changed()
@@ -142,12 +158,14 @@ func (r *router) callOwner(ctx context.Context, p int, n replication.Node, m pee
 			}
 		}
 	})
-	defer watch.Stop()
-	out, err := r.call.Call(cctx, n, m, payload)
-	if err != nil && context.Cause(cctx) == errOwnerMoved {
-		err = fmt.Errorf("%w: %w", err, errOwnerMoved)
-	}
-	return out, err
+	r.call.Go(cctx, n, m, payload, func(b []byte, err error) {
+		watch.Stop()
+		if err != nil && context.Cause(cctx) == errOwnerMoved {
+			err = fmt.Errorf("%w: %w", err, errOwnerMoved)
+		}
+		cancel(nil)
+		done(b, err)
+	})
 }
 
 // readOnly reports whether a method changes nothing at the owner.

@@ -45,8 +45,14 @@ func waitNewer(ctx context.Context, t Table, index uint64) {
 // have been carried out; a ctx error that ctx ended before anything was
 // sent. For this node's own handlers ctx is also the caller's connection:
 // when it ends, a queued wait is withdrawn.
+//
+// Go is Call without waiting: done receives what Call would return,
+// exactly once, from whichever goroutine learns it (the one that reads the
+// reply, or the handler's own for this node), so done must not block. It
+// may be called before Go returns.
 type Caller interface {
 	Call(ctx context.Context, n replication.Node, m peer.Method, payload []byte) ([]byte, error)
+	Go(ctx context.Context, n replication.Node, m peer.Method, payload []byte, done func([]byte, error))
 }
 
 // netCaller is the Caller of a running node: its own registry in
@@ -65,6 +71,18 @@ func (c netCaller) Call(ctx context.Context, n replication.Node, m peer.Method, 
 		return nil, fmt.Errorf("%w: node %s has no address", peer.ErrUnreachable, n.ID)
 	}
 	return c.pool.Get(n.PeerAddr).Call(ctx, m, payload)
+}
+
+func (c netCaller) Go(ctx context.Context, n replication.Node, m peer.Method, payload []byte, done func([]byte, error)) {
+	if n.ID == c.self.ID && n.Nonce == c.self.Nonce {
+		c.local.Serve(ctx, m, payload, done)
+		return
+	}
+	if n.PeerAddr == "" {
+		done(nil, fmt.Errorf("%w: node %s has no address", peer.ErrUnreachable, n.ID))
+		return
+	}
+	c.pool.Get(n.PeerAddr).Go(ctx, m, payload, done)
 }
 
 // callLocal runs a method of this node's registry in process and waits

@@ -90,8 +90,23 @@ func (w *meshWait) run(ctx context.Context) {
 		// local owner withdraws the wait if it ends.
 		ctx, cancel := context.WithDeadline(w.ctx, w.deadline.Add(routeTimeout))
 		sent = true
-		b, err := h.rt.callOwner(ctx, p, n, peer.Lock, lockPayload(w.s, []byte(w.name), left, req))
+		// A final answer is delivered by the goroutine that receives it
+		// (answered): a grant reaches the client without waking this one.
+		type reply struct {
+			b         []byte
+			err       error
+			delivered bool
+		}
+		replied := make(chan reply, 1)
+		h.rt.goOwner(ctx, p, n, peer.Lock, lockPayload(w.s, []byte(w.name), left, req), func(b []byte, err error) {
+			replied <- reply{b, err, err == nil && w.answered(b)}
+		})
+		rep := <-replied
 		cancel()
+		if rep.delivered {
+			return
+		}
+		b, err := rep.b, rep.err
 		w.mu.Lock()
 		w.node, w.req = replication.Node{}, ""
 		// In the same step as the request stops being current: a Cancel
@@ -146,6 +161,41 @@ func (w *meshWait) run(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// answered takes an owner's answer to the current request, on the
+// goroutine that received it, and delivers a final one at once if the
+// wait is still live, reporting whether it did. Anything else (a wait
+// being withdrawn, whose grant must be given back; an answer that does not
+// decode) is left to the wait's goroutine, because that may block.
+func (w *meshWait) answered(b []byte) bool {
+	res, err := decodeResult(b)
+	if err != nil {
+		return false
+	}
+	var o partition.Outcome
+	switch res.Status {
+	case locktable.Granted:
+		o = partition.Outcome{Granted: true, Token: res.Token, Reentrant: res.Reentrant}
+	case locktable.TooManyWaiters:
+		o = partition.Outcome{Full: true}
+	case locktable.Unavailable:
+	default:
+		return false // withdrawn (statusCanceled), or not an answer
+	}
+	w.mu.Lock()
+	if w.finished || w.canceled {
+		w.mu.Unlock()
+		return false
+	}
+	w.finished = true
+	w.node, w.req = replication.Node{}, ""
+	w.mu.Unlock()
+	if o.Granted {
+		w.h.sessions.held(w.s.ID, w.name, true)
+	}
+	w.done(o)
+	return true
 }
 
 // pause waits briefly for a newer table.
