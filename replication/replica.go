@@ -27,8 +27,8 @@ const (
 // a change acknowledged.
 func (d *Data) serveReplicate(_ context.Context, _ peer.Method, payload []byte, reply func([]byte, error)) {
 	dec := peer.Dec{B: payload}
-	var out peer.Enc
 	n := dec.Len()
+	out := peer.Enc{B: make([]byte, 0, 8+8*n)}
 	out.Uint(uint64(n))
 	for range n {
 		p, epoch, from, to := int(dec.Uint()), dec.Uint(), dec.Uint(), dec.Uint()

@@ -224,7 +224,7 @@ func (lk *link) collect(ps []int) (batch []sent, body []byte, copies []int) {
 // the batch's partitions need full copies.
 func (lk *link) ship(batch []sent, body []byte) error {
 	d := lk.d
-	var e peer.Enc
+	e := peer.Enc{B: make([]byte, 0, 8+len(body))}
 	e.Uint(uint64(len(batch)))
 	e.B = append(e.B, body...)
 	addr := d.addr(lk.id)

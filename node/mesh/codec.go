@@ -83,7 +83,8 @@ type lockReq struct {
 }
 
 func lockPayload(s node.SessionRef, name []byte, wait time.Duration, req string) []byte {
-	var e peer.Enc
+	// Sized once: appending to an empty buffer would grow it three times.
+	e := peer.Enc{B: make([]byte, 0, 32+len(s.ID)+len(name)+len(req))}
 	e.Str(s.ID)
 	e.Uint(s.Epoch)
 	e.Bytes(name)
@@ -103,7 +104,7 @@ func decodeLockReq(b []byte) (lockReq, error) {
 const statusCanceled = locktable.Status(0)
 
 func encodeResult(res locktable.Result) []byte {
-	var e peer.Enc
+	e := peer.Enc{B: make([]byte, 0, 24)}
 	e.Uint(uint64(res.Status))
 	e.Uint(res.Token)
 	e.Bool(res.Reentrant)

@@ -202,7 +202,7 @@ func (h *home) Stats(ctx context.Context, _ int) (node.Stats, error) {
 			defer wg.Done()
 			cctx, cancel := context.WithTimeout(ctx, time.Second)
 			defer cancel()
-			b, err := h.call.Call(cctx, n, peer.NodeStat, nil)
+			b, err := callNode(cctx, h.call, n, peer.NodeStat, nil)
 			if err != nil {
 				return
 			}

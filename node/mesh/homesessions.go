@@ -211,7 +211,7 @@ func (s *homeSessions) heldEverywhere(ctx context.Context, id string, epoch uint
 				}
 				cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 				defer cancel()
-				b, err := s.call.Call(cctx, n, peer.Held, e.B)
+				b, err := callNode(cctx, s.call, n, peer.Held, e.B)
 				mu.Lock()
 				defer mu.Unlock()
 				if err != nil {
@@ -319,7 +319,7 @@ func (s *homeSessions) renewAll(ctx context.Context) {
 			}
 			cctx, cancel := context.WithTimeout(ctx, s.homeLease/2)
 			defer cancel()
-			b, err := s.call.Call(cctx, n, peer.Renew, e.B)
+			b, err := callNode(cctx, s.call, n, peer.Renew, e.B)
 			if err != nil {
 				return
 			}

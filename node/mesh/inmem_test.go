@@ -148,10 +148,7 @@ type memCaller struct {
 	self replication.Incarnation
 }
 
-func (c memCaller) Call(ctx context.Context, to replication.Node, m peer.Method, payload []byte) ([]byte, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
+func (c memCaller) Start(conn context.Context, to replication.Node, m peer.Method, payload []byte, done func([]byte, error)) func(error) {
 	n := c.net
 	inc := replication.Incarnation{ID: to.ID, Nonce: to.Nonce}
 	n.mu.Lock()
@@ -159,51 +156,42 @@ func (c memCaller) Call(ctx context.Context, to replication.Node, m peer.Method,
 	reg, cut, paused := n.regs[inc], n.cut[to.ID] && to.ID != c.self.ID, n.paused[to.ID]
 	n.mu.Unlock()
 	if inc == c.self {
-		return callLocal(ctx, reg, m, payload)
+		reg.Serve(conn, m, payload, done)
+		return nil
 	}
 	if reg == nil || cut {
-		return nil, fmt.Errorf("%w: %s", peer.ErrUnreachable, to.ID)
+		done(nil, fmt.Errorf("%w: %s", peer.ErrUnreachable, to.ID))
+		return nil
 	}
-	if paused != nil {
-		select {
-		case <-paused:
-		case <-ctx.Done():
-			return nil, fmt.Errorf("%w: %s: no reply: %w", peer.ErrLost, to.ID, ctx.Err())
+	// Whoever answers first (the handler, or an abandon) answers once.
+	var once sync.Once
+	answer := func(b []byte, err error) { once.Do(func() { done(b, err) }) }
+	p := append([]byte(nil), payload...)
+	go func() {
+		if paused != nil {
+			<-paused
 		}
-	}
-	type result struct {
-		b   []byte
-		err error
-	}
-	ch := make(chan result, 1)
-	reg.Serve(n.connCtx, m, append([]byte(nil), payload...), func(b []byte, err error) {
-		if err != nil {
-			// Across the wire only failures keep their class.
-			if _, ok := failure.As(err); !ok {
-				err = failure.Retry(failure.Internal, err.Error())
+		reg.Serve(n.connCtx, m, p, func(b []byte, err error) {
+			if err != nil {
+				// Across the wire only failures keep their class.
+				if _, ok := failure.As(err); !ok {
+					err = failure.Retry(failure.Internal, err.Error())
+				}
 			}
-		}
-		ch <- result{b, err}
-	})
-	select {
-	case r := <-ch:
-		n.mu.Lock()
-		lost := n.drop[to.ID] > 0
-		if lost {
-			n.drop[to.ID]--
-		}
-		n.mu.Unlock()
-		if lost {
-			return nil, fmt.Errorf("%w: %s: reply dropped", peer.ErrLost, to.ID)
-		}
-		return r.b, r.err
-	case <-ctx.Done():
-		return nil, fmt.Errorf("%w: %s: no reply: %w", peer.ErrLost, to.ID, ctx.Err())
-	}
-}
-
-func (c memCaller) Go(ctx context.Context, to replication.Node, m peer.Method, payload []byte, done func([]byte, error)) {
-	go func() { done(c.Call(ctx, to, m, payload)) }()
+			n.mu.Lock()
+			lost := n.drop[to.ID] > 0
+			if lost {
+				n.drop[to.ID]--
+			}
+			n.mu.Unlock()
+			if lost {
+				answer(nil, fmt.Errorf("%w: %s: reply dropped", peer.ErrLost, to.ID))
+				return
+			}
+			answer(b, err)
+		})
+	}()
+	return func(why error) { answer(nil, fmt.Errorf("%w: %s: no reply: %w", peer.ErrLost, to.ID, why)) }
 }
 
 // ownerRep is the Replicator of a test node: it serves the partitions the

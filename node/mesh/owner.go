@@ -428,7 +428,7 @@ func (o *lockOwner) sweepLocks(ctx context.Context) {
 			e.Str(id)
 		}
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		b, err := o.call.Call(cctx, n, peer.Alive, e.B)
+		b, err := callNode(cctx, o.call, n, peer.Alive, e.B)
 		cancel()
 		if err != nil {
 			continue

@@ -30,6 +30,8 @@ type router struct {
 	call  Caller
 	parts int
 	log   *slog.Logger
+	// timers are reused by owner calls, which make one each.
+	timers sync.Pool
 }
 
 func (r *router) partOf(key []byte) int { return partition.Of(key, r.parts) }
@@ -60,9 +62,7 @@ func (r *router) route(ctx context.Context, p int, m peer.Method, payload []byte
 			part := st.Part(p)
 			n, ok := st.Node(part.Owner)
 			if ok && n.Nonce == part.ONonce {
-				cctx, cancel := context.WithDeadline(ctx, deadline)
-				out, err := r.callOwner(cctx, p, n, m, payload)
-				cancel()
+				out, err := r.callOwner(ctx, deadline, p, n, m, payload)
 				if err == nil {
 					return out, nil
 				}
@@ -117,55 +117,163 @@ const moveCheck = 500 * time.Millisecond
 // errOwnerMoved abandons a request to an owner the table has replaced.
 var errOwnerMoved = errors.New("the partition moved to another owner")
 
-// callOwner calls method m on n, the owner of partition p. A request that
-// is slow to answer is abandoned once the table gives the partition to
-// another owner (a paused or cut-off owner never answers), so that route
-// asks the new owner, which holds everything the old one confirmed. The
-// abandoned request fails with peer.ErrLost: it may have been carried out.
-func (r *router) callOwner(ctx context.Context, p int, n replication.Node, m peer.Method, payload []byte) ([]byte, error) {
+// callOwner calls method m on n, the owner of partition p, and waits for
+// its reply until ctx ends or deadline passes. A request that is slow to
+// answer is abandoned once the table gives the partition to another owner
+// (a paused or cut-off owner never answers), so that route asks the new
+// owner, which holds everything the old one confirmed. An abandoned
+// request fails with peer.ErrLost: it may have been carried out. One
+// timer serves the deadline and the watch; nothing else is made per call.
+func (r *router) callOwner(ctx context.Context, deadline time.Time, p int, n replication.Node, m peer.Method, payload []byte) ([]byte, error) {
 	if n.ID == r.self.ID && n.Nonce == r.self.Nonce {
-		return r.call.Call(ctx, n, m, payload)
+		return callNode(ctx, r.call, n, m, payload) // this node answers; ctx ends a wait
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
 	type result struct {
 		b   []byte
 		err error
 	}
 	ch := make(chan result, 1)
-	r.goOwner(ctx, p, n, m, payload, func(b []byte, err error) { ch <- result{b, err} })
+	abandon := r.call.Start(ctx, n, m, payload, func(b []byte, err error) { ch <- result{b, err} })
+	if abandon == nil {
+		res := <-ch
+		return res.b, res.err
+	}
+	timer := r.getTimer(min(moveCheck, time.Until(deadline)))
+	defer r.putTimer(timer)
+	var changed <-chan struct{} // watched once the request is slow
+	var why error
+	for why == nil {
+		select {
+		case res := <-ch:
+			return res.b, res.err
+		case <-ctx.Done():
+			why = ctx.Err()
+		case <-timer.C:
+			if !time.Now().Before(deadline) {
+				why = context.DeadlineExceeded
+				break
+			}
+			changed = r.table.Changed()
+			if r.moved(p, n) {
+				why = errOwnerMoved
+				break
+			}
+			timer.Reset(time.Until(deadline))
+		case <-changed:
+			changed = r.table.Changed()
+			if r.moved(p, n) {
+				why = errOwnerMoved
+			}
+		}
+	}
+	abandon(why)
 	res := <-ch
+	if res.err != nil && why == errOwnerMoved {
+		res.err = fmt.Errorf("%w: %w", res.err, errOwnerMoved)
+	}
 	return res.b, res.err
 }
 
+// getTimer returns a timer of the router's pool (one per owner call in
+// flight), set to fire after d.
+func (r *router) getTimer(d time.Duration) *time.Timer {
+	if t, ok := r.timers.Get().(*time.Timer); ok {
+		t.Reset(d)
+		return t
+	}
+	return time.NewTimer(d)
+}
+
+// putTimer stops t and returns it to the pool. Since Go 1.23 a stopped
+// timer's channel holds no stale value, so the next Reset starts clean.
+func (r *router) putTimer(t *time.Timer) {
+	t.Stop()
+	r.timers.Put(t)
+}
+
+// moved reports whether the table no longer gives partition p to n.
+func (r *router) moved(p int, n replication.Node) bool {
+	cur := r.table.State().Part(p)
+	return cur.Owner != n.ID || cur.ONonce != n.Nonce
+}
+
 // goOwner is callOwner without waiting: done receives what callOwner would
-// return, from the goroutine that learns it (see Caller.Go).
+// return, from the goroutine that learns it (see Caller). ctx ends the
+// request (and is the connection of this node's own handler).
 func (r *router) goOwner(ctx context.Context, p int, n replication.Node, m peer.Method, payload []byte, done func([]byte, error)) {
-	if n.ID == r.self.ID && n.Nonce == r.self.Nonce {
-		r.call.Go(ctx, n, m, payload, done)
+	if err := ctx.Err(); err != nil {
+		done(nil, err)
 		return
 	}
-	cctx, cancel := context.WithCancelCause(ctx)
-	watch := time.AfterFunc(moveCheck, func() {
+	if n.ID == r.self.ID && n.Nonce == r.self.Nonce {
+		r.call.Start(ctx, n, m, payload, done)
+		return
+	}
+	var (
+		mu       sync.Mutex // guards the fields below
+		answered bool
+		cause    error       // why the request was abandoned
+		watch    *time.Timer // set once started, unless answered first
+		ctxStop  func() bool
+		stop     = make(chan struct{}) // closed when answered
+	)
+	abandon := r.call.Start(ctx, n, m, payload, func(b []byte, err error) {
+		mu.Lock()
+		answered = true
+		why, w, cs := cause, watch, ctxStop
+		mu.Unlock()
+		close(stop)
+		if w != nil {
+			w.Stop()
+			cs()
+		}
+		if err != nil && why == errOwnerMoved {
+			err = fmt.Errorf("%w: %w", err, errOwnerMoved)
+		}
+		done(b, err)
+	})
+	if abandon == nil {
+		return
+	}
+	give := func(why error) {
+		mu.Lock()
+		if answered || cause != nil {
+			mu.Unlock()
+			return
+		}
+		cause = why
+		mu.Unlock()
+		abandon(why)
+	}
+	// The watch runs only for a request still unanswered after moveCheck;
+	// the context ends the request at any time.
+	w := time.AfterFunc(moveCheck, func() {
 		for {
 			ch := r.table.Changed()
-			if cur := r.table.State().Part(p); cur.Owner != n.ID || cur.ONonce != n.Nonce {
-				cancel(errOwnerMoved)
+			if r.moved(p, n) {
+				give(errOwnerMoved)
 				return
 			}
 			select {
 			case <-ch:
-			case <-cctx.Done():
+			case <-stop:
 				return
 			}
 		}
 	})
-	r.call.Go(cctx, n, m, payload, func(b []byte, err error) {
-		watch.Stop()
-		if err != nil && context.Cause(cctx) == errOwnerMoved {
-			err = fmt.Errorf("%w: %w", err, errOwnerMoved)
-		}
-		cancel(nil)
-		done(b, err)
-	})
+	cs := context.AfterFunc(ctx, func() { give(ctx.Err()) })
+	mu.Lock()
+	if answered {
+		mu.Unlock()
+		w.Stop()
+		cs()
+		return
+	}
+	watch, ctxStop = w, cs
+	mu.Unlock()
 }
 
 // readOnly reports whether a method changes nothing at the owner.

@@ -36,23 +36,46 @@ func waitNewer(ctx context.Context, t Table, index uint64) {
 	}
 }
 
-// Caller calls a peer method on a node and returns its reply: this
-// node's own handlers in process, another node's over the network.
+// Caller calls peer methods on nodes: this node's own handlers in
+// process, another node's over the network.
 //
-// Contract: a refusal comes back as a *failure.Error whose class and
-// reason the handler chose; peer.ErrUnreachable (wrapped) means nothing
-// was sent; peer.ErrLost (wrapped) that the request went out and may
-// have been carried out; a ctx error that ctx ended before anything was
-// sent. For this node's own handlers ctx is also the caller's connection:
-// when it ends, a queued wait is withdrawn.
-//
-// Go is Call without waiting: done receives what Call would return,
-// exactly once, from whichever goroutine learns it (the one that reads the
-// reply, or the handler's own for this node), so done must not block. It
-// may be called before Go returns.
+// Contract: Start sends m to n and returns at once; done receives, exactly
+// once, the reply or why there is none, from whichever goroutine learns it
+// (the one that reads the reply, the handler's own for this node, the
+// caller's if nothing could be sent), so done must not block. A refusal
+// is a *failure.Error whose class and reason the handler chose;
+// peer.ErrUnreachable (wrapped) means nothing was sent; peer.ErrLost
+// (wrapped) that the request went out and may have been carried out. For
+// this node's own handlers conn is the caller's connection: when it ends,
+// a queued wait is withdrawn. Start returns a function that abandons the
+// request (done then receives peer.ErrLost wrapping why, unless the reply
+// came first), or nil when it cannot be abandoned: a call to this node,
+// whose conn ends it, or one that was never sent.
 type Caller interface {
-	Call(ctx context.Context, n replication.Node, m peer.Method, payload []byte) ([]byte, error)
-	Go(ctx context.Context, n replication.Node, m peer.Method, payload []byte, done func([]byte, error))
+	Start(conn context.Context, n replication.Node, m peer.Method, payload []byte, done func([]byte, error)) (abandon func(why error))
+}
+
+// callNode calls m on n and waits for the reply, or until ctx ends.
+func callNode(ctx context.Context, c Caller, n replication.Node, m peer.Method, payload []byte) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err // nothing sent: a caller looping on a dead context must not flood the peer
+	}
+	type result struct {
+		b   []byte
+		err error
+	}
+	ch := make(chan result, 1)
+	abandon := c.Start(ctx, n, m, payload, func(b []byte, err error) { ch <- result{b, err} })
+	if abandon != nil {
+		select {
+		case r := <-ch:
+			return r.b, r.err
+		case <-ctx.Done():
+			abandon(ctx.Err())
+		}
+	}
+	r := <-ch
+	return r.b, r.err
 }
 
 // netCaller is the Caller of a running node: its own registry in
@@ -63,37 +86,17 @@ type netCaller struct {
 	pool  *peer.Pool
 }
 
-func (c netCaller) Call(ctx context.Context, n replication.Node, m peer.Method, payload []byte) ([]byte, error) {
+func (c netCaller) Start(conn context.Context, n replication.Node, m peer.Method, payload []byte, done func([]byte, error)) func(error) {
 	if n.ID == c.self.ID && n.Nonce == c.self.Nonce {
-		return callLocal(ctx, c.local, m, payload)
-	}
-	if n.PeerAddr == "" {
-		return nil, fmt.Errorf("%w: node %s has no address", peer.ErrUnreachable, n.ID)
-	}
-	return c.pool.Get(n.PeerAddr).Call(ctx, m, payload)
-}
-
-func (c netCaller) Go(ctx context.Context, n replication.Node, m peer.Method, payload []byte, done func([]byte, error)) {
-	if n.ID == c.self.ID && n.Nonce == c.self.Nonce {
-		c.local.Serve(ctx, m, payload, done)
-		return
+		c.local.Serve(conn, m, payload, done)
+		return nil
 	}
 	if n.PeerAddr == "" {
 		done(nil, fmt.Errorf("%w: node %s has no address", peer.ErrUnreachable, n.ID))
-		return
+		return nil
 	}
-	c.pool.Get(n.PeerAddr).Go(ctx, m, payload, done)
-}
-
-// callLocal runs a method of this node's registry in process and waits
-// for its reply, which every handler gives exactly once.
-func callLocal(ctx context.Context, reg *peer.Registry, m peer.Method, payload []byte) ([]byte, error) {
-	type result struct {
-		b   []byte
-		err error
+	if p := c.pool.Get(n.PeerAddr).Start(m, payload, done); p != nil {
+		return func(why error) { p.Abandon(why) }
 	}
-	ch := make(chan result, 1)
-	reg.Serve(ctx, m, payload, func(b []byte, err error) { ch <- result{b, err} })
-	r := <-ch
-	return r.b, r.err
+	return nil
 }

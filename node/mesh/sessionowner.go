@@ -139,7 +139,7 @@ func (s *sessionOwner) probe(ctx context.Context, rec locktable.Session) probeRe
 	e.Uint(rec.Epoch)
 	cctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 	defer cancel()
-	b, err := s.call.Call(cctx, n, peer.Probe, e.B)
+	b, err := callNode(cctx, s.call, n, peer.Probe, e.B)
 	if err != nil {
 		return probeUnknown
 	}

@@ -314,7 +314,7 @@ func (w *meshWait) Cancel() bool {
 	e.Str(req)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	b, err := w.h.call.Call(ctx, n, peer.Cancel, e.B)
+	b, err := callNode(ctx, w.h.call, n, peer.Cancel, e.B)
 	if withdrawn, derr := decodeBool(b); err == nil && derr == nil && withdrawn {
 		w.mu.Lock()
 		w.finished = true

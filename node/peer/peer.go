@@ -292,9 +292,9 @@ func (s *sender) close() {
 	<-s.done
 }
 
-// readFrame reads one frame into buf (grown as needed).
-func readFrame(r *bufio.Reader, buf []byte) (kind byte, id uint64, payload, nbuf []byte, err error) {
-	var h [headerLen]byte
+// readFrame reads one frame into buf (grown as needed). h is the
+// caller's, so that the header does not escape to the heap per frame.
+func readFrame(r *bufio.Reader, buf []byte, h *[headerLen]byte) (kind byte, id uint64, payload, nbuf []byte, err error) {
 	if _, err = io.ReadFull(r, h[:]); err != nil {
 		return 0, 0, nil, buf, err
 	}
@@ -355,8 +355,9 @@ func (s *Server) ServeConn(nc net.Conn, r *bufio.Reader) {
 	connCtx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var buf []byte
+	var hdr [headerLen]byte
 	for {
-		kind, id, payload, nbuf, err := readFrame(r, buf)
+		kind, id, payload, nbuf, err := readFrame(r, buf, &hdr)
 		buf = nbuf
 		if err != nil {
 			return
@@ -407,13 +408,12 @@ type Client struct {
 }
 
 type clientConn struct {
-	nc        net.Conn
-	out       *sender
-	mu        sync.Mutex // guards pending, callbacks and dead
-	pending   map[uint64]chan result
-	callbacks map[uint64]func([]byte, error) // for Go: called instead of the channel
-	dead      bool
-	done      chan struct{}
+	nc      net.Conn
+	out     *sender
+	mu      sync.Mutex // guards pending and dead
+	pending map[uint64]func([]byte, error)
+	dead    bool
+	done    chan struct{}
 }
 
 type result struct {
@@ -490,7 +490,7 @@ func (c *Client) dial(ctx context.Context) (*clientConn, error) {
 		return nil, err
 	}
 	nc.SetWriteDeadline(time.Time{})
-	cc := &clientConn{nc: nc, pending: make(map[uint64]chan result), callbacks: make(map[uint64]func([]byte, error)), done: make(chan struct{})}
+	cc := &clientConn{nc: nc, pending: make(map[uint64]func([]byte, error)), done: make(chan struct{})}
 	cc.out = newInlineSender(nc, func(error) { nc.Close() })
 	go c.read(cc)
 	return cc, nil
@@ -502,29 +502,25 @@ func (c *Client) read(cc *clientConn) {
 	defer close(cc.done)
 	r := bufio.NewReaderSize(cc.nc, 64<<10)
 	var buf []byte
+	var hdr [headerLen]byte
 	for {
-		kind, id, payload, nbuf, err := readFrame(r, buf)
+		kind, id, payload, nbuf, err := readFrame(r, buf, &hdr)
 		buf = nbuf
 		if err != nil {
 			break
 		}
 		cc.mu.Lock()
-		ch, cb := cc.pending[id], cc.callbacks[id]
+		cb := cc.pending[id]
 		delete(cc.pending, id)
-		delete(cc.callbacks, id)
 		cc.mu.Unlock()
-		if ch == nil {
+		if cb == nil {
 			continue // the caller gave up on it
 		}
 		p := append([]byte(nil), payload...)
-		r := result{payload: p}
 		if kind == kindFailure {
-			r = result{err: decodeFailure(p)}
-		}
-		if cb != nil {
-			cb(r.payload, r.err)
+			cb(nil, decodeFailure(p))
 		} else {
-			ch <- r
+			cb(p, nil)
 		}
 	}
 	cc.shut()
@@ -535,16 +531,12 @@ func (c *Client) read(cc *clientConn) {
 	c.mu.Unlock()
 	cc.mu.Lock()
 	cc.dead = true
-	pending, callbacks := cc.pending, cc.callbacks
-	cc.pending, cc.callbacks = map[uint64]chan result{}, map[uint64]func([]byte, error){}
+	pending := cc.pending
+	cc.pending = map[uint64]func([]byte, error){}
 	cc.mu.Unlock()
 	lost := fmt.Errorf("%w: %s", ErrLost, c.addr)
-	for id, ch := range pending {
-		if cb := callbacks[id]; cb != nil {
-			cb(nil, lost)
-		} else {
-			ch <- result{err: lost}
-		}
+	for _, cb := range pending {
+		cb(nil, lost)
 	}
 }
 
@@ -553,114 +545,135 @@ func (cc *clientConn) shut() {
 	cc.out.close()
 }
 
-// Call sends a request and waits for its reply. If ctx ends first, the
-// call returns ctx.Err() and any late reply is dropped; the remote side
-// may still carry the request out.
-func (c *Client) Call(ctx context.Context, method Method, payload []byte) ([]byte, error) {
-	if method < MinMethod {
-		return nil, fmt.Errorf("peer: method %d is reserved", method)
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, err // nothing sent: a caller looping on a dead context must not flood the peer
-	}
-	cc, err := c.conn(ctx)
-	if err != nil {
-		return nil, err
-	}
-	ch := make(chan result, 1)
-	c.mu.Lock()
-	c.nextID++
-	id := c.nextID
-	c.mu.Unlock()
-	cc.mu.Lock()
-	if cc.dead {
-		cc.mu.Unlock()
-		return nil, fmt.Errorf("%w: %s: connection closed", ErrUnreachable, c.addr)
-	}
-	cc.pending[id] = ch
-	cc.mu.Unlock()
-	if err := cc.out.send(byte(method), id, payload); err != nil {
-		cc.mu.Lock()
-		delete(cc.pending, id)
-		cc.mu.Unlock()
-		if errors.Is(err, ErrTooLarge) {
-			return nil, err
-		}
-		return nil, fmt.Errorf("%w: %s: %v", ErrUnreachable, c.addr, err)
-	}
-	select {
-	case r := <-ch:
-		return r.payload, r.err
-	case <-ctx.Done():
-		cc.mu.Lock()
-		delete(cc.pending, id)
-		cc.mu.Unlock()
-		// The request went out: the remote node may have carried it out.
-		return nil, fmt.Errorf("%w: %s: no reply: %w", ErrLost, c.addr, ctx.Err())
-	}
+// Pending is a request sent and not answered yet.
+type Pending struct {
+	c    *Client
+	cc   *clientConn
+	id   uint64
+	done func([]byte, error)
 }
 
-// Go sends a request without waiting for its reply: done is called once
-// with the reply or the error, on the connection's reader goroutine (so it
-// must not block), on the caller's goroutine if the request could not be
-// sent, or on a goroutine of its own with ErrLost if ctx ends first.
-// Requests from one goroutine are sent in the order of the Go calls, and
-// the remote server reads them in that order.
-func (c *Client) Go(ctx context.Context, method Method, payload []byte, done func([]byte, error)) {
+// Start sends a request and returns at once. done is called exactly once,
+// with the reply or the error: on the connection's reader goroutine (so it
+// must not block), on the goroutine that abandons the request, or, when
+// the request could not be sent, on the caller's before Start returns
+// nil. Requests from one goroutine are sent in the order of its calls,
+// and the remote server reads them in that order. Start takes no context:
+// a caller that needs one abandons the request when it ends, and so pays
+// for no context or timer per request.
+func (c *Client) Start(method Method, payload []byte, done func([]byte, error)) *Pending {
 	if method < MinMethod {
 		done(nil, fmt.Errorf("peer: method %d is reserved", method))
-		return
+		return nil
 	}
-	if err := ctx.Err(); err != nil {
-		done(nil, err)
-		return
-	}
-	cc, err := c.conn(ctx)
+	cc, err := c.conn(context.Background())
 	if err != nil {
 		done(nil, err)
-		return
+		return nil
 	}
 	c.mu.Lock()
 	c.nextID++
 	id := c.nextID
 	c.mu.Unlock()
-	ch := make(chan result, 1)
 	cc.mu.Lock()
 	if cc.dead {
 		cc.mu.Unlock()
 		done(nil, fmt.Errorf("%w: %s: connection closed", ErrUnreachable, c.addr))
+		return nil
+	}
+	cc.pending[id] = done
+	cc.mu.Unlock()
+	p := &Pending{c: c, cc: cc, id: id, done: done}
+	if err := cc.out.send(byte(method), id, payload); err != nil && p.take() {
+		if !errors.Is(err, ErrTooLarge) {
+			err = fmt.Errorf("%w: %s: %v", ErrUnreachable, c.addr, err)
+		}
+		done(nil, err)
+		return nil
+	}
+	return p
+}
+
+// take removes the request from those waiting for a reply; true means
+// the caller now owns calling done.
+func (p *Pending) take() bool {
+	p.cc.mu.Lock()
+	defer p.cc.mu.Unlock()
+	if _, ok := p.cc.pending[p.id]; !ok {
+		return false
+	}
+	delete(p.cc.pending, p.id)
+	return true
+}
+
+// Abandon stops waiting for the reply: unless it came first, done receives
+// ErrLost, wrapping why, on this goroutine. The request went out, so the
+// remote node may still carry it out. Abandon reports whether it did.
+func (p *Pending) Abandon(why error) bool {
+	if p == nil || !p.take() {
+		return false
+	}
+	p.done(nil, fmt.Errorf("%w: %s: no reply: %w", ErrLost, p.c.addr, why))
+	return true
+}
+
+// Call sends a request and waits for its reply. If ctx ends first, the
+// call fails with ErrLost wrapping ctx.Err() and any late reply is
+// dropped; the remote side may still carry the request out.
+func (c *Client) Call(ctx context.Context, method Method, payload []byte) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err // nothing sent: a caller looping on a dead context must not flood the peer
+	}
+	ch := make(chan result, 1)
+	p := c.Start(method, payload, func(b []byte, err error) { ch <- result{b, err} })
+	if p != nil {
+		select {
+		case r := <-ch:
+			return r.payload, r.err
+		case <-ctx.Done():
+			p.Abandon(ctx.Err())
+		}
+	}
+	r := <-ch
+	return r.payload, r.err
+}
+
+// Go is Start for a caller with a context: if ctx ends before the reply,
+// the request is abandoned. A connection that goes silent without
+// breaking (a partition that drops packets) would otherwise keep the
+// caller waiting until TCP gives up, many minutes later.
+func (c *Client) Go(ctx context.Context, method Method, payload []byte, done func([]byte, error)) {
+	if err := ctx.Err(); err != nil {
+		done(nil, err)
 		return
 	}
-	// Whoever takes id out of the maps calls done: the reader, the
-	// connection's end, or ctx ending. A connection that goes silent
-	// without breaking (a partition that drops packets) would otherwise
-	// keep the caller waiting until TCP gives up, many minutes later.
-	var stop func() bool
-	take := func() bool {
-		cc.mu.Lock()
-		defer cc.mu.Unlock()
-		if _, ok := cc.callbacks[id]; !ok {
-			return false
+	var (
+		mu       sync.Mutex // guards stop and answered
+		stop     func() bool
+		answered bool
+	)
+	p := c.Start(method, payload, func(b []byte, err error) {
+		mu.Lock()
+		answered = true
+		st := stop
+		mu.Unlock()
+		if st != nil {
+			st()
 		}
-		delete(cc.pending, id)
-		delete(cc.callbacks, id)
-		return true
-	}
-	cc.pending[id] = ch
-	cc.callbacks[id] = func(b []byte, err error) {
-		stop()
 		done(b, err)
-	}
-	stop = context.AfterFunc(ctx, func() {
-		if take() {
-			done(nil, fmt.Errorf("%w: %s: no reply: %w", ErrLost, c.addr, ctx.Err()))
-		}
 	})
-	cc.mu.Unlock()
-	if err := cc.out.send(byte(method), id, payload); err != nil && take() {
-		stop()
-		done(nil, fmt.Errorf("%w: %s: %v", ErrUnreachable, c.addr, err))
+	if p == nil {
+		return
 	}
+	st := context.AfterFunc(ctx, func() { p.Abandon(ctx.Err()) })
+	mu.Lock()
+	if answered {
+		mu.Unlock()
+		st()
+		return
+	}
+	stop = st
+	mu.Unlock()
 }
 
 // Close closes the connection; pending calls fail with ErrLost.
