@@ -495,19 +495,10 @@ func (s *Set) tick(p *part, now locktable.Time) {
 // is looked at again.
 const retryTick = 100 * time.Millisecond
 
-// step is one operation applied under its partition's mutex: what it
-// decided for others, and the position its answer waits for.
-type step struct {
-	p       *part
-	pend    pending
-	pos     uint64
-	changed bool // the operation changed replicated state of its own
-}
-
 // begin executes f on p's table under p's mutex once admitted, and
-// records the changes it made.
-func (s *Set) begin(p *part, op Op, f func(t *locktable.Table, now locktable.Time, pend *pending), st *step) error {
-	st.p = p
+// records the changes it made: it returns the position the answer waits
+// for, and whether the operation changed replicated state of its own.
+func (s *Set) begin(p *part, op Op, f func(t *locktable.Table, now locktable.Time, pend *pending), pend *pending) (pos uint64, changed bool, err error) {
 	p.mu.Lock()
 	if s.rep != nil {
 		if err := s.rep.Admit(p.id, op); err != nil {
@@ -515,28 +506,28 @@ func (s *Set) begin(p *part, op Op, f func(t *locktable.Table, now locktable.Tim
 			// when it may; the timer loop looks again on its next wake-up.
 			p.next.Store(0)
 			p.mu.Unlock()
-			return err
+			return 0, false, err
 		}
 	}
 	now := s.clock()
-	f(p.table, now, &st.pend)
-	st.changed = len(st.pend.names)+len(st.pend.sessions) > 0
-	st.pos = s.record(p, now, &st.pend)
+	f(p.table, now, pend)
+	changed = len(pend.names)+len(pend.sessions) > 0
+	pos = s.record(p, now, pend)
 	s.rearm(p)
 	p.mu.Unlock()
-	return nil
+	return pos, changed, nil
 }
 
-// end delivers the outcomes a step decided, once its changes are
-// confirmed (err nil) or known to be at risk, and returns the step's own
-// error.
-func (s *Set) end(st *step, err error) error {
-	if err != nil && !st.changed {
+// end delivers the outcomes an operation decided, once its changes are
+// confirmed (err nil) or known to be at risk, and returns the operation's
+// own error.
+func (s *Set) end(p *part, pend *pending, changed bool, err error) error {
+	if err != nil && !changed {
 		// Nothing of this request's own is at risk, only what it read:
 		// it did nothing, and may be asked again.
-		err = unconfirmed(st.p)
+		err = unconfirmed(p)
 	}
-	s.settle(&st.pend, err)
+	s.settle(pend, err)
 	return err
 }
 
@@ -544,27 +535,28 @@ func (s *Set) end(st *step, err error) error {
 // changes it made, waits for their acknowledgement with the mutex
 // released, and then delivers the outcomes it decided.
 func (s *Set) run(p *part, op Op, f func(t *locktable.Table, now locktable.Time, pend *pending)) error {
-	var st step
-	if err := s.begin(p, op, f, &st); err != nil {
+	var pend pending
+	pos, changed, err := s.begin(p, op, f, &pend)
+	if err != nil {
 		return err
 	}
-	return s.end(&st, s.await(p, st.pos))
+	return s.end(p, &pend, changed, s.await(p, pos))
 }
 
 // runThen is run for a caller that cannot block: then receives run's
 // error, before runThen returns if nothing is to be confirmed, else from
 // whichever goroutine learns of the confirmation.
 func (s *Set) runThen(p *part, op Op, f func(t *locktable.Table, now locktable.Time, pend *pending), then func(error)) {
-	st := &step{}
-	if err := s.begin(p, op, f, st); err != nil {
+	pend := &pending{}
+	pos, changed, err := s.begin(p, op, f, pend)
+	switch {
+	case err != nil:
 		then(err)
-		return
+	case pos == 0:
+		then(s.end(p, pend, changed, nil))
+	default:
+		s.rep.Confirm(p.id, pos, func(err error) { then(s.end(p, pend, changed, err)) })
 	}
-	if st.pos == 0 {
-		then(s.end(st, nil))
-		return
-	}
-	s.rep.Confirm(p.id, st.pos, func(err error) { then(s.end(st, err)) })
 }
 
 // unconfirmed refuses an answer that rested on changes whose
