@@ -8,11 +8,13 @@
 // Files: server.go (listener, shutdown), conn.go (one connection's read,
 // parse and write loop), commands.go (one method per verb), wait.go (a
 // blocking lock that keeps reading its connection), clients.go (sessions
-// attached here, shared with a mesh), backend.go and local.go (the
-// Backend seam and the single node's backend), config.go.
+// attached here, shared with a mesh), backend.go (the Backend seam and
+// Local, the single node's backend), topology.go (the members, placement
+// and stats views a backend may offer), config.go, and hangup_*.go (whether a
+// client has hung up, asked at the moment of a grant, per platform).
 //
-// Imports: node/wire, node/locktable, node/partition, node/failure and the
-// standard library. Never node/mesh, replication or ring: the mesh
+// Imports: node/wire, node/locktable, node/partition, node/failure,
+// golang.org/x/sys and the standard library. Never node/mesh, replication or ring: the mesh
 // depends on this package, not the other way round.
 //
 // Lock order: Server.mu and Clients.mu are leaves; a conn has no mutex
