@@ -75,7 +75,9 @@ func (c DataConfig) Validate() error {
 //
 // Lock order: a partition's mutex (taken through Set.With or by the set
 // around Admit and Record), then that partition's local.mu, then a link's
-// mu. Data.mu is taken alone.
+// mu. Data.mu is a leaf: nothing is taken while it is held, and it may be
+// taken with any of those held (linkTo, when an owner needs a link to a
+// new replica).
 type Data struct {
 	cfg   DataConfig
 	log   *slog.Logger
@@ -125,6 +127,9 @@ type local struct {
 	out        []entry   // recorded, not yet sent
 	// confirms wait for positions of this ownership to be acknowledged.
 	confirms []confirm
+	// closed: the data plane has stopped, so nothing will be acknowledged
+	// again; a confirmation asked for now is answered at once.
+	closed bool
 
 	// Replica side.
 	rseq    uint64 // last position applied at this epoch
@@ -207,9 +212,10 @@ func (d *Data) Close() {
 	// that its outcome is unknown.
 	for _, l := range d.parts {
 		l.mu.Lock()
+		l.closed = true
 		cs := l.takeConfirms()
 		l.mu.Unlock()
-		failConfirms(cs, notConfirmed(l.id, "is shutting down before its replica confirmed"))
+		failConfirms(cs, errClosedUnconfirmed(l.id))
 	}
 	d.set.Close()
 }
@@ -302,6 +308,11 @@ func (d *Data) Confirm(p int, pos uint64, then func(error)) {
 	case l.acked >= pos&(1<<posBits-1):
 		l.mu.Unlock()
 		then(nil)
+	case l.closed:
+		// Nothing would answer it: the loops that read acknowledgements and
+		// expire confirmations have stopped.
+		l.mu.Unlock()
+		then(errClosedUnconfirmed(p))
 	default:
 		l.confirms = append(l.confirms, confirm{seq: pos & (1<<posBits - 1), at: time.Now(), then: then})
 		l.mu.Unlock()
@@ -345,6 +356,7 @@ func (d *Data) expireConfirms() {
 					kept = append(kept, c)
 				}
 			}
+			clear(l.confirms[len(kept):]) // the answered callbacks are not kept alive
 			l.confirms = kept
 			gen := l.gen
 			l.mu.Unlock()
@@ -354,6 +366,10 @@ func (d *Data) expireConfirms() {
 			}
 		}
 	}
+}
+
+func errClosedUnconfirmed(p int) error {
+	return notConfirmed(p, "is shutting down before its replica confirmed")
 }
 
 // resync sends a full copy of p when position pos of ownership gen is

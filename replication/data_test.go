@@ -435,3 +435,26 @@ func TestReplicaRefusesAStaleCopy(t *testing.T) {
 		t.Fatal("the replica's copy lost the acknowledged grant")
 	}
 }
+
+// A confirmation asked for after the data plane stopped is answered at
+// once: nothing will acknowledge it, and a caller blocked in Await would
+// otherwise hang a shutdown.
+func TestConfirmAfterCloseIsAnswered(t *testing.T) {
+	a, b := startData(t, "a"), startData(t, "b")
+	syncPair(t, a, b)
+	l := a.data.parts[0]
+	l.mu.Lock()
+	pos := l.gen<<posBits | (l.acked + 1) // a position the replica has not acknowledged
+	l.mu.Unlock()
+	a.data.Close()
+	done := make(chan error, 1)
+	go func() { done <- a.data.Await(0, pos) }()
+	select {
+	case err := <-done:
+		if failure.ClassOf(err) != failure.Indeterminate {
+			t.Fatalf("err = %v; want an unknown outcome", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a confirmation asked for after Close is never answered")
+	}
+}

@@ -32,6 +32,11 @@ type lockOwner struct {
 	// floors is, per session, the lowest attach epoch still served: a
 	// home that lost its session to a resume elsewhere is fenced off.
 	floors map[string]uint64
+
+	// testHookQueued, when set, runs between a wait's queueing and its
+	// entry in waits, where its outcome may be delivered by another
+	// goroutine.
+	testHookQueued func(*queued)
 }
 
 // queued is one lock request waiting in a partition's queue, answered
@@ -169,14 +174,24 @@ func (o *lockOwner) lock(conn context.Context, _ peer.Method, b []byte, reply fu
 		}
 		qw.w = w
 		qw.mu.Unlock()
+		if o.testHookQueued != nil {
+			o.testHookQueued(qw)
+		}
 		o.mu.Lock()
 		o.waits[q.req] = qw
 		o.mu.Unlock()
 		stop := context.AfterFunc(conn, func() { o.withdraw(q.req, errWithdrawn) })
 		qw.mu.Lock()
 		if qw.answered {
+			// Answered since it was found unanswered above, perhaps before
+			// it was in the map, where answer would have deleted it.
 			qw.mu.Unlock()
 			stop()
+			o.mu.Lock()
+			if o.waits[q.req] == qw {
+				delete(o.waits, q.req)
+			}
+			o.mu.Unlock()
 		} else {
 			qw.stop = stop
 			qw.mu.Unlock()

@@ -84,3 +84,36 @@ func TestResumeWithdrawsOlderHomesWaits(t *testing.T) {
 		t.Fatalf("%d waits left in the table", left)
 	}
 }
+
+// A wait whose outcome is delivered (its deadline, a hand-over) while it
+// is being entered in the owner's table of waits leaves no entry behind:
+// a stale entry would stay forever, and every resume would scan it.
+func TestWaitAnsweredWhileQueuedLeavesNoEntry(t *testing.T) {
+	set, err := partition.New(partition.Config{Partitions: 4, Limits: locktable.Limits{MaxWaiters: 10, DefaultTimeout: time.Minute}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer set.Close()
+	o := newLockOwner(set, nil, nil, func() int { return 0 }, slog.New(slog.DiscardHandler))
+	o.testHookQueued = func(qw *queued) {
+		// As the deadline timer would: the wait ends unavailable.
+		if set.Cancel(qw.w) {
+			qw.outcome(partition.Outcome{})
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	x := []byte("x")
+	if res, err := set.Lock(ctx, "other", x, 0); err != nil || res.Status != locktable.Granted {
+		t.Fatalf("holder: %v %v", res, err)
+	}
+	b, err := call(ctx, o.lock, lockPayload(node.SessionRef{ID: "s", Epoch: 1}, x, 10*time.Second, "home/1"))
+	if res, derr := decodeResult(b); err != nil || derr != nil || res.Status != locktable.Unavailable {
+		t.Fatalf("the wait: %v %v %v; want unavailable", res, err, derr)
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if len(o.waits) != 0 {
+		t.Fatalf("%d waits still on record after their answers", len(o.waits))
+	}
+}

@@ -232,11 +232,16 @@ func (w *meshWait) settleCanceled() {
 	ctx, cancel := context.WithTimeout(w.ctx, routeTimeout)
 	defer cancel()
 	_, st, err := w.h.Token(ctx, w.s, []byte(w.name))
-	if err == nil && st == locktable.Granted {
+	switch {
+	case err != nil:
+		// Nobody could say (this node is shutting down, the owner is out
+		// of reach): not "refused", which would say nothing was granted.
+		w.deliver(partition.Outcome{Err: failure.Unknown(failure.Unavailable, "lock "+w.name+": the wait was given up on while its outcome was unknown; ask token after resuming")})
+	case st == locktable.Granted:
 		w.deliver(partition.Outcome{Granted: true})
-		return
+	default:
+		w.deliver(partition.Outcome{})
 	}
-	w.deliver(partition.Outcome{})
 }
 
 // shutDown ends a wait because this node is shutting down. Once a
@@ -316,10 +321,14 @@ func (w *meshWait) Cancel() bool {
 	defer cancel()
 	b, err := callNode(ctx, w.h.call, n, peer.Cancel, e.B)
 	if withdrawn, derr := decodeBool(b); err == nil && derr == nil && withdrawn {
+		// The wait may have settled meanwhile (the request it withdrew had
+		// been given up on, and the wait asked elsewhere): then its outcome
+		// was delivered, and the connection must take it.
 		w.mu.Lock()
+		settled := w.finished
 		w.finished = true
 		w.mu.Unlock()
-		return true
+		return !settled
 	}
 	return false
 }

@@ -1,6 +1,16 @@
 package mesh
 
-import "testing"
+import (
+	"context"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/elock/elock/node/failure"
+	"github.com/elock/elock/node/locktable"
+	"github.com/elock/elock/node/partition"
+	"github.com/elock/elock/replication"
+)
 
 // A wait that a client gives up on between requests is withdrawn at once
 // only if no request went unanswered: an unanswered one may have been
@@ -26,4 +36,96 @@ func TestCancelBetweenRequests(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A Cancel whose withdrawal reaches the old owner after the wait has
+// already settled (its request was abandoned when the partition moved,
+// and the wait then asked the new owner and delivered) reports that it
+// did not withdraw: the outcome was delivered, and the connection must
+// take it rather than believe nothing happened.
+func TestCancelAfterTheWaitSettledReportsNotWithdrawn(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mm := newMemMesh(t, testHomeLease, [memParts]string{"n1", "n2", "n1", "n1"}, "n1", "n2", "n3")
+		defer mm.close()
+		holder := attach(t, mm, "n2", keyIn("h", 0))
+		s := attach(t, mm, "n1", keyIn("s", 0))
+		name := keyIn("x", 1)
+		if a := <-lockAsync(mm, "n2", holder, name); a.res.Status != locktable.Granted {
+			t.Fatalf("holder: %+v", a)
+		}
+		outcome := make(chan partition.Outcome, 1)
+		_, w, err := mm.nodes["n1"].home.Lock(context.Background(), s, []byte(name), 10*time.Second, func(o partition.Outcome) { outcome <- o })
+		if err != nil || w == nil {
+			t.Fatalf("wait: %v %v", w, err)
+		}
+		synctest.Wait() // queued at n2
+
+		// n2 stops answering; the client goes: Cancel's withdrawal is on
+		// its way to n2.
+		mm.net.pause("n2")
+		canceled := make(chan bool, 1)
+		go func() { canceled <- w.Cancel() }()
+		synctest.Wait()
+
+		// The partition moves, and n2, paused, has not taken that in: the
+		// wait abandons its request, asks the new owner, and settles,
+		// while its request is still queued at n2.
+		mm.table.change(func(st *replication.State) {
+			part := st.Parts[1]
+			st.Parts[1] = replication.Part{Epoch: part.Epoch + 1, Owner: "n3", ONonce: "n3-1", Mode: replication.Takeover}
+		})
+		var o partition.Outcome
+		select {
+		case o = <-outcome:
+		case <-time.After(time.Second):
+			t.Fatal("the wait did not settle after its partition moved")
+		}
+		if o.Granted {
+			t.Fatalf("outcome %+v; the lock was not granted", o)
+		}
+		// n2 wakes and withdraws the request it still had queued.
+		mm.net.resume("n2")
+		if <-canceled {
+			t.Fatal("Cancel reported the wait withdrawn after its outcome was delivered")
+		}
+	})
+}
+
+// A wait given up on after one of its requests went unanswered, when no
+// owner can then say whether it was granted, ends with an unknown outcome:
+// "not granted" could hide a grant the lost request got.
+func TestCancelWithNoOwnerToAskIsUnknown(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mm := newMemMesh(t, testHomeLease, [memParts]string{"n1", "n2", "n1", "n1"}, "n1", "n2", "n3")
+		defer mm.close()
+		holder := attach(t, mm, "n2", keyIn("h", 0))
+		s := attach(t, mm, "n1", keyIn("s", 0))
+		name := keyIn("x", 1)
+		if a := <-lockAsync(mm, "n2", holder, name); a.res.Status != locktable.Granted {
+			t.Fatalf("holder: %+v", a)
+		}
+		outcome := make(chan partition.Outcome, 1)
+		_, w, err := mm.nodes["n1"].home.Lock(context.Background(), s, []byte(name), 10*time.Second, func(o partition.Outcome) { outcome <- o })
+		if err != nil || w == nil {
+			t.Fatalf("wait: %v %v", w, err)
+		}
+		synctest.Wait() // queued at n2
+
+		// The partition moves to n3, which cannot be reached, before n2
+		// has taken that in: the request queued at n2 goes unanswered.
+		mm.net.setCut("n3", true)
+		mm.table.change(func(st *replication.State) {
+			part := st.Parts[1]
+			st.Parts[1] = replication.Part{Epoch: part.Epoch + 1, Owner: "n3", ONonce: "n3-1", Mode: replication.Takeover}
+		})
+		time.Sleep(2 * moveCheck)
+		synctest.Wait()
+		if w.Cancel() {
+			t.Fatal("Cancel withdrew a wait whose lost request may have been granted")
+		}
+		o := <-outcome
+		if o.Granted || failure.ClassOf(o.Err) != failure.Indeterminate {
+			t.Fatalf("outcome %+v; want unknown", o)
+		}
+	})
 }

@@ -174,9 +174,11 @@ type Outcome struct {
 }
 
 // Done receives the outcome of a queued request. It is called exactly
-// once, from the goroutine that decided the outcome (the one releasing
-// the lock, or the deadline timer), with no partition mutex held, so it
-// may answer the client itself. It must not block for long.
+// once, with no partition mutex held, so it may answer the client itself,
+// from the goroutine that decided the outcome or learnt it was confirmed:
+// the one releasing the lock, the deadline timer, the one reading the
+// replica's acknowledgement, or the one that takes the partition away
+// (Evict, a new table). It must not block for long.
 type Done func(Outcome)
 
 // Wait is a queued lock request.
@@ -502,9 +504,10 @@ func (s *Set) begin(p *part, op Op, f func(t *locktable.Table, now locktable.Tim
 	p.mu.Lock()
 	if s.rep != nil {
 		if err := s.rep.Admit(p.id, op); err != nil {
-			// A partition this node may not serve keeps its deadline for
-			// when it may; the timer loop looks again on its next wake-up.
-			p.next.Store(0)
+			// The partition keeps its deadlines: a refused grant (no synced
+			// replica yet) must not stop its waiters' timeouts and its
+			// sessions' expiries, which tick serves without a replica. Tick
+			// itself stops the timer of a partition owned elsewhere.
 			p.mu.Unlock()
 			return 0, false, err
 		}
@@ -638,7 +641,8 @@ func (s *Set) lockEnd(r *lockResult, err error) (locktable.Result, *Wait, error)
 
 // Cancel withdraws a queued request and reports true if it did; done will
 // not be called. False means the outcome was decided first: done has
-// been called or is being called, and the caller must take its outcome
+// been called or will be (once its changes are confirmed, or by Evict
+// when the partition went away), and the caller must take its outcome
 // (and release a grant it no longer wants).
 func (s *Set) Cancel(w *Wait) bool {
 	p := w.p

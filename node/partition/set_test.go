@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -519,4 +520,54 @@ func TestEvictAnswersEveryQueuedRequest(t *testing.T) {
 			}
 		})
 	}
+}
+
+// refusingRep admits everything but grants while refuse is set (an owner
+// whose replica is not synced yet), and confirms at once.
+type refusingRep struct{ refuse atomic.Bool }
+
+func (r *refusingRep) Admit(_ int, op Op) error {
+	if op == Grant && r.refuse.Load() {
+		return failure.Retry(failure.NoReplica, "no synced replica")
+	}
+	return nil
+}
+func (*refusingRep) Record(int, []locktable.Change) uint64     { return 0 }
+func (*refusingRep) Confirm(_ int, _ uint64, then func(error)) { then(nil) }
+
+// A refused operation leaves the partition's deadlines armed: a waiter
+// still times out, and a session still expires, while grants are refused.
+func TestRefusedOperationKeepsDeadlines(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rep := &refusingRep{}
+		s, err := New(Config{Partitions: 1, Limits: locktable.Limits{MaxWaiters: 10, DefaultTimeout: time.Minute}, Epoch: 1, AutoEpoch: true, Replicator: rep})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		ctx := context.Background()
+		if r, err := s.Lock(ctx, "a", []byte("x"), 0); err != nil || r.Status != locktable.Granted {
+			t.Fatalf("holder: %v %v", r, err)
+		}
+		waiter := make(chan locktable.Result, 1)
+		go func() {
+			r, _ := s.Lock(ctx, "b", []byte("x"), time.Second)
+			waiter <- r
+		}()
+		synctest.Wait()
+		rep.refuse.Store(true)
+		if _, err := s.Lock(ctx, "c", []byte("y"), 0); !failure.Is(err, failure.NoReplica) {
+			t.Fatalf("a grant without a replica: %v", err)
+		}
+		time.Sleep(2 * time.Second)
+		synctest.Wait()
+		select {
+		case r := <-waiter:
+			if r.Status != locktable.Unavailable {
+				t.Fatalf("the waiter: %v; want its timeout", r)
+			}
+		default:
+			t.Fatal("the waiter's timeout did not fire after a refused operation")
+		}
+	})
 }

@@ -119,28 +119,12 @@ func decodeFailure(b []byte) error {
 	return f
 }
 
-// sender queues frames and writes them in batches. It works in one of two
-// ways, by who may block on the network:
-//
-//   - A server's replies come from goroutines that must never block on it
-//     (a connection's reader, the goroutine that reads a replica's
-//     acknowledgement): a loop goroutine of the sender writes for them.
-//   - A client's requests come from goroutines that wait for an answer
-//     anyway: the first of them to find nothing being written becomes the
-//     writer and writes everything queued, until nothing is; the others
-//     only queue. No goroutine is woken on the path of a request.
-//
-// Either way frames queued while a write is on its way go out together in
-// the next one, one syscall here and one read and wake-up at the other
-// end for many frames.
+// sender queues frames and writes them in batches from one goroutine.
 type sender struct {
-	mu      sync.Mutex // guards buf, spare, err and writing
+	mu      sync.Mutex // guards buf and err
 	buf     []byte
-	spare   []byte // the buffer of the previous write, reused
-	err     error  // set once the sender stops; later sends fail with it
-	writing bool   // inline: a caller is writing (the others only queue)
-	inline  bool
-	wake    chan struct{} // to the loop; capacity 1
+	err     error         // set once the sender stops; later sends fail with it
+	wake    chan struct{} // capacity 1
 	quit    chan struct{}
 	stop    sync.Once
 	done    chan struct{}
@@ -148,7 +132,6 @@ type sender struct {
 	onError func(error)
 }
 
-// newSender returns a sender whose loop goroutine writes for the callers.
 func newSender(nc net.Conn, onError func(error)) *sender {
 	s := &sender{
 		wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{}),
@@ -158,15 +141,7 @@ func newSender(nc net.Conn, onError func(error)) *sender {
 	return s
 }
 
-// newInlineSender returns a sender whose callers write (see sender).
-func newInlineSender(nc net.Conn, onError func(error)) *sender {
-	s := &sender{inline: true, nc: nc, onError: onError, done: make(chan struct{})}
-	close(s.done)
-	return s
-}
-
-// send queues one frame. A loop sender never blocks on the network; an
-// inline one may write, and so block, on the caller's goroutine.
+// send queues one frame. It never blocks on the network.
 func (s *sender) send(kind byte, id uint64, payload []byte) error {
 	if len(payload) > MaxFrame {
 		return ErrTooLarge
@@ -183,57 +158,12 @@ func (s *sender) send(kind byte, id uint64, payload []byte) error {
 	binary.BigEndian.PutUint64(h[5:13], id)
 	s.buf = append(s.buf, h[:]...)
 	s.buf = append(s.buf, payload...)
-	if !s.inline {
-		s.mu.Unlock()
-		select {
-		case s.wake <- struct{}{}:
-		default:
-		}
-		return nil
-	}
-	if s.writing {
-		s.mu.Unlock()
-		return nil // the writer takes this frame in its next write
-	}
-	s.writing = true
 	s.mu.Unlock()
-	s.writeInline()
-	return nil
-}
-
-// writeInline writes what is queued until nothing is, on the caller's
-// goroutine. A failed write stops the sender; onError closes the
-// connection, which fails every call in flight.
-func (s *sender) writeInline() {
-	// As the loop does: let the goroutines ready to run queue theirs first.
-	runtime.Gosched()
-	for {
-		s.mu.Lock()
-		if len(s.buf) == 0 || s.err != nil {
-			s.writing = false
-			s.mu.Unlock()
-			return
-		}
-		out := s.buf
-		s.buf = s.spare[:0]
-		s.spare = nil
-		s.mu.Unlock()
-		_, err := s.nc.Write(out)
-		s.mu.Lock()
-		if cap(out) <= maxBatchSize {
-			s.spare = out
-		}
-		if err != nil {
-			s.err = err
-			s.writing = false
-			s.mu.Unlock()
-			if s.onError != nil {
-				s.onError(err)
-			}
-			return
-		}
-		s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
 	}
+	return nil
 }
 
 func (s *sender) loop() {
@@ -247,9 +177,11 @@ func (s *sender) loop() {
 			quitting = true
 		}
 		// Let the goroutines that are ready to run add their frames first:
-		// a reply that woke this loop is rarely alone (the replies of one
-		// replica acknowledgement, of many requests read in one poll).
-		// When nothing else is ready this returns at once.
+		// a request that woke this loop is rarely alone (the replies of
+		// one replica acknowledgement, the requests of many clients read
+		// in one poll), and one write for all of them costs one syscall
+		// here and one read and wake-up at the other end, instead of one
+		// per frame. When nothing else is ready this returns at once.
 		runtime.Gosched()
 		s.mu.Lock()
 		out, s.buf = s.buf, out[:0]
@@ -277,17 +209,8 @@ func (s *sender) loop() {
 	}
 }
 
-// close writes what is queued and stops the writer. An inline sender
-// refuses later frames; a caller writing finishes its write.
+// close writes what is queued and stops the writer.
 func (s *sender) close() {
-	if s.inline {
-		s.mu.Lock()
-		if s.err == nil {
-			s.err = ErrClosed
-		}
-		s.mu.Unlock()
-		return
-	}
 	s.stop.Do(func() { close(s.quit) })
 	<-s.done
 }
@@ -491,7 +414,7 @@ func (c *Client) dial(ctx context.Context) (*clientConn, error) {
 	}
 	nc.SetWriteDeadline(time.Time{})
 	cc := &clientConn{nc: nc, pending: make(map[uint64]func([]byte, error)), done: make(chan struct{})}
-	cc.out = newInlineSender(nc, func(error) { nc.Close() })
+	cc.out = newSender(nc, func(error) { nc.Close() })
 	go c.read(cc)
 	return cc, nil
 }
@@ -560,13 +483,20 @@ type Pending struct {
 // nil. Requests from one goroutine are sent in the order of its calls,
 // and the remote server reads them in that order. Start takes no context:
 // a caller that needs one abandons the request when it ends, and so pays
-// for no context or timer per request.
+// for no context or timer per request. A dial, when there is no
+// connection, is bounded by the Client's dial timeout.
 func (c *Client) Start(method Method, payload []byte, done func([]byte, error)) *Pending {
+	return c.start(context.Background(), method, payload, done)
+}
+
+// start is Start whose dial, or wait for another caller's dial, also ends
+// with ctx.
+func (c *Client) start(ctx context.Context, method Method, payload []byte, done func([]byte, error)) *Pending {
 	if method < MinMethod {
 		done(nil, fmt.Errorf("peer: method %d is reserved", method))
 		return nil
 	}
-	cc, err := c.conn(context.Background())
+	cc, err := c.conn(ctx)
 	if err != nil {
 		done(nil, err)
 		return nil
@@ -625,7 +555,7 @@ func (c *Client) Call(ctx context.Context, method Method, payload []byte) ([]byt
 		return nil, err // nothing sent: a caller looping on a dead context must not flood the peer
 	}
 	ch := make(chan result, 1)
-	p := c.Start(method, payload, func(b []byte, err error) { ch <- result{b, err} })
+	p := c.start(ctx, method, payload, func(b []byte, err error) { ch <- result{b, err} })
 	if p != nil {
 		select {
 		case r := <-ch:
@@ -652,7 +582,7 @@ func (c *Client) Go(ctx context.Context, method Method, payload []byte, done fun
 		stop     func() bool
 		answered bool
 	)
-	p := c.Start(method, payload, func(b []byte, err error) {
+	p := c.start(ctx, method, payload, func(b []byte, err error) {
 		mu.Lock()
 		answered = true
 		st := stop
