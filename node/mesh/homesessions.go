@@ -143,6 +143,7 @@ func (s *homeSessions) attach(ctx context.Context, id string) (locktable.Attachm
 	// but no connection here has it, an earlier attach's reply was lost:
 	// take it over.
 	e.Bool(!here)
+	sent := time.Now()
 	b, err := s.rt.route(ctx, s.rt.partOf([]byte(id)), peer.Attach, e.B, true)
 	if err != nil {
 		if failure.Is(err, failure.Attached) {
@@ -155,21 +156,95 @@ func (s *homeSessions) attach(ctx context.Context, id string) (locktable.Attachm
 	if err := d.End(); err != nil {
 		return a, err
 	}
-	h := &homeSession{epoch: a.Epoch, timeout: a.Timeout, lastOK: time.Now(), held: make(map[string]struct{})}
-	if a.Resumed {
-		// Learn the session's locks, and fence its older homes everywhere.
-		names, err := s.heldEverywhere(ctx, id, a.Epoch)
-		if err != nil {
-			s.log.Warn("could not list a resumed session's locks", "session", id, "err", err)
-		}
-		for _, n := range names {
-			h.held[n] = struct{}{}
-		}
-	}
+	// The session owner attached the session when it answered, and
+	// detaches it a home lease after the last renewal it hears: renew it
+	// from now on, not from when this attach returns. Listing a resumed
+	// session's locks can outlast the lease (an owner that does not
+	// answer is asked again until routeTimeout), and a record detached
+	// meanwhile would expire under a client told that it had resumed.
+	h := &homeSession{epoch: a.Epoch, timeout: a.Timeout, lastOK: sent, held: make(map[string]struct{})}
 	s.mu.Lock()
 	s.attached[id] = h
 	s.mu.Unlock()
+	if !a.Resumed {
+		return a, nil
+	}
+	// Learn the session's locks, and fence its older homes everywhere.
+	names, err := s.heldEverywhere(ctx, id, a.Epoch)
+	if err != nil {
+		s.log.Warn("could not list a resumed session's locks", "session", id, "err", err)
+	}
+	s.mu.Lock()
+	stale := time.Since(h.lastOK) > s.homeLease
+	s.mu.Unlock()
+	if stale {
+		// No renewal has got through for a home lease (the attach itself
+		// may have waited for a new session owner, or the owner is cut
+		// off): the session owner may have detached the session. Ask it.
+		s.confirm(ctx, id, h)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.attached[id] != h:
+		// A renewal was fenced: the session was taken over or ended.
+		return locktable.Attachment{}, errResumeLost
+	case time.Since(h.lastOK) > s.homeLease:
+		delete(s.attached, id)
+		return locktable.Attachment{}, errResumeUnrenewed
+	}
+	for _, n := range names {
+		h.held[n] = struct{}{}
+	}
 	return a, nil
+}
+
+var (
+	errResumeLost      = failure.Retry(failure.SessionMoved, "the session was taken over or ended while it resumed here; retry")
+	errResumeUnrenewed = failure.Retry(failure.Unavailable, "the session's owner did not answer while it resumed here; retry")
+)
+
+// confirm renews one session with its session owner, following its
+// partition for up to a home lease, and applies the answer as renewAll
+// does.
+func (s *homeSessions) confirm(ctx context.Context, id string, h *homeSession) {
+	cctx, cancel := context.WithTimeout(ctx, s.homeLease)
+	defer cancel()
+	for cctx.Err() == nil {
+		var e peer.Enc
+		e.Uint(1)
+		e.Str(id)
+		e.Uint(h.epoch)
+		sent := time.Now()
+		b, err := s.rt.route(cctx, s.rt.partOf([]byte(id)), peer.Renew, e.B, true)
+		if err != nil {
+			return
+		}
+		d := peer.Dec{B: b}
+		switch d.Uint() {
+		case renewOK:
+			s.renewed(id, h.epoch, sent)
+			return
+		case renewFenced:
+			s.lose(id, h.epoch, "session taken over or ended elsewhere")
+			return
+		}
+		// renewRetry: the owner cannot serve the partition yet.
+		select {
+		case <-cctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// renewed notes a renewal of session id at epoch, sent at sent, that its
+// session owner accepted.
+func (s *homeSessions) renewed(id string, epoch uint64, sent time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if h := s.attached[id]; h != nil && h.epoch == epoch && sent.After(h.lastOK) {
+		h.lastOK = sent
+	}
 }
 
 // heldEverywhere asks the owner of every partition for the locks session
@@ -327,11 +402,7 @@ func (s *homeSessions) renewAll(ctx context.Context) {
 			for _, it := range items {
 				switch d.Uint() {
 				case renewOK:
-					s.mu.Lock()
-					if h := s.attached[it.id]; h != nil && h.epoch == it.epoch {
-						h.lastOK = sent
-					}
-					s.mu.Unlock()
+					s.renewed(it.id, it.epoch, sent)
 				case renewFenced:
 					s.lose(it.id, it.epoch, "session taken over or ended elsewhere")
 				}

@@ -186,6 +186,80 @@ func TestResumeAsksTheOldHome(t *testing.T) {
 	})
 }
 
+// resumeWhileAnOwnerIsPaused detaches a session that holds a lock on n3,
+// pauses n3, and resumes the session on n1: listing its locks waits on n3
+// until after runs and n3 resumes.
+func resumeWhileAnOwnerIsPaused(t *testing.T, mm *memMesh, after func()) (node.SessionRef, locktable.Attachment, error) {
+	t.Helper()
+	s := attach(t, mm, "n1", keyIn("s", 0))
+	if a := <-lockAsync(mm, "n1", s, keyIn("x", 1)); a.res.Status != locktable.Granted {
+		t.Fatalf("lock: %+v", a)
+	}
+	mm.nodes["n1"].clients.setLive(s.ID, false)
+	if err := mm.nodes["n1"].home.Detach(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+	mm.net.pause("n3")
+	type result struct {
+		a   locktable.Attachment
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		a, err := mm.nodes["n1"].home.Attach(context.Background(), s.ID)
+		ch <- result{a, err}
+	}()
+	synctest.Wait() // the session owner has answered; n3 has not
+	after()
+	// Longer than the session owner waits for a renewal (a home lease
+	// plus a second) before it detaches a session.
+	time.Sleep(2 * testHomeLease)
+	synctest.Wait()
+	mm.net.resume("n3")
+	r := <-ch
+	return s, r.a, r.err
+}
+
+// A resume whose lock listing outlasts the home lease keeps renewing the
+// session meanwhile: the client told that it resumed holds a session that
+// is attached, not one whose timeout has been running (found by the fault
+// suite, seed 6: the session expired under a lock granted after the
+// resume).
+func TestSlowResumeKeepsTheSessionAttached(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mm := newMemMesh(t, testHomeLease, [memParts]string{"n2", "n3", "n2", "n2"}, "n1", "n2", "n3")
+		defer mm.close()
+		s, a, err := resumeWhileAnOwnerIsPaused(t, mm, func() {})
+		if err != nil || !a.Resumed {
+			t.Fatalf("resume: %+v, %v", a, err)
+		}
+		rec, ok, _ := mm.nodes["n2"].set.Session(s.ID)
+		if !ok || !rec.Attached || rec.Epoch != a.Epoch {
+			t.Fatalf("session owner's record %+v (found %v); want it attached at epoch %d", rec, ok, a.Epoch)
+		}
+		if n := mm.nodes["n1"].sessions.count(s.ID); n != 1 {
+			t.Fatalf("the home knows of %d locks of the session; want 1", n)
+		}
+	})
+}
+
+// A resume that could not renew the session for a home lease while it
+// listed the session's locks is refused as retryable: the session owner
+// may have detached the session meanwhile.
+func TestResumeCutOffFromTheSessionOwnerIsRefused(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mm := newMemMesh(t, testHomeLease, [memParts]string{"n2", "n3", "n2", "n2"}, "n1", "n2", "n3")
+		defer mm.close()
+		s, _, err := resumeWhileAnOwnerIsPaused(t, mm, func() { mm.net.setCut("n2", true) })
+		if f, ok := failure.As(err); !ok || f.Class != failure.Retryable {
+			t.Fatalf("resume cut off from the session owner: %v; want a retryable refusal", err)
+		}
+		if mm.nodes["n1"].sessions.current(node.SessionRef{ID: s.ID, Epoch: s.Epoch + 1}) || mm.nodes["n1"].sessions.count(s.ID) != 0 {
+			t.Fatal("the refused resume is still attached at the home")
+		}
+	})
+}
+
 // A waiting lock whose partition moves is queued again at the new owner
 // for the time it has left, and the client sees the grant.
 func TestWaitFollowsThePartition(t *testing.T) {
