@@ -56,6 +56,27 @@ func holds(mm *memMesh, id, session, name string) bool {
 	return err == nil && st == locktable.Granted
 }
 
+// waitBehindAHolder has a session attached at n2 take a lock on partition
+// 1 (owned by n2 in the tests that use it), and a session attached at n1
+// wait 10 s for it; it returns the waiter, the name, the wait and the
+// channel its outcome is delivered on, once the wait is queued at n2.
+func waitBehindAHolder(t *testing.T, mm *memMesh) (node.SessionRef, string, node.Wait, <-chan partition.Outcome) {
+	t.Helper()
+	holder := attach(t, mm, "n2", keyIn("h", 0))
+	s := attach(t, mm, "n1", keyIn("s", 0))
+	name := keyIn("x", 1)
+	if a := <-lockAsync(mm, "n2", holder, name); a.res.Status != locktable.Granted {
+		t.Fatalf("holder: %+v", a)
+	}
+	outcome := make(chan partition.Outcome, 1)
+	res, w, err := mm.nodes["n1"].home.Lock(context.Background(), s, []byte(name), 10*time.Second, func(o partition.Outcome) { outcome <- o })
+	if err != nil || res.Status != locktable.Queued || w == nil {
+		t.Fatalf("wait: %v %v %v", res, w, err)
+	}
+	synctest.Wait() // queued at n2
+	return s, name, w, outcome
+}
+
 // A request to an owner that cannot be reached is asked again as the
 // table changes, and reaches the new owner: the client sees the grant, not
 // the failover.
@@ -266,18 +287,7 @@ func TestWaitFollowsThePartition(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		mm := newMemMesh(t, testHomeLease, [memParts]string{"n1", "n2", "n1", "n1"}, "n1", "n2", "n3")
 		defer mm.close()
-		holder := attach(t, mm, "n2", keyIn("h", 0))
-		s := attach(t, mm, "n1", keyIn("s", 0))
-		name := keyIn("x", 1)
-		if a := <-lockAsync(mm, "n2", holder, name); a.res.Status != locktable.Granted {
-			t.Fatalf("holder: %+v", a)
-		}
-		outcome := make(chan partition.Outcome, 1)
-		res, w, err := mm.nodes["n1"].home.Lock(context.Background(), s, []byte(name), 10*time.Second, func(o partition.Outcome) { outcome <- o })
-		if err != nil || res.Status != locktable.Queued || w == nil {
-			t.Fatalf("wait: %v %v %v", res, w, err)
-		}
-		synctest.Wait()
+		s, name, _, outcome := waitBehindAHolder(t, mm)
 		if n := mm.nodes["n2"].set.Counts().Waiters; n != 1 {
 			t.Fatalf("%d waiters at the owner; want 1", n)
 		}

@@ -1,13 +1,11 @@
 package mesh
 
 import (
-	"context"
 	"testing"
 	"testing/synctest"
 	"time"
 
 	"github.com/elock/elock/node/failure"
-	"github.com/elock/elock/node/locktable"
 	"github.com/elock/elock/node/partition"
 	"github.com/elock/elock/replication"
 )
@@ -47,18 +45,7 @@ func TestCancelAfterTheWaitSettledReportsNotWithdrawn(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		mm := newMemMesh(t, testHomeLease, [memParts]string{"n1", "n2", "n1", "n1"}, "n1", "n2", "n3")
 		defer mm.close()
-		holder := attach(t, mm, "n2", keyIn("h", 0))
-		s := attach(t, mm, "n1", keyIn("s", 0))
-		name := keyIn("x", 1)
-		if a := <-lockAsync(mm, "n2", holder, name); a.res.Status != locktable.Granted {
-			t.Fatalf("holder: %+v", a)
-		}
-		outcome := make(chan partition.Outcome, 1)
-		_, w, err := mm.nodes["n1"].home.Lock(context.Background(), s, []byte(name), 10*time.Second, func(o partition.Outcome) { outcome <- o })
-		if err != nil || w == nil {
-			t.Fatalf("wait: %v %v", w, err)
-		}
-		synctest.Wait() // queued at n2
+		_, _, w, outcome := waitBehindAHolder(t, mm)
 
 		// n2 stops answering; the client goes: Cancel's withdrawal is on
 		// its way to n2.
@@ -98,18 +85,7 @@ func TestCancelWithNoOwnerToAskIsUnknown(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		mm := newMemMesh(t, testHomeLease, [memParts]string{"n1", "n2", "n1", "n1"}, "n1", "n2", "n3")
 		defer mm.close()
-		holder := attach(t, mm, "n2", keyIn("h", 0))
-		s := attach(t, mm, "n1", keyIn("s", 0))
-		name := keyIn("x", 1)
-		if a := <-lockAsync(mm, "n2", holder, name); a.res.Status != locktable.Granted {
-			t.Fatalf("holder: %+v", a)
-		}
-		outcome := make(chan partition.Outcome, 1)
-		_, w, err := mm.nodes["n1"].home.Lock(context.Background(), s, []byte(name), 10*time.Second, func(o partition.Outcome) { outcome <- o })
-		if err != nil || w == nil {
-			t.Fatalf("wait: %v %v", w, err)
-		}
-		synctest.Wait() // queued at n2
+		_, _, w, outcome := waitBehindAHolder(t, mm)
 
 		// The partition moves to n3, which cannot be reached, before n2
 		// has taken that in: the request queued at n2 goes unanswered.
