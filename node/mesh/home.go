@@ -109,10 +109,16 @@ func (h *home) Unlock(ctx context.Context, s node.SessionRef, name []byte) (lock
 	b, err := h.rt.route(ctx, h.rt.partOf(name), peer.Unlock, payload, false)
 	if errors.Is(err, errIndeterminate) {
 		b, err = h.rt.route(ctx, h.rt.partOf(name), peer.Unlock, payload, true)
-		if err == nil {
+		switch {
+		case err == nil:
 			if res, derr := decodeResult(b); derr == nil && res.Status != locktable.Unlocked && h.sessions.holds(s.ID, string(name)) {
 				b, err = encodeResult(locktable.Result{Status: locktable.Unlocked}), nil
 			}
+		case failure.ClassOf(err) != failure.Indeterminate:
+			// The second request failing says nothing of the first, which
+			// may have released the lock: "nothing happened" (503) would
+			// let the client believe it still holds it.
+			err = failure.Unknown(failure.Unavailable, "unlock "+string(name)+": the request may have been carried out and asking again failed ("+failure.Text(err)+"); outcome unknown")
 		}
 	}
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"testing"
 	"testing/synctest"
@@ -14,6 +15,7 @@ import (
 	"github.com/elock/elock/node/locktable"
 	"github.com/elock/elock/node/partition"
 	"github.com/elock/elock/node/peer"
+	"github.com/elock/elock/replication"
 )
 
 // Tests of the mesh roles in one process, on the in-memory table and
@@ -148,6 +150,114 @@ func TestUnlockThroughALostReply(t *testing.T) {
 			t.Fatal("the lock is still held after the unlock")
 		}
 	})
+}
+
+// An unlock whose first request may have been carried out (its reply was
+// lost, or the home gave up on it) is answered as unknown (504) when the
+// second request fails, never as "nothing happened" (503): the owner did
+// release the lock, and a client told 503 would believe it still holds it
+// (found by the fault suite, full run 8 seed 24: a leaving home answered
+// "503 shutting down" to an unlock its owner had carried out).
+func TestUnlockWhoseRetryFailsIsUnknown(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// lose makes the first request's reply go missing and the second
+		// request fail, while n2 is paused with the first in hand.
+		lose func(mm *memMesh, cancel context.CancelFunc)
+	}{
+		{"owner cut off", func(mm *memMesh, _ context.CancelFunc) {
+			mm.net.dropReplies("n2", 1)
+			mm.net.setCut("n2", true)
+		}},
+		{"home shutting down", func(_ *memMesh, cancel context.CancelFunc) { cancel() }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				mm := newMemMesh(t, testHomeLease, [memParts]string{"n1", "n2", "n1", "n1"}, "n1", "n2")
+				defer mm.close()
+				s := attach(t, mm, "n1", keyIn("s", 0))
+				name := keyIn("x", 1)
+				if a := <-lockAsync(mm, "n1", s, name); a.err != nil || a.res.Status != locktable.Granted {
+					t.Fatalf("lock: %+v", a)
+				}
+				mm.net.pause("n2")
+				ctx, cancel := context.WithCancel(context.Background())
+				defer cancel()
+				errc := make(chan error, 1)
+				go func() {
+					_, err := mm.nodes["n1"].home.Unlock(ctx, s, []byte(name))
+					errc <- err
+				}()
+				synctest.Wait() // the unlock waits on n2
+				tc.lose(mm, cancel)
+				synctest.Wait()
+				mm.net.resume("n2")
+				synctest.Wait() // n2 has carried out the first request
+				err := <-errc
+				if holds(mm, "n2", s.ID, name) {
+					t.Fatal("the owner did not carry out the unlock")
+				}
+				if c := failure.ClassOf(err); c != failure.Indeterminate {
+					t.Fatalf("unlock carried out, answered %v (class %v); want an unknown outcome", err, c)
+				}
+			})
+		})
+	}
+}
+
+// endingCaller is a Caller whose call ends the caller's context (the node
+// begins to shut down) just before the owner's answer arrives.
+type endingCaller struct {
+	cancel context.CancelFunc
+	answer error
+}
+
+func (c endingCaller) Start(_ context.Context, _ replication.Node, _ peer.Method, _ []byte, done func([]byte, error)) func(error) {
+	c.cancel()
+	done(nil, c.answer)
+	return nil
+}
+
+// An owner's answer that the outcome is unknown (504) reaches the client
+// as such even when the home's context ended meanwhile: route does not
+// replace it with the context's end, which the client is told as 503.
+func TestRouteKeepsAnUnknownOutcomeThroughShutdown(t *testing.T) {
+	table := newMemTable()
+	table.change(func(st *replication.State) {
+		st.Nodes["n2"] = replication.Node{ID: "n2", Nonce: "n2-1", PeerAddr: "n2:peer"}
+		st.Parts = []replication.Part{{Epoch: 1, Owner: "n2", ONonce: "n2-1", Mode: replication.Fresh}}
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	unknown := failure.Unknown(failure.Unconfirmed, "applied, not confirmed")
+	rt := &router{self: replication.Incarnation{ID: "n1", Nonce: "n1-1"}, table: table,
+		call: endingCaller{cancel, unknown}, parts: 1, log: slog.New(slog.DiscardHandler)}
+	if _, err := rt.route(ctx, 0, peer.Unlock, nil, true); err != unknown {
+		t.Fatalf("route: %v; want the owner's unknown outcome", err)
+	}
+}
+
+// A release across partitions is answered as unknown if any partition's
+// outcome is unknown, or if some locks were let go before another
+// partition refused; a refusal alone says nothing happened.
+func TestReleaseOutcome(t *testing.T) {
+	refused := failure.Retry(failure.Unavailable, "partition 1 unavailable")
+	unknown := failure.Unknown(failure.Unavailable, "partition 2 did not answer in time; outcome unknown")
+	for _, tc := range []struct {
+		released uint64
+		errs     []error
+		want     failure.Class
+	}{
+		{0, nil, 0},
+		{0, []error{refused}, failure.Retryable},
+		{0, []error{refused, unknown}, failure.Indeterminate},
+		{0, []error{unknown, refused}, failure.Indeterminate},
+		{3, []error{refused}, failure.Indeterminate},
+	} {
+		if got := failure.ClassOf(releaseOutcome(tc.released, tc.errs)); got != tc.want {
+			t.Errorf("released %d, errors %v: class %v, want %v", tc.released, tc.errs, got, tc.want)
+		}
+	}
 }
 
 // A home that cannot renew a session closes its client's connection before

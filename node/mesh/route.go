@@ -77,8 +77,10 @@ func (r *router) route(ctx context.Context, p int, m peer.Method, payload []byte
 					// A lost partition refuses for minutes: say so at once.
 					return nil, err
 				case failure.ClassOf(err) == failure.Retryable:
-				case errors.Is(ctx.Err(), context.Canceled):
-					return nil, ctx.Err()
+				case errors.Is(ctx.Err(), context.Canceled) && failure.ClassOf(err) == 0:
+					// Answered below: an earlier attempt may have been
+					// carried out. An owner's own answer (a 504 above
+					// all) is not replaced by the context's end.
 				case errors.Is(err, context.DeadlineExceeded):
 					// The caller's deadline or route's own: answered below.
 				default:
@@ -286,7 +288,7 @@ func (r *router) releaseEverywhere(ctx context.Context, id string) error {
 	var (
 		wg       sync.WaitGroup
 		mu       sync.Mutex
-		firstErr error
+		errs     []error
 		released uint64
 	)
 	// One request per owner node would do; one per partition keeps the
@@ -305,9 +307,7 @@ func (r *router) releaseEverywhere(ctx context.Context, id string) error {
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
-				if firstErr == nil {
-					firstErr = err
-				}
+				errs = append(errs, err)
 				return
 			}
 			d := peer.Dec{B: b}
@@ -315,9 +315,24 @@ func (r *router) releaseEverywhere(ctx context.Context, id string) error {
 		}()
 	}
 	wg.Wait()
-	// A refusal says nothing happened: not so once some locks were let go.
-	if firstErr != nil && released > 0 && failure.ClassOf(firstErr) != failure.Indeterminate {
-		return failure.Unknown(failure.Partial, fmt.Sprintf("released %d lock(s), but not in every partition (%s); outcome unknown, send it again", released, failure.Text(firstErr)))
+	return releaseOutcome(released, errs)
+}
+
+// releaseOutcome is the answer of a release across partitions that let
+// go of released locks and failed in len(errs) partitions. A refusal says
+// nothing happened: not so once some locks were let go, or when another
+// partition's outcome is unknown.
+func releaseOutcome(released uint64, errs []error) error {
+	if len(errs) == 0 {
+		return nil
 	}
-	return firstErr
+	for _, err := range errs {
+		if failure.ClassOf(err) == failure.Indeterminate {
+			return err
+		}
+	}
+	if released > 0 {
+		return failure.Unknown(failure.Partial, fmt.Sprintf("released %d lock(s), but not in every partition (%s); outcome unknown, send it again", released, failure.Text(errs[0])))
+	}
+	return errs[0]
 }
