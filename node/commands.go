@@ -294,11 +294,21 @@ func (c *conn) cmdConnID() {
 	ctx, cancel := context.WithTimeout(c.s.ctx, backendTimeout)
 	defer cancel()
 	a, err := c.s.backend.Attach(ctx, sid)
-	for errors.Is(err, locktable.ErrAttached) && c.s.clients.hungUp(sid) && ctx.Err() == nil {
+	retried := false
+	for errors.Is(err, locktable.ErrAttached) && ctx.Err() == nil {
 		// Its client has hung up and that connection's goroutine is about
 		// to read the EOF and detach: a reconnecting client should not be
-		// refused for that moment.
-		time.Sleep(time.Millisecond)
+		// refused for that moment. Once that connection has let go of the
+		// session here it has detached it too (Detach comes before unbind),
+		// so one more try finds the session free.
+		if !c.s.clients.hungUp(sid) {
+			if retried || c.s.clients.get(sid) != nil {
+				break
+			}
+			retried = true
+		} else {
+			time.Sleep(time.Millisecond)
+		}
 		a, err = c.s.backend.Attach(ctx, sid)
 	}
 	if errors.Is(err, locktable.ErrAttached) {
