@@ -52,6 +52,18 @@ func lockAsync(mm *memMesh, home string, s node.SessionRef, name string) <-chan 
 	return ch
 }
 
+// holdAtN1 attaches a session at n1 and has it take the first name of
+// partition 1, through n1; it returns the session and the name.
+func holdAtN1(t *testing.T, mm *memMesh) (node.SessionRef, string) {
+	t.Helper()
+	s := attach(t, mm, "n1", keyIn("s", 0))
+	name := keyIn("x", 1)
+	if a := <-lockAsync(mm, "n1", s, name); a.err != nil || a.res.Status != locktable.Granted {
+		t.Fatalf("lock: %+v", a)
+	}
+	return s, name
+}
+
 // holds reports whether node id's set says session holds name.
 func holds(mm *memMesh, id, session, name string) bool {
 	_, st, err := mm.nodes[id].set.Token(session, []byte(name))
@@ -136,11 +148,7 @@ func TestUnlockThroughALostReply(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		mm := newMemMesh(t, testHomeLease, [memParts]string{"n1", "n2", "n1", "n1"}, "n1", "n2")
 		defer mm.close()
-		s := attach(t, mm, "n1", keyIn("s", 0))
-		name := keyIn("x", 1)
-		if a := <-lockAsync(mm, "n1", s, name); a.err != nil || a.res.Status != locktable.Granted {
-			t.Fatalf("lock: %+v", a)
-		}
+		s, name := holdAtN1(t, mm)
 		mm.net.dropReplies("n2", 1)
 		res, err := mm.nodes["n1"].home.Unlock(context.Background(), s, []byte(name))
 		if err != nil || res.Status != locktable.Unlocked {
@@ -175,11 +183,7 @@ func TestUnlockWhoseRetryFailsIsUnknown(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				mm := newMemMesh(t, testHomeLease, [memParts]string{"n1", "n2", "n1", "n1"}, "n1", "n2")
 				defer mm.close()
-				s := attach(t, mm, "n1", keyIn("s", 0))
-				name := keyIn("x", 1)
-				if a := <-lockAsync(mm, "n1", s, name); a.err != nil || a.res.Status != locktable.Granted {
-					t.Fatalf("lock: %+v", a)
-				}
+				s, name := holdAtN1(t, mm)
 				mm.net.pause("n2")
 				ctx, cancel := context.WithCancel(context.Background())
 				defer cancel()
@@ -295,11 +299,7 @@ func TestResumeAsksTheOldHome(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		mm := newMemMesh(t, testHomeLease, [memParts]string{"n2", "n2", "n2", "n2"}, "n1", "n2", "n3")
 		defer mm.close()
-		s := attach(t, mm, "n1", keyIn("s", 0))
-		name := keyIn("x", 1)
-		if a := <-lockAsync(mm, "n1", s, name); a.res.Status != locktable.Granted {
-			t.Fatalf("lock: %+v", a)
-		}
+		s, _ := holdAtN1(t, mm)
 		if _, err := mm.nodes["n3"].home.Attach(context.Background(), s.ID); !errors.Is(err, locktable.ErrAttached) {
 			t.Fatalf("resume while the old home's connection lives: %v; want ErrAttached", err)
 		}
@@ -322,10 +322,7 @@ func TestResumeAsksTheOldHome(t *testing.T) {
 // until after runs and n3 resumes.
 func resumeWhileAnOwnerIsPaused(t *testing.T, mm *memMesh, after func()) (node.SessionRef, locktable.Attachment, error) {
 	t.Helper()
-	s := attach(t, mm, "n1", keyIn("s", 0))
-	if a := <-lockAsync(mm, "n1", s, keyIn("x", 1)); a.res.Status != locktable.Granted {
-		t.Fatalf("lock: %+v", a)
-	}
+	s, _ := holdAtN1(t, mm)
 	mm.nodes["n1"].clients.setLive(s.ID, false)
 	if err := mm.nodes["n1"].home.Detach(context.Background(), s); err != nil {
 		t.Fatal(err)
@@ -421,11 +418,7 @@ func TestExpiryReleasesLocksEverywhere(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		mm := newMemMesh(t, testHomeLease, [memParts]string{"n2", "n3", "n2", "n2"}, "n1", "n2", "n3")
 		defer mm.close()
-		s := attach(t, mm, "n1", keyIn("s", 0))
-		name := keyIn("x", 1)
-		if a := <-lockAsync(mm, "n1", s, name); a.res.Status != locktable.Granted {
-			t.Fatalf("lock: %+v", a)
-		}
+		s, name := holdAtN1(t, mm)
 		mm.nodes["n1"].clients.setLive(s.ID, false)
 		if err := mm.nodes["n1"].home.Detach(context.Background(), s); err != nil {
 			t.Fatal(err)
