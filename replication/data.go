@@ -116,6 +116,7 @@ type local struct {
 
 	// Owner side.
 	gen        uint64 // grows each time this node becomes the owner anew
+	since      uint64 // the epoch at which this ownership began
 	sealed     bool
 	sealUntil  time.Time
 	delayUntil time.Time // a Lost partition refuses grants until then
@@ -465,6 +466,23 @@ func (d *Data) InLockDelay(p int) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.role == owner && time.Now().Before(l.delayUntil)
+}
+
+// OwnedSince reports whether this node owns partition p, and the epoch
+// at which its unbroken ownership began: a replica change keeps it, a
+// loss and a later return start it anew. An owner refuses a request
+// addressed to an epoch before it (see mesh), because such a request was
+// sent to an earlier ownership, which its sender may have given up on and
+// asked elsewhere, and arrives only now (TCP delivers what a partition
+// held back long after the sender stopped waiting).
+func (d *Data) OwnedSince(p int) (uint64, bool) {
+	if p < 0 || p >= len(d.parts) {
+		return 0, false
+	}
+	l := d.parts[p]
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.since, l.role == owner
 }
 
 // Serving reports whether every partition this node owns may be served.

@@ -458,3 +458,32 @@ func TestConfirmAfterCloseIsAnswered(t *testing.T) {
 		t.Fatal("a confirmation asked for after Close is never answered")
 	}
 }
+
+// OwnedSince keeps the epoch an ownership began at through a change of
+// replica, and starts anew when the partition comes back after going to
+// another node: the owner refuses requests sent to its earlier ownership.
+func TestOwnedSince(t *testing.T) {
+	a, b := startData(t, "a"), startData(t, "b")
+	st1 := syncPair(t, a, b)
+	if since, ok := a.data.OwnedSince(0); !ok || since != 1 {
+		t.Fatalf("owner at epoch 1: since %d, %v", since, ok)
+	}
+	if _, ok := b.data.OwnedSince(0); ok {
+		t.Fatal("the replica says it owns the partition")
+	}
+	st2 := table(2, Part{Epoch: 2, Owner: "a", ONonce: "a-1", Mode: Keep}, a, b)
+	a.data.Apply(st1, st2, []int{0})
+	if since, ok := a.data.OwnedSince(0); !ok || since != 1 {
+		t.Fatalf("after a change of replica: since %d, %v; want 1", since, ok)
+	}
+	st3 := table(3, Part{Epoch: 3, Owner: "b", ONonce: "b-1", Mode: Takeover}, a, b)
+	a.data.Apply(st2, st3, []int{0})
+	if _, ok := a.data.OwnedSince(0); ok {
+		t.Fatal("a says it owns a partition given to b")
+	}
+	st4 := table(4, Part{Epoch: 4, Owner: "a", ONonce: "a-1", Mode: Fresh}, a, b)
+	a.data.Apply(st3, st4, []int{0})
+	if since, ok := a.data.OwnedSince(0); !ok || since != 4 {
+		t.Fatalf("back at a: since %d, %v; want 4", since, ok)
+	}
+}

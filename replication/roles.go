@@ -145,6 +145,7 @@ func (d *Data) becomeOwner(l *local, t *locktable.Table, prev, cur Part, alone b
 	var ended []confirm
 	if !stillOwner {
 		l.gen++
+		l.since = cur.Epoch
 		l.seq, l.acked = 0, 0
 		ended = l.takeConfirms()
 	}

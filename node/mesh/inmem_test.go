@@ -29,6 +29,21 @@ type memTable struct {
 	// delayed partitions refuse grants, as a partition in its lock-delay
 	// after losing both copies does.
 	delayed map[int]bool
+	// since is, per partition, the epoch at which its current owner's
+	// unbroken ownership began, as the data plane keeps it.
+	since map[int]uint64
+}
+
+// ownedSince is replication.Data.OwnedSince for node self.
+func (t *memTable) ownedSince(self replication.Incarnation) func(int) (uint64, bool) {
+	return func(p int) (uint64, bool) {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		if p >= len(t.st.Parts) || !t.st.Part(p).OwnedBy(self.ID, self.Nonce) {
+			return 0, false
+		}
+		return t.since[p], true
+	}
 }
 
 func (t *memTable) setDelayed(p int, d bool) {
@@ -76,6 +91,15 @@ func (t *memTable) changeThen(f func(st *replication.State), then func()) {
 		st.Nodes[k] = v
 	}
 	f(st)
+	if t.since == nil {
+		t.since = map[int]uint64{}
+	}
+	for p := range st.Parts {
+		cur := st.Part(p)
+		if p >= len(t.st.Parts) || !t.st.Part(p).OwnedBy(cur.Owner, cur.ONonce) {
+			t.since[p] = cur.Epoch
+		}
+	}
 	t.st = st
 	t.mu.Unlock()
 	if then != nil {
@@ -305,7 +329,7 @@ func newMemMesh(t testing.TB, homeLease time.Duration, owners [memParts]string, 
 		n.set = set
 		reg := peer.NewRegistry()
 		rt := &router{self: inc, table: mm.table, call: memCaller{mm.net, inc}, parts: memParts, log: log}
-		n.owner = newLockOwner(set, mm.table, rt.call, n.clients.Count, log)
+		n.owner = newLockOwner(set, mm.table, rt.call, n.clients.Count, mm.table.ownedSince(inc), log)
 		n.sessOwner = newSessionOwner(set, rt, homeLease, func(int) bool { return false }, log)
 		n.sessions = newHomeSessions(inc, rt, n.clients, homeLease, log)
 		n.home = &home{self: inc, rt: rt, table: mm.table, call: rt.call, sessions: n.sessions, log: log, work: mm.work,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strconv"
 	"sync"
 	"time"
 
@@ -24,6 +25,9 @@ type lockOwner struct {
 	log   *slog.Logger
 	// clients counts this node's connections with a session, for stats.
 	clients func() int
+	// owned reports whether this node owns a partition, and the epoch its
+	// unbroken ownership began at (replication.Data.OwnedSince).
+	owned func(p int) (since uint64, ok bool)
 
 	mu sync.Mutex // guards waits and floors
 	// waits holds the queued requests of homes, by request id, so that
@@ -89,8 +93,8 @@ func (qw *queued) outcome(out partition.Outcome) {
 	}
 }
 
-func newLockOwner(set *partition.Set, table Table, call Caller, clients func() int, log *slog.Logger) *lockOwner {
-	return &lockOwner{set: set, table: table, call: call, clients: clients, log: log,
+func newLockOwner(set *partition.Set, table Table, call Caller, clients func() int, owned func(int) (uint64, bool), log *slog.Logger) *lockOwner {
+	return &lockOwner{set: set, table: table, call: call, clients: clients, owned: owned, log: log,
 		waits: make(map[string]*queued), floors: make(map[string]uint64)}
 }
 
@@ -101,16 +105,43 @@ func newLockOwner(set *partition.Set, table Table, call Caller, clients func() i
 // confirmation. No goroutine is started per request.
 func (o *lockOwner) register(r *peer.Registry, w *workers) error {
 	return errors.Join(
-		r.Handle(peer.Lock, o.lock),
+		r.Handle(peer.Lock, o.addressed(o.lock)),
 		r.Handle(peer.Cancel, o.cancel),
-		r.Handle(peer.Unlock, o.unlock),
-		r.Handle(peer.Drop, o.drop),
-		r.Handle(peer.Release, o.release),
+		r.Handle(peer.Unlock, o.addressed(o.unlock)),
+		r.Handle(peer.Drop, o.addressed(o.drop)),
+		r.Handle(peer.Release, o.addressed(o.release)),
 		r.Handle(peer.Token, o.token),
 		r.Handle(peer.Info, o.info),
 		r.Handle(peer.Held, w.blocking(o.held)),
 		r.Handle(peer.NodeStat, w.blocking(o.nodeStat)),
 	)
+}
+
+// addressed serves a request that names the partition and the epoch of
+// the ownership it was sent to (see address). One sent to an earlier
+// ownership of this node is refused: its sender stopped waiting for it
+// when the partition moved away, and may have had it carried out by the
+// next owner since, so carrying it out now would do it twice. Found by
+// the fault suite: a plain lock sent to an owner that a network
+// partition cut off was granted by the new owner, and unlocked; TCP
+// delivered the first copy 13 s later, when the partition had come back
+// to its first owner, which granted the lock again to a session whose
+// client would never hear of it.
+func (o *lockOwner) addressed(h peer.HandlerFunc) peer.HandlerFunc {
+	return func(conn context.Context, m peer.Method, b []byte, reply func([]byte, error)) {
+		d := peer.Dec{B: b}
+		p, epoch := d.Uint(), d.Uint()
+		if d.Err() != nil || p >= uint64(o.set.Partitions()) {
+			reply(nil, peer.ErrMalformed)
+			return
+		}
+		if since, ok := o.owned(int(p)); ok && epoch < since {
+			reply(nil, failure.Retry(failure.Moved, failure.Partition(int(p))+": request sent to an earlier owner (epoch "+
+				strconv.FormatUint(epoch, 10)+", owned here since "+strconv.FormatUint(since, 10)+"); retry"))
+			return
+		}
+		h(conn, m, d.B, reply)
+	}
 }
 
 // raiseFloor fences off every home of session id older than epoch.

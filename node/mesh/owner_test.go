@@ -24,7 +24,7 @@ func TestResumeWithdrawsOlderHomesWaits(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer set.Close()
-	o := newLockOwner(set, nil, nil, func() int { return 0 }, slog.New(slog.DiscardHandler))
+	o := newLockOwner(set, nil, nil, func() int { return 0 }, func(int) (uint64, bool) { return 0, false }, slog.New(slog.DiscardHandler))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	x := []byte("x")
@@ -94,7 +94,7 @@ func TestWaitAnsweredWhileQueuedLeavesNoEntry(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer set.Close()
-	o := newLockOwner(set, nil, nil, func() int { return 0 }, slog.New(slog.DiscardHandler))
+	o := newLockOwner(set, nil, nil, func() int { return 0 }, func(int) (uint64, bool) { return 0, false }, slog.New(slog.DiscardHandler))
 	o.testHookQueued = func(qw *queued) {
 		// As the deadline timer would: the wait ends unavailable.
 		if set.Cancel(qw.w) {

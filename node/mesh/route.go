@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -62,7 +63,7 @@ func (r *router) route(ctx context.Context, p int, m peer.Method, payload []byte
 			part := st.Part(p)
 			n, ok := st.Node(part.Owner)
 			if ok && n.Nonce == part.ONonce {
-				out, err := r.callOwner(ctx, deadline, p, n, m, payload)
+				out, err := r.callOwner(ctx, deadline, p, n, m, address(m, p, part.Epoch, payload))
 				if err == nil {
 					return out, nil
 				}
@@ -202,14 +203,16 @@ func (r *router) moved(p int, n replication.Node) bool {
 	return cur.Owner != n.ID || cur.ONonce != n.Nonce
 }
 
-// goOwner is callOwner without waiting: done receives what callOwner would
-// return, from the goroutine that learns it (see Caller). ctx ends the
-// request (and is the connection of this node's own handler).
-func (r *router) goOwner(ctx context.Context, p int, n replication.Node, m peer.Method, payload []byte, done func([]byte, error)) {
+// goOwner is callOwner without waiting, to n as the owner of partition p
+// at epoch: done receives what callOwner would return, from the
+// goroutine that learns it (see Caller). ctx ends the request (and is the
+// connection of this node's own handler).
+func (r *router) goOwner(ctx context.Context, p int, n replication.Node, epoch uint64, m peer.Method, payload []byte, done func([]byte, error)) {
 	if err := ctx.Err(); err != nil {
 		done(nil, err)
 		return
 	}
+	payload = address(m, p, epoch, payload)
 	if n.ID == r.self.ID && n.Nonce == r.self.Nonce {
 		r.call.Start(ctx, n, m, payload, done)
 		return
@@ -276,6 +279,27 @@ func (r *router) goOwner(ctx context.Context, p int, n replication.Node, m peer.
 	}
 	watch, ctxStop = w, cs
 	mu.Unlock()
+}
+
+// addressedMethod reports whether m changes a lock owner's locks: its
+// requests name the partition and the epoch of the ownership they are
+// sent to, so that an owner can refuse one that reaches it late (see
+// lockOwner.addressed).
+func addressedMethod(m peer.Method) bool {
+	return m == peer.Lock || m == peer.Unlock || m == peer.Drop || m == peer.Release
+}
+
+// address prefixes the payload of an addressed method with partition p
+// and the epoch of the table entry that named its owner.
+func address(m peer.Method, p int, epoch uint64, payload []byte) []byte {
+	if !addressedMethod(m) {
+		return payload
+	}
+	e := peer.Enc{B: make([]byte, 0, 2*binary.MaxVarintLen64+len(payload))}
+	e.Uint(uint64(p))
+	e.Uint(epoch)
+	e.B = append(e.B, payload...)
+	return e.B
 }
 
 // readOnly reports whether a method changes nothing at the owner.
