@@ -136,6 +136,7 @@ func (h *home) Unlock(ctx context.Context, s node.SessionRef, name []byte) (lock
 func (h *home) Drop(ctx context.Context, s node.SessionRef, name []byte, token uint64) (locktable.Result, error) {
 	var e peer.Enc
 	e.Str(s.ID)
+	e.Uint(s.Epoch)
 	e.Bytes(name)
 	e.Uint(token)
 	b, err := h.rt.route(ctx, h.rt.partOf(name), peer.Drop, e.B, true)

@@ -354,6 +354,39 @@ func TestResumeAsksTheOldHome(t *testing.T) {
 	})
 }
 
+// A Drop from a home the session has left is refused once the session
+// was resumed elsewhere: the resumed client was told which locks its
+// session holds, and a grant must not vanish under it afterwards (found
+// by the fault suite: a Drop that a network partition held back reached
+// the owner after the resume and released the lock).
+func TestDropAfterResumeIsFenced(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mm := newMemMesh(t, testHomeLease, [memParts]string{"n2", "n2", "n2", "n2"}, "n1", "n2", "n3")
+		defer mm.close()
+		s, name := holdAtN1(t, mm)
+		tok := grantToken(t, mm.nodes["n2"].set, name)
+		mm.nodes["n1"].clients.setLive(s.ID, false)
+		if a, err := mm.nodes["n3"].home.Attach(context.Background(), s.ID); err != nil || !a.Resumed {
+			t.Fatalf("resume: %+v, %v", a, err)
+		}
+		res, err := mm.nodes["n1"].home.Drop(context.Background(), s, []byte(name), tok)
+		if !failure.Is(err, failure.SessionMoved) || !holds(mm, "n2", s.ID, name) {
+			t.Fatalf("Drop from the old home after the resume: %v, %v (held %v); want it fenced and the lock kept", res, err, holds(mm, "n2", s.ID, name))
+		}
+	})
+}
+
+// grantToken reads the token of name's grant from the table, without
+// telling anyone of it (Token would claim it, and Drop then keep it).
+func grantToken(t *testing.T, set *partition.Set, name string) uint64 {
+	t.Helper()
+	info, err := set.Info("nobody", []byte(name))
+	if err != nil || !info.Held {
+		t.Fatalf("info %s: %+v, %v", name, info, err)
+	}
+	return info.Token
+}
+
 // resumeWhileAnOwnerIsPaused detaches a session that holds a lock on n3,
 // pauses n3, and resumes the session on n1: listing its locks waits on n3
 // until after runs and n3 resumes.

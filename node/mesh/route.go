@@ -77,6 +77,10 @@ func (r *router) route(ctx context.Context, p int, m peer.Method, payload []byte
 				case failure.Is(err, failure.LockDelay):
 					// A lost partition refuses for minutes: say so at once.
 					return nil, err
+				case failure.Is(err, failure.SessionMoved):
+					// This home's epoch of the session is fenced off for
+					// good: asking again cannot help.
+					return nil, err
 				case failure.ClassOf(err) == failure.Retryable:
 				case errors.Is(ctx.Err(), context.Canceled) && failure.ClassOf(err) == 0:
 					// Answered below: an earlier attempt may have been
