@@ -487,3 +487,41 @@ func TestOwnedSince(t *testing.T) {
 		t.Fatalf("back at a: since %d, %v; want 4", since, ok)
 	}
 }
+
+// An owner taken over while it could not serve keeps its table as the
+// previous copy, serving nothing, and takes over again from it when the
+// new owner dies before its replica has a copy (found by the fault suite:
+// the partition was declared lost while the paused old owner held the
+// only complete copy).
+func TestOldOwnerKeepsItsCopy(t *testing.T) {
+	a, b := startData(t, "a"), startData(t, "b")
+	st1 := syncPair(t, a, b)
+	if res, _, err := a.set.LockAsync("s1", []byte("x"), 0, nil); err != nil || res.Status != locktable.Granted {
+		t.Fatalf("grant: %v %v", res, err)
+	}
+	wait.For(t, 10*time.Second, "the grant to be acknowledged", func() bool {
+		l := a.data.parts[0]
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return l.acked >= l.seq
+	})
+	// a cannot serve; b takes over, with c (never heard from) as replica
+	// and a on record as the previous copy.
+	st2 := table(2, Part{Epoch: 2, Owner: "b", ONonce: "b-1", Replica: "c", RNonce: "c-1", Mode: Takeover, Prev: "a", PNonce: "a-1", PEpoch: 1}, a, b)
+	for _, n := range []*dataNode{a, b} {
+		n.data.Apply(st1, st2, []int{0})
+	}
+	if got := a.data.Synced()[0]; got != 1 {
+		t.Fatalf("the old owner reports its copy at epoch %d; want 1", got)
+	}
+	if err := a.data.Admit(0, partition.Grant); !failure.Is(err, failure.Moved) {
+		t.Fatalf("the old owner admits a grant as the previous copy: %v", err)
+	}
+	// b dies before c has a copy; a takes over again.
+	st3 := table(3, Part{Epoch: 3, Owner: "a", ONonce: "a-1", Mode: Takeover}, a)
+	a.data.Apply(st2, st3, []int{0})
+	tok, status, err := a.set.Token("s1", []byte("x"))
+	if err != nil || status != locktable.Granted || tok == 0 {
+		t.Fatalf("after the old owner took over again: token %d, %v, %v; want s1 to hold x", tok, status, err)
+	}
+}

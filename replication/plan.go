@@ -141,7 +141,20 @@ func plan(st *State, v leaderView, partitions, maxMoves int) (repairs []Assignme
 			prevHasState := replicaNeverSynced && current(cur.Prev, cur.PNonce) && v.alive(prev) && v.prevSynced[p] == cur.PEpoch
 			switch {
 			case replicaHasState:
-				repairs = append(repairs, move(st, p, cur, cur.Replica, pick(d, cur.Replica), Takeover))
+				a := move(st, p, cur, cur.Replica, pick(d, cur.Replica), Takeover)
+				// The old owner, if it may come back with its state (a pause,
+				// a network partition), holds a full copy too: keep it on
+				// record as the previous copy, so that if the new owner dies
+				// before its own replica is synced (it serves nothing until
+				// then) the old owner takes over again instead of the
+				// partition being declared lost. Found by the fault suite: an
+				// owner paused and its replica killed at once; the dead
+				// replica was made owner, and its restart lost the partition
+				// while the paused owner woke with a complete copy.
+				if current(cur.Owner, cur.ONonce) && !v.gone(incOf(cur.Owner)) && a.To.Replica != cur.Owner && !st.Nodes[cur.Owner].Leaving {
+					a.To.Prev, a.To.PNonce, a.To.PEpoch = cur.Owner, cur.ONonce, cur.Epoch
+				}
+				repairs = append(repairs, a)
 			case prevHasState:
 				repairs = append(repairs, move(st, p, cur, cur.Prev, pick(d, cur.Prev), Takeover))
 			case v.gone(Incarnation{cur.Owner, cur.ONonce}) && noCopy && !(prevMayHold && replicaAlive):

@@ -381,3 +381,36 @@ func TestPlanPrevReplicaTakesOver(t *testing.T) {
 		})
 	}
 }
+
+// A takeover by the replica keeps the old owner on record as the previous
+// copy when it may come back with its state (paused, cut off), so that it
+// can take over again if the new owner dies before its replica is synced;
+// an old owner that is gone for good (restarted) is not recorded.
+func TestPlanTakeoverRecordsTheOldOwner(t *testing.T) {
+	for _, gone := range []bool{false, true} {
+		st, synced := cluster("a", "b", "c")
+		v := view(st, synced, "a")
+		if !gone {
+			isGone := v.gone
+			v.gone = func(inc Incarnation) bool { return inc.ID != "a" && isGone(inc) } // a may come back
+		}
+		repairs, _ := plan(st, v, testParts, 100)
+		n := 0
+		for _, r := range repairs {
+			if st.Parts[r.P].Owner != "a" {
+				continue
+			}
+			n++
+			want := Part{}
+			if !gone {
+				want = Part{Prev: "a", PNonce: "a-1", PEpoch: 100}
+			}
+			if r.To.Mode != Takeover || r.To.Prev != want.Prev || r.To.PNonce != want.PNonce || r.To.PEpoch != want.PEpoch {
+				t.Errorf("gone=%v: takeover of partition %d: %+v; want previous copy %q at epoch %d", gone, r.P, r.To, want.Prev, want.PEpoch)
+			}
+		}
+		if n == 0 {
+			t.Fatal("no partition of a was taken over")
+		}
+	}
+}

@@ -75,6 +75,16 @@ func (d *Data) reconcile(p int, prev, cur Part, alone bool) (ended []confirm, ev
 			// this copy may be the only one if the owner dies. Keep it, at
 			// its epoch, which refuses every write of a later one.
 			l.part = cur
+		case cur.PrevIs(me.ID, me.Nonce) && l.role == owner && l.epoch == cur.PEpoch:
+			// Taken over by the replica while this node could not serve (a
+			// pause, a partition): its table is a full copy, and the only
+			// one if the new owner dies before its own replica has one.
+			// Keep it as a previous replica does, serving nothing; the
+			// grants its replica never acknowledged are in it, and were
+			// answered as unknown outcomes.
+			l.role, l.rsynced, l.rseq, l.chunks = replica, true, l.seq, nil
+			l.link, l.out, l.sealed = nil, nil, false
+			l.part = cur
 		default:
 			if l.role != none {
 				t = locktable.New(0, d.set.Limits(), true)
