@@ -525,3 +525,41 @@ func TestOldOwnerKeepsItsCopy(t *testing.T) {
 		t.Fatalf("after the old owner took over again: token %d, %v, %v; want s1 to hold x", tok, status, err)
 	}
 }
+
+// Abandon answers a confirmation waiting for a silent replica at once, as
+// an unknown outcome, and every later one too, before the data plane is
+// closed: a node shutting down joins the goroutines that wait on them
+// first.
+func TestAbandonAnswersWaitingConfirmations(t *testing.T) {
+	a, b := startData(t, "a"), startData(t, "b")
+	syncPair(t, a, b)
+	b.mux.Close() // the replica goes silent
+	got := make(chan error, 1)
+	go func() {
+		_, _, err := a.set.LockAsync("s1", []byte("x"), 0, nil)
+		got <- err
+	}()
+	l := a.data.parts[0]
+	wait.For(t, 10*time.Second, "the grant to wait for its confirmation", func() bool {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return len(l.confirms) > 0
+	})
+	a.data.Abandon()
+	select {
+	case err := <-got:
+		if failure.ClassOf(err) != failure.Indeterminate {
+			t.Fatalf("a grant abandoned while unconfirmed: %v; want an unknown outcome", err)
+		}
+	case <-time.After(time.Second): // far below the await timeout
+		t.Fatal("the waiting confirmation was not answered by Abandon")
+	}
+	l.mu.Lock()
+	next := l.position(l.seq + 1)
+	l.mu.Unlock()
+	done := make(chan error, 1)
+	a.data.Confirm(0, next, func(err error) { done <- err })
+	if err := <-done; failure.ClassOf(err) != failure.Indeterminate {
+		t.Fatalf("a confirmation asked for after Abandon: %v; want an unknown outcome at once", err)
+	}
+}

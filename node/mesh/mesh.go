@@ -335,6 +335,10 @@ func (m *Mesh) Leave(ctx context.Context) error {
 func (m *Mesh) Close() error {
 	m.cancel()
 	m.mux.Close()
+	// No answer leaves this node now: a role's goroutine waiting for a
+	// replica's acknowledgement is told the outcome is unknown at once
+	// instead of holding the joins below for the await timeout.
+	m.data.Abandon()
 	m.wg.Wait()
 	m.work.close()
 	m.ring.Leave(time.Second)
