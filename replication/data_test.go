@@ -563,3 +563,38 @@ func TestAbandonAnswersWaitingConfirmations(t *testing.T) {
 		t.Fatalf("a confirmation asked for after Abandon: %v; want an unknown outcome at once", err)
 	}
 }
+
+// A partition that starts over after every copy was lost gives session
+// epochs above every one the lost table gave: lock owners fence requests
+// below a session's highest epoch, so a new session under an old id
+// would otherwise be refused everywhere its old incarnation had resumed.
+func TestSessionEpochsGrowAcrossALoss(t *testing.T) {
+	noDelay := func(c *DataConfig) { c.LockDelay = 0 }
+	a, b := startDataWith(t, "a", 1, noDelay), startDataWith(t, "b", 1, noDelay)
+	c, d := startDataWith(t, "c", 1, noDelay), startDataWith(t, "d", 1, noDelay)
+	st1 := syncPair(t, a, b)
+	var last uint64
+	for range 3 {
+		at, err := a.set.Attach("s1", "h")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := a.set.Detach("s1", at.Epoch); err != nil {
+			t.Fatal(err)
+		}
+		last = at.Epoch
+	}
+	// a and b are gone with every copy; c starts the partition over.
+	st2 := table(2, Part{Epoch: 2, Owner: "c", ONonce: "c-1", Replica: "d", RNonce: "d-1", Mode: Lost}, c, d)
+	for _, n := range []*dataNode{c, d} {
+		n.data.Apply(st1, st2, []int{0})
+	}
+	wait.For(t, 10*time.Second, "the new replica to sync", func() bool { return c.data.Synced()[0] == 2 })
+	at, err := c.set.Attach("s1", "h")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if at.Epoch <= last {
+		t.Fatalf("after the loss s1 attached at epoch %d; the lost table had reached %d", at.Epoch, last)
+	}
+}

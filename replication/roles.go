@@ -134,11 +134,11 @@ func (d *Data) becomeOwner(l *local, t *locktable.Table, prev, cur Part, alone b
 	case promoted:
 		// Tokens of the new epoch are above all of the old one.
 	case cur.Mode == Fresh:
-		t = locktable.New(cur.Epoch, d.set.Limits(), true)
+		t = newLineage(cur.Epoch, d.set.Limits())
 	default:
 		// Lost, or a takeover without a synced copy: nothing survived.
 		d.log.Warn("partition lost: starting empty behind a lock-delay", "partition", l.id, "epoch", cur.Epoch, "mode", cur.Mode, "delay", d.cfg.LockDelay)
-		t = locktable.New(cur.Epoch, d.set.Limits(), true)
+		t = newLineage(cur.Epoch, d.set.Limits())
 		lostBefore = true
 	}
 	if cur.Mode == Lost && !cur.Settled {
@@ -223,4 +223,17 @@ func (d *Data) serveSeal(_ context.Context, _ peer.Method, payload []byte, reply
 		e.Uint(seq) // the replica compares its own count of positions
 		reply(e.B, nil)
 	})
+}
+
+// newLineage is the empty table a partition starts with at epoch, when it
+// is formed or when every copy of it was lost. Its session epochs start
+// at epoch in their high 32 bits: above every epoch any earlier table of
+// the partition gave out, since that one started at a lower epoch and
+// (promoted from copy to copy) counted fewer than 2^32 attaches. Lock
+// owners fence requests below a session's highest epoch, so epochs must
+// not start again at 1 (locktable.FirstSessionEpoch).
+func newLineage(epoch uint64, limits locktable.Limits) *locktable.Table {
+	t := locktable.New(epoch, limits, true)
+	t.FirstSessionEpoch(min(epoch, locktable.MaxEpoch) << 32)
+	return t
 }

@@ -233,6 +233,17 @@ func (t *Table) Epoch() uint64 { return t.epoch }
 // bits.
 const MaxEpoch = 1<<32 - 1
 
+// FirstSessionEpoch makes every later Attach's epoch above n. A table that
+// replaces a lost one knows nothing of the epochs the old one gave out,
+// and lock owners fence a session's requests below the highest attach
+// epoch they have seen of it (a resume): a new table numbering attaches
+// from 1 again would have them refuse every session under such an id
+// for good. Its caller passes a bound above anything the lost table
+// could have reached (see replication's becomeOwner).
+func (t *Table) FirstSessionEpoch(n uint64) {
+	t.attaches = max(t.attaches, n)
+}
+
 // SetEpoch moves the table to a higher epoch and restarts the token
 // counter, so every later token is above every earlier one.
 func (t *Table) SetEpoch(e uint64) error {

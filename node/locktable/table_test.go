@@ -964,3 +964,23 @@ func grantedTo(t *testing.T, fx []locktable.Effect, w locktable.WaiterID) uint64
 	t.Fatalf("waiter %d not granted: %v", w, fx)
 	return 0
 }
+
+// FirstSessionEpoch raises the epochs of later attaches, never lowers
+// them, and a copy of the table keeps them.
+func TestFirstSessionEpoch(t *testing.T) {
+	tb := locktable.New(1, defaultLimits, true)
+	tb.FirstSessionEpoch(100)
+	a, _, _ := tb.Attach(0, "s1", "h")
+	tb.FirstSessionEpoch(50)
+	b, _, _ := tb.Attach(0, "s2", "h")
+	if a.Epoch != 101 || b.Epoch != 102 {
+		t.Fatalf("epochs %d and %d; want 101 and 102", a.Epoch, b.Epoch)
+	}
+	cp, err := locktable.Restore(0, tb.Snapshot(0), defaultLimits, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, _, _ := cp.Attach(0, "s3", "h"); c.Epoch != 103 {
+		t.Fatalf("the copy attached at epoch %d; want 103", c.Epoch)
+	}
+}
