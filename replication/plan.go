@@ -56,14 +56,21 @@ func move(st *State, p int, cur Part, owner, replica string, mode Mode) Assignme
 }
 
 // keep builds a move of p that changes only its replica, and records
-// which replica holds the latest full copy while the new one has none:
-// the current replica if it is synced (or, for a leader not yet informed,
-// if no other is known), else the one recorded before.
-func keep(st *State, p int, cur Part, replica string, v leaderView) Assignment {
+// which copy may be the latest while the new replica has none: the
+// current replica's. Whether it ever got its copy at this epoch is not
+// known here for sure (the owner's report of it can lag the copy by a
+// heartbeat, and the owner may still be sending it), and if it did, every
+// grant the owner acknowledged since is in it and in no older copy. So
+// it is recorded even when not known synced; a previous copy is only
+// taken over from once it reports itself synced at that epoch. Keeping
+// an older previous copy instead (as before) could let it take over
+// without the grants of the epochs since (found by review). Only a
+// partition without a replica, whose owner could acknowledge nothing,
+// keeps the one recorded before.
+func keep(st *State, p int, cur Part, replica string) Assignment {
 	a := move(st, p, cur, cur.Owner, replica, Keep)
-	synced := v.synced[p] == cur.Epoch
 	switch {
-	case cur.Replica != "" && (synced || !v.informed && cur.Prev == ""):
+	case cur.Replica != "":
 		a.To.Prev, a.To.PNonce, a.To.PEpoch = cur.Replica, cur.RNonce, cur.Epoch
 	default:
 		a.To.Prev, a.To.PNonce, a.To.PEpoch = cur.Prev, cur.PNonce, cur.PEpoch
@@ -168,7 +175,7 @@ func plan(st *State, v leaderView, partitions, maxMoves int) (repairs []Assignme
 			// The same node id may come back as a new incarnation: that is
 			// a new replica too, and needs its own epoch and copy.
 			if r := pick(d, cur.Owner); r != "" && (r != cur.Replica || st.Nodes[r].Nonce != cur.RNonce) {
-				repairs = append(repairs, keep(st, p, cur, r, v))
+				repairs = append(repairs, keep(st, p, cur, r))
 			}
 		case (st.Nodes[cur.Owner].Leaving || cur.Owner != d.Owner) && moves < maxMoves:
 			target := d.Owner
@@ -176,7 +183,7 @@ func plan(st *State, v leaderView, partitions, maxMoves int) (repairs []Assignme
 			case target == cur.Owner:
 			case cur.Replica != target:
 				// The future owner first becomes the replica and gets a copy.
-				repairs = append(repairs, keep(st, p, cur, target, v))
+				repairs = append(repairs, keep(st, p, cur, target))
 				moves++
 			case isSynced:
 				next := pick(d, target)
@@ -187,7 +194,7 @@ func plan(st *State, v leaderView, partitions, maxMoves int) (repairs []Assignme
 				moves++
 			}
 		case cur.Replica != d.Replica && d.Replica != "" && isSynced && moves < maxMoves:
-			repairs = append(repairs, keep(st, p, cur, d.Replica, v))
+			repairs = append(repairs, keep(st, p, cur, d.Replica))
 			moves++
 		}
 	}

@@ -310,16 +310,65 @@ func TestPlanKeepRecordsPrevReplica(t *testing.T) {
 			t.Fatalf("replacing leaving replica b: %+v; want no previous replica", r.To)
 		}
 	}
-	// The new replica is replaced in turn before it got its copy: b's is
-	// still the latest.
+	// The new replica is replaced in turn before the leader heard that it
+	// got its copy. It may have got it, and the owner may have granted
+	// since: b's copy is no longer known to be the latest, the new
+	// replica's is recorded (taken over from only if it reports a copy).
 	st.Parts[p] = to
 	delete(synced, p)
 	repairs, _ = plan(st, view(st, synced, "b", to.Replica), testParts, 100)
+	found := false
 	for _, r := range repairs {
-		if r.P == p && (!r.To.PrevIs("b", "b-1") || r.To.PEpoch != 100) {
-			t.Fatalf("replacing the unsynced replica: %+v; want Prev still b at epoch 100", r.To)
+		if r.P != p {
+			continue
+		}
+		found = true
+		if !r.To.PrevIs(to.Replica, to.RNonce) || r.To.PEpoch != to.Epoch {
+			t.Fatalf("replacing the replica not known synced: %+v; want Prev %s at epoch %d", r.To, to.Replica, to.Epoch)
 		}
 	}
+	if !found {
+		t.Fatal("the replica not known synced was not replaced")
+	}
+}
+
+// A takeover records the old owner as the previous copy; when the new
+// owner's replica is replaced before the leader heard that it synced,
+// the old owner's copy may miss grants the new owner made at its epoch
+// (its replica acknowledged them): the replaced replica is recorded
+// instead, so the old owner cannot take over without them (found by
+// review: with the old owner kept, the owner's death before the next
+// replica synced gave the partition back to the old owner's copy).
+func TestPlanKeepAfterTakeoverForgetsTheOldOwner(t *testing.T) {
+	st, synced := cluster("a", "b", "c", "d")
+	p := -1
+	for i, cur := range st.Parts {
+		if cur.Owner == "b" {
+			p = i
+			break
+		}
+	}
+	// b took over p from a (paused) at epoch 101; its replica c is now
+	// out of reach, and no report of c's copy has reached the leader.
+	cur := st.Parts[p]
+	replica := "c"
+	if cur.Replica == "c" {
+		replica = "d"
+	}
+	st.Parts[p] = Part{Epoch: 101, Owner: "b", ONonce: "b-1", Replica: replica, RNonce: replica + "-1", Mode: Takeover, Prev: "a", PNonce: "a-1", PEpoch: 100}
+	delete(synced, p)
+	v := view(st, synced, replica)
+	repairs, _ := plan(st, v, testParts, 100)
+	for _, r := range repairs {
+		if r.P != p {
+			continue
+		}
+		if r.To.Mode != Keep || r.To.PrevIs("a", "a-1") {
+			t.Fatalf("replacing b's replica: %+v; want a keep that no longer names a's copy", r.To)
+		}
+		return
+	}
+	t.Fatal("b's unreachable replica was not replaced")
 }
 
 // An owner that dies while its replica has no copy yet leaves the
