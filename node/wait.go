@@ -83,11 +83,12 @@ func (c *conn) unwanted(ref SessionRef, name []byte, token uint64) (locktable.Re
 // it since through another request (a resumed connection's re-entrant
 // lock or wait): taking it then would leave two holders. Left in place,
 // a grant nobody heard of refuses everyone else until its session ends.
-// Drop, unlike unlock, works after the session moved to another home,
-// where a grant that reached the old one is most often unwanted (found by
-// the fault suite). An owner that took the partition over since the
-// grant cannot tell who heard of it; then only the session's current
-// home may release it, by unlock.
+// A Drop is fenced, as an unlock is, once the session has been resumed
+// at another home: the resumed client was told which locks it holds, and
+// the grant then stays with the session until unlock, unlock_all or its
+// expiry ends it (see the lock owner's drop). An owner that took the
+// partition over since the grant cannot tell who heard of it; then only
+// the session's current home may release it, by unlock.
 func ReleaseUnwanted(ctx context.Context, b Backend, ref SessionRef, name []byte, token uint64) error {
 	if token != 0 {
 		res, err := b.Drop(ctx, ref, name, token)

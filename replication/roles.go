@@ -134,11 +134,11 @@ func (d *Data) becomeOwner(l *local, t *locktable.Table, prev, cur Part, alone b
 	case promoted:
 		// Tokens of the new epoch are above all of the old one.
 	case cur.Mode == Fresh:
-		t = newLineage(cur.Epoch, d.set.Limits())
+		t = locktable.New(cur.Epoch, d.set.Limits(), true)
 	default:
 		// Lost, or a takeover without a synced copy: nothing survived.
 		d.log.Warn("partition lost: starting empty behind a lock-delay", "partition", l.id, "epoch", cur.Epoch, "mode", cur.Mode, "delay", d.cfg.LockDelay)
-		t = newLineage(cur.Epoch, d.set.Limits())
+		t = locktable.New(cur.Epoch, d.set.Limits(), true)
 		lostBefore = true
 	}
 	if cur.Mode == Lost && !cur.Settled {
@@ -154,6 +154,16 @@ func (d *Data) becomeOwner(l *local, t *locktable.Table, prev, cur Part, alone b
 	newReplica := !(stillOwner && l.link != nil && prev.Replica == cur.Replica && prev.RNonce == cur.RNonce)
 	var ended []confirm
 	if !stillOwner {
+		// Session epochs given out from now on are above every one an
+		// earlier owner of the partition gave out, even one its replica
+		// never heard of, and even when every copy was lost: each
+		// ownership numbers attaches from its epoch in the high 32 bits,
+		// and counts fewer than 2^32. Lock owners fence requests below a
+		// session's highest epoch (a resume), and a release of an ended
+		// session is bounded by the highest epoch its partition had given
+		// out (locktable.SessionEpochBound): an epoch that started again
+		// lower would be fenced for good, or released by such a bound.
+		t.FirstSessionEpoch(min(cur.Epoch, locktable.MaxEpoch) << 32)
 		l.gen++
 		l.since = cur.Epoch
 		l.seq, l.acked = 0, 0
@@ -223,17 +233,4 @@ func (d *Data) serveSeal(_ context.Context, _ peer.Method, payload []byte, reply
 		e.Uint(seq) // the replica compares its own count of positions
 		reply(e.B, nil)
 	})
-}
-
-// newLineage is the empty table a partition starts with at epoch, when it
-// is formed or when every copy of it was lost. Its session epochs start
-// at epoch in their high 32 bits: above every epoch any earlier table of
-// the partition gave out, since that one started at a lower epoch and
-// (promoted from copy to copy) counted fewer than 2^32 attaches. Lock
-// owners fence requests below a session's highest epoch, so epochs must
-// not start again at 1 (locktable.FirstSessionEpoch).
-func newLineage(epoch uint64, limits locktable.Limits) *locktable.Table {
-	t := locktable.New(epoch, limits, true)
-	t.FirstSessionEpoch(min(epoch, locktable.MaxEpoch) << 32)
-	return t
 }

@@ -211,7 +211,7 @@ func (m *model) tick(now locktable.Time) [][]locktable.Effect {
 	for id, r := range m.records {
 		if !r.attached && r.expires <= now {
 			delete(m.records, id)
-			ss = append(ss, due{r.expires, locktable.Effect{Kind: locktable.SessionExpired, Session: id}})
+			ss = append(ss, due{r.expires, locktable.Effect{Kind: locktable.SessionExpired, Session: id, Epoch: r.epoch}})
 		}
 	}
 	var groups [][]locktable.Effect
@@ -235,7 +235,7 @@ func (m *model) attach(now locktable.Time, id, home string) (locktable.Attachmen
 	}
 	if r != nil && r.expires <= now {
 		delete(m.records, id)
-		fx = append(fx, locktable.Effect{Kind: locktable.SessionExpired, Session: id})
+		fx = append(fx, locktable.Effect{Kind: locktable.SessionExpired, Session: id, Epoch: r.epoch})
 		r = nil
 	}
 	m.attaches++
@@ -256,7 +256,7 @@ func (m *model) detach(now locktable.Time, id string, epoch uint64) []locktable.
 	r.attached, r.home, r.expires = false, "", now+locktable.Time(r.timeout)
 	if r.timeout <= 0 {
 		delete(m.records, id)
-		return []locktable.Effect{{Kind: locktable.SessionExpired, Session: id}}
+		return []locktable.Effect{{Kind: locktable.SessionExpired, Session: id, Epoch: r.epoch}}
 	}
 	return nil
 }

@@ -12,7 +12,8 @@ type ChangeKind uint8
 
 const (
 	_ ChangeKind = iota
-	// ChangeHeld: Name is held by Session with Token, for Age so far.
+	// ChangeHeld: Name is held by Session with Token, for Age so far,
+	// claimed up to attach Epoch.
 	ChangeHeld
 	// ChangeFreed: Name is free.
 	ChangeFreed
@@ -33,10 +34,12 @@ type Change struct {
 	Session string
 	Token   uint64
 	Age     time.Duration // ChangeHeld: how long it has been held
+	// Epoch: ChangeHeld, the lock's epoch (see Table.LockAt); ChangeSession,
+	// the record's attach epoch.
+	Epoch uint64
 	// ChangeSession:
 	Timeout  time.Duration
 	Attached bool
-	Epoch    uint64
 	Home     string
 	Left     time.Duration // detached: time until it expires
 }
@@ -47,7 +50,7 @@ func (t *Table) HeldChange(now Time, name string) Change {
 	if l == nil {
 		return Change{Kind: ChangeFreed, Name: name}
 	}
-	return Change{Kind: ChangeHeld, Name: name, Session: l.owner.id, Token: l.token, Age: time.Duration(now - l.since)}
+	return Change{Kind: ChangeHeld, Name: name, Session: l.owner.id, Token: l.token, Age: time.Duration(now - l.since), Epoch: l.epoch}
 }
 
 // SessionChange describes session id's record as a Change.
@@ -82,7 +85,7 @@ func (t *Table) Apply(now Time, c Change) {
 		}
 		// Claims are not replicated: whoever takes this copy over cannot
 		// tell whether the holder heard of the grant twice.
-		l.token, l.since, l.claim = c.Token, now-int64(c.Age), claimUnknown
+		l.token, l.since, l.claim, l.epoch = c.Token, now-int64(c.Age), claimUnknown, c.Epoch
 		t.attach(l, t.holder(c.Session))
 	case ChangeFreed:
 		if l := t.locks[c.Name]; l != nil {
@@ -134,14 +137,15 @@ func Restore(now Time, b []byte, limits Limits, recordChanges bool) (*Table, err
 	t.attaches = r.uvarint()
 	for n := r.uvarint(); n > 0 && r.err == nil; n-- {
 		name, owner := r.str(), r.str()
-		token, age := r.uvarint(), r.varint()
+		token, age, epoch := r.uvarint(), r.varint(), r.uvarint()
 		for q := r.uvarint(); q > 0 && r.err == nil; q-- {
 			r.uvarint()
 			r.str()
 			r.varint()
+			r.uvarint()
 		}
 		if r.err == nil {
-			t.Apply(now, Change{Kind: ChangeHeld, Name: name, Session: owner, Token: token, Age: time.Duration(age)})
+			t.Apply(now, Change{Kind: ChangeHeld, Name: name, Session: owner, Token: token, Age: time.Duration(age), Epoch: epoch})
 		}
 	}
 	for n := r.uvarint(); n > 0 && r.err == nil; n-- {
@@ -165,6 +169,17 @@ func Restore(now Time, b []byte, limits Limits, recordChanges bool) (*Table, err
 
 // HeldNames lists the names session holds in this table.
 func (t *Table) HeldNames(session string) []string {
+	return t.heldNames(session, false)
+}
+
+// ClaimHeld is HeldNames for a client that is told the list: each grant
+// counts as known to it (see Drop), so an old home's Drop that arrives
+// later cannot take a lock the client was just told it holds.
+func (t *Table) ClaimHeld(session string) []string {
+	return t.heldNames(session, true)
+}
+
+func (t *Table) heldNames(session string, claim bool) []string {
 	h := t.holders[session]
 	if h == nil {
 		return nil
@@ -172,6 +187,9 @@ func (t *Table) HeldNames(session string) []string {
 	names := make([]string, 0, h.nheld)
 	for l := h.locks; l != nil; l = l.next {
 		names = append(names, l.name)
+		if claim && l.claim == claimNone {
+			l.claim = claimTold
+		}
 	}
 	return names
 }

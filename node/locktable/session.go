@@ -96,7 +96,7 @@ func (t *Table) Detach(now Time, id string, epoch uint64) []Effect {
 func (t *Table) expire(s *Session) {
 	t.sessHeap.remove(s)
 	delete(t.records, s.ID)
-	t.effect(Effect{Kind: SessionExpired, Session: s.ID})
+	t.effect(Effect{Kind: SessionExpired, Session: s.ID, Epoch: s.Epoch})
 }
 
 // addSaturating returns now+d, or the latest Time if that overflows: a

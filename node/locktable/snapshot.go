@@ -29,11 +29,13 @@ func (t *Table) Snapshot(now Time) []byte {
 		b = appendString(b, l.owner.id)
 		b = binary.AppendUvarint(b, l.token)
 		b = binary.AppendVarint(b, now-l.since)
+		b = binary.AppendUvarint(b, l.epoch)
 		b = binary.AppendUvarint(b, uint64(l.qlen))
 		for w := l.qhead; w != nil; w = w.next {
 			b = binary.AppendUvarint(b, uint64(w.id))
 			b = appendString(b, w.h.id)
 			b = binary.AppendVarint(b, w.deadline-now)
+			b = binary.AppendUvarint(b, w.epoch)
 		}
 	}
 

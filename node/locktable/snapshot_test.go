@@ -28,6 +28,7 @@ type snapLock struct {
 	name, owner string
 	token       uint64
 	heldFor     int64 // now - since
+	epoch       uint64
 	waiters     []snapWaiter
 }
 
@@ -35,6 +36,7 @@ type snapWaiter struct {
 	id      uint64
 	session string
 	left    int64 // deadline - now
+	epoch   uint64
 }
 
 type snapSession struct {
@@ -89,9 +91,9 @@ func decodeSnapshot(b []byte) (snap, error) {
 	var s snap
 	s.epoch, s.count, s.attaches = r.uvarint(), r.uvarint(), r.uvarint()
 	for n := r.uvarint(); n > 0 && r.err == nil; n-- {
-		l := snapLock{name: r.str(), owner: r.str(), token: r.uvarint(), heldFor: r.varint()}
+		l := snapLock{name: r.str(), owner: r.str(), token: r.uvarint(), heldFor: r.varint(), epoch: r.uvarint()}
 		for q := r.uvarint(); q > 0 && r.err == nil; q-- {
-			l.waiters = append(l.waiters, snapWaiter{id: r.uvarint(), session: r.str(), left: r.varint()})
+			l.waiters = append(l.waiters, snapWaiter{id: r.uvarint(), session: r.str(), left: r.varint(), epoch: r.uvarint()})
 		}
 		s.locks = append(s.locks, l)
 	}

@@ -16,6 +16,7 @@ package locktable
 
 import (
 	"errors"
+	"math"
 	"time"
 )
 
@@ -92,9 +93,10 @@ const (
 	// WaiterTimedOut: Waiter reached its deadline without a grant and has
 	// left the queue.
 	WaiterTimedOut
-	// SessionExpired: the session record Session stayed detached for its
-	// whole timeout and is gone. The caller releases the session's locks in
-	// every partition (ReleaseSession).
+	// SessionExpired: the session record Session, last attached at
+	// Epoch, stayed detached for its whole timeout and is gone. The
+	// caller releases the session's locks in every partition
+	// (ReleaseSessionUpTo Epoch).
 	SessionExpired
 	// LockHeld: Name is now held by Session with Token (a new grant or a
 	// hand-over). Replication ships these to the replica.
@@ -110,6 +112,7 @@ type Effect struct {
 	Session string
 	Name    string
 	Token   uint64
+	Epoch   uint64 // SessionExpired
 }
 
 // Limits bounds what one client can make the table hold.
@@ -158,6 +161,11 @@ type lock struct {
 	// claim says whether a client of the holder may know of this grant
 	// beyond the one request it answered (see Drop).
 	claim claim
+	// epoch is the highest attach epoch of the holder's requests that
+	// were told of this grant: the one that made it and any re-entrant
+	// lock since. A release bounded by an epoch (ReleaseSessionUpTo)
+	// leaves it to a later incarnation of the session that claimed it.
+	epoch uint64
 	// prev and next link the locks of one holder, for ReleaseSession.
 	prev, next *lock
 }
@@ -171,7 +179,8 @@ const (
 	// claimNone: granted here, and told only to the request it answered.
 	claimNone
 	// claimTold: the holder has been told of it since, by a re-entrant
-	// lock, another wait of the same session, token or info.
+	// lock, another wait of the same session, token, info, or the list
+	// of its locks a resume gives the client (ClaimHeld).
 	claimTold
 )
 
@@ -191,6 +200,7 @@ type waiter struct {
 	h        *holder
 	lk       *lock
 	deadline Time
+	epoch    uint64 // the attach epoch of the request that queued it
 	heapIdx  int
 	prev     *waiter // in the lock's queue
 	next     *waiter
@@ -296,11 +306,24 @@ func (t *Table) dropIfIdle(h *holder) {
 // w is non-zero, the request queues until deadline; otherwise it is
 // Unavailable. The returned effects are valid until the next call.
 func (t *Table) Lock(now Time, session string, name []byte, w WaiterID, deadline Time) (Result, []Effect, error) {
+	return t.LockAt(now, session, 0, name, w, deadline)
+}
+
+// LockAt is Lock for a request sent by a session attached at epoch (see
+// ReleaseSessionUpTo). A re-entrant grant to a later epoch raises the
+// lock's epoch, and reports LockHeld so that a replica learns it.
+func (t *Table) LockAt(now Time, session string, epoch uint64, name []byte, w WaiterID, deadline Time) (Result, []Effect, error) {
 	t.begin()
 	if l := t.locks[string(name)]; l != nil {
 		if l.owner.id == session {
 			l.claim = claimTold
-			return Result{Status: Granted, Token: l.token, Reentrant: true}, nil, nil
+			if epoch > l.epoch {
+				l.epoch = epoch
+				if t.changes {
+					t.effect(Effect{Kind: LockHeld, Session: session, Name: l.name, Token: l.token})
+				}
+			}
+			return Result{Status: Granted, Token: l.token, Reentrant: true}, t.effects(), nil
 		}
 		if w == 0 {
 			return Result{Status: Unavailable}, nil, nil
@@ -311,14 +334,14 @@ func (t *Table) Lock(now Time, session string, name []byte, w WaiterID, deadline
 		if !t.reserveToken() {
 			return Result{}, nil, ErrExhausted
 		}
-		t.enqueue(l, session, w, deadline)
+		t.enqueue(l, session, epoch, w, deadline)
 		return Result{Status: Queued}, nil, nil
 	}
 	if !t.reserveToken() {
 		return Result{}, nil, ErrExhausted
 	}
 	tok, _ := t.nextToken()
-	l := &lock{name: string(name), token: tok, since: now, claim: claimNone}
+	l := &lock{name: string(name), token: tok, since: now, claim: claimNone, epoch: epoch}
 	t.locks[l.name] = l
 	t.held++
 	t.attach(l, t.holder(session))
@@ -328,9 +351,9 @@ func (t *Table) Lock(now Time, session string, name []byte, w WaiterID, deadline
 	return Result{Status: Granted, Token: tok}, t.effects(), nil
 }
 
-func (t *Table) enqueue(l *lock, session string, id WaiterID, deadline Time) {
+func (t *Table) enqueue(l *lock, session string, epoch uint64, id WaiterID, deadline Time) {
 	h := t.holder(session)
-	w := &waiter{id: id, h: h, lk: l, deadline: deadline, heapIdx: -1}
+	w := &waiter{id: id, h: h, lk: l, deadline: deadline, epoch: epoch, heapIdx: -1}
 	if l.qtail == nil {
 		l.qhead = w
 	} else {
@@ -441,23 +464,23 @@ func (t *Table) release(now Time, l *lock) {
 // session, which now holds it re-entrantly).
 func (t *Table) handTo(now Time, l *lock, w *waiter, tok uint64) {
 	h := w.h
-	l.token, l.since, l.claim = tok, now, claimNone
+	l.token, l.since, l.claim, l.epoch = tok, now, claimNone, w.epoch
 	t.attach(l, h)
 	if t.changes {
+		// A replica's copy is taken when the effects are handled, with
+		// the epoch that the loop below may still raise.
 		t.effect(Effect{Kind: LockHeld, Session: h.id, Name: l.name, Token: tok})
 	}
 	t.unqueue(w)
 	t.effect(Effect{Kind: WaiterGranted, Waiter: w.id, Session: h.id, Name: l.name, Token: tok})
-	if h.nwait == 0 {
-		return // the common case: no other wait of this session to look for
-	}
-	for w = l.qhead; w != nil; {
+	for w = l.qhead; h.nwait > 0 && w != nil; {
 		next := w.next
 		if w.h == h {
 			// Another request of the holder hears of this grant: taking
 			// it back because the first one's client is gone would take
 			// it from this one.
 			l.claim = claimTold
+			l.epoch = max(l.epoch, w.epoch)
 			t.unqueue(w)
 			t.effect(Effect{Kind: WaiterGranted, Waiter: w.id, Session: h.id, Name: l.name, Token: tok})
 		}
@@ -512,21 +535,47 @@ func (t *Table) Drop(now Time, session string, name []byte, token uint64) (Resul
 // drops its waiters, as unlock_all and session expiry require. It returns
 // how many locks were released.
 func (t *Table) ReleaseSession(now Time, session string) (int, []Effect) {
+	return t.ReleaseSessionUpTo(now, session, math.MaxUint64)
+}
+
+// ReleaseSessionUpTo is ReleaseSession for the incarnation of the session
+// that ended at attach epoch upTo: it leaves the locks and waits that a
+// later incarnation under the same id made or claimed (epoch above upTo).
+// A release sent when a session expired can arrive after a client reused
+// the id for a new session and locked there; it must not take that lock.
+func (t *Table) ReleaseSessionUpTo(now Time, session string, upTo uint64) (int, []Effect) {
 	t.begin()
 	h := t.holders[session]
 	if h == nil {
 		return 0, nil
 	}
-	n := h.nheld
-	for h.locks != nil {
-		t.release(now, h.locks)
+	n := 0
+	for l := h.locks; l != nil; {
+		next := l.next
+		if l.epoch <= upTo {
+			// release hands l over, if at all, to another session: h's
+			// own waits were granted along with its grant (handTo).
+			t.release(now, l)
+			n++
+		}
+		l = next
 	}
-	for h.waits != nil {
-		t.unqueue(h.waits)
+	for w := h.waits; w != nil; {
+		next := w.hnext
+		if w.epoch <= upTo {
+			t.unqueue(w)
+		}
+		w = next
 	}
 	t.dropIfIdle(h)
 	return n, t.effects()
 }
+
+// SessionEpochBound is the highest attach epoch this table has given
+// out; every later one is above it. It bounds the release of a session
+// that has no record here (see ReleaseSessionUpTo): a new session under
+// its id will attach above it.
+func (t *Table) SessionEpochBound() uint64 { return t.attaches }
 
 // CancelWait removes a queued waiter, as when its client disconnects or
 // its wait times out at the edge. It reports false if w is not queued: it
@@ -638,7 +687,7 @@ func (t *Table) Tick(now Time) []Effect {
 		}
 		t.sessHeap.remove(s)
 		delete(t.records, s.ID)
-		t.effect(Effect{Kind: SessionExpired, Session: s.ID})
+		t.effect(Effect{Kind: SessionExpired, Session: s.ID, Epoch: s.Epoch})
 	}
 	return t.effects()
 }

@@ -857,6 +857,8 @@ func TestDrop(t *testing.T) {
 		{"claimed by a re-entrant lock", func(tb *locktable.Table) { tb.Lock(0, "a", []byte("x"), 0, 0) }, "a", same, locktable.NotYours},
 		{"claimed by token", func(tb *locktable.Table) { tb.Token("a", []byte("x")) }, "a", same, locktable.NotYours},
 		{"claimed by info", func(tb *locktable.Table) { tb.Info(0, "a", []byte("x")) }, "a", same, locktable.NotYours},
+		{"listed for a resume", func(tb *locktable.Table) { tb.ClaimHeld("a") }, "a", same, locktable.NotYours},
+		{"listed, not claimed", func(tb *locktable.Table) { tb.HeldNames("a") }, "a", same, locktable.Unlocked},
 		{"looked at by another session", func(tb *locktable.Table) {
 			tb.Token("b", []byte("x"))
 			tb.Info(0, "b", []byte("x"))
@@ -982,5 +984,59 @@ func TestFirstSessionEpoch(t *testing.T) {
 	}
 	if c, _, _ := cp.Attach(0, "s3", "h"); c.Epoch != 103 {
 		t.Fatalf("the copy attached at epoch %d; want 103", c.Epoch)
+	}
+}
+
+// ReleaseSessionUpTo leaves the locks and waits of a later incarnation of
+// the session: those granted to its requests, those it claimed with a
+// re-entrant lock, those handed over to its waits. A replica's copy, and
+// a snapshot's, keep each lock's epoch.
+func TestReleaseSessionUpTo(t *testing.T) {
+	tb := locktable.New(1, defaultLimits, true)
+	lock := func(session string, epoch uint64, name string, w locktable.WaiterID) locktable.Status {
+		t.Helper()
+		res, _, err := tb.LockAt(0, session, epoch, []byte(name), w, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.Status
+	}
+	lock("s", 3, "old", 0)     // the old incarnation's only
+	lock("s", 3, "claimed", 0) // the old incarnation's, claimed by the new one
+	if _, fx, _ := tb.LockAt(0, "s", 7, []byte("claimed"), 0, 0); len(fx) != 1 || fx[0].Kind != locktable.LockHeld {
+		t.Fatalf("a re-entrant lock at a later epoch reported %v; want LockHeld for the replica", fx)
+	}
+	lock("s", 7, "new", 0)
+	lock("o", 1, "handed", 0)
+	if lock("s", 7, "handed", 1) != locktable.Queued || lock("o", 1, "waited", 0) != locktable.Granted || lock("s", 3, "waited", 2) != locktable.Queued {
+		t.Fatal("setup: waits not queued")
+	}
+	tb.Unlock(0, "o", []byte("handed")) // to s's wait at epoch 7
+
+	cp := locktable.New(0, defaultLimits, false)
+	for _, n := range []string{"old", "claimed", "new", "handed"} {
+		cp.Apply(0, tb.HeldChange(0, n))
+	}
+	restored, err := locktable.Restore(0, tb.Snapshot(0), defaultLimits, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, table := range map[string]*locktable.Table{"owner": tb, "replica": cp, "restored": restored} {
+		n, _ := table.ReleaseSessionUpTo(0, "s", 5)
+		if n != 1 {
+			t.Errorf("%s: released %d locks; want 1 (old)", name, n)
+		}
+		for _, x := range []string{"claimed", "new", "handed"} {
+			if _, st := table.Token("s", []byte(x)); st != locktable.Granted {
+				t.Errorf("%s: %s taken from the later incarnation", name, x)
+			}
+		}
+		if _, st := table.Token("s", []byte("old")); st == locktable.Granted {
+			t.Errorf("%s: the old incarnation's lock was kept", name)
+		}
+	}
+	// The old incarnation's wait went with it; waits are not copied.
+	if c := tb.Counts(); c.Waiters != 0 {
+		t.Errorf("%d waiters left; want the old incarnation's wait dropped", c.Waiters)
 	}
 }

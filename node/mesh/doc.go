@@ -33,5 +33,7 @@
 // imports this package; only cmd/elockd does.
 //
 // Lock order: every mutex in this package is a leaf. No mutex is held
-// while calling a peer method, the partition set or another role.
+// while calling a peer method, the partition set or another role. The
+// lock owner's mutex is taken under a partition's mutex by the guard of
+// an unlock or a drop (owner.go), which calls nothing else.
 package mesh

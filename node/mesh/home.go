@@ -151,12 +151,13 @@ func (h *home) Drop(ctx context.Context, s node.SessionRef, name []byte, token u
 }
 
 // UnlockAll implements node.Backend: every owner releases the session's
-// locks.
+// locks, up to this attachment's epoch: one the session was resumed with
+// at another home since, when this request arrives late, keeps its own.
 func (h *home) UnlockAll(ctx context.Context, s node.SessionRef) error {
 	if !h.sessions.current(s) {
 		return errSessionMoved
 	}
-	if err := h.rt.releaseEverywhere(ctx, s.ID); err != nil {
+	if err := h.rt.releaseEverywhere(ctx, s.ID, s.Epoch); err != nil {
 		return err
 	}
 	h.sessions.forgetHeld(s.ID)

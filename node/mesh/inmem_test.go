@@ -122,13 +122,14 @@ type memNet struct {
 	cut     map[string]bool
 	paused  map[string]chan struct{} // closed on resume
 	drop    map[string]int
+	held    map[peer.Method]chan struct{} // closed by release
 	calls   map[peer.Method]int
 	connCtx context.Context // what handlers get as their connection
 }
 
 func newMemNet(ctx context.Context) *memNet {
 	return &memNet{regs: map[replication.Incarnation]*peer.Registry{}, cut: map[string]bool{}, paused: map[string]chan struct{}{},
-		drop: map[string]int{}, calls: map[peer.Method]int{}, connCtx: ctx}
+		drop: map[string]int{}, held: map[peer.Method]chan struct{}{}, calls: map[peer.Method]int{}, connCtx: ctx}
 }
 
 func (n *memNet) setCut(id string, cut bool) {
@@ -151,6 +152,25 @@ func (n *memNet) resume(id string) {
 	if ch := n.paused[id]; ch != nil {
 		close(ch)
 		delete(n.paused, id)
+	}
+}
+
+// hold keeps every request of method m from its handler until release,
+// as TCP holds what a partition drops: an abandoned one still arrives.
+func (n *memNet) hold(m peer.Method) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.held[m] == nil {
+		n.held[m] = make(chan struct{})
+	}
+}
+
+func (n *memNet) release(m peer.Method) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if ch := n.held[m]; ch != nil {
+		close(ch)
+		delete(n.held, m)
 	}
 }
 
@@ -177,7 +197,7 @@ func (c memCaller) Start(conn context.Context, to replication.Node, m peer.Metho
 	inc := replication.Incarnation{ID: to.ID, Nonce: to.Nonce}
 	n.mu.Lock()
 	n.calls[m]++
-	reg, cut, paused := n.regs[inc], n.cut[to.ID] && to.ID != c.self.ID, n.paused[to.ID]
+	reg, cut, paused, held := n.regs[inc], n.cut[to.ID] && to.ID != c.self.ID, n.paused[to.ID], n.held[m]
 	n.mu.Unlock()
 	if inc == c.self {
 		reg.Serve(conn, m, payload, done)
@@ -194,6 +214,9 @@ func (c memCaller) Start(conn context.Context, to replication.Node, m peer.Metho
 	go func() {
 		if paused != nil {
 			<-paused
+		}
+		if held != nil {
+			<-held
 		}
 		reg.Serve(n.connCtx, m, p, func(b []byte, err error) {
 			if err != nil {
@@ -362,6 +385,12 @@ func (mm *memMesh) close() {
 	for id := range mm.nodes {
 		mm.net.resume(id)
 	}
+	mm.net.mu.Lock()
+	for m, ch := range mm.net.held {
+		close(ch)
+		delete(mm.net.held, m)
+	}
+	mm.net.mu.Unlock()
 	mm.cancel()
 	mm.wg.Wait()
 	mm.work.close()

@@ -177,7 +177,7 @@ func (o *lockOwner) lock(conn context.Context, _ peer.Method, b []byte, reply fu
 		return
 	}
 	if q.wait <= 0 {
-		o.set.LockThen(q.session, q.name, 0, nil, func(res locktable.Result, _ *partition.Wait, err error) {
+		o.set.LockThen(q.session, q.epoch, q.name, 0, nil, func(res locktable.Result, _ *partition.Wait, err error) {
 			if err != nil {
 				reply(nil, lockErr(err))
 				return
@@ -187,7 +187,7 @@ func (o *lockOwner) lock(conn context.Context, _ peer.Method, b []byte, reply fu
 		return
 	}
 	qw := &queued{o: o, req: q.req, session: q.session, epoch: q.epoch, reply: reply}
-	o.set.LockThen(q.session, q.name, q.wait, qw.outcome, func(res locktable.Result, w *partition.Wait, err error) {
+	o.set.LockThen(q.session, q.epoch, q.name, q.wait, qw.outcome, func(res locktable.Result, w *partition.Wait, err error) {
 		switch {
 		case err != nil:
 			qw.answer(nil, lockErr(err))
@@ -304,7 +304,12 @@ func (o *lockOwner) unlock(_ context.Context, _ peer.Method, b []byte, reply fun
 		reply(nil, err)
 		return
 	}
-	o.set.UnlockThen(q.session, q.name, replyResult(reply))
+	// Fenced again under the partition's mutex: a resume raises the floor
+	// before it lists the session's locks under that mutex, so an old
+	// home's unlock that passed the check above before the floor rose
+	// cannot free a lock after the resumed client was told it holds it
+	// (found by review).
+	o.set.UnlockThen(q.session, q.name, func() error { return o.fenced(q) }, replyResult(reply))
 }
 
 // replyResult answers a request with a lock-side result.
@@ -339,18 +344,20 @@ func (o *lockOwner) drop(_ context.Context, _ peer.Method, b []byte, reply func(
 		reply(nil, err)
 		return
 	}
-	o.set.DropThen(q.session, q.name, token, replyResult(reply))
+	o.set.DropThen(q.session, q.name, token, func() error { return o.fenced(q) }, replyResult(reply))
 }
 
-// release releases a session's locks in one partition.
+// release releases a session's locks in one partition: those of the
+// incarnation that ended at the attach epoch it names, not a later one's
+// under the same id (a release can arrive long after it was sent).
 func (o *lockOwner) release(_ context.Context, _ peer.Method, b []byte, reply func([]byte, error)) {
 	d := peer.Dec{B: b}
-	id, p := d.Str(), int(d.Uint())
+	id, p, upTo := d.Str(), int(d.Uint()), d.Uint()
 	if err := d.End(); err != nil || p < 0 || p >= o.set.Partitions() {
 		reply(nil, peer.ErrMalformed)
 		return
 	}
-	o.set.ReleaseThen(id, p, func(n int, err error) {
+	o.set.ReleaseThen(id, p, upTo, func(n int, err error) {
 		if err != nil {
 			reply(nil, err)
 			return
@@ -420,7 +427,10 @@ func (o *lockOwner) held(_ context.Context, b []byte) ([]byte, error) {
 		if p < 0 || p >= o.set.Partitions() {
 			return nil, peer.ErrMalformed
 		}
-		ns, err := o.set.HeldNamesIn(id, p)
+		// Claimed as listed: a Drop from an older home that passed the
+		// floor before it was raised cannot take a lock after the
+		// resumed client was told of it (found by review).
+		ns, err := o.set.ClaimHeldIn(id, p)
 		if err != nil {
 			missed = append(missed, p)
 			continue
@@ -455,7 +465,7 @@ func (o *lockOwner) nodeStat(context.Context, []byte) ([]byte, error) {
 // Alive statuses, in a session owner's answer.
 const (
 	aliveYes     = 0
-	aliveNo      = 1 // the session owner serves the partition and has no record: expired
+	aliveNo      = 1 // the session owner serves the partition and has no record: expired; the epoch bound follows
 	aliveUnknown = 2
 )
 
@@ -493,8 +503,15 @@ func (o *lockOwner) sweepLocks(ctx context.Context) {
 		d := peer.Dec{B: b}
 		for _, id := range ids {
 			if d.Uint() == aliveNo {
+				// Only up to the epochs given out when the session owner
+				// answered: a new session under this id, attached since,
+				// may already have locked here.
+				upTo := d.Uint()
+				if d.Err() != nil {
+					break
+				}
 				o.log.Info("releasing the locks of an ended session", "session", id)
-				o.set.ReleaseSessionIn(id, holders[id])
+				o.set.ReleaseSessionIn(id, holders[id], upTo)
 				o.mu.Lock()
 				delete(o.floors, id)
 				o.mu.Unlock()

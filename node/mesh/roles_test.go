@@ -663,3 +663,81 @@ func TestWaitInLockDelayIsRefusedAtOnce(t *testing.T) {
 		}
 	})
 }
+
+// An expired session's release that arrives after a new session under the
+// same id has locked at that owner leaves the new session's locks: the
+// ones it was granted, and the ones of the old session it claimed with a
+// re-entrant lock (its client was told it holds them). Without the epoch
+// bound the late release took both, under a client told it held them.
+func TestLateExpiryReleaseSparesANewSession(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mm := newMemMesh(t, testHomeLease, [memParts]string{"n2", "n3", "n2", "n2"}, "n1", "n2", "n3")
+		defer mm.close()
+		old, kept := holdAtN1(t, mm) // kept is in partition 1, at n3
+		left := keyIn("y", 1)
+		if a := <-lockAsync(mm, "n1", old, left); a.err != nil || a.res.Status != locktable.Granted {
+			t.Fatalf("lock %s: %+v", left, a)
+		}
+		mm.net.hold(peer.Release)
+		mm.nodes["n1"].clients.setLive(old.ID, false)
+		if err := mm.nodes["n1"].home.Detach(context.Background(), old); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(11 * time.Second) // the session's timeout: it expires at n2
+		synctest.Wait()
+		if mm.net.count(peer.Release) == 0 {
+			t.Fatal("no release sent for the expired session")
+		}
+		// A client reuses the id: a new session, which claims one of the
+		// old session's locks and takes a new one.
+		s := attach(t, mm, "n1", old.ID)
+		if s.Epoch <= old.Epoch {
+			t.Fatalf("the new session attached at epoch %d, the old one at %d", s.Epoch, old.Epoch)
+		}
+		fresh := keyIn("z", 1)
+		for _, name := range []string{kept, fresh} {
+			if a := <-lockAsync(mm, "n1", s, name); a.err != nil || a.res.Status != locktable.Granted {
+				t.Fatalf("the new session's lock %s: %+v", name, a)
+			}
+		}
+		mm.net.release(peer.Release) // the old session's release arrives now
+		synctest.Wait()
+		for _, name := range []string{kept, fresh} {
+			if !holds(mm, "n3", s.ID, name) {
+				t.Errorf("the late release took %s from the new session", name)
+			}
+		}
+		if holds(mm, "n3", s.ID, left) {
+			t.Errorf("the late release left %s, which only the old session held", left)
+		}
+	})
+}
+
+// When an expired session's releases never arrive, the lock owners' sweep
+// asks the session owner, hears that the session is gone (with the bound
+// of its epochs), and releases its locks.
+func TestSweepReleasesAnEndedSessionsLocks(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mm := newMemMesh(t, testHomeLease, [memParts]string{"n2", "n3", "n2", "n2"}, "n1", "n2", "n3")
+		defer mm.close()
+		s, name := holdAtN1(t, mm)
+		mm.net.hold(peer.Release) // lost, as far as this test goes
+		// Sweeps run at 5 s, 10 s, ...; the session expires at 11 s, and
+		// the sweep at 15 s is the first to find it gone.
+		time.Sleep(time.Second)
+		mm.nodes["n1"].clients.setLive(s.ID, false)
+		if err := mm.nodes["n1"].home.Detach(context.Background(), s); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(11 * time.Second)
+		synctest.Wait()
+		if !holds(mm, "n3", s.ID, name) {
+			t.Fatal("released although every release was held back")
+		}
+		time.Sleep(4 * time.Second) // the sweep at 15 s
+		synctest.Wait()
+		if holds(mm, "n3", s.ID, name) {
+			t.Fatal("the sweep left the ended session's lock")
+		}
+	})
+}

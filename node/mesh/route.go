@@ -312,7 +312,7 @@ func readOnly(m peer.Method) bool { return m == peer.Token || m == peer.Info }
 // releaseEverywhere asks the owner of every partition to release a
 // session's locks, following partitions that move meanwhile: unlock_all,
 // and the expiry of a session.
-func (r *router) releaseEverywhere(ctx context.Context, id string) error {
+func (r *router) releaseEverywhere(ctx context.Context, id string, upTo uint64) error {
 	var (
 		wg       sync.WaitGroup
 		mu       sync.Mutex
@@ -331,6 +331,7 @@ func (r *router) releaseEverywhere(ctx context.Context, id string) error {
 			var pe peer.Enc
 			pe.Str(id)
 			pe.Uint(uint64(p))
+			pe.Uint(upTo)
 			b, err := r.route(ctx, p, peer.Release, pe.B, true)
 			mu.Lock()
 			defer mu.Unlock()

@@ -255,14 +255,14 @@ func (s *sessionOwner) releaseExpired(ctx context.Context, q *expiries) {
 			return
 		case <-q.wake:
 		}
-		for _, id := range q.take() {
+		for _, x := range q.take() {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				cctx, cancel := context.WithTimeout(ctx, 2*routeTimeout)
 				defer cancel()
-				if err := s.rt.releaseEverywhere(cctx, id); err != nil {
-					s.log.Warn("releasing an expired session's locks failed; the sweep will retry", "session", id, "err", err)
+				if err := s.rt.releaseEverywhere(cctx, x.id, x.epoch); err != nil {
+					s.log.Warn("releasing an expired session's locks failed; the sweep will retry", "session", x.id, "err", err)
 				}
 			}()
 		}
@@ -283,7 +283,7 @@ func (s *sessionOwner) alive(_ context.Context, b []byte) ([]byte, error) {
 	}
 	var e peer.Enc
 	for _, id := range ids {
-		_, ok, err := s.set.Session(id)
+		_, ok, bound, err := s.set.SessionBound(id)
 		switch {
 		case err != nil || !ok && s.inLockDelay(s.rt.partOf([]byte(id))):
 			e.Uint(aliveUnknown)
@@ -291,6 +291,7 @@ func (s *sessionOwner) alive(_ context.Context, b []byte) ([]byte, error) {
 			e.Uint(aliveYes)
 		default:
 			e.Uint(aliveNo)
+			e.Uint(bound)
 		}
 	}
 	return e.B, nil
@@ -302,15 +303,21 @@ func (s *sessionOwner) alive(_ context.Context, b []byte) ([]byte, error) {
 // neither needs the other finished. It never blocks the set's timer.
 type expiries struct {
 	mu   sync.Mutex // guards ids
-	ids  []string
+	ids  []expiry
 	wake chan struct{} // capacity 1
+}
+
+// expiry is a session that expired, and the attach epoch it ended at.
+type expiry struct {
+	id    string
+	epoch uint64
 }
 
 func newExpiries() *expiries { return &expiries{wake: make(chan struct{}, 1)} }
 
-func (q *expiries) add(id string) {
+func (q *expiries) add(id string, epoch uint64) {
 	q.mu.Lock()
-	q.ids = append(q.ids, id)
+	q.ids = append(q.ids, expiry{id, epoch})
 	q.mu.Unlock()
 	select {
 	case q.wake <- struct{}{}:
@@ -318,7 +325,7 @@ func (q *expiries) add(id string) {
 	}
 }
 
-func (q *expiries) take() []string {
+func (q *expiries) take() []expiry {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	ids := q.ids

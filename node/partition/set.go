@@ -15,13 +15,14 @@
 //
 // Lock order: one partition's mutex at a time, never two; the Replicator's
 // Admit and Record are called with it held (and take only their own
-// mutexes). Outcomes (Done) and the Expired hook are called with no
-// mutex held.
+// mutexes), as is the guard of UnlockThen and DropThen. Outcomes (Done)
+// and the Expired hook are called with no mutex held.
 package partition
 
 import (
 	"context"
 	"fmt"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -50,11 +51,12 @@ type Config struct {
 	// Replicator, if set, makes this Set one node of a mesh.
 	Replicator Replicator
 	// Expired, if set, is told that a session expired here, with no
-	// partition mutex held: its locks, in whatever partition and on
-	// whatever node, are to be released, and Expired must not block while
-	// that is done. If nil, the session's locks in this Set are released
-	// at once (a single node, where every partition lives here).
-	Expired func(id string)
+	// partition mutex held, and the attach epoch it was last attached at:
+	// its locks, in whatever partition and on whatever node, are to be
+	// released up to that epoch (ReleaseThen), and Expired must not block
+	// while that is done. If nil, the session's locks in this Set are
+	// released at once (a single node, where every partition lives here).
+	Expired func(id string, epoch uint64)
 }
 
 // lowTokens is when AutoEpoch moves a partition on: far enough from the
@@ -285,11 +287,17 @@ func (s *Set) Evict(i int, err error) {
 // reply. It is filled under one part's mutex and carried out after that
 // mutex is released, keeping the one-mutex-at-a-time rule.
 type pending struct {
-	expired []string
+	expired []expiry
 	outcome []decided
 	// touched names and sessions whose state a replica must learn.
 	names    []string
 	sessions []string
+}
+
+// expiry is a session that expired, and the attach epoch it ended at.
+type expiry struct {
+	id    string
+	epoch uint64
 }
 
 // decided is an outcome still to be delivered.
@@ -309,7 +317,7 @@ func (s *Set) apply(p *part, fx []locktable.Effect, pend *pending) {
 		case locktable.WaiterTimedOut:
 			s.decide(p, e.Waiter, Outcome{}, pend)
 		case locktable.SessionExpired:
-			pend.expired = append(pend.expired, e.Session)
+			pend.expired = append(pend.expired, expiry{e.Session, e.Epoch})
 			pend.sessions = append(pend.sessions, e.Session)
 		case locktable.LockHeld, locktable.LockFreed:
 			pend.names = append(pend.names, e.Name)
@@ -372,12 +380,12 @@ func (s *Set) settle(pend *pending, err error) {
 			d.done(d.o)
 		}
 		if len(pend.expired) > 0 {
-			id := pend.expired[0]
+			x := pend.expired[0]
 			pend.expired = pend.expired[1:]
 			if s.cfg.Expired != nil {
-				s.cfg.Expired(id)
+				s.cfg.Expired(x.id, x.epoch)
 			} else {
-				s.releaseIn(id, s.all())
+				s.releaseIn(x.id, s.all(), math.MaxUint64)
 			}
 		}
 	}
@@ -576,18 +584,19 @@ func unconfirmed(p *part) error {
 func (s *Set) LockAsync(session string, name []byte, wait time.Duration, done Done) (locktable.Result, *Wait, error) {
 	p := s.partOf(name)
 	var r lockResult
-	err := s.run(p, Grant, s.lockStep(p, session, name, wait, done, &r))
+	err := s.run(p, Grant, s.lockStep(p, session, 0, name, wait, done, &r))
 	return s.lockEnd(&r, err)
 }
 
-// LockThen is LockAsync for a caller that cannot block: then receives
-// what LockAsync would return, once the answer is confirmed, with no
-// mutex held, before LockThen returns or later from another goroutine.
-// done may be called before then: a queued request granted meanwhile.
-func (s *Set) LockThen(session string, name []byte, wait time.Duration, done Done, then func(locktable.Result, *Wait, error)) {
+// LockThen is LockAsync for a caller that cannot block, sent by a session
+// attached at epoch (see locktable.LockAt): then receives what LockAsync
+// would return, once the answer is confirmed, with no mutex held, before
+// LockThen returns or later from another goroutine. done may be called
+// before then: a queued request granted meanwhile.
+func (s *Set) LockThen(session string, epoch uint64, name []byte, wait time.Duration, done Done, then func(locktable.Result, *Wait, error)) {
 	p := s.partOf(name)
 	r := &lockResult{}
-	s.runThen(p, Grant, s.lockStep(p, session, name, wait, done, r), func(err error) { then(s.lockEnd(r, err)) })
+	s.runThen(p, Grant, s.lockStep(p, session, epoch, name, wait, done, r), func(err error) { then(s.lockEnd(r, err)) })
 }
 
 // lockResult is what a lock's step decided under the mutex.
@@ -598,14 +607,14 @@ type lockResult struct {
 }
 
 // lockStep is the body of a lock under its partition's mutex.
-func (s *Set) lockStep(p *part, session string, name []byte, wait time.Duration, done Done, r *lockResult) func(*locktable.Table, locktable.Time, *pending) {
+func (s *Set) lockStep(p *part, session string, epoch uint64, name []byte, wait time.Duration, done Done, r *lockResult) func(*locktable.Table, locktable.Time, *pending) {
 	var wid locktable.WaiterID
 	if wait > 0 {
 		wid = locktable.WaiterID(s.nextWaiter.Add(1))
 	}
 	return func(t *locktable.Table, now locktable.Time, pend *pending) {
 		var fx []locktable.Effect
-		r.res, fx, r.err = t.Lock(now, session, name, wid, now+int64(wait))
+		r.res, fx, r.err = t.LockAt(now, session, epoch, name, wid, now+int64(wait))
 		s.apply(p, fx, pend)
 		if s.cfg.AutoEpoch && t.TokensLeft() < lowTokens {
 			t.SetEpoch(t.Epoch() + 1)
@@ -695,22 +704,42 @@ func (o Outcome) Result() (locktable.Result, error) {
 // Unlock releases name if session holds it, handing it to the next waiter.
 func (s *Set) Unlock(session string, name []byte) (locktable.Result, error) {
 	p := s.partOf(name)
-	var res locktable.Result
-	err := s.run(p, Write, s.unlockStep(p, session, name, &res))
-	return res, err
+	var g guarded
+	err := s.run(p, Write, s.unlockStep(p, session, name, nil, &g))
+	return g.res, g.or(err)
 }
 
 // UnlockThen is Unlock for a caller that cannot block (see LockThen).
-func (s *Set) UnlockThen(session string, name []byte, then func(locktable.Result, error)) {
+// guard, if set, is asked under the partition's mutex, just before the
+// unlock: an error it returns refuses the unlock with that error.
+func (s *Set) UnlockThen(session string, name []byte, guard func() error, then func(locktable.Result, error)) {
 	p := s.partOf(name)
-	res := new(locktable.Result)
-	s.runThen(p, Write, s.unlockStep(p, session, name, res), func(err error) { then(*res, err) })
+	g := new(guarded)
+	s.runThen(p, Write, s.unlockStep(p, session, name, guard, g), func(err error) { then(g.res, g.or(err)) })
 }
 
-func (s *Set) unlockStep(p *part, session string, name []byte, res *locktable.Result) func(*locktable.Table, locktable.Time, *pending) {
+// guarded is the result of a step that a guard may refuse.
+type guarded struct {
+	res     locktable.Result
+	refused error
+}
+
+func (g *guarded) or(err error) error {
+	if g.refused != nil {
+		return g.refused
+	}
+	return err
+}
+
+func (s *Set) unlockStep(p *part, session string, name []byte, guard func() error, g *guarded) func(*locktable.Table, locktable.Time, *pending) {
 	return func(t *locktable.Table, now locktable.Time, pend *pending) {
+		if guard != nil {
+			if g.refused = guard(); g.refused != nil {
+				return
+			}
+		}
 		var fx []locktable.Effect
-		*res, fx = t.Unlock(now, session, name)
+		g.res, fx = t.Unlock(now, session, name)
 		s.apply(p, fx, pend)
 	}
 }
@@ -719,22 +748,28 @@ func (s *Set) unlockStep(p *part, session string, name []byte, res *locktable.Re
 // session has not been told of it since (locktable.Table.Drop).
 func (s *Set) Drop(session string, name []byte, token uint64) (locktable.Result, error) {
 	p := s.partOf(name)
-	var res locktable.Result
-	err := s.run(p, Write, s.dropStep(p, session, name, token, &res))
-	return res, err
+	var g guarded
+	err := s.run(p, Write, s.dropStep(p, session, name, token, nil, &g))
+	return g.res, g.or(err)
 }
 
-// DropThen is Drop for a caller that cannot block (see LockThen).
-func (s *Set) DropThen(session string, name []byte, token uint64, then func(locktable.Result, error)) {
+// DropThen is Drop for a caller that cannot block (see LockThen), with a
+// guard as UnlockThen's.
+func (s *Set) DropThen(session string, name []byte, token uint64, guard func() error, then func(locktable.Result, error)) {
 	p := s.partOf(name)
-	res := new(locktable.Result)
-	s.runThen(p, Write, s.dropStep(p, session, name, token, res), func(err error) { then(*res, err) })
+	g := new(guarded)
+	s.runThen(p, Write, s.dropStep(p, session, name, token, guard, g), func(err error) { then(g.res, g.or(err)) })
 }
 
-func (s *Set) dropStep(p *part, session string, name []byte, token uint64, res *locktable.Result) func(*locktable.Table, locktable.Time, *pending) {
+func (s *Set) dropStep(p *part, session string, name []byte, token uint64, guard func() error, g *guarded) func(*locktable.Table, locktable.Time, *pending) {
 	return func(t *locktable.Table, now locktable.Time, pend *pending) {
+		if guard != nil {
+			if g.refused = guard(); g.refused != nil {
+				return
+			}
+		}
 		var fx []locktable.Effect
-		*res, fx = t.Drop(now, session, name, token)
+		g.res, fx = t.Drop(now, session, name, token)
 		s.apply(p, fx, pend)
 	}
 }
@@ -743,12 +778,14 @@ func (s *Set) dropStep(p *part, session string, name []byte, token uint64, res *
 // in every partition this node serves, and returns how many locks it
 // released. Partitions it may not write are skipped and reported.
 func (s *Set) ReleaseSession(session string) (int, error) {
-	return s.releaseIn(session, s.all())
+	return s.releaseIn(session, s.all(), math.MaxUint64)
 }
 
-// ReleaseSessionIn is ReleaseSession limited to some partitions.
-func (s *Set) ReleaseSessionIn(session string, parts []int) (int, error) {
-	return s.releaseIn(session, parts)
+// ReleaseSessionIn is ReleaseSession limited to some partitions, and to
+// the locks and waits of the session's attach epochs up to upTo (see
+// locktable.ReleaseSessionUpTo).
+func (s *Set) ReleaseSessionIn(session string, parts []int, upTo uint64) (int, error) {
+	return s.releaseIn(session, parts, upTo)
 }
 
 func (s *Set) all() []int {
@@ -759,12 +796,12 @@ func (s *Set) all() []int {
 	return ids
 }
 
-func (s *Set) releaseIn(session string, parts []int) (int, error) {
+func (s *Set) releaseIn(session string, parts []int, upTo uint64) (int, error) {
 	total := 0
 	var firstErr error
 	for _, i := range parts {
 		p := s.parts[i]
-		err := s.run(p, Write, s.releaseStep(p, session, &total))
+		err := s.run(p, Write, s.releaseStep(p, session, upTo, &total))
 		if err != nil && firstErr == nil {
 			firstErr = err
 		}
@@ -772,17 +809,18 @@ func (s *Set) releaseIn(session string, parts []int) (int, error) {
 	return total, firstErr
 }
 
-// ReleaseThen releases session's locks in partition i, for a caller that
-// cannot block (see LockThen): then receives how many it released.
-func (s *Set) ReleaseThen(session string, i int, then func(int, error)) {
+// ReleaseThen releases session's locks and waits of attach epochs up to
+// upTo in partition i, for a caller that cannot block (see LockThen):
+// then receives how many locks it released.
+func (s *Set) ReleaseThen(session string, i int, upTo uint64, then func(int, error)) {
 	p := s.parts[i]
 	n := new(int)
-	s.runThen(p, Write, s.releaseStep(p, session, n), func(err error) { then(*n, err) })
+	s.runThen(p, Write, s.releaseStep(p, session, upTo, n), func(err error) { then(*n, err) })
 }
 
-func (s *Set) releaseStep(p *part, session string, total *int) func(*locktable.Table, locktable.Time, *pending) {
+func (s *Set) releaseStep(p *part, session string, upTo uint64, total *int) func(*locktable.Table, locktable.Time, *pending) {
 	return func(t *locktable.Table, now locktable.Time, pend *pending) {
-		n, fx := t.ReleaseSession(now, session)
+		n, fx := t.ReleaseSessionUpTo(now, session, upTo)
 		*total += n
 		s.apply(p, fx, pend)
 	}
@@ -901,11 +939,14 @@ func (s *Set) HeldNames(session string) []string {
 	return names
 }
 
-// HeldNamesIn lists the names session holds in partition i, or says the
-// partition is not served here.
-func (s *Set) HeldNamesIn(session string, i int) ([]string, error) {
+// ClaimHeldIn lists the names session holds in partition i, for a client
+// that is told them (locktable.ClaimHeld), or says the partition is not
+// served here.
+func (s *Set) ClaimHeldIn(session string, i int) ([]string, error) {
 	var names []string
-	err := s.read(s.parts[i], func(t *locktable.Table, _ locktable.Time) { names = t.HeldNames(session) })
+	// A claim is no replicated state (see locktable.Apply): a read may
+	// make it, under the partition's mutex like any change.
+	err := s.read(s.parts[i], func(t *locktable.Table, _ locktable.Time) { names = t.ClaimHeld(session) })
 	return names, err
 }
 
@@ -968,6 +1009,18 @@ func (s *Set) Session(id string) (locktable.Session, bool, error) {
 		rec, ok = t.Session(id)
 	})
 	return rec, ok, err
+}
+
+// SessionBound is Session, and when id has no record, the highest attach
+// epoch its partition has given out (locktable.SessionEpochBound): a
+// later session under id attaches above it, so releasing id's locks up
+// to it cannot take one of that session's.
+func (s *Set) SessionBound(id string) (rec locktable.Session, ok bool, bound uint64, err error) {
+	err = s.read(s.partOf([]byte(id)), func(t *locktable.Table, _ locktable.Time) {
+		rec, ok = t.Session(id)
+		bound = t.SessionEpochBound()
+	})
+	return rec, ok, bound, err
 }
 
 // Counts sums the tables' counts.

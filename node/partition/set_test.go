@@ -571,3 +571,53 @@ func TestRefusedOperationKeepsDeadlines(t *testing.T) {
 		}
 	})
 }
+
+// The guard of an unlock or a drop is asked under the partition's mutex:
+// its refusal is the answer, and the lock stays held.
+func TestGuardRefusesUnlockAndDrop(t *testing.T) {
+	s := newSet(t, time.Minute)
+	res, err := s.Lock(context.Background(), "a", []byte("x"), 0)
+	if err != nil || res.Status != locktable.Granted {
+		t.Fatalf("lock: %v %v", res, err)
+	}
+	refused := errors.New("fenced")
+	answers := make(chan error, 2)
+	s.UnlockThen("a", []byte("x"), func() error { return refused }, func(_ locktable.Result, err error) { answers <- err })
+	s.DropThen("a", []byte("x"), res.Token, func() error { return refused }, func(_ locktable.Result, err error) { answers <- err })
+	for range 2 {
+		if err := <-answers; err != refused {
+			t.Fatalf("answer %v; want the guard's refusal", err)
+		}
+	}
+	if tok, st, err := s.Token("a", []byte("x")); err != nil || st != locktable.Granted || tok != res.Token {
+		t.Fatalf("after the refusals: %d %v %v; want a to hold x", tok, st, err)
+	}
+	var got locktable.Result
+	s.UnlockThen("a", []byte("x"), func() error { return nil }, func(r locktable.Result, err error) { got, _ = r, err; answers <- err })
+	if err := <-answers; err != nil || got.Status != locktable.Unlocked {
+		t.Fatalf("unlock with a guard that passes: %v %v", got, err)
+	}
+}
+
+// The expiry hook is told the attach epoch the session ended at: the
+// mesh bounds the release of its locks by it.
+func TestExpiryHookGetsTheEpoch(t *testing.T) {
+	type expiry struct {
+		id    string
+		epoch uint64
+	}
+	got := make(chan expiry, 4)
+	s, err := New(Config{Partitions: 8, Limits: locktable.Limits{MaxWaiters: 10, DefaultTimeout: 0}, Epoch: 1,
+		Expired: func(id string, epoch uint64) { got <- expiry{id, epoch} }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	e1 := attach(t, s, "a")
+	if err := s.Detach("a", e1); err != nil { // timeout 0: expires at once
+		t.Fatal(err)
+	}
+	if x := <-got; x.id != "a" || x.epoch != e1 {
+		t.Fatalf("expired %+v; want a at epoch %d", x, e1)
+	}
+}
