@@ -25,6 +25,16 @@ func cluster(ids ...string) (*State, map[int]uint64) {
 	return st, synced
 }
 
+// partWhere returns the first partition for which f holds, or -1.
+func partWhere(st *State, f func(Part) bool) int {
+	for i, cur := range st.Parts {
+		if f(cur) {
+			return i
+		}
+	}
+	return -1
+}
+
 func view(st *State, synced map[int]uint64, dead ...string) leaderView {
 	isDead := func(inc Incarnation) bool {
 		return slices.Contains(dead, inc.ID) || st.Nodes[inc.ID].Nonce != inc.Nonce
@@ -274,18 +284,13 @@ func TestPlanUnsyncedReplicaDoesNotTakeOver(t *testing.T) {
 	}
 }
 
-// A replica replaced while synced is recorded as the previous replica,
-// and stays so while its successor has no copy: if the owner then dies,
-// its copy is the latest one left.
+// A replica replaced while synced is recorded as the previous replica: if
+// the owner then dies before the new replica has a copy, its copy is the
+// latest one left. A leaving replica takes its copy away, and a replica
+// replaced before the leader heard of its copy is recorded all the same.
 func TestPlanKeepRecordsPrevReplica(t *testing.T) {
 	st, synced := cluster("a", "b", "c", "d")
-	p := -1
-	for i, cur := range st.Parts {
-		if cur.Replica == "b" {
-			p = i
-			break
-		}
-	}
+	p := partWhere(st, func(cur Part) bool { return cur.Replica == "b" })
 	if p < 0 {
 		t.Fatal("b replicates nothing")
 	}
@@ -341,13 +346,7 @@ func TestPlanKeepRecordsPrevReplica(t *testing.T) {
 // replica synced gave the partition back to the old owner's copy).
 func TestPlanKeepAfterTakeoverForgetsTheOldOwner(t *testing.T) {
 	st, synced := cluster("a", "b", "c", "d")
-	p := -1
-	for i, cur := range st.Parts {
-		if cur.Owner == "b" {
-			p = i
-			break
-		}
-	}
+	p := partWhere(st, func(cur Part) bool { return cur.Owner == "b" })
 	// b took over p from a (paused) at epoch 101; its replica c is now
 	// out of reach, and no report of c's copy has reached the leader.
 	cur := st.Parts[p]

@@ -36,6 +36,16 @@ func attach(t *testing.T, mm *memMesh, home, id string) node.SessionRef {
 	return node.SessionRef{ID: id, Epoch: a.Epoch}
 }
 
+// hangUp ends session s's connection at node home, as a client that goes
+// away: the session is detached and its timeout starts.
+func hangUp(t *testing.T, mm *memMesh, home string, s node.SessionRef) {
+	t.Helper()
+	mm.nodes[home].clients.setLive(s.ID, false)
+	if err := mm.nodes[home].home.Detach(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+}
+
 type lockAnswer struct {
 	res locktable.Result
 	err error
@@ -489,10 +499,7 @@ func TestExpiryReleasesLocksEverywhere(t *testing.T) {
 		mm := newMemMesh(t, testHomeLease, [memParts]string{"n2", "n3", "n2", "n2"}, "n1", "n2", "n3")
 		defer mm.close()
 		s, name := holdAtN1(t, mm)
-		mm.nodes["n1"].clients.setLive(s.ID, false)
-		if err := mm.nodes["n1"].home.Detach(context.Background(), s); err != nil {
-			t.Fatal(err)
-		}
+		hangUp(t, mm, "n1", s)
 		time.Sleep(9 * time.Second)
 		synctest.Wait()
 		if !holds(mm, "n3", s.ID, name) {
@@ -679,10 +686,7 @@ func TestLateExpiryReleaseSparesANewSession(t *testing.T) {
 			t.Fatalf("lock %s: %+v", left, a)
 		}
 		mm.net.hold(peer.Release)
-		mm.nodes["n1"].clients.setLive(old.ID, false)
-		if err := mm.nodes["n1"].home.Detach(context.Background(), old); err != nil {
-			t.Fatal(err)
-		}
+		hangUp(t, mm, "n1", old)
 		time.Sleep(11 * time.Second) // the session's timeout: it expires at n2
 		synctest.Wait()
 		if mm.net.count(peer.Release) == 0 {
@@ -725,10 +729,7 @@ func TestSweepReleasesAnEndedSessionsLocks(t *testing.T) {
 		// Sweeps run at 5 s, 10 s, ...; the session expires at 11 s, and
 		// the sweep at 15 s is the first to find it gone.
 		time.Sleep(time.Second)
-		mm.nodes["n1"].clients.setLive(s.ID, false)
-		if err := mm.nodes["n1"].home.Detach(context.Background(), s); err != nil {
-			t.Fatal(err)
-		}
+		hangUp(t, mm, "n1", s)
 		time.Sleep(11 * time.Second)
 		synctest.Wait()
 		if !holds(mm, "n3", s.ID, name) {
