@@ -486,6 +486,13 @@ func TestOwnedSince(t *testing.T) {
 	if since, ok := a.data.OwnedSince(0); !ok || since != 4 {
 		t.Fatalf("back at a: since %d, %v; want 4", since, ok)
 	}
+	// A snapshot that skips epochs (others may have owned it between)
+	// starts a new ownership even though a owns it on both sides.
+	st6 := table(6, Part{Epoch: 6, Owner: "a", ONonce: "a-1", Mode: Keep}, a, b)
+	a.data.Apply(st4, st6, []int{0})
+	if since, ok := a.data.OwnedSince(0); !ok || since != 6 {
+		t.Fatalf("after epochs 4 to 6 in one step: since %d, %v; want 6", since, ok)
+	}
 }
 
 // An owner taken over while it could not serve keeps its table as the

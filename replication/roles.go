@@ -150,7 +150,13 @@ func (d *Data) becomeOwner(l *local, t *locktable.Table, prev, cur Part, alone b
 	if t.Epoch() < cur.Epoch {
 		t.SetEpoch(cur.Epoch)
 	}
-	stillOwner := l.role == owner && prev.OwnedBy(d.cfg.Self.ID, d.cfg.Self.Nonce)
+	// An ownership goes on only from one epoch to the next. A node that
+	// restores a raft snapshot can see its ownership at one epoch and then
+	// at a later one with others between, which may have been other
+	// nodes' ownerships: it starts a new one (a new since, so that late
+	// requests to the earlier one are refused; answers still waiting are
+	// unknown), keeping its table as before (found by review).
+	stillOwner := l.role == owner && prev.OwnedBy(d.cfg.Self.ID, d.cfg.Self.Nonce) && cur.Epoch <= prev.Epoch+1
 	newReplica := !(stillOwner && l.link != nil && prev.Replica == cur.Replica && prev.RNonce == cur.RNonce)
 	var ended []confirm
 	if !stillOwner {
