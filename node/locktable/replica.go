@@ -172,11 +172,26 @@ func (t *Table) HeldNames(session string) []string {
 	return t.heldNames(session, false)
 }
 
-// ClaimHeld is HeldNames for a client that is told the list: each grant
-// counts as known to it (see Drop), so an old home's Drop that arrives
-// later cannot take a lock the client was just told it holds.
-func (t *Table) ClaimHeld(session string) []string {
-	return t.heldNames(session, true)
+// ClaimHeld is HeldNames for a client attached at epoch that is told the
+// list, as a resume tells it: each grant counts as known to it (see
+// Drop), and its epoch rises to epoch (see LockAt), so neither an old
+// home's Drop nor a release bounded below epoch (a late unlock_all of the
+// old home, an expiry of an earlier incarnation) takes a lock the client
+// was just told it holds. Raised epochs are reported as LockHeld.
+func (t *Table) ClaimHeld(session string, epoch uint64) ([]string, []Effect) {
+	t.begin()
+	names := t.heldNames(session, true)
+	if h := t.holders[session]; h != nil {
+		for l := h.locks; l != nil; l = l.next {
+			if epoch > l.epoch {
+				l.epoch = epoch
+				if t.changes {
+					t.effect(Effect{Kind: LockHeld, Session: session, Name: l.name, Token: l.token})
+				}
+			}
+		}
+	}
+	return names, t.effects()
 }
 
 func (t *Table) heldNames(session string, claim bool) []string {

@@ -857,7 +857,7 @@ func TestDrop(t *testing.T) {
 		{"claimed by a re-entrant lock", func(tb *locktable.Table) { tb.Lock(0, "a", []byte("x"), 0, 0) }, "a", same, locktable.NotYours},
 		{"claimed by token", func(tb *locktable.Table) { tb.Token("a", []byte("x")) }, "a", same, locktable.NotYours},
 		{"claimed by info", func(tb *locktable.Table) { tb.Info(0, "a", []byte("x")) }, "a", same, locktable.NotYours},
-		{"listed for a resume", func(tb *locktable.Table) { tb.ClaimHeld("a") }, "a", same, locktable.NotYours},
+		{"listed for a resume", func(tb *locktable.Table) { tb.ClaimHeld("a", 1) }, "a", same, locktable.NotYours},
 		{"listed, not claimed", func(tb *locktable.Table) { tb.HeldNames("a") }, "a", same, locktable.Unlocked},
 		{"looked at by another session", func(tb *locktable.Table) {
 			tb.Token("b", []byte("x"))
@@ -989,7 +989,8 @@ func TestFirstSessionEpoch(t *testing.T) {
 
 // ReleaseSessionUpTo leaves the locks and waits of a later incarnation of
 // the session: those granted to its requests, those it claimed with a
-// re-entrant lock, those handed over to its waits. A replica's copy, and
+// re-entrant lock or that a resume listed to it, those handed over to its
+// waits. A replica's copy, and
 // a snapshot's, keep each lock's epoch.
 func TestReleaseSessionUpTo(t *testing.T) {
 	tb := locktable.New(1, defaultLimits, true)
@@ -1001,12 +1002,16 @@ func TestReleaseSessionUpTo(t *testing.T) {
 		}
 		return res.Status
 	}
-	lock("s", 3, "old", 0)     // the old incarnation's only
 	lock("s", 3, "claimed", 0) // the old incarnation's, claimed by the new one
 	if _, fx, _ := tb.LockAt(0, "s", 7, []byte("claimed"), 0, 0); len(fx) != 1 || fx[0].Kind != locktable.LockHeld {
 		t.Fatalf("a re-entrant lock at a later epoch reported %v; want LockHeld for the replica", fx)
 	}
 	lock("s", 7, "new", 0)
+	lock("s", 3, "listed", 0) // the old incarnation's, listed to the new one's client
+	if names, fx := tb.ClaimHeld("s", 7); len(names) != 3 || len(fx) != 1 || fx[0].Name != "listed" {
+		t.Fatalf("ClaimHeld: %v, effects %v; want 3 names and LockHeld for listed", names, fx)
+	}
+	lock("s", 3, "old", 0) // the old incarnation's only
 	lock("o", 1, "handed", 0)
 	if lock("s", 7, "handed", 1) != locktable.Queued || lock("o", 1, "waited", 0) != locktable.Granted || lock("s", 3, "waited", 2) != locktable.Queued {
 		t.Fatal("setup: waits not queued")
@@ -1014,7 +1019,7 @@ func TestReleaseSessionUpTo(t *testing.T) {
 	tb.Unlock(0, "o", []byte("handed")) // to s's wait at epoch 7
 
 	cp := locktable.New(0, defaultLimits, false)
-	for _, n := range []string{"old", "claimed", "new", "handed"} {
+	for _, n := range []string{"old", "claimed", "new", "listed", "handed"} {
 		cp.Apply(0, tb.HeldChange(0, n))
 	}
 	restored, err := locktable.Restore(0, tb.Snapshot(0), defaultLimits, true)
@@ -1026,7 +1031,7 @@ func TestReleaseSessionUpTo(t *testing.T) {
 		if n != 1 {
 			t.Errorf("%s: released %d locks; want 1 (old)", name, n)
 		}
-		for _, x := range []string{"claimed", "new", "handed"} {
+		for _, x := range []string{"claimed", "new", "listed", "handed"} {
 			if _, st := table.Token("s", []byte(x)); st != locktable.Granted {
 				t.Errorf("%s: %s taken from the later incarnation", name, x)
 			}

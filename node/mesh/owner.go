@@ -430,7 +430,7 @@ func (o *lockOwner) held(_ context.Context, b []byte) ([]byte, error) {
 		// Claimed as listed: a Drop from an older home that passed the
 		// floor before it was raised cannot take a lock after the
 		// resumed client was told of it (found by review).
-		ns, err := o.set.ClaimHeldIn(id, p)
+		ns, err := o.set.ClaimHeldIn(id, epoch, p)
 		if err != nil {
 			missed = append(missed, p)
 			continue
@@ -512,8 +512,12 @@ func (o *lockOwner) sweepLocks(ctx context.Context) {
 				}
 				o.log.Info("releasing the locks of an ended session", "session", id)
 				o.set.ReleaseSessionIn(id, holders[id], upTo)
+				// A newer session under this id, attached since the
+				// answer, may have been resumed here: keep its floor.
 				o.mu.Lock()
-				delete(o.floors, id)
+				if o.floors[id] <= upTo {
+					delete(o.floors, id)
+				}
 				o.mu.Unlock()
 			}
 		}

@@ -719,7 +719,8 @@ func TestLateExpiryReleaseSparesANewSession(t *testing.T) {
 
 // When an expired session's releases never arrive, the lock owners' sweep
 // asks the session owner, hears that the session is gone (with the bound
-// of its epochs), and releases its locks.
+// of its epochs), and releases its locks, but not a floor above that
+// bound, which a newer session under the id set (found by review).
 func TestSweepReleasesAnEndedSessionsLocks(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		mm := newMemMesh(t, testHomeLease, [memParts]string{"n2", "n3", "n2", "n2"}, "n1", "n2", "n3")
@@ -735,10 +736,53 @@ func TestSweepReleasesAnEndedSessionsLocks(t *testing.T) {
 		if !holds(mm, "n3", s.ID, name) {
 			t.Fatal("released although every release was held back")
 		}
+		// A newer session under the id, attached after the session owner's
+		// answer, was resumed and fenced its old homes here: the sweep
+		// keeps that floor.
+		o := mm.nodes["n3"].owner
+		newer := uint64(1) << 60
+		o.mu.Lock()
+		o.floors[s.ID] = newer
+		o.mu.Unlock()
 		time.Sleep(4 * time.Second) // the sweep at 15 s
 		synctest.Wait()
 		if holds(mm, "n3", s.ID, name) {
 			t.Fatal("the sweep left the ended session's lock")
+		}
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		if o.floors[s.ID] != newer {
+			t.Fatalf("the sweep dropped a newer session's floor (now %d)", o.floors[s.ID])
+		}
+	})
+}
+
+// An unlock_all that the network held back on its way from a session's
+// old home, arriving after the session was resumed elsewhere, leaves the
+// locks the resume told the client it holds (found by review: the
+// resume's listing did not raise their epoch).
+func TestLateUnlockAllAfterResumeKeepsWhatTheResumeListed(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mm := newMemMesh(t, testHomeLease, [memParts]string{"n2", "n3", "n2", "n2"}, "n1", "n2", "n3")
+		defer mm.close()
+		s, name := holdAtN1(t, mm)
+		mm.net.hold(peer.Release)
+		go mm.nodes["n1"].home.UnlockAll(context.Background(), s) // its answer is unknown to the client
+		synctest.Wait()
+		// The client reconnects to n2 and resumes; n1 says its connection
+		// is gone.
+		mm.nodes["n1"].clients.setLive(s.ID, false)
+		r := attach(t, mm, "n2", s.ID)
+		if r.Epoch <= s.Epoch {
+			t.Fatalf("resumed at epoch %d after %d", r.Epoch, s.Epoch)
+		}
+		if !holds(mm, "n3", s.ID, name) {
+			t.Fatal("the lock was gone before the old unlock_all arrived")
+		}
+		mm.net.release(peer.Release)
+		synctest.Wait()
+		if !holds(mm, "n3", s.ID, name) {
+			t.Fatal("the old home's late unlock_all took a lock the resumed client was told it holds")
 		}
 	})
 }

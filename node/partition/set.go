@@ -940,13 +940,23 @@ func (s *Set) HeldNames(session string) []string {
 }
 
 // ClaimHeldIn lists the names session holds in partition i, for a client
-// that is told them (locktable.ClaimHeld), or says the partition is not
-// served here.
-func (s *Set) ClaimHeldIn(session string, i int) ([]string, error) {
+// attached at epoch that is told them (locktable.ClaimHeld), or says the
+// partition is not served here. Where the session holds something, the
+// epochs it raises are replicated before the list is returned: a write,
+// refused while the partition has no synced replica. Where it holds
+// nothing, a read answers.
+func (s *Set) ClaimHeldIn(session string, epoch uint64, i int) ([]string, error) {
+	p := s.parts[i]
+	var held int
+	if err := s.read(p, func(t *locktable.Table, _ locktable.Time) { held = t.HeldBy(session) }); err != nil || held == 0 {
+		return nil, err
+	}
 	var names []string
-	// A claim is no replicated state (see locktable.Apply): a read may
-	// make it, under the partition's mutex like any change.
-	err := s.read(s.parts[i], func(t *locktable.Table, _ locktable.Time) { names = t.ClaimHeld(session) })
+	err := s.run(p, Write, func(t *locktable.Table, _ locktable.Time, pend *pending) {
+		var fx []locktable.Effect
+		names, fx = t.ClaimHeld(session, epoch)
+		s.apply(p, fx, pend)
+	})
 	return names, err
 }
 
