@@ -605,3 +605,28 @@ func TestSessionEpochsGrowAcrossALoss(t *testing.T) {
 		t.Fatalf("after the loss s1 attached at epoch %d; the lost table had reached %d", at.Epoch, last)
 	}
 }
+
+// An owner that sees its ownership skip epochs (a raft snapshot restored
+// over the tables between, in which others may have owned the partition,
+// granted and released) does not keep its table: its locks may have been
+// released since, under tokens below the others'. It starts over, behind
+// a lock-delay.
+func TestSkippedEpochsStartOver(t *testing.T) {
+	a, b := startData(t, "a"), startData(t, "b")
+	st1 := syncPair(t, a, b)
+	if res, _, err := a.set.LockAsync("s1", []byte("x"), 0, nil); err != nil || res.Status != locktable.Granted {
+		t.Fatalf("grant: %v %v", res, err)
+	}
+	// Epochs 2 and 3 went by unseen here; at 4, a owns p again.
+	st4 := table(4, Part{Epoch: 4, Owner: "a", ONonce: "a-1", Replica: "b", RNonce: "b-1", Mode: Keep}, a, b)
+	for _, n := range []*dataNode{a, b} {
+		n.data.Apply(st1, st4, []int{0})
+	}
+	if _, st, _ := a.set.Token("s1", []byte("x")); st == locktable.Granted {
+		t.Fatal("the table from before the skipped epochs was kept")
+	}
+	wait.For(t, 10*time.Second, "the replica to sync", func() bool { return a.data.Synced()[0] == 4 })
+	if err := a.data.Admit(0, partition.Grant); !failure.Is(err, failure.LockDelay) {
+		t.Fatalf("a grant after starting over: %v; want refused for the lock-delay", err)
+	}
+}
