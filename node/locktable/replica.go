@@ -194,6 +194,20 @@ func (t *Table) ClaimHeld(session string, epoch uint64) ([]string, []Effect) {
 	return names, t.effects()
 }
 
+// HeldBelow counts the locks session holds here whose epoch is below
+// epoch: those ClaimHeld would raise.
+func (t *Table) HeldBelow(session string, epoch uint64) int {
+	n := 0
+	if h := t.holders[session]; h != nil {
+		for l := h.locks; l != nil; l = l.next {
+			if l.epoch < epoch {
+				n++
+			}
+		}
+	}
+	return n
+}
+
 func (t *Table) heldNames(session string, claim bool) []string {
 	h := t.holders[session]
 	if h == nil {

@@ -419,24 +419,41 @@ func (o *lockOwner) held(_ context.Context, b []byte) ([]byte, error) {
 	if err := d.End(); err != nil {
 		return nil, err
 	}
-	o.raiseFloor(id, epoch)
-	o.withdrawFenced(id, epoch)
-	var names []string
-	var missed []int
+	if len(parts) > o.set.Partitions() {
+		return nil, peer.ErrMalformed
+	}
 	for _, p := range parts {
 		if p < 0 || p >= o.set.Partitions() {
 			return nil, peer.ErrMalformed
 		}
-		// Claimed as listed: a Drop from an older home that passed the
-		// floor before it was raised cannot take a lock after the
-		// resumed client was told of it (found by review).
-		ns, err := o.set.ClaimHeldIn(id, epoch, p)
-		if err != nil {
-			missed = append(missed, p)
-			continue
-		}
-		names = append(names, ns...)
 	}
+	o.raiseFloor(id, epoch)
+	o.withdrawFenced(id, epoch)
+	var (
+		mu     sync.Mutex // guards names and missed
+		names  []string
+		missed []int
+		wg     sync.WaitGroup
+	)
+	// Claimed as listed, their epochs raised to the resume's: a Drop or an
+	// unlock_all from an older home cannot take a lock after the resumed
+	// client was told of it (found by review). In parallel: each may wait
+	// for its replica, and the home asks again after 2 s.
+	for _, p := range parts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ns, err := o.set.ClaimHeldIn(id, epoch, p)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				missed = append(missed, p)
+				return
+			}
+			names = append(names, ns...)
+		}()
+	}
+	wg.Wait()
 	var e peer.Enc
 	e.Uint(uint64(len(names)))
 	for _, n := range names {

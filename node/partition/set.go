@@ -941,22 +941,36 @@ func (s *Set) HeldNames(session string) []string {
 
 // ClaimHeldIn lists the names session holds in partition i, for a client
 // attached at epoch that is told them (locktable.ClaimHeld), or says the
-// partition is not served here. Where the session holds something, the
-// epochs it raises are replicated before the list is returned: a write,
-// refused while the partition has no synced replica. Where it holds
-// nothing, a read answers.
+// partition is not served here. Epochs it raises are replicated before
+// the list is returned: a write. Where nothing needs raising, a read
+// answers. Where the partition has no synced replica to confirm a write,
+// a read answers too, raising nothing: a resume should not wait for a
+// replica, and the grants then keep their epochs, as before they were
+// raised (a late release bounded below the resume's epoch can take them).
 func (s *Set) ClaimHeldIn(session string, epoch uint64, i int) ([]string, error) {
 	p := s.parts[i]
-	var held int
-	if err := s.read(p, func(t *locktable.Table, _ locktable.Time) { held = t.HeldBy(session) }); err != nil || held == 0 {
-		return nil, err
+	var (
+		names []string
+		below int
+	)
+	err := s.read(p, func(t *locktable.Table, _ locktable.Time) {
+		if below = t.HeldBelow(session, epoch); below == 0 {
+			names, _ = t.ClaimHeld(session, epoch) // raises nothing
+		}
+	})
+	if err != nil || below == 0 {
+		return names, err
 	}
-	var names []string
-	err := s.run(p, Write, func(t *locktable.Table, _ locktable.Time, pend *pending) {
+	err = s.run(p, Write, func(t *locktable.Table, _ locktable.Time, pend *pending) {
 		var fx []locktable.Effect
 		names, fx = t.ClaimHeld(session, epoch)
 		s.apply(p, fx, pend)
 	})
+	if failure.Is(err, failure.NoReplica) {
+		err = s.read(p, func(t *locktable.Table, _ locktable.Time) {
+			names, _ = t.ClaimHeld(session, 0) // claims, raises nothing
+		})
+	}
 	return names, err
 }
 

@@ -621,3 +621,57 @@ func TestExpiryHookGetsTheEpoch(t *testing.T) {
 		t.Fatalf("expired %+v; want a at epoch %d", x, e1)
 	}
 }
+
+// writeRefusingRep refuses writes and grants, as an owner with no synced
+// replica, while refuse is set.
+type writeRefusingRep struct {
+	refuse  atomic.Bool
+	changes atomic.Int64
+}
+
+func (r *writeRefusingRep) Admit(_ int, op Op) error {
+	if (op == Grant || op == Write) && r.refuse.Load() {
+		return failure.Retry(failure.NoReplica, "no synced replica")
+	}
+	return nil
+}
+func (r *writeRefusingRep) Record(_ int, cs []locktable.Change) uint64 {
+	r.changes.Add(int64(len(cs)))
+	return 0
+}
+func (*writeRefusingRep) Confirm(_ int, _ uint64, then func(error)) { then(nil) }
+
+// A resume's listing raises the listed grants' epochs through a write,
+// which a replica learns; with no synced replica it still answers at
+// once, raising nothing; and where nothing needs raising it writes
+// nothing.
+func TestClaimHeldIn(t *testing.T) {
+	rep := &writeRefusingRep{}
+	s, err := New(Config{Partitions: 1, Limits: locktable.Limits{MaxWaiters: 10, DefaultTimeout: time.Minute}, Epoch: 1, Replicator: rep})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.LockThen("a", 3, []byte("x"), 0, nil, func(locktable.Result, *Wait, error) {})
+	raised := func() bool {
+		var n int
+		s.read(s.parts[0], func(t *locktable.Table, _ locktable.Time) { n = t.HeldBelow("a", 7) })
+		return n == 0
+	}
+
+	rep.refuse.Store(true)
+	names, err := s.ClaimHeldIn("a", 7, 0)
+	if err != nil || len(names) != 1 || raised() {
+		t.Fatalf("with no synced replica: %v %v, raised %v; want [x], not raised", names, err, raised())
+	}
+	rep.refuse.Store(false)
+	before := rep.changes.Load()
+	names, err = s.ClaimHeldIn("a", 7, 0)
+	if err != nil || len(names) != 1 || !raised() || rep.changes.Load() != before+1 {
+		t.Fatalf("with a replica: %v %v, raised %v, %d changes recorded; want [x], raised, one change", names, err, raised(), rep.changes.Load()-before)
+	}
+	before = rep.changes.Load()
+	if names, err = s.ClaimHeldIn("a", 7, 0); err != nil || len(names) != 1 || rep.changes.Load() != before {
+		t.Fatalf("again: %v %v, %d changes; want [x] and nothing written", names, err, rep.changes.Load()-before)
+	}
+}
