@@ -162,9 +162,10 @@ type lock struct {
 	// beyond the one request it answered (see Drop).
 	claim claim
 	// epoch is the highest attach epoch of the holder's requests that
-	// were told of this grant: the one that made it and any re-entrant
-	// lock since. A release bounded by an epoch (ReleaseSessionUpTo)
-	// leaves it to a later incarnation of the session that claimed it.
+	// were told of this grant: the one that made it (or the wait it was
+	// handed to), any re-entrant lock since, and a resume's listing
+	// (ClaimHeld). A release bounded below it (ReleaseSessionUpTo) leaves
+	// the lock: a later attachment or session under the id claimed it.
 	epoch uint64
 	// prev and next link the locks of one holder, for ReleaseSession.
 	prev, next *lock
@@ -243,13 +244,14 @@ func (t *Table) Epoch() uint64 { return t.epoch }
 // bits.
 const MaxEpoch = 1<<32 - 1
 
-// FirstSessionEpoch makes every later Attach's epoch above n. A table that
-// replaces a lost one knows nothing of the epochs the old one gave out,
-// and lock owners fence a session's requests below the highest attach
-// epoch they have seen of it (a resume): a new table numbering attaches
-// from 1 again would have them refuse every session under such an id
-// for good. Its caller passes a bound above anything the lost table
-// could have reached (see replication's becomeOwner).
+// FirstSessionEpoch makes every later Attach's epoch above n. A table
+// that replaces a lost one knows nothing of the epochs the old one gave
+// out, and a copy may lag its owner's last attaches; but lock owners fence
+// a session's requests below the highest attach epoch they have seen of
+// it (a resume), and bound releases by epochs: attach epochs must never
+// go back. Its caller passes a bound above anything an earlier owner of
+// the partition could have reached (replication's becomeOwner, at every
+// new ownership).
 func (t *Table) FirstSessionEpoch(n uint64) {
 	t.attaches = max(t.attaches, n)
 }
@@ -538,11 +540,11 @@ func (t *Table) ReleaseSession(now Time, session string) (int, []Effect) {
 	return t.ReleaseSessionUpTo(now, session, math.MaxUint64)
 }
 
-// ReleaseSessionUpTo is ReleaseSession for the incarnation of the session
-// that ended at attach epoch upTo: it leaves the locks and waits that a
-// later incarnation under the same id made or claimed (epoch above upTo).
-// A release sent when a session expired can arrive after a client reused
-// the id for a new session and locked there; it must not take that lock.
+// ReleaseSessionUpTo is ReleaseSession bounded by an attach epoch: it
+// leaves the locks and waits that a later attachment of the session, or
+// a later session under the same id, made or claimed (epoch above upTo).
+// A release sent when a session expired, or by a home the session has
+// since left, can arrive after that; it must not take those locks.
 func (t *Table) ReleaseSessionUpTo(now Time, session string, upTo uint64) (int, []Effect) {
 	t.begin()
 	h := t.holders[session]
@@ -553,8 +555,9 @@ func (t *Table) ReleaseSessionUpTo(now Time, session string, upTo uint64) (int, 
 	for l := h.locks; l != nil; {
 		next := l.next
 		if l.epoch <= upTo {
-			// release hands l over, if at all, to another session: h's
-			// own waits were granted along with its grant (handTo).
+			// release hands l, if at all, to another session's wait: a
+			// session never waits for a lock it holds, so h's lists
+			// change only by l leaving them.
 			t.release(now, l)
 			n++
 		}

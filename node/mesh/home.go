@@ -151,8 +151,9 @@ func (h *home) Drop(ctx context.Context, s node.SessionRef, name []byte, token u
 }
 
 // UnlockAll implements node.Backend: every owner releases the session's
-// locks, up to this attachment's epoch: one the session was resumed with
-// at another home since, when this request arrives late, keeps its own.
+// locks, up to this attachment's epoch: arriving late, after the session
+// was resumed at another home, it leaves what that resume listed and
+// what was granted since.
 func (h *home) UnlockAll(ctx context.Context, s node.SessionRef) error {
 	if !h.sessions.current(s) {
 		return errSessionMoved

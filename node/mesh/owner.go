@@ -347,9 +347,11 @@ func (o *lockOwner) drop(_ context.Context, _ peer.Method, b []byte, reply func(
 	o.set.DropThen(q.session, q.name, token, func() error { return o.fenced(q) }, replyResult(reply))
 }
 
-// release releases a session's locks in one partition: those of the
-// incarnation that ended at the attach epoch it names, not a later one's
-// under the same id (a release can arrive long after it was sent).
+// release releases a session's locks in one partition, up to the attach
+// epoch it names (an expired session's last, or an unlock_all's
+// attachment): a release can arrive long after it was sent, and must
+// leave what a later attachment or a new session under the id was told
+// it holds (locktable.ReleaseSessionUpTo).
 func (o *lockOwner) release(_ context.Context, _ peer.Method, b []byte, reply func([]byte, error)) {
 	d := peer.Dec{B: b}
 	id, p, upTo := d.Str(), int(d.Uint()), d.Uint()
