@@ -607,25 +607,35 @@ func TestSessionEpochsGrowAcrossALoss(t *testing.T) {
 }
 
 // An owner that sees its ownership skip epochs (a raft snapshot restored
-// over the tables between, in which others may have owned the partition,
-// granted and released) does not keep its table: its locks may have been
-// released since, under tokens below the others'. It starts over, behind
-// a lock-delay.
-func TestSkippedEpochsStartOver(t *testing.T) {
+// over the tables between) to a loss does not keep its table: others
+// owned the partition between, granted and released, and its locks may
+// have been released since, under tokens below theirs. It starts over,
+// behind a lock-delay. A skip to a keep (the same owner all along) keeps
+// the table (found by review).
+func TestSkippedEpochsToALossStartOver(t *testing.T) {
 	a, b := startData(t, "a"), startData(t, "b")
 	st1 := syncPair(t, a, b)
 	if res, _, err := a.set.LockAsync("s1", []byte("x"), 0, nil); err != nil || res.Status != locktable.Granted {
 		t.Fatalf("grant: %v %v", res, err)
 	}
-	// Epochs 2 and 3 went by unseen here; at 4, a owns p again.
-	st4 := table(4, Part{Epoch: 4, Owner: "a", ONonce: "a-1", Replica: "b", RNonce: "b-1", Mode: Keep}, a, b)
+	// Epoch 2 went by unseen here: a keeps the partition at 3.
+	st3 := table(3, Part{Epoch: 3, Owner: "a", ONonce: "a-1", Replica: "b", RNonce: "b-1", Mode: Keep}, a, b)
 	for _, n := range []*dataNode{a, b} {
-		n.data.Apply(st1, st4, []int{0})
+		n.data.Apply(st1, st3, []int{0})
+	}
+	if _, st, _ := a.set.Token("s1", []byte("x")); st != locktable.Granted {
+		t.Fatal("a skip to a keep lost the table")
+	}
+	// Epochs 4 and 5 went by unseen: the partition was lost, and given
+	// back to a at 6.
+	st6 := table(6, Part{Epoch: 6, Owner: "a", ONonce: "a-1", Replica: "b", RNonce: "b-1", Mode: Lost}, a, b)
+	for _, n := range []*dataNode{a, b} {
+		n.data.Apply(st3, st6, []int{0})
 	}
 	if _, st, _ := a.set.Token("s1", []byte("x")); st == locktable.Granted {
-		t.Fatal("the table from before the skipped epochs was kept")
+		t.Fatal("the table from before the loss was kept")
 	}
-	wait.For(t, 10*time.Second, "the replica to sync", func() bool { return a.data.Synced()[0] == 4 })
+	wait.For(t, 10*time.Second, "the replica to sync", func() bool { return a.data.Synced()[0] == 6 })
 	if err := a.data.Admit(0, partition.Grant); !failure.Is(err, failure.LockDelay) {
 		t.Fatalf("a grant after starting over: %v; want refused for the lock-delay", err)
 	}

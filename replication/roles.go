@@ -117,12 +117,13 @@ func (d *Data) reconcile(p int, prev, cur Part, alone bool) (ended []confirm, ev
 func (d *Data) becomeOwner(l *local, t *locktable.Table, prev, cur Part, alone bool) (*locktable.Table, []confirm) {
 	promoted := false
 	switch {
-	case l.role == owner && prev.OwnedBy(d.cfg.Self.ID, d.cfg.Self.Nonce) && cur.Epoch <= prev.Epoch+1:
-		// Still ours; the replica may have changed. Not after epochs this
-		// node never saw (a raft snapshot): others may have owned it
-		// between, granted and released, and this table would bring back
-		// locks released since under tokens below theirs. Then nothing
-		// is known to have survived, as below (found by review).
+	case l.role == owner && prev.OwnedBy(d.cfg.Self.ID, d.cfg.Self.Nonce) && (cur.Mode != Lost || cur.Epoch <= prev.Epoch+1):
+		// Still ours; the replica may have changed. Not when a raft
+		// snapshot skipped epochs to a loss: others owned it between,
+		// granted and released, and this table would bring back locks
+		// released since under tokens below theirs (found by review). A
+		// skip to a keep or a takeover keeps it: a keep two epochs on
+		// had this owner all along, and a takeover chose this copy.
 		promoted = true
 	case l.role == replica && l.rsynced && l.epoch == prev.Epoch &&
 		(cur.Mode == Takeover || (cur.Mode == Handover && l.rseq >= cur.Sealed)):
@@ -156,10 +157,10 @@ func (d *Data) becomeOwner(l *local, t *locktable.Table, prev, cur Part, alone b
 	}
 	// An ownership goes on only from one epoch to the next. A node that
 	// restores a raft snapshot can see its ownership at one epoch and then
-	// at a later one with others between, which may have been other
-	// nodes' ownerships: it starts a new one (a new since, so that late
-	// requests to the earlier one are refused; answers still waiting are
-	// unknown) from an empty table, as above (found by review).
+	// at a later one with others between: it starts a new one (a new
+	// since, so that late requests to the earlier one are refused;
+	// answers still waiting are unknown), with its table or an empty one
+	// as above (found by review).
 	stillOwner := l.role == owner && prev.OwnedBy(d.cfg.Self.ID, d.cfg.Self.Nonce) && cur.Epoch <= prev.Epoch+1
 	newReplica := !(stillOwner && l.link != nil && prev.Replica == cur.Replica && prev.RNonce == cur.RNonce)
 	var ended []confirm
