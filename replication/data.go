@@ -265,7 +265,7 @@ func (d *Data) Admit(p int, op partition.Op) error {
 		}
 		l.sealed = false // the hand-over never came; serve again
 	}
-	if op == partition.Read || op == partition.Tick {
+	if op == partition.Read || op == partition.Tick || op == partition.Claim {
 		return nil
 	}
 	if !l.alone && !l.synced {

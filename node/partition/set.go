@@ -103,6 +103,9 @@ const (
 	// Tick expires waiters and sessions: it needs ownership and a lease,
 	// not a synced replica.
 	Tick
+	// Claim raises the epochs a resume lists where no replica can
+	// confirm it (ClaimHeldIn): ownership and a lease, as Tick.
+	Claim
 )
 
 // Replicator connects the partitions to a mesh. Admit and Record are
@@ -942,18 +945,22 @@ func (s *Set) HeldNames(session string) []string {
 // ClaimHeldIn lists the names session holds in partition i, for a client
 // attached at epoch that is told them (locktable.ClaimHeld), or says the
 // partition is not served here. Epochs it raises are replicated before
-// the list is returned: a write. Where nothing needs raising, a read
-// answers. Where the partition has no synced replica to confirm a write,
-// a read answers too, raising nothing: a resume should not wait for a
-// replica, and the grants then keep their epochs, as before they were
-// raised (a late release bounded below the resume's epoch can take them).
+// the list is returned: a write. Where nothing needs raising, a confirmed
+// read answers. Where the partition has no synced replica to confirm a
+// write, the epochs are raised here and the list answered at once: a
+// resume should not wait for a replica. A copy that takes over before it
+// learns them keeps the old epochs, and a late release bounded below the
+// resume's can then take those locks there.
 func (s *Set) ClaimHeldIn(session string, epoch uint64, i int) ([]string, error) {
 	p := s.parts[i]
 	var (
 		names []string
 		below int
 	)
-	err := s.read(p, func(t *locktable.Table, _ locktable.Time) {
+	// Nothing to raise (nothing held here, or an earlier claim raised it):
+	// a read, confirmed like any answer a client acts on, so that a claim
+	// whose write timed out is not listed before its replica has it.
+	err := s.readConfirmed(p, func(t *locktable.Table, _ locktable.Time) {
 		if below = t.HeldBelow(session, epoch); below == 0 {
 			names, _ = t.ClaimHeld(session, epoch) // raises nothing
 		}
@@ -961,15 +968,20 @@ func (s *Set) ClaimHeldIn(session string, epoch uint64, i int) ([]string, error)
 	if err != nil || below == 0 {
 		return names, err
 	}
-	err = s.run(p, Write, func(t *locktable.Table, _ locktable.Time, pend *pending) {
+	claim := func(t *locktable.Table, _ locktable.Time, pend *pending) {
 		var fx []locktable.Effect
 		names, fx = t.ClaimHeld(session, epoch)
 		s.apply(p, fx, pend)
-	})
+	}
+	err = s.run(p, Write, claim)
 	if failure.Is(err, failure.NoReplica) {
-		err = s.read(p, func(t *locktable.Table, _ locktable.Time) {
-			names, _ = t.ClaimHeld(session, 0) // claims, raises nothing
-		})
+		// No replica to confirm it: raised here at once, and recorded for
+		// the copy the next replica gets.
+		var pend pending
+		var changed bool
+		if _, changed, err = s.begin(p, Claim, claim, &pend); err == nil {
+			err = s.end(p, &pend, changed, nil)
+		}
 	}
 	return names, err
 }

@@ -623,10 +623,11 @@ func TestExpiryHookGetsTheEpoch(t *testing.T) {
 }
 
 // writeRefusingRep refuses writes and grants, as an owner with no synced
-// replica, while refuse is set.
+// replica, while refuse is set; while unconfirmed is set, it confirms
+// nothing (a replica that does not answer).
 type writeRefusingRep struct {
-	refuse  atomic.Bool
-	changes atomic.Int64
+	refuse, unconfirmed atomic.Bool
+	changes             atomic.Int64
 }
 
 func (r *writeRefusingRep) Admit(_ int, op Op) error {
@@ -637,14 +638,23 @@ func (r *writeRefusingRep) Admit(_ int, op Op) error {
 }
 func (r *writeRefusingRep) Record(_ int, cs []locktable.Change) uint64 {
 	r.changes.Add(int64(len(cs)))
+	if r.unconfirmed.Load() {
+		return 1
+	}
 	return 0
 }
-func (*writeRefusingRep) Confirm(_ int, _ uint64, then func(error)) { then(nil) }
+func (r *writeRefusingRep) Confirm(_ int, _ uint64, then func(error)) {
+	if r.unconfirmed.Load() {
+		then(errors.New("not acknowledged"))
+		return
+	}
+	then(nil)
+}
 
 // A resume's listing raises the listed grants' epochs through a write,
-// which a replica learns; with no synced replica it still answers at
-// once, raising nothing; and where nothing needs raising it writes
-// nothing.
+// which a replica learns, and lists only what the replica confirmed; with
+// no synced replica it raises them here and answers at once; where
+// nothing needs raising it writes nothing.
 func TestClaimHeldIn(t *testing.T) {
 	rep := &writeRefusingRep{}
 	s, err := New(Config{Partitions: 1, Limits: locktable.Limits{MaxWaiters: 10, DefaultTimeout: time.Minute}, Epoch: 1, Replicator: rep})
@@ -652,26 +662,47 @@ func TestClaimHeldIn(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	s.LockThen("a", 3, []byte("x"), 0, nil, func(locktable.Result, *Wait, error) {})
-	raised := func() bool {
-		var n int
+	lock := func(name string) {
+		t.Helper()
+		s.LockThen("a", 3, []byte(name), 0, nil, func(_ locktable.Result, _ *Wait, err error) {
+			if err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	below := func() (n int) {
 		s.read(s.parts[0], func(t *locktable.Table, _ locktable.Time) { n = t.HeldBelow("a", 7) })
-		return n == 0
+		return n
 	}
 
+	lock("x")
 	rep.refuse.Store(true)
+	before := rep.changes.Load()
 	names, err := s.ClaimHeldIn("a", 7, 0)
-	if err != nil || len(names) != 1 || raised() {
-		t.Fatalf("with no synced replica: %v %v, raised %v; want [x], not raised", names, err, raised())
+	if err != nil || len(names) != 1 || below() != 0 || rep.changes.Load() != before+1 {
+		t.Fatalf("with no synced replica: %v %v, %d below, %d recorded; want [x], raised and recorded", names, err, below(), rep.changes.Load()-before)
 	}
 	rep.refuse.Store(false)
-	before := rep.changes.Load()
+
+	lock("y")
+	before = rep.changes.Load()
 	names, err = s.ClaimHeldIn("a", 7, 0)
-	if err != nil || len(names) != 1 || !raised() || rep.changes.Load() != before+1 {
-		t.Fatalf("with a replica: %v %v, raised %v, %d changes recorded; want [x], raised, one change", names, err, raised(), rep.changes.Load()-before)
+	if err != nil || len(names) != 2 || below() != 0 || rep.changes.Load() != before+1 {
+		t.Fatalf("with a replica: %v %v, %d below, %d recorded; want [x y], raised, one change", names, err, below(), rep.changes.Load()-before)
 	}
 	before = rep.changes.Load()
-	if names, err = s.ClaimHeldIn("a", 7, 0); err != nil || len(names) != 1 || rep.changes.Load() != before {
-		t.Fatalf("again: %v %v, %d changes; want [x] and nothing written", names, err, rep.changes.Load()-before)
+	if names, err = s.ClaimHeldIn("a", 7, 0); err != nil || len(names) != 2 || rep.changes.Load() != before {
+		t.Fatalf("again: %v %v, %d changes; want [x y] and nothing written", names, err, rep.changes.Load()-before)
+	}
+
+	// A replica that does not acknowledge: the raise is not confirmed, and
+	// neither the claim nor the one asked again lists it.
+	lock("z")
+	rep.unconfirmed.Store(true)
+	if names, err := s.ClaimHeldIn("a", 8, 0); err == nil {
+		t.Fatalf("unconfirmed raise listed: %v", names)
+	}
+	if names, err := s.ClaimHeldIn("a", 8, 0); err == nil {
+		t.Fatalf("asked again, the unconfirmed raise was listed: %v", names)
 	}
 }
