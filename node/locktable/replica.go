@@ -169,7 +169,15 @@ func Restore(now Time, b []byte, limits Limits, recordChanges bool) (*Table, err
 
 // HeldNames lists the names session holds in this table.
 func (t *Table) HeldNames(session string) []string {
-	return t.heldNames(session, false)
+	h := t.holders[session]
+	if h == nil {
+		return nil
+	}
+	names := make([]string, 0, h.nheld)
+	for l := h.locks; l != nil; l = l.next {
+		names = append(names, l.name)
+	}
+	return names
 }
 
 // ClaimHeld is HeldNames for a client attached at epoch that is told the
@@ -180,14 +188,20 @@ func (t *Table) HeldNames(session string) []string {
 // was just told it holds. Raised epochs are reported as LockHeld.
 func (t *Table) ClaimHeld(session string, epoch uint64) ([]string, []Effect) {
 	t.begin()
-	names := t.heldNames(session, true)
-	if h := t.holders[session]; h != nil {
-		for l := h.locks; l != nil; l = l.next {
-			if epoch > l.epoch {
-				l.epoch = epoch
-				if t.changes {
-					t.effect(Effect{Kind: LockHeld, Session: session, Name: l.name, Token: l.token})
-				}
+	h := t.holders[session]
+	if h == nil {
+		return nil, nil
+	}
+	names := make([]string, 0, h.nheld)
+	for l := h.locks; l != nil; l = l.next {
+		names = append(names, l.name)
+		if l.claim == claimNone {
+			l.claim = claimTold
+		}
+		if epoch > l.epoch {
+			l.epoch = epoch
+			if t.changes {
+				t.effect(Effect{Kind: LockHeld, Session: session, Name: l.name, Token: l.token})
 			}
 		}
 	}
@@ -206,21 +220,6 @@ func (t *Table) HeldBelow(session string, epoch uint64) int {
 		}
 	}
 	return n
-}
-
-func (t *Table) heldNames(session string, claim bool) []string {
-	h := t.holders[session]
-	if h == nil {
-		return nil
-	}
-	names := make([]string, 0, h.nheld)
-	for l := h.locks; l != nil; l = l.next {
-		names = append(names, l.name)
-		if claim && l.claim == claimNone {
-			l.claim = claimTold
-		}
-	}
-	return names
 }
 
 // Holders lists the sessions that hold or await a lock in this table, for

@@ -388,7 +388,7 @@ func (s *Set) settle(pend *pending, err error) {
 			if s.cfg.Expired != nil {
 				s.cfg.Expired(x.id, x.epoch)
 			} else {
-				s.releaseIn(x.id, s.all(), math.MaxUint64)
+				s.ReleaseSession(x.id)
 			}
 		}
 	}
@@ -1037,13 +1037,7 @@ func (s *Set) SetTimeout(id string, d time.Duration) error {
 
 // Session returns session id's record.
 func (s *Set) Session(id string) (locktable.Session, bool, error) {
-	var (
-		rec locktable.Session
-		ok  bool
-	)
-	err := s.read(s.partOf([]byte(id)), func(t *locktable.Table, _ locktable.Time) {
-		rec, ok = t.Session(id)
-	})
+	rec, ok, _, err := s.SessionBound(id)
 	return rec, ok, err
 }
 
