@@ -115,9 +115,17 @@ func (d *Data) reconcile(p int, prev, cur Part, alone bool) (ended []confirm, ev
 // confirmations of an earlier ownership. Called with the partition's
 // mutex and l.mu held.
 func (d *Data) becomeOwner(l *local, t *locktable.Table, prev, cur Part, alone bool) (*locktable.Table, []confirm) {
+	ownedBefore := l.role == owner && prev.OwnedBy(d.cfg.Self.ID, d.cfg.Self.Nonce)
+	// An ownership goes on only from one epoch to the next. A node that
+	// restores a raft snapshot can see its ownership at one epoch and then
+	// at a later one with others between: it starts a new one (a new
+	// since, so that late requests to the earlier one are refused;
+	// answers still waiting are unknown), with its table or an empty one
+	// as below (found by review).
+	stillOwner := ownedBefore && cur.Epoch <= prev.Epoch+1
 	promoted := false
 	switch {
-	case l.role == owner && prev.OwnedBy(d.cfg.Self.ID, d.cfg.Self.Nonce) && (cur.Mode != Lost || cur.Epoch <= prev.Epoch+1):
+	case ownedBefore && (stillOwner || cur.Mode != Lost):
 		// Still ours; the replica may have changed. Not when a raft
 		// snapshot skipped epochs to a loss: others owned it between,
 		// granted and released, and this table would bring back locks
@@ -155,13 +163,6 @@ func (d *Data) becomeOwner(l *local, t *locktable.Table, prev, cur Part, alone b
 	if t.Epoch() < cur.Epoch {
 		t.SetEpoch(cur.Epoch)
 	}
-	// An ownership goes on only from one epoch to the next. A node that
-	// restores a raft snapshot can see its ownership at one epoch and then
-	// at a later one with others between: it starts a new one (a new
-	// since, so that late requests to the earlier one are refused;
-	// answers still waiting are unknown), with its table or an empty one
-	// as above (found by review).
-	stillOwner := l.role == owner && prev.OwnedBy(d.cfg.Self.ID, d.cfg.Self.Nonce) && cur.Epoch <= prev.Epoch+1
 	newReplica := !(stillOwner && l.link != nil && prev.Replica == cur.Replica && prev.RNonce == cur.RNonce)
 	var ended []confirm
 	if !stillOwner {
