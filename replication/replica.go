@@ -125,6 +125,6 @@ func decodeChange(d *peer.Dec) locktable.Change {
 	return locktable.Change{
 		Kind: locktable.ChangeKind(d.Uint()), Name: d.Str(), Session: d.Str(), Token: d.Uint(),
 		Age: time.Duration(d.Int()), Timeout: time.Duration(d.Int()), Attached: d.Bool(),
-		Epoch: d.Uint(), Home: d.Str(), Left: time.Duration(d.Int()),
+		Epoch: d.Uint(), Born: d.Uint(), Home: d.Str(), Left: time.Duration(d.Int()),
 	}
 }

@@ -365,6 +365,7 @@ func encodeChange(e *peer.Enc, c locktable.Change) {
 	e.Int(int64(c.Timeout))
 	e.Bool(c.Attached)
 	e.Uint(c.Epoch)
+	e.Uint(c.Born)
 	e.Str(c.Home)
 	e.Int(int64(c.Left))
 }

@@ -43,6 +43,7 @@ type mSession struct {
 	timeout  time.Duration
 	attached bool
 	epoch    uint64
+	born     uint64 // the attach that created it; a resume keeps it
 	home     string
 	expires  locktable.Time
 }
@@ -240,7 +241,7 @@ func (m *model) attach(now locktable.Time, id, home string) (locktable.Attachmen
 	}
 	m.attaches++
 	if r == nil {
-		m.records[id] = &mSession{timeout: m.limits.DefaultTimeout, attached: true, epoch: m.attaches, home: home}
+		m.records[id] = &mSession{timeout: m.limits.DefaultTimeout, attached: true, epoch: m.attaches, born: m.attaches, home: home}
 		return locktable.Attachment{Epoch: m.attaches, Timeout: m.limits.DefaultTimeout}, fx, nil
 	}
 	r.attached, r.home, r.expires = true, home, 0
@@ -275,7 +276,7 @@ func (m *model) session(id string) (locktable.Session, bool) {
 	if r == nil {
 		return locktable.Session{}, false
 	}
-	return locktable.Session{ID: id, Timeout: r.timeout, Attached: r.attached, Epoch: r.epoch, Home: r.home, Expires: r.expires}, true
+	return locktable.Session{ID: id, Timeout: r.timeout, Attached: r.attached, Epoch: r.epoch, Born: r.born, Home: r.home, Expires: r.expires}, true
 }
 
 func (m *model) token(s, name string) (uint64, locktable.Status) {

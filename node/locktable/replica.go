@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 )
 
@@ -38,6 +39,7 @@ type Change struct {
 	// the record's attach epoch.
 	Epoch uint64
 	// ChangeSession:
+	Born     uint64 // the attach epoch that created the session (Session.Born)
 	Timeout  time.Duration
 	Attached bool
 	Home     string
@@ -59,7 +61,7 @@ func (t *Table) SessionChange(now Time, id string) Change {
 	if s == nil {
 		return Change{Kind: ChangeSessionGone, Session: id}
 	}
-	c := Change{Kind: ChangeSession, Session: id, Timeout: s.Timeout, Attached: s.Attached, Epoch: s.Epoch, Home: s.Home}
+	c := Change{Kind: ChangeSession, Session: id, Timeout: s.Timeout, Attached: s.Attached, Epoch: s.Epoch, Born: s.Born, Home: s.Home}
 	if !s.Attached {
 		c.Left = time.Duration(s.Expires - now)
 	}
@@ -107,7 +109,7 @@ func (t *Table) Apply(now Time, c Change) {
 			t.records[c.Session] = s
 		}
 		t.sessHeap.remove(s)
-		s.Timeout, s.Attached, s.Epoch, s.Home = c.Timeout, c.Attached, c.Epoch, c.Home
+		s.Timeout, s.Attached, s.Epoch, s.Born, s.Home = c.Timeout, c.Attached, c.Epoch, c.Born, c.Home
 		s.Expires = 0
 		if !s.Attached {
 			s.Expires = addSaturating(now, c.Left)
@@ -152,6 +154,7 @@ func Restore(now Time, b []byte, limits Limits, recordChanges bool) (*Table, err
 		c := Change{Kind: ChangeSession, Session: r.str(), Timeout: time.Duration(r.varint())}
 		c.Attached = r.uvarint() == 1
 		c.Epoch = r.uvarint()
+		c.Born = r.uvarint()
 		c.Home = r.str()
 		c.Left = time.Duration(r.varint())
 		if r.err == nil {
@@ -222,14 +225,29 @@ func (t *Table) HeldBelow(session string, epoch uint64) int {
 	return n
 }
 
+// Holding is a session that holds or awaits locks in a table, with the
+// oldest attach epoch among those locks and waits.
+type Holding struct {
+	Session string
+	Oldest  uint64
+}
+
 // Holders lists the sessions that hold or await a lock in this table, for
-// the sweep that checks they are still alive.
-func (t *Table) Holders() []string {
-	ids := make([]string, 0, len(t.holders))
-	for id := range t.holders {
-		ids = append(ids, id)
+// the sweep that checks they are still alive, and still the incarnation
+// that took them.
+func (t *Table) Holders() []Holding {
+	out := make([]Holding, 0, len(t.holders))
+	for id, h := range t.holders {
+		oldest := uint64(math.MaxUint64)
+		for l := h.locks; l != nil; l = l.next {
+			oldest = min(oldest, l.epoch)
+		}
+		for w := h.waits; w != nil; w = w.hnext {
+			oldest = min(oldest, w.epoch)
+		}
+		out = append(out, Holding{id, oldest})
 	}
-	return ids
+	return out
 }
 
 // snapReader decodes the varint layout of Snapshot.

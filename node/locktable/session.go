@@ -27,6 +27,11 @@ type Session struct {
 	// expiries too. A detach carries the epoch of the attach it ends, so a
 	// stale home cannot detach a session that has since been resumed.
 	Epoch uint64
+	// Born is the attach epoch that created this incarnation of the id;
+	// resumes keep it. Locks and waits of this id with an older epoch
+	// belong to an earlier incarnation that expired, whose release did
+	// not reach them: the new session never took them.
+	Born uint64
 	// Home names the node whose connection the session is attached to.
 	Home string
 	// Expires is when a detached session ends.
@@ -63,7 +68,7 @@ func (t *Table) Attach(now Time, id, home string) (Attachment, []Effect, error) 
 	}
 	t.attaches++
 	if s == nil {
-		s = &Session{ID: id, Timeout: t.limits.DefaultTimeout, Attached: true, Epoch: t.attaches, Home: home, heapIdx: -1}
+		s = &Session{ID: id, Timeout: t.limits.DefaultTimeout, Attached: true, Epoch: t.attaches, Born: t.attaches, Home: home, heapIdx: -1}
 		t.records[id] = s
 		return Attachment{Epoch: s.Epoch, Timeout: s.Timeout}, t.effects(), nil
 	}

@@ -50,6 +50,7 @@ func (t *Table) Snapshot(now Time) []byte {
 		b = binary.AppendVarint(b, int64(s.Timeout))
 		b = binary.AppendUvarint(b, uint64(b2u(s.Attached)))
 		b = binary.AppendUvarint(b, s.Epoch)
+		b = binary.AppendUvarint(b, s.Born)
 		b = appendString(b, s.Home)
 		if s.Attached {
 			b = binary.AppendVarint(b, 0)

@@ -44,6 +44,7 @@ type snapSession struct {
 	timeout  int64
 	attached uint64
 	epoch    uint64
+	born     uint64
 	home     string
 	left     int64 // expires - now; 0 while attached
 }
@@ -99,7 +100,7 @@ func decodeSnapshot(b []byte) (snap, error) {
 	}
 	for n := r.uvarint(); n > 0 && r.err == nil; n-- {
 		s.sessions = append(s.sessions, snapSession{
-			id: r.str(), timeout: r.varint(), attached: r.uvarint(), epoch: r.uvarint(), home: r.str(), left: r.varint(),
+			id: r.str(), timeout: r.varint(), attached: r.uvarint(), epoch: r.uvarint(), born: r.uvarint(), home: r.str(), left: r.varint(),
 		})
 	}
 	if r.err == nil && len(r.b) != 0 {
@@ -161,7 +162,7 @@ func snapshotAgrees(tb *locktable.Table, s snap, now locktable.Time) string {
 		if !r.Attached {
 			left = r.Expires - now
 		}
-		if !ok || int64(r.Timeout) != x.timeout || (x.attached == 1) != r.Attached || r.Epoch != x.epoch || r.Home != x.home || left != x.left {
+		if !ok || int64(r.Timeout) != x.timeout || (x.attached == 1) != r.Attached || r.Epoch != x.epoch || r.Born != x.born || r.Home != x.home || left != x.left {
 			return fmt.Sprintf("session %q: snapshot %+v, Session %+v", x.id, x, r)
 		}
 	}
@@ -250,8 +251,8 @@ func TestSnapshotContent(t *testing.T) {
 			}},
 		},
 		sessions: []snapSession{
-			{id: "s1", timeout: 30 * sec, attached: 1, epoch: 1, home: "h1"},
-			{id: "s2", timeout: 7 * sec, epoch: 2, left: -2 * sec},
+			{id: "s1", timeout: 30 * sec, attached: 1, epoch: 1, born: 1, home: "h1"},
+			{id: "s2", timeout: 7 * sec, epoch: 2, born: 2, left: -2 * sec},
 		},
 	}
 	if !reflect.DeepEqual(got, want) {

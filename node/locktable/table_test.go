@@ -2,6 +2,7 @@ package locktable_test
 
 import (
 	"errors"
+	"reflect"
 	"testing"
 	"time"
 
@@ -1043,5 +1044,44 @@ func TestReleaseSessionUpTo(t *testing.T) {
 	// The old incarnation's wait went with it; waits are not copied.
 	if c := tb.Counts(); c.Waiters != 0 {
 		t.Errorf("%d waiters left; want the old incarnation's wait dropped", c.Waiters)
+	}
+}
+
+// Born is the attach that created a session: a resume keeps it, a new
+// session under the same id after an expiry gets a new one. Holders gives
+// the oldest epoch of a session's locks and waits, which the mesh's sweep
+// compares with Born to find an ended session's leftovers.
+func TestSessionBorn(t *testing.T) {
+	tb := locktable.New(1, defaultLimits, true)
+	first, _, _ := tb.Attach(0, "s", "h")
+	tb.Detach(0, "s", first.Epoch)
+	resumed, _, _ := tb.Attach(1, "s", "h")
+	if rec, _ := tb.Session("s"); !resumed.Resumed || rec.Born != first.Epoch || rec.Epoch != resumed.Epoch {
+		t.Fatalf("after a resume: %+v; want born %d", rec, first.Epoch)
+	}
+	if _, _, err := tb.LockAt(1, "s", resumed.Epoch, []byte("a"), 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := tb.LockAt(1, "s", first.Epoch, []byte("b"), 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := tb.LockAt(1, "o", 9, []byte("c"), 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := tb.LockAt(1, "s", first.Epoch-1+100, []byte("c"), 1, 100); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]uint64{}
+	for _, h := range tb.Holders() {
+		got[h.Session] = h.Oldest
+	}
+	if want := map[string]uint64{"s": first.Epoch, "o": 9}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("Holders: %v; want %v", got, want)
+	}
+	tb.Detach(2, "s", resumed.Epoch)
+	later := locktable.Time(2 + int64(defaultLimits.DefaultTimeout) + 1)
+	again, _, _ := tb.Attach(later, "s", "h")
+	if rec, _ := tb.Session("s"); again.Resumed || rec.Born != again.Epoch || again.Epoch <= resumed.Epoch {
+		t.Fatalf("a new session under the id: %+v (attach %+v); want born %d", rec, again, again.Epoch)
 	}
 }

@@ -483,7 +483,7 @@ func (o *lockOwner) nodeStat(context.Context, []byte) ([]byte, error) {
 
 // Alive statuses, in a session owner's answer.
 const (
-	aliveYes     = 0
+	aliveYes     = 0 // the attach epoch that created the live session follows
 	aliveNo      = 1 // the session owner serves the partition and has no record: expired; the epoch bound follows
 	aliveUnknown = 2
 )
@@ -491,7 +491,10 @@ const (
 // sweepLocks asks, for every session holding or awaiting a lock here,
 // its session owner whether it still exists, and releases the locks of
 // sessions that have ended. It is the backstop for a missed expiry
-// release.
+// release, also when a new session has since taken the same id: locks
+// and waits older than the attach that created it are the ended one's,
+// which the new session never took and which would otherwise stay held
+// for as long as it lives.
 func (o *lockOwner) sweepLocks(ctx context.Context) {
 	holders := o.set.Holders()
 	if len(holders) == 0 {
@@ -520,17 +523,19 @@ func (o *lockOwner) sweepLocks(ctx context.Context) {
 			continue
 		}
 		d := peer.Dec{B: b}
+	answers:
 		for _, id := range ids {
-			if d.Uint() == aliveNo {
+			switch d.Uint() {
+			case aliveNo:
 				// Only up to the epochs given out when the session owner
 				// answered: a new session under this id, attached since,
 				// may already have locked here.
 				upTo := d.Uint()
 				if d.Err() != nil {
-					break
+					break answers
 				}
 				o.log.Info("releasing the locks of an ended session", "session", id)
-				o.set.ReleaseSessionIn(id, holders[id], upTo)
+				o.set.ReleaseSessionIn(id, holders[id].Parts, upTo)
 				// A newer session under this id, attached since the
 				// answer, may have been resumed here: keep its floor.
 				o.mu.Lock()
@@ -538,6 +543,18 @@ func (o *lockOwner) sweepLocks(ctx context.Context) {
 					delete(o.floors, id)
 				}
 				o.mu.Unlock()
+			case aliveYes:
+				born := d.Uint()
+				if d.Err() != nil {
+					break answers
+				}
+				// Every lock and wait the live session made carries an
+				// epoch from born on (a resume raises those it lists);
+				// anything older is an ended session's.
+				if born > 0 && holders[id].Oldest < born {
+					o.log.Info("releasing the locks an ended session left under a reused id", "session", id)
+					o.set.ReleaseSessionIn(id, holders[id].Parts, born-1)
+				}
 			}
 		}
 	}

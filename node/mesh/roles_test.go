@@ -757,6 +757,46 @@ func TestSweepReleasesAnEndedSessionsLocks(t *testing.T) {
 	})
 }
 
+// A session that expired while its release was lost, and whose id a new
+// session took before the sweep came: the sweep releases what the ended
+// session left (the new one never took it, and would otherwise keep it
+// for as long as it lives) and keeps what the new session took.
+func TestSweepReleasesLeftoversUnderAReusedID(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mm := newMemMesh(t, testHomeLease, [memParts]string{"n2", "n3", "n2", "n2"}, "n1", "n2", "n3")
+		defer mm.close()
+		s, name := holdAtN1(t, mm)
+		mm.net.hold(peer.Release) // lost, as far as this test goes
+		// Sweeps run at 5 s, 10 s, ...; the session expires at 11 s.
+		time.Sleep(time.Second)
+		hangUp(t, mm, "n1", s)
+		time.Sleep(11*time.Second + time.Second/2)
+		synctest.Wait()
+		if !holds(mm, "n3", s.ID, name) {
+			t.Fatal("released although every release was held back")
+		}
+		again := attach(t, mm, "n2", s.ID)
+		if again.Epoch <= s.Epoch {
+			t.Fatalf("new session at epoch %d after %d", again.Epoch, s.Epoch)
+		}
+		if n, _ := mm.nodes["n2"].home.HeldBy(context.Background(), again); n != 0 {
+			t.Fatal("the new session was told it holds the ended one's lock")
+		}
+		other := keyIn("y", 1)
+		if a := <-lockAsync(mm, "n2", again, other); a.err != nil || a.res.Status != locktable.Granted {
+			t.Fatalf("the new session's lock: %+v", a)
+		}
+		time.Sleep(3 * time.Second) // the sweep at 15 s
+		synctest.Wait()
+		if holds(mm, "n3", s.ID, name) {
+			t.Fatal("the sweep left the ended session's lock under the reused id")
+		}
+		if !holds(mm, "n3", s.ID, other) {
+			t.Fatal("the sweep released the new session's lock")
+		}
+	})
+}
+
 // An unlock_all that the network held back on its way from a session's
 // old home, arriving after the session was resumed elsewhere, leaves the
 // locks the resume told the client it holds (found by review: the

@@ -283,12 +283,13 @@ func (s *sessionOwner) alive(_ context.Context, b []byte) ([]byte, error) {
 	}
 	var e peer.Enc
 	for _, id := range ids {
-		_, ok, bound, err := s.set.SessionBound(id)
+		rec, ok, bound, err := s.set.SessionBound(id)
 		switch {
 		case err != nil || !ok && s.inLockDelay(s.rt.partOf([]byte(id))):
 			e.Uint(aliveUnknown)
 		case ok:
 			e.Uint(aliveYes)
+			e.Uint(rec.Born)
 		default:
 			e.Uint(aliveNo)
 			e.Uint(bound)

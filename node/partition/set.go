@@ -1083,14 +1083,28 @@ func (s *Set) Sessions() []locktable.Session {
 	return out
 }
 
-// Holders lists, per served partition, the sessions that hold or await a
-// lock there.
-func (s *Set) Holders() map[string][]int {
-	out := make(map[string][]int)
+// Holder is a session that holds or awaits locks in served partitions:
+// which partitions, and the oldest attach epoch among those locks and
+// waits.
+type Holder struct {
+	Parts  []int
+	Oldest uint64
+}
+
+// Holders lists the sessions that hold or await a lock in a served
+// partition.
+func (s *Set) Holders() map[string]Holder {
+	out := make(map[string]Holder)
 	for _, p := range s.parts {
 		s.read(p, func(t *locktable.Table, _ locktable.Time) {
-			for _, id := range t.Holders() {
-				out[id] = append(out[id], p.id)
+			for _, h := range t.Holders() {
+				cur, seen := out[h.Session]
+				if !seen {
+					cur.Oldest = h.Oldest
+				}
+				cur.Parts = append(cur.Parts, p.id)
+				cur.Oldest = min(cur.Oldest, h.Oldest)
+				out[h.Session] = cur
 			}
 		})
 	}
