@@ -52,6 +52,10 @@ func move(st *State, p int, cur Part, owner, replica string, mode Mode) Assignme
 	if mode == Takeover && cur.Mode == Lost && !cur.Settled {
 		to.Mode = Lost // the lock-delay of the last loss has not run out
 	}
+	to.LostAt = cur.LostAt
+	if to.Mode == Lost {
+		to.LostAt = to.Epoch
+	}
 	return Assignment{P: p, From: cur.Epoch, To: to}
 }
 

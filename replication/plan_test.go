@@ -114,9 +114,30 @@ func TestPlanDoubleFailure(t *testing.T) {
 			if r.To.Owner == "a" || r.To.Owner == "b" || r.To.Owner == "" {
 				t.Errorf("lost partition %d given to %q", r.P, r.To.Owner)
 			}
+			if r.To.LostAt != r.To.Epoch {
+				t.Errorf("lost partition %d: lost at %d, recorded %d", r.P, r.To.Epoch, r.To.LostAt)
+			}
 		}
 	}
 	t.Logf("%d of %d partitions lost", lost, testParts)
+}
+
+// The epoch of a partition's last loss goes with it to every later epoch,
+// for nodes that skip epochs (see TestSkippedLossBeforeAKeepStartsOver).
+func TestPlanCarriesTheLastLoss(t *testing.T) {
+	st, synced := cluster("a", "b", "c", "d")
+	for p := range st.Parts {
+		st.Parts[p].LostAt = 1
+	}
+	repairs, _ := plan(st, view(st, synced, "a"), testParts, 100)
+	if len(repairs) == 0 {
+		t.Fatal("nothing moved")
+	}
+	for _, r := range repairs {
+		if r.To.LostAt != 1 {
+			t.Errorf("partition %d moved (%v) without its last loss: %d", r.P, r.To.Mode, r.To.LostAt)
+		}
+	}
 }
 
 // A takeover of a partition still in the lock-delay of an earlier loss

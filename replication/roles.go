@@ -123,15 +123,20 @@ func (d *Data) becomeOwner(l *local, t *locktable.Table, prev, cur Part, alone b
 	// answers still waiting are unknown), with its table or an empty one
 	// as below (found by review).
 	stillOwner := ownedBefore && cur.Epoch <= prev.Epoch+1
+	// A loss at an epoch this node skipped: every copy from before it is
+	// void. Others may have owned the partition between, granted and
+	// released; a table from before would bring back locks released since
+	// and miss the grants made since, and serve without the loss's
+	// lock-delay (found by review).
+	skippedLoss := cur.LostAt > prev.Epoch && cur.LostAt < cur.Epoch
 	promoted := false
 	switch {
+	case skippedLoss:
 	case ownedBefore && (stillOwner || cur.Mode != Lost):
 		// Still ours; the replica may have changed. Not when a raft
-		// snapshot skipped epochs to a loss: others owned it between,
-		// granted and released, and this table would bring back locks
-		// released since under tokens below theirs (found by review). A
-		// skip to a keep or a takeover keeps it: a keep two epochs on
-		// had this owner all along, and a takeover chose this copy.
+		// snapshot skipped epochs to a loss (as above). A skip to a keep
+		// or a takeover with no loss between keeps it: a keep had this
+		// owner all along, and a takeover chose this copy.
 		promoted = true
 	case l.role == replica && l.rsynced && l.epoch == prev.Epoch &&
 		(cur.Mode == Takeover || (cur.Mode == Handover && l.rseq >= cur.Sealed)):

@@ -94,6 +94,11 @@ type Part struct {
 	Prev   string `json:"pv,omitempty"`
 	PNonce string `json:"pvn,omitempty"`
 	PEpoch uint64 `json:"pve,omitempty"`
+	// LostAt is the latest epoch at which the partition was lost (Mode
+	// Lost), carried to every later epoch: a node that skips epochs (it
+	// restored a raft snapshot) learns of a loss it never applied, and
+	// does not carry a copy from before it across.
+	LostAt uint64 `json:"la,omitempty"`
 }
 
 // PrevIs reports whether incarnation (id, nonce) is the partition's
