@@ -612,29 +612,6 @@ func TestSessionEpochsGrowAcrossALoss(t *testing.T) {
 // have been released since, under tokens below theirs. It starts over,
 // behind a lock-delay. A skip to a keep (the same owner all along) keeps
 // the table (found by review).
-// A raft snapshot can skip a loss and land on a keep: the partition was
-// lost, given back to this node, and kept with a new replica, all unseen
-// here. The table from before the loss is void, and the loss's
-// lock-delay holds (found by review: the skip to the keep kept it).
-func TestSkippedLossBeforeAKeepStartsOver(t *testing.T) {
-	a, b := startData(t, "a"), startData(t, "b")
-	st1 := syncPair(t, a, b)
-	if res, _, err := a.set.LockAsync("s1", []byte("x"), 0, nil); err != nil || res.Status != locktable.Granted {
-		t.Fatalf("grant: %v %v", res, err)
-	}
-	st4 := table(4, Part{Epoch: 4, Owner: "a", ONonce: "a-1", Replica: "b", RNonce: "b-1", Mode: Keep, LostAt: 3}, a, b)
-	for _, n := range []*dataNode{a, b} {
-		n.data.Apply(st1, st4, []int{0})
-	}
-	if _, st, _ := a.set.Token("s1", []byte("x")); st == locktable.Granted {
-		t.Fatal("the table from before the skipped loss was kept")
-	}
-	wait.For(t, 10*time.Second, "the replica to sync", func() bool { return a.data.Synced()[0] == 4 })
-	if err := a.data.Admit(0, partition.Grant); !failure.Is(err, failure.LockDelay) {
-		t.Fatalf("a grant after the skipped loss: %v; want refused for the lock-delay", err)
-	}
-}
-
 func TestSkippedEpochsToALossStartOver(t *testing.T) {
 	a, b := startData(t, "a"), startData(t, "b")
 	st1 := syncPair(t, a, b)
@@ -655,11 +632,36 @@ func TestSkippedEpochsToALossStartOver(t *testing.T) {
 	for _, n := range []*dataNode{a, b} {
 		n.data.Apply(st3, st6, []int{0})
 	}
+	startedOver(t, a, 6)
+}
+
+// startedOver checks that a's table of partition 0 no longer has s1's
+// lock on x, and that a, once its replica has the copy of epoch, refuses
+// grants for the lock-delay of a loss.
+func startedOver(t *testing.T, a *dataNode, epoch uint64) {
+	t.Helper()
 	if _, st, _ := a.set.Token("s1", []byte("x")); st == locktable.Granted {
 		t.Fatal("the table from before the loss was kept")
 	}
-	wait.For(t, 10*time.Second, "the replica to sync", func() bool { return a.data.Synced()[0] == 6 })
+	wait.For(t, 10*time.Second, "the replica to sync", func() bool { return a.data.Synced()[0] == epoch })
 	if err := a.data.Admit(0, partition.Grant); !failure.Is(err, failure.LockDelay) {
 		t.Fatalf("a grant after starting over: %v; want refused for the lock-delay", err)
 	}
+}
+
+// A raft snapshot can skip a loss and land on a keep: the partition was
+// lost, given back to this node, and kept with a new replica, all unseen
+// here. The table from before the loss is void, and the loss's
+// lock-delay holds (found by review: the skip to the keep kept it).
+func TestSkippedLossBeforeAKeepStartsOver(t *testing.T) {
+	a, b := startData(t, "a"), startData(t, "b")
+	st1 := syncPair(t, a, b)
+	if res, _, err := a.set.LockAsync("s1", []byte("x"), 0, nil); err != nil || res.Status != locktable.Granted {
+		t.Fatalf("grant: %v %v", res, err)
+	}
+	st4 := table(4, Part{Epoch: 4, Owner: "a", ONonce: "a-1", Replica: "b", RNonce: "b-1", Mode: Keep, LostAt: 3}, a, b)
+	for _, n := range []*dataNode{a, b} {
+		n.data.Apply(st1, st4, []int{0})
+	}
+	startedOver(t, a, 4)
 }

@@ -717,6 +717,24 @@ func TestLateExpiryReleaseSparesANewSession(t *testing.T) {
 	})
 }
 
+// expireWithReleasesLost has a session attached at n1 take a lock owned
+// by n3, and hang up; the session expires at 11 s, with every release
+// held back. It returns at 12.5 s (under synctest), between the sweeps at
+// 10 s and 15 s, with the session and the name still held.
+func expireWithReleasesLost(t *testing.T, mm *memMesh) (node.SessionRef, string) {
+	t.Helper()
+	s, name := holdAtN1(t, mm)
+	mm.net.hold(peer.Release) // lost, as far as these tests go
+	time.Sleep(time.Second)
+	hangUp(t, mm, "n1", s)
+	time.Sleep(11*time.Second + time.Second/2)
+	synctest.Wait()
+	if !holds(mm, "n3", s.ID, name) {
+		t.Fatal("released although every release was held back")
+	}
+	return s, name
+}
+
 // When an expired session's releases never arrive, the lock owners' sweep
 // asks the session owner, hears that the session is gone (with the bound
 // of its epochs), and releases its locks, but not a floor above that
@@ -725,17 +743,7 @@ func TestSweepReleasesAnEndedSessionsLocks(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		mm := newMemMesh(t, testHomeLease, [memParts]string{"n2", "n3", "n2", "n2"}, "n1", "n2", "n3")
 		defer mm.close()
-		s, name := holdAtN1(t, mm)
-		mm.net.hold(peer.Release) // lost, as far as this test goes
-		// Sweeps run at 5 s, 10 s, ...; the session expires at 11 s, and
-		// the sweep at 15 s is the first to find it gone.
-		time.Sleep(time.Second)
-		hangUp(t, mm, "n1", s)
-		time.Sleep(11 * time.Second)
-		synctest.Wait()
-		if !holds(mm, "n3", s.ID, name) {
-			t.Fatal("released although every release was held back")
-		}
+		s, name := expireWithReleasesLost(t, mm)
 		// A newer session under the id, attached after the session owner's
 		// answer, was resumed and fenced its old homes here: the sweep
 		// keeps that floor.
@@ -744,7 +752,7 @@ func TestSweepReleasesAnEndedSessionsLocks(t *testing.T) {
 		o.mu.Lock()
 		o.floors[s.ID] = newer
 		o.mu.Unlock()
-		time.Sleep(4 * time.Second) // the sweep at 15 s
+		time.Sleep(3 * time.Second) // the sweep at 15 s
 		synctest.Wait()
 		if holds(mm, "n3", s.ID, name) {
 			t.Fatal("the sweep left the ended session's lock")
@@ -765,16 +773,7 @@ func TestSweepReleasesLeftoversUnderAReusedID(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		mm := newMemMesh(t, testHomeLease, [memParts]string{"n2", "n3", "n2", "n2"}, "n1", "n2", "n3")
 		defer mm.close()
-		s, name := holdAtN1(t, mm)
-		mm.net.hold(peer.Release) // lost, as far as this test goes
-		// Sweeps run at 5 s, 10 s, ...; the session expires at 11 s.
-		time.Sleep(time.Second)
-		hangUp(t, mm, "n1", s)
-		time.Sleep(11*time.Second + time.Second/2)
-		synctest.Wait()
-		if !holds(mm, "n3", s.ID, name) {
-			t.Fatal("released although every release was held back")
-		}
+		s, name := expireWithReleasesLost(t, mm)
 		again := attach(t, mm, "n2", s.ID)
 		if again.Epoch <= s.Epoch {
 			t.Fatalf("new session at epoch %d after %d", again.Epoch, s.Epoch)
