@@ -10,11 +10,14 @@ import (
 )
 
 // SessionRef names a session as one attachment of it: the id plus the
-// epoch that attach returned. Backends use the epoch to fence a home that
-// lost the session to a resume elsewhere.
+// epoch that attach returned, and the epoch the session was born at.
+// Backends use the epoch to fence a home that lost the session to a
+// resume elsewhere, and the birth epoch to tell the session's locks from
+// those an earlier session under the same id left behind.
 type SessionRef struct {
 	ID    string
 	Epoch uint64
+	Born  uint64
 }
 
 // Backend carries out the commands of this node's connections, wherever

@@ -124,7 +124,7 @@ func (c *conn) session() *connSession {
 }
 
 func (c *conn) bind(id string, a locktable.Attachment) {
-	c.sess = &connSession{ref: SessionRef{ID: id, Epoch: a.Epoch}, resumed: a.Resumed, timeout: a.Timeout}
+	c.sess = &connSession{ref: SessionRef{ID: id, Epoch: a.Epoch, Born: a.Born}, resumed: a.Resumed, timeout: a.Timeout}
 	c.s.clients.bind(id, c)
 }
 

@@ -242,11 +242,11 @@ func (m *model) attach(now locktable.Time, id, home string) (locktable.Attachmen
 	m.attaches++
 	if r == nil {
 		m.records[id] = &mSession{timeout: m.limits.DefaultTimeout, attached: true, epoch: m.attaches, born: m.attaches, home: home}
-		return locktable.Attachment{Epoch: m.attaches, Timeout: m.limits.DefaultTimeout}, fx, nil
+		return locktable.Attachment{Epoch: m.attaches, Born: m.attaches, Timeout: m.limits.DefaultTimeout}, fx, nil
 	}
 	r.attached, r.home, r.expires = true, home, 0
 	r.epoch = m.attaches
-	return locktable.Attachment{Resumed: true, Epoch: r.epoch, Timeout: r.timeout}, fx, nil
+	return locktable.Attachment{Resumed: true, Epoch: r.epoch, Born: r.born, Timeout: r.timeout}, fx, nil
 }
 
 func (m *model) detach(now locktable.Time, id string, epoch uint64) []locktable.Effect {

@@ -183,13 +183,15 @@ func (t *Table) HeldNames(session string) []string {
 	return names
 }
 
-// ClaimHeld is HeldNames for a client attached at epoch that is told the
-// list, as a resume tells it: each grant counts as known to it (see
-// Drop), and its epoch rises to epoch (see LockAt), so neither an old
-// home's Drop nor a release bounded below epoch (a late unlock_all of the
-// old home, an expiry of an earlier incarnation) takes a lock the client
-// was just told it holds. Raised epochs are reported as LockHeld.
-func (t *Table) ClaimHeld(session string, epoch uint64) ([]string, []Effect) {
+// ClaimHeld is HeldNames for a client attached at epoch, of the session
+// born at born, that is told the list, as a resume tells it: each grant
+// counts as known to it (see Drop), and its epoch rises to epoch (see
+// LockAt), so neither an old home's Drop nor a release bounded below
+// epoch (a late unlock_all of the old home, an expiry of an earlier
+// incarnation) takes a lock the client was just told it holds. Raised
+// epochs are reported as LockHeld. Grants older than born are an ended
+// session's under the same id (see Leftover): not listed, not raised.
+func (t *Table) ClaimHeld(session string, born, epoch uint64) ([]string, []Effect) {
 	t.begin()
 	h := t.holders[session]
 	if h == nil {
@@ -197,6 +199,9 @@ func (t *Table) ClaimHeld(session string, epoch uint64) ([]string, []Effect) {
 	}
 	names := make([]string, 0, h.nheld)
 	for l := h.locks; l != nil; l = l.next {
+		if l.epoch < born {
+			continue
+		}
 		names = append(names, l.name)
 		if l.claim == claimNone {
 			l.claim = claimTold
@@ -211,18 +216,37 @@ func (t *Table) ClaimHeld(session string, epoch uint64) ([]string, []Effect) {
 	return names, t.effects()
 }
 
-// HeldBelow counts the locks session holds here whose epoch is below
-// epoch: those ClaimHeld would raise.
-func (t *Table) HeldBelow(session string, epoch uint64) int {
+// HeldBelow counts the locks of the session born at born held here whose
+// epoch is below epoch: those ClaimHeld would raise.
+func (t *Table) HeldBelow(session string, born, epoch uint64) int {
 	n := 0
 	if h := t.holders[session]; h != nil {
 		for l := h.locks; l != nil; l = l.next {
-			if l.epoch < epoch {
+			if l.epoch >= born && l.epoch < epoch {
 				n++
 			}
 		}
 	}
 	return n
+}
+
+// HeldAfter reports whether session holds name at an epoch above epoch:
+// a later attachment of the session was told of the grant (see LockAt,
+// ClaimHeld), which a request sent at epoch must not take from it.
+func (t *Table) HeldAfter(session string, name []byte, epoch uint64) bool {
+	l := t.locks[string(name)]
+	return l != nil && l.owner.id == session && l.epoch > epoch
+}
+
+// Leftover reports whether name is held under session's id at an epoch
+// below born: by an earlier session under the id, which expired and
+// whose release has not reached this table yet. The session born at born
+// never took it and is never told it holds it; its own requests treat
+// such a grant as another session's, or release it first (see
+// ReleaseSessionUpTo), and the owner's sweep releases it.
+func (t *Table) Leftover(session string, born uint64, name []byte) bool {
+	l := t.locks[string(name)]
+	return l != nil && l.owner.id == session && l.epoch < born
 }
 
 // Holding is a session that holds or awaits locks in a table, with the

@@ -46,6 +46,9 @@ type Attachment struct {
 	// with its locks; false when the session is new (and holds nothing).
 	Resumed bool
 	Epoch   uint64
+	// Born is the attach epoch that created the session (Session.Born):
+	// Epoch for a new session, earlier for a resumed one.
+	Born    uint64
 	Timeout time.Duration
 }
 
@@ -70,12 +73,12 @@ func (t *Table) Attach(now Time, id, home string) (Attachment, []Effect, error) 
 	if s == nil {
 		s = &Session{ID: id, Timeout: t.limits.DefaultTimeout, Attached: true, Epoch: t.attaches, Born: t.attaches, Home: home, heapIdx: -1}
 		t.records[id] = s
-		return Attachment{Epoch: s.Epoch, Timeout: s.Timeout}, t.effects(), nil
+		return Attachment{Epoch: s.Epoch, Born: s.Born, Timeout: s.Timeout}, t.effects(), nil
 	}
 	t.sessHeap.remove(s)
 	s.Attached, s.Home, s.Expires = true, home, 0
 	s.Epoch = t.attaches
-	return Attachment{Resumed: true, Epoch: s.Epoch, Timeout: s.Timeout}, t.effects(), nil
+	return Attachment{Resumed: true, Epoch: s.Epoch, Born: s.Born, Timeout: s.Timeout}, t.effects(), nil
 }
 
 // Detach records that the connection of attach epoch has gone. The

@@ -858,7 +858,7 @@ func TestDrop(t *testing.T) {
 		{"claimed by a re-entrant lock", func(tb *locktable.Table) { tb.Lock(0, "a", []byte("x"), 0, 0) }, "a", same, locktable.NotYours},
 		{"claimed by token", func(tb *locktable.Table) { tb.Token("a", []byte("x")) }, "a", same, locktable.NotYours},
 		{"claimed by info", func(tb *locktable.Table) { tb.Info(0, "a", []byte("x")) }, "a", same, locktable.NotYours},
-		{"listed for a resume", func(tb *locktable.Table) { tb.ClaimHeld("a", 1) }, "a", same, locktable.NotYours},
+		{"listed for a resume", func(tb *locktable.Table) { tb.ClaimHeld("a", 0, 1) }, "a", same, locktable.NotYours},
 		{"listed, not claimed", func(tb *locktable.Table) { tb.HeldNames("a") }, "a", same, locktable.Unlocked},
 		{"looked at by another session", func(tb *locktable.Table) {
 			tb.Token("b", []byte("x"))
@@ -1009,7 +1009,7 @@ func TestReleaseSessionUpTo(t *testing.T) {
 	}
 	lock("s", 7, "new", 0)
 	lock("s", 3, "listed", 0) // the old incarnation's, listed to the new one's client
-	if names, fx := tb.ClaimHeld("s", 7); len(names) != 3 || len(fx) != 1 || fx[0].Name != "listed" {
+	if names, fx := tb.ClaimHeld("s", 0, 7); len(names) != 3 || len(fx) != 1 || fx[0].Name != "listed" {
 		t.Fatalf("ClaimHeld: %v, effects %v; want 3 names and LockHeld for listed", names, fx)
 	}
 	lock("s", 3, "old", 0) // the old incarnation's only

@@ -8,6 +8,7 @@ import (
 	"github.com/elock/elock/node"
 	"github.com/elock/elock/node/failure"
 	"github.com/elock/elock/node/locktable"
+	"github.com/elock/elock/node/partition"
 	"github.com/elock/elock/node/peer"
 )
 
@@ -72,14 +73,21 @@ func (w *workers) blocking(h handler) peer.HandlerFunc {
 }
 
 // lockReq is the body of Lock, Unlock, Token and Info: a session as one
-// attachment of it (id and epoch, which fences off older homes), a name,
-// and for Lock the wait and the request's id, by which Cancel withdraws it.
+// attachment of it (id and epoch, which fences off older homes, and the
+// epoch it was born at, which tells its locks from an earlier session's
+// under the id), a name, and for Lock the wait and the request's id, by
+// which Cancel withdraws it.
 type lockReq struct {
 	session string
 	epoch   uint64
+	born    uint64
 	name    []byte
 	wait    time.Duration
 	req     string
+}
+
+func (q lockReq) asker() partition.Asker {
+	return partition.Asker{Session: q.session, Epoch: q.epoch, Born: q.born}
 }
 
 func lockPayload(s node.SessionRef, name []byte, wait time.Duration, req string) []byte {
@@ -87,6 +95,7 @@ func lockPayload(s node.SessionRef, name []byte, wait time.Duration, req string)
 	e := peer.Enc{B: make([]byte, 0, 32+len(s.ID)+len(name)+len(req))}
 	e.Str(s.ID)
 	e.Uint(s.Epoch)
+	e.Uint(s.Born)
 	e.Bytes(name)
 	e.Int(int64(wait))
 	e.Str(req)
@@ -95,8 +104,22 @@ func lockPayload(s node.SessionRef, name []byte, wait time.Duration, req string)
 
 func decodeLockReq(b []byte) (lockReq, error) {
 	d := peer.Dec{B: b}
-	q := lockReq{session: d.Str(), epoch: d.Uint(), name: d.Bytes(), wait: time.Duration(d.Int()), req: d.Str()}
+	q := lockReq{session: d.Str(), epoch: d.Uint(), born: d.Uint(), name: d.Bytes(), wait: time.Duration(d.Int()), req: d.Str()}
 	return q, d.End()
+}
+
+// heldPayload is the body of Held: a resume of session id (born at born)
+// at epoch asks an owner for the session's locks in partitions ps.
+func heldPayload(id string, born, epoch uint64, ps []int) []byte {
+	var e peer.Enc
+	e.Str(id)
+	e.Uint(born)
+	e.Uint(epoch)
+	e.Uint(uint64(len(ps)))
+	for _, p := range ps {
+		e.Uint(uint64(p))
+	}
+	return e.B
 }
 
 // statusCanceled is the status of a Lock whose wait was withdrawn, by

@@ -67,8 +67,9 @@ func (h *home) SetTimeout(ctx context.Context, s node.SessionRef, d time.Duratio
 }
 
 // errSessionMoved refuses a request from a home whose attachment of the
-// session is no longer current.
-var errSessionMoved = failure.Retry(failure.SessionMoved, "this session was resumed on another connection")
+// session is no longer current: the same refusal as the partition set's
+// for a lock a later attachment was told of.
+var errSessionMoved = partition.ErrLaterAttachment
 
 // Lock implements node.Backend. A lock without a wait is one round trip to
 // the owner; it is safe to send again after a lost reply, because a lock
@@ -137,6 +138,7 @@ func (h *home) Drop(ctx context.Context, s node.SessionRef, name []byte, token u
 	var e peer.Enc
 	e.Str(s.ID)
 	e.Uint(s.Epoch)
+	e.Uint(s.Born)
 	e.Bytes(name)
 	e.Uint(token)
 	b, err := h.rt.route(ctx, h.rt.partOf(name), peer.Drop, e.B, true)

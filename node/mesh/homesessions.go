@@ -152,7 +152,7 @@ func (s *homeSessions) attach(ctx context.Context, id string) (locktable.Attachm
 		return locktable.Attachment{}, err
 	}
 	d := peer.Dec{B: b}
-	a := locktable.Attachment{Epoch: d.Uint(), Resumed: d.Bool(), Timeout: time.Duration(d.Int())}
+	a := locktable.Attachment{Epoch: d.Uint(), Born: d.Uint(), Resumed: d.Bool(), Timeout: time.Duration(d.Int())}
 	if err := d.End(); err != nil {
 		return a, err
 	}
@@ -170,7 +170,7 @@ func (s *homeSessions) attach(ctx context.Context, id string) (locktable.Attachm
 		return a, nil
 	}
 	// Learn the session's locks, and fence its older homes everywhere.
-	names, err := s.heldEverywhere(ctx, id, a.Epoch)
+	names, err := s.heldEverywhere(ctx, id, a.Born, a.Epoch)
 	if err != nil {
 		s.log.Warn("could not list a resumed session's locks", "session", id, "err", err)
 	}
@@ -252,7 +252,7 @@ func (s *homeSessions) renewed(id string, epoch uint64, sent time.Time) {
 // are changing hands, so a resume during a takeover still finds every
 // lock: one request per owner node, then the partitions it did not serve
 // again, until routeTimeout.
-func (s *homeSessions) heldEverywhere(ctx context.Context, id string, epoch uint64) ([]string, error) {
+func (s *homeSessions) heldEverywhere(ctx context.Context, id string, born, epoch uint64) ([]string, error) {
 	left := make([]int, s.rt.parts)
 	for i := range left {
 		left[i] = i
@@ -277,16 +277,9 @@ func (s *homeSessions) heldEverywhere(ctx context.Context, id string, epoch uint
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				var e peer.Enc
-				e.Str(id)
-				e.Uint(epoch)
-				e.Uint(uint64(len(ps)))
-				for _, p := range ps {
-					e.Uint(uint64(p))
-				}
 				cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 				defer cancel()
-				b, err := callNode(cctx, s.call, n, peer.Held, e.B)
+				b, err := callNode(cctx, s.call, n, peer.Held, heldPayload(id, born, epoch, ps))
 				mu.Lock()
 				defer mu.Unlock()
 				if err != nil {

@@ -177,7 +177,7 @@ func (o *lockOwner) lock(conn context.Context, _ peer.Method, b []byte, reply fu
 		return
 	}
 	if q.wait <= 0 {
-		o.set.LockThen(q.session, q.epoch, q.name, 0, nil, func(res locktable.Result, _ *partition.Wait, err error) {
+		o.set.LockThen(q.asker(), q.name, 0, nil, func(res locktable.Result, _ *partition.Wait, err error) {
 			if err != nil {
 				reply(nil, lockErr(err))
 				return
@@ -187,7 +187,7 @@ func (o *lockOwner) lock(conn context.Context, _ peer.Method, b []byte, reply fu
 		return
 	}
 	qw := &queued{o: o, req: q.req, session: q.session, epoch: q.epoch, reply: reply}
-	o.set.LockThen(q.session, q.epoch, q.name, q.wait, qw.outcome, func(res locktable.Result, w *partition.Wait, err error) {
+	o.set.LockThen(q.asker(), q.name, q.wait, qw.outcome, func(res locktable.Result, w *partition.Wait, err error) {
 		switch {
 		case err != nil:
 			qw.answer(nil, lockErr(err))
@@ -309,7 +309,7 @@ func (o *lockOwner) unlock(_ context.Context, _ peer.Method, b []byte, reply fun
 	// home's unlock that passed the check above before the floor rose
 	// cannot free a lock after the resumed client was told it holds it
 	// (found by review).
-	o.set.UnlockThen(q.session, q.name, func() error { return o.fenced(q) }, replyResult(reply))
+	o.set.UnlockThen(q.asker(), q.name, func() error { return o.fenced(q) }, replyResult(reply))
 }
 
 // replyResult answers a request with a lock-side result.
@@ -334,7 +334,7 @@ func replyResult(reply func([]byte, error)) func(locktable.Result, error) {
 // stays with the session, which unlock, unlock_all or its expiry ends.
 func (o *lockOwner) drop(_ context.Context, _ peer.Method, b []byte, reply func([]byte, error)) {
 	d := peer.Dec{B: b}
-	q := lockReq{session: d.Str(), epoch: d.Uint(), name: d.Bytes()}
+	q := lockReq{session: d.Str(), epoch: d.Uint(), born: d.Uint(), name: d.Bytes()}
 	token := d.Uint()
 	err := d.End()
 	if err == nil {
@@ -344,7 +344,7 @@ func (o *lockOwner) drop(_ context.Context, _ peer.Method, b []byte, reply func(
 		reply(nil, err)
 		return
 	}
-	o.set.DropThen(q.session, q.name, token, func() error { return o.fenced(q) }, replyResult(reply))
+	o.set.DropThen(q.asker(), q.name, token, func() error { return o.fenced(q) }, replyResult(reply))
 }
 
 // release releases a session's locks in one partition, up to the attach
@@ -376,7 +376,7 @@ func (o *lockOwner) token(_ context.Context, _ peer.Method, b []byte, reply func
 		reply(nil, err)
 		return
 	}
-	o.set.TokenThen(q.session, q.name, func(tok uint64, st locktable.Status, err error) {
+	o.set.TokenThen(q.asker(), q.name, func(tok uint64, st locktable.Status, err error) {
 		if err != nil {
 			reply(nil, err)
 			return
@@ -391,7 +391,7 @@ func (o *lockOwner) info(_ context.Context, _ peer.Method, b []byte, reply func(
 		reply(nil, err)
 		return
 	}
-	o.set.InfoThen(q.session, q.name, func(in locktable.Info, err error) {
+	o.set.InfoThen(q.asker(), q.name, func(in locktable.Info, err error) {
 		if err != nil {
 			reply(nil, err)
 			return
@@ -413,7 +413,7 @@ func (o *lockOwner) info(_ context.Context, _ peer.Method, b []byte, reply func(
 // home asks their new owners about.
 func (o *lockOwner) held(_ context.Context, b []byte) ([]byte, error) {
 	d := peer.Dec{B: b}
-	id, epoch := d.Str(), d.Uint()
+	id, born, epoch := d.Str(), d.Uint(), d.Uint()
 	parts := make([]int, d.Len())
 	for i := range parts {
 		parts[i] = int(d.Uint())
@@ -445,7 +445,7 @@ func (o *lockOwner) held(_ context.Context, b []byte) ([]byte, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			ns, err := o.set.ClaimHeldIn(id, epoch, p)
+			ns, err := o.set.ClaimHeldIn(partition.Asker{Session: id, Epoch: epoch, Born: born}, p)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {

@@ -10,7 +10,6 @@ import (
 	"github.com/elock/elock/node/failure"
 	"github.com/elock/elock/node/locktable"
 	"github.com/elock/elock/node/partition"
-	"github.com/elock/elock/node/peer"
 	"github.com/elock/elock/testcluster/wait"
 )
 
@@ -52,12 +51,7 @@ func TestResumeWithdrawsOlderHomesWaits(t *testing.T) {
 	})
 
 	// The session is resumed at epoch 2; the new home asks for its locks.
-	var e peer.Enc
-	e.Str("s")
-	e.Uint(2)
-	e.Uint(1)
-	e.Uint(uint64(set.PartitionOf(x)))
-	if _, err := o.held(ctx, e.B); err != nil {
+	if _, err := o.held(ctx, heldPayload("s", 1, 2, []int{set.PartitionOf(x)})); err != nil {
 		t.Fatalf("held: %v", err)
 	}
 	select {

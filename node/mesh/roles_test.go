@@ -33,7 +33,7 @@ func attach(t *testing.T, mm *memMesh, home, id string) node.SessionRef {
 		t.Fatalf("attach %s at %s: %v", id, home, err)
 	}
 	mm.nodes[home].clients.setLive(id, true)
-	return node.SessionRef{ID: id, Epoch: a.Epoch}
+	return node.SessionRef{ID: id, Epoch: a.Epoch, Born: a.Born}
 }
 
 // hangUp ends session s's connection at node home, as a client that goes
@@ -792,6 +792,75 @@ func TestSweepReleasesLeftoversUnderAReusedID(t *testing.T) {
 		}
 		if !holds(mm, "n3", s.ID, other) {
 			t.Fatal("the sweep released the new session's lock")
+		}
+	})
+}
+
+// A new session under an expired session's id, before any release or
+// sweep has reached the lock the old one left: it is not told it holds
+// it (token, info, a resume's listing), cannot unlock it, and a lock of
+// the name gets a grant of its own under a new token, not the old grant
+// (found by review: the sweep would otherwise take back a lock token had
+// told the new session it held).
+func TestANewSessionUnderAReusedIDIsNotTheOldOne(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mm := newMemMesh(t, testHomeLease, [memParts]string{"n2", "n3", "n2", "n2"}, "n1", "n2", "n3")
+		defer mm.close()
+		s, name := expireWithReleasesLost(t, mm)
+		oldTok, _, err := mm.nodes["n3"].set.Token(s.ID, []byte(name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		again := attach(t, mm, "n2", s.ID)
+		if again.Born != again.Epoch || again.Born <= s.Epoch {
+			t.Fatalf("new session born at %d, attached at %d, after %d", again.Born, again.Epoch, s.Epoch)
+		}
+		ctx := context.Background()
+		if _, st, err := mm.nodes["n2"].home.Token(ctx, again, []byte(name)); err != nil || st != locktable.NotYours {
+			t.Fatalf("token of the old session's lock: %v %v; want not yours", st, err)
+		}
+		if in, err := mm.nodes["n2"].home.Info(ctx, again, []byte(name)); err != nil || !in.Held || in.Mine {
+			t.Fatalf("info of the old session's lock: %+v %v; want held, not mine", in, err)
+		}
+		// Resumed at n1: the listing leaves the old session's lock out.
+		hangUp(t, mm, "n2", again)
+		resumed := attach(t, mm, "n1", s.ID)
+		if resumed.Born != again.Born {
+			t.Fatalf("resumed with born %d; want %d", resumed.Born, again.Born)
+		}
+		if n, _ := mm.nodes["n1"].home.HeldBy(ctx, resumed); n != 0 {
+			t.Fatalf("the resume listed %d locks; want none", n)
+		}
+		a := <-lockAsync(mm, "n1", resumed, name)
+		if a.err != nil || a.res.Status != locktable.Granted || a.res.Reentrant || a.res.Token <= oldTok {
+			t.Fatalf("lock after the old session: %+v; want a new grant above token %d", a, oldTok)
+		}
+	})
+}
+
+// An unlock the network held back from the home of a session that then
+// expired reaches the owner after a new session under the id has locked
+// the name: it is refused, and the new session keeps its lock (the
+// lock's epoch, from the new session's request, is above the unlock's).
+func TestALateUnlockOfAnEndedSessionSparesTheNewOnesLock(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mm := newMemMesh(t, testHomeLease, [memParts]string{"n2", "n3", "n2", "n2"}, "n1", "n2", "n3")
+		defer mm.close()
+		s, name := holdAtN1(t, mm)
+		mm.net.hold(peer.Unlock)
+		go mm.nodes["n1"].home.Unlock(context.Background(), s, []byte(name)) // its answer is unknown to the client
+		synctest.Wait()
+		hangUp(t, mm, "n1", s)
+		time.Sleep(15 * time.Second) // expired at 10 s, its locks released
+		synctest.Wait()
+		again := attach(t, mm, "n2", s.ID)
+		if a := <-lockAsync(mm, "n2", again, name); a.err != nil || a.res.Status != locktable.Granted {
+			t.Fatalf("the new session's lock: %+v", a)
+		}
+		mm.net.release(peer.Unlock)
+		synctest.Wait()
+		if !holds(mm, "n3", s.ID, name) {
+			t.Fatal("the ended session's late unlock freed the new session's lock")
 		}
 	})
 }

@@ -75,6 +75,7 @@ func (s *sessionOwner) attach(ctx context.Context, b []byte) ([]byte, error) {
 			s.noteRenewal(id, time.Now())
 			var e peer.Enc
 			e.Uint(a.Epoch)
+			e.Uint(a.Born)
 			e.Bool(a.Resumed)
 			e.Int(int64(a.Timeout))
 			return e.B, nil

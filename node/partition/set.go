@@ -587,19 +587,32 @@ func unconfirmed(p *part) error {
 func (s *Set) LockAsync(session string, name []byte, wait time.Duration, done Done) (locktable.Result, *Wait, error) {
 	p := s.partOf(name)
 	var r lockResult
-	err := s.run(p, Grant, s.lockStep(p, session, 0, name, wait, done, &r))
+	err := s.run(p, Grant, s.lockStep(p, Asker{Session: session}, name, wait, done, &r))
 	return s.lockEnd(&r, err)
 }
 
-// LockThen is LockAsync for a caller that cannot block, sent by a session
-// attached at epoch (see locktable.LockAt): then receives what LockAsync
+// Asker is the session a request of the mesh speaks for: its id, the
+// attach epoch the request was sent at (which a resume's listing raises
+// the session's grants to, so that requests from an older attachment no
+// longer act on them), and the epoch the session was born at (which
+// tells its grants from those an earlier session under the id left; see
+// dropLeftovers). The single node's requests have zero epochs, which
+// fence nothing: its expiries release at once, and it has one home.
+type Asker struct {
+	Session string
+	Epoch   uint64
+	Born    uint64
+}
+
+// LockThen is LockAsync for a caller that cannot block, from a (see
+// locktable.LockAt, and dropLeftovers): then receives what LockAsync
 // would return, once the answer is confirmed, with no mutex held, before
 // LockThen returns or later from another goroutine. done may be called
 // before then: a queued request granted meanwhile.
-func (s *Set) LockThen(session string, epoch uint64, name []byte, wait time.Duration, done Done, then func(locktable.Result, *Wait, error)) {
+func (s *Set) LockThen(a Asker, name []byte, wait time.Duration, done Done, then func(locktable.Result, *Wait, error)) {
 	p := s.partOf(name)
 	r := &lockResult{}
-	s.runThen(p, Grant, s.lockStep(p, session, epoch, name, wait, done, r), func(err error) { then(s.lockEnd(r, err)) })
+	s.runThen(p, Grant, s.lockStep(p, a, name, wait, done, r), func(err error) { then(s.lockEnd(r, err)) })
 }
 
 // lockResult is what a lock's step decided under the mutex.
@@ -610,14 +623,15 @@ type lockResult struct {
 }
 
 // lockStep is the body of a lock under its partition's mutex.
-func (s *Set) lockStep(p *part, session string, epoch uint64, name []byte, wait time.Duration, done Done, r *lockResult) func(*locktable.Table, locktable.Time, *pending) {
+func (s *Set) lockStep(p *part, a Asker, name []byte, wait time.Duration, done Done, r *lockResult) func(*locktable.Table, locktable.Time, *pending) {
 	var wid locktable.WaiterID
 	if wait > 0 {
 		wid = locktable.WaiterID(s.nextWaiter.Add(1))
 	}
 	return func(t *locktable.Table, now locktable.Time, pend *pending) {
+		s.dropLeftovers(p, t, now, a, pend)
 		var fx []locktable.Effect
-		r.res, fx, r.err = t.LockAt(now, session, epoch, name, wid, now+int64(wait))
+		r.res, fx, r.err = t.LockAt(now, a.Session, a.Epoch, name, wid, now+int64(wait))
 		s.apply(p, fx, pend)
 		if s.cfg.AutoEpoch && t.TokensLeft() < lowTokens {
 			t.SetEpoch(t.Epoch() + 1)
@@ -627,7 +641,7 @@ func (s *Set) lockStep(p *part, session string, epoch uint64, name []byte, wait 
 		case r.res.Status == locktable.Granted && !r.res.Reentrant:
 			s.grants.Add(1)
 		case r.res.Status == locktable.Queued:
-			p.slots[wid] = slot{session: session, done: done}
+			p.slots[wid] = slot{session: a.Session, done: done}
 			r.w = &Wait{p: p, id: wid}
 		}
 	}
@@ -708,17 +722,19 @@ func (o Outcome) Result() (locktable.Result, error) {
 func (s *Set) Unlock(session string, name []byte) (locktable.Result, error) {
 	p := s.partOf(name)
 	var g guarded
-	err := s.run(p, Write, s.unlockStep(p, session, name, nil, &g))
+	err := s.run(p, Write, s.unlockStep(p, Asker{Session: session}, name, nil, &g))
 	return g.res, g.or(err)
 }
 
-// UnlockThen is Unlock for a caller that cannot block (see LockThen).
-// guard, if set, is asked under the partition's mutex, just before the
-// unlock: an error it returns refuses the unlock with that error.
-func (s *Set) UnlockThen(session string, name []byte, guard func() error, then func(locktable.Result, error)) {
+// UnlockThen is Unlock for a caller that cannot block (see LockThen),
+// from a. guard, if set, is asked under the partition's mutex, just
+// before the unlock: an error it returns refuses the unlock with that
+// error. So is a lock told to a later attachment of the session (see
+// ErrLaterAttachment).
+func (s *Set) UnlockThen(a Asker, name []byte, guard func() error, then func(locktable.Result, error)) {
 	p := s.partOf(name)
 	g := new(guarded)
-	s.runThen(p, Write, s.unlockStep(p, session, name, guard, g), func(err error) { then(g.res, g.or(err)) })
+	s.runThen(p, Write, s.unlockStep(p, a, name, guard, g), func(err error) { then(g.res, g.or(err)) })
 }
 
 // guarded is the result of a step that a guard may refuse.
@@ -734,17 +750,10 @@ func (g *guarded) or(err error) error {
 	return err
 }
 
-func (s *Set) unlockStep(p *part, session string, name []byte, guard func() error, g *guarded) func(*locktable.Table, locktable.Time, *pending) {
-	return func(t *locktable.Table, now locktable.Time, pend *pending) {
-		if guard != nil {
-			if g.refused = guard(); g.refused != nil {
-				return
-			}
-		}
-		var fx []locktable.Effect
-		g.res, fx = t.Unlock(now, session, name)
-		s.apply(p, fx, pend)
-	}
+func (s *Set) unlockStep(p *part, a Asker, name []byte, guard func() error, g *guarded) func(*locktable.Table, locktable.Time, *pending) {
+	return s.releaseOneStep(p, a, name, guard, g, func(t *locktable.Table, now locktable.Time) (locktable.Result, []locktable.Effect) {
+		return t.Unlock(now, a.Session, name)
+	})
 }
 
 // Drop takes back session's grant of name made under token, if the
@@ -752,29 +761,65 @@ func (s *Set) unlockStep(p *part, session string, name []byte, guard func() erro
 func (s *Set) Drop(session string, name []byte, token uint64) (locktable.Result, error) {
 	p := s.partOf(name)
 	var g guarded
-	err := s.run(p, Write, s.dropStep(p, session, name, token, nil, &g))
+	err := s.run(p, Write, s.dropStep(p, Asker{Session: session}, name, token, nil, &g))
 	return g.res, g.or(err)
 }
 
-// DropThen is Drop for a caller that cannot block (see LockThen), with a
-// guard as UnlockThen's.
-func (s *Set) DropThen(session string, name []byte, token uint64, guard func() error, then func(locktable.Result, error)) {
+// DropThen is Drop for a caller that cannot block (see LockThen), from
+// a, refused as UnlockThen is.
+func (s *Set) DropThen(a Asker, name []byte, token uint64, guard func() error, then func(locktable.Result, error)) {
 	p := s.partOf(name)
 	g := new(guarded)
-	s.runThen(p, Write, s.dropStep(p, session, name, token, guard, g), func(err error) { then(g.res, g.or(err)) })
+	s.runThen(p, Write, s.dropStep(p, a, name, token, guard, g), func(err error) { then(g.res, g.or(err)) })
 }
 
-func (s *Set) dropStep(p *part, session string, name []byte, token uint64, guard func() error, g *guarded) func(*locktable.Table, locktable.Time, *pending) {
+func (s *Set) dropStep(p *part, a Asker, name []byte, token uint64, guard func() error, g *guarded) func(*locktable.Table, locktable.Time, *pending) {
+	return s.releaseOneStep(p, a, name, guard, g, func(t *locktable.Table, now locktable.Time) (locktable.Result, []locktable.Effect) {
+		return t.Drop(now, a.Session, name, token)
+	})
+}
+
+// ErrLaterAttachment refuses an unlock or a drop of a lock that a later
+// attachment of the session was told of (its epoch, raised by a resume's
+// listing, a re-entrant lock or a hand-over, is above the request's): the
+// request comes from a home the session has left, or from an ended
+// session under the same id, and held back by the network, it must not
+// take a lock from the client that now holds it.
+var ErrLaterAttachment = failure.Retry(failure.SessionMoved, "this session was resumed on another connection")
+
+// releaseOneStep is the body of an unlock or a drop (act) under the
+// partition's mutex: refused by guard or by a later attachment's claim,
+// after an earlier session's leftovers are released.
+func (s *Set) releaseOneStep(p *part, a Asker, name []byte, guard func() error, g *guarded, act func(*locktable.Table, locktable.Time) (locktable.Result, []locktable.Effect)) func(*locktable.Table, locktable.Time, *pending) {
 	return func(t *locktable.Table, now locktable.Time, pend *pending) {
 		if guard != nil {
 			if g.refused = guard(); g.refused != nil {
 				return
 			}
 		}
+		if a.Epoch > 0 && t.HeldAfter(a.Session, name, a.Epoch) {
+			g.refused = ErrLaterAttachment
+			return
+		}
+		s.dropLeftovers(p, t, now, a, pend)
 		var fx []locktable.Effect
-		g.res, fx = t.Drop(now, session, name, token)
+		g.res, fx = act(t, now)
 		s.apply(p, fx, pend)
 	}
+}
+
+// dropLeftovers releases, before a write of a session, the locks and
+// waits an earlier session under the same id left in this table
+// (locktable.Leftover), in the same write: the new session never took
+// them, and must not find them its own (a re-entrant grant under the old
+// token, an unlock of a lock it never had). Born 0 (the single node,
+// whose expiries release at once) skips it.
+func (s *Set) dropLeftovers(p *part, t *locktable.Table, now locktable.Time, a Asker, pend *pending) {
+	if a.Born == 0 {
+		return
+	}
+	_, fx := t.ReleaseSessionUpTo(now, a.Session, a.Born-1)
+	s.apply(p, fx, pend)
 }
 
 // ReleaseSession releases every lock session holds and drops its waiters,
@@ -841,15 +886,27 @@ func (s *Set) Token(session string, name []byte) (uint64, locktable.Status, erro
 	return tok, st, err
 }
 
-// TokenThen is Token for a caller that cannot block (see LockThen).
-func (s *Set) TokenThen(session string, name []byte, then func(uint64, locktable.Status, error)) {
+// TokenThen is Token for a caller that cannot block (see LockThen), from
+// a.
+func (s *Set) TokenThen(a Asker, name []byte, then func(uint64, locktable.Status, error)) {
 	var (
 		tok uint64
 		st  locktable.Status
 	)
 	s.readConfirmedThen(s.partOf(name), func(t *locktable.Table, _ locktable.Time) {
-		tok, st = t.Token(session, name)
+		tok, st = t.Token(seenBy(t, a, name), name)
 	}, func(err error) { then(tok, st, err) })
+}
+
+// seenBy is the session as whom a read from a sees name: itself, or nobody where name is an earlier session's leftover
+// under the same id (locktable.Leftover), which it must not be told it
+// holds: the sweep releases that grant, a write of it releases it first
+// (dropLeftovers), and a client told it holds it would be told wrong.
+func seenBy(t *locktable.Table, a Asker, name []byte) string {
+	if t.Leftover(a.Session, a.Born, name) {
+		return ""
+	}
+	return a.Session
 }
 
 // Info reports on name as session sees it.
@@ -861,11 +918,12 @@ func (s *Set) Info(session string, name []byte) (locktable.Info, error) {
 	return in, err
 }
 
-// InfoThen is Info for a caller that cannot block (see LockThen).
-func (s *Set) InfoThen(session string, name []byte, then func(locktable.Info, error)) {
+// InfoThen is Info for a caller that cannot block (see LockThen), from
+// a.
+func (s *Set) InfoThen(a Asker, name []byte, then func(locktable.Info, error)) {
 	var in locktable.Info
 	s.readConfirmedThen(s.partOf(name), func(t *locktable.Table, now locktable.Time) {
-		in = t.Info(now, session, name)
+		in = t.Info(now, seenBy(t, a, name), name)
 	}, func(err error) { then(in, err) })
 }
 
@@ -942,8 +1000,10 @@ func (s *Set) HeldNames(session string) []string {
 	return names
 }
 
-// ClaimHeldIn lists the names session holds in partition i, for a client
-// attached at epoch that is told them (locktable.ClaimHeld), or says the
+// ClaimHeldIn lists the names a's session holds in partition i, for a
+// client attached at a.Epoch that is told them
+// (locktable.ClaimHeld: an earlier session's leftovers are left out, for
+// the sweep), or says the
 // partition is not served here. Epochs it raises are replicated before
 // the list is returned: a write. Where nothing needs raising, a confirmed
 // read answers. Where the partition has no synced replica to confirm a
@@ -951,7 +1011,7 @@ func (s *Set) HeldNames(session string) []string {
 // resume should not wait for a replica. A copy that takes over before it
 // learns them keeps the old epochs, and a late release bounded below the
 // resume's can then take those locks there.
-func (s *Set) ClaimHeldIn(session string, epoch uint64, i int) ([]string, error) {
+func (s *Set) ClaimHeldIn(a Asker, i int) ([]string, error) {
 	p := s.parts[i]
 	var (
 		names []string
@@ -961,8 +1021,8 @@ func (s *Set) ClaimHeldIn(session string, epoch uint64, i int) ([]string, error)
 	// a read, confirmed like any answer a client acts on, so that a claim
 	// whose write timed out is not listed before its replica has it.
 	err := s.readConfirmed(p, func(t *locktable.Table, _ locktable.Time) {
-		if below = t.HeldBelow(session, epoch); below == 0 {
-			names, _ = t.ClaimHeld(session, epoch) // raises nothing
+		if below = t.HeldBelow(a.Session, a.Born, a.Epoch); below == 0 {
+			names, _ = t.ClaimHeld(a.Session, a.Born, a.Epoch) // raises nothing
 		}
 	})
 	if err != nil || below == 0 {
@@ -970,7 +1030,7 @@ func (s *Set) ClaimHeldIn(session string, epoch uint64, i int) ([]string, error)
 	}
 	claim := func(t *locktable.Table, _ locktable.Time, pend *pending) {
 		var fx []locktable.Effect
-		names, fx = t.ClaimHeld(session, epoch)
+		names, fx = t.ClaimHeld(a.Session, a.Born, a.Epoch)
 		s.apply(p, fx, pend)
 	}
 	err = s.run(p, Write, claim)

@@ -582,8 +582,8 @@ func TestGuardRefusesUnlockAndDrop(t *testing.T) {
 	}
 	refused := errors.New("fenced")
 	answers := make(chan error, 2)
-	s.UnlockThen("a", []byte("x"), func() error { return refused }, func(_ locktable.Result, err error) { answers <- err })
-	s.DropThen("a", []byte("x"), res.Token, func() error { return refused }, func(_ locktable.Result, err error) { answers <- err })
+	s.UnlockThen(Asker{Session: "a"}, []byte("x"), func() error { return refused }, func(_ locktable.Result, err error) { answers <- err })
+	s.DropThen(Asker{Session: "a"}, []byte("x"), res.Token, func() error { return refused }, func(_ locktable.Result, err error) { answers <- err })
 	for range 2 {
 		if err := <-answers; err != refused {
 			t.Fatalf("answer %v; want the guard's refusal", err)
@@ -593,7 +593,7 @@ func TestGuardRefusesUnlockAndDrop(t *testing.T) {
 		t.Fatalf("after the refusals: %d %v %v; want a to hold x", tok, st, err)
 	}
 	var got locktable.Result
-	s.UnlockThen("a", []byte("x"), func() error { return nil }, func(r locktable.Result, err error) { got, _ = r, err; answers <- err })
+	s.UnlockThen(Asker{Session: "a"}, []byte("x"), func() error { return nil }, func(r locktable.Result, err error) { got, _ = r, err; answers <- err })
 	if err := <-answers; err != nil || got.Status != locktable.Unlocked {
 		t.Fatalf("unlock with a guard that passes: %v %v", got, err)
 	}
@@ -664,21 +664,21 @@ func TestClaimHeldIn(t *testing.T) {
 	defer s.Close()
 	lock := func(name string) {
 		t.Helper()
-		s.LockThen("a", 3, []byte(name), 0, nil, func(_ locktable.Result, _ *Wait, err error) {
+		s.LockThen(Asker{Session: "a", Epoch: 3}, []byte(name), 0, nil, func(_ locktable.Result, _ *Wait, err error) {
 			if err != nil {
 				t.Fatal(err)
 			}
 		})
 	}
 	below := func() (n int) {
-		s.read(s.parts[0], func(t *locktable.Table, _ locktable.Time) { n = t.HeldBelow("a", 7) })
+		s.read(s.parts[0], func(t *locktable.Table, _ locktable.Time) { n = t.HeldBelow("a", 0, 7) })
 		return n
 	}
 
 	lock("x")
 	rep.refuse.Store(true)
 	before := rep.changes.Load()
-	names, err := s.ClaimHeldIn("a", 7, 0)
+	names, err := s.ClaimHeldIn(Asker{Session: "a", Epoch: 7}, 0)
 	if err != nil || len(names) != 1 || below() != 0 || rep.changes.Load() != before+1 {
 		t.Fatalf("with no synced replica: %v %v, %d below, %d recorded; want [x], raised and recorded", names, err, below(), rep.changes.Load()-before)
 	}
@@ -686,12 +686,12 @@ func TestClaimHeldIn(t *testing.T) {
 
 	lock("y")
 	before = rep.changes.Load()
-	names, err = s.ClaimHeldIn("a", 7, 0)
+	names, err = s.ClaimHeldIn(Asker{Session: "a", Epoch: 7}, 0)
 	if err != nil || len(names) != 2 || below() != 0 || rep.changes.Load() != before+1 {
 		t.Fatalf("with a replica: %v %v, %d below, %d recorded; want [x y], raised, one change", names, err, below(), rep.changes.Load()-before)
 	}
 	before = rep.changes.Load()
-	if names, err = s.ClaimHeldIn("a", 7, 0); err != nil || len(names) != 2 || rep.changes.Load() != before {
+	if names, err = s.ClaimHeldIn(Asker{Session: "a", Epoch: 7}, 0); err != nil || len(names) != 2 || rep.changes.Load() != before {
 		t.Fatalf("again: %v %v, %d changes; want [x y] and nothing written", names, err, rep.changes.Load()-before)
 	}
 
@@ -699,10 +699,104 @@ func TestClaimHeldIn(t *testing.T) {
 	// neither the claim nor the one asked again lists it.
 	lock("z")
 	rep.unconfirmed.Store(true)
-	if names, err := s.ClaimHeldIn("a", 8, 0); err == nil {
+	if names, err := s.ClaimHeldIn(Asker{Session: "a", Epoch: 8}, 0); err == nil {
 		t.Fatalf("unconfirmed raise listed: %v", names)
 	}
-	if names, err := s.ClaimHeldIn("a", 8, 0); err == nil {
+	if names, err := s.ClaimHeldIn(Asker{Session: "a", Epoch: 8}, 0); err == nil {
 		t.Fatalf("asked again, the unconfirmed raise was listed: %v", names)
+	}
+}
+
+// The writes of a session born at 5 release first what an earlier session
+// under its id left here (epochs below 5), and its reads see those locks
+// as another's: an unlock does not report them as its own, and a drop by
+// the old grant's token does not take back what it never had.
+func TestLeftoversOfAnEarlierSession(t *testing.T) {
+	s, err := New(Config{Partitions: 1, Limits: locktable.Limits{MaxWaiters: 10, DefaultTimeout: time.Minute}, Epoch: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var tokens []uint64
+	for _, name := range []string{"x", "y"} {
+		s.LockThen(Asker{Session: "a", Epoch: 3}, []byte(name), 0, nil, func(res locktable.Result, _ *Wait, err error) {
+			if err != nil || res.Status != locktable.Granted {
+				t.Fatalf("lock %s: %v %v", name, res, err)
+			}
+			tokens = append(tokens, res.Token)
+		})
+	}
+	token := func(born uint64, name string) (st locktable.Status) {
+		s.TokenThen(Asker{Session: "a", Born: born}, []byte(name), func(_ uint64, got locktable.Status, err error) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			st = got
+		})
+		return st
+	}
+	if token(3, "x") != locktable.Granted || token(5, "x") != locktable.NotYours {
+		t.Fatal("a read of the session born at 5 saw the earlier session's lock as its own")
+	}
+	s.InfoThen(Asker{Session: "a", Born: 5}, []byte("x"), func(in locktable.Info, err error) {
+		if err != nil || !in.Held || in.Mine {
+			t.Fatalf("info: %+v %v; want held, not mine", in, err)
+		}
+	})
+	s.DropThen(Asker{Session: "a", Epoch: 5, Born: 5}, []byte("y"), tokens[1], nil, func(res locktable.Result, err error) {
+		if err != nil || res.Status == locktable.Unlocked {
+			t.Fatalf("drop of the earlier session's grant: %v %v", res, err)
+		}
+	})
+	s.UnlockThen(Asker{Session: "a", Epoch: 5, Born: 5}, []byte("x"), nil, func(res locktable.Result, err error) {
+		if err != nil || res.Status == locktable.Unlocked {
+			t.Fatalf("unlock of the earlier session's lock: %v %v; want not reported as its own", res, err)
+		}
+	})
+	if token(0, "x") != locktable.NotLocked || token(0, "y") != locktable.NotLocked {
+		t.Fatal("the earlier session's locks were not released by the later one's writes")
+	}
+}
+
+// An unlock or a drop sent at an attach epoch below the lock's (a resume
+// listed it at a later one) is refused: it comes from a home the session
+// has left. One sent at the lock's epoch, or with no epochs (the single
+// node), goes ahead.
+func TestALaterAttachmentsLockIsNotAnOlderOnes(t *testing.T) {
+	s, err := New(Config{Partitions: 1, Limits: locktable.Limits{MaxWaiters: 10, DefaultTimeout: time.Minute}, Epoch: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	old, later := Asker{Session: "a", Epoch: 3, Born: 3}, Asker{Session: "a", Epoch: 7, Born: 3}
+	var token uint64
+	for _, name := range []string{"x", "y"} {
+		s.LockThen(old, []byte(name), 0, nil, func(res locktable.Result, _ *Wait, err error) {
+			if err != nil || res.Status != locktable.Granted {
+				t.Fatalf("lock %s: %v %v", name, res, err)
+			}
+			token = res.Token
+		})
+	}
+	if names, err := s.ClaimHeldIn(later, 0); err != nil || len(names) != 2 {
+		t.Fatalf("the resume's listing: %v %v", names, err)
+	}
+	s.UnlockThen(old, []byte("x"), nil, func(_ locktable.Result, err error) {
+		if !errors.Is(err, ErrLaterAttachment) {
+			t.Fatalf("unlock from the older attachment: %v; want refused", err)
+		}
+	})
+	s.DropThen(old, []byte("y"), token, nil, func(_ locktable.Result, err error) {
+		if !errors.Is(err, ErrLaterAttachment) {
+			t.Fatalf("drop from the older attachment: %v; want refused", err)
+		}
+	})
+	s.UnlockThen(later, []byte("x"), nil, func(res locktable.Result, err error) {
+		if err != nil || res.Status != locktable.Unlocked {
+			t.Fatalf("unlock from the later attachment: %v %v", res, err)
+		}
+	})
+	if res, err := s.Unlock("a", []byte("y")); err != nil || res.Status != locktable.Unlocked {
+		t.Fatalf("unlock with no epochs: %v %v", res, err)
 	}
 }
