@@ -21,6 +21,9 @@ func (t *Table) CheckInvariants() error {
 			return fmt.Errorf("lock %q: bad name or owner", name)
 		}
 		nheld[l.owner]++
+		if l.epoch < l.owner.oldest {
+			return fmt.Errorf("lock %q: epoch %d below its holder's oldest %d", name, l.epoch, l.owner.oldest)
+		}
 		n := 0
 		var prev *waiter
 		for w := l.qhead; w != nil; w = w.next {
@@ -33,6 +36,8 @@ func (t *Table) CheckInvariants() error {
 				return fmt.Errorf("lock %q: waiter %d is not indexed", name, w.id)
 			case t.holders[w.h.id] != w.h:
 				return fmt.Errorf("lock %q: waiter %d's session %q is not indexed", name, w.id, w.h.id)
+			case w.epoch < w.h.oldest:
+				return fmt.Errorf("lock %q: waiter %d's epoch %d below its session's oldest %d", name, w.id, w.epoch, w.h.oldest)
 			case w.h == l.owner:
 				return fmt.Errorf("lock %q: its holder %q waits for it", name, w.h.id)
 			case w.heapIdx < 0 || w.heapIdx >= len(t.waitHeap.items) || t.waitHeap.items[w.heapIdx] != w:

@@ -194,6 +194,11 @@ type holder struct {
 	// drops them in a deterministic order without a search.
 	waits, waitsTail *waiter
 	nwait            int
+	// oldest is at most the lowest epoch among its locks and waits here
+	// (lowered as they are attached, raised by a bounded release), so
+	// that a release bounded below it (as before every request of a
+	// mesh session; see ReleaseSessionUpTo) returns without a walk.
+	oldest uint64
 }
 
 type waiter struct {
@@ -291,7 +296,7 @@ func (t *Table) nextToken() (uint64, bool) {
 func (t *Table) holder(id string) *holder {
 	h := t.holders[id]
 	if h == nil {
-		h = &holder{id: id}
+		h = &holder{id: id, oldest: math.MaxUint64}
 		t.holders[id] = h
 	}
 	return h
@@ -356,6 +361,7 @@ func (t *Table) LockAt(now Time, session string, epoch uint64, name []byte, w Wa
 func (t *Table) enqueue(l *lock, session string, epoch uint64, id WaiterID, deadline Time) {
 	h := t.holder(session)
 	w := &waiter{id: id, h: h, lk: l, deadline: deadline, epoch: epoch, heapIdx: -1}
+	h.oldest = min(h.oldest, epoch)
 	if l.qtail == nil {
 		l.qhead = w
 	} else {
@@ -418,6 +424,7 @@ func (t *Table) attach(l *lock, h *holder) {
 	}
 	h.locks = l
 	h.nheld++
+	h.oldest = min(h.oldest, l.epoch)
 }
 
 // detachHolder unlinks l from its holder's list.
@@ -548,7 +555,7 @@ func (t *Table) ReleaseSession(now Time, session string) (int, []Effect) {
 func (t *Table) ReleaseSessionUpTo(now Time, session string, upTo uint64) (int, []Effect) {
 	t.begin()
 	h := t.holders[session]
-	if h == nil {
+	if h == nil || h.oldest > upTo {
 		return 0, nil
 	}
 	n := 0
@@ -569,6 +576,9 @@ func (t *Table) ReleaseSessionUpTo(now Time, session string, upTo uint64) (int, 
 			t.unqueue(w)
 		}
 		w = next
+	}
+	if upTo < math.MaxUint64 {
+		h.oldest = max(h.oldest, upTo+1) // all that is left is above upTo
 	}
 	t.dropIfIdle(h)
 	return n, t.effects()

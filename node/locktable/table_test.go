@@ -2,6 +2,7 @@ package locktable_test
 
 import (
 	"errors"
+	"math/rand/v2"
 	"reflect"
 	"testing"
 	"time"
@@ -1083,5 +1084,46 @@ func TestSessionBorn(t *testing.T) {
 	again, _, _ := tb.Attach(later, "s", "h")
 	if rec, _ := tb.Session("s"); again.Resumed || rec.Born != again.Epoch || again.Epoch <= resumed.Epoch {
 		t.Fatalf("a new session under the id: %+v (attach %+v); want born %d", rec, again, again.Epoch)
+	}
+}
+
+// Locks and waits at random attach epochs, bounded releases, listings
+// and hand-overs keep the table's indexes whole, including each holder's
+// lower bound of its epochs, by which a bounded release below it returns
+// without a walk: checked against a walk of every lock and wait.
+func TestBoundedReleasesAtRandomEpochs(t *testing.T) {
+	for seed := range uint64(30) {
+		rng := rand.New(rand.NewPCG(seed, 11))
+		tb := locktable.New(1, locktable.Limits{MaxWaiters: 8, DefaultTimeout: time.Minute}, true)
+		now := locktable.Time(0)
+		w := locktable.WaiterID(0)
+		sessions, names := []string{"a", "b", "c"}, []string{"x", "y", "z", "v"}
+		for step := range 400 {
+			now += int64(rng.IntN(3)) * int64(time.Second)
+			s := sessions[rng.IntN(len(sessions))]
+			n := []byte(names[rng.IntN(len(names))])
+			epoch := uint64(1 + rng.IntN(10))
+			switch rng.IntN(6) {
+			case 0, 1:
+				w++
+				tb.LockAt(now, s, epoch, n, w, now+int64(rng.IntN(5))*int64(time.Second))
+			case 2:
+				tb.Unlock(now, s, n)
+			case 3:
+				upTo := uint64(rng.IntN(11))
+				before := tb.HeldBelow(s, 0, upTo+1)
+				released, _ := tb.ReleaseSessionUpTo(now, s, upTo)
+				if released != before {
+					t.Fatalf("seed %d step %d: released %d of %s's locks up to %d; %d were at or below it", seed, step, released, s, upTo, before)
+				}
+			case 4:
+				tb.ClaimHeld(s, uint64(rng.IntN(5)), epoch)
+			case 5:
+				tb.Tick(now)
+			}
+			if err := tb.CheckInvariants(); err != nil {
+				t.Fatalf("seed %d step %d: %v", seed, step, err)
+			}
+		}
 	}
 }
