@@ -173,10 +173,19 @@ func (m *model) releaseSession(now locktable.Time, s string) (int, []locktable.E
 	for _, name := range mine {
 		fx = append(fx, m.release(now, name)...)
 	}
-	for _, l := range m.locks {
-		l.queue = slices.DeleteFunc(l.queue, func(w mWaiter) bool { return w.session == s })
+	// Its waits are answered as run out, in the order they were queued
+	// (waiter ids are handed out in that order).
+	var dropped []locktable.Effect
+	for name, l := range m.locks {
+		l.queue = slices.DeleteFunc(l.queue, func(w mWaiter) bool {
+			if w.session == s {
+				dropped = append(dropped, locktable.Effect{Kind: locktable.WaiterTimedOut, Waiter: w.id, Session: s, Name: name})
+			}
+			return w.session == s
+		})
 	}
-	return len(mine), fx
+	slices.SortFunc(dropped, func(a, b locktable.Effect) int { return cmp.Compare(a.Waiter, b.Waiter) })
+	return len(mine), append(fx, dropped...)
 }
 
 func (m *model) cancel(id locktable.WaiterID) bool {

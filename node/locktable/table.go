@@ -573,7 +573,10 @@ func (t *Table) ReleaseSessionUpTo(now Time, session string, upTo uint64) (int, 
 	for w := h.waits; w != nil; {
 		next := w.hnext
 		if w.epoch <= upTo {
+			// Answered as a wait that ran out: whoever waits on it learns
+			// it will not be granted, and lets go of it.
 			t.unqueue(w)
+			t.effect(Effect{Kind: WaiterTimedOut, Waiter: w.id, Session: h.id, Name: w.lk.name})
 		}
 		w = next
 	}

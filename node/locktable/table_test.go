@@ -273,7 +273,7 @@ tick 30s
 `,
 		},
 		{
-			name:   "release session hands over each lock and drops its waiters",
+			name:   "release session hands over each lock and answers its waits",
 			limits: defaultLimits,
 			script: `
 lock 0s s1 a
@@ -294,11 +294,13 @@ lock 4s s1 x wait=4 until=50s
   queued
 counts
   locks=4 waiters=4 sessions=0
-# The most recently acquired lock is released first.
+# The most recently acquired lock is released first; its own wait is
+# answered as run out.
 release 5s s1
   released 3
   > granted w2 s3 c 1.5
   > granted w1 s2 a 1.6
+  > timed-out w4 s1 x
 counts
   locks=3 waiters=1 sessions=0
 held-by s1
@@ -320,6 +322,7 @@ release 6s nobody
 # s2 holds a and waits for c: it releases one lock and stops waiting.
 release 7s s2
   released 1
+  > timed-out w3 s2 c
 counts
   locks=2 waiters=0 sessions=0
 `,

@@ -800,3 +800,38 @@ func TestALaterAttachmentsLockIsNotAnOlderOnes(t *testing.T) {
 		t.Fatalf("unlock with no epochs: %v %v", res, err)
 	}
 }
+
+// A wait that a bounded release removes (an expiry's, an unlock_all's, a
+// later session's release of an earlier one's leftovers) is answered, not
+// granted, and forgotten: before, it stayed in the partition's slots and
+// its caller was never answered.
+func TestAReleasedWaitIsAnswered(t *testing.T) {
+	s, err := New(Config{Partitions: 1, Limits: locktable.Limits{MaxWaiters: 10, DefaultTimeout: time.Minute}, Epoch: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if res, err := s.Lock(context.Background(), "b", []byte("x"), 0); err != nil || res.Status != locktable.Granted {
+		t.Fatalf("holder: %v %v", res, err)
+	}
+	outcome := make(chan Outcome, 1)
+	s.LockThen(Asker{Session: "a", Epoch: 3, Born: 3}, []byte("x"), time.Minute, func(o Outcome) { outcome <- o }, func(res locktable.Result, _ *Wait, err error) {
+		if err != nil || res.Status != locktable.Queued {
+			t.Fatalf("wait: %v %v", res, err)
+		}
+	})
+	if _, err := s.ReleaseSessionIn("a", []int{0}, 3); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case o := <-outcome:
+		if o.Granted {
+			t.Fatalf("the released wait was granted: %+v", o)
+		}
+	default:
+		t.Fatal("the released wait was not answered")
+	}
+	if n := len(s.parts[0].slots); n != 0 {
+		t.Fatalf("%d waits still kept", n)
+	}
+}
