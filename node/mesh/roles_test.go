@@ -798,8 +798,8 @@ func TestSweepReleasesLeftoversUnderAReusedID(t *testing.T) {
 
 // A new session under an expired session's id, before any release or
 // sweep has reached the lock the old one left: it is not told it holds
-// it (token, info, a resume's listing), cannot unlock it, and a lock of
-// the name gets a grant of its own under a new token, not the old grant
+// it (token, info, a resume's listing), and a lock of the name gets a
+// grant of its own under a new token, not the old grant
 // (found by review: the sweep would otherwise take back a lock token had
 // told the new session it held).
 func TestANewSessionUnderAReusedIDIsNotTheOldOne(t *testing.T) {

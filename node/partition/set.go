@@ -898,9 +898,10 @@ func (s *Set) TokenThen(a Asker, name []byte, then func(uint64, locktable.Status
 	}, func(err error) { then(tok, st, err) })
 }
 
-// seenBy is the session as whom a read from a sees name: itself, or nobody where name is an earlier session's leftover
-// under the same id (locktable.Leftover), which it must not be told it
-// holds: the sweep releases that grant, a write of it releases it first
+// seenBy is the session as whom a read from a sees name: itself, or
+// nobody where name is an earlier session's leftover under the same id
+// (locktable.Leftover), which it must not be told it holds: the sweep
+// releases that grant, a write of a's session releases it first
 // (dropLeftovers), and a client told it holds it would be told wrong.
 func seenBy(t *locktable.Table, a Asker, name []byte) string {
 	if t.Leftover(a.Session, a.Born, name) {
@@ -1001,9 +1002,8 @@ func (s *Set) HeldNames(session string) []string {
 }
 
 // ClaimHeldIn lists the names a's session holds in partition i, for a
-// client attached at a.Epoch that is told them
-// (locktable.ClaimHeld: an earlier session's leftovers are left out, for
-// the sweep), or says the
+// client attached at a.Epoch that is told them (locktable.ClaimHeld: an
+// earlier session's leftovers are left out, for the sweep), or says the
 // partition is not served here. Epochs it raises are replicated before
 // the list is returned: a write. Where nothing needs raising, a confirmed
 // read answers. Where the partition has no synced replica to confirm a
