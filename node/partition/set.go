@@ -629,6 +629,12 @@ func (s *Set) lockStep(p *part, a Asker, name []byte, wait time.Duration, done D
 		wid = locktable.WaiterID(s.nextWaiter.Add(1))
 	}
 	return func(t *locktable.Table, now locktable.Time, pend *pending) {
+		if a.Epoch > 0 && t.HeldAfter(a.Session, name, a.Epoch) {
+			// A late lock from an attachment the session has left would
+			// be granted re-entrantly and count as told (see Drop).
+			r.err = ErrLaterAttachment
+			return
+		}
 		s.dropLeftovers(p, t, now, a, pend)
 		var fx []locktable.Effect
 		r.res, fx, r.err = t.LockAt(now, a.Session, a.Epoch, name, wid, now+int64(wait))
@@ -779,12 +785,13 @@ func (s *Set) dropStep(p *part, a Asker, name []byte, token uint64, guard func()
 	})
 }
 
-// ErrLaterAttachment refuses an unlock or a drop of a lock that a later
-// attachment of the session was told of (its epoch, raised by a resume's
-// listing, a re-entrant lock or a hand-over, is above the request's): the
-// request comes from a home the session has left, or from an ended
-// session under the same id, and held back by the network, it must not
-// take a lock from the client that now holds it.
+// ErrLaterAttachment refuses a lock, an unlock or a drop of a lock that a
+// later attachment of the session was told of (its epoch, raised by a
+// resume's listing, a re-entrant lock or a hand-over, is above the
+// request's): the request comes from a home the session has left, or
+// from an ended session under the same id, and held back by the network,
+// it must not take a lock from the client that now holds it, nor claim
+// it as told.
 var ErrLaterAttachment = failure.Retry(failure.SessionMoved, "this session was resumed on another connection")
 
 // releaseOneStep is the body of an unlock or a drop (act) under the
@@ -900,11 +907,12 @@ func (s *Set) TokenThen(a Asker, name []byte, then func(uint64, locktable.Status
 
 // seenBy is the session as whom a read from a sees name: itself, or
 // nobody where name is an earlier session's leftover under the same id
-// (locktable.Leftover), which it must not be told it holds: the sweep
-// releases that grant, a write of a's session releases it first
-// (dropLeftovers), and a client told it holds it would be told wrong.
+// (locktable.Leftover), which it must not be told it holds (the sweep
+// releases that grant, a write of a's session releases it first:
+// dropLeftovers), or where a later attachment was told of it (a late
+// read from a home the session has left must not claim it as told).
 func seenBy(t *locktable.Table, a Asker, name []byte) string {
-	if t.Leftover(a.Session, a.Born, name) {
+	if t.Leftover(a.Session, a.Born, name) || a.Epoch > 0 && t.HeldAfter(a.Session, name, a.Epoch) {
 		return ""
 	}
 	return a.Session

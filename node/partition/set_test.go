@@ -758,10 +758,11 @@ func TestLeftoversOfAnEarlierSession(t *testing.T) {
 	}
 }
 
-// An unlock or a drop sent at an attach epoch below the lock's (a resume
-// listed it at a later one) is refused: it comes from a home the session
-// has left. One sent at the lock's epoch, or with no epochs (the single
-// node), goes ahead.
+// A lock, an unlock or a drop sent at an attach epoch below the lock's (a
+// resume listed it at a later one) is refused, and a token asked at it
+// does not see the lock as the session's: it comes from a home the
+// session has left. One sent at the lock's epoch, or with no epochs (the
+// single node), goes ahead.
 func TestALaterAttachmentsLockIsNotAnOlderOnes(t *testing.T) {
 	s, err := New(Config{Partitions: 1, Limits: locktable.Limits{MaxWaiters: 10, DefaultTimeout: time.Minute}, Epoch: 1})
 	if err != nil {
@@ -781,6 +782,16 @@ func TestALaterAttachmentsLockIsNotAnOlderOnes(t *testing.T) {
 	if names, err := s.ClaimHeldIn(later, 0); err != nil || len(names) != 2 {
 		t.Fatalf("the resume's listing: %v %v", names, err)
 	}
+	s.LockThen(old, []byte("x"), 0, nil, func(res locktable.Result, _ *Wait, err error) {
+		if !errors.Is(err, ErrLaterAttachment) {
+			t.Fatalf("a re-entrant lock from the older attachment: %v %v; want refused", res, err)
+		}
+	})
+	s.TokenThen(old, []byte("x"), func(_ uint64, st locktable.Status, err error) {
+		if err != nil || st != locktable.NotYours {
+			t.Fatalf("token from the older attachment: %v %v; want not yours", st, err)
+		}
+	})
 	s.UnlockThen(old, []byte("x"), nil, func(_ locktable.Result, err error) {
 		if !errors.Is(err, ErrLaterAttachment) {
 			t.Fatalf("unlock from the older attachment: %v; want refused", err)
