@@ -109,7 +109,7 @@ func (l *Local) SetTimeout(_ context.Context, s SessionRef, d time.Duration) err
 }
 
 func (l *Local) Lock(_ context.Context, s SessionRef, name []byte, wait time.Duration, done partition.Done) (locktable.Result, Wait, error) {
-	res, w, err := l.Set.LockAsync(s.ID, name, wait, done)
+	res, w, err := l.Set.LockAs(asker(s), name, wait, done)
 	if err == locktable.ErrExhausted {
 		return res, nil, errExhausted
 	}
@@ -117,6 +117,14 @@ func (l *Local) Lock(_ context.Context, s SessionRef, name []byte, wait time.Dur
 		return res, nil, err
 	}
 	return res, localWait{l.Set, w}, nil
+}
+
+// asker is the partition set's view of s: its grants carry s's attach
+// epoch, so that the release of an ended session, bounded by the epoch
+// it ended at, spares a new session under the same id that attached
+// while that release was on its way.
+func asker(s SessionRef) partition.Asker {
+	return partition.Asker{Session: s.ID, Epoch: s.Epoch, Born: s.Born}
 }
 
 // errExhausted refuses a grant when the partition's epoch has no tokens
@@ -131,11 +139,11 @@ type localWait struct {
 func (w localWait) Cancel() bool { return w.set.Cancel(w.w) }
 
 func (l *Local) Unlock(_ context.Context, s SessionRef, name []byte) (locktable.Result, error) {
-	return l.Set.Unlock(s.ID, name)
+	return l.Set.UnlockAs(asker(s), name)
 }
 
 func (l *Local) Drop(_ context.Context, s SessionRef, name []byte, token uint64) (locktable.Result, error) {
-	return l.Set.Drop(s.ID, name, token)
+	return l.Set.DropAs(asker(s), name, token)
 }
 
 func (l *Local) UnlockAll(_ context.Context, s SessionRef) error {
@@ -144,11 +152,11 @@ func (l *Local) UnlockAll(_ context.Context, s SessionRef) error {
 }
 
 func (l *Local) Token(_ context.Context, s SessionRef, name []byte) (uint64, locktable.Status, error) {
-	return l.Set.Token(s.ID, name)
+	return l.Set.TokenAs(asker(s), name)
 }
 
 func (l *Local) Info(_ context.Context, s SessionRef, name []byte) (locktable.Info, error) {
-	return l.Set.Info(s.ID, name)
+	return l.Set.InfoAs(asker(s), name)
 }
 
 func (l *Local) HeldBy(_ context.Context, s SessionRef) (int, error) {

@@ -20,6 +20,7 @@
 package partition
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math"
@@ -388,7 +389,10 @@ func (s *Set) settle(pend *pending, err error) {
 			if s.cfg.Expired != nil {
 				s.cfg.Expired(x.id, x.epoch)
 			} else {
-				s.ReleaseSession(x.id)
+				// Bounded by the epoch it ended at: a new session under
+				// the id may have attached, and locked, since the expiry
+				// let go of the mutex (found by review).
+				s.releaseIn(x.id, s.all(), x.epoch)
 			}
 		}
 	}
@@ -585,19 +589,25 @@ func unconfirmed(p *part) error {
 // has passed), unless Cancel withdraws it first. There is no polling:
 // the releasing goroutine or the deadline timer delivers the outcome.
 func (s *Set) LockAsync(session string, name []byte, wait time.Duration, done Done) (locktable.Result, *Wait, error) {
+	return s.LockAs(Asker{Session: session}, name, wait, done)
+}
+
+// LockAs is LockAsync from a (see LockThen).
+func (s *Set) LockAs(a Asker, name []byte, wait time.Duration, done Done) (locktable.Result, *Wait, error) {
 	p := s.partOf(name)
 	var r lockResult
-	err := s.run(p, Grant, s.lockStep(p, Asker{Session: session}, name, wait, done, &r))
+	err := s.run(p, Grant, s.lockStep(p, a, name, wait, done, &r))
 	return s.lockEnd(&r, err)
 }
 
-// Asker is the session a request of the mesh speaks for: its id, the
-// attach epoch the request was sent at (which a resume's listing raises
-// the session's grants to, so that requests from an older attachment no
-// longer act on them), and the epoch the session was born at (which
-// tells its grants from those an earlier session under the id left; see
-// dropLeftovers). The single node's requests have zero epochs, which
-// fence nothing: its expiries release at once, and it has one home.
+// Asker is the session a request speaks for: its id, the attach epoch
+// the request was sent at (a grant keeps the highest epoch told of it, a
+// release of an ended session is bounded by the epoch it ended at, and a
+// resume's listing raises the session's grants to its epoch, so that
+// requests from an older attachment no longer act on them), and the
+// epoch the session was born at (which tells its grants from those an
+// earlier session under the id left; see dropLeftovers). Zero epochs
+// fence nothing (tests, and callers with no session record).
 type Asker struct {
 	Session string
 	Epoch   uint64
@@ -726,9 +736,14 @@ func (o Outcome) Result() (locktable.Result, error) {
 
 // Unlock releases name if session holds it, handing it to the next waiter.
 func (s *Set) Unlock(session string, name []byte) (locktable.Result, error) {
+	return s.UnlockAs(Asker{Session: session}, name)
+}
+
+// UnlockAs is Unlock from a (see UnlockThen).
+func (s *Set) UnlockAs(a Asker, name []byte) (locktable.Result, error) {
 	p := s.partOf(name)
 	var g guarded
-	err := s.run(p, Write, s.unlockStep(p, Asker{Session: session}, name, nil, &g))
+	err := s.run(p, Write, s.unlockStep(p, a, name, nil, &g))
 	return g.res, g.or(err)
 }
 
@@ -765,9 +780,14 @@ func (s *Set) unlockStep(p *part, a Asker, name []byte, guard func() error, g *g
 // Drop takes back session's grant of name made under token, if the
 // session has not been told of it since (locktable.Table.Drop).
 func (s *Set) Drop(session string, name []byte, token uint64) (locktable.Result, error) {
+	return s.DropAs(Asker{Session: session}, name, token)
+}
+
+// DropAs is Drop from a (see DropThen).
+func (s *Set) DropAs(a Asker, name []byte, token uint64) (locktable.Result, error) {
 	p := s.partOf(name)
 	var g guarded
-	err := s.run(p, Write, s.dropStep(p, Asker{Session: session}, name, token, nil, &g))
+	err := s.run(p, Write, s.dropStep(p, a, name, token, nil, &g))
 	return g.res, g.or(err)
 }
 
@@ -883,36 +903,55 @@ func (s *Set) releaseStep(p *part, session string, upTo uint64, total *int) func
 
 // Token returns session's fencing token for name.
 func (s *Set) Token(session string, name []byte) (uint64, locktable.Status, error) {
+	return s.TokenAs(Asker{Session: session}, name)
+}
+
+// TokenAs is Token from a (see tokenOf).
+func (s *Set) TokenAs(a Asker, name []byte) (uint64, locktable.Status, error) {
 	var (
-		tok uint64
-		st  locktable.Status
+		tok     uint64
+		st      locktable.Status
+		refused error
 	)
 	err := s.readConfirmed(s.partOf(name), func(t *locktable.Table, _ locktable.Time) {
-		tok, st = t.Token(session, name)
+		tok, st, refused = tokenOf(t, a, name)
 	})
-	return tok, st, err
+	return tok, st, cmp.Or(refused, err)
 }
 
 // TokenThen is Token for a caller that cannot block (see LockThen), from
 // a.
 func (s *Set) TokenThen(a Asker, name []byte, then func(uint64, locktable.Status, error)) {
 	var (
-		tok uint64
-		st  locktable.Status
+		tok     uint64
+		st      locktable.Status
+		refused error
 	)
 	s.readConfirmedThen(s.partOf(name), func(t *locktable.Table, _ locktable.Time) {
-		tok, st = t.Token(seenBy(t, a, name), name)
-	}, func(err error) { then(tok, st, err) })
+		tok, st, refused = tokenOf(t, a, name)
+	}, func(err error) { then(tok, st, cmp.Or(refused, err)) })
+}
+
+// tokenOf is a's token of name. A lock a later attachment of the session
+// was told of is refused (ErrLaterAttachment): a home the session has
+// left must neither claim it as told nor take it for another's, which
+// would turn a late outcome into a wrong definite one; its client hears
+// that the session moved.
+func tokenOf(t *locktable.Table, a Asker, name []byte) (uint64, locktable.Status, error) {
+	if a.Epoch > 0 && t.HeldAfter(a.Session, name, a.Epoch) {
+		return 0, 0, ErrLaterAttachment
+	}
+	tok, st := t.Token(seenBy(t, a, name), name)
+	return tok, st, nil
 }
 
 // seenBy is the session as whom a read from a sees name: itself, or
 // nobody where name is an earlier session's leftover under the same id
 // (locktable.Leftover), which it must not be told it holds (the sweep
-// releases that grant, a write of a's session releases it first:
-// dropLeftovers), or where a later attachment was told of it (a late
-// read from a home the session has left must not claim it as told).
+// releases that grant, and a write of a's session releases it first:
+// dropLeftovers).
 func seenBy(t *locktable.Table, a Asker, name []byte) string {
-	if t.Leftover(a.Session, a.Born, name) || a.Epoch > 0 && t.HeldAfter(a.Session, name, a.Epoch) {
+	if t.Leftover(a.Session, a.Born, name) {
 		return ""
 	}
 	return a.Session
@@ -920,20 +959,39 @@ func seenBy(t *locktable.Table, a Asker, name []byte) string {
 
 // Info reports on name as session sees it.
 func (s *Set) Info(session string, name []byte) (locktable.Info, error) {
-	var in locktable.Info
+	return s.InfoAs(Asker{Session: session}, name)
+}
+
+// InfoAs is Info from a (see infoOf).
+func (s *Set) InfoAs(a Asker, name []byte) (locktable.Info, error) {
+	var (
+		in      locktable.Info
+		refused error
+	)
 	err := s.readConfirmed(s.partOf(name), func(t *locktable.Table, now locktable.Time) {
-		in = t.Info(now, session, name)
+		in, refused = infoOf(t, now, a, name)
 	})
-	return in, err
+	return in, cmp.Or(refused, err)
 }
 
 // InfoThen is Info for a caller that cannot block (see LockThen), from
 // a.
 func (s *Set) InfoThen(a Asker, name []byte, then func(locktable.Info, error)) {
-	var in locktable.Info
+	var (
+		in      locktable.Info
+		refused error
+	)
 	s.readConfirmedThen(s.partOf(name), func(t *locktable.Table, now locktable.Time) {
-		in = t.Info(now, seenBy(t, a, name), name)
-	}, func(err error) { then(in, err) })
+		in, refused = infoOf(t, now, a, name)
+	}, func(err error) { then(in, cmp.Or(refused, err)) })
+}
+
+// infoOf is name as a sees it, refused as tokenOf is.
+func infoOf(t *locktable.Table, now locktable.Time, a Asker, name []byte) (locktable.Info, error) {
+	if a.Epoch > 0 && t.HeldAfter(a.Session, name, a.Epoch) {
+		return locktable.Info{}, ErrLaterAttachment
+	}
+	return t.Info(now, seenBy(t, a, name), name), nil
 }
 
 // readConfirmed is read for an answer a client acts on (token after a

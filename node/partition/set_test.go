@@ -758,11 +758,10 @@ func TestLeftoversOfAnEarlierSession(t *testing.T) {
 	}
 }
 
-// A lock, an unlock or a drop sent at an attach epoch below the lock's (a
-// resume listed it at a later one) is refused, and a token asked at it
-// does not see the lock as the session's: it comes from a home the
-// session has left. One sent at the lock's epoch, or with no epochs (the
-// single node), goes ahead.
+// A lock, an unlock, a drop, a token or an info sent at an attach epoch
+// below the lock's (a resume listed it at a later one) is refused: it
+// comes from a home the session has left. One sent at the lock's epoch,
+// or with no epochs, goes ahead.
 func TestALaterAttachmentsLockIsNotAnOlderOnes(t *testing.T) {
 	s, err := New(Config{Partitions: 1, Limits: locktable.Limits{MaxWaiters: 10, DefaultTimeout: time.Minute}, Epoch: 1})
 	if err != nil {
@@ -788,10 +787,16 @@ func TestALaterAttachmentsLockIsNotAnOlderOnes(t *testing.T) {
 		}
 	})
 	s.TokenThen(old, []byte("x"), func(_ uint64, st locktable.Status, err error) {
-		if err != nil || st != locktable.NotYours {
-			t.Fatalf("token from the older attachment: %v %v; want not yours", st, err)
+		if !errors.Is(err, ErrLaterAttachment) {
+			t.Fatalf("token from the older attachment: %v %v; want refused", st, err)
 		}
 	})
+	if _, err := s.InfoAs(old, []byte("x")); !errors.Is(err, ErrLaterAttachment) {
+		t.Fatalf("info from the older attachment: %v; want refused", err)
+	}
+	if _, st, err := s.TokenAs(later, []byte("x")); err != nil || st != locktable.Granted {
+		t.Fatalf("token from the later attachment: %v %v", st, err)
+	}
 	s.UnlockThen(old, []byte("x"), nil, func(_ locktable.Result, err error) {
 		if !errors.Is(err, ErrLaterAttachment) {
 			t.Fatalf("unlock from the older attachment: %v; want refused", err)
@@ -844,5 +849,35 @@ func TestAReleasedWaitIsAnswered(t *testing.T) {
 	}
 	if n := len(s.parts[0].slots); n != 0 {
 		t.Fatalf("%d waits still kept", n)
+	}
+}
+
+// The release of a session that expired on this node's timer runs after
+// the expiry let go of the partition's mutex; a new session under the id
+// can attach and lock in between. The release is bounded by the epoch the
+// expired session ended at, and spares the new one's lock (found by
+// review: it released everything under the id).
+func TestAnExpiryReleaseSparesANewSession(t *testing.T) {
+	s, err := New(Config{Partitions: 4, Limits: locktable.Limits{MaxWaiters: 10, DefaultTimeout: time.Minute}, Epoch: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, l := range []struct {
+		epoch uint64
+		name  string
+	}{{1, "old"}, {5, "new"}} {
+		if res, _, err := s.LockAs(Asker{Session: "s", Epoch: l.epoch, Born: l.epoch}, []byte(l.name), 0, nil); err != nil || res.Status != locktable.Granted {
+			t.Fatalf("lock %s: %v %v", l.name, res, err)
+		}
+	}
+	// The session of epoch 1 expired; the new one (epoch 5) locked before
+	// the release came.
+	s.settle(&pending{expired: []expiry{{"s", 1}}}, nil)
+	if _, st, _ := s.Token("s", []byte("old")); st == locktable.Granted {
+		t.Fatal("the expired session's lock was kept")
+	}
+	if _, st, _ := s.Token("s", []byte("new")); st != locktable.Granted {
+		t.Fatal("the expiry's release took the new session's lock")
 	}
 }
