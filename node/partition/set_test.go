@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -712,11 +713,7 @@ func TestClaimHeldIn(t *testing.T) {
 // as another's: an unlock does not report them as its own, and a drop by
 // the old grant's token does not take back what it never had.
 func TestLeftoversOfAnEarlierSession(t *testing.T) {
-	s, err := New(Config{Partitions: 1, Limits: locktable.Limits{MaxWaiters: 10, DefaultTimeout: time.Minute}, Epoch: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := newSet(t, time.Minute)
 	var tokens []uint64
 	for _, name := range []string{"x", "y"} {
 		s.LockThen(Asker{Session: "a", Epoch: 3}, []byte(name), 0, nil, func(res locktable.Result, _ *Wait, err error) {
@@ -763,11 +760,7 @@ func TestLeftoversOfAnEarlierSession(t *testing.T) {
 // comes from a home the session has left. One sent at the lock's epoch,
 // or with no epochs, goes ahead.
 func TestALaterAttachmentsLockIsNotAnOlderOnes(t *testing.T) {
-	s, err := New(Config{Partitions: 1, Limits: locktable.Limits{MaxWaiters: 10, DefaultTimeout: time.Minute}, Epoch: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := newSet(t, time.Minute)
 	old, later := Asker{Session: "a", Epoch: 3, Born: 3}, Asker{Session: "a", Epoch: 7, Born: 3}
 	var token uint64
 	for _, name := range []string{"x", "y"} {
@@ -778,8 +771,16 @@ func TestALaterAttachmentsLockIsNotAnOlderOnes(t *testing.T) {
 			token = res.Token
 		})
 	}
-	if names, err := s.ClaimHeldIn(later, 0); err != nil || len(names) != 2 {
-		t.Fatalf("the resume's listing: %v %v", names, err)
+	var listed []string
+	for _, p := range []int{s.PartitionOf([]byte("x")), s.PartitionOf([]byte("y"))} {
+		names, err := s.ClaimHeldIn(later, p)
+		if err != nil {
+			t.Fatalf("the resume's listing: %v", err)
+		}
+		listed = append(listed, names...)
+	}
+	if slices.Sort(listed); !slices.Equal(slices.Compact(listed), []string{"x", "y"}) {
+		t.Fatalf("the resume listed %v; want x and y", listed)
 	}
 	s.LockThen(old, []byte("x"), 0, nil, func(res locktable.Result, _ *Wait, err error) {
 		if !errors.Is(err, ErrLaterAttachment) {
@@ -822,11 +823,7 @@ func TestALaterAttachmentsLockIsNotAnOlderOnes(t *testing.T) {
 // granted, and forgotten: before, it stayed in the partition's slots and
 // its caller was never answered.
 func TestAReleasedWaitIsAnswered(t *testing.T) {
-	s, err := New(Config{Partitions: 1, Limits: locktable.Limits{MaxWaiters: 10, DefaultTimeout: time.Minute}, Epoch: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := newSet(t, time.Minute)
 	if res, err := s.Lock(context.Background(), "b", []byte("x"), 0); err != nil || res.Status != locktable.Granted {
 		t.Fatalf("holder: %v %v", res, err)
 	}
@@ -836,7 +833,7 @@ func TestAReleasedWaitIsAnswered(t *testing.T) {
 			t.Fatalf("wait: %v %v", res, err)
 		}
 	})
-	if _, err := s.ReleaseSessionIn("a", []int{0}, 3); err != nil {
+	if _, err := s.ReleaseSessionIn("a", []int{s.PartitionOf([]byte("x"))}, 3); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -847,7 +844,7 @@ func TestAReleasedWaitIsAnswered(t *testing.T) {
 	default:
 		t.Fatal("the released wait was not answered")
 	}
-	if n := len(s.parts[0].slots); n != 0 {
+	if n := len(s.partOf([]byte("x")).slots); n != 0 {
 		t.Fatalf("%d waits still kept", n)
 	}
 }
@@ -858,11 +855,7 @@ func TestAReleasedWaitIsAnswered(t *testing.T) {
 // expired session ended at, and spares the new one's lock (found by
 // review: it released everything under the id).
 func TestAnExpiryReleaseSparesANewSession(t *testing.T) {
-	s, err := New(Config{Partitions: 4, Limits: locktable.Limits{MaxWaiters: 10, DefaultTimeout: time.Minute}, Epoch: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := newSet(t, time.Minute)
 	for _, l := range []struct {
 		epoch uint64
 		name  string
