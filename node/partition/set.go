@@ -614,6 +614,18 @@ type Asker struct {
 	Born    uint64
 }
 
+// fenced refuses a's request on name when a later attachment of a's
+// session was told of the lock (ErrLaterAttachment): the request comes
+// from a home the session has left, and acting on it would grant
+// re-entrantly, release, or report a lock that later attachment counts
+// as told.
+func (a Asker) fenced(t *locktable.Table, name []byte) error {
+	if a.Epoch > 0 && t.HeldAfter(a.Session, name, a.Epoch) {
+		return ErrLaterAttachment
+	}
+	return nil
+}
+
 // LockThen is LockAsync for a caller that cannot block, from a (see
 // locktable.LockAt, and dropLeftovers): then receives what LockAsync
 // would return, once the answer is confirmed, with no mutex held, before
@@ -639,10 +651,7 @@ func (s *Set) lockStep(p *part, a Asker, name []byte, wait time.Duration, done D
 		wid = locktable.WaiterID(s.nextWaiter.Add(1))
 	}
 	return func(t *locktable.Table, now locktable.Time, pend *pending) {
-		if a.Epoch > 0 && t.HeldAfter(a.Session, name, a.Epoch) {
-			// A late lock from an attachment the session has left would
-			// be granted re-entrantly and count as told (see Drop).
-			r.err = ErrLaterAttachment
+		if r.err = a.fenced(t, name); r.err != nil {
 			return
 		}
 		s.dropLeftovers(p, t, now, a, pend)
@@ -824,8 +833,7 @@ func (s *Set) releaseOneStep(p *part, a Asker, name []byte, guard func() error, 
 				return
 			}
 		}
-		if a.Epoch > 0 && t.HeldAfter(a.Session, name, a.Epoch) {
-			g.refused = ErrLaterAttachment
+		if g.refused = a.fenced(t, name); g.refused != nil {
 			return
 		}
 		s.dropLeftovers(p, t, now, a, pend)
@@ -938,8 +946,8 @@ func (s *Set) TokenThen(a Asker, name []byte, then func(uint64, locktable.Status
 // would turn a late outcome into a wrong definite one; its client hears
 // that the session moved.
 func tokenOf(t *locktable.Table, a Asker, name []byte) (uint64, locktable.Status, error) {
-	if a.Epoch > 0 && t.HeldAfter(a.Session, name, a.Epoch) {
-		return 0, 0, ErrLaterAttachment
+	if err := a.fenced(t, name); err != nil {
+		return 0, 0, err
 	}
 	tok, st := t.Token(seenBy(t, a, name), name)
 	return tok, st, nil
@@ -988,8 +996,8 @@ func (s *Set) InfoThen(a Asker, name []byte, then func(locktable.Info, error)) {
 
 // infoOf is name as a sees it, refused as tokenOf is.
 func infoOf(t *locktable.Table, now locktable.Time, a Asker, name []byte) (locktable.Info, error) {
-	if a.Epoch > 0 && t.HeldAfter(a.Session, name, a.Epoch) {
-		return locktable.Info{}, ErrLaterAttachment
+	if err := a.fenced(t, name); err != nil {
+		return locktable.Info{}, err
 	}
 	return t.Info(now, seenBy(t, a, name), name), nil
 }
