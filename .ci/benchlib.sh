@@ -1,0 +1,53 @@
+# Shared by .ci/bench-ab and .ci/bench-floor (sourced, not run): one
+# measured lockbench round against a set of server processes, and the
+# medians of the rounds.
+
+tck=$(getconf CLK_TCK)
+
+# totals PIDS...: cpu ticks, read syscalls, write syscalls of the processes.
+totals() {
+  local t=0 r=0 w=0 p a
+  for p in "$@"; do
+    read -r -a a <"/proc/$p/stat"
+    t=$((t + a[13] + a[14]))
+    r=$((r + $(awk '/^syscr/{print $2}' "/proc/$p/io")))
+    w=$((w + $(awk '/^syscw/{print $2}' "/proc/$p/io")))
+  done
+  echo "$t $r $w"
+}
+
+# field NAME JSON: a number from lockbench's one-line JSON summary.
+field() { sed -E "s/.*\"$1\":([0-9.eE+-]+).*/\1/" <<<"$2"; }
+
+# round LOCKBENCH LABEL ADDRS MODE CLIENTS SECS PIDS...: runs lockbench
+# against ADDRS and prints one line: LABEL ops/s=... p99_us=...
+# cpu_us/op=... syscr/op=... syscw/op=... violations=..., where CPU and
+# syscalls are those of PIDS over the round.
+round() {
+  local lb=$1 label=$2 addrs=$3 mode=$4 clients=$5 secs=$6
+  shift 6
+  local t0 r0 w0 t1 r1 w1 line
+  read -r t0 r0 w0 <<<"$(totals "$@")"
+  line=$("$lb" text -addr "$addrs" -mode "$mode" -w "$clients" -d "${secs}s" -warmup 0s -json 2>/dev/null | grep '^{')
+  read -r t1 r1 w1 <<<"$(totals "$@")"
+  awk -v label="$label" -v ops="$(field ops "$line")" -v ops_s="$(field ops_per_s "$line")" -v p99="$(field acq_p99_us "$line")" \
+    -v dt=$((t1 - t0)) -v dr=$((r1 - r0)) -v dw=$((w1 - w0)) -v tck="$tck" -v viol="$(field violations "$line")" 'BEGIN {
+      printf "%s ops/s=%d p99_us=%d cpu_us/op=%.1f syscr/op=%.2f syscw/op=%.2f violations=%d\n",
+        label, ops_s, p99, dt / tck * 1e6 / ops, dr / ops, dw / ops, viol }'
+}
+
+# medians LABEL FILE: the medians of LABEL's rounds in FILE.
+medians() {
+  awk -v k="$1" '
+    $1 == k { n++; for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1], n] = kv[2] } }
+    function median(key,   a, i, j, t) {
+      for (i = 1; i <= n; i++) a[i] = v[key, i] + 0
+      for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
+      return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+    }
+    END { printf "%-8s ops/s %6.0f  p99 %5.0f us  cpu %5.1f us/op  syscalls %.2f read %.2f write per op\n",
+      k, median("ops/s"), median("p99_us"), median("cpu_us/op"), median("syscr/op"), median("syscw/op") }' "$2"
+}
+
+# violations FILE: true if any round reported a violation.
+violations() { awk '{ split($NF, kv, "="); if (kv[2] + 0 > 0) bad = 1 } END { exit !bad }' "$1"; }
