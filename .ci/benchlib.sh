@@ -19,16 +19,16 @@ totals() {
 # field NAME JSON: a number from lockbench's one-line JSON summary.
 field() { sed -E "s/.*\"$1\":([0-9.eE+-]+).*/\1/" <<<"$2"; }
 
-# round LOCKBENCH LABEL ADDRS MODE CLIENTS SECS PIDS...: runs lockbench
-# against ADDRS and prints one line: LABEL ops/s=... p99_us=...
-# cpu_us/op=... syscr/op=... syscw/op=... violations=..., where CPU and
-# syscalls are those of PIDS over the round.
+# round LOCKBENCH BACKEND LABEL ADDRS MODE CLIENTS SECS PIDS...: runs
+# lockbench's BACKEND (text, etcd) against ADDRS and prints one line:
+# LABEL ops/s=... p99_us=... cpu_us/op=... syscr/op=... syscw/op=...
+# violations=..., where CPU and syscalls are those of PIDS over the round.
 round() {
-  local lb=$1 label=$2 addrs=$3 mode=$4 clients=$5 secs=$6
-  shift 6
+  local lb=$1 backend=$2 label=$3 addrs=$4 mode=$5 clients=$6 secs=$7
+  shift 7
   local t0 r0 w0 t1 r1 w1 line
   read -r t0 r0 w0 <<<"$(totals "$@")"
-  line=$("$lb" text -addr "$addrs" -mode "$mode" -w "$clients" -d "${secs}s" -warmup 0s -json 2>/dev/null | grep '^{')
+  line=$("$lb" "$backend" -addr "$addrs" -mode "$mode" -w "$clients" -d "${secs}s" -warmup 0s -json 2>/dev/null | grep '^{')
   read -r t1 r1 w1 <<<"$(totals "$@")"
   awk -v label="$label" -v ops="$(field ops "$line")" -v ops_s="$(field ops_per_s "$line")" -v p99="$(field acq_p99_us "$line")" \
     -v dt=$((t1 - t0)) -v dr=$((r1 - r0)) -v dw=$((w1 - w0)) -v tck="$tck" -v viol="$(field violations "$line")" 'BEGIN {
