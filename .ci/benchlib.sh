@@ -22,24 +22,35 @@ field() { sed -E "s/.*\"$1\":([0-9.eE+-]+).*/\1/" <<<"$2"; }
 # round LOCKBENCH BACKEND LABEL ADDRS MODE CLIENTS SECS PIDS...: runs
 # lockbench's BACKEND (text, etcd) against ADDRS and prints one line:
 # LABEL ops/s=... p99_us=... cpu_us/op=... syscr/op=... syscw/op=...
-# violations=..., where CPU and syscalls are those of PIDS over the round.
+# errors=... timeouts=... violations=..., where CPU and syscalls are those
+# of PIDS over the round, and violations counts lockbench's violations
+# and lost updates. lockbench's stderr goes to $BENCHLOG if set. A round
+# lockbench did not finish prints LABEL failed=1.
 round() {
   local lb=$1 backend=$2 label=$3 addrs=$4 mode=$5 clients=$6 secs=$7
   shift 7
-  local t0 r0 w0 t1 r1 w1 line
+  local t0 r0 w0 t1 r1 w1 line ops
   read -r t0 r0 w0 <<<"$(totals "$@")"
-  line=$("$lb" "$backend" -addr "$addrs" -mode "$mode" -w "$clients" -d "${secs}s" -warmup 0s -json 2>/dev/null | grep '^{')
+  line=$("$lb" "$backend" -addr "$addrs" -mode "$mode" -w "$clients" -d "${secs}s" -warmup 0s -json \
+    2>>"${BENCHLOG:-/dev/null}" | grep '^{' || true)
   read -r t1 r1 w1 <<<"$(totals "$@")"
-  awk -v label="$label" -v ops="$(field ops "$line")" -v ops_s="$(field ops_per_s "$line")" -v p99="$(field acq_p99_us "$line")" \
-    -v dt=$((t1 - t0)) -v dr=$((r1 - r0)) -v dw=$((w1 - w0)) -v tck="$tck" -v viol="$(field violations "$line")" 'BEGIN {
-      printf "%s ops/s=%d p99_us=%d cpu_us/op=%.1f syscr/op=%.2f syscw/op=%.2f violations=%d\n",
-        label, ops_s, p99, dt / tck * 1e6 / ops, dr / ops, dw / ops, viol }'
+  ops=$(field ops "$line")
+  if [ -z "$line" ] || ! [ "${ops%.*}" -gt 0 ] 2>/dev/null; then
+    echo "$label failed=1"
+    return
+  fi
+  awk -v label="$label" -v ops="$ops" -v ops_s="$(field ops_per_s "$line")" -v p99="$(field acq_p99_us "$line")" \
+    -v dt=$((t1 - t0)) -v dr=$((r1 - r0)) -v dw=$((w1 - w0)) -v tck="$tck" \
+    -v errs="$(field errors "$line")" -v touts="$(field timeouts "$line")" \
+    -v viol="$(($(field violations "$line") + $(field lost_updates "$line")))" 'BEGIN {
+      printf "%s ops/s=%d p99_us=%d cpu_us/op=%.1f syscr/op=%.2f syscw/op=%.2f errors=%d timeouts=%d violations=%d\n",
+        label, ops_s, p99, dt / tck * 1e6 / ops, dr / ops, dw / ops, errs, touts, viol }'
 }
 
 # medians LABEL FILE: the medians of LABEL's rounds in FILE.
 medians() {
   awk -v k="$1" '
-    $1 == k { n++; for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1], n] = kv[2] } }
+    $1 == k && $2 !~ /^failed=/ { n++; for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1], n] = kv[2] } }
     function median(key,   a, i, j, t) {
       for (i = 1; i <= n; i++) a[i] = v[key, i] + 0
       for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
@@ -49,5 +60,26 @@ medians() {
       k, median("ops/s"), median("p99_us"), median("cpu_us/op"), median("syscr/op"), median("syscw/op") }' "$2"
 }
 
-# violations FILE: true if any round reported a violation.
-violations() { awk '{ split($NF, kv, "="); if (kv[2] + 0 > 0) bad = 1 } END { exit !bad }' "$1"; }
+# failures FILE: true if any round failed or reported errors or
+# violations (timeouts of a contended wait are an outcome, not a failure).
+failures() {
+  awk '{ for (i = 2; i <= NF; i++) { split($i, kv, "="); if (kv[1] ~ /^(failed|errors|violations)$/ && kv[2] + 0 > 0) bad = 1 } }
+    END { exit !bad }' "$1"
+}
+
+# quiet ELOCK ADDR...: waits (up to 30 s) until no elock node at ADDR...
+# has a session left. A round's sessions outlive its connections by the
+# session timeout, and their expiry sends releases to every owner: that
+# work belongs to no later round, whichever server that round measures.
+quiet() {
+  local cli=$1 a t
+  shift
+  for t in $(seq 300); do
+    for a in "$@"; do
+      "$cli" -addr "$a" stats 2>/dev/null | grep -q "^STAT sessions 0" || continue 2
+    done
+    return 0
+  done
+  echo "quiet: sessions still open on $* after 30 s" >&2
+  return 1
+}

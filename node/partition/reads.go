@@ -142,15 +142,3 @@ func (s *Set) readConfirmedThen(p *part, f func(t *locktable.Table, now locktabl
 		then(err)
 	})
 }
-
-func (s *Set) read(p *part, f func(t *locktable.Table, now locktable.Time)) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if s.rep != nil {
-		if err := s.rep.Admit(p.id, Read); err != nil {
-			return err
-		}
-	}
-	f(p.table, s.clock())
-	return nil
-}

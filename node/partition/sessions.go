@@ -199,14 +199,3 @@ func (s *Set) Holders() map[string]Holder {
 	}
 	return out
 }
-
-// Served lists the partitions this node serves now.
-func (s *Set) Served() []int {
-	var out []int
-	for _, p := range s.parts {
-		if s.read(p, func(*locktable.Table, locktable.Time) {}) == nil {
-			out = append(out, p.id)
-		}
-	}
-	return out
-}

@@ -430,6 +430,32 @@ func (a Asker) fenced(t *locktable.Table, name []byte) error {
 // it, nor claim it as told.
 var ErrLaterAttachment = failure.Retry(failure.SessionMoved, "this session was resumed on another connection")
 
+// read runs f on p's table under p's mutex if this node may read p now
+// (Admit for Read), and returns the refusal otherwise: a read of state
+// as it stands, with no wait for unconfirmed changes (see readConfirmed).
+func (s *Set) read(p *part, f func(t *locktable.Table, now locktable.Time)) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if s.rep != nil {
+		if err := s.rep.Admit(p.id, Read); err != nil {
+			return err
+		}
+	}
+	f(p.table, s.clock())
+	return nil
+}
+
+// Served lists the partitions this node serves now.
+func (s *Set) Served() []int {
+	var out []int
+	for _, p := range s.parts {
+		if s.read(p, func(*locktable.Table, locktable.Time) {}) == nil {
+			out = append(out, p.id)
+		}
+	}
+	return out
+}
+
 // begin executes f on p's table under p's mutex once admitted, and
 // records the changes it made: it returns the position the answer waits
 // for, and whether the operation changed replicated state of its own.

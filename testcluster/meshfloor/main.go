@@ -1,18 +1,24 @@
 // Command meshfloor is the floor under what a mesh of three elock nodes
-// can cost per lock on one machine. It is three processes that speak just
-// enough of the text protocol for ../shared/bench's lockbench (`lock NAME
-// [WAIT]`, `unlock NAME`) and pass every request through the hops of
-// elock's mesh: the client's node (its home) to the name's owner, the
-// owner to its replica and back, the owner to the home, the home to the
-// client. Peer frames are batched as node/peer batches them (one writer
-// per connection that yields before it writes), and an answer is written
-// to its client by the goroutine that reads it, as node/mesh does.
+// written in Go can cost per lock on one machine. It is three processes
+// that speak just enough of the text protocol for ../shared/bench's
+// lockbench (`lock NAME [WAIT]`, `unlock NAME`) and pass every request
+// through the hops of elock's mesh: the client's node (its home) to the
+// name's owner, the owner to its replica and back, the owner to the home,
+// the home to the client; a request whose home owns the name stays in
+// that process until its replica's hop, as in elock.
 //
 // It keeps only what the hops need: which names are held and who waits,
-// at the owner. No sessions, epochs, tokens, timeouts, leases, failure
-// handling or durability. So what elock's mesh costs above this floor is
-// the cost of its own work, and what this floor costs is the cost of the
-// hops themselves on the machine it runs on.
+// at the owner. No sessions, epochs, tokens, wait timeouts (WAIT is read
+// and ignored), leases, failure handling or durability. Where it moves
+// bytes, it does so at least as cheaply as elock: every frame one node
+// sends another goes on one connection with one batching writer (elock
+// has two per direction, a caller's sender and the reply sender of the
+// connection the other node dialed), and every answer is written to its
+// client by the goroutine that learns it (elock does so for the grant
+// after a wait; other replies go through the connection's goroutine). So
+// what elock's mesh costs above this floor is the cost of its own work,
+// and what this floor costs is what the hops cost in Go on the machine
+// it runs on.
 //
 // Node i (0, 1 or 2) listens for clients on IP.(i+1):PORT and for peers
 // on IP.(i+1):PORT+1, and runs until it is killed:
@@ -21,9 +27,10 @@
 //
 // -direct writes each peer frame from the goroutine that sends it instead
 // of batching; -chain has the replica answer the home itself, one hop
-// less than elock (what a change of elock's protocol could gain at
-// most); -pprof serves net/http/pprof. .ci/bench-floor runs the three
-// beside a single elockd, an elock mesh and a null server, in one run.
+// less than elock (one change of elock's replication protocol that
+// would save a hop); -pprof serves net/http/pprof. .ci/bench-floor runs
+// the three beside a single elockd, an elock mesh and a null server, in
+// one run.
 package main
 
 import (
@@ -76,7 +83,7 @@ var replies = [...][]byte{
 	resAcquired:    []byte("200 Acquired\r\n"),
 	resUnlocked:    []byte("200 Unlocked\r\n"),
 	resUnavailable: []byte("409 Unavailable\r\n"),
-	resNotHeld:     []byte("403 not held\r\n"),
+	resNotHeld:     []byte("403 not_locked\r\n"),
 }
 
 // frame header: length of the rest (u16), kind, home node, op or result,
@@ -112,9 +119,14 @@ type sender struct {
 // drops frames: the floor measures the hops, not failures.
 func (s *sender) send(f frame) {
 	s.mu.Lock()
-	if s.direct {
+	if s.direct && s.nc != nil {
 		s.buf = f.append(s.buf[:0])
 		_, _ = s.nc.Write(s.buf)
+		s.mu.Unlock()
+		return
+	}
+	if s.direct { // not connected yet: connect writes what is queued
+		s.buf = f.append(s.buf)
 		s.mu.Unlock()
 		return
 	}
@@ -229,6 +241,7 @@ func (n *node) own(home byte, id uint64, op byte, name []byte) {
 	case opUnlock:
 		switch {
 		case !st.held:
+			delete(n.locks, string(name))
 			n.omu.Unlock()
 			n.answer(home, id, resNotHeld)
 		case len(st.queue) > 0:
@@ -357,6 +370,9 @@ func (n *node) connect(i int, nc net.Conn) {
 	s := n.peers[i]
 	s.mu.Lock()
 	s.nc = nc
+	if s.direct && len(s.buf) > 0 {
+		_, _ = nc.Write(s.buf)
+	}
 	s.mu.Unlock()
 	if !s.direct {
 		go s.loop()

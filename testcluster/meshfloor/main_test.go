@@ -138,7 +138,7 @@ func TestTheFloorHandsALockOverAcrossNodes(t *testing.T) {
 				if r := other.do("unlock " + name); r != "200 Unlocked" {
 					t.Fatalf("owner %d: the waiter's unlock -> %q", o, r)
 				}
-				if r := holder.do("unlock " + name); r != "403 not held" {
+				if r := holder.do("unlock " + name); r != "403 not_locked" {
 					t.Fatalf("owner %d: unlock of a free name -> %q", o, r)
 				}
 			}
@@ -146,31 +146,64 @@ func TestTheFloorHandsALockOverAcrossNodes(t *testing.T) {
 	}
 }
 
-// A lock takes elock's hops: from a home that is neither owner nor
-// replica, one request to the owner, one replicate to the replica, one
-// acknowledgement back, one result to the home.
+// A lock takes elock's hops, and its answer waits for the replica: from
+// each of the three nodes as home, the frames each node read by the time
+// the client has its answer (and, for the owner's acknowledgement in
+// -chain, soon after) are exactly those of elock's mesh.
 func TestALockTakesTheMeshsHops(t *testing.T) {
-	for _, chain := range []bool{false, true} {
-		t.Run(fmt.Sprintf("chain=%v", chain), func(t *testing.T) {
-			ns, addrs := floor(t, false, chain)
-			for o, name := range namesByOwner() {
-				replica, home := (o+1)%nodes, (o+2)%nodes
-				before := func(i int, kind byte) uint64 { return ns[i].frames[kind].Load() }
-				want := map[[2]int]uint64{
-					{o, int(kRequest)}: before(o, kRequest) + 1, {replica, int(kReplicate)}: before(replica, kReplicate) + 1,
-					{o, int(kAck)}: before(o, kAck) + 1, {home, int(kResult)}: before(home, kResult) + 1,
-				}
-				if r := dial(t, addrs[home]).do("lock " + name); r != "200 Acquired" {
-					t.Fatalf("owner %d: lock -> %q", o, r)
-				}
-				wait.For(t, 5*time.Second, "every hop's frame", func() bool {
-					for k, n := range want {
-						if ns[k[0]].frames[k[1]].Load() != n {
-							return false
-						}
+	for _, mode := range []struct {
+		name          string
+		direct, chain bool
+	}{{"batched", false, false}, {"direct", true, false}, {"chain", false, true}} {
+		t.Run(mode.name, func(t *testing.T) {
+			ns, addrs := floor(t, mode.direct, mode.chain)
+			counts := func() (c [nodes][kResult + 1]uint64) {
+				for i := range ns {
+					for k := range c[i] {
+						c[i][k] = ns[i].frames[k].Load()
 					}
-					return true
-				})
+				}
+				return c
+			}
+			for o, name := range namesByOwner() {
+				r := (o + 1) % nodes
+				for _, h := range []int{o, r, (o + 2) % nodes} {
+					before := counts()
+					want := before
+					if h != o {
+						want[o][kRequest]++
+					}
+					want[r][kReplicate]++
+					if !mode.chain && h != o {
+						want[h][kResult]++ // from the owner, after the ack
+					}
+					if mode.chain && h != r {
+						want[h][kResult]++ // from the replica
+					}
+					now := want // what must be read before the answer
+					want[o][kAck]++
+					if !mode.chain {
+						now = want
+					}
+					c := dial(t, addrs[h])
+					if got := c.do("lock " + name); got != "200 Acquired" {
+						t.Fatalf("owner %d, home %d: lock -> %q", o, h, got)
+					}
+					if got := counts(); got != now && got != want {
+						t.Fatalf("owner %d, home %d: frames read by the answer %v, want %v", o, h, got, now)
+					}
+					wait.Seen(t, 5*time.Second, "the owner's acknowledgement", nil, func() (bool, string) {
+						got := counts()
+						return got == want, fmt.Sprint(got)
+					})
+					if got := c.do("unlock " + name); got != "200 Unlocked" {
+						t.Fatalf("owner %d, home %d: unlock -> %q", o, h, got)
+					}
+					wait.For(t, 5*time.Second, "the unlock's frames", func() bool {
+						got := counts()
+						return got[o][kAck] == want[o][kAck]+1 && got[r][kReplicate] == want[r][kReplicate]+1
+					})
+				}
 			}
 		})
 	}
