@@ -103,14 +103,17 @@ func namesByOwner() [nodes]string {
 	}
 }
 
+// modes are the floor's three ways of sending.
+var modes = []struct {
+	name          string
+	direct, chain bool
+}{{"batched", false, false}, {"direct", true, false}, {"chain", false, true}}
+
 // The floor answers as elock does through every hop: a name held by a
 // client of one node is refused to a client of another, queues a waiter,
 // and passes to it when its holder unlocks, whichever node owns it.
 func TestTheFloorHandsALockOverAcrossNodes(t *testing.T) {
-	for _, mode := range []struct {
-		name          string
-		direct, chain bool
-	}{{"batched", false, false}, {"direct", true, false}, {"chain", false, true}} {
+	for _, mode := range modes {
 		t.Run(mode.name, func(t *testing.T) {
 			ns, addrs := floor(t, mode.direct, mode.chain)
 			for o, name := range namesByOwner() {
@@ -151,10 +154,7 @@ func TestTheFloorHandsALockOverAcrossNodes(t *testing.T) {
 // the client has its answer (and, for the owner's acknowledgement in
 // -chain, soon after) are exactly those of elock's mesh.
 func TestALockTakesTheMeshsHops(t *testing.T) {
-	for _, mode := range []struct {
-		name          string
-		direct, chain bool
-	}{{"batched", false, false}, {"direct", true, false}, {"chain", false, true}} {
+	for _, mode := range modes {
 		t.Run(mode.name, func(t *testing.T) {
 			ns, addrs := floor(t, mode.direct, mode.chain)
 			counts := func() (c [nodes][kResult + 1]uint64) {
