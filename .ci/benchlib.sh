@@ -72,13 +72,15 @@ failures() {
 # session timeout, and their expiry sends releases to every owner: that
 # work belongs to no later round, whichever server that round measures.
 quiet() {
-  local cli=$1 a t
+  local cli=$1 a open
   shift
-  for t in $(seq 300); do
+  for _ in $(seq 300); do
+    open=0
     for a in "$@"; do
-      "$cli" -addr "$a" stats 2>/dev/null | grep -q "^STAT sessions 0" || continue 2
+      "$cli" -addr "$a" stats 2>/dev/null | grep -q "^STAT sessions 0" || open=1
     done
-    return 0
+    [ $open = 0 ] && return 0
+    sleep 0.1
   done
   echo "quiet: sessions still open on $* after 30 s" >&2
   return 1

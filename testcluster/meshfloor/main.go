@@ -28,7 +28,8 @@
 // -direct writes each peer frame from the goroutine that sends it instead
 // of batching; -chain has the replica answer the home itself, one hop
 // less than elock (one change of elock's replication protocol that
-// would save a hop); -pprof serves net/http/pprof. .ci/bench-floor runs
+// would save a hop); -plumbed adds elock's two goroutine hand-offs per
+// request (see node.plumbed); -pprof serves net/http/pprof. .ci/bench-floor runs
 // the three beside a single elockd, an elock mesh and a null server, in
 // one run.
 package main
@@ -171,6 +172,10 @@ type node struct {
 	// chain: the replica answers the home itself, one hop less than
 	// elock's owner-answers (a change of protocol elock has not made).
 	chain bool
+	// plumbed adds elock's two goroutine hand-offs per request: a reply
+	// goes to the client's goroutine, which writes it, and a replicate
+	// goes to a link goroutine, which sends it (replication/stream.go).
+	plumbed bool
 	// frames counts the peer frames read here, by kind.
 	frames [kResult + 1]atomic.Uint64
 
@@ -180,14 +185,37 @@ type node struct {
 
 	omu   sync.Mutex
 	locks map[string]*lockState // names this node owns
+
+	lmu   sync.Mutex // guards linkq
+	linkq []frame    // replicates for the link goroutine (plumbed)
+	lwake chan struct{}
+}
+
+// link sends the replicates queued for it, as elock's link goroutine
+// does, until the process ends.
+func (n *node) link() {
+	var q []frame
+	for range n.lwake {
+		n.lmu.Lock()
+		q, n.linkq = n.linkq, q[:0]
+		n.lmu.Unlock()
+		for _, f := range q {
+			n.peers[(n.self+1)%nodes].send(f)
+		}
+	}
 }
 
 type client struct {
-	mu sync.Mutex
-	nc net.Conn
+	mu      sync.Mutex
+	nc      net.Conn
+	results chan byte // plumbed: the client's goroutine writes the reply
 }
 
 func (c *client) reply(res byte) {
+	if c.results != nil {
+		c.results <- res
+		return
+	}
 	c.mu.Lock()
 	_, _ = c.nc.Write(replies[res])
 	c.mu.Unlock()
@@ -213,6 +241,16 @@ func (n *node) answer(home byte, id uint64, res byte) {
 // replicate sends a decided result to the owner's replica; the answer
 // goes out when the replica acknowledges it.
 func (n *node) replicate(home byte, id uint64, res byte) {
+	if n.plumbed {
+		n.lmu.Lock()
+		n.linkq = append(n.linkq, frame{kind: kReplicate, home: home, arg: res, id: id})
+		n.lmu.Unlock()
+		select {
+		case n.lwake <- struct{}{}:
+		default:
+		}
+		return
+	}
 	n.peers[(n.self+1)%nodes].send(frame{kind: kReplicate, home: home, arg: res, id: id})
 }
 
@@ -306,6 +344,9 @@ func (n *node) readPeer(nc net.Conn) {
 func (n *node) serveClient(nc net.Conn) {
 	defer nc.Close()
 	c := &client{nc: nc}
+	if n.plumbed {
+		c.results = make(chan byte, 1)
+	}
 	r := bufio.NewReaderSize(nc, 4096)
 	for {
 		line, err := r.ReadSlice('\n')
@@ -337,6 +378,12 @@ func (n *node) serveClient(nc net.Conn) {
 		} else {
 			n.own(n.self, id, op, name)
 		}
+		if c.results != nil {
+			// elock's connection goroutine waits for a plain answer and
+			// writes it (a wait's grant too, here: one hand-off more than
+			// elock, where whoever learns of the grant writes it).
+			_, _ = nc.Write(replies[<-c.results])
+		}
 	}
 }
 
@@ -347,8 +394,12 @@ func fatal(err error) {
 
 // newNode is node self, serving peers on peerLn at once (a peer may send
 // before this node has dialed it).
-func newNode(self int, direct, chain bool, peerLn net.Listener) *node {
-	n := &node{self: byte(self), chain: chain, pending: map[uint64]*client{}, locks: map[string]*lockState{}}
+func newNode(self int, direct, chain, plumbed bool, peerLn net.Listener) *node {
+	n := &node{self: byte(self), chain: chain, plumbed: plumbed, pending: map[uint64]*client{}, locks: map[string]*lockState{}}
+	if plumbed {
+		n.lwake = make(chan struct{}, 1)
+		go n.link()
+	}
 	go func() {
 		for {
 			nc, err := peerLn.Accept()
@@ -396,6 +447,7 @@ func main() {
 	port := flag.Int("port", 11400, "client port; peers use PORT+1")
 	direct := flag.Bool("direct", false, "write each peer frame at once instead of batching")
 	chain := flag.Bool("chain", false, "the replica answers the home (one hop less than elock)")
+	plumbed := flag.Bool("plumbed", false, "add elock's goroutine hand-offs: replies via the client's goroutine, replicates via a link goroutine")
 	pprof := flag.String("pprof", "", "serve net/http/pprof on this address")
 	flag.Parse()
 	if *self < 0 || *self >= nodes {
@@ -409,7 +461,7 @@ func main() {
 	if err != nil {
 		fatal(err)
 	}
-	n := newNode(*self, *direct, *chain, pl)
+	n := newNode(*self, *direct, *chain, *plumbed, pl)
 	for i := range nodes {
 		if i == *self {
 			continue
