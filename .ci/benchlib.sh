@@ -4,16 +4,18 @@
 
 tck=$(getconf CLK_TCK)
 
-# totals PIDS...: cpu ticks, read syscalls, write syscalls of the processes.
+# totals PIDS...: user cpu ticks, system cpu ticks, read syscalls, write
+# syscalls of the processes.
 totals() {
-  local t=0 r=0 w=0 p a
+  local u=0 s=0 r=0 w=0 p a
   for p in "$@"; do
     read -r -a a <"/proc/$p/stat"
-    t=$((t + a[13] + a[14]))
+    u=$((u + a[13]))
+    s=$((s + a[14]))
     r=$((r + $(awk '/^syscr/{print $2}' "/proc/$p/io")))
     w=$((w + $(awk '/^syscw/{print $2}' "/proc/$p/io")))
   done
-  echo "$t $r $w"
+  echo "$u $s $r $w"
 }
 
 # field NAME JSON: a number from lockbench's one-line JSON summary.
@@ -21,30 +23,31 @@ field() { sed -E "s/.*\"$1\":([0-9.eE+-]+).*/\1/" <<<"$2"; }
 
 # round LOCKBENCH BACKEND LABEL ADDRS MODE CLIENTS SECS PIDS...: runs
 # lockbench's BACKEND (text, etcd) against ADDRS and prints one line:
-# LABEL ops/s=... p99_us=... cpu_us/op=... syscr/op=... syscw/op=...
-# errors=... timeouts=... violations=..., where CPU and syscalls are those
-# of PIDS over the round, and violations counts lockbench's violations
+# LABEL ops/s=... p99_us=... cpu_us/op=... user_us/op=... syscr/op=...
+# syscw/op=... errors=... timeouts=... violations=..., where CPU (user
+# and system; user_us/op is the user part) and syscalls are those of PIDS
+# over the round, and violations counts lockbench's violations
 # and lost updates. lockbench's stderr goes to $BENCHLOG if set. A round
 # lockbench did not finish prints LABEL failed=1.
 round() {
   local lb=$1 backend=$2 label=$3 addrs=$4 mode=$5 clients=$6 secs=$7
   shift 7
-  local t0 r0 w0 t1 r1 w1 line ops
-  read -r t0 r0 w0 <<<"$(totals "$@")"
+  local u0 s0 r0 w0 u1 s1 r1 w1 line ops
+  read -r u0 s0 r0 w0 <<<"$(totals "$@")"
   line=$("$lb" "$backend" -addr "$addrs" -mode "$mode" -w "$clients" -d "${secs}s" -warmup 0s -json \
     2>>"${BENCHLOG:-/dev/null}" | grep '^{' || true)
-  read -r t1 r1 w1 <<<"$(totals "$@")"
+  read -r u1 s1 r1 w1 <<<"$(totals "$@")"
   ops=$(field ops "$line")
   if [ -z "$line" ] || ! [ "${ops%.*}" -gt 0 ] 2>/dev/null; then
     echo "$label failed=1"
     return
   fi
   awk -v label="$label" -v ops="$ops" -v ops_s="$(field ops_per_s "$line")" -v p99="$(field acq_p99_us "$line")" \
-    -v dt=$((t1 - t0)) -v dr=$((r1 - r0)) -v dw=$((w1 - w0)) -v tck="$tck" \
+    -v du=$((u1 - u0)) -v ds=$((s1 - s0)) -v dr=$((r1 - r0)) -v dw=$((w1 - w0)) -v tck="$tck" \
     -v errs="$(field errors "$line")" -v touts="$(field timeouts "$line")" \
     -v viol="$(($(field violations "$line") + $(field lost_updates "$line")))" 'BEGIN {
-      printf "%s ops/s=%d p99_us=%d cpu_us/op=%.1f syscr/op=%.2f syscw/op=%.2f errors=%d timeouts=%d violations=%d\n",
-        label, ops_s, p99, dt / tck * 1e6 / ops, dr / ops, dw / ops, errs, touts, viol }'
+      printf "%s ops/s=%d p99_us=%d cpu_us/op=%.1f user_us/op=%.1f syscr/op=%.2f syscw/op=%.2f errors=%d timeouts=%d violations=%d\n",
+        label, ops_s, p99, (du + ds) / tck * 1e6 / ops, du / tck * 1e6 / ops, dr / ops, dw / ops, errs, touts, viol }'
 }
 
 # medians LABEL FILE: the medians of LABEL's rounds in FILE.
@@ -56,8 +59,8 @@ medians() {
       for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
       return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
     }
-    END { printf "%-8s ops/s %6.0f  p99 %5.0f us  cpu %5.1f us/op  syscalls %.2f read %.2f write per op\n",
-      k, median("ops/s"), median("p99_us"), median("cpu_us/op"), median("syscr/op"), median("syscw/op") }' "$2"
+    END { printf "%-8s ops/s %6.0f  p99 %5.0f us  cpu %5.1f us/op (user %5.1f)  syscalls %.2f read %.2f write per op\n",
+      k, median("ops/s"), median("p99_us"), median("cpu_us/op"), median("user_us/op"), median("syscr/op"), median("syscw/op") }' "$2"
 }
 
 # failures FILE: true if any round failed or reported errors or
