@@ -29,7 +29,9 @@
 // of batching; -chain has the replica answer the home itself, one hop
 // less than elock (one change of elock's replication protocol that
 // would save a hop); -plumbed adds elock's two goroutine hand-offs per
-// request (see node.plumbed); -pprof serves net/http/pprof. .ci/bench-floor runs
+// request (see node.plumbed); -split uses two connections per pair and
+// direction as elock does (see node.split); -pprof serves
+// net/http/pprof. .ci/bench-floor runs
 // the three beside a single elockd, an elock mesh and a null server, in
 // one run.
 package main
@@ -176,6 +178,11 @@ type node struct {
 	// goes to the client's goroutine, which writes it, and a replicate
 	// goes to a link goroutine, which sends it (replication/stream.go).
 	plumbed bool
+	// split sends answers (acks, results) back on the connection the
+	// other node dialed, and requests and replicates on the one this node
+	// dialed: elock's two connections per pair and direction.
+	split bool
+	back  [nodes]atomic.Pointer[sender] // split: a writer on each accepted connection
 	// frames counts the peer frames read here, by kind.
 	frames [kResult + 1]atomic.Uint64
 
@@ -223,10 +230,21 @@ func (c *client) reply(res byte) {
 
 func ownerOf(name []byte) byte { return byte(xxhash.Sum64(name) % nodes) }
 
+// respond sends an answer (an ack or a result) to node to.
+func (n *node) respond(to byte, f frame) {
+	if s := n.back[to].Load(); n.split && s != nil {
+		s.send(f)
+		return
+	}
+	// Not split, or to has not called yet (only -chain answers a node
+	// that has sent it nothing).
+	n.peers[to].send(f)
+}
+
 // answer hands result res of request id to its home's client.
 func (n *node) answer(home byte, id uint64, res byte) {
 	if home != n.self {
-		n.peers[home].send(frame{kind: kResult, home: home, arg: res, id: id})
+		n.respond(home, frame{kind: kResult, home: home, arg: res, id: id})
 		return
 	}
 	n.pmu.Lock()
@@ -296,11 +314,9 @@ func (n *node) own(home byte, id uint64, op byte, name []byte) {
 	}
 }
 
-// readPeer serves the frames of one incoming peer connection until it
-// breaks.
-func (n *node) readPeer(nc net.Conn) {
+// readPeer serves the frames of one peer connection until it breaks.
+func (n *node) readPeer(nc net.Conn, r *bufio.Reader) {
 	defer nc.Close()
-	r := bufio.NewReaderSize(nc, 64<<10)
 	var h [headerLen]byte
 	buf := make([]byte, 0, 256)
 	for {
@@ -325,7 +341,7 @@ func (n *node) readPeer(nc net.Conn) {
 			n.own(home, id, arg, buf)
 		case kReplicate:
 			// The replica would apply the change here.
-			n.peers[(n.self+nodes-1)%nodes].send(frame{kind: kAck, home: home, arg: arg, id: id})
+			n.respond((n.self+nodes-1)%nodes, frame{kind: kAck, home: home, arg: arg, id: id})
 			if n.chain {
 				n.answer(home, id, arg)
 			}
@@ -394,8 +410,8 @@ func fatal(err error) {
 
 // newNode is node self, serving peers on peerLn at once (a peer may send
 // before this node has dialed it).
-func newNode(self int, direct, chain, plumbed bool, peerLn net.Listener) *node {
-	n := &node{self: byte(self), chain: chain, plumbed: plumbed, pending: map[uint64]*client{}, locks: map[string]*lockState{}}
+func newNode(self int, direct, chain, plumbed, split bool, peerLn net.Listener) *node {
+	n := &node{self: byte(self), chain: chain, plumbed: plumbed, split: split, pending: map[uint64]*client{}, locks: map[string]*lockState{}}
 	if plumbed {
 		n.lwake = make(chan struct{}, 1)
 		go n.link()
@@ -406,7 +422,7 @@ func newNode(self int, direct, chain, plumbed bool, peerLn net.Listener) *node {
 			if err != nil {
 				return
 			}
-			go n.readPeer(nc)
+			go n.accepted(nc, direct)
 		}
 	}()
 	for i := range n.peers {
@@ -415,18 +431,42 @@ func newNode(self int, direct, chain, plumbed bool, peerLn net.Listener) *node {
 	return n
 }
 
+// accepted serves a connection another node dialed: its first byte
+// names that node.
+func (n *node) accepted(nc net.Conn, direct bool) {
+	r := bufio.NewReaderSize(nc, 64<<10)
+	from, err := r.ReadByte()
+	if err != nil || int(from) >= nodes {
+		nc.Close()
+		return
+	}
+	if n.split {
+		s := &sender{wake: make(chan struct{}, 1), nc: nc, direct: direct}
+		if !direct {
+			go s.loop()
+		}
+		n.back[from].Store(s)
+	}
+	n.readPeer(nc, r)
+}
+
 // connect gives node i's sender its connection. Every frame this node
-// sends to i goes on it; i reads it on the one it accepted.
+// sends to i goes on it (with split, every request and replicate), and
+// i reads it on the one it accepted.
 func (n *node) connect(i int, nc net.Conn) {
 	s := n.peers[i]
 	s.mu.Lock()
 	s.nc = nc
+	_, _ = nc.Write([]byte{n.self}) // who is calling
 	if s.direct && len(s.buf) > 0 {
 		_, _ = nc.Write(s.buf)
 	}
 	s.mu.Unlock()
 	if !s.direct {
 		go s.loop()
+	}
+	if n.split {
+		go n.readPeer(nc, bufio.NewReaderSize(nc, 64<<10)) // the answers
 	}
 }
 
@@ -447,6 +487,7 @@ func main() {
 	port := flag.Int("port", 11400, "client port; peers use PORT+1")
 	direct := flag.Bool("direct", false, "write each peer frame at once instead of batching")
 	chain := flag.Bool("chain", false, "the replica answers the home (one hop less than elock)")
+	split := flag.Bool("split", false, "answers go back on the connection the other node dialed, as in elock")
 	plumbed := flag.Bool("plumbed", false, "add elock's goroutine hand-offs: replies via the client's goroutine, replicates via a link goroutine")
 	pprof := flag.String("pprof", "", "serve net/http/pprof on this address")
 	flag.Parse()
@@ -461,7 +502,7 @@ func main() {
 	if err != nil {
 		fatal(err)
 	}
-	n := newNode(*self, *direct, *chain, *plumbed, pl)
+	n := newNode(*self, *direct, *chain, *plumbed, *split, pl)
 	for i := range nodes {
 		if i == *self {
 			continue

@@ -13,7 +13,7 @@ import (
 
 // floor starts three nodes in this process on ports the OS picks and
 // returns their client addresses.
-func floor(t *testing.T, direct, chain, plumbed bool) ([nodes]*node, [nodes]string) {
+func floor(t *testing.T, direct, chain, plumbed, split bool) ([nodes]*node, [nodes]string) {
 	t.Helper()
 	var ns [nodes]*node
 	var peerAddrs, clientAddrs [nodes]string
@@ -24,7 +24,7 @@ func floor(t *testing.T, direct, chain, plumbed bool) ([nodes]*node, [nodes]stri
 		}
 		t.Cleanup(func() { pl.Close() })
 		peerAddrs[i] = pl.Addr().String()
-		ns[i] = newNode(i, direct, chain, plumbed, pl)
+		ns[i] = newNode(i, direct, chain, plumbed, split, pl)
 	}
 	for i := range nodes {
 		for j := range nodes {
@@ -105,9 +105,12 @@ func namesByOwner() [nodes]string {
 
 // modes are the floor's ways of sending.
 var modes = []struct {
-	name                   string
-	direct, chain, plumbed bool
-}{{"batched", false, false, false}, {"direct", true, false, false}, {"chain", false, true, false}, {"plumbed", false, false, true}}
+	name                          string
+	direct, chain, plumbed, split bool
+}{
+	{name: "batched"}, {name: "direct", direct: true}, {name: "chain", chain: true},
+	{name: "plumbed", plumbed: true}, {name: "split", split: true},
+}
 
 // The floor answers as elock does through every hop: a name held by a
 // client of one node is refused to a client of another, queues a waiter,
@@ -115,7 +118,7 @@ var modes = []struct {
 func TestTheFloorHandsALockOverAcrossNodes(t *testing.T) {
 	for _, mode := range modes {
 		t.Run(mode.name, func(t *testing.T) {
-			ns, addrs := floor(t, mode.direct, mode.chain, mode.plumbed)
+			ns, addrs := floor(t, mode.direct, mode.chain, mode.plumbed, mode.split)
 			for o, name := range namesByOwner() {
 				holder := dial(t, addrs[(o+1)%nodes])
 				other := dial(t, addrs[(o+2)%nodes])
@@ -156,7 +159,7 @@ func TestTheFloorHandsALockOverAcrossNodes(t *testing.T) {
 func TestALockTakesTheMeshsHops(t *testing.T) {
 	for _, mode := range modes {
 		t.Run(mode.name, func(t *testing.T) {
-			ns, addrs := floor(t, mode.direct, mode.chain, mode.plumbed)
+			ns, addrs := floor(t, mode.direct, mode.chain, mode.plumbed, mode.split)
 			counts := func() (c [nodes][kResult + 1]uint64) {
 				for i := range ns {
 					for k := range c[i] {
