@@ -70,6 +70,15 @@ failures() {
     END { exit !bad }' "$1"
 }
 
+# ready ELOCK ADDR...: true if every elock node at ADDR... is ready.
+ready() {
+  local cli=$1 a
+  shift
+  for a in "$@"; do
+    "$cli" -addr "$a" stats 2>/dev/null | grep -q "node_ready 1" || return 1
+  done
+}
+
 # quiet ELOCK ADDR...: waits (up to 30 s) until no elock node at ADDR...
 # has a session left. A round's sessions outlive its connections by the
 # session timeout, and their expiry sends releases to every owner: that
