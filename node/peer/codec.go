@@ -70,11 +70,23 @@ func (d *Dec) Int() int64 {
 	return v
 }
 
-// Len reads a count and bounds it by what is left, so a corrupt count
-// cannot make a caller allocate without limit.
-func (d *Dec) Len() int {
+// Len reads a count of bytes, or of elements at least a byte long each,
+// and bounds it by what is left (see Count).
+func (d *Dec) Len() int { return d.Count(1) }
+
+// Count reads a count of elements that take at least size bytes each
+// once encoded, and bounds it by what the bytes left can hold: a corrupt
+// or hostile count cannot make a caller allocate more than the message's
+// own length allows, whatever an element costs in memory.
+func (d *Dec) Count(size int) int {
 	n := d.Uint()
-	if n > uint64(len(d.B)) || n > math.MaxInt32 {
+	if d.err != nil {
+		return 0
+	}
+	if size < 1 {
+		size = 1
+	}
+	if n > uint64(len(d.B)/size) || n > math.MaxInt32 {
 		d.err = ErrMalformed
 		return 0
 	}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -20,6 +21,16 @@ import (
 type Mux struct {
 	ln  net.Listener
 	log *slog.Logger
+
+	// conns counts the connections accepted and not yet closed, RPC and
+	// raft alike, up to max (MaxConns): a peer, or anyone who can reach
+	// the port, that opens connections without end is refused beyond it
+	// instead of costing a goroutine and buffers each.
+	conns atomic.Int64
+	max   int64
+	// refused counts the connections closed at once for being over max,
+	// so that the warning is logged once per burst, not per connection.
+	refused atomic.Int64
 
 	raft     chan net.Conn
 	closing  chan struct{}
@@ -36,7 +47,7 @@ func NewMux(ln net.Listener, log *slog.Logger) *Mux {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Mux{ln: ln, log: log, raft: make(chan net.Conn), closing: make(chan struct{}),
-		serving: make(chan *Server, 1), done: make(chan struct{})}
+		serving: make(chan *Server, 1), done: make(chan struct{}), max: MaxConns}
 }
 
 // Serve starts routing ln's connections, RPC ones to rpc. It is called
@@ -64,17 +75,27 @@ func (m *Mux) accept(rpc *Server) {
 			m.log.Error("peer listener failed", "err", err)
 			return
 		}
+		if m.conns.Add(1) > m.max {
+			m.conns.Add(-1)
+			nc.Close()
+			if m.refused.Add(1) == 1 {
+				m.log.Warn("peer: too many connections; refusing new ones", "max", m.max, "remote", nc.RemoteAddr())
+			}
+			continue
+		}
+		m.refused.Store(0)
 		m.wg.Add(1)
 		go func() {
 			defer m.wg.Done()
-			m.route(nc, rpc)
+			m.route(slotConn{Conn: nc, m: m, once: new(sync.Once)}, rpc)
 		}()
 	}
 }
 
-func (m *Mux) route(nc net.Conn, rpc *Server) {
-	if tc, ok := nc.(*net.TCPConn); ok {
+func (m *Mux) route(nc slotConn, rpc *Server) {
+	if tc, ok := nc.Conn.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
+		tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: KeepAlive, Interval: KeepAlive, Count: 3})
 	}
 	nc.SetReadDeadline(time.Now().Add(10 * time.Second))
 	r := bufio.NewReaderSize(nc, 64<<10)
@@ -153,6 +174,31 @@ func (m *Mux) DialRaft(addr string, timeout time.Duration) (net.Conn, error) {
 	}
 	nc.SetWriteDeadline(time.Time{})
 	return nc, nil
+}
+
+// MaxConns bounds the connections a node's -peer port holds at once.
+// Each pair of nodes uses two RPC connections and a few raft ones, so
+// this leaves room for meshes of hundreds of nodes.
+const MaxConns = 1024
+
+// KeepAlive is the TCP keepalive period of peer connections: a peer that
+// vanishes without closing (a machine powered off, a cable pulled) is
+// found in about three periods, not the kernel's default two hours, and
+// what waited on its connection fails as lost.
+const KeepAlive = 15 * time.Second
+
+// slotConn gives back its place among the Mux's connections when it is
+// first closed.
+type slotConn struct {
+	net.Conn
+	m    *Mux
+	once *sync.Once
+}
+
+func (c slotConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() { c.m.conns.Add(-1) })
+	return err
 }
 
 // bufferedConn reads through the bufio.Reader that consumed the protocol

@@ -31,6 +31,7 @@ import (
 	"log/slog"
 	"net"
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 
@@ -50,11 +51,23 @@ var (
 	ErrClosed = errors.New("peer: closed")
 	// ErrTooLarge: a frame exceeded MaxFrame.
 	ErrTooLarge = errors.New("peer: frame too large")
+	// ErrBacklog: the remote end stopped reading and a connection's
+	// queue of frames to send reached MaxQueued; the connection is
+	// closed, as if it broke.
+	ErrBacklog = errors.New("peer: the remote end is not reading; connection closed")
 )
 
 // MaxFrame bounds one frame's payload. Snapshots are sent in chunks below
 // it.
 const MaxFrame = 16 << 20
+
+// MaxQueued bounds the bytes a connection queues to send while its remote
+// end does not read them (a node paused, or a peer that only writes).
+// Reaching it breaks the connection: its calls fail as lost, and the
+// memory they held is freed, instead of growing for as long as the remote
+// end keeps the connection open. It is far above what a healthy peer
+// leaves queued, which is one write's worth.
+const MaxQueued = 64 << 20
 
 // Protocol bytes: the first byte a dialer writes on a -peer connection.
 const (
@@ -129,13 +142,14 @@ type sender struct {
 	stop    sync.Once
 	done    chan struct{}
 	nc      net.Conn
-	onError func(error)
+	onError func(error) // called once the sender fails; closes the connection
+	limit   int         // MaxQueued, or less in tests
 }
 
 func newSender(nc net.Conn, onError func(error)) *sender {
 	s := &sender{
 		wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{}),
-		nc: nc, onError: onError,
+		nc: nc, onError: onError, limit: MaxQueued,
 	}
 	go s.loop()
 	return s
@@ -151,6 +165,14 @@ func (s *sender) send(kind byte, id uint64, payload []byte) error {
 		err := s.err
 		s.mu.Unlock()
 		return err
+	}
+	if len(s.buf)+headerLen+len(payload) > s.limit {
+		s.err = ErrBacklog
+		s.mu.Unlock()
+		if s.onError != nil {
+			s.onError(ErrBacklog)
+		}
+		return ErrBacklog
 	}
 	var h [headerLen]byte
 	binary.BigEndian.PutUint32(h[0:4], uint32(len(payload)))
@@ -192,7 +214,9 @@ func (s *sender) loop() {
 		if len(out) > 0 {
 			if _, err := s.nc.Write(out); err != nil {
 				s.mu.Lock()
-				s.err = err
+				if s.err == nil || s.err == ErrClosed {
+					s.err = err
+				}
 				s.mu.Unlock()
 				if s.onError != nil {
 					s.onError(err)
@@ -215,22 +239,41 @@ func (s *sender) close() {
 	<-s.done
 }
 
+// readChunk is how much of a frame's payload readFrame makes room for
+// before the bytes arrive.
+const readChunk = 64 << 10
+
+// keepBuffer is the largest read buffer a connection keeps between
+// frames; a larger one, left by a rare big frame (a snapshot chunk), is
+// dropped rather than held for the connection's life.
+const keepBuffer = 1 << 20
+
 // readFrame reads one frame into buf (grown as needed). h is the
 // caller's, so that the header does not escape to the heap per frame.
+//
+// The payload is read as its bytes arrive: buf grows by at most
+// readChunk beyond what has been received, so a header that declares
+// MaxFrame bytes and sends a few costs a few, not MaxFrame.
 func readFrame(r *bufio.Reader, buf []byte, h *[headerLen]byte) (kind byte, id uint64, payload, nbuf []byte, err error) {
+	if cap(buf) > keepBuffer {
+		buf = nil
+	}
 	if _, err = io.ReadFull(r, h[:]); err != nil {
 		return 0, 0, nil, buf, err
 	}
-	n := binary.BigEndian.Uint32(h[0:4])
+	n := int(binary.BigEndian.Uint32(h[0:4]))
 	if n > MaxFrame {
 		return 0, 0, nil, buf, ErrTooLarge
 	}
-	if cap(buf) < int(n) {
-		buf = make([]byte, n)
-	}
-	buf = buf[:n]
-	if _, err = io.ReadFull(r, buf); err != nil {
-		return 0, 0, nil, buf, err
+	buf = buf[:0]
+	for len(buf) < n {
+		want := min(n-len(buf), readChunk)
+		buf = slices.Grow(buf, want)
+		got, rerr := io.ReadFull(r, buf[len(buf):len(buf)+want])
+		buf = buf[:len(buf)+got]
+		if rerr != nil {
+			return 0, 0, nil, buf, rerr
+		}
 	}
 	return h[4], binary.BigEndian.Uint64(h[5:13]), buf, buf, nil
 }
@@ -399,7 +442,7 @@ func (c *Client) conn(ctx context.Context) (*clientConn, error) {
 }
 
 func (c *Client) dial(ctx context.Context) (*clientConn, error) {
-	d := net.Dialer{Timeout: c.timeout, LocalAddr: c.source}
+	d := net.Dialer{Timeout: c.timeout, LocalAddr: c.source, KeepAlive: KeepAlive}
 	nc, err := d.DialContext(ctx, "tcp", c.addr)
 	if err != nil {
 		return nil, err
