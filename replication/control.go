@@ -295,8 +295,13 @@ type fsm struct{ c *Control }
 
 func (f *fsm) Apply(l *raft.Log) any {
 	cmd, err := DecodeCommand(l.Data)
+	if err == nil {
+		err = cmd.Check(f.c.cfg.Partitions)
+	}
 	if err != nil {
-		f.c.log.Error("undecodable command in the raft log", "index", l.Index, "err", err)
+		// Skipped by every node alike: they all run with the same
+		// partition count (the ring hash in gossip checks it).
+		f.c.log.Error("bad command in the raft log, skipped", "index", l.Index, "err", err)
 		return err
 	}
 	old := f.c.state.Load()
@@ -319,6 +324,9 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 		return err
 	}
 	cur, err := DecodeState(b)
+	if err == nil {
+		err = cur.Check(f.c.cfg.Partitions)
+	}
 	if err != nil {
 		return err
 	}

@@ -33,13 +33,13 @@ func startData(t *testing.T, id string) *dataNode {
 	return startDataN(t, id, 1)
 }
 
-func startDataN(t *testing.T, id string, partitions int) *dataNode {
+func startDataN(t testing.TB, id string, partitions int) *dataNode {
 	t.Helper()
 	return startDataWith(t, id, partitions, nil)
 }
 
 // startDataWith starts a data plane whose configuration mod may change.
-func startDataWith(t *testing.T, id string, partitions int, mod func(*DataConfig)) *dataNode {
+func startDataWith(t testing.TB, id string, partitions int, mod func(*DataConfig)) *dataNode {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

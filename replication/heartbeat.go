@@ -63,7 +63,7 @@ func encodeEpochs(e *peer.Enc, m map[int]uint64) {
 }
 
 func decodeEpochs(d *peer.Dec) map[int]uint64 {
-	n := d.Len()
+	n := d.Count(2) // a partition and an epoch
 	m := make(map[int]uint64, n)
 	for range n {
 		p := int(d.Uint())
@@ -100,12 +100,33 @@ func (c *Control) heartbeat(payload []byte) ([]byte, error) {
 		return nil, errors.New("leadership not confirmed recently")
 	}
 	st := c.State()
-	c.mu.Lock()
-	if !c.leading {
-		c.mu.Unlock()
+	if !c.note(st, inc, synced, over) {
 		return nil, errors.New("not the leader yet")
 	}
-	c.heard[inc] = time.Now()
+	// The index of the last table change, not raft's applied index: that
+	// also counts configuration entries, which no node's table ever sees.
+	var e peer.Enc
+	e.Int(int64(c.cfg.Lease))
+	e.Uint(st.Index)
+	return e.B, nil
+}
+
+// note records what a heartbeat from inc reports, as far as table st
+// gives inc the roles it reports on, and reports false if this node does
+// not lead yet. The maps it fills are bounded by the table: an unknown
+// incarnation or a partition out of range adds nothing.
+func (c *Control) note(st *State, inc Incarnation, synced, over map[int]uint64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.leading {
+		return false
+	}
+	// Only the table's own incarnations are remembered: one that is not
+	// registered yet is registered from gossip, which notes it as heard
+	// then, and a stream of made-up ones must not grow the map.
+	if n, ok := st.Node(inc.ID); ok && n.Nonce == inc.Nonce {
+		c.heard[inc] = time.Now()
+	}
 	for p, ep := range synced {
 		part := st.Part(p)
 		if (part.OwnedBy(inc.ID, inc.Nonce) || part.ReplicatedBy(inc.ID, inc.Nonce)) && part.Epoch == ep {
@@ -116,13 +137,10 @@ func (c *Control) heartbeat(payload []byte) ([]byte, error) {
 		}
 	}
 	for p, ep := range over {
-		c.delayOver[p] = ep
+		// Only a lost partition's owner can say its lock-delay is over.
+		if part := st.Part(p); part.OwnedBy(inc.ID, inc.Nonce) && part.Epoch == ep && part.Mode == Lost {
+			c.delayOver[p] = ep
+		}
 	}
-	c.mu.Unlock()
-	// The index of the last table change, not raft's applied index: that
-	// also counts configuration entries, which no node's table ever sees.
-	var e peer.Enc
-	e.Int(int64(c.cfg.Lease))
-	e.Uint(st.Index)
-	return e.B, nil
+	return true
 }

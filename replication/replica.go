@@ -27,12 +27,12 @@ const (
 // a change acknowledged.
 func (d *Data) serveReplicate(_ context.Context, _ peer.Method, payload []byte, reply func([]byte, error)) {
 	dec := peer.Dec{B: payload}
-	n := dec.Len()
+	n := dec.Count(minBatchPart)
 	out := peer.Enc{B: make([]byte, 0, 8+8*n)}
 	out.Uint(uint64(n))
 	for range n {
 		p, epoch, from, to := int(dec.Uint()), dec.Uint(), dec.Uint(), dec.Uint()
-		changes := make([]locktable.Change, dec.Len())
+		changes := make([]locktable.Change, dec.Count(minChange))
 		for i := range changes {
 			changes[i] = decodeChange(&dec)
 		}
@@ -120,6 +120,15 @@ func (d *Data) serveSnapshot(_ context.Context, _ peer.Method, payload []byte, r
 	})
 	reply(nil, err)
 }
+
+// minChange is the fewest bytes an encoded change takes (a byte per
+// field), and minBatchPart those of a partition's entry in a Replicate
+// batch (partition, epoch, positions, count): the bounds Count checks
+// counts against.
+const (
+	minChange    = 11
+	minBatchPart = 5
+)
 
 func decodeChange(d *peer.Dec) locktable.Change {
 	return locktable.Change{

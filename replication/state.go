@@ -180,6 +180,34 @@ type Settled struct {
 	Epoch uint64 `json:"e"`
 }
 
+// Check reports whether c fits a table of parts partitions: a command
+// from a build or a peer with another partition count (or a corrupt or
+// forged entry) would otherwise index partitions this node does not have.
+func (c Command) Check(parts int) error {
+	if c.Init != nil && len(c.Init) != parts {
+		return fmt.Errorf("replication: a table of %d partitions where this node has %d", len(c.Init), parts)
+	}
+	for _, a := range c.Assign {
+		if a.P < 0 || a.P >= parts {
+			return fmt.Errorf("replication: assignment of partition %d of %d", a.P, parts)
+		}
+	}
+	for _, st := range c.Settle {
+		if st.P < 0 || st.P >= parts {
+			return fmt.Errorf("replication: settling partition %d of %d", st.P, parts)
+		}
+	}
+	return nil
+}
+
+// Check reports whether s is a table of parts partitions, or no table yet.
+func (s *State) Check(parts int) error {
+	if len(s.Parts) != 0 && len(s.Parts) != parts {
+		return fmt.Errorf("replication: a table of %d partitions where this node has %d", len(s.Parts), parts)
+	}
+	return nil
+}
+
 // Encode serialises a command for the raft log.
 func (c Command) Encode() ([]byte, error) { return json.Marshal(c) }
 

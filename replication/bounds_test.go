@@ -1,0 +1,94 @@
+package replication
+
+import (
+	"bytes"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// fsmOf returns the fsm of a control plane with parts partitions and no
+// raft, over a data plane of its own.
+func fsmOf(t testing.TB, parts int) (*fsm, *Control) {
+	n := startDataN(t, "a", parts)
+	c := &Control{cfg: ControlConfig{Partitions: parts, Data: n.data}, log: slog.New(slog.DiscardHandler), changed: make(chan struct{})}
+	c.state.Store(&State{Nodes: map[string]Node{}})
+	return &fsm{c: c}, c
+}
+
+// A raft entry or a snapshot made for another partition count (another
+// build, a corrupt log, a forged entry) is refused, not applied: a table
+// of the wrong size would index partitions this node does not have, and
+// replayed from -data-dir it would crash the node at every start.
+func TestATableOfAnotherSizeIsRefused(t *testing.T) {
+	f, c := fsmOf(t, 4)
+	bad := []Command{
+		{Init: make([]Part, 9)},
+		{Assign: []Assignment{{P: 4, From: 0, To: Part{Epoch: 1}}}},
+		{Assign: []Assignment{{P: -1, From: 0, To: Part{Epoch: 1}}}},
+		{Settle: []Settled{{P: 70000, Epoch: 1}}},
+	}
+	for i, cmd := range bad {
+		b, err := cmd.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := f.Apply(&raft.Log{Index: uint64(i + 1), Data: b}); got == nil {
+			t.Errorf("command %d (%+v) applied to a table of 4 partitions", i, cmd)
+		}
+	}
+	if st := c.State(); st.Initialized() {
+		t.Fatalf("a bad Init made a table of %d partitions", len(st.Parts))
+	}
+	good, _ := Command{Init: make([]Part, 4)}.Encode()
+	if got := f.Apply(&raft.Log{Index: 9, Data: good}); got != nil {
+		t.Fatalf("a table of the right size: %v", got)
+	}
+	snap, _ := (&State{Index: 10, Parts: make([]Part, 5), Nodes: map[string]Node{}}).Encode()
+	if err := f.Restore(io.NopCloser(bytes.NewReader(snap))); err == nil {
+		t.Fatal("a snapshot of 5 partitions restored on a node of 4")
+	}
+	if st := c.State(); len(st.Parts) != 4 || st.Index != 9 {
+		t.Fatalf("after a refused snapshot the table is %d partitions at index %d, want 4 at 9", len(st.Parts), st.Index)
+	}
+}
+
+// A heartbeat counts only for the roles the table gives its sender: an
+// incarnation the table does not know is not remembered, and only a lost
+// partition's owner can end its lock-delay (anyone else ending it early
+// would let a grant through while a lost holder may still act).
+func TestAHeartbeatCountsOnlyForItsSendersRoles(t *testing.T) {
+	c := &Control{leading: true, heard: map[Incarnation]time.Time{}, synced: map[int]uint64{},
+		prevSynced: map[int]uint64{}, delayOver: map[int]uint64{}}
+	st := &State{
+		Parts: []Part{
+			{Epoch: 3, Owner: "a", ONonce: "a1", Replica: "b", RNonce: "b1", Mode: Lost},
+			{Epoch: 5, Owner: "b", ONonce: "b1", Replica: "a", RNonce: "a1", Mode: Lost},
+		},
+		Nodes: map[string]Node{"a": {ID: "a", Nonce: "a1"}, "b": {ID: "b", Nonce: "b1"}},
+	}
+	stranger := Incarnation{ID: "x", Nonce: "x1"}
+	if !c.note(st, stranger, map[int]uint64{0: 3}, map[int]uint64{0: 3, 1: 5, 99: 1}) {
+		t.Fatal("a leader refused to note")
+	}
+	if len(c.heard) != 0 || len(c.synced) != 0 || len(c.delayOver) != 0 {
+		t.Fatalf("a stranger's heartbeat counted: heard %v synced %v delay over %v", c.heard, c.synced, c.delayOver)
+	}
+	b := Incarnation{ID: "b", Nonce: "b1"}
+	c.note(st, b, map[int]uint64{0: 3}, map[int]uint64{0: 3, 1: 5})
+	if _, ok := c.heard[b]; !ok {
+		t.Fatal("a registered node's heartbeat was not noted")
+	}
+	if c.synced[0] != 3 {
+		t.Fatalf("the replica's synced report was dropped: %v", c.synced)
+	}
+	if _, ok := c.delayOver[0]; ok {
+		t.Fatal("the replica of a lost partition ended its lock-delay")
+	}
+	if c.delayOver[1] != 5 {
+		t.Fatalf("the owner of a lost partition could not end its lock-delay: %v", c.delayOver)
+	}
+}
