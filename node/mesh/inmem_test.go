@@ -353,7 +353,7 @@ func newMemMesh(t testing.TB, homeLease time.Duration, owners [memParts]string, 
 		reg := peer.NewRegistry()
 		rt := &router{self: inc, table: mm.table, call: memCaller{mm.net, inc}, parts: memParts, log: log}
 		n.owner = newLockOwner(set, mm.table, rt.call, n.clients.Count, mm.table.ownedSince(inc), log)
-		n.sessOwner = newSessionOwner(set, rt, homeLease, func(int) bool { return false }, log)
+		n.sessOwner = newSessionOwner(set, rt, homeLease, node.DefaultMaxTimeout, func(int) bool { return false }, log)
 		n.sessions = newHomeSessions(inc, rt, n.clients, homeLease, log)
 		n.home = &home{self: inc, rt: rt, table: mm.table, call: rt.call, sessions: n.sessions, log: log, work: mm.work,
 			members: func() []node.Member { return nil }, status: func() []node.StatLine { return nil }}

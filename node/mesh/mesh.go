@@ -201,7 +201,7 @@ func Start(cfg Config) (_ *Mesh, err error) {
 	reg := peer.NewRegistry()
 	rt := &router{self: m.self, table: m.control, call: netCaller{self: m.self, local: reg, pool: m.pool}, parts: cfg.Partitions, log: log}
 	owner := newLockOwner(set, m.control, rt.call, cfg.Clients.Count, m.data.OwnedSince, log)
-	sessOwner := newSessionOwner(set, rt, cfg.HomeLease, m.data.InLockDelay, log)
+	sessOwner := newSessionOwner(set, rt, cfg.HomeLease, cfg.MaxTimeout, m.data.InLockDelay, log)
 	homeSess := newHomeSessions(m.self, rt, cfg.Clients, cfg.HomeLease, log)
 	ctx, cancel := context.WithCancel(context.Background())
 	m.cancel = cancel

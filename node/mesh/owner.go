@@ -414,15 +414,16 @@ func (o *lockOwner) info(_ context.Context, _ peer.Method, b []byte, reply func(
 func (o *lockOwner) held(_ context.Context, b []byte) ([]byte, error) {
 	d := peer.Dec{B: b}
 	id, born, epoch := d.Str(), d.Uint(), d.Uint()
-	parts := make([]int, d.Len())
+	n := d.Len()
+	if n > o.set.Partitions() {
+		return nil, peer.ErrMalformed
+	}
+	parts := make([]int, n)
 	for i := range parts {
 		parts[i] = int(d.Uint())
 	}
 	if err := d.End(); err != nil {
 		return nil, err
-	}
-	if len(parts) > o.set.Partitions() {
-		return nil, peer.ErrMalformed
 	}
 	for _, p := range parts {
 		if p < 0 || p >= o.set.Partitions() {
@@ -494,15 +495,27 @@ const (
 // release, also when a new session has since taken the same id: locks
 // and waits older than the attach that created it are the ended one's,
 // which the new session never took and which would otherwise stay held
-// for as long as it lives.
+// for as long as it lives. It also asks about the sessions this owner
+// keeps only a floor for (a resume told it of, holding nothing here),
+// and forgets the floors of those that ended: each resume leaves one on
+// every owner, which would otherwise stay for the node's life.
 func (o *lockOwner) sweepLocks(ctx context.Context) {
 	holders := o.set.Holders()
-	if len(holders) == 0 {
+	ids := make(map[string]struct{}, len(holders))
+	for id := range holders {
+		ids[id] = struct{}{}
+	}
+	o.mu.Lock()
+	for id := range o.floors {
+		ids[id] = struct{}{}
+	}
+	o.mu.Unlock()
+	if len(ids) == 0 {
 		return
 	}
 	st := o.table.State()
 	byNode := make(map[string][]string)
-	for id := range holders {
+	for id := range ids {
 		owner := st.Part(partition.Of([]byte(id), o.set.Partitions())).Owner
 		byNode[owner] = append(byNode[owner], id)
 	}
@@ -534,8 +547,10 @@ func (o *lockOwner) sweepLocks(ctx context.Context) {
 				if d.Err() != nil {
 					break answers
 				}
-				o.log.Info("releasing the locks of an ended session", "session", id)
-				o.set.ReleaseSessionIn(id, holders[id].Parts, upTo)
+				if h, ok := holders[id]; ok {
+					o.log.Info("releasing the locks of an ended session", "session", id)
+					o.set.ReleaseSessionIn(id, h.Parts, upTo)
+				}
 				// A newer session under this id, attached since the
 				// answer, may have been resumed here: keep its floor.
 				o.mu.Lock()
@@ -551,9 +566,9 @@ func (o *lockOwner) sweepLocks(ctx context.Context) {
 				// Every lock and wait the live session made carries an
 				// epoch from born on (a resume raises those it lists);
 				// anything older is an ended session's.
-				if born > 0 && holders[id].Oldest < born {
+				if h, ok := holders[id]; ok && born > 0 && h.Oldest < born {
 					o.log.Info("releasing the locks an ended session left under a reused id", "session", id)
-					o.set.ReleaseSessionIn(id, holders[id].Parts, born-1)
+					o.set.ReleaseSessionIn(id, h.Parts, born-1)
 				}
 			}
 		}

@@ -894,3 +894,72 @@ func TestLateUnlockAllAfterResumeKeepsWhatTheResumeListed(t *testing.T) {
 		}
 	})
 }
+
+// A session owner records no timeout above the mesh's maximum, whoever
+// asks: the lock-delay after a double failure is sized by that maximum,
+// and a session that could outlive it would break the delay's promise.
+// The client-facing server checks the same bound first; this is the
+// check for a request that did not come through it.
+func TestASessionOwnerRefusesATimeoutAboveTheMaximum(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mm := newMemMesh(t, testHomeLease, [memParts]string{"n1", "n1", "n1", "n1"}, "n1")
+		defer mm.close()
+		s := attach(t, mm, "n1", "s")
+		so := mm.nodes["n1"].sessOwner
+		for _, d := range []time.Duration{node.DefaultMaxTimeout + time.Millisecond, 1 << 62, -time.Second} {
+			var e peer.Enc
+			e.Str(s.ID)
+			e.Int(int64(d))
+			if _, err := so.setTimeout(context.Background(), e.B); failure.ClassOf(err) != failure.Definite {
+				t.Errorf("a timeout of %v: %v, want a definite refusal", d, err)
+			}
+			if rec, ok, _ := mm.nodes["n1"].set.Session(s.ID); !ok || rec.Timeout == d {
+				t.Errorf("a timeout of %v was recorded (%v, %v)", d, rec.Timeout, ok)
+			}
+		}
+		var e peer.Enc
+		e.Str(s.ID)
+		e.Int(int64(node.DefaultMaxTimeout))
+		if _, err := so.setTimeout(context.Background(), e.B); err != nil {
+			t.Fatalf("the maximum itself: %v", err)
+		}
+	})
+}
+
+// A resume fences the session's older homes on every lock owner, holding
+// a lock there or not. Once the session has ended, the owners' sweep
+// forgets those floors: kept, they would grow with every resume for the
+// node's life.
+func TestSweepForgetsTheFloorsOfEndedSessions(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mm := newMemMesh(t, testHomeLease, [memParts]string{"n2", "n3", "n2", "n2"}, "n1", "n2", "n3")
+		defer mm.close()
+		s := attach(t, mm, "n1", "s")
+		mm.nodes["n1"].clients.setLive(s.ID, false)
+		if err := mm.nodes["n1"].home.Detach(context.Background(), s); err != nil {
+			t.Fatal(err)
+		}
+		s = attach(t, mm, "n1", s.ID)
+		floors := func() (n int) {
+			for _, id := range []string{"n2", "n3"} {
+				o := mm.nodes[id].owner
+				o.mu.Lock()
+				if _, ok := o.floors[s.ID]; ok {
+					n++
+				}
+				o.mu.Unlock()
+			}
+			return n
+		}
+		if floors() == 0 {
+			t.Fatal("the resume raised no floor: nothing to forget")
+		}
+		hangUp(t, mm, "n1", s)
+		// The session times out after 10 s; the sweeps run every 5 s.
+		time.Sleep(30 * time.Second)
+		synctest.Wait()
+		if n := floors(); n != 0 {
+			t.Fatalf("%d owners still keep the floor of a session that ended", n)
+		}
+	})
+}

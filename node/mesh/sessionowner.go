@@ -3,6 +3,7 @@ package mesh
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -29,6 +30,12 @@ type sessionOwner struct {
 	table     Table
 	call      Caller
 	homeLease time.Duration
+	// maxTimeout bounds the session timeouts this owner records, whoever
+	// asks: the lock-delay after a double failure is sized by it, so a
+	// longer timeout reaching a record (a peer of another configuration,
+	// a bug, a forged request) would let a session outlive the delay
+	// that is meant to outlast it.
+	maxTimeout time.Duration
 	// inLockDelay reports whether partition p is owned here and still in
 	// the lock-delay of a loss: a record missing from it may not have
 	// ended.
@@ -38,8 +45,8 @@ type sessionOwner struct {
 	renewed renewals // when each record was last renewed by its home
 }
 
-func newSessionOwner(set *partition.Set, rt *router, homeLease time.Duration, inLockDelay func(int) bool, log *slog.Logger) *sessionOwner {
-	return &sessionOwner{set: set, rt: rt, table: rt.table, call: rt.call, homeLease: homeLease, inLockDelay: inLockDelay, log: log,
+func newSessionOwner(set *partition.Set, rt *router, homeLease, maxTimeout time.Duration, inLockDelay func(int) bool, log *slog.Logger) *sessionOwner {
+	return &sessionOwner{set: set, rt: rt, table: rt.table, call: rt.call, homeLease: homeLease, maxTimeout: maxTimeout, inLockDelay: inLockDelay, log: log,
 		renewed: renewals{m: make(map[string]renewal)}}
 }
 
@@ -169,6 +176,9 @@ func (s *sessionOwner) setTimeout(_ context.Context, b []byte) ([]byte, error) {
 	if err := d.End(); err != nil {
 		return nil, err
 	}
+	if timeout < 0 || timeout > s.maxTimeout {
+		return nil, failure.Refuse(failure.Unspecified, fmt.Sprintf("session timeout %v out of range 0..%v", timeout, s.maxTimeout))
+	}
 	return nil, s.set.SetTimeout(id, timeout)
 }
 
@@ -176,7 +186,7 @@ func (s *sessionOwner) setTimeout(_ context.Context, b []byte) ([]byte, error) {
 // session whether the record agrees.
 func (s *sessionOwner) renew(_ context.Context, b []byte) ([]byte, error) {
 	d := peer.Dec{B: b}
-	n := d.Len()
+	n := d.Count(2) // an id and an epoch
 	type item struct {
 		id    string
 		epoch uint64
