@@ -56,6 +56,13 @@ type Config struct {
 	// BroadcastTimeout bounds how long UpdateMeta waits for memberlist to
 	// confirm that the new meta went out.
 	BroadcastTimeout time.Duration
+	// Keys encrypt and authenticate gossip (AES-GCM, memberlist's
+	// keyring): the first encrypts what this node sends, every one is
+	// tried on what it receives, so keys rotate by rolling restarts (add
+	// the new key second, then make it first, then drop the old one). A
+	// node without a key of the ring cannot join it or read its gossip.
+	// Each is 16, 24 or 32 bytes. Empty: gossip in clear.
+	Keys [][]byte
 	// Logger receives the Ring's logs; memberlist's own log goes to it at
 	// debug level. nil discards everything.
 	Logger *slog.Logger
@@ -85,6 +92,11 @@ func (c Config) Validate() error {
 	if _, err := c.Meta.Encode(); err != nil {
 		return err
 	}
+	for i, k := range c.Keys {
+		if err := ValidateKey(k); err != nil {
+			return fmt.Errorf("ring: gossip key %d: %w", i+1, err)
+		}
+	}
 	for _, j := range c.Join {
 		if _, _, err := net.SplitHostPort(j); err != nil {
 			return fmt.Errorf("ring: join address %q: %w", j, err)
@@ -100,6 +112,10 @@ func (c Config) Validate() error {
 	}
 	return nil
 }
+
+// ValidateKey reports whether k can be a gossip key: 16, 24 or 32 bytes
+// (AES-128, -192 or -256).
+func ValidateKey(k []byte) error { return memberlist.ValidateKey(k) }
 
 func splitBindAddr(s string) (host string, port int, err error) {
 	h, p, err := net.SplitHostPort(s)
@@ -202,6 +218,16 @@ func New(cfg Config) (*Ring, error) {
 	mc.Merge = d
 	mc.Ping = d
 	mc.Conflict = d
+	if len(cfg.Keys) > 0 {
+		kr, err := memberlist.NewKeyring(cfg.Keys, cfg.Keys[0])
+		if err != nil {
+			tr.Shutdown()
+			return nil, fmt.Errorf("ring: gossip keys: %w", err)
+		}
+		// Both checks on: a node with the key neither sends nor accepts
+		// anything in clear.
+		mc.Keyring, mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = kr, true, true
+	}
 
 	ml, err := memberlist.Create(mc)
 	if err != nil {

@@ -1,10 +1,14 @@
 package testcluster
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/elock/elock/testcluster/wait"
 )
 
 // The tests below need the mesh elockd (-gossip, -peer, -join,
@@ -147,5 +151,30 @@ func TestJoinAndStop(t *testing.T) {
 	c.Restart(0)
 	if err := c.WaitConverged(60 * time.Second); err != nil {
 		t.Fatalf("after restarting n0 and %s: %v", n.ID, err)
+	}
+}
+
+// A mesh started with a gossip key forms and serves as without one, and a
+// stock elockd that joins it without the key never appears in its
+// members, however long it keeps trying.
+func TestAMeshWithAGossipKeyKeepsOutANodeWithout(t *testing.T) {
+	key := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{0x5a}, 32))
+	c := New(t, Options{Nodes: 2, Flags: []string{"-encrypt", key}})
+	intruder := Launch(t, "-node-id", "intruder", "-gossip", "127.0.0.1:0", "-peer", "127.0.0.1:0",
+		"-join", c.Node(0).GossipAddr+","+c.Node(1).GossipAddr, "-log-level", "debug")
+	wait.For(t, 30*time.Second, "the intruder to try joining three times", func() bool {
+		return strings.Count(intruder.Log(), "ring join attempt failed") >= 3
+	})
+	for i := range 2 {
+		ms := members(t, c, i)
+		if m, ok := ms["intruder"]; ok {
+			t.Errorf("node %d lists the node without the key: %+v", i, m)
+		}
+		if len(ms) != 2 {
+			t.Errorf("node %d lists %d members, want 2: %+v", i, len(ms), ms)
+		}
+	}
+	if _, err := c.Client(t, 0).TryLock(context.Background(), "x"); err != nil {
+		t.Fatalf("the keyed mesh does not serve: %v", err)
 	}
 }

@@ -10,6 +10,8 @@
 package main
 
 import (
+	"crypto/rand"
+	"encoding/base64"
 	"flag"
 	"fmt"
 	"io"
@@ -33,6 +35,7 @@ const usage = `usage:
   elock [-addr A,B,...] info NAME
   elock [-addr A,B,...] bench [-backend elock|redis] [-mode distinct|contended] [-clients N] [-duration D] [-json]
   elock cluster [-n N] [-data-dir DIR] [-log-dir DIR]   a local N-node mesh; Ctrl-C stops it
+  elock keygen                                        prints a new gossip key for elockd -encrypt
 
 exit status of lock: COMMAND's own status (128+N if killed by signal N), or
   64 usage, 69 no server reachable, 70 unexpected server reply,
@@ -75,6 +78,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runBench(rest[1:], addrs, stdout, stderr)
 	case "cluster":
 		return runCluster(rest[1:], stdout, stderr)
+	case "keygen":
+		return runKeygen(rest[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fs.Usage()
 		return exitOK
@@ -92,4 +97,20 @@ func splitAddrs(s string) []string {
 		}
 	}
 	return out
+}
+
+// runKeygen prints a new gossip key: base64 of 32 random bytes (AES-256),
+// as consul keygen does.
+func runKeygen(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		fmt.Fprintf(stderr, "elock keygen: unexpected arguments %q\n", args)
+		return exitUsage
+	}
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		fmt.Fprintln(stderr, "elock keygen:", err)
+		return exitSoftware
+	}
+	fmt.Fprintln(stdout, base64.StdEncoding.EncodeToString(key))
+	return exitOK
 }

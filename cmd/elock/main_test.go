@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -316,5 +317,30 @@ func TestCluster(t *testing.T) {
 	go io.Copy(io.Discard, out)
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("elock cluster after SIGINT: %v; stderr: %s", err, stderr.String())
+	}
+}
+
+// elock keygen prints a key elockd -encrypt takes: base64 of 32 bytes,
+// a new one each time.
+func TestKeygen(t *testing.T) {
+	t.Parallel()
+	seen := map[string]bool{}
+	for range 2 {
+		code, out, errOut := elock(t, 20*time.Second, "keygen")
+		if code != exitOK {
+			t.Fatalf("elock keygen: exit %d: %s", code, errOut)
+		}
+		line := strings.TrimSuffix(out, "\n")
+		k, err := base64.StdEncoding.DecodeString(line)
+		if err != nil || len(k) != 32 {
+			t.Fatalf("elock keygen printed %q: %d bytes, %v", out, len(k), err)
+		}
+		if seen[line] {
+			t.Fatal("elock keygen printed the same key twice")
+		}
+		seen[line] = true
+	}
+	if code, _, _ := elock(t, 20*time.Second, "keygen", "extra"); code != exitUsage {
+		t.Errorf("elock keygen extra: exit %d, want %d", code, exitUsage)
 	}
 }

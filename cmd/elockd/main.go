@@ -7,6 +7,7 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
@@ -26,6 +27,7 @@ import (
 	"github.com/elock/elock/node/mesh"
 	"github.com/elock/elock/node/partition"
 	"github.com/elock/elock/replication"
+	"github.com/elock/elock/ring"
 )
 
 func main() {
@@ -54,6 +56,11 @@ type options struct {
 	lease     time.Duration
 	homeLease time.Duration
 	lostAfter time.Duration
+	// The gossip keys, from -encrypt or -encrypt-file; the first
+	// encrypts.
+	encrypt     string
+	encryptFile string
+	keys        [][]byte
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -70,6 +77,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.lease, "lease", replication.DefaultLease, "mesh: owner lease; an owner whose lease runs out is taken over")
 	fs.DurationVar(&o.lostAfter, "lost-after", replication.DefaultLostAfter, "mesh: how long both copies of a partition may be out of reach (and not known to have restarted) before it is declared lost and served empty after a lock-delay")
 	fs.DurationVar(&o.homeLease, "home-lease", mesh.DefaultHomeLease, "mesh: a node that cannot renew a client's session for this long closes its connection")
+	fs.StringVar(&o.encrypt, "encrypt", "", "mesh: gossip key, base64 of 16, 24 or 32 bytes ('elock keygen' makes one); every node needs it")
+	fs.StringVar(&o.encryptFile, "encrypt-file", "", "mesh: file of gossip keys, one per line: the first encrypts, all decrypt (to rotate keys by rolling restarts)")
 	fs.DurationVar(&o.leave, "leave-timeout", time.Minute, "mesh: how long SIGTERM waits for this node's partitions to move away")
 	fs.StringVar(&o.debugAddr, "debug-addr", "", "serve Go profiles at /debug/pprof/ on this address (default: off)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error (debug logs every command)")
@@ -96,6 +105,13 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 			o.mesh = true
 		}
 	})
+	var err error
+	if o.keys, err = gossipKeys(o.encrypt, o.encryptFile); err != nil {
+		return o, err
+	}
+	if len(o.keys) > 0 && !o.mesh {
+		return o, errors.New("-encrypt and -encrypt-file apply to a mesh: give -join, -gossip, -peer or -bootstrap-expect too")
+	}
 	if o.mesh && o.expect == 0 && o.join == "" {
 		o.expect = 1
 	}
@@ -112,6 +128,47 @@ func newLogger(level string, w io.Writer) (*slog.Logger, error) {
 		return nil, fmt.Errorf("bad -log-level %q: %w", level, err)
 	}
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+}
+
+// gossipKeys reads the gossip keys of -encrypt (one key) or
+// -encrypt-file (one per line; blank lines and lines starting with # are
+// skipped), each base64 of 16, 24 or 32 bytes.
+func gossipKeys(key, file string) ([][]byte, error) {
+	var lines []string
+	where := "-encrypt"
+	switch {
+	case key != "" && file != "":
+		return nil, errors.New("give -encrypt or -encrypt-file, not both")
+	case key != "":
+		lines = []string{key}
+	case file != "":
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("-encrypt-file: %w", err)
+		}
+		lines = strings.Split(string(b), "\n")
+		where = "-encrypt-file " + file
+	}
+	var keys [][]byte
+	for i, l := range lines {
+		l = strings.TrimSpace(l)
+		if l == "" || strings.HasPrefix(l, "#") {
+			continue
+		}
+		k, err := base64.StdEncoding.DecodeString(l)
+		if err == nil {
+			err = ring.ValidateKey(k)
+		}
+		if err != nil {
+			// The key itself is a secret: never echo it.
+			return nil, fmt.Errorf("%s: key on line %d: not base64 of 16, 24 or 32 bytes", where, i+1)
+		}
+		keys = append(keys, k)
+	}
+	if file != "" && len(keys) == 0 {
+		return nil, fmt.Errorf("%s holds no key", where)
+	}
+	return keys, nil
 }
 
 // nodeID derives an id from the client address: unique among the nodes of
@@ -172,6 +229,7 @@ func run(args []string, stderr io.Writer) int {
 		mc := mesh.DefaultConfig()
 		mc.ID, mc.ClientAddr, mc.GossipAddr, mc.PeerAddr = o.cfg.NodeID, l.Addr().String(), o.gossip, o.peer
 		mc.Join, mc.Voter, mc.Expect, mc.DataDir = join, o.expect > 0, o.expect, o.dataDir
+		mc.GossipKeys = o.keys
 		mc.Partitions, mc.Limits, mc.MaxTimeout = o.partitions, limits, o.cfg.MaxTimeout
 		mc.Lease, mc.HomeLease, mc.LostAfter = o.lease, o.homeLease, o.lostAfter
 		mc.Clients, mc.Logger = o.cfg.Clients, log

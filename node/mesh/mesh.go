@@ -34,6 +34,8 @@ type Config struct {
 	GossipAddr string   // memberlist bind address
 	PeerAddr   string   // internal RPC listen address
 	Join       []string // gossip addresses of members to join
+	// GossipKeys encrypt gossip (see ring.Config.Keys); empty: in clear.
+	GossipKeys [][]byte
 	Voter      bool
 	Expect     int // bootstrap-expect of a voter
 	DataDir    string
@@ -86,6 +88,9 @@ func (c Config) Validate() error {
 	check(c.MaxTimeout >= 0, "max timeout %v is negative", c.MaxTimeout)
 	check(!c.Voter || c.Expect >= 1, "a voter needs bootstrap-expect of at least 1")
 	check(c.Clients != nil, "no Clients")
+	for i, k := range c.GossipKeys {
+		check(ring.ValidateKey(k) == nil, "gossip key %d is %d bytes, want 16, 24 or 32", i+1, len(k))
+	}
 	return errors.Join(errs...)
 }
 
@@ -176,6 +181,7 @@ func Start(cfg Config) (_ *Mesh, err error) {
 		Voter: cfg.Voter, Expect: cfg.Expect, RingHash: ring.RingHash(cfg.Partitions), RaftID: raftID,
 	}
 	rc.Join = cfg.Join
+	rc.Keys = cfg.GossipKeys
 	rc.Logger = log.With("component", "gossip")
 	m.ring, err = ring.New(rc)
 	if err != nil {
