@@ -25,7 +25,7 @@ func (c *conn) handle(line []byte) {
 	}
 	c.s.commands.Add(1)
 	if c.s.log.Enabled(c.s.ctx, slog.LevelDebug) {
-		c.s.log.Debug("command", "remote", c.nc.RemoteAddr().String(), "line", string(line))
+		c.s.log.Debug("command", "remote", c.nc.RemoteAddr().String(), "line", logLine(line))
 	}
 	if !ok {
 		c.out = wire.AppendUnknown(c.out, c.req.Verb)
@@ -323,7 +323,7 @@ func (c *conn) cmdConnID() {
 	if a.Resumed {
 		n, err := c.s.backend.HeldBy(ctx, c.sess.ref)
 		if err != nil {
-			c.s.log.Warn("counting a resumed session's locks failed", "session", sid, "err", err)
+			c.s.log.Warn("counting a resumed session's locks failed", "session", LogID(sid), "err", err)
 		}
 		c.sess.held = n
 	}

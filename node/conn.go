@@ -131,7 +131,7 @@ func (c *conn) detach() {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	if err := c.s.backend.Detach(ctx, ref); err != nil {
-		c.s.log.Warn("detach failed", "session", ref.ID, "err", err)
+		c.s.log.Warn("detach failed", "session", LogID(ref.ID), "err", err)
 	}
 	// Only now: a resume that finds the session still attached keeps
 	// waiting for as long as this connection is listed as hung up.

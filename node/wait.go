@@ -73,7 +73,7 @@ func (c *conn) unwanted(ref SessionRef, name []byte, token uint64) (locktable.Re
 	ctx, cancel := context.WithTimeout(context.Background(), backendTimeout)
 	defer cancel()
 	if err := ReleaseUnwanted(ctx, c.s.backend, ref, name, token); err != nil {
-		c.s.log.Warn("releasing an unwanted grant failed", "session", ref.ID, "err", err)
+		c.s.log.Warn("releasing an unwanted grant failed", "session", LogID(ref.ID), "err", err)
 	}
 	return locktable.Result{}, context.Canceled
 }

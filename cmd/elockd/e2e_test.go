@@ -1607,3 +1607,23 @@ func TestShutdownSIGTERM(t *testing.T) {
 	partial.waitEOF(2 * time.Second)
 	h.waitEOF(2 * time.Second)
 }
+
+// A session id is a bearer secret: not even the debug log, which shows
+// every command, prints it.
+func TestTheLogNeverPrintsASessionID(t *testing.T) {
+	t.Parallel()
+	p := startElockd(t, "-log-level", "debug")
+	id := "secret-0123456789abcdef"
+	a := p.dial(t, "A")
+	a.expect("conn_id "+id, "200 conn id set")
+	a.expect("lock a", "200 Acquired")
+	a.close()
+	r := resume(t, p, "resumer", id)
+	r.expect("unlock a", "200 Unlocked")
+	wait.For(t, 10*time.Second, "the resume to be logged", func() bool {
+		return strings.Count(p.Log(), "conn_id #") >= 2
+	})
+	if strings.Contains(p.Log(), "0123456789abcdef") {
+		t.Fatalf("the log prints a session id:\n%s", p.Log())
+	}
+}

@@ -172,7 +172,7 @@ func (s *homeSessions) attach(ctx context.Context, id string) (locktable.Attachm
 	// Learn the session's locks, and fence its older homes everywhere.
 	names, err := s.heldEverywhere(ctx, id, a.Born, a.Epoch)
 	if err != nil {
-		s.log.Warn("could not list a resumed session's locks", "session", id, "err", err)
+		s.log.Warn("could not list a resumed session's locks", "session", node.LogID(id), "err", err)
 	}
 	s.mu.Lock()
 	stale := time.Since(h.lastOK) > s.homeLease
@@ -412,7 +412,7 @@ func (s *homeSessions) renewAll(ctx context.Context) {
 	}
 	s.mu.Unlock()
 	for _, id := range late {
-		s.log.Warn("closing a client whose session could not be renewed: it may expire; the client should resume", "session", id)
+		s.log.Warn("closing a client whose session could not be renewed: it may expire; the client should resume", "session", node.LogID(id))
 		s.clients.Kick(id)
 	}
 }
@@ -428,6 +428,6 @@ func (s *homeSessions) lose(id string, epoch uint64, why string) {
 	}
 	delete(s.attached, id)
 	s.mu.Unlock()
-	s.log.Warn("session lost by this home", "session", id, "why", why)
+	s.log.Warn("session lost by this home", "session", node.LogID(id), "why", why)
 	s.clients.Kick(id)
 }

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/elock/elock/node"
 	"github.com/elock/elock/node/failure"
 	"github.com/elock/elock/node/locktable"
 	"github.com/elock/elock/node/partition"
@@ -548,7 +549,7 @@ func (o *lockOwner) sweepLocks(ctx context.Context) {
 					break answers
 				}
 				if h, ok := holders[id]; ok {
-					o.log.Info("releasing the locks of an ended session", "session", id)
+					o.log.Info("releasing the locks of an ended session", "session", node.LogID(id))
 					o.set.ReleaseSessionIn(id, h.Parts, upTo)
 				}
 				// A newer session under this id, attached since the
@@ -567,7 +568,7 @@ func (o *lockOwner) sweepLocks(ctx context.Context) {
 				// epoch from born on (a resume raises those it lists);
 				// anything older is an ended session's.
 				if h, ok := holders[id]; ok && born > 0 && h.Oldest < born {
-					o.log.Info("releasing the locks an ended session left under a reused id", "session", id)
+					o.log.Info("releasing the locks an ended session left under a reused id", "session", node.LogID(id))
 					o.set.ReleaseSessionIn(id, h.Parts, born-1)
 				}
 			}

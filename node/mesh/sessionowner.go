@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/elock/elock/node"
 	"github.com/elock/elock/node/failure"
 	"github.com/elock/elock/node/locktable"
 	"github.com/elock/elock/node/partition"
@@ -75,7 +76,7 @@ func (s *sessionOwner) attach(ctx context.Context, b []byte) ([]byte, error) {
 	deadline := time.Now().Add(s.homeLease + time.Second)
 	for {
 		if time.Now().After(deadline.Add(time.Second)) {
-			return nil, failure.Retry(failure.Busy, "session "+id+" is changing hands; retry")
+			return nil, failure.Retry(failure.Busy, "session "+node.LogID(id)+" is changing hands; retry")
 		}
 		a, err := set.Attach(id, home)
 		if err == nil {
@@ -231,7 +232,7 @@ func (s *sessionOwner) sweepRecords(context.Context) {
 			s.noteRenewal(rec.ID, now)
 		}
 		if ok && now.Sub(last) > s.homeLease+time.Second {
-			s.log.Info("detaching a session whose home stopped renewing it", "session", rec.ID, "home", rec.Home)
+			s.log.Info("detaching a session whose home stopped renewing it", "session", node.LogID(rec.ID), "home", rec.Home)
 			s.set.Detach(rec.ID, rec.Epoch)
 		}
 	}
@@ -273,7 +274,7 @@ func (s *sessionOwner) releaseExpired(ctx context.Context, q *expiries) {
 				cctx, cancel := context.WithTimeout(ctx, 2*routeTimeout)
 				defer cancel()
 				if err := s.rt.releaseEverywhere(cctx, x.id, x.epoch); err != nil {
-					s.log.Warn("releasing an expired session's locks failed; the sweep will retry", "session", x.id, "err", err)
+					s.log.Warn("releasing an expired session's locks failed; the sweep will retry", "session", node.LogID(x.id), "err", err)
 				}
 			}()
 		}

@@ -214,7 +214,7 @@ func (w *meshWait) deliver(o partition.Outcome) {
 		if o.Granted {
 			ctx, cancel := context.WithTimeout(w.ctx, routeTimeout)
 			if err := node.ReleaseUnwanted(ctx, w.h, w.s, []byte(w.name), o.Token); err != nil {
-				w.h.log.Warn("releasing an unwanted grant failed", "session", w.s.ID, "err", err)
+				w.h.log.Warn("releasing an unwanted grant failed", "session", node.LogID(w.s.ID), "err", err)
 			}
 			cancel()
 		}
