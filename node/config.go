@@ -28,6 +28,16 @@ type Config struct {
 	// MaxConns is the most client connections served at once; more are
 	// answered "503 too many connections" and closed.
 	MaxConns int
+	// MaxConnsPerIP is the most client connections served at once from
+	// one IP address; more are answered "503 too many connections from
+	// this address" and closed. Zero: no cap per address.
+	MaxConnsPerIP int
+	// WriteTimeout is how long a client may leave its replies unread
+	// (the socket's buffers full) before its connection is closed; its
+	// session then detaches and times out as if it had hung up, instead
+	// of a connection goroutine and the session's locks staying pinned
+	// for as long as the client does nothing.
+	WriteTimeout time.Duration
 	// MaxLocksPerSession is the most locks one session may hold.
 	MaxLocksPerSession int
 	// MaxWaiters is the most requests that may wait for one lock.
@@ -41,11 +51,17 @@ type Config struct {
 
 // The defaults, also the flags' defaults.
 const (
-	DefaultMaxName            = 250
-	DefaultMaxWait            = 24 * time.Hour
-	DefaultMaxTimeout         = 5 * time.Minute
-	DefaultSessionTimeout     = 30 * time.Second
-	DefaultMaxConns           = 20000
+	DefaultMaxName        = 250
+	DefaultMaxWait        = 24 * time.Hour
+	DefaultMaxTimeout     = 5 * time.Minute
+	DefaultSessionTimeout = 30 * time.Second
+	DefaultMaxConns       = 20000
+	DefaultWriteTimeout   = 30 * time.Second
+	// KeepAlive is the TCP keepalive period of client connections: a
+	// client that vanishes without closing (its machine powered off, a
+	// cable pulled) is found in about three periods, not the kernel's
+	// default two hours, and its session starts to time out.
+	KeepAlive                 = 15 * time.Second
 	DefaultMaxLocksPerSession = 100000
 	DefaultMaxWaiters         = 4096
 )
@@ -60,6 +76,7 @@ func DefaultConfig() Config {
 		MaxTimeout:         DefaultMaxTimeout,
 		DefaultTimeout:     DefaultSessionTimeout,
 		MaxConns:           DefaultMaxConns,
+		WriteTimeout:       DefaultWriteTimeout,
 		MaxLocksPerSession: DefaultMaxLocksPerSession,
 		MaxWaiters:         DefaultMaxWaiters,
 	}
@@ -81,6 +98,8 @@ func (c Config) Validate() error {
 	check(c.DefaultTimeout >= 0 && c.DefaultTimeout <= c.MaxTimeout,
 		"default timeout %v out of range 0..max timeout %v", c.DefaultTimeout, c.MaxTimeout)
 	check(c.MaxConns >= 1, "max conns %d is under 1", c.MaxConns)
+	check(c.MaxConnsPerIP >= 0, "max conns per ip %d is negative", c.MaxConnsPerIP)
+	check(c.WriteTimeout >= time.Second, "write timeout %v is under 1s", c.WriteTimeout)
 	check(c.MaxLocksPerSession >= 1, "max locks per session %d is under 1", c.MaxLocksPerSession)
 	check(c.MaxWaiters >= 1, "max waiters %d is under 1", c.MaxWaiters)
 	return errors.Join(errs...)

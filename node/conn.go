@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"strconv"
 	"sync/atomic"
@@ -32,6 +33,12 @@ const (
 type conn struct {
 	s  *Server
 	nc net.Conn
+	ip netip.Addr // counted against MaxConnsPerIP; invalid if not
+
+	// wdeadline is the write deadline set on nc: moved forward only once
+	// half of WriteTimeout has passed, so that a flush seldom pays for
+	// setting it, and a write that blocks fails within WriteTimeout.
+	wdeadline time.Time
 
 	buf    []byte // bytes buf[r:w] are read and not yet consumed
 	r, w   int
@@ -70,6 +77,7 @@ func newConn(s *Server, nc net.Conn) *conn {
 	if tc, ok := nc.(*net.TCPConn); ok {
 		// Replies are coalesced by hand; Nagle would only add latency.
 		tc.SetNoDelay(true)
+		tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: KeepAlive, Interval: KeepAlive, Count: 3})
 	}
 	var raw syscall.RawConn
 	if sc, ok := nc.(syscall.Conn); ok {
@@ -199,6 +207,10 @@ func (c *conn) flush() bool {
 	if len(c.out) == 0 || c.gone {
 		c.out = c.out[:0]
 		return !c.gone
+	}
+	if now := time.Now(); c.wdeadline.Sub(now) < c.s.cfg.WriteTimeout/2 {
+		c.wdeadline = now.Add(c.s.cfg.WriteTimeout)
+		c.nc.SetWriteDeadline(c.wdeadline)
 	}
 	_, err := c.nc.Write(c.out)
 	if cap(c.out) > flushAt {

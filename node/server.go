@@ -27,6 +27,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -55,7 +56,11 @@ type Server struct {
 	closed    bool
 	wg        sync.WaitGroup // one count per running connection goroutine
 
-	nconns   atomic.Int64 // open client connections
+	nconns atomic.Int64 // open client connections
+	// perIP counts open connections by remote IP, when MaxConnsPerIP is
+	// set; an address's entry goes when its last connection does.
+	perIPMu  sync.Mutex
+	perIP    map[netip.Addr]int
 	accepted atomic.Uint64
 	refused  atomic.Uint64
 	commands atomic.Uint64
@@ -88,6 +93,7 @@ func NewServer(cfg Config, backend Backend) (*Server, error) {
 		cancel:    cancel,
 		listeners: make(map[net.Listener]struct{}),
 		conns:     make(map[*conn]struct{}),
+		perIP:     make(map[netip.Addr]int),
 	}, nil
 }
 
@@ -149,11 +155,21 @@ func (s *Server) admit(nc net.Conn) bool {
 		go refuse(nc, fmt.Sprintf("too many connections (max %d)", s.cfg.MaxConns))
 		return false
 	}
+	ip, counted := s.countIP(nc)
+	if counted && !ip.IsValid() {
+		s.nconns.Add(-1)
+		s.refused.Add(1)
+		s.log.Warn("connection refused: limit per address reached", "remote", nc.RemoteAddr(), "max_conns_per_ip", s.cfg.MaxConnsPerIP)
+		go refuse(nc, fmt.Sprintf("too many connections from this address (max %d)", s.cfg.MaxConnsPerIP))
+		return false
+	}
 	c := newConn(s, nc)
+	c.ip = ip
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		s.nconns.Add(-1)
+		s.uncountIP(ip)
 		go refuse(nc, "shutting down")
 		return false
 	}
@@ -162,6 +178,40 @@ func (s *Server) admit(nc net.Conn) bool {
 	s.mu.Unlock()
 	go c.serve()
 	return true
+}
+
+// countIP takes a place for nc's remote IP when MaxConnsPerIP is set. It
+// returns the address counted, or, with counted true and no address, that
+// the address is at its cap. Without a cap, or for a remote end that is
+// not an IP address, nothing is counted.
+func (s *Server) countIP(nc net.Conn) (ip netip.Addr, counted bool) {
+	if s.cfg.MaxConnsPerIP == 0 {
+		return netip.Addr{}, false
+	}
+	ta, ok := nc.RemoteAddr().(*net.TCPAddr)
+	if !ok {
+		return netip.Addr{}, false
+	}
+	ip = ta.AddrPort().Addr().Unmap()
+	s.perIPMu.Lock()
+	defer s.perIPMu.Unlock()
+	if s.perIP[ip] >= s.cfg.MaxConnsPerIP {
+		return netip.Addr{}, true
+	}
+	s.perIP[ip]++
+	return ip, true
+}
+
+// uncountIP gives back a place countIP took.
+func (s *Server) uncountIP(ip netip.Addr) {
+	if !ip.IsValid() {
+		return
+	}
+	s.perIPMu.Lock()
+	defer s.perIPMu.Unlock()
+	if s.perIP[ip]--; s.perIP[ip] <= 0 {
+		delete(s.perIP, ip)
+	}
 }
 
 // refuse answers a connection that will not be served, then closes it.
@@ -183,6 +233,7 @@ func (s *Server) forget(c *conn) {
 	delete(s.conns, c)
 	s.mu.Unlock()
 	s.nconns.Add(-1)
+	s.uncountIP(c.ip)
 	s.wg.Done()
 }
 

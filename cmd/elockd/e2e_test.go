@@ -5,6 +5,7 @@ package main
 // over TCP with exact bytes.
 
 import (
+	"bytes"
 	"encoding/base32"
 	"fmt"
 	"io"
@@ -1626,4 +1627,74 @@ func TestTheLogNeverPrintsASessionID(t *testing.T) {
 	if strings.Contains(p.Log(), "0123456789abcdef") {
 		t.Fatalf("the log prints a session id:\n%s", p.Log())
 	}
+}
+
+// -max-conns-per-ip caps the connections from one IP address; another
+// address is served, and a place freed by a closed connection is taken
+// again.
+func TestLimitMaxConnsPerIP(t *testing.T) {
+	t.Parallel()
+	p := startElockd(t, "-listen", "127.0.0.1:0", "-max-conns-per-ip", "2")
+	from := func(ip, name string) *client {
+		d := net.Dialer{Timeout: readTimeout, LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+		nc, err := d.Dial("tcp", p.addr)
+		if err != nil {
+			t.Fatalf("%s: dial from %s: %v", name, ip, err)
+		}
+		c := &client{t: t, name: name, nc: nc.(*net.TCPConn)}
+		t.Cleanup(func() { c.nc.Close() })
+		c.startReader()
+		return c
+	}
+	a, b := from("127.0.0.1", "A"), from("127.0.0.1", "B")
+	a.expect("lock a", "200 Acquired")
+	b.expect("lock b", "200 Acquired")
+	x := from("127.0.0.1", "extra")
+	if l := x.read(); l != "503 too many connections from this address (max 2)" {
+		t.Fatalf("a third connection from one address got %q", l)
+	}
+	if extra := x.waitEOF(2 * time.Second); len(extra) > 0 {
+		t.Fatalf("after the 503: %q", extra)
+	}
+	from("127.0.0.2", "other address").expect("lock c", "200 Acquired")
+	b.close()
+	wait.For(t, 5*time.Second, "a place from 127.0.0.1 to free", func() bool {
+		c := from("127.0.0.1", "retry")
+		defer c.close()
+		c.nc.Write([]byte("lock d\r\n"))
+		l, err := c.next(readTimeout)
+		return err == nil && l == "200 Acquired"
+	})
+}
+
+// A client that stops reading its replies is disconnected after
+// -write-timeout: its session detaches and times out, and its lock goes
+// to the next in line, instead of both staying pinned for as long as the
+// client does nothing.
+func TestAClientThatDoesNotReadIsDisconnected(t *testing.T) {
+	t.Parallel()
+	p := startElockd(t, "-write-timeout", "1s", "-session-timeout", "1s")
+	stuck := p.dialRaw(t, "stuck")
+	stuck.nc.SetReadBuffer(4096)
+	stuck.nc.Write([]byte("lock a\r\n"))
+	// Pipelined requests whose replies are never read: once the socket
+	// buffers are full, the server's write blocks.
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		req := bytes.Repeat([]byte("stats\r\n"), 1000)
+		stuck.nc.SetWriteDeadline(time.Now().Add(30 * time.Second))
+		for range 1000 {
+			if _, err := stuck.nc.Write(req); err != nil {
+				return
+			}
+		}
+	}()
+	b := p.dial(t, "B")
+	start := time.Now()
+	if got := b.do("lock a 20"); got != "200 Acquired" {
+		t.Fatalf("the waiter got %q after %v, want the lock of the client that stopped reading", got, time.Since(start))
+	}
+	stuck.nc.Close()
+	<-done
 }

@@ -91,6 +91,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.cfg.MaxTimeout, "max-timeout", o.cfg.MaxTimeout, "largest 'set_timeout MS' accepted; with the lease it sizes the lock-delay after a double failure")
 	fs.DurationVar(&o.cfg.DefaultTimeout, "session-timeout", o.cfg.DefaultTimeout, "how long a session's locks outlive its connection, until set_timeout")
 	fs.IntVar(&o.cfg.MaxConns, "max-conns", o.cfg.MaxConns, "most client connections at once")
+	fs.IntVar(&o.cfg.MaxConnsPerIP, "max-conns-per-ip", o.cfg.MaxConnsPerIP, "most client connections at once from one IP address (0: no cap per address)")
+	fs.DurationVar(&o.cfg.WriteTimeout, "write-timeout", o.cfg.WriteTimeout, "a client that leaves its replies unread this long is disconnected; its session detaches and times out")
 	fs.IntVar(&o.cfg.MaxLocksPerSession, "max-locks", o.cfg.MaxLocksPerSession, "most locks one session may hold")
 	fs.IntVar(&o.cfg.MaxWaiters, "max-waiters", o.cfg.MaxWaiters, "most requests waiting for one lock")
 	if err := fs.Parse(args); err != nil {
