@@ -1698,3 +1698,58 @@ func TestAClientThatDoesNotReadIsDisconnected(t *testing.T) {
 	stuck.nc.Close()
 	<-done
 }
+
+// A single node with -data-dir that stops with locks held, by a crash or
+// by a stop while sessions hold locks, refuses grants for the lock-delay
+// when it starts again (a holder may still act on a grant it lost), and
+// says so with 503 and the reason; a delay carries over a restart within
+// it. A node that stopped holding nothing starts granting at once.
+func TestARestartAfterLocksWereLostRefusesGrantsForTheLockDelay(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	flags := []string{"-data-dir", dir, "-session-timeout", "1s", "-max-timeout", "3s"}
+	lockDelay := func(p *proc, what string) {
+		t.Helper()
+		c := p.dial(t, what)
+		if got := c.do("lock x"); !strings.HasPrefix(got, "503 ") || !strings.Contains(got, "lock-delay") {
+			t.Fatalf("%s: lock x -> %q, want 503 ... lock-delay", what, got)
+		}
+		c.expect("unlock_all", "200 OK") // the connection stays usable
+		c.close()
+	}
+	granted := func(p *proc, what string) {
+		t.Helper()
+		c := p.dial(t, what)
+		c.expect("lock x", "200 Acquired")
+		c.expect("unlock x", "200 Unlocked")
+		c.close()
+	}
+
+	// A clean stop with nothing held: no delay.
+	p := startElockd(t, flags...)
+	granted(p, "first run")
+	p.stop(t, 10*time.Second)
+	p = startElockd(t, flags...)
+	granted(p, "after a clean stop")
+
+	// A crash: the next start refuses grants, and so does one restarted
+	// again within the delay, until the delay passes.
+	p.Kill()
+	p = startElockd(t, flags...)
+	lockDelay(p, "after a crash")
+	p.stop(t, 10*time.Second)
+	p = startElockd(t, flags...)
+	lockDelay(p, "restarted within the delay")
+	wait.For(t, 10*time.Second, "the lock-delay to pass", func() bool {
+		c := p.dial(t, "poll")
+		defer c.close()
+		return c.do("lock x") == "200 Acquired"
+	})
+
+	// A stop while a session holds a lock: delayed too.
+	h := p.dial(t, "holder")
+	h.expect("lock y", "200 Acquired")
+	p.stop(t, 10*time.Second)
+	p = startElockd(t, flags...)
+	lockDelay(p, "after a stop with a lock held")
+}

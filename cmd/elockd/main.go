@@ -18,6 +18,8 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -253,12 +255,33 @@ func run(args []string, stderr io.Writer) int {
 			log.Error("cannot read the data dir", "dir", o.dataDir, "err", err)
 			return 1
 		}
-		set, err := partition.New(partition.Config{Partitions: o.partitions, Limits: limits, Epoch: epoch, AutoEpoch: true})
+		delay, err := startDelay(o.dataDir, o.cfg.MaxTimeout, time.Now())
+		if err != nil {
+			log.Error("cannot read the data dir", "dir", o.dataDir, "err", err)
+			return 1
+		}
+		if delay > 0 {
+			log.Warn("the last run ended with locks held (a crash, or a stop while sessions held locks): refusing grants for the lock-delay",
+				"delay", delay.Round(time.Second))
+		}
+		set, err := partition.New(partition.Config{Partitions: o.partitions, Limits: limits, Epoch: epoch, AutoEpoch: true, GrantDelay: delay})
 		if err != nil {
 			fmt.Fprintln(stderr, "elockd:", err)
 			return 2
 		}
 		defer set.Close()
+		if o.dataDir != "" {
+			// Runs after the server's shutdown (deferred later, run
+			// earlier): only then is it known whether locks outlive it.
+			defer func() {
+				held := len(set.Holders()) > 0
+				if err := stopDelay(o.dataDir, held, o.cfg.MaxTimeout, time.Now()); err != nil {
+					log.Error("cannot record the stop in the data dir; the next start refuses grants for the lock-delay", "err", err)
+				} else if held {
+					log.Warn("stopping with locks held: the next start refuses grants for the lock-delay")
+				}
+			}()
+		}
 		backend = &node.Local{Set: set, Home: o.cfg.NodeID, Addr: l.Addr().String()}
 	}
 	srv, err := node.NewServer(o.cfg, backend)
@@ -345,7 +368,130 @@ func standaloneEpoch(dir string) (uint64, error) {
 		return 0, err
 	}
 	f.Close()
-	return epoch, os.Rename(tmp, path)
+	if err := os.Rename(tmp, path); err != nil {
+		return 0, err
+	}
+	return epoch, syncDir(dir)
+}
+
+// syncDir makes a rename or removal in dir durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// A single node keeps its locks in memory: a run that ends while
+// sessions hold locks (a crash, or a stop with locks held) loses grants
+// whose holders may still act on them for up to their timeout. With a
+// data dir, the next start refuses grants until no such session can be
+// left, as a mesh does for a partition that lost both copies. Two files
+// say so: "running" exists while a run goes on (a start that finds it
+// follows a crash), and "lock-delay" holds the wall-clock time, in Unix
+// nanoseconds, until which grants are refused, kept across further
+// restarts until it has passed.
+const (
+	runningFile   = "running"
+	lockDelayFile = "lock-delay"
+)
+
+// startDelay records in dir that a run has started, and returns how long
+// it must refuse grants: until maxTimeout after now if the last run did
+// not stop cleanly, or until a recorded lock-delay that has not passed.
+func startDelay(dir string, maxTimeout time.Duration, now time.Time) (time.Duration, error) {
+	if dir == "" {
+		return 0, nil
+	}
+	until, err := readDelay(dir, now.Add(maxTimeout))
+	if err != nil {
+		return 0, err
+	}
+	if _, err := os.Stat(filepath.Join(dir, runningFile)); err == nil {
+		until = later(until, now.Add(maxTimeout))
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return 0, err
+	}
+	if until.After(now) {
+		if err := writeSynced(dir, lockDelayFile, strconv.FormatInt(until.UnixNano(), 10)+"\n"); err != nil {
+			return 0, err
+		}
+	}
+	if err := writeSynced(dir, runningFile, strconv.Itoa(os.Getpid())+"\n"); err != nil {
+		return 0, err
+	}
+	return max(until.Sub(now), 0), nil
+}
+
+// stopDelay records a clean stop: with locks still held, grants are
+// refused until maxTimeout after now at the next start.
+func stopDelay(dir string, held bool, maxTimeout time.Duration, now time.Time) error {
+	if held {
+		until, err := readDelay(dir, now.Add(maxTimeout))
+		if err != nil {
+			return err
+		}
+		until = later(until, now.Add(maxTimeout))
+		if err := writeSynced(dir, lockDelayFile, strconv.FormatInt(until.UnixNano(), 10)+"\n"); err != nil {
+			return err
+		}
+	}
+	if err := os.Remove(filepath.Join(dir, runningFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return syncDir(dir)
+}
+
+// readDelay reads the recorded end of a lock-delay; zero if none. A file
+// that does not parse (a torn write the rename should have prevented, an
+// edit) counts as a delay ending at fallback.
+func readDelay(dir string, fallback time.Time) (time.Time, error) {
+	b, err := os.ReadFile(filepath.Join(dir, lockDelayFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return time.Time{}, nil
+	}
+	if err != nil {
+		return time.Time{}, err
+	}
+	ns, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		return fallback, nil
+	}
+	return time.Unix(0, ns), nil
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// writeSynced replaces dir/name with data, durably.
+func writeSynced(dir, name, data string) error {
+	path := filepath.Join(dir, name)
+	tmp := path + ".tmp"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteString(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	return syncDir(dir)
 }
 
 // serveDebug serves the profiling endpoints on their own listener, never

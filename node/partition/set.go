@@ -48,6 +48,12 @@ type Config struct {
 	AutoEpoch bool
 	// Replicator, if set, makes this Set one node of a mesh.
 	Replicator Replicator
+	// GrantDelay, for a Set alone, refuses grants for this long after New
+	// with a retryable failure of reason LockDelay: a single node that
+	// restarted after a crash lost its grants, and their holders may not
+	// know yet; by the end of the delay every session that held one has
+	// timed out. (A mesh's lock-delay comes from its Replicator.)
+	GrantDelay time.Duration
 	// Expired, if set, is told that a session expired here, with no
 	// partition mutex held, and the attach epoch it was last attached at:
 	// its locks, in whatever partition and on whatever node, are to be
@@ -76,6 +82,9 @@ func (c Config) Validate() error {
 	}
 	if c.Limits.DefaultTimeout < 0 {
 		return fmt.Errorf("partition: negative default timeout %v", c.Limits.DefaultTimeout)
+	}
+	if c.GrantDelay < 0 || c.GrantDelay > 0 && c.Replicator != nil {
+		return fmt.Errorf("partition: a grant delay of %v is for a set alone and not negative", c.GrantDelay)
 	}
 	return nil
 }
@@ -139,6 +148,11 @@ type Set struct {
 
 	nextWaiter atomic.Uint64
 	grants     atomic.Uint64
+	// grantsFrom is when (on clock) GrantDelay ends; delaying is cleared
+	// the first time a grant finds it over, so that grants after the
+	// delay do not read the clock for it.
+	grantsFrom locktable.Time
+	delaying   atomic.Bool
 
 	poke chan struct{} // wakes the deadline loop early; capacity 1
 	stop chan struct{}
@@ -207,6 +221,10 @@ func New(cfg Config) (*Set, error) {
 	if s.clock == nil {
 		base := time.Now()
 		s.clock = func() locktable.Time { return int64(time.Since(base)) }
+	}
+	if cfg.GrantDelay > 0 {
+		s.grantsFrom = s.clock() + int64(cfg.GrantDelay)
+		s.delaying.Store(true)
 	}
 	for i := range s.parts {
 		s.parts[i] = &part{
@@ -470,6 +488,13 @@ func (s *Set) begin(p *part, op Op, f func(t *locktable.Table, now locktable.Tim
 			p.mu.Unlock()
 			return 0, false, err
 		}
+	} else if op == Grant && s.delaying.Load() {
+		if left := time.Duration(s.grantsFrom - s.clock()); left > 0 {
+			p.mu.Unlock()
+			return 0, false, failure.Retry(failure.LockDelay, "restarted after a crash; refusing grants until the lock-delay passes ("+
+				left.Round(time.Second).String()+" left)")
+		}
+		s.delaying.Store(false)
 	}
 	now := s.clock()
 	f(p.table, now, pend)
