@@ -408,7 +408,7 @@ func (c *Client) connectTo(ctx context.Context, idx int) (*conn, error) {
 	addr := c.addrs[idx]
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.dialTimeout+c.cfg.resumeRetry)
 	defer cancel()
-	cn, err := dialConn(ctx, addr, idx, &c.dialer)
+	cn, err := dialConn(ctx, addr, idx, &c.dialer, c.cfg.tls)
 	if err != nil {
 		return nil, err // a *net.OpError names the address
 	}

@@ -3,6 +3,7 @@ package client
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -54,14 +55,32 @@ func isConnErr(err error) bool {
 // errProtocol marks a reply the client cannot make sense of.
 var errProtocol = errors.New("protocol error")
 
-func dialConn(ctx context.Context, addr string, idx int, d *net.Dialer) (*conn, error) {
+func dialConn(ctx context.Context, addr string, idx int, d *net.Dialer, tc *tls.Config) (*conn, error) {
 	nc, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	if tc, ok := nc.(*net.TCPConn); ok {
+	if tcp, ok := nc.(*net.TCPConn); ok {
 		// Requests are batched by hand; Nagle would only add latency.
-		tc.SetNoDelay(true)
+		tcp.SetNoDelay(true)
+	}
+	if tc != nil {
+		if tc.ServerName == "" {
+			tc = tc.Clone()
+			tc.ServerName, _, _ = net.SplitHostPort(addr)
+		}
+		sc := tls.Client(nc, tc)
+		hctx, cancel := ctx, context.CancelFunc(func() {})
+		if d.Timeout > 0 {
+			hctx, cancel = context.WithTimeout(ctx, d.Timeout)
+		}
+		err := sc.HandshakeContext(hctx)
+		cancel()
+		if err != nil {
+			nc.Close()
+			return nil, fmt.Errorf("TLS handshake with %s: %w", addr, err)
+		}
+		nc = sc
 	}
 	return &conn{nc: nc, rd: bufio.NewReaderSize(nc, readBufSize), addr: addr, idx: idx, lastRead: time.Now()}, nil
 }

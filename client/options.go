@@ -1,6 +1,7 @@
 package client
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -30,6 +31,7 @@ type config struct {
 	resumeRetry    time.Duration
 	logger         *slog.Logger
 	onLost         func(LostLock)
+	tls            *tls.Config
 }
 
 func defaultConfig() config {
@@ -76,6 +78,12 @@ func WithMaxWait(d time.Duration) Option { return func(c *config) { c.maxWait = 
 // that answer usually means the server has not yet noticed that the old
 // connection closed; if it lasts, the session is given up as lost.
 func WithResumeRetry(d time.Duration) Option { return func(c *config) { c.resumeRetry = d } }
+
+// WithTLS speaks TLS to the servers (elockd -tls-cert), with cfg: its
+// RootCAs verify the servers, its Certificates are the client's own for
+// a server that requires one (-tls-client-ca). Without a ServerName, each
+// address's host is checked against the server's certificate.
+func WithTLS(cfg *tls.Config) Option { return func(c *config) { c.tls = cfg } }
 
 // WithLogger sets the logger; nil, the default, discards.
 func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l } }

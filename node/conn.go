@@ -74,7 +74,11 @@ type connSession struct {
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
-	if tc, ok := nc.(*net.TCPConn); ok {
+	under := nc
+	if w, ok := nc.(interface{ NetConn() net.Conn }); ok {
+		under = w.NetConn() // a TLS connection's TCP connection
+	}
+	if tc, ok := under.(*net.TCPConn); ok {
 		// Replies are coalesced by hand; Nagle would only add latency.
 		tc.SetNoDelay(true)
 		tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: KeepAlive, Interval: KeepAlive, Count: 3})
@@ -99,8 +103,24 @@ func newConn(s *Server, nc net.Conn) *conn {
 // interrupt wakes the goroutine from a blocked read, for Shutdown.
 func (c *conn) interrupt() { c.nc.SetReadDeadline(time.Now()) }
 
+// handshakeTimeout bounds a TLS handshake, so that a client that
+// connects and says nothing holds no goroutine for long before it has
+// even proved it speaks TLS.
+const handshakeTimeout = 10 * time.Second
+
 func (c *conn) serve() {
 	defer c.finish()
+	if hs, ok := c.nc.(interface {
+		HandshakeContext(context.Context) error
+	}); ok {
+		ctx, cancel := context.WithTimeout(c.s.ctx, handshakeTimeout)
+		err := hs.HandshakeContext(ctx)
+		cancel()
+		if err != nil {
+			c.s.log.Debug("TLS handshake failed", "remote", c.nc.RemoteAddr().String(), "err", err)
+			return
+		}
+	}
 	for {
 		c.process()
 		if c.gone || c.quit || c.eof || c.s.ctx.Err() != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -27,6 +28,7 @@ type benchConfig struct {
 	progress time.Duration
 	prefix   string
 	json     bool
+	tls      *tls.Config // elock over TLS; nil: plain TCP
 }
 
 // benchResult is one run's figures.
@@ -50,10 +52,10 @@ type benchResult struct {
 	FirstError string  `json:"first_error,omitempty"`
 }
 
-func runBench(args []string, addrs []string, stdout, stderr io.Writer) int {
+func runBench(args []string, addrs []string, tc *tls.Config, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("elock bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	c := benchConfig{addrs: addrs}
+	c := benchConfig{addrs: addrs, tls: tc}
 	fs.StringVar(&c.backend, "backend", "elock", "elock, or redis (SET NX PX plus a compare-and-delete script), to compare both with one load generator")
 	fs.StringVar(&c.mode, "mode", "distinct", "distinct: a key per client; contended: every client on one key")
 	fs.IntVar(&c.clients, "clients", 64, "concurrent clients, each with its own connection and session")
@@ -117,7 +119,7 @@ func dialLocker(ctx context.Context, c benchConfig, addr string) (locker, error)
 	if c.backend == "redis" {
 		return dialRedis(ctx, addr, c.wait)
 	}
-	return dialElock(ctx, addr, c.wait)
+	return dialElock(ctx, addr, c.wait, c.tls)
 }
 
 func bench(ctx context.Context, c benchConfig, progress io.Writer) (benchResult, error) {

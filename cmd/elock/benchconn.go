@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -21,8 +22,8 @@ type elockLocker struct {
 	secs string
 }
 
-func dialElock(ctx context.Context, addr string, wait time.Duration) (*elockLocker, error) {
-	nc, err := (&net.Dialer{Timeout: 5 * time.Second}).DialContext(ctx, "tcp", addr)
+func dialElock(ctx context.Context, addr string, wait time.Duration, tc *tls.Config) (*elockLocker, error) {
+	nc, err := dialServer(ctx, addr, 5*time.Second, tc)
 	if err != nil {
 		return nil, err
 	}

@@ -10,13 +10,19 @@
 package main
 
 import (
+	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"strings"
+	"time"
 )
 
 // Exit codes of elock itself, from sysexits(3) where one fits.
@@ -51,6 +57,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
 	addr := fs.String("addr", "127.0.0.1:11400", "comma-separated server addresses; any node of a mesh will do")
+	tlsCA := fs.String("tls-ca", "", "speak TLS to the servers, trusting this CA (PEM)")
+	tlsCert := fs.String("tls-cert", "", "client certificate (PEM; with -tls-key), for a server started with -tls-client-ca")
+	tlsKey := fs.String("tls-key", "", "the private key of -tls-cert (PEM)")
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
 			return exitOK
@@ -67,15 +76,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "elock: -addr is empty")
 		return exitUsage
 	}
+	tc, err := clientTLS(*tlsCA, *tlsCert, *tlsKey)
+	if err != nil {
+		fmt.Fprintln(stderr, "elock:", err)
+		return exitUsage
+	}
 	switch rest[0] {
 	case "lock":
-		return runLock(rest[1:], addrs, stderr)
+		return runLock(rest[1:], addrs, tc, stderr)
 	case "stats":
-		return runQuery("stats", rest[1:], addrs, stdout, stderr)
+		return runQuery("stats", rest[1:], addrs, tc, stdout, stderr)
 	case "info":
-		return runQuery("info", rest[1:], addrs, stdout, stderr)
+		return runQuery("info", rest[1:], addrs, tc, stdout, stderr)
 	case "bench":
-		return runBench(rest[1:], addrs, stdout, stderr)
+		return runBench(rest[1:], addrs, tc, stdout, stderr)
 	case "cluster":
 		return runCluster(rest[1:], stdout, stderr)
 	case "keygen":
@@ -113,4 +127,44 @@ func runKeygen(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintln(stdout, base64.StdEncoding.EncodeToString(key))
 	return exitOK
+}
+
+// clientTLS is the TLS configuration of -tls-ca, -tls-cert and -tls-key:
+// nil (plain TCP) without any of them.
+func clientTLS(caFile, certFile, keyFile string) (*tls.Config, error) {
+	if caFile == "" && certFile == "" && keyFile == "" {
+		return nil, nil
+	}
+	if (certFile == "") != (keyFile == "") {
+		return nil, errors.New("-tls-cert and -tls-key go together")
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("-tls-ca: %w", err)
+		}
+		tc.RootCAs = x509.NewCertPool()
+		if !tc.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("-tls-ca %s: no PEM certificate in it", caFile)
+		}
+	}
+	if certFile != "" {
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("-tls-cert, -tls-key: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return tc, nil
+}
+
+// dialServer connects to an elock server, over TLS when tc is set.
+func dialServer(ctx context.Context, addr string, timeout time.Duration, tc *tls.Config) (net.Conn, error) {
+	d := net.Dialer{Timeout: timeout}
+	if tc == nil {
+		return d.DialContext(ctx, "tcp", addr)
+	}
+	td := tls.Dialer{NetDialer: &d, Config: tc}
+	return td.DialContext(ctx, "tcp", addr)
 }

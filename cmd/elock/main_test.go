@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/elock/elock/testcluster"
+	"github.com/elock/elock/testcluster/certs"
 	"github.com/elock/elock/testcluster/wait"
 )
 
@@ -342,5 +343,42 @@ func TestKeygen(t *testing.T) {
 	}
 	if code, _, _ := elock(t, 20*time.Second, "keygen", "extra"); code != exitUsage {
 		t.Errorf("elock keygen extra: exit %d, want %d", code, exitUsage)
+	}
+}
+
+// Over TLS: stats, lock (through the Go client's WithTLS) and bench work
+// against a server that requires client certificates, given -tls-ca,
+// -tls-cert and -tls-key; without a client certificate, or trusting
+// another CA, nothing is reached.
+func TestCommandsOverTLS(t *testing.T) {
+	t.Parallel()
+	ca, other := certs.New(t), certs.New(t)
+	cert, key := ca.Issue(t, "127.0.0.1")
+	ccert, ckey := ca.Issue(t, "app1")
+	srv := testcluster.Start(t, "-tls-cert", cert, "-tls-key", key, "-tls-client-ca", ca.CA)
+	tlsFlags := []string{"-addr", srv.Addr, "-tls-ca", ca.CA, "-tls-cert", ccert, "-tls-key", ckey}
+	code, out, errOut := elock(t, 20*time.Second, append(tlsFlags, "stats")...)
+	if code != exitOK || !strings.Contains(out, "STAT uptime") {
+		t.Fatalf("stats over TLS: exit %d: %s %s", code, out, errOut)
+	}
+	code, _, errOut = elock(t, 20*time.Second, append(tlsFlags, "lock", "job", "--", "sh", "-c", `test -n "$ELOCK_TOKEN"`)...)
+	if code != 0 {
+		t.Fatalf("lock over TLS: exit %d: %s", code, errOut)
+	}
+	code, out, errOut = elock(t, 30*time.Second, append(tlsFlags, "bench", "-clients", "2", "-duration", "1s", "-warmup", "0s", "-json")...)
+	if code != exitOK || !strings.Contains(out, `"errors":0`) {
+		t.Fatalf("bench over TLS: exit %d: %s %s", code, out, errOut)
+	}
+	for what, args := range map[string][]string{
+		"no client certificate": {"-addr", srv.Addr, "-tls-ca", ca.CA, "stats"},
+		"another CA":            {"-addr", srv.Addr, "-tls-ca", other.CA, "-tls-cert", ccert, "-tls-key", ckey, "stats"},
+		"plain TCP":             {"-addr", srv.Addr, "stats"},
+	} {
+		if code, out, _ := elock(t, 20*time.Second, args...); code == exitOK || strings.Contains(out, "STAT") {
+			t.Errorf("%s: exit %d, %q", what, code, out)
+		}
+	}
+	if code, _, _ := elock(t, 20*time.Second, "-tls-cert", ccert, "stats"); code != exitUsage {
+		t.Errorf("-tls-cert without -tls-key: exit %d, want %d", code, exitUsage)
 	}
 }

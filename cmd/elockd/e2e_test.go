@@ -6,18 +6,22 @@ package main
 
 import (
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base32"
 	"fmt"
 	"io"
 	"math/bits"
 	"math/rand/v2"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/elock/elock/testcluster/certs"
 	"github.com/elock/elock/testcluster/wait"
 )
 
@@ -1752,4 +1756,107 @@ func TestARestartAfterLocksWereLostRefusesGrantsForTheLockDelay(t *testing.T) {
 	p.stop(t, 10*time.Second)
 	p = startElockd(t, flags...)
 	lockDelay(p, "after a stop with a lock held")
+}
+
+// exchange sends script on nc, then quit, and returns every byte the
+// server answered until it closed the connection.
+func exchange(t *testing.T, nc net.Conn, script []string) []byte {
+	t.Helper()
+	nc.SetDeadline(time.Now().Add(20 * time.Second))
+	if _, err := io.WriteString(nc, strings.Join(script, "\r\n")+"\r\nquit\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(nc)
+	if err != nil {
+		t.Fatalf("reading the replies: %v (after %q)", err, b)
+	}
+	return b
+}
+
+// Over TLS (-tls-cert, -tls-key) the protocol is the original one byte
+// for byte: the same requests get the same reply bytes as over plain TCP.
+func TestTLSRepliesAreThoseOfPlainTCP(t *testing.T) {
+	t.Parallel()
+	ca := certs.New(t)
+	cert, key := ca.Issue(t, "127.0.0.1")
+	plain := startElockd(t)
+	secure := startElockd(t, "-tls-cert", cert, "-tls-key", key)
+	script := []string{"lock a", "lock a", "lock b 0", "unlock a", "unlock a", "set_timeout 1000", "bogus", "lock", "unlock_all", "unlock b"}
+	pc, err := net.DialTimeout("tcp", plain.addr, readTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	want := exchange(t, pc, script)
+	pool := x509.NewCertPool()
+	pem, err := os.ReadFile(ca.CA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool.AppendCertsFromPEM(pem)
+	tc, err := tls.DialWithDialer(&net.Dialer{Timeout: readTimeout}, "tcp", secure.addr, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	if got := exchange(t, tc, script); !bytes.Equal(got, want) {
+		t.Fatalf("over TLS:\n%q\nover TCP:\n%q", got, want)
+	}
+	// A client that does not speak TLS gets nothing it could mistake for
+	// a reply, and the server goes on serving.
+	raw, err := net.DialTimeout("tcp", secure.addr, readTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	raw.SetDeadline(time.Now().Add(20 * time.Second))
+	io.WriteString(raw, "lock a\r\n")
+	if b, _ := io.ReadAll(raw); bytes.Contains(b, []byte("200")) {
+		t.Fatalf("a plain client got %q from the TLS port", b)
+	}
+	secure.alive(t)
+}
+
+// With -tls-client-ca, only clients with a certificate from that CA are
+// served.
+func TestTLSClientCertificatesAreRequired(t *testing.T) {
+	t.Parallel()
+	ca, other := certs.New(t), certs.New(t)
+	cert, key := ca.Issue(t, "127.0.0.1")
+	p := startElockd(t, "-tls-cert", cert, "-tls-key", key, "-tls-client-ca", ca.CA)
+	pool := x509.NewCertPool()
+	pem, err := os.ReadFile(ca.CA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool.AppendCertsFromPEM(pem)
+	try := func(certs []tls.Certificate) ([]byte, error) {
+		tc, err := tls.DialWithDialer(&net.Dialer{Timeout: readTimeout}, "tcp", p.addr, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", Certificates: certs})
+		if err != nil {
+			return nil, err
+		}
+		defer tc.Close()
+		tc.SetDeadline(time.Now().Add(20 * time.Second))
+		if _, err := io.WriteString(tc, "lock a\r\nquit\r\n"); err != nil {
+			return nil, err
+		}
+		return io.ReadAll(tc)
+	}
+	load := func(s *certs.Set, name string) []tls.Certificate {
+		c, k := s.Issue(t, name)
+		pair, err := tls.LoadX509KeyPair(c, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return []tls.Certificate{pair}
+	}
+	if b, err := try(load(ca, "app1")); err != nil || !bytes.HasPrefix(b, []byte("200 Acquired\r\n")) {
+		t.Fatalf("a client with a certificate from the CA: %q, %v", b, err)
+	}
+	for what, c := range map[string][]tls.Certificate{"no certificate": nil, "another CA's": load(other, "app2")} {
+		if b, err := try(c); err == nil && bytes.Contains(b, []byte("200")) {
+			t.Errorf("a client with %s was served: %q", what, b)
+		}
+	}
+	p.alive(t)
 }

@@ -7,6 +7,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"errors"
 	"flag"
@@ -58,6 +60,9 @@ type options struct {
 	lease     time.Duration
 	homeLease time.Duration
 	lostAfter time.Duration
+	// The client port's TLS: certificate and key, and the CA that
+	// client certificates must chain to (none: no client certificates).
+	tlsCert, tlsKey, tlsClientCA string
 	// The gossip keys, from -encrypt or -encrypt-file; the first
 	// encrypts.
 	encrypt     string
@@ -79,6 +84,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.lease, "lease", replication.DefaultLease, "mesh: owner lease; an owner whose lease runs out is taken over")
 	fs.DurationVar(&o.lostAfter, "lost-after", replication.DefaultLostAfter, "mesh: how long both copies of a partition may be out of reach (and not known to have restarted) before it is declared lost and served empty after a lock-delay")
 	fs.DurationVar(&o.homeLease, "home-lease", mesh.DefaultHomeLease, "mesh: a node that cannot renew a client's session for this long closes its connection")
+	fs.StringVar(&o.tlsCert, "tls-cert", "", "serve the client port over TLS with this certificate (PEM; with -tls-key)")
+	fs.StringVar(&o.tlsKey, "tls-key", "", "the private key of -tls-cert (PEM)")
+	fs.StringVar(&o.tlsClientCA, "tls-client-ca", "", "require client certificates signed by this CA (PEM; with -tls-cert)")
 	fs.StringVar(&o.encrypt, "encrypt", "", "mesh: gossip key, base64 of 16, 24 or 32 bytes ('elock keygen' makes one); every node needs it")
 	fs.StringVar(&o.encryptFile, "encrypt-file", "", "mesh: file of gossip keys, one per line: the first encrypts, all decrypt (to rotate keys by rolling restarts)")
 	fs.DurationVar(&o.leave, "leave-timeout", time.Minute, "mesh: how long SIGTERM waits for this node's partitions to move away")
@@ -109,6 +117,12 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 			o.mesh = true
 		}
 	})
+	if (o.tlsCert == "") != (o.tlsKey == "") {
+		return o, errors.New("-tls-cert and -tls-key go together")
+	}
+	if o.tlsClientCA != "" && o.tlsCert == "" {
+		return o, errors.New("-tls-client-ca needs -tls-cert and -tls-key")
+	}
 	var err error
 	if o.keys, err = gossipKeys(o.encrypt, o.encryptFile); err != nil {
 		return o, err
@@ -132,6 +146,34 @@ func newLogger(level string, w io.Writer) (*slog.Logger, error) {
 		return nil, fmt.Errorf("bad -log-level %q: %w", level, err)
 	}
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+}
+
+// clientTLS is the client port's TLS configuration: TLS 1.2 or later,
+// and with a client CA, only clients whose certificate it signed.
+func clientTLS(certFile, keyFile, caFile string) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("-tls-cert, -tls-key: %w", err)
+	}
+	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("-tls-client-ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("-tls-client-ca %s: no PEM certificate in it", caFile)
+		}
+		tc.ClientCAs, tc.ClientAuth = pool, tls.RequireAndVerifyClientCert
+	}
+	return tc, nil
+}
+
+// isLoopback reports whether a listener's address is a loopback one.
+func isLoopback(a net.Addr) bool {
+	ta, ok := a.(*net.TCPAddr)
+	return ok && ta.IP.IsLoopback()
 }
 
 // gossipKeys reads the gossip keys of -encrypt (one key) or
@@ -206,6 +248,17 @@ func run(args []string, stderr io.Writer) int {
 		return 1
 	}
 	defer l.Close()
+	if o.tlsCert != "" {
+		tc, err := clientTLS(o.tlsCert, o.tlsKey, o.tlsClientCA)
+		if err != nil {
+			fmt.Fprintln(stderr, "elockd:", err)
+			return 2
+		}
+		l = tls.NewListener(l, tc)
+	} else if !isLoopback(l.Addr()) {
+		log.Warn("the client port is beyond loopback without TLS: commands, replies and session ids (which resume sessions and their locks) travel in clear; see -tls-cert",
+			"addr", l.Addr().String())
+	}
 	if o.cfg.NodeID == "" {
 		o.cfg.NodeID = nodeID(l.Addr().String())
 	}
