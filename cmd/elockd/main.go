@@ -288,6 +288,7 @@ func run(args []string, stderr io.Writer) int {
 		mc.Join, mc.Voter, mc.Expect, mc.DataDir = join, o.expect > 0, o.expect, o.dataDir
 		mc.GossipKeys = o.keys
 		mc.Partitions, mc.Limits, mc.MaxTimeout = o.partitions, limits, o.cfg.MaxTimeout
+		mc.MaxName, mc.MaxWait = o.cfg.MaxName, o.cfg.MaxWait
 		mc.Lease, mc.HomeLease, mc.LostAfter = o.lease, o.homeLease, o.lostAfter
 		mc.Clients, mc.Logger = o.cfg.Clients, log
 		if err := mc.Validate(); err != nil {

@@ -325,6 +325,9 @@ type memMesh struct {
 
 const memParts = 4
 
+// testLimits are a stock node's request limits.
+var testLimits = requestLimits{maxName: node.DefaultMaxName, maxWait: node.DefaultMaxWait}
+
 // newMemMesh builds nodes with the given ids (nonce: id + "-1"), each
 // owning the partitions owners assigns it (partition -> node id), and
 // starts their loops as Start does. Stop it with close.
@@ -352,7 +355,7 @@ func newMemMesh(t testing.TB, homeLease time.Duration, owners [memParts]string, 
 		n.set = set
 		reg := peer.NewRegistry()
 		rt := &router{self: inc, table: mm.table, call: memCaller{mm.net, inc}, parts: memParts, log: log}
-		n.owner = newLockOwner(set, mm.table, rt.call, n.clients.Count, mm.table.ownedSince(inc), log)
+		n.owner = newLockOwner(set, mm.table, rt.call, n.clients.Count, mm.table.ownedSince(inc), testLimits, log)
 		n.sessOwner = newSessionOwner(set, rt, homeLease, node.DefaultMaxTimeout, func(int) bool { return false }, log)
 		n.sessions = newHomeSessions(inc, rt, n.clients, homeLease, log)
 		n.home = &home{self: inc, rt: rt, table: mm.table, call: rt.call, sessions: n.sessions, log: log, work: mm.work,

@@ -41,6 +41,10 @@ type Config struct {
 	DataDir    string
 	Partitions int
 	Limits     locktable.Limits
+	// MaxName and MaxWait bound a lock request's name and wait, at the
+	// owner as at the client port.
+	MaxName int
+	MaxWait time.Duration
 	// MaxTimeout is the longest session timeout a client may set; with the
 	// lease and the home lease it sizes the lock-delay after a double
 	// failure.
@@ -67,6 +71,8 @@ func DefaultConfig() Config {
 		PeerAddr:   "127.0.0.1:11401",
 		Partitions: partition.DefaultPartitions,
 		Limits:     locktable.Limits{MaxWaiters: node.DefaultMaxWaiters, DefaultTimeout: node.DefaultSessionTimeout},
+		MaxName:    node.DefaultMaxName,
+		MaxWait:    node.DefaultMaxWait,
 		MaxTimeout: node.DefaultMaxTimeout,
 		Lease:      replication.DefaultLease,
 		HomeLease:  DefaultHomeLease,
@@ -86,6 +92,7 @@ func (c Config) Validate() error {
 	check(c.Partitions >= 1 && c.Partitions <= 1<<16, "partitions %d out of range 1..65536", c.Partitions)
 	check(c.Lease > 0 && c.HomeLease > 0 && c.LostAfter > 0, "lease, home lease and lost-after must be positive")
 	check(c.MaxTimeout >= 0, "max timeout %v is negative", c.MaxTimeout)
+	check(c.MaxName >= 1 && c.MaxWait >= 0, "max name %d under 1 or max wait %v negative", c.MaxName, c.MaxWait)
 	check(!c.Voter || c.Expect >= 1, "a voter needs bootstrap-expect of at least 1")
 	check(c.Clients != nil, "no Clients")
 	for i, k := range c.GossipKeys {
@@ -206,7 +213,7 @@ func Start(cfg Config) (_ *Mesh, err error) {
 	// The roles, on the table and a caller.
 	reg := peer.NewRegistry()
 	rt := &router{self: m.self, table: m.control, call: netCaller{self: m.self, local: reg, pool: m.pool}, parts: cfg.Partitions, log: log}
-	owner := newLockOwner(set, m.control, rt.call, cfg.Clients.Count, m.data.OwnedSince, log)
+	owner := newLockOwner(set, m.control, rt.call, cfg.Clients.Count, m.data.OwnedSince, requestLimits{maxName: cfg.MaxName, maxWait: cfg.MaxWait}, log)
 	sessOwner := newSessionOwner(set, rt, cfg.HomeLease, cfg.MaxTimeout, m.data.InLockDelay, log)
 	homeSess := newHomeSessions(m.self, rt, cfg.Clients, cfg.HomeLease, log)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -3,6 +3,7 @@ package mesh
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strconv"
 	"sync"
@@ -30,6 +31,11 @@ type lockOwner struct {
 	// unbroken ownership began at (replication.Data.OwnedSince).
 	owned func(p int) (since uint64, ok bool)
 
+	// lim bounds the requests this owner carries out, whoever sends
+	// them: the home checks the same limits first, but an owner does not
+	// rely on every peer having done so.
+	lim requestLimits
+
 	mu sync.Mutex // guards waits and floors
 	// waits holds the queued requests of homes, by request id, so that
 	// Cancel can withdraw them, and a resume elsewhere its older homes'.
@@ -42,6 +48,25 @@ type lockOwner struct {
 	// entry in waits, where its outcome may be delivered by another
 	// goroutine.
 	testHookQueued func(*queued)
+}
+
+// requestLimits are the client port's limits on a lock request, checked
+// again where it is carried out.
+type requestLimits struct {
+	maxName int
+	maxWait time.Duration
+}
+
+// check refuses a request beyond the limits, as a definite failure: the
+// same request would be refused again.
+func (l requestLimits) check(q lockReq) error {
+	switch {
+	case len(q.name) == 0 || len(q.name) > l.maxName:
+		return failure.Refuse(failure.Unspecified, fmt.Sprintf("a lock name of %d bytes, outside 1..%d", len(q.name), l.maxName))
+	case q.wait < 0 || q.wait > l.maxWait:
+		return failure.Refuse(failure.Unspecified, fmt.Sprintf("a wait of %v, outside 0..%v", q.wait, l.maxWait))
+	}
+	return nil
 }
 
 // queued is one lock request waiting in a partition's queue, answered
@@ -94,8 +119,8 @@ func (qw *queued) outcome(out partition.Outcome) {
 	}
 }
 
-func newLockOwner(set *partition.Set, table Table, call Caller, clients func() int, owned func(int) (uint64, bool), log *slog.Logger) *lockOwner {
-	return &lockOwner{set: set, table: table, call: call, clients: clients, owned: owned, log: log,
+func newLockOwner(set *partition.Set, table Table, call Caller, clients func() int, owned func(int) (uint64, bool), lim requestLimits, log *slog.Logger) *lockOwner {
+	return &lockOwner{set: set, table: table, call: call, clients: clients, owned: owned, lim: lim, log: log,
 		waits: make(map[string]*queued), floors: make(map[string]uint64)}
 }
 
@@ -170,6 +195,9 @@ func (o *lockOwner) fenced(q lockReq) error {
 // connection closes: the client behind it can no longer hear of a grant.
 func (o *lockOwner) lock(conn context.Context, _ peer.Method, b []byte, reply func([]byte, error)) {
 	q, err := decodeLockReq(b)
+	if err == nil {
+		err = o.lim.check(q)
+	}
 	if err == nil {
 		err = o.fenced(q)
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/elock/elock/node/failure"
 	"github.com/elock/elock/node/locktable"
 	"github.com/elock/elock/node/partition"
+	"github.com/elock/elock/node/peer"
 	"github.com/elock/elock/testcluster/wait"
 )
 
@@ -23,7 +24,7 @@ func TestResumeWithdrawsOlderHomesWaits(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer set.Close()
-	o := newLockOwner(set, nil, nil, func() int { return 0 }, func(int) (uint64, bool) { return 0, false }, slog.New(slog.DiscardHandler))
+	o := newLockOwner(set, nil, nil, func() int { return 0 }, func(int) (uint64, bool) { return 0, false }, testLimits, slog.New(slog.DiscardHandler))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	x := []byte("x")
@@ -88,7 +89,7 @@ func TestWaitAnsweredWhileQueuedLeavesNoEntry(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer set.Close()
-	o := newLockOwner(set, nil, nil, func() int { return 0 }, func(int) (uint64, bool) { return 0, false }, slog.New(slog.DiscardHandler))
+	o := newLockOwner(set, nil, nil, func() int { return 0 }, func(int) (uint64, bool) { return 0, false }, testLimits, slog.New(slog.DiscardHandler))
 	o.testHookQueued = func(qw *queued) {
 		// As the deadline timer would: the wait ends unavailable.
 		if set.Cancel(qw.w) {
@@ -109,5 +110,38 @@ func TestWaitAnsweredWhileQueuedLeavesNoEntry(t *testing.T) {
 	defer o.mu.Unlock()
 	if len(o.waits) != 0 {
 		t.Fatalf("%d waits still on record after their answers", len(o.waits))
+	}
+}
+
+// An owner enforces the client port's limits on a lock request itself: a
+// peer that skipped them (another configuration, a bug, a forged
+// request) gets a definite refusal, and nothing is locked or queued.
+func TestAnOwnerRefusesRequestsBeyondTheLimits(t *testing.T) {
+	set, err := partition.New(partition.Config{Partitions: 4, Limits: locktable.Limits{MaxWaiters: 10, DefaultTimeout: time.Minute}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer set.Close()
+	o := newLockOwner(set, nil, nil, func() int { return 0 }, func(int) (uint64, bool) { return 0, false },
+		requestLimits{maxName: 8, maxWait: time.Minute}, slog.New(slog.DiscardHandler))
+	s := node.SessionRef{ID: "s", Epoch: 1, Born: 1}
+	for what, payload := range map[string][]byte{
+		"a name over the maximum": lockPayload(s, []byte("123456789"), 0, ""),
+		"a wait over the maximum": lockPayload(s, []byte("x"), time.Hour, "r1"),
+		"a negative wait":         lockPayload(s, []byte("y"), -time.Second, "r2"),
+	} {
+		got := make(chan error, 1)
+		o.lock(context.Background(), peer.Lock, payload, func(_ []byte, err error) { got <- err })
+		if err := <-got; failure.ClassOf(err) != failure.Definite {
+			t.Errorf("%s: %v, want a definite refusal", what, err)
+		}
+	}
+	if h := set.Holders(); len(h) != 0 {
+		t.Fatalf("refused requests left holders or waiters: %v", h)
+	}
+	got := make(chan error, 1)
+	o.lock(context.Background(), peer.Lock, lockPayload(s, []byte("12345678"), 0, ""), func(_ []byte, err error) { got <- err })
+	if err := <-got; err != nil {
+		t.Fatalf("a request at the limits: %v", err)
 	}
 }
