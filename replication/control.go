@@ -122,6 +122,7 @@ type Control struct {
 	synced     map[int]uint64 // partition -> epoch at which its owner reported a synced replica, or its replica a full copy
 	prevSynced map[int]uint64 // partition -> epoch at which its previous replica reported still holding its full copy
 	delayOver  map[int]uint64
+	unproved   map[string]time.Time // incarnation and address -> last failed proof (see proved)
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -165,6 +166,7 @@ func NewControl(cfg ControlConfig) (*Control, error) {
 		synced:     make(map[int]uint64),
 		prevSynced: make(map[int]uint64),
 		delayOver:  make(map[int]uint64),
+		unproved:   make(map[string]time.Time),
 		stop:       make(chan struct{}),
 	}
 	c.state.Store(&State{Nodes: map[string]Node{}})
@@ -432,6 +434,10 @@ func (c *Control) bootstrapped() bool {
 	for _, m := range voters {
 		if m.RaftID == c.cfg.RaftID {
 			continue
+		}
+		if err := c.cfg.Pool.Prove(m.PeerAddr, m.ID); err != nil {
+			c.log.Warn("not bootstrapping with a voter that has not proved its identity", "node", m.ID, "err", err)
+			return false
 		}
 		formed, err := c.peerFormed(m.PeerAddr)
 		if err != nil || formed {

@@ -131,6 +131,41 @@ func (c *Control) coordinate() error {
 	return c.transitions(st)
 }
 
+// proveEvery is how often the leader asks a node that failed to prove its
+// identity to prove it again.
+const proveEvery = 5 * time.Second
+
+// proved reports whether n's peer address proves n's id (peer.Pool.Prove),
+// asking at most every proveEvery for a node that failed, and logging a
+// failure once per incarnation and address rather than every round.
+func (c *Control) proved(n Node) bool {
+	key := n.ID + "/" + n.Nonce + "/" + n.PeerAddr
+	c.mu.Lock()
+	last, failed := c.unproved[key]
+	c.mu.Unlock()
+	if failed && time.Since(last) < proveEvery {
+		return false
+	}
+	err := c.cfg.Pool.Prove(n.PeerAddr, n.ID)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err == nil {
+		delete(c.unproved, key)
+		return true
+	}
+	if !failed {
+		c.log.Warn("not registering a node that has not proved its identity", "node", n.ID, "err", err)
+	}
+	if len(c.unproved) >= maxUnproved {
+		clear(c.unproved) // a flood of made-up members: forget, and log again
+	}
+	c.unproved[key] = time.Now()
+	return false
+}
+
+// maxUnproved bounds the incarnations remembered as unproved.
+const maxUnproved = 1024
+
 // register records every live member's current incarnation and addresses.
 func (c *Control) register(members []ring.Member) error {
 	st := c.State()
@@ -144,6 +179,13 @@ func (c *Control) register(members []ring.Member) error {
 		}
 		if old, ok := st.Nodes[m.ID]; ok && old.Nonce == n.Nonce && old.Leaving && !n.Leaving {
 			n.Leaving = true // a leave is not taken back by stale gossip
+		}
+		// With peer TLS, a node is registered (and so given partitions,
+		// a vote, session records) only once its peer address has shown a
+		// certificate of the mesh's CA naming its id; gossip alone only
+		// claims them. Retried every round until it does.
+		if !c.proved(n) {
+			continue
 		}
 		if err := c.apply(Command{Node: &n}); err != nil {
 			return err
@@ -176,8 +218,13 @@ func (c *Control) membership(members []ring.Member) error {
 		return err
 	}
 	servers := cf.Configuration().Servers
+	st := c.State()
 	for _, m := range members {
 		if m.RaftID == "" || m.PeerAddr == "" || m.State != ring.Alive {
+			continue
+		}
+		// Only registered nodes (see register) join raft.
+		if n, ok := st.Nodes[m.ID]; !ok || n.Nonce != m.Nonce || n.PeerAddr != m.PeerAddr {
 			continue
 		}
 		want := raft.ServerID(m.RaftID)

@@ -45,7 +45,7 @@ func startDataWith(t testing.TB, id string, partitions int, mod func(*DataConfig
 	if err != nil {
 		t.Fatal(err)
 	}
-	pool := peer.NewPool(time.Second, nil)
+	pool := peer.NewPool(time.Second, nil, nil)
 	t.Cleanup(pool.Close)
 	n := &dataNode{inc: Incarnation{ID: id, Nonce: id + "-1"}, addr: ln.Addr().String(), lease: NewLease()}
 	n.renewAt(time.Now())
@@ -65,7 +65,7 @@ func startDataWith(t testing.TB, id string, partitions int, mod func(*DataConfig
 	if err := n.data.Register(reg); err != nil {
 		t.Fatal(err)
 	}
-	n.mux = peer.NewMux(ln, nil)
+	n.mux = peer.NewMux(ln, nil, nil)
 	n.mux.Serve(peer.NewServer(reg, nil))
 	t.Cleanup(func() { n.mux.Close() })
 	return n

@@ -52,6 +52,9 @@ type Options struct {
 	// Flags are extra flags for every node. They come after the
 	// harness's own flags, so they override them.
 	Flags []string
+	// NodeFlags, if set, gives extra flags for one node (its certificate,
+	// say), after Flags.
+	NodeFlags func(n *Node) []string
 }
 
 // Node is one incarnation of a cluster node: Restart and a start retry
@@ -208,7 +211,11 @@ func (c *Cluster) args(n *Node) []string {
 			args = append(args, "-data-dir", n.DataDir)
 		}
 	}
-	return append(args, c.opt.Flags...)
+	args = append(args, c.opt.Flags...)
+	if c.opt.NodeFlags != nil {
+		args = append(args, c.opt.NodeFlags(n)...)
+	}
+	return args
 }
 
 // joinAddrs are the gossip addresses n joins: every other node's, node 0

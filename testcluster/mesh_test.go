@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/elock/elock/testcluster/certs"
 	"github.com/elock/elock/testcluster/wait"
 )
 
@@ -177,4 +180,46 @@ func TestAMeshWithAGossipKeyKeepsOutANodeWithout(t *testing.T) {
 	if _, err := c.Client(t, 0).TryLock(context.Background(), "x"); err != nil {
 		t.Fatalf("the keyed mesh does not serve: %v", err)
 	}
+}
+
+// A mesh with peer TLS (-peer-cert, -peer-key, -peer-ca) forms and
+// serves, and a node whose certificate comes from another CA is never
+// registered: gossip lists it, but it owns and replicates nothing.
+func TestAMeshWithPeerTLSKeepsOutANodeOfAnotherCA(t *testing.T) {
+	ca, other := certs.New(t), certs.New(t)
+	for i := range 3 {
+		ca.Issue(t, fmt.Sprintf("n%d", i))
+	}
+	c := New(t, Options{Nodes: 3, NodeFlags: func(n *Node) []string {
+		return []string{"-peer-cert", filepath.Join(ca.Dir, n.ID+".pem"), "-peer-key", filepath.Join(ca.Dir, n.ID+"-key.pem"), "-peer-ca", ca.CA}
+	}})
+	if _, err := c.Client(t, 0).TryLock(context.Background(), "x"); err != nil {
+		t.Fatalf("the mesh over TLS does not serve: %v", err)
+	}
+	cert, key := other.Issue(t, "intruder")
+	intruder := Launch(t, "-node-id", "intruder", "-gossip", "127.0.0.1:0", "-peer", "127.0.0.1:0",
+		"-join", c.Node(0).GossipAddr, "-peer-cert", cert, "-peer-key", key, "-peer-ca", other.CA, "-leave-timeout", "1s")
+	wait.For(t, 30*time.Second, "the leader to refuse to register the intruder", func() bool {
+		for i := range 3 {
+			for _, l := range strings.Split(c.Node(i).Process.Log(), "\n") {
+				if strings.Contains(l, `msg="not registering a node that has not proved its identity"`) && strings.Contains(l, "node=intruder") {
+					return true
+				}
+			}
+		}
+		return false
+	})
+	if m := members(t, c, 0)["intruder"]; m.status != "alive" {
+		t.Fatalf("gossip does not list the intruder (%+v): the test proves nothing", m)
+	}
+	for i := range 200 {
+		name := fmt.Sprintf("k%d", i)
+		if _, owner, replica, _ := c.Where(name); owner == "intruder" || replica == "intruder" {
+			t.Fatalf("%s is placed on the intruder (owner %s, replica %s)", name, owner, replica)
+		}
+	}
+	if _, stats := c.Raw(0).Block("stats"); stats["node_ready"] != "1" {
+		t.Errorf("node 0 is not ready with the intruder around: %v", stats)
+	}
+	_ = intruder
 }

@@ -30,6 +30,7 @@ import (
 	"github.com/elock/elock/node/locktable"
 	"github.com/elock/elock/node/mesh"
 	"github.com/elock/elock/node/partition"
+	"github.com/elock/elock/node/peer"
 	"github.com/elock/elock/replication"
 	"github.com/elock/elock/ring"
 )
@@ -63,6 +64,8 @@ type options struct {
 	// The client port's TLS: certificate and key, and the CA that
 	// client certificates must chain to (none: no client certificates).
 	tlsCert, tlsKey, tlsClientCA string
+	// Peer TLS: this node's certificate and key, and the mesh's CA.
+	peerCert, peerKey, peerCA string
 	// The gossip keys, from -encrypt or -encrypt-file; the first
 	// encrypts.
 	encrypt     string
@@ -87,6 +90,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.tlsCert, "tls-cert", "", "serve the client port over TLS with this certificate (PEM; with -tls-key)")
 	fs.StringVar(&o.tlsKey, "tls-key", "", "the private key of -tls-cert (PEM)")
 	fs.StringVar(&o.tlsClientCA, "tls-client-ca", "", "require client certificates signed by this CA (PEM; with -tls-cert)")
+	fs.StringVar(&o.peerCert, "peer-cert", "", "mesh: this node's certificate (PEM), naming its node id as a DNS name; with -peer-key and -peer-ca, peer RPC and raft use mutual TLS 1.3")
+	fs.StringVar(&o.peerKey, "peer-key", "", "mesh: the private key of -peer-cert (PEM)")
+	fs.StringVar(&o.peerCA, "peer-ca", "", "mesh: the CA (PEM) that signs every node's -peer-cert")
 	fs.StringVar(&o.encrypt, "encrypt", "", "mesh: gossip key, base64 of 16, 24 or 32 bytes ('elock keygen' makes one); every node needs it")
 	fs.StringVar(&o.encryptFile, "encrypt-file", "", "mesh: file of gossip keys, one per line: the first encrypts, all decrypt (to rotate keys by rolling restarts)")
 	fs.DurationVar(&o.leave, "leave-timeout", time.Minute, "mesh: how long SIGTERM waits for this node's partitions to move away")
@@ -127,6 +133,12 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if o.keys, err = gossipKeys(o.encrypt, o.encryptFile); err != nil {
 		return o, err
 	}
+	if n := countSet(o.peerCert, o.peerKey, o.peerCA); n != 0 && n != 3 {
+		return o, errors.New("-peer-cert, -peer-key and -peer-ca go together")
+	}
+	if o.peerCert != "" && !o.mesh {
+		return o, errors.New("-peer-cert, -peer-key and -peer-ca apply to a mesh: give -join, -gossip, -peer or -bootstrap-expect too")
+	}
 	if len(o.keys) > 0 && !o.mesh {
 		return o, errors.New("-encrypt and -encrypt-file apply to a mesh: give -join, -gossip, -peer or -bootstrap-expect too")
 	}
@@ -146,6 +158,17 @@ func newLogger(level string, w io.Writer) (*slog.Logger, error) {
 		return nil, fmt.Errorf("bad -log-level %q: %w", level, err)
 	}
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+}
+
+// countSet counts the non-empty strings.
+func countSet(ss ...string) int {
+	n := 0
+	for _, s := range ss {
+		if s != "" {
+			n++
+		}
+	}
+	return n
 }
 
 // clientTLS is the client port's TLS configuration: TLS 1.2 or later,
@@ -287,6 +310,12 @@ func run(args []string, stderr io.Writer) int {
 		mc.ID, mc.ClientAddr, mc.GossipAddr, mc.PeerAddr = o.cfg.NodeID, l.Addr().String(), o.gossip, o.peer
 		mc.Join, mc.Voter, mc.Expect, mc.DataDir = join, o.expect > 0, o.expect, o.dataDir
 		mc.GossipKeys = o.keys
+		if o.peerCert != "" {
+			if mc.PeerTLS, err = peer.LoadTLS(o.peerCert, o.peerKey, o.peerCA, o.cfg.NodeID); err != nil {
+				fmt.Fprintln(stderr, "elockd:", err)
+				return 2
+			}
+		}
 		mc.Partitions, mc.Limits, mc.MaxTimeout = o.partitions, limits, o.cfg.MaxTimeout
 		mc.MaxName, mc.MaxWait = o.cfg.MaxName, o.cfg.MaxWait
 		mc.Lease, mc.HomeLease, mc.LostAfter = o.lease, o.homeLease, o.lostAfter

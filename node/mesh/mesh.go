@@ -36,6 +36,8 @@ type Config struct {
 	Join       []string // gossip addresses of members to join
 	// GossipKeys encrypt gossip (see ring.Config.Keys); empty: in clear.
 	GossipKeys [][]byte
+	// PeerTLS secures peer RPC and raft (see peer.TLS); nil: in clear.
+	PeerTLS    *peer.TLS
 	Voter      bool
 	Expect     int // bootstrap-expect of a voter
 	DataDir    string
@@ -95,10 +97,18 @@ func (c Config) Validate() error {
 	check(c.MaxName >= 1 && c.MaxWait >= 0, "max name %d under 1 or max wait %v negative", c.MaxName, c.MaxWait)
 	check(!c.Voter || c.Expect >= 1, "a voter needs bootstrap-expect of at least 1")
 	check(c.Clients != nil, "no Clients")
+	check(c.PeerTLS == nil || c.PeerTLS.ID == c.ID, "the peer certificate is for node %q, not %q", tlsID(c.PeerTLS), c.ID)
 	for i, k := range c.GossipKeys {
 		check(ring.ValidateKey(k) == nil, "gossip key %d is %d bytes, want 16, 24 or 32", i+1, len(k))
 	}
 	return errors.Join(errs...)
+}
+
+func tlsID(t *peer.TLS) string {
+	if t == nil {
+		return ""
+	}
+	return t.ID
 }
 
 // Mesh is a running mesh node: gossip, the control and data planes, and
@@ -150,9 +160,9 @@ func Start(cfg Config) (_ *Mesh, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("mesh: peer listener: %w", err)
 	}
-	m.mux = peer.NewMux(m.peerLn, log)
+	m.mux = peer.NewMux(m.peerLn, cfg.PeerTLS, log)
 	undo = append(undo, func() { m.mux.Close() })
-	m.pool = peer.NewPool(2*time.Second, peer.Source(m.peerLn.Addr()))
+	m.pool = peer.NewPool(2*time.Second, peer.Source(m.peerLn.Addr()), cfg.PeerTLS)
 	undo = append(undo, m.pool.Close)
 
 	// The data plane and the partition set it hosts. Expired sessions go

@@ -53,7 +53,7 @@ func BenchmarkCallParallel(b *testing.B) {
 		b.Fatal(err)
 	}
 	cl := &countedListener{Listener: ln}
-	m := NewMux(cl, nil)
+	m := NewMux(cl, nil, nil)
 	m.Serve(NewServer(&testHandler{}, nil))
 	defer m.Close()
 	c := NewClient(ln.Addr().String(), time.Second)

@@ -116,7 +116,7 @@ func TestTheMuxRefusesConnectionsOverItsCap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := NewMux(ln, nil)
+	m := NewMux(ln, nil, nil)
 	m.max = 2
 	m.Serve(NewServer(NewRegistry(), nil))
 	defer m.Close()

@@ -2,6 +2,7 @@ package peer
 
 import (
 	"bufio"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,6 +22,7 @@ import (
 type Mux struct {
 	ln  net.Listener
 	log *slog.Logger
+	sec *TLS // nil: plain TCP
 
 	// conns counts the connections accepted and not yet closed, RPC and
 	// raft alike, up to max (MaxConns): a peer, or anyone who can reach
@@ -41,12 +43,13 @@ type Mux struct {
 }
 
 // NewMux returns a mux on ln that routes nothing until Serve. Close
-// stops it.
-func NewMux(ln net.Listener, log *slog.Logger) *Mux {
+// stops it. With sec, every connection it accepts or dials for raft is
+// TLS with a certificate from the mesh's CA at both ends.
+func NewMux(ln net.Listener, sec *TLS, log *slog.Logger) *Mux {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Mux{ln: ln, log: log, raft: make(chan net.Conn), closing: make(chan struct{}),
+	return &Mux{ln: ln, log: log, sec: sec, raft: make(chan net.Conn), closing: make(chan struct{}),
 		serving: make(chan *Server, 1), done: make(chan struct{}), max: MaxConns}
 }
 
@@ -92,16 +95,25 @@ func (m *Mux) accept(rpc *Server) {
 	}
 }
 
-func (m *Mux) route(nc slotConn, rpc *Server) {
-	if tc, ok := nc.Conn.(*net.TCPConn); ok {
+func (m *Mux) route(sc slotConn, rpc *Server) {
+	if tc, ok := sc.Conn.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
 		tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: KeepAlive, Interval: KeepAlive, Count: 3})
+	}
+	var nc net.Conn = sc
+	if m.sec != nil {
+		// The handshake happens in the first read, under its deadline:
+		// a connection that never completes one is closed with it.
+		nc = tlsServer{Conn: tls.Server(sc.Conn, m.sec.server()), slot: sc}
 	}
 	nc.SetReadDeadline(time.Now().Add(10 * time.Second))
 	r := bufio.NewReaderSize(nc, 64<<10)
 	b, err := r.ReadByte()
 	nc.SetReadDeadline(time.Time{})
 	if err != nil {
+		if m.sec != nil {
+			m.log.Debug("peer: TLS handshake failed", "remote", sc.RemoteAddr(), "err", err)
+		}
 		nc.Close()
 		return
 	}
@@ -159,13 +171,16 @@ func (l raftListener) Addr() net.Addr { return l.m.ln.Addr() }
 // DialRaft dials a raft connection to a -peer address, from the IP the
 // mux listens on (see Source).
 func (m *Mux) DialRaft(addr string, timeout time.Duration) (net.Conn, error) {
-	d := net.Dialer{Timeout: timeout, LocalAddr: Source(m.ln.Addr())}
+	d := net.Dialer{Timeout: timeout, LocalAddr: Source(m.ln.Addr()), KeepAlive: KeepAlive}
 	nc, err := d.Dial("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
 	if tc, ok := nc.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
+	}
+	if nc, err = m.sec.wrap(nc, timeout); err != nil {
+		return nil, fmt.Errorf("peer: raft dial %s: %w", addr, err)
 	}
 	nc.SetWriteDeadline(time.Now().Add(timeout))
 	if _, err := nc.Write([]byte{ProtoRaft}); err != nil {
@@ -198,6 +213,19 @@ type slotConn struct {
 func (c slotConn) Close() error {
 	err := c.Conn.Close()
 	c.once.Do(func() { c.m.conns.Add(-1) })
+	return err
+}
+
+// tlsServer is an accepted TLS connection whose Close also gives back
+// its place among the Mux's connections.
+type tlsServer struct {
+	*tls.Conn
+	slot slotConn
+}
+
+func (c tlsServer) Close() error {
+	err := c.Conn.Close()
+	c.slot.Close()
 	return err
 }
 

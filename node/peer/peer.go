@@ -365,6 +365,7 @@ type Client struct {
 	addr    string
 	timeout time.Duration
 	source  net.Addr // the local address dials come from; nil for the kernel's choice
+	sec     *TLS     // nil: plain TCP
 
 	mu      sync.Mutex // guards cur, nextID, closed
 	cur     *clientConn
@@ -449,6 +450,9 @@ func (c *Client) dial(ctx context.Context) (*clientConn, error) {
 	}
 	if tc, ok := nc.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
+	}
+	if nc, err = c.sec.wrap(nc, c.timeout); err != nil {
+		return nil, err
 	}
 	nc.SetWriteDeadline(time.Now().Add(c.timeout))
 	if _, err := nc.Write([]byte{ProtoRPC}); err != nil {

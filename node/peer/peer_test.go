@@ -62,7 +62,7 @@ func start(t *testing.T, h Handler) (*Mux, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := NewMux(ln, nil)
+	m := NewMux(ln, nil, nil)
 	m.Serve(NewServer(h, nil))
 	t.Cleanup(func() { m.Close() })
 	return m, ln.Addr().String()

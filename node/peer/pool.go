@@ -1,7 +1,11 @@
 package peer
 
 import (
+	"crypto/tls"
+	"errors"
+	"fmt"
 	"net"
+	"slices"
 	"sync"
 	"time"
 )
@@ -10,15 +14,16 @@ import (
 type Pool struct {
 	timeout time.Duration
 	source  net.Addr
+	sec     *TLS
 	mu      sync.Mutex // guards clients and closed
 	clients map[string]*Client
 	closed  bool
 }
 
 // NewPool returns a pool whose clients dial with timeout, from the
-// address source (see Source).
-func NewPool(dialTimeout time.Duration, source net.Addr) *Pool {
-	return &Pool{timeout: dialTimeout, source: source, clients: make(map[string]*Client)}
+// address source (see Source), over TLS with sec unless it is nil.
+func NewPool(dialTimeout time.Duration, source net.Addr, sec *TLS) *Pool {
+	return &Pool{timeout: dialTimeout, source: source, sec: sec, clients: make(map[string]*Client)}
 }
 
 // Source is the local address a node's outgoing connections should come
@@ -43,7 +48,7 @@ func (p *Pool) Get(addr string) *Client {
 	c := p.clients[addr]
 	if c == nil {
 		c = NewClient(addr, p.timeout)
-		c.source = p.source
+		c.source, c.sec = p.source, p.sec
 		if p.closed {
 			c.Close()
 		} else {
@@ -63,4 +68,34 @@ func (p *Pool) Close() {
 	for _, c := range cs {
 		c.Close()
 	}
+}
+
+// ErrNotProved: a node's -peer address did not prove, by its TLS
+// certificate, to be the node id it claims.
+var ErrNotProved = errors.New("peer: identity not proved")
+
+// Prove checks that the node at addr holds a certificate from the mesh's
+// CA that names id: gossip only claims a node's id and address, and a
+// node is trusted with partitions, votes and session ids only once it
+// has proved them. Without TLS there is nothing to prove it with, and
+// Prove returns nil.
+func (p *Pool) Prove(addr, id string) error {
+	if p.sec == nil {
+		return nil
+	}
+	d := net.Dialer{Timeout: p.timeout, LocalAddr: p.source}
+	nc, err := d.Dial("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrNotProved, addr, err)
+	}
+	tc, err := p.sec.wrap(nc, p.timeout)
+	if err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrNotProved, addr, err)
+	}
+	defer tc.Close()
+	names := tc.(*tls.Conn).ConnectionState().PeerCertificates[0].DNSNames
+	if !slices.Contains(names, id) {
+		return fmt.Errorf("%w: %s claims node %q but its certificate names %q", ErrNotProved, addr, id, names)
+	}
+	return nil
 }

@@ -50,7 +50,7 @@ func TestDialsComeFromTheNodesAddress(t *testing.T) {
 	}
 	defer ln.Close()
 
-	pool := NewPool(time.Second, Source(&net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}))
+	pool := NewPool(time.Second, Source(&net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}), nil)
 	defer pool.Close()
 	cx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
@@ -63,7 +63,7 @@ func TestDialsComeFromTheNodesAddress(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := NewMux(muxLn, nil)
+	m := NewMux(muxLn, nil, nil)
 	m.Serve(NewServer(&testHandler{}, nil))
 	defer m.Close()
 	go func() {

@@ -1,0 +1,143 @@
+package peer
+
+import (
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/elock/elock/testcluster/certs"
+)
+
+// loadTLS issues a certificate naming id from ca and loads it.
+func loadTLS(t *testing.T, ca *certs.Set, id string) *TLS {
+	t.Helper()
+	cert, key := ca.Issue(t, id)
+	sec, err := LoadTLS(cert, key, ca.CA, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sec
+}
+
+// startTLS serves the test handler on a mux secured with sec.
+func startTLS(t *testing.T, sec *TLS) (*Mux, string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := NewMux(ln, sec, nil)
+	m.Serve(NewServer(&testHandler{}, nil))
+	t.Cleanup(func() { m.Close() })
+	return m, ln.Addr().String()
+}
+
+// With peer TLS, calls go through between nodes whose certificates come
+// from the mesh's CA, and fail for a caller or a server without one: a
+// plain connection, or a certificate from another CA.
+func TestPeerTLSAdmitsOnlyTheMeshsCA(t *testing.T) {
+	ca, other := certs.New(t), certs.New(t)
+	_, addr := startTLS(t, loadTLS(t, ca, "n1"))
+	call := func(sec *TLS, addr string) error {
+		p := NewPool(2*time.Second, nil, sec)
+		defer p.Close()
+		got, err := p.Get(addr).Call(ctx(t), mEcho, []byte("hi"))
+		if err == nil && string(got) != "echo:hi" {
+			t.Fatalf("echo over TLS: %q", got)
+		}
+		return err
+	}
+	if err := call(loadTLS(t, ca, "n2"), addr); err != nil {
+		t.Fatalf("a node of the mesh: %v", err)
+	}
+	if err := call(nil, addr); err == nil {
+		t.Error("a plain caller was served")
+	}
+	if err := call(loadTLS(t, other, "n2"), addr); err == nil {
+		t.Error("a caller with another CA's certificate was served")
+	}
+	_, plain := start(t, &testHandler{})
+	if err := call(loadTLS(t, ca, "n2"), plain); err == nil {
+		t.Error("a TLS caller accepted a server without TLS")
+	}
+	_, foreign := startTLS(t, loadTLS(t, other, "n1"))
+	if err := call(loadTLS(t, ca, "n2"), foreign); err == nil {
+		t.Error("a TLS caller accepted a server with another CA's certificate")
+	}
+}
+
+// Raft's connections over the mux are TLS too.
+func TestPeerTLSCarriesRaft(t *testing.T) {
+	ca := certs.New(t)
+	m, addr := startTLS(t, loadTLS(t, ca, "n1"))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dialer := NewMux(ln, loadTLS(t, ca, "n2"), nil)
+	defer dialer.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := m.RaftListener().Accept()
+		if err == nil {
+			accepted <- c
+		}
+	}()
+	c, err := dialer.DialRaft(addr, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("vote")); err != nil {
+		t.Fatal(err)
+	}
+	var s net.Conn
+	select {
+	case s = <-accepted:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no raft connection accepted")
+	}
+	defer s.Close()
+	b := make([]byte, 4)
+	if _, err := io.ReadFull(s, b); err != nil || string(b) != "vote" {
+		t.Fatalf("raft bytes: %q %v", b, err)
+	}
+	plain := NewMux(ln, nil, nil)
+	if c, err := plain.DialRaft(addr, 2*time.Second); err == nil {
+		c.Write([]byte("vote"))
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err == nil {
+			t.Error("a plain raft connection was answered")
+		}
+		c.Close()
+	}
+}
+
+// Prove accepts a node whose certificate names the id it claims, and
+// refuses one that names another; LoadTLS refuses a certificate that does
+// not name this node or is not the CA's.
+func TestProveAndLoadCheckTheNodeID(t *testing.T) {
+	ca, other := certs.New(t), certs.New(t)
+	_, addr := startTLS(t, loadTLS(t, ca, "n1"))
+	p := NewPool(2*time.Second, nil, loadTLS(t, ca, "n2"))
+	defer p.Close()
+	if err := p.Prove(addr, "n1"); err != nil {
+		t.Fatalf("n1 proving n1: %v", err)
+	}
+	if err := p.Prove(addr, "n3"); !errors.Is(err, ErrNotProved) {
+		t.Fatalf("n1 claiming n3: %v, want ErrNotProved", err)
+	}
+	if err := NewPool(time.Second, nil, nil).Prove(addr, "anything"); err != nil {
+		t.Fatalf("without TLS there is nothing to prove: %v", err)
+	}
+	cert, key := ca.Issue(t, "n4")
+	if _, err := LoadTLS(cert, key, ca.CA, "n5"); err == nil || !strings.Contains(err.Error(), "n5") {
+		t.Errorf("a certificate naming n4 loaded for n5: %v", err)
+	}
+	if _, err := LoadTLS(cert, key, other.CA, "n4"); err == nil {
+		t.Error("a certificate loaded against another CA")
+	}
+}
