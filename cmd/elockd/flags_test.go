@@ -66,3 +66,44 @@ func TestGossipKeyFlags(t *testing.T) {
 		}
 	}
 }
+
+// Beyond loopback a mesh node needs gossip encryption and peer TLS, and
+// says which flags are missing; -insecure is the explicit way out. A
+// loopback mesh, and a single node anywhere, need neither.
+func TestAMeshBeyondLoopbackMustBeSecured(t *testing.T) {
+	dir := t.TempDir()
+	key := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{1}, 32))
+	peerTLS := []string{"-peer-cert", dir + "/c", "-peer-key", dir + "/k", "-peer-ca", dir + "/ca"}
+	for _, tc := range []struct {
+		args    []string
+		missing []string // in the error; nil: no error
+	}{
+		{args: []string{"-join", "127.0.0.1:7946"}},
+		{args: []string{"-listen", "10.1.2.3:11400"}},
+		{args: []string{"-gossip", "10.1.2.3:7946"}, missing: []string{"-gossip 10.1.2.3:7946", "-encrypt", "-peer-cert"}},
+		{args: []string{"-peer", "0.0.0.0:11401", "-encrypt", key}, missing: []string{"-peer 0.0.0.0:11401", "-peer-cert"}},
+		{args: append([]string{"-gossip", "10.1.2.3:7946"}, peerTLS...), missing: []string{"-encrypt"}},
+		{args: append([]string{"-gossip", "10.1.2.3:7946", "-peer", "10.1.2.3:11401", "-encrypt", key}, peerTLS...)},
+		{args: []string{"-gossip", "10.1.2.3:7946", "-insecure"}},
+		{args: []string{"-debug-addr", "0.0.0.0:6060"}, missing: []string{"-debug-addr 0.0.0.0:6060", "-insecure"}},
+		{args: []string{"-debug-addr", "127.0.0.1:6060"}},
+		{args: []string{"-debug-addr", "0.0.0.0:6060", "-insecure"}},
+	} {
+		_, err := parseFlags(tc.args, io.Discard)
+		if tc.missing == nil {
+			if err != nil {
+				t.Errorf("%q: %v", tc.args, err)
+			}
+			continue
+		}
+		if err == nil {
+			t.Errorf("%q: accepted", tc.args)
+			continue
+		}
+		for _, m := range tc.missing {
+			if !strings.Contains(err.Error(), m) {
+				t.Errorf("%q: %v; want it to name %s", tc.args, err, m)
+			}
+		}
+	}
+}

@@ -71,6 +71,9 @@ type options struct {
 	encrypt     string
 	encryptFile string
 	keys        [][]byte
+	// insecure allows a mesh beyond loopback without gossip encryption
+	// or peer TLS, and -debug-addr beyond loopback.
+	insecure bool
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -93,6 +96,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.peerCert, "peer-cert", "", "mesh: this node's certificate (PEM), naming its node id as a DNS name; with -peer-key and -peer-ca, peer RPC and raft use mutual TLS 1.3")
 	fs.StringVar(&o.peerKey, "peer-key", "", "mesh: the private key of -peer-cert (PEM)")
 	fs.StringVar(&o.peerCA, "peer-ca", "", "mesh: the CA (PEM) that signs every node's -peer-cert")
+	fs.BoolVar(&o.insecure, "insecure", false, "allow a mesh whose -gossip or -peer address is beyond loopback without -encrypt and the -peer-* flags, and -debug-addr beyond loopback")
 	fs.StringVar(&o.encrypt, "encrypt", "", "mesh: gossip key, base64 of 16, 24 or 32 bytes ('elock keygen' makes one); every node needs it")
 	fs.StringVar(&o.encryptFile, "encrypt-file", "", "mesh: file of gossip keys, one per line: the first encrypts, all decrypt (to rotate keys by rolling restarts)")
 	fs.DurationVar(&o.leave, "leave-timeout", time.Minute, "mesh: how long SIGTERM waits for this node's partitions to move away")
@@ -142,6 +146,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if len(o.keys) > 0 && !o.mesh {
 		return o, errors.New("-encrypt and -encrypt-file apply to a mesh: give -join, -gossip, -peer or -bootstrap-expect too")
 	}
+	if err := o.secureBeyondLoopback(); err != nil {
+		return o, err
+	}
 	if o.mesh && o.expect == 0 && o.join == "" {
 		o.expect = 1
 	}
@@ -158,6 +165,59 @@ func newLogger(level string, w io.Writer) (*slog.Logger, error) {
 		return nil, fmt.Errorf("bad -log-level %q: %w", level, err)
 	}
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+}
+
+// secureBeyondLoopback refuses what would let anyone on the network into
+// the node: a mesh whose gossip or peer address is beyond loopback
+// without gossip encryption and peer TLS, and profiles served beyond
+// loopback, unless -insecure says so.
+func (o options) secureBeyondLoopback() error {
+	if o.insecure {
+		return nil
+	}
+	if o.debugAddr != "" && !loopbackAddr(o.debugAddr) {
+		return fmt.Errorf("-debug-addr %s is beyond loopback, where anyone could read this node's memory profiles and stop it with a CPU profile: bind it to loopback, or give -insecure", o.debugAddr)
+	}
+	if !o.mesh {
+		return nil
+	}
+	var beyond []string
+	if !loopbackAddr(o.gossip) {
+		beyond = append(beyond, "-gossip "+o.gossip)
+	}
+	if !loopbackAddr(o.peer) {
+		beyond = append(beyond, "-peer "+o.peer)
+	}
+	if len(beyond) == 0 {
+		return nil
+	}
+	var missing []string
+	if len(o.keys) == 0 {
+		missing = append(missing, "-encrypt (or -encrypt-file)")
+	}
+	if o.peerCert == "" {
+		missing = append(missing, "-peer-cert, -peer-key and -peer-ca")
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%s beyond loopback: anyone on the network could join this mesh without %s; give them (elock keygen makes a gossip key), or -insecure to run without",
+		strings.Join(beyond, " and "), strings.Join(missing, " and "))
+}
+
+// loopbackAddr reports whether host:port names a loopback address
+// ("localhost" included); an unspecified address (":7946", "0.0.0.0")
+// binds every interface and is not.
+func loopbackAddr(hostport string) bool {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // countSet counts the non-empty strings.
