@@ -2,12 +2,17 @@ package replication
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/elock/elock/node/failure"
+	"github.com/elock/elock/node/locktable"
+	"github.com/elock/elock/node/peer"
 )
 
 // fsmOf returns the fsm of a control plane with parts partitions and no
@@ -90,5 +95,66 @@ func TestAHeartbeatCountsOnlyForItsSendersRoles(t *testing.T) {
 	}
 	if c.delayOver[1] != 5 {
 		t.Fatalf("the owner of a lost partition could not end its lock-delay: %v", c.delayOver)
+	}
+}
+
+// With peer TLS, a heartbeat counts only from the node it is for: one
+// node renewing another's lease, or reporting on its partitions, is
+// refused before anything is noted. Without TLS nobody's identity is
+// known and the check passes.
+func TestAHeartbeatForAnotherNodeIsRefused(t *testing.T) {
+	c := &Control{}
+	var e peer.Enc
+	e.Str("a")
+	e.Str("a1")
+	encodeEpochs(&e, nil)
+	encodeEpochs(&e, map[int]uint64{0: 3})
+	_, err := c.heartbeat(peer.WithCaller(context.Background(), "b", "localhost"), e.B)
+	if failure.ClassOf(err) != failure.Definite {
+		t.Fatalf("b heartbeating for a: %v, want a definite refusal", err)
+	}
+}
+
+// With peer TLS, only the owner the replica's table names may change its
+// copy: changes or a copy from any other node are refused as stale, and
+// applied from the owner.
+func TestAReplicaTakesChangesOnlyFromItsOwner(t *testing.T) {
+	a, b := startData(t, "a"), startData(t, "b")
+	syncPair(t, a, b)
+	l := b.data.parts[0]
+	l.mu.Lock()
+	from := l.rseq + 1
+	l.mu.Unlock()
+	held := locktable.Change{Kind: locktable.ChangeHeld, Name: "x", Session: "s", Token: 1, Epoch: 1}
+	status := func(ctx context.Context) uint64 {
+		var got []byte
+		var err error
+		b.data.serveReplicate(ctx, peer.Replicate, replicateBatch(0, 1, from, from, held), func(r []byte, e error) { got, err = r, e })
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := peer.Dec{B: got}
+		d.Uint()
+		d.Uint()
+		return d.Uint()
+	}
+	if s := status(peer.WithCaller(context.Background(), "c")); s != repStale {
+		t.Fatalf("changes from c, not the owner: status %d, want stale", s)
+	}
+	var err error
+	b.data.serveSnapshot(peer.WithCaller(context.Background(), "c"), peer.Snapshot, func() []byte {
+		copy := locktable.New(1, locktable.Limits{MaxWaiters: 10, DefaultTimeout: time.Minute}, false).Snapshot(0)
+		var e peer.Enc
+		for _, v := range []uint64{0, 1, from, 0, uint64(len(copy))} {
+			e.Uint(v)
+		}
+		e.Bytes(copy)
+		return e.B
+	}(), func(_ []byte, e error) { err = e })
+	if err == nil {
+		t.Fatal("a copy from c, not the owner, was taken")
+	}
+	if s := status(peer.WithCaller(context.Background(), "a")); s != repOK {
+		t.Fatalf("changes from the owner: status %d, want ok", s)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/elock/elock/node/failure"
 	"github.com/elock/elock/node/peer"
 )
 
@@ -30,7 +31,7 @@ func (c *Control) renew() {
 		err   error
 	)
 	if c.IsLeader() {
-		reply, err = c.heartbeat(e.B)
+		reply, err = c.heartbeat(context.Background(), e.B)
 	} else {
 		addr, _ := c.raft.LeaderWithID()
 		if addr == "" {
@@ -72,23 +73,29 @@ func decodeEpochs(d *peer.Dec) map[int]uint64 {
 	return m
 }
 
-func (c *Control) serveHeartbeat(_ context.Context, _ peer.Method, payload []byte, reply func([]byte, error)) {
-	reply(c.heartbeat(payload))
+func (c *Control) serveHeartbeat(conn context.Context, _ peer.Method, payload []byte, reply func([]byte, error)) {
+	reply(c.heartbeat(conn, payload))
 }
 
 // heartbeat grants a lease, on the leader only. The grant carries the
 // index of the table the leader has applied: the node uses it only once it
 // has taken up that table, so a node whose partitions were taken over
 // learns so before it may serve again.
-func (c *Control) heartbeat(payload []byte) ([]byte, error) {
-	if !c.IsLeader() {
-		return nil, errors.New("not the leader")
-	}
+func (c *Control) heartbeat(conn context.Context, payload []byte) ([]byte, error) {
 	d := peer.Dec{B: payload}
 	inc := Incarnation{ID: d.Str(), Nonce: d.Str()}
 	synced, over := decodeEpochs(&d), decodeEpochs(&d)
 	if err := d.End(); err != nil {
 		return nil, err
+	}
+	if !peer.CallerIs(conn, inc.ID) {
+		// A node renews only its own lease and reports only on its own
+		// partitions: one heartbeating for another could keep a dead
+		// node's lease alive or end a lock-delay early.
+		return nil, failure.Refuse(failure.Unspecified, "a heartbeat for "+inc.ID+" from a node whose certificate does not name it")
+	}
+	if !c.IsLeader() {
+		return nil, errors.New("not the leader")
 	}
 	// Grant only shortly after leadership was confirmed by a quorum. A
 	// leader that was paused or cut off still believes it leads until it

@@ -25,7 +25,7 @@ const (
 // this node is that partition's synced replica at that epoch; a replica
 // refuses writes from any other epoch, so a deposed owner can never have
 // a change acknowledged.
-func (d *Data) serveReplicate(_ context.Context, _ peer.Method, payload []byte, reply func([]byte, error)) {
+func (d *Data) serveReplicate(conn context.Context, _ peer.Method, payload []byte, reply func([]byte, error)) {
 	dec := peer.Dec{B: payload}
 	n := dec.Count(minBatchPart)
 	out := peer.Enc{B: make([]byte, 0, 8+8*n)}
@@ -46,7 +46,9 @@ func (d *Data) serveReplicate(_ context.Context, _ peer.Method, payload []byte, 
 			l.mu.Lock()
 			defer l.mu.Unlock()
 			switch {
-			case l.role != replica || l.epoch != epoch:
+			case l.role != replica || l.epoch != epoch || !peer.CallerIs(conn, l.part.Owner):
+				// Only the owner this replica's table names may change
+				// its copy (with peer TLS, by its certificate).
 				status = repStale
 			case !l.rsynced:
 				status = repUnsynced
@@ -72,7 +74,7 @@ func (d *Data) serveReplicate(_ context.Context, _ peer.Method, payload []byte, 
 
 // serveSnapshot installs a full copy, chunk by chunk. An empty reply
 // takes the chunk; a refusal says why it was not.
-func (d *Data) serveSnapshot(_ context.Context, _ peer.Method, payload []byte, reply func([]byte, error)) {
+func (d *Data) serveSnapshot(conn context.Context, _ peer.Method, payload []byte, reply func([]byte, error)) {
 	dec := peer.Dec{B: payload}
 	p, epoch, seq := int(dec.Uint()), dec.Uint(), dec.Uint()
 	off, total := dec.Uint(), dec.Uint()
@@ -86,8 +88,8 @@ func (d *Data) serveSnapshot(_ context.Context, _ peer.Method, payload []byte, r
 	d.set.With(p, func(t *locktable.Table, now locktable.Time) *locktable.Table {
 		l.mu.Lock()
 		defer l.mu.Unlock()
-		if l.role != replica || l.epoch != epoch {
-			err = failure.Retry(failure.Moved, "stale epoch")
+		if l.role != replica || l.epoch != epoch || !peer.CallerIs(conn, l.part.Owner) {
+			err = failure.Retry(failure.Moved, "stale epoch, or not from the owner")
 			return t
 		}
 		if l.rsynced && seq < l.rseq {

@@ -320,6 +320,9 @@ func (s *Server) ServeConn(nc net.Conn, r *bufio.Reader) {
 	defer out.close()
 	connCtx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	if names, ok := callerNames(nc); ok {
+		connCtx = WithCaller(connCtx, names...)
+	}
 	var buf []byte
 	var hdr [headerLen]byte
 	for {

@@ -1,6 +1,7 @@
 package peer
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -107,4 +108,43 @@ func (t *TLS) wrap(nc net.Conn, timeout time.Duration) (net.Conn, error) {
 	}
 	tc.SetDeadline(time.Time{})
 	return tc, nil
+}
+
+// callerKey keys the names a caller's certificate gives, in the context a
+// Handler gets for its connection.
+type callerKey struct{}
+
+// WithCaller returns ctx carrying the names of a caller's certificate, as
+// ServeConn does for a TLS connection (tests use it to play a caller).
+func WithCaller(ctx context.Context, names ...string) context.Context {
+	return context.WithValue(ctx, callerKey{}, names)
+}
+
+// CallerIs reports whether the caller of the request whose connection
+// context is ctx may act as node id: its certificate names id, or, on a
+// mesh without peer TLS, nobody's identity is known and every caller
+// may. A handler that acts for a role (the owner replicating, a node
+// renewing its own lease) checks the role's node with it.
+func CallerIs(ctx context.Context, id string) bool {
+	names, ok := ctx.Value(callerKey{}).([]string)
+	return !ok || slices.Contains(names, id)
+}
+
+// callerNames are the DNS names of a TLS connection's client
+// certificate; ok is false for a plain connection.
+func callerNames(nc net.Conn) (names []string, ok bool) {
+	var tc *tls.Conn
+	switch c := nc.(type) {
+	case tlsServer:
+		tc = c.Conn
+	case *tls.Conn:
+		tc = c
+	default:
+		return nil, false
+	}
+	certs := tc.ConnectionState().PeerCertificates
+	if len(certs) == 0 {
+		return []string{}, true // verified TLS without a certificate: nobody
+	}
+	return certs[0].DNSNames, true
 }

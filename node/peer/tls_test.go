@@ -1,7 +1,9 @@
 package peer
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -139,5 +141,40 @@ func TestProveAndLoadCheckTheNodeID(t *testing.T) {
 	}
 	if _, err := LoadTLS(cert, key, other.CA, "n4"); err == nil {
 		t.Error("a certificate loaded against another CA")
+	}
+}
+
+// A handler learns its caller's identity from the connection: over TLS,
+// the names its certificate gives; over plain TCP, none, so any caller
+// may act for any node.
+func TestHandlersSeeTheirCallersCertificate(t *testing.T) {
+	ca := certs.New(t)
+	whoami := HandlerFunc(func(conn context.Context, _ Method, _ []byte, reply func([]byte, error)) {
+		reply([]byte(fmt.Sprint(CallerIs(conn, "n2"), CallerIs(conn, "n3"))), nil)
+	})
+	serve := func(sec *TLS) string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := NewMux(ln, sec, nil)
+		m.Serve(NewServer(whoami, nil))
+		t.Cleanup(func() { m.Close() })
+		return ln.Addr().String()
+	}
+	ask := func(sec *TLS, addr string) string {
+		p := NewPool(2*time.Second, nil, sec)
+		defer p.Close()
+		got, err := p.Get(addr).Call(ctx(t), MinMethod, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(got)
+	}
+	if got := ask(loadTLS(t, ca, "n2"), serve(loadTLS(t, ca, "n1"))); got != "true false" {
+		t.Errorf("n2 over TLS may act as n2, n3: %s, want true false", got)
+	}
+	if got := ask(nil, serve(nil)); got != "true true" {
+		t.Errorf("a plain caller may act as n2, n3: %s, want true true", got)
 	}
 }
