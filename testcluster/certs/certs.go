@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 )
@@ -24,6 +25,7 @@ type Set struct {
 
 	caCert *x509.Certificate
 	caKey  *ecdsa.PrivateKey
+	mu     sync.Mutex // guards serial; Issue may be called from any goroutine
 	serial int64
 }
 
@@ -66,9 +68,12 @@ func (s *Set) Issue(tb testing.TB, name string) (certFile, keyFile string) {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	s.mu.Lock()
 	s.serial++
+	serial := s.serial
+	s.mu.Unlock()
 	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(s.serial),
+		SerialNumber: big.NewInt(serial),
 		Subject:      pkix.Name{CommonName: name},
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().Add(24 * time.Hour),

@@ -2,6 +2,8 @@ package nemesis_test
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -12,6 +14,7 @@ import (
 	"time"
 
 	"github.com/elock/elock/testcluster"
+	"github.com/elock/elock/testcluster/certs"
 	"github.com/elock/elock/testcluster/history"
 	"github.com/elock/elock/testcluster/nemesis"
 	"github.com/elock/elock/testcluster/workload"
@@ -31,6 +34,7 @@ const (
 	envReports  = "ELOCK_NEMESIS_REPORTS"  // where failure reports go
 	envOut      = "ELOCK_NEMESIS_OUT"      // a file for the availability table
 	envFlags    = "ELOCK_NEMESIS_FLAGS"    // extra elockd flags, e.g. "-log-level debug"
+	envSecure   = "ELOCK_NEMESIS_SECURE"   // "1": every node with a gossip key and peer TLS
 )
 
 func config(t *testing.T) (seeds []uint64, duration time.Duration, reports string) {
@@ -135,7 +139,11 @@ func TestNemesis(t *testing.T) {
 
 func runSeed(t *testing.T, net *nemesis.Net, seed uint64, duration time.Duration, first []nemesis.Kind, reports string) []nemesis.Availability {
 	steps := nemesis.Plan(seed, 5, duration, first, hot)
-	c := testcluster.New(t, testcluster.Options{Nodes: 5, DataDir: seed%2 == 1, Flags: strings.Fields(os.Getenv(envFlags))})
+	opt := testcluster.Options{Nodes: 5, DataDir: seed%2 == 1, Flags: strings.Fields(os.Getenv(envFlags))}
+	if os.Getenv(envSecure) == "1" {
+		secure(t, &opt)
+	}
+	c := testcluster.New(t, opt)
 	t.Cleanup(func() { net.Heal() })
 	w := workload.Start(workload.Config{
 		Addrs:          c.Addrs,
@@ -237,5 +245,19 @@ func waitRecovered(w *workload.Workload, names []string, since, limit time.Durat
 			return fmt.Errorf("no definite answer for %v within %v of healing", missing, limit)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// secure runs every node of opt with a gossip key and peer TLS: a CA of
+// the test's, and a certificate per node naming its id, issued when the
+// node starts (a node that joins later gets one too).
+func secure(t *testing.T, opt *testcluster.Options) {
+	ca := certs.New(t)
+	key := make([]byte, 32)
+	rand.Read(key)
+	opt.Flags = append(opt.Flags, "-encrypt", base64.StdEncoding.EncodeToString(key))
+	opt.NodeFlags = func(n *testcluster.Node) []string {
+		cert, k := ca.Issue(t, n.ID)
+		return []string{"-peer-cert", cert, "-peer-key", k, "-peer-ca", ca.CA}
 	}
 }
