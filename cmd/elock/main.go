@@ -42,6 +42,7 @@ const usage = `usage:
   elock [-addr A,B,...] bench [-backend elock|redis] [-mode distinct|contended] [-clients N] [-duration D] [-json]
   elock cluster [-n N] [-data-dir DIR] [-log-dir DIR]   a local N-node mesh; Ctrl-C stops it
   elock keygen                                        prints a new gossip key for elockd -encrypt
+  elock certs -dir DIR -nodes n1,n2[=ADDR+ADDR] [-clients a,b]   a CA and certificates for TLS
 
 exit status of lock: COMMAND's own status (128+N if killed by signal N), or
   64 usage, 69 no server reachable, 70 unexpected server reply,
@@ -94,6 +95,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runCluster(rest[1:], stdout, stderr)
 	case "keygen":
 		return runKeygen(rest[1:], stdout, stderr)
+	case "certs":
+		return runCerts(rest[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fs.Usage()
 		return exitOK

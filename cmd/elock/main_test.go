@@ -2,9 +2,12 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -380,5 +383,74 @@ func TestCommandsOverTLS(t *testing.T) {
 	}
 	if code, _, _ := elock(t, 20*time.Second, "-tls-cert", ccert, "stats"); code != exitUsage {
 		t.Errorf("-tls-cert without -tls-key: exit %d, want %d", code, exitUsage)
+	}
+}
+
+// elock certs writes a CA and certificates that elockd and elock take as
+// they are: a node's names are its id, the addresses given and the local
+// ones; a client's is its name. A second run reuses the CA and never
+// replaces a certificate.
+func TestCerts(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "pki")
+	if code, out, errOut := elock(t, 20*time.Second, "certs", "-dir", dir, "-nodes", "n1=10.0.0.1+n1.example.com,n2", "-clients", "app1"); code != exitOK {
+		t.Fatalf("elock certs: exit %d: %s %s", code, out, errOut)
+	}
+	pool := x509.NewCertPool()
+	caPEM, err := os.ReadFile(filepath.Join(dir, "ca.pem"))
+	if err != nil || !pool.AppendCertsFromPEM(caPEM) {
+		t.Fatalf("ca.pem: %v", err)
+	}
+	parse := func(name string) *x509.Certificate {
+		t.Helper()
+		b, err := os.ReadFile(filepath.Join(dir, name+".pem"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		blk, _ := pem.Decode(b)
+		if blk == nil {
+			t.Fatalf("%s.pem holds no PEM", name)
+		}
+		c, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+			t.Fatalf("%s is not the CA's: %v", name, err)
+		}
+		if fi, err := os.Stat(filepath.Join(dir, name+"-key.pem")); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Fatalf("%s-key.pem: %v %v", name, fi.Mode(), err)
+		}
+		return c
+	}
+	n1 := parse("n1")
+	if fmt.Sprint(n1.DNSNames) != "[n1 localhost n1.example.com]" || fmt.Sprint(n1.IPAddresses) != "[127.0.0.1 10.0.0.1]" {
+		t.Errorf("n1's names: %v %v", n1.DNSNames, n1.IPAddresses)
+	}
+	if app := parse("app1"); app.Subject.CommonName != "app1" || fmt.Sprint(app.ExtKeyUsage) != fmt.Sprint([]x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}) {
+		t.Errorf("app1: CN %q usages %v", app.Subject.CommonName, app.ExtKeyUsage)
+	}
+	// The files serve as they are.
+	srv := testcluster.Start(t, "-tls-cert", filepath.Join(dir, "n1.pem"), "-tls-key", filepath.Join(dir, "n1-key.pem"), "-tls-client-ca", filepath.Join(dir, "ca.pem"))
+	if code, out, errOut := elock(t, 20*time.Second, "-addr", srv.Addr, "-tls-ca", filepath.Join(dir, "ca.pem"),
+		"-tls-cert", filepath.Join(dir, "app1.pem"), "-tls-key", filepath.Join(dir, "app1-key.pem"), "stats"); code != exitOK {
+		t.Fatalf("stats with the certificates: exit %d: %s %s", code, out, errOut)
+	}
+	// Again: the same CA signs a new node; an existing one is kept.
+	if code, _, errOut := elock(t, 20*time.Second, "certs", "-dir", dir, "-nodes", "n3"); code != exitOK {
+		t.Fatalf("a second run: %s", errOut)
+	}
+	parse("n3")
+	before, _ := os.ReadFile(filepath.Join(dir, "n1.pem"))
+	if code, _, _ := elock(t, 20*time.Second, "certs", "-dir", dir, "-nodes", "n1"); code == exitOK {
+		t.Error("a second n1 was written")
+	}
+	if after, _ := os.ReadFile(filepath.Join(dir, "n1.pem")); !bytes.Equal(before, after) {
+		t.Error("n1.pem was replaced")
+	}
+	for _, args := range [][]string{{"certs", "-dir", dir}, {"certs", "-nodes", "n9"}, {"certs", "-dir", dir, "-nodes", "bad name"}, {"certs", "-dir", dir, "-nodes", "x,x"}} {
+		if code, _, _ := elock(t, 20*time.Second, args...); code != exitUsage {
+			t.Errorf("elock %q: exit %d, want %d", args, code, exitUsage)
+		}
 	}
 }
