@@ -3,6 +3,9 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
@@ -19,8 +22,11 @@ import (
 
 // runCluster starts a local N-node mesh for a developer's own tests: node
 // i listens on 127.0.1.(i+1) with the default ports, every node is a
-// voter, and all join the first. It prints every node's client address
-// once the cluster serves, and stops them all on Ctrl-C (or SIGTERM).
+// voter, and all join the first. It runs the secure path by default: a
+// gossip key and peer TLS, from a CA and certificates it makes in a
+// temporary directory (removed at the end); with -tls the client ports
+// are TLS too. It prints every node's client address once the cluster
+// serves, and stops them all on Ctrl-C (or SIGTERM).
 func runCluster(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("elock cluster", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -29,6 +35,8 @@ func runCluster(args []string, stdout, stderr io.Writer) int {
 	bin := fs.String("elockd", "", "the elockd binary (default: next to elock, or on PATH)")
 	dataDir := fs.String("data-dir", "", "give each node a data dir under this one (default: in memory)")
 	logDir := fs.String("log-dir", "", "write each node's log to a file here (default: discard)")
+	useTLS := fs.Bool("tls", false, "serve the client ports over TLS too (the printed command shows how to connect)")
+	insecure := fs.Bool("insecure", false, "run without the gossip key and peer TLS")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
@@ -51,6 +59,57 @@ func runCluster(args []string, stdout, stderr io.Writer) int {
 		a[3] += byte(i + 1)
 		return fmt.Sprintf("%s:%d", a, port)
 	}
+	var (
+		secure  []string // flags of every node
+		nodeTLS func(i int) []string
+		tc      *tls.Config // to reach the client ports, with -tls
+		caFile  string
+	)
+	if !*insecure || *useTLS {
+		dir, err := os.MkdirTemp("", "elock-cluster-")
+		if err != nil {
+			fmt.Fprintln(stderr, "elock cluster:", err)
+			return exitSoftware
+		}
+		defer os.RemoveAll(dir)
+		var nodes []string
+		for i := range *n {
+			nodes = append(nodes, fmt.Sprintf("n%d=%s", i+1, strings.Split(addr(i, 0), ":")[0]))
+		}
+		specs, err := parseCertSpecs(strings.Join(nodes, ","), "")
+		if err == nil {
+			err = writeCerts(dir, specs, io.Discard)
+		}
+		if err != nil {
+			fmt.Fprintln(stderr, "elock cluster: certificates:", err)
+			return exitSoftware
+		}
+		file := func(i int, suffix string) string { return filepath.Join(dir, fmt.Sprintf("n%d%s.pem", i+1, suffix)) }
+		caFile = filepath.Join(dir, "ca.pem")
+		ca := caFile
+		if !*insecure {
+			key := make([]byte, 32)
+			rand.Read(key)
+			secure = []string{"-encrypt", base64.StdEncoding.EncodeToString(key)}
+		}
+		nodeTLS = func(i int) []string {
+			var f []string
+			if !*insecure {
+				f = append(f, "-peer-cert", file(i, ""), "-peer-key", file(i, "-key"), "-peer-ca", ca)
+			}
+			if *useTLS {
+				f = append(f, "-tls-cert", file(i, ""), "-tls-key", file(i, "-key"))
+			}
+			return f
+		}
+		if *useTLS {
+			if tc, err = clientTLS(ca, "", ""); err != nil {
+				fmt.Fprintln(stderr, "elock cluster:", err)
+				return exitSoftware
+			}
+			fmt.Fprintf(stdout, "certificates in %s (removed when the cluster stops)\n", dir)
+		}
+	}
 	var procs []*exec.Cmd
 	stop := func() {
 		for _, p := range procs {
@@ -68,6 +127,10 @@ func runCluster(args []string, stdout, stderr io.Writer) int {
 		}
 		if *dataDir != "" {
 			args = append(args, "-data-dir", filepath.Join(*dataDir, fmt.Sprintf("n%d", i+1)))
+		}
+		args = append(args, secure...)
+		if nodeTLS != nil {
+			args = append(args, nodeTLS(i)...)
 		}
 		cmd := exec.Command(elockd, args...)
 		if *logDir != "" {
@@ -93,7 +156,7 @@ func runCluster(args []string, stdout, stderr io.Writer) int {
 	for i := range *n {
 		addrs = append(addrs, addr(i, 11400))
 	}
-	if err := waitReady(ctx, addrs, time.Minute); err != nil {
+	if err := waitReady(ctx, addrs, time.Minute, tc); err != nil {
 		stop()
 		fmt.Fprintln(stderr, "elock cluster:", err)
 		return exitUnavailable
@@ -101,7 +164,20 @@ func runCluster(args []string, stdout, stderr io.Writer) int {
 	for i, a := range addrs {
 		fmt.Fprintf(stdout, "n%d %s\n", i+1, a)
 	}
-	fmt.Fprintf(stdout, "cluster of %d serving; try: elock -addr %s stats; Ctrl-C stops it\n", *n, strings.Join(addrs, ","))
+	how := ""
+	switch {
+	case tc != nil:
+		how = " (client ports over TLS)"
+	case *insecure:
+		how = " (insecure: gossip and peer traffic in clear)"
+	default:
+		how = " (gossip key and peer TLS on)"
+	}
+	try := "elock -addr " + strings.Join(addrs, ",")
+	if tc != nil {
+		try += " -tls-ca " + caFile
+	}
+	fmt.Fprintf(stdout, "cluster of %d serving%s; try: %s stats; Ctrl-C stops it\n", *n, how, try)
 	<-ctx.Done()
 	fmt.Fprintln(stdout, "stopping")
 	stop()
@@ -126,12 +202,12 @@ func findElockd(flagValue string) (string, error) {
 }
 
 // waitReady waits until every node reports node_ready 1.
-func waitReady(ctx context.Context, addrs []string, limit time.Duration) error {
+func waitReady(ctx context.Context, addrs []string, limit time.Duration, tc *tls.Config) error {
 	deadline := time.Now().Add(limit)
 	for {
 		ready := 0
 		for _, a := range addrs {
-			if nodeReady(a) {
+			if nodeReady(ctx, a, tc) {
 				ready++
 			}
 		}
@@ -149,8 +225,8 @@ func waitReady(ctx context.Context, addrs []string, limit time.Duration) error {
 	}
 }
 
-func nodeReady(addr string) bool {
-	nc, err := net.DialTimeout("tcp", addr, time.Second)
+func nodeReady(ctx context.Context, addr string, tc *tls.Config) bool {
+	nc, err := dialServer(ctx, addr, time.Second, tc)
 	if err != nil {
 		return false
 	}

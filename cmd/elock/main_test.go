@@ -284,7 +284,8 @@ func TestCluster(t *testing.T) {
 	base := fmt.Sprintf("127.%d.%d.0", 100+rand.IntN(100), rand.IntN(250))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, testcluster.Binary(t, "elock"), "cluster", "-n", "2", "-ip", base)
+	logs := t.TempDir()
+	cmd := exec.CommandContext(ctx, testcluster.Binary(t, "elock"), "cluster", "-n", "2", "-ip", base, "-log-dir", logs)
 	cmd.Env = testcluster.Env()
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -317,10 +318,60 @@ func TestCluster(t *testing.T) {
 	if in := dialRaw(t, addrs[0]).info("shared"); in["held"] != "1" {
 		t.Fatalf("node 1 does not see node 2's lock: %v", in)
 	}
+	// The local cluster runs the secure path by default.
+	for _, n := range []string{"n1", "n2"} {
+		b, _ := os.ReadFile(filepath.Join(logs, n+".log"))
+		if !strings.Contains(string(b), "gossip_encrypted=true peer_tls=true") {
+			t.Errorf("%s does not run with a gossip key and peer TLS:\n%s", n, b)
+		}
+	}
 	cmd.Process.Signal(os.Interrupt)
 	go io.Copy(io.Discard, out)
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("elock cluster after SIGINT: %v; stderr: %s", err, stderr.String())
+	}
+}
+
+// elock cluster -tls serves the client ports over TLS too, and prints
+// the command that reaches them.
+func TestClusterTLS(t *testing.T) {
+	t.Parallel()
+	testcluster.Binary(t, "elockd")
+	base := fmt.Sprintf("127.%d.%d.0", 100+rand.IntN(100), rand.IntN(250))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, testcluster.Binary(t, "elock"), "cluster", "-n", "1", "-ip", base, "-tls")
+	cmd.Env = testcluster.Env()
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cmd.Process.Signal(os.Interrupt)
+		go io.Copy(io.Discard, out)
+		cmd.Wait()
+	}()
+	sc := bufio.NewScanner(out)
+	var try []string
+	for sc.Scan() {
+		if _, cmdline, ok := strings.Cut(sc.Text(), "try: elock "); ok {
+			try = strings.Fields(strings.TrimSuffix(cmdline, " stats; Ctrl-C stops it"))
+			break
+		}
+	}
+	if len(try) != 4 || try[2] != "-tls-ca" {
+		t.Fatalf("the printed command: %q; stderr: %s", try, stderr.String())
+	}
+	if code, got, errOut := elock(t, 20*time.Second, append(try, "stats")...); code != exitOK || !strings.Contains(got, "STAT node_ready 1") {
+		t.Fatalf("the printed command: exit %d: %s %s", code, got, errOut)
+	}
+	if code, _, _ := elock(t, 20*time.Second, "-addr", try[1], "stats"); code == exitOK {
+		t.Fatal("a plain client reached a -tls cluster")
 	}
 }
 

@@ -391,7 +391,8 @@ func run(args []string, stderr io.Writer) int {
 		}
 		defer m.Close()
 		backend = m.Backend()
-		extra = []any{"gossip", m.GossipAddr(), "peer", m.PeerAddr(), "voter", o.expect > 0, "expect", o.expect}
+		extra = []any{"gossip", m.GossipAddr(), "peer", m.PeerAddr(), "voter", o.expect > 0, "expect", o.expect,
+			"gossip_encrypted", len(o.keys) > 0, "peer_tls", o.peerCert != ""}
 	} else {
 		epoch, err := standaloneEpoch(o.dataDir)
 		if err != nil {
@@ -445,7 +446,7 @@ func run(args []string, stderr io.Writer) int {
 	defer stop()
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
-	log.Info("serving", append([]any{"addr", l.Addr().String(), "node", o.cfg.NodeID, "version", node.Version}, extra...)...)
+	log.Info("serving", append([]any{"addr", l.Addr().String(), "node", o.cfg.NodeID, "version", node.Version, "client_tls", o.tlsCert != ""}, extra...)...)
 
 	select {
 	case err := <-served:
