@@ -427,6 +427,18 @@ func (c *Client) connectTo(ctx context.Context, idx int) (*conn, error) {
 // handshake attaches the session to a new connection: a new session on
 // first connect, a resume after that.
 func (c *Client) handshake(ctx context.Context, cn *conn) error {
+	if c.cfg.token != "" {
+		if err := cn.send("auth " + c.cfg.token); err != nil {
+			return err
+		}
+		r, err := cn.read()
+		if err != nil {
+			return err
+		}
+		if !r.ok() {
+			return fmt.Errorf("auth: %w", replyOrProtocol(r))
+		}
+	}
 	if id := c.SessionID(); id != "" {
 		return c.resume(ctx, cn, id)
 	}

@@ -32,6 +32,7 @@ type config struct {
 	logger         *slog.Logger
 	onLost         func(LostLock)
 	tls            *tls.Config
+	token          string
 }
 
 func defaultConfig() config {
@@ -84,6 +85,11 @@ func WithResumeRetry(d time.Duration) Option { return func(c *config) { c.resume
 // a server that requires one (-tls-client-ca). Without a ServerName, each
 // address's host is checked against the server's certificate.
 func WithTLS(cfg *tls.Config) Option { return func(c *config) { c.tls = cfg } }
+
+// WithToken authenticates every connection with token ("auth TOKEN"), for
+// a server with access control (elockd -acl). The session belongs to the
+// identity the token names.
+func WithToken(token string) Option { return func(c *config) { c.token = token } }
 
 // WithLogger sets the logger; nil, the default, discards.
 func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l } }

@@ -31,6 +31,9 @@ func (c *conn) handle(line []byte) {
 		c.out = wire.AppendUnknown(c.out, c.req.Verb)
 		return
 	}
+	if c.s.cfg.ACL != nil && !c.allowed() {
+		return
+	}
 	switch c.req.Cmd {
 	case wire.Lock:
 		c.cmdLock()
@@ -60,6 +63,8 @@ func (c *conn) handle(line []byte) {
 		c.cmdMembers()
 	case wire.Where:
 		c.cmdWhere()
+	case wire.Auth:
+		c.cmdAuth()
 	}
 }
 
@@ -111,7 +116,8 @@ func (c *conn) session() *connSession {
 	if c.sess != nil {
 		return c.sess
 	}
-	id := newSessionID()
+	shown := newSessionID()
+	id := c.sessionKey(shown)
 	ctx, cancel := context.WithTimeout(c.s.ctx, backendTimeout)
 	a, err := c.s.backend.Attach(ctx, id)
 	cancel()
@@ -119,13 +125,25 @@ func (c *conn) session() *connSession {
 		c.fail(err)
 		return nil
 	}
-	c.bind(id, a)
+	c.bind(id, shown, a)
 	return c.sess
 }
 
-func (c *conn) bind(id string, a locktable.Attachment) {
-	c.sess = &connSession{ref: SessionRef{ID: id, Epoch: a.Epoch, Born: a.Born}, resumed: a.Resumed, timeout: a.Timeout}
+func (c *conn) bind(id, shown string, a locktable.Attachment) {
+	c.sess = &connSession{ref: SessionRef{ID: id, Epoch: a.Epoch, Born: a.Born}, shown: shown, resumed: a.Resumed, timeout: a.Timeout}
 	c.s.clients.bind(id, c)
+}
+
+// sessionKey is the id the backend knows a session by. With an ACL it
+// is the identity, a colon and the id the client knows, so a session
+// belongs to the identity that made it: "conn_id ID" from another
+// identity names another session, and resumes nothing of this one.
+// (Identity names have no colon, so no two pairs give one key.)
+func (c *conn) sessionKey(shown string) string {
+	if c.s.cfg.ACL == nil {
+		return shown
+	}
+	return c.identity + ":" + shown
 }
 
 // ref returns the session reference for read-only commands, which do not
@@ -276,7 +294,7 @@ func (c *conn) cmdUnlockAll() {
 func (c *conn) cmdConnID() {
 	if c.req.NArgs == 0 {
 		if sess := c.session(); sess != nil {
-			c.out = wire.AppendText(c.out, sess.ref.ID)
+			c.out = wire.AppendText(c.out, sess.shown)
 		}
 		return
 	}
@@ -290,7 +308,7 @@ func (c *conn) cmdConnID() {
 			"bad session id: want 1 to "+strconv.Itoa(maxIDLen)+" printable ASCII bytes")
 		return
 	}
-	sid := string(id)
+	sid := c.sessionKey(string(id))
 	ctx, cancel := context.WithTimeout(c.s.ctx, backendTimeout)
 	defer cancel()
 	a, err := c.s.backend.Attach(ctx, sid)
@@ -319,7 +337,7 @@ func (c *conn) cmdConnID() {
 		c.fail(err)
 		return
 	}
-	c.bind(sid, a)
+	c.bind(sid, string(id), a)
 	if a.Resumed {
 		n, err := c.s.backend.HeldBy(ctx, c.sess.ref)
 		if err != nil {
@@ -424,7 +442,7 @@ func (c *conn) cmdSession() {
 	}
 	c.sess.held = n
 	c.out = append(c.out, wire.SessHeader...)
-	c.out = wire.AppendStatText(c.out, "id", c.sess.ref.ID)
+	c.out = wire.AppendStatText(c.out, "id", c.sess.shown)
 	c.out = wire.AppendStat(c.out, "resumed", b2i(c.sess.resumed))
 	c.out = wire.AppendStat(c.out, "timeout_ms", int64(c.sess.timeout/time.Millisecond))
 	c.out = wire.AppendStat(c.out, "held", int64(n))
@@ -436,4 +454,51 @@ func b2i(b bool) int64 {
 		return 1
 	}
 	return 0
+}
+
+// allowed checks the request against the ACL, and answers it when it is
+// denied: lock, unlock and token need the right to lock the name; info
+// and where the right to read it; stats and members some right at all.
+// The rest concern the client's own session.
+func (c *conn) allowed() bool {
+	acl := c.s.cfg.ACL
+	var ok bool
+	var what string
+	switch c.req.Cmd {
+	case wire.Lock, wire.Unlock, wire.Token:
+		ok, what = acl.mayLock(c.identity, c.req.Args[0]), "lock this name"
+	case wire.Info, wire.Where:
+		ok, what = acl.mayRead(c.identity, c.req.Args[0]), "read this name"
+	case wire.Stats, wire.Members:
+		ok, what = acl.mayList(c.identity), "read this node's state"
+	default:
+		return true
+	}
+	if !ok {
+		c.out = wire.AppendError(c.out, wire.CodeForbidden, "denied: "+c.identity+" may not "+what)
+	}
+	return ok
+}
+
+// cmdAuth takes the identity a token names, for the ACL. It must come
+// before the session, which belongs to the identity that makes it, and a
+// client certificate's identity is not replaced.
+func (c *conn) cmdAuth() {
+	acl := c.s.cfg.ACL
+	switch {
+	case acl == nil:
+		c.out = wire.AppendText(c.out, "access control is off")
+	case c.certified:
+		c.out = wire.AppendError(c.out, wire.CodeForbidden, "denied: identified by a client certificate as "+c.identity)
+	case c.sess != nil:
+		c.out = wire.AppendError(c.out, wire.CodeForbidden, "denied: auth must come before the session is made")
+	default:
+		id, ok := acl.identityOf(c.req.Args[0])
+		if !ok {
+			c.out = wire.AppendError(c.out, wire.CodeForbidden, "denied: unknown token")
+			return
+		}
+		c.identity = id
+		c.out = wire.AppendText(c.out, "authenticated as "+id)
+	}
 }

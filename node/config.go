@@ -42,6 +42,9 @@ type Config struct {
 	MaxLocksPerSession int
 	// MaxWaiters is the most requests that may wait for one lock.
 	MaxWaiters int
+	// ACL, if set, limits what each client identity may do (see ACL);
+	// nil lets every client do everything.
+	ACL *ACL
 	// Logger receives the server's log; nil discards it.
 	Logger *slog.Logger
 	// Clients, if set, is the registry the server records its clients'

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -48,6 +49,12 @@ type conn struct {
 	req    wire.Request
 
 	sess *connSession // nil until a command registers a session
+	// identity is who the client is, with an ACL: its certificate's
+	// common name, the identity its token names, or Anonymous.
+	identity string
+	// certified: the identity came from a client certificate, and no
+	// token replaces it.
+	certified bool
 
 	raw    syscall.RawConn // for onOutcome's non-blocking write; may be nil
 	direct int             // bytes of a grant onOutcome wrote
@@ -65,7 +72,10 @@ type conn struct {
 
 // connSession is the connection's view of its session.
 type connSession struct {
-	ref     SessionRef
+	ref SessionRef
+	// shown is the id the client knows: ref.ID without the identity
+	// that, with an ACL, makes the session its own (see sessionKey).
+	shown   string
 	resumed bool // the last conn_id ID took over an existing session
 	timeout time.Duration
 	// held counts the session's locks, for MaxLocksPerSession. It is exact
@@ -88,13 +98,14 @@ func newConn(s *Server, nc net.Conn) *conn {
 		raw, _ = sc.SyscallConn()
 	}
 	c := &conn{
-		raw:     raw,
-		outcome: make(chan partition.Outcome, 1),
-		s:       s,
-		nc:      nc,
-		buf:     make([]byte, min(initialReadBuf, s.cfg.MaxLine+2)),
-		maxBuf:  s.cfg.MaxLine + 2, // a full line plus CRLF
-		framer:  wire.Framer{MaxLine: s.cfg.MaxLine},
+		identity: Anonymous,
+		raw:      raw,
+		outcome:  make(chan partition.Outcome, 1),
+		s:        s,
+		nc:       nc,
+		buf:      make([]byte, min(initialReadBuf, s.cfg.MaxLine+2)),
+		maxBuf:   s.cfg.MaxLine + 2, // a full line plus CRLF
+		framer:   wire.Framer{MaxLine: s.cfg.MaxLine},
 	}
 	c.done = c.onOutcome
 	return c
@@ -119,6 +130,11 @@ func (c *conn) serve() {
 		if err != nil {
 			c.s.log.Debug("TLS handshake failed", "remote", c.nc.RemoteAddr().String(), "err", err)
 			return
+		}
+		if cs, ok := c.nc.(interface{ ConnectionState() tls.ConnectionState }); ok && c.s.cfg.ACL != nil {
+			if certs := cs.ConnectionState().PeerCertificates; len(certs) > 0 && certs[0].Subject.CommonName != "" {
+				c.identity, c.certified = certs[0].Subject.CommonName, true
+			}
 		}
 	}
 	for {

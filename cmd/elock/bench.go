@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -28,7 +27,7 @@ type benchConfig struct {
 	progress time.Duration
 	prefix   string
 	json     bool
-	tls      *tls.Config // elock over TLS; nil: plain TCP
+	acc      access // how elock servers are reached (TLS, token)
 }
 
 // benchResult is one run's figures.
@@ -52,10 +51,10 @@ type benchResult struct {
 	FirstError string  `json:"first_error,omitempty"`
 }
 
-func runBench(args []string, addrs []string, tc *tls.Config, stdout, stderr io.Writer) int {
+func runBench(args []string, addrs []string, acc access, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("elock bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	c := benchConfig{addrs: addrs, tls: tc}
+	c := benchConfig{addrs: addrs, acc: acc}
 	fs.StringVar(&c.backend, "backend", "elock", "elock, or redis (SET NX PX plus a compare-and-delete script), to compare both with one load generator")
 	fs.StringVar(&c.mode, "mode", "distinct", "distinct: a key per client; contended: every client on one key")
 	fs.IntVar(&c.clients, "clients", 64, "concurrent clients, each with its own connection and session")
@@ -119,7 +118,7 @@ func dialLocker(ctx context.Context, c benchConfig, addr string) (locker, error)
 	if c.backend == "redis" {
 		return dialRedis(ctx, addr, c.wait)
 	}
-	return dialElock(ctx, addr, c.wait, c.tls)
+	return dialElock(ctx, addr, c.wait, c.acc)
 }
 
 func bench(ctx context.Context, c benchConfig, progress io.Writer) (benchResult, error) {

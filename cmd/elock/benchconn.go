@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
-	"crypto/tls"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -22,8 +21,8 @@ type elockLocker struct {
 	secs string
 }
 
-func dialElock(ctx context.Context, addr string, wait time.Duration, tc *tls.Config) (*elockLocker, error) {
-	nc, err := dialServer(ctx, addr, 5*time.Second, tc)
+func dialElock(ctx context.Context, addr string, wait time.Duration, acc access) (*elockLocker, error) {
+	nc, err := dialServer(ctx, addr, 5*time.Second, acc)
 	if err != nil {
 		return nil, err
 	}

@@ -156,7 +156,7 @@ func runCluster(args []string, stdout, stderr io.Writer) int {
 	for i := range *n {
 		addrs = append(addrs, addr(i, 11400))
 	}
-	if err := waitReady(ctx, addrs, time.Minute, tc); err != nil {
+	if err := waitReady(ctx, addrs, time.Minute, access{tls: tc}); err != nil {
 		stop()
 		fmt.Fprintln(stderr, "elock cluster:", err)
 		return exitUnavailable
@@ -202,12 +202,12 @@ func findElockd(flagValue string) (string, error) {
 }
 
 // waitReady waits until every node reports node_ready 1.
-func waitReady(ctx context.Context, addrs []string, limit time.Duration, tc *tls.Config) error {
+func waitReady(ctx context.Context, addrs []string, limit time.Duration, acc access) error {
 	deadline := time.Now().Add(limit)
 	for {
 		ready := 0
 		for _, a := range addrs {
-			if nodeReady(ctx, a, tc) {
+			if nodeReady(ctx, a, acc) {
 				ready++
 			}
 		}
@@ -225,8 +225,8 @@ func waitReady(ctx context.Context, addrs []string, limit time.Duration, tc *tls
 	}
 }
 
-func nodeReady(ctx context.Context, addr string, tc *tls.Config) bool {
-	nc, err := dialServer(ctx, addr, time.Second, tc)
+func nodeReady(ctx context.Context, addr string, acc access) bool {
+	nc, err := dialServer(ctx, addr, time.Second, acc)
 	if err != nil {
 		return false
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -31,7 +30,7 @@ type lockOptions struct {
 // came back without the lock), the child gets SIGTERM and, -kill-after
 // later, SIGKILL: nothing should go on acting under a lock it no longer
 // holds.
-func runLock(args, addrs []string, tc *tls.Config, stderr io.Writer) int {
+func runLock(args, addrs []string, acc access, stderr io.Writer) int {
 	if len(args) == 0 || args[0] == "--" {
 		fmt.Fprintln(stderr, "elock lock: missing NAME")
 		return exitUsage
@@ -68,8 +67,11 @@ func runLock(args, addrs []string, tc *tls.Config, stderr io.Writer) int {
 	if o.timeout > 0 {
 		opts = append(opts, client.WithSessionTimeout(o.timeout))
 	}
-	if tc != nil {
-		opts = append(opts, client.WithTLS(tc))
+	if acc.tls != nil {
+		opts = append(opts, client.WithTLS(acc.tls))
+	}
+	if acc.token != "" {
+		opts = append(opts, client.WithToken(acc.token))
 	}
 	ctx := context.Background()
 	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)

@@ -10,6 +10,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -61,6 +62,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	tlsCA := fs.String("tls-ca", "", "speak TLS to the servers, trusting this CA (PEM)")
 	tlsCert := fs.String("tls-cert", "", "client certificate (PEM; with -tls-key), for a server started with -tls-client-ca")
 	tlsKey := fs.String("tls-key", "", "the private key of -tls-cert (PEM)")
+	token := fs.String("token", "", "authenticate with this token ('auth TOKEN'), for a server with -acl")
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
 			return exitOK
@@ -82,15 +84,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "elock:", err)
 		return exitUsage
 	}
+	acc := access{tls: tc, token: *token}
 	switch rest[0] {
 	case "lock":
-		return runLock(rest[1:], addrs, tc, stderr)
+		return runLock(rest[1:], addrs, acc, stderr)
 	case "stats":
-		return runQuery("stats", rest[1:], addrs, tc, stdout, stderr)
+		return runQuery("stats", rest[1:], addrs, acc, stdout, stderr)
 	case "info":
-		return runQuery("info", rest[1:], addrs, tc, stdout, stderr)
+		return runQuery("info", rest[1:], addrs, acc, stdout, stderr)
 	case "bench":
-		return runBench(rest[1:], addrs, tc, stdout, stderr)
+		return runBench(rest[1:], addrs, acc, stdout, stderr)
 	case "cluster":
 		return runCluster(rest[1:], stdout, stderr)
 	case "keygen":
@@ -162,12 +165,46 @@ func clientTLS(caFile, certFile, keyFile string) (*tls.Config, error) {
 	return tc, nil
 }
 
-// dialServer connects to an elock server, over TLS when tc is set.
-func dialServer(ctx context.Context, addr string, timeout time.Duration, tc *tls.Config) (net.Conn, error) {
+// access is how elock reaches its servers: over TLS when tls is set,
+// authenticated with token when it is set.
+type access struct {
+	tls   *tls.Config
+	token string
+}
+
+// dialServer connects to an elock server as acc says, and authenticates.
+func dialServer(ctx context.Context, addr string, timeout time.Duration, acc access) (net.Conn, error) {
 	d := net.Dialer{Timeout: timeout}
-	if tc == nil {
-		return d.DialContext(ctx, "tcp", addr)
+	var nc net.Conn
+	var err error
+	if acc.tls == nil {
+		nc, err = d.DialContext(ctx, "tcp", addr)
+	} else {
+		td := tls.Dialer{NetDialer: &d, Config: acc.tls}
+		nc, err = td.DialContext(ctx, "tcp", addr)
 	}
-	td := tls.Dialer{NetDialer: &d, Config: tc}
-	return td.DialContext(ctx, "tcp", addr)
+	if err != nil || acc.token == "" {
+		return nc, err
+	}
+	nc.SetDeadline(time.Now().Add(timeout))
+	defer nc.SetDeadline(time.Time{})
+	if _, err := io.WriteString(nc, "auth "+acc.token+"\r\n"); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	// One byte at a time, so that nothing after the reply is read here.
+	var line []byte
+	b := make([]byte, 1)
+	for len(line) < 512 && !bytes.HasSuffix(line, []byte("\n")) {
+		if _, err := nc.Read(b); err != nil {
+			nc.Close()
+			return nil, fmt.Errorf("%s: auth: %w", addr, err)
+		}
+		line = append(line, b[0])
+	}
+	if !bytes.HasPrefix(line, []byte("200 ")) {
+		nc.Close()
+		return nil, fmt.Errorf("%s: auth: %s", addr, bytes.TrimSpace(line))
+	}
+	return nc, nil
 }

@@ -505,3 +505,31 @@ func TestCerts(t *testing.T) {
 		}
 	}
 }
+
+// -token authenticates lock (through the Go client's WithToken), stats
+// and bench with a server that has access control.
+func TestCommandsWithAToken(t *testing.T) {
+	t.Parallel()
+	acl := filepath.Join(t.TempDir(), "acl.json")
+	if err := os.WriteFile(acl, []byte(`{"identities": {"app": {"lock": ["jobs/", "bench"]}, "mon": {"read": [""]}}, "tokens": {"tok-app": "app", "tok-mon": "mon"}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv := testcluster.Start(t, "-acl", acl)
+	if code, _, errOut := elock(t, 20*time.Second, "-addr", srv.Addr, "-token", "tok-app", "lock", "jobs/x", "--", "true"); code != 0 {
+		t.Fatalf("lock with app's token: exit %d: %s", code, errOut)
+	}
+	if code, _, _ := elock(t, 20*time.Second, "-addr", srv.Addr, "-token", "tok-app", "lock", "other", "-wait", "0", "--", "true"); code == 0 {
+		t.Error("app locked a name outside its prefixes")
+	}
+	if code, out, errOut := elock(t, 20*time.Second, "-addr", srv.Addr, "-token", "tok-mon", "stats"); code != exitOK || !strings.Contains(out, "STAT uptime") {
+		t.Fatalf("stats with mon's token: exit %d: %s %s", code, out, errOut)
+	}
+	if code, out, errOut := elock(t, 30*time.Second, "-addr", srv.Addr, "-token", "tok-app", "bench", "-clients", "2", "-duration", "1s", "-warmup", "0s", "-prefix", "bench", "-json"); code != exitOK || !strings.Contains(out, `"errors":0`) {
+		t.Fatalf("bench with app's token: exit %d: %s %s", code, out, errOut)
+	}
+	for _, args := range [][]string{{"stats"}, {"-token", "wrong", "stats"}} {
+		if code, out, _ := elock(t, 20*time.Second, append([]string{"-addr", srv.Addr}, args...)...); code == exitOK || strings.Contains(out, "STAT") {
+			t.Errorf("elock %q: exit %d, %q", args, code, out)
+		}
+	}
+}

@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/tls"
 	"fmt"
 	"io"
 	"strings"
@@ -14,14 +13,14 @@ import (
 
 // runQuery prints the server's answer to stats or info NAME, line for
 // line without the CR. It exits 0 on a 2xx answer and 1 otherwise.
-func runQuery(cmd string, args, addrs []string, tc *tls.Config, stdout, stderr io.Writer) int {
+func runQuery(cmd string, args, addrs []string, acc access, stdout, stderr io.Writer) int {
 	want := map[string]int{"stats": 0, "info": 1}[cmd]
 	if len(args) != want {
 		fmt.Fprintf(stderr, "elock %s: want %d argument(s)\n", cmd, want)
 		return exitUsage
 	}
 	line := strings.Join(append([]string{cmd}, args...), " ")
-	lines, err := query(addrs, line, 10*time.Second, tc)
+	lines, err := query(addrs, line, 10*time.Second, acc)
 	if err != nil {
 		fmt.Fprintln(stderr, "elock:", err)
 		return exitUnavailable
@@ -37,10 +36,10 @@ func runQuery(cmd string, args, addrs []string, tc *tls.Config, stdout, stderr i
 
 // query sends one request to the first address that answers and returns
 // its reply lines: one, or a block through END.
-func query(addrs []string, request string, timeout time.Duration, tc *tls.Config) ([]string, error) {
+func query(addrs []string, request string, timeout time.Duration, acc access) ([]string, error) {
 	var lastErr error
 	for _, a := range addrs {
-		lines, err := queryOne(a, request, timeout, tc)
+		lines, err := queryOne(a, request, timeout, acc)
 		if err == nil {
 			return lines, nil
 		}
@@ -49,8 +48,8 @@ func query(addrs []string, request string, timeout time.Duration, tc *tls.Config
 	return nil, lastErr
 }
 
-func queryOne(addr, request string, timeout time.Duration, tc *tls.Config) ([]string, error) {
-	nc, err := dialServer(context.Background(), addr, timeout, tc)
+func queryOne(addr, request string, timeout time.Duration, acc access) ([]string, error) {
+	nc, err := dialServer(context.Background(), addr, timeout, acc)
 	if err != nil {
 		return nil, err
 	}

@@ -15,6 +15,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -1859,4 +1860,117 @@ func TestTLSClientCertificatesAreRequired(t *testing.T) {
 		}
 	}
 	p.alive(t)
+}
+
+// aclFile writes an ACL: app1 and app2 lock under jobs/ and read
+// everything, monitor only reads, anonymous may do nothing; each has a
+// token of its name.
+func aclFile(t *testing.T) string {
+	p := filepath.Join(t.TempDir(), "acl.json")
+	body := `{"identities": {
+	  "app1": {"lock": ["jobs/"], "read": [""]},
+	  "app2": {"lock": ["jobs/"], "read": [""]},
+	  "monitor": {"read": [""]}},
+	 "tokens": {"tok-app1": "app1", "tok-app2": "app2", "tok-monitor": "monitor"}}`
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// With -acl, each command class is allowed or denied by the identity's
+// rules, a denial has its own reply (not 403 not_yours) and leaves the
+// connection usable, and auth comes before the session.
+func TestACLCommandClasses(t *testing.T) {
+	t.Parallel()
+	p := startElockd(t, "-acl", aclFile(t))
+	anon := p.dial(t, "anonymous")
+	anon.expect("lock jobs/x", "403 denied: anonymous may not lock this name")
+	anon.expect("info jobs/x", "403 denied: anonymous may not read this name")
+	anon.expect("stats", "403 denied: anonymous may not read this node's state")
+	anon.expect("auth nope", "403 denied: unknown token")
+	anon.expect("unlock_all", "200 OK") // its own session: allowed, and the connection still serves
+
+	app := p.dial(t, "app1")
+	app.expect("auth tok-app1", "200 authenticated as app1")
+	app.expect("lock jobs/x", "200 Acquired")
+	app.expect("lock other/x", "403 denied: app1 may not lock this name")
+	app.expect("unlock other/x", "403 denied: app1 may not lock this name")
+	app.expect("token other/x", "403 denied: app1 may not lock this name")
+	if in := app.info("other/x"); in["held"] != 0 {
+		t.Fatalf("info other/x: %v", in)
+	}
+	if s := app.stats(); s["uptime"] == "" {
+		t.Fatalf("stats: %v", s)
+	}
+	app.expect("auth tok-monitor", "403 denied: auth must come before the session is made")
+
+	mon := p.dial(t, "monitor")
+	mon.expect("auth tok-monitor", "200 authenticated as monitor")
+	mon.expect("lock jobs/y", "403 denied: monitor may not lock this name")
+	if in := mon.info("jobs/x"); in["held"] != 1 {
+		t.Fatalf("the monitor reads jobs/x as %v", in)
+	}
+}
+
+// With -acl, a session belongs to the identity that made it: the same id
+// from another identity is another session, which holds nothing of the
+// first, and the owner resumes its own.
+func TestACLSessionsBelongToTheirIdentity(t *testing.T) {
+	t.Parallel()
+	p := startElockd(t, "-acl", aclFile(t), "-session-timeout", "20s")
+	a := p.dial(t, "app1")
+	a.expect("auth tok-app1", "200 authenticated as app1")
+	a.expect("conn_id shared-id", "200 conn id set")
+	a.expect("lock jobs/x", "200 Acquired")
+	a.close()
+
+	b := p.dial(t, "app2")
+	b.expect("auth tok-app2", "200 authenticated as app2")
+	b.expect("conn_id shared-id", "200 conn id set")
+	if s := b.session(); s["resumed"] != "0" || s["held"] != "0" || s["id"] != "shared-id" {
+		t.Fatalf("app2 under app1's id: %v", s)
+	}
+	b.expect("lock jobs/x", "409 Unavailable")
+
+	r := p.dial(t, "app1 again")
+	r.expect("auth tok-app1", "200 authenticated as app1")
+	r.expect("conn_id shared-id", "200 conn id set")
+	if s := r.session(); s["resumed"] != "1" || s["held"] != "1" {
+		t.Fatalf("app1 resuming its own session: %v", s)
+	}
+}
+
+// With -acl and client certificates, the certificate's common name is
+// the identity, and no token replaces it. Without -acl, auth is answered
+// and changes nothing.
+func TestACLIdentityFromACertificate(t *testing.T) {
+	t.Parallel()
+	ca := certs.New(t)
+	cert, key := ca.Issue(t, "127.0.0.1")
+	p := startElockd(t, "-acl", aclFile(t), "-tls-cert", cert, "-tls-key", key, "-tls-client-ca", ca.CA)
+	ccert, ckey := ca.Issue(t, "monitor")
+	pair, err := tls.LoadX509KeyPair(ccert, ckey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pem, _ := os.ReadFile(ca.CA)
+	pool.AppendCertsFromPEM(pem)
+	tc, err := tls.DialWithDialer(&net.Dialer{Timeout: readTimeout}, "tcp", p.addr, &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{pair}, ServerName: "127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	got := exchange(t, tc, []string{"lock jobs/x", "auth tok-app1", "info jobs/x"})
+	want := "403 denied: monitor may not lock this name\r\n" +
+		"403 denied: identified by a client certificate as monitor\r\n" +
+		"200 INFO\r\n"
+	if !strings.HasPrefix(string(got), want) {
+		t.Fatalf("as monitor by certificate:\n%q\nwant it to begin with\n%q", got, want)
+	}
+	open := startElockd(t)
+	o := open.dial(t, "no acl")
+	o.expect("auth anything", "200 access control is off")
+	o.expect("lock x", "200 Acquired")
 }

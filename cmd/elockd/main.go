@@ -64,6 +64,8 @@ type options struct {
 	// The client port's TLS: certificate and key, and the CA that
 	// client certificates must chain to (none: no client certificates).
 	tlsCert, tlsKey, tlsClientCA string
+	// acl is the file of the client port's access control.
+	acl string
 	// Peer TLS: this node's certificate and key, and the mesh's CA.
 	peerCert, peerKey, peerCA string
 	// The gossip keys, from -encrypt or -encrypt-file; the first
@@ -90,6 +92,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.lease, "lease", replication.DefaultLease, "mesh: owner lease; an owner whose lease runs out is taken over")
 	fs.DurationVar(&o.lostAfter, "lost-after", replication.DefaultLostAfter, "mesh: how long both copies of a partition may be out of reach (and not known to have restarted) before it is declared lost and served empty after a lock-delay")
 	fs.DurationVar(&o.homeLease, "home-lease", mesh.DefaultHomeLease, "mesh: a node that cannot renew a client's session for this long closes its connection")
+	fs.StringVar(&o.acl, "acl", "", "client access control: a JSON file of identities (a client certificate's common name, or named by a token sent with 'auth TOKEN'), the name prefixes each may lock and those it may only read (default: none, everyone may do everything)")
 	fs.StringVar(&o.tlsCert, "tls-cert", "", "serve the client port over TLS with this certificate (PEM; with -tls-key)")
 	fs.StringVar(&o.tlsKey, "tls-key", "", "the private key of -tls-cert (PEM)")
 	fs.StringVar(&o.tlsClientCA, "tls-client-ca", "", "require client certificates signed by this CA (PEM; with -tls-cert)")
@@ -344,6 +347,16 @@ func run(args []string, stderr io.Writer) int {
 	}
 	if o.cfg.NodeID == "" {
 		o.cfg.NodeID = nodeID(l.Addr().String())
+	}
+	if o.acl != "" {
+		b, err := os.ReadFile(o.acl)
+		if err == nil {
+			o.cfg.ACL, err = node.ParseACL(b)
+		}
+		if err != nil {
+			fmt.Fprintln(stderr, "elockd: -acl:", err)
+			return 2
+		}
 	}
 	if err := o.cfg.Validate(); err != nil {
 		fmt.Fprintln(stderr, "elockd:", err)

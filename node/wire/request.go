@@ -20,6 +20,7 @@ const (
 	Session            // session             (extension)
 	Members            // members             (mesh extension)
 	Where              // where NAME          (mesh extension)
+	Auth               // auth TOKEN          (extension: -acl)
 )
 
 var commandNames = [...]string{
@@ -36,6 +37,7 @@ var commandNames = [...]string{
 	Session:    "session",
 	Members:    "members",
 	Where:      "where",
+	Auth:       "auth",
 }
 
 // arity gives the fewest and most arguments each verb takes.
@@ -52,6 +54,7 @@ var arity = [...][2]int{
 	Session:    {0, 0},
 	Members:    {0, 0},
 	Where:      {1, 1},
+	Auth:       {1, 1},
 }
 
 func (c Command) String() string {
@@ -157,6 +160,8 @@ func lookup(verb []byte) Command {
 		return Members
 	case "where":
 		return Where
+	case "auth":
+		return Auth
 	}
 	return Unknown
 }
