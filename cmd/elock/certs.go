@@ -97,16 +97,6 @@ func parseCertSpecs(nodes, clients string) ([]certSpec, error) {
 	return specs, nil
 }
 
-func splitList(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
 // writeCerts writes the CA, if dir has none, and every spec's certificate
 // and key; it refuses to replace a certificate that exists.
 func writeCerts(dir string, specs []certSpec, stdout io.Writer) error {

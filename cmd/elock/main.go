@@ -74,7 +74,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fs.Usage()
 		return exitUsage
 	}
-	addrs := splitAddrs(*addr)
+	addrs := splitList(*addr)
 	if len(addrs) == 0 {
 		fmt.Fprintln(stderr, "elock: -addr is empty")
 		return exitUsage
@@ -109,7 +109,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return exitUsage
 }
 
-func splitAddrs(s string) []string {
+// splitList splits a comma-separated list, dropping blanks.
+func splitList(s string) []string {
 	var out []string
 	for _, a := range strings.Split(s, ",") {
 		if a = strings.TrimSpace(a); a != "" {

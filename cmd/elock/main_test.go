@@ -280,22 +280,8 @@ func TestBench(t *testing.T) {
 // serves, and stops every node on SIGINT.
 func TestCluster(t *testing.T) {
 	t.Parallel()
-	testcluster.Binary(t, "elockd") // built next to elock, where cluster looks
-	base := fmt.Sprintf("127.%d.%d.0", 100+rand.IntN(100), rand.IntN(250))
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
 	logs := t.TempDir()
-	cmd := exec.CommandContext(ctx, testcluster.Binary(t, "elock"), "cluster", "-n", "2", "-ip", base, "-log-dir", logs)
-	cmd.Env = testcluster.Env()
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, out, stderr := startCluster(t, "-n", "2", "-log-dir", logs)
 	sc := bufio.NewScanner(out)
 	var addrs []string
 	for sc.Scan() {
@@ -332,25 +318,34 @@ func TestCluster(t *testing.T) {
 	}
 }
 
-// elock cluster -tls serves the client ports over TLS too, and prints
-// the command that reaches them.
-func TestClusterTLS(t *testing.T) {
-	t.Parallel()
-	testcluster.Binary(t, "elockd")
+// startCluster runs elock cluster with args on addresses of its own, for
+// at most two minutes, and returns it with its standard output and
+// error.
+func startCluster(t *testing.T, args ...string) (*exec.Cmd, io.ReadCloser, *strings.Builder) {
+	t.Helper()
+	testcluster.Binary(t, "elockd") // built next to elock, where cluster looks
 	base := fmt.Sprintf("127.%d.%d.0", 100+rand.IntN(100), rand.IntN(250))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, testcluster.Binary(t, "elock"), "cluster", "-n", "1", "-ip", base, "-tls")
+	t.Cleanup(cancel)
+	cmd := exec.CommandContext(ctx, testcluster.Binary(t, "elock"), append([]string{"cluster", "-ip", base}, args...)...)
 	cmd.Env = testcluster.Env()
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
+	stderr := new(strings.Builder)
+	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	return cmd, out, stderr
+}
+
+// elock cluster -tls serves the client ports over TLS too, and prints
+// the command that reaches them.
+func TestClusterTLS(t *testing.T) {
+	t.Parallel()
+	cmd, out, stderr := startCluster(t, "-n", "1", "-tls")
 	defer func() {
 		cmd.Process.Signal(os.Interrupt)
 		go io.Copy(io.Discard, out)
