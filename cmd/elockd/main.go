@@ -179,7 +179,7 @@ func (o options) secureBeyondLoopback() error {
 		return nil
 	}
 	if o.debugAddr != "" && !loopbackAddr(o.debugAddr) {
-		return fmt.Errorf("-debug-addr %s is beyond loopback, where anyone could read this node's memory profiles and stop it with a CPU profile: bind it to loopback, or give -insecure", o.debugAddr)
+		return fmt.Errorf("-debug-addr %s is beyond loopback, where anyone could read this node's heap and goroutine stacks (session ids among them): bind it to loopback, or give -insecure", o.debugAddr)
 	}
 	if !o.mesh {
 		return nil
