@@ -132,7 +132,10 @@ func (c *conn) serve() {
 			return
 		}
 		if cs, ok := c.nc.(interface{ ConnectionState() tls.ConnectionState }); ok && c.s.cfg.ACL != nil {
-			if certs := cs.ConnectionState().PeerCertificates; len(certs) > 0 && certs[0].Subject.CommonName != "" {
+			// Only a name an ACL can give rules to: one with a colon or a
+			// space could make the session key of another identity's
+			// session (see sessionKey), so it stays anonymous.
+			if certs := cs.ConnectionState().PeerCertificates; len(certs) > 0 && identityName.MatchString(certs[0].Subject.CommonName) {
 				c.identity, c.certified = certs[0].Subject.CommonName, true
 			}
 		}

@@ -1969,6 +1969,21 @@ func TestACLIdentityFromACertificate(t *testing.T) {
 	if !strings.HasPrefix(string(got), want) {
 		t.Fatalf("as monitor by certificate:\n%q\nwant it to begin with\n%q", got, want)
 	}
+	// A common name an ACL cannot name (a colon would let its session
+	// keys meet another identity's) leaves the client anonymous.
+	bad, badKey := ca.Issue(t, "app1:x")
+	badPair, err := tls.LoadX509KeyPair(bad, badKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bc, err := tls.DialWithDialer(&net.Dialer{Timeout: readTimeout}, "tcp", p.addr, &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{badPair}, ServerName: "127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bc.Close()
+	if got := exchange(t, bc, []string{"info jobs/x"}); !strings.HasPrefix(string(got), "403 denied: anonymous may not read this name\r\n") {
+		t.Fatalf("as app1:x by certificate: %q", got)
+	}
 	open := startElockd(t)
 	o := open.dial(t, "no acl")
 	o.expect("auth anything", "200 access control is off")
