@@ -14,7 +14,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/base64"
 	"errors"
 	"flag"
@@ -24,6 +23,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/elock/elock/cmd/pki"
 )
 
 // Exit codes of elock itself, from sysexits(3) where one fits.
@@ -147,14 +148,11 @@ func clientTLS(caFile, certFile, keyFile string) (*tls.Config, error) {
 	}
 	tc := &tls.Config{MinVersion: tls.VersionTLS12}
 	if caFile != "" {
-		pem, err := os.ReadFile(caFile)
+		pool, err := pki.LoadPool(caFile)
 		if err != nil {
 			return nil, fmt.Errorf("-tls-ca: %w", err)
 		}
-		tc.RootCAs = x509.NewCertPool()
-		if !tc.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("-tls-ca %s: no PEM certificate in it", caFile)
-		}
+		tc.RootCAs = pool
 	}
 	if certFile != "" {
 		cert, err := tls.LoadX509KeyPair(certFile, keyFile)

@@ -8,7 +8,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/base64"
 	"errors"
 	"flag"
@@ -26,6 +25,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/elock/elock/cmd/pki"
 	"github.com/elock/elock/node"
 	"github.com/elock/elock/node/locktable"
 	"github.com/elock/elock/node/mesh"
@@ -243,23 +243,13 @@ func clientTLS(certFile, keyFile, caFile string) (*tls.Config, error) {
 	}
 	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	if caFile != "" {
-		pem, err := os.ReadFile(caFile)
+		pool, err := pki.LoadPool(caFile)
 		if err != nil {
 			return nil, fmt.Errorf("-tls-client-ca: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("-tls-client-ca %s: no PEM certificate in it", caFile)
 		}
 		tc.ClientCAs, tc.ClientAuth = pool, tls.RequireAndVerifyClientCert
 	}
 	return tc, nil
-}
-
-// isLoopback reports whether a listener's address is a loopback one.
-func isLoopback(a net.Addr) bool {
-	ta, ok := a.(*net.TCPAddr)
-	return ok && ta.IP.IsLoopback()
 }
 
 // gossipKeys reads the gossip keys of -encrypt (one key) or
@@ -341,7 +331,7 @@ func run(args []string, stderr io.Writer) int {
 			return 2
 		}
 		l = tls.NewListener(l, tc)
-	} else if !isLoopback(l.Addr()) {
+	} else if !loopbackAddr(l.Addr().String()) {
 		log.Warn("the client port is beyond loopback without TLS: commands, replies and session ids (which resume sessions and their locks) travel in clear; see -tls-cert",
 			"addr", l.Addr().String())
 	}

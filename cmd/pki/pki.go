@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"os"
 	"time"
 )
 
@@ -77,6 +78,20 @@ func LoadCA(certPEM, keyPEM []byte) (*CA, error) {
 		return nil, errors.New("pki: not a CA certificate with its key")
 	}
 	return &CA{Cert: cert, Key: key}, nil
+}
+
+// LoadPool reads the CA certificates of a PEM file into a pool, for a
+// TLS configuration to trust; a file with none is an error.
+func LoadPool(file string) (*x509.CertPool, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("%s: no PEM certificate in it", file)
+	}
+	return pool, nil
 }
 
 // CertPEM is the CA's certificate, the file every node and client is
