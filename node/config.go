@@ -67,6 +67,14 @@ const (
 	KeepAlive                 = 15 * time.Second
 	DefaultMaxLocksPerSession = 100000
 	DefaultMaxWaiters         = 4096
+	// DefaultMaxSessions and DefaultMaxLocksTotal bound what one node
+	// keeps for all its clients together (elockd's -max-sessions and
+	// -max-locks-total): far above what a fleet needs, low enough that
+	// clients that open sessions or take locks without end are refused
+	// long before the node runs out of memory (a lock costs a few hundred
+	// bytes, a session record about as much).
+	DefaultMaxSessions   = 1000000
+	DefaultMaxLocksTotal = 10000000
 )
 
 // DefaultConfig returns the configuration of a stock elockd.

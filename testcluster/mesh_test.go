@@ -223,3 +223,43 @@ func TestAMeshWithPeerTLSKeepsOutANodeOfAnotherCA(t *testing.T) {
 	}
 	_ = intruder
 }
+
+// -max-locks-total bounds the locks a mesh node keeps, as owner or
+// replica: the owner refuses a lock past it with a 503 that names the
+// bound (at once, not after the home's retries), and a release makes
+// room again.
+func TestAMeshNodeRefusesLocksPastItsTotal(t *testing.T) {
+	c := New(t, Options{Nodes: 3, Flags: []string{"-max-locks-total", "2"}})
+	conn := c.Raw(0)
+	var granted []string
+	full := 0
+	for i := range 12 {
+		name := fmt.Sprintf("l%d", i)
+		start := time.Now()
+		switch r := conn.Do("lock " + name); r {
+		case "200 Acquired":
+			granted = append(granted, name)
+		case "503 too many locks on this node (max 2)":
+			full++
+			if d := time.Since(start); d > time.Second {
+				t.Fatalf("the refusal took %v: the home retried it", d)
+			}
+		default:
+			t.Fatalf("lock %s: %q", name, r)
+		}
+	}
+	// Each lock counts on its owner and its replica; an owner refuses
+	// once it counts two, and a replica's copy is never refused, so each
+	// owner grants at most two.
+	if len(granted) == 0 || len(granted) > 6 || full == 0 {
+		t.Fatalf("granted %v and refused %d of 12, want 1 to 6 granted and the rest refused", granted, full)
+	}
+	if r := conn.Do("unlock_all"); r != "200 OK" {
+		t.Fatal(r)
+	}
+	for _, name := range granted {
+		if r := conn.Do("lock " + name); r != "200 Acquired" {
+			t.Fatalf("lock %s again after unlock_all: %q", name, r)
+		}
+	}
+}

@@ -1989,3 +1989,29 @@ func TestACLIdentityFromACertificate(t *testing.T) {
 	o.expect("auth anything", "200 access control is off")
 	o.expect("lock x", "200 Acquired")
 }
+
+// -max-sessions and -max-locks-total bound what the node keeps for all
+// its clients together: past them a new session or a new lock gets a
+// 503 naming the bound, the connection stays usable, and an ended
+// session or a released lock makes room again.
+func TestLimitNodeTotals(t *testing.T) {
+	t.Parallel()
+	p := startElockd(t, "-max-sessions", "2", "-max-locks-total", "3", "-session-timeout", "0")
+	a, b := p.dial(t, "A"), p.dial(t, "B")
+	a.expect("lock a1", "200 Acquired")
+	a.expect("lock a2", "200 Acquired")
+	b.expect("lock b1", "200 Acquired")
+	b.expect("lock b2", "503 too many locks on this node (max 3)")
+	a.expect("lock a1", "200 Acquired") // re-entrant: no new lock
+	b.expect("lock a1 0", "409 Unavailable")
+	a.expect("unlock a2", "200 Unlocked")
+	b.expect("lock b2", "200 Acquired")
+
+	c := p.dial(t, "C")
+	c.expect("lock c1", "503 too many sessions on this node (max 2)")
+	c.stats() // usable: stats needs no session
+	a.close()
+	wait.For(t, 5*time.Second, "room for a session once A's has ended", func() bool {
+		return c.do("lock c1") == "200 Acquired"
+	})
+}

@@ -73,6 +73,9 @@ type options struct {
 	encrypt     string
 	encryptFile string
 	keys        [][]byte
+	// maxSessions and maxLocksTotal bound the session records and the
+	// locks this node keeps (0: no bound).
+	maxSessions, maxLocksTotal int
 	// insecure allows a mesh beyond loopback without gossip encryption
 	// or peer TLS, and -debug-addr beyond loopback.
 	insecure bool
@@ -118,6 +121,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.cfg.WriteTimeout, "write-timeout", o.cfg.WriteTimeout, "a client that leaves its replies unread this long is disconnected; its session detaches and times out")
 	fs.IntVar(&o.cfg.MaxLocksPerSession, "max-locks", o.cfg.MaxLocksPerSession, "most locks one session may hold")
 	fs.IntVar(&o.cfg.MaxWaiters, "max-waiters", o.cfg.MaxWaiters, "most requests waiting for one lock")
+	fs.IntVar(&o.maxSessions, "max-sessions", node.DefaultMaxSessions, "most sessions this node keeps, attached or waiting out their timeout (0: no bound); a mesh node counts those whose records it owns or replicates")
+	fs.IntVar(&o.maxLocksTotal, "max-locks-total", node.DefaultMaxLocksTotal, "most locks held on this node by all sessions together (0: no bound); a mesh node counts those of the partitions it owns or replicates")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -157,6 +162,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	if o.expect < 0 {
 		return o, fmt.Errorf("-bootstrap-expect %d is negative", o.expect)
+	}
+	if o.maxSessions < 0 || o.maxLocksTotal < 0 {
+		return o, errors.New("-max-sessions and -max-locks-total may not be negative")
 	}
 	o.cfg.NodeID = o.nodeID
 	return o, nil
@@ -381,6 +389,7 @@ func run(args []string, stderr io.Writer) int {
 		}
 		mc.Partitions, mc.Limits, mc.MaxTimeout = o.partitions, limits, o.cfg.MaxTimeout
 		mc.MaxName, mc.MaxWait = o.cfg.MaxName, o.cfg.MaxWait
+		mc.MaxLocks, mc.MaxSessions = o.maxLocksTotal, o.maxSessions
 		mc.Lease, mc.HomeLease, mc.LostAfter = o.lease, o.homeLease, o.lostAfter
 		mc.Clients, mc.Logger = o.cfg.Clients, log
 		if err := mc.Validate(); err != nil {
@@ -411,7 +420,8 @@ func run(args []string, stderr io.Writer) int {
 			log.Warn("the last run ended with locks held (a crash, or a stop while sessions held locks): refusing grants for the lock-delay",
 				"delay", delay.Round(time.Second))
 		}
-		set, err := partition.New(partition.Config{Partitions: o.partitions, Limits: limits, Epoch: epoch, AutoEpoch: true, GrantDelay: delay})
+		set, err := partition.New(partition.Config{Partitions: o.partitions, Limits: limits, Epoch: epoch, AutoEpoch: true, GrantDelay: delay,
+			MaxLocks: o.maxLocksTotal, MaxSessions: o.maxSessions})
 		if err != nil {
 			fmt.Fprintln(stderr, "elockd:", err)
 			return 2

@@ -92,11 +92,14 @@ const (
 	// Internal: a failure the code did not expect, such as a malformed
 	// peer message (retryable: nothing was done).
 	Internal
+	// Full: the node holds as many locks or sessions as it may
+	// (retryable, once some are released).
+	Full
 )
 
 var reasonNames = [...]string{
 	"unspecified", "moved", "no-lease", "no-replica", "lock-delay", "unconfirmed", "unavailable",
-	"session-moved", "busy", "exhausted", "shutting-down", "partial", "attached", "internal",
+	"session-moved", "busy", "exhausted", "shutting-down", "partial", "attached", "internal", "full",
 }
 
 func (r Reason) String() string {

@@ -664,6 +664,9 @@ type Counts struct {
 	Sessions int // session records
 }
 
+// Locked reports whether any session holds name.
+func (t *Table) Locked(name []byte) bool { return t.locks[string(name)] != nil }
+
 // Counts returns the table's sizes.
 func (t *Table) Counts() Counts {
 	return Counts{Locks: t.held, Waiters: len(t.waiters), Sessions: len(t.records)}

@@ -74,8 +74,9 @@ func (r *router) route(ctx context.Context, p int, m peer.Method, payload []byte
 				case errors.Is(err, peer.ErrLost):
 					maybe = true
 				case errors.Is(err, peer.ErrUnreachable):
-				case failure.Is(err, failure.LockDelay):
-					// A lost partition refuses for minutes: say so at once.
+				case failure.Is(err, failure.LockDelay), failure.Is(err, failure.Full):
+					// A lost partition refuses for minutes, a full owner
+					// until locks or sessions end: say so at once.
 					return nil, err
 				case failure.Is(err, failure.SessionMoved):
 					// This home's epoch of the session is fenced off for

@@ -146,9 +146,10 @@ func (w *meshWait) run(ctx context.Context) {
 			// withdrew the wait, or refused it): for good.
 			w.deliver(partition.Outcome{Err: err})
 			return
-		case failure.Is(err, failure.LockDelay):
-			// A lost partition refuses grants for minutes: say so at once,
-			// as a lock without a wait does.
+		case failure.Is(err, failure.LockDelay), failure.Is(err, failure.Full):
+			// A lost partition refuses grants for minutes, a full owner
+			// until locks end: say so at once, as a lock without a wait
+			// does.
 			w.deliver(partition.Outcome{Err: err})
 			return
 		case errors.Is(err, peer.ErrUnreachable), failure.ClassOf(err) == failure.Retryable:

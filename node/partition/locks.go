@@ -57,6 +57,11 @@ func (s *Set) lockStep(p *part, a Asker, name []byte, wait time.Duration, done D
 			return
 		}
 		s.dropLeftovers(p, t, now, a, pend)
+		if !t.Locked(name) {
+			if r.err = roomFor(&s.locks, s.cfg.MaxLocks, "locks"); r.err != nil {
+				return
+			}
+		}
 		var fx []locktable.Effect
 		r.res, fx, r.err = t.LockAt(now, a.Session, a.Epoch, name, wid, now+int64(wait))
 		s.apply(p, fx, pend)

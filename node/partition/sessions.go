@@ -84,6 +84,11 @@ func (s *Set) Attach(id, home string) (locktable.Attachment, error) {
 		aerr error
 	)
 	err := s.session(id, func(p *part, t *locktable.Table, now locktable.Time, pend *pending) {
+		if _, ok := t.Session(id); !ok {
+			if aerr = roomFor(&s.sessions, s.cfg.MaxSessions, "sessions"); aerr != nil {
+				return
+			}
+		}
 		var fx []locktable.Effect
 		a, fx, aerr = t.Attach(now, id, home)
 		s.apply(p, fx, pend)

@@ -21,6 +21,7 @@ package partition
 
 import (
 	"fmt"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -54,6 +55,15 @@ type Config struct {
 	// know yet; by the end of the delay every session that held one has
 	// timed out. (A mesh's lock-delay comes from its Replicator.)
 	GrantDelay time.Duration
+	// MaxLocks and MaxSessions, when above zero, bound the locks held
+	// and the session records kept in all of this node's tables
+	// together (a replica's copies count: they take the same memory). A
+	// grant that would add a lock, or an attach that would add a
+	// record, is refused beyond them with a retryable failure of reason
+	// Full; a replica's copy is never refused, so a node that takes over
+	// may hold more than the bound, and refuses new ones until it is
+	// under it again.
+	MaxLocks, MaxSessions int
 	// Expired, if set, is told that a session expired here, with no
 	// partition mutex held, and the attach epoch it was last attached at:
 	// its locks, in whatever partition and on whatever node, are to be
@@ -82,6 +92,9 @@ func (c Config) Validate() error {
 	}
 	if c.Limits.DefaultTimeout < 0 {
 		return fmt.Errorf("partition: negative default timeout %v", c.Limits.DefaultTimeout)
+	}
+	if c.MaxLocks < 0 || c.MaxSessions < 0 {
+		return fmt.Errorf("partition: negative max locks %d or max sessions %d", c.MaxLocks, c.MaxSessions)
 	}
 	if c.GrantDelay < 0 || c.GrantDelay > 0 && c.Replicator != nil {
 		return fmt.Errorf("partition: a grant delay of %v is for a set alone and not negative", c.GrantDelay)
@@ -153,6 +166,9 @@ type Set struct {
 	// delay do not read the clock for it.
 	grantsFrom locktable.Time
 	delaying   atomic.Bool
+	// locks and sessions total the counts of every part's table (see
+	// recount), for MaxLocks and MaxSessions.
+	locks, sessions atomic.Int64
 
 	poke chan struct{} // wakes the deadline loop early; capacity 1
 	stop chan struct{}
@@ -168,6 +184,9 @@ type part struct {
 	slots map[locktable.WaiterID]slot // queued requests
 	// next is the table's earliest deadline (0: none), for the timer loop.
 	next atomic.Int64
+	// nLocks and nSessions are the table's counts as last added to the
+	// set's totals.
+	nLocks, nSessions int
 }
 
 type slot struct {
@@ -278,6 +297,7 @@ func (s *Set) With(i int, f func(t *locktable.Table, now locktable.Time) *lockta
 	p := s.parts[i]
 	p.mu.Lock()
 	p.table = f(p.table, s.clock())
+	s.recount(p)
 	s.rearm(p)
 	p.mu.Unlock()
 }
@@ -500,6 +520,7 @@ func (s *Set) begin(p *part, op Op, f func(t *locktable.Table, now locktable.Tim
 	f(p.table, now, pend)
 	changed = len(pend.names)+len(pend.sessions) > 0
 	pos = s.record(p, now, pend)
+	s.recount(p)
 	s.rearm(p)
 	p.mu.Unlock()
 	return pos, changed, nil
@@ -544,6 +565,29 @@ func (s *Set) runThen(p *part, op Op, f func(t *locktable.Table, now locktable.T
 	default:
 		s.rep.Confirm(p.id, pos, func(err error) { then(s.end(p, pend, changed, err)) })
 	}
+}
+
+// recount carries a change of p's table's counts into the set's totals.
+// Called with p.mu held, after anything that may have changed the table.
+func (s *Set) recount(p *part) {
+	c := p.table.Counts()
+	if d := c.Locks - p.nLocks; d != 0 {
+		s.locks.Add(int64(d))
+		p.nLocks = c.Locks
+	}
+	if d := c.Sessions - p.nSessions; d != 0 {
+		s.sessions.Add(int64(d))
+		p.nSessions = c.Sessions
+	}
+}
+
+// roomFor refuses what would take a node's count past its bound; zero
+// is no bound.
+func roomFor(total *atomic.Int64, max int, what string) error {
+	if max > 0 && total.Load() >= int64(max) {
+		return failure.Retry(failure.Full, "too many "+what+" on this node (max "+strconv.Itoa(max)+")")
+	}
+	return nil
 }
 
 // unconfirmed refuses an answer that rested on changes whose

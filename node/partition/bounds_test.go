@@ -1,0 +1,117 @@
+package partition
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/elock/elock/node/failure"
+	"github.com/elock/elock/node/locktable"
+)
+
+func newBoundedSet(t *testing.T, locks, sessions int) *Set {
+	t.Helper()
+	s, err := New(Config{Partitions: 8, Limits: locktable.Limits{MaxWaiters: 10}, Epoch: 1, AutoEpoch: true,
+		MaxLocks: locks, MaxSessions: sessions})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	return s
+}
+
+// MaxLocks counts the locks of every partition together: a new lock
+// beyond it is refused as retryable (reason Full) whatever partition
+// its name falls in, while what adds no lock (a re-entrant grant, a
+// wait for a held lock) goes on, and a release makes room again.
+func TestMaxLocksBoundsTheNode(t *testing.T) {
+	s := newBoundedSet(t, 3, 0)
+	ctx := context.Background()
+	attach(t, s, "a")
+	attach(t, s, "b")
+	for i := range 3 {
+		if res, err := s.Lock(ctx, "a", fmt.Appendf(nil, "n%d", i), 0); err != nil || res.Status != locktable.Granted {
+			t.Fatalf("lock n%d: %v %v", i, res.Status, err)
+		}
+	}
+	for i := 3; i < 20; i++ { // names in every partition
+		_, err := s.Lock(ctx, "a", fmt.Appendf(nil, "n%d", i), 0)
+		if !failure.Is(err, failure.Full) || failure.ClassOf(err) != failure.Retryable {
+			t.Fatalf("lock n%d past the bound: %v, want a retryable refusal of reason full", i, err)
+		}
+		if want := "too many locks on this node (max 3)"; failure.Text(err) != want {
+			t.Fatalf("refusal %q, want %q", failure.Text(err), want)
+		}
+	}
+	if res, err := s.Lock(ctx, "a", []byte("n0"), 0); err != nil || !res.Reentrant {
+		t.Fatalf("re-entrant lock at the bound: %+v %v", res, err)
+	}
+	if res, err := s.Lock(ctx, "b", []byte("n1"), 0); err != nil || res.Status != locktable.Unavailable {
+		t.Fatalf("lock of a held name at the bound: %+v %v, want 409", res, err)
+	}
+	if c := s.Counts(); c.Locks != 3 {
+		t.Fatalf("%d locks held, want 3", c.Locks)
+	}
+	if _, err := s.Unlock("a", []byte("n2")); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := s.Lock(ctx, "b", []byte("n9"), 0); err != nil || res.Status != locktable.Granted {
+		t.Fatalf("lock after an unlock made room: %+v %v", res, err)
+	}
+	if n, err := s.ReleaseSession("a"); err != nil || n != 2 {
+		t.Fatalf("release: %d %v", n, err)
+	}
+	if got := s.locks.Load(); got != 1 {
+		t.Fatalf("the node's count is %d after the release, want 1", got)
+	}
+}
+
+// MaxSessions refuses a new session record beyond it, never the resume
+// of a session that has one, and counts an ended record no longer.
+func TestMaxSessionsBoundsTheNode(t *testing.T) {
+	s := newBoundedSet(t, 0, 2)
+	ea := attach(t, s, "a")
+	eb := attach(t, s, "b")
+	_, err := s.Attach("c", "home")
+	if !failure.Is(err, failure.Full) || failure.Text(err) != "too many sessions on this node (max 2)" {
+		t.Fatalf("a third session: %v", err)
+	}
+	if err := s.SetTimeout("a", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Detach("a", ea); err != nil { // a waits out its timeout
+		t.Fatal(err)
+	}
+	attach(t, s, "a") // its resume, at the bound
+	if err := s.Detach("b", eb); err != nil { // timeout 0: the record ends
+		t.Fatal(err)
+	}
+	attach(t, s, "c")
+	if got := s.sessions.Load(); got != 2 {
+		t.Fatalf("the node counts %d sessions, want 2", got)
+	}
+}
+
+// The totals follow tables replaced whole (a replica's copy, a
+// promotion), which are never refused.
+func TestTotalsFollowReplacedTables(t *testing.T) {
+	s := newBoundedSet(t, 1, 0)
+	ctx := context.Background()
+	attach(t, s, "a")
+	src := locktable.New(1, locktable.Limits{}, false)
+	for i := range 5 {
+		src.Lock(0, "x", fmt.Appendf(nil, "m%d", i), 0, 0)
+	}
+	s.With(0, func(*locktable.Table, locktable.Time) *locktable.Table { return src })
+	if got := s.locks.Load(); got != 5 {
+		t.Fatalf("count after With: %d, want 5", got)
+	}
+	if _, err := s.Lock(ctx, "a", []byte("new"), 0); !failure.Is(err, failure.Full) {
+		t.Fatalf("lock over the bound after a copy came in: %v", err)
+	}
+	s.With(0, func(*locktable.Table, locktable.Time) *locktable.Table { return locktable.New(1, locktable.Limits{}, false) })
+	if got := s.locks.Load(); got != 0 {
+		t.Fatalf("count after the copy went: %d, want 0", got)
+	}
+}
