@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"maps"
 	"testing"
 	"time"
 
@@ -156,5 +157,40 @@ func TestAReplicaTakesChangesOnlyFromItsOwner(t *testing.T) {
 	}
 	if s := status(peer.WithCaller(context.Background(), "a")); s != repOK {
 		t.Fatalf("changes from the owner: status %d, want ok", s)
+	}
+}
+
+// An owner seals a partition only at a voter's request: the leader
+// seals, and the leader is a voter. A node of the mesh that is not one
+// cannot hold a partition down.
+func TestASealComesOnlyFromAVoter(t *testing.T) {
+	a, b := startData(t, "a"), startData(t, "b")
+	st := syncPair(t, a, b)
+	seal := func(caller string) error {
+		var e peer.Enc
+		e.Uint(0)
+		e.Uint(1)
+		ch := make(chan error, 1)
+		a.data.serveSeal(peer.WithCaller(context.Background(), caller), peer.Seal, e.B, func(_ []byte, err error) { ch <- err })
+		return <-ch
+	}
+	sealed := func() bool {
+		l := a.data.parts[0]
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return l.sealed
+	}
+	if err := seal("b"); err == nil || sealed() {
+		t.Fatalf("a seal from b, no voter: %v (sealed %v)", err, sealed())
+	}
+	next := *st
+	next.Index++
+	next.Nodes = maps.Clone(st.Nodes)
+	nb := next.Nodes["b"]
+	nb.Voter = true
+	next.Nodes["b"] = nb
+	a.data.Apply(st, &next, nil)
+	if err := seal("b"); err != nil || !sealed() {
+		t.Fatalf("a seal from b, a voter: %v (sealed %v)", err, sealed())
 	}
 }

@@ -439,7 +439,7 @@ func (c *Control) bootstrapped() bool {
 			c.log.Warn("not bootstrapping with a voter that has not proved its identity", "node", m.ID, "err", err)
 			return false
 		}
-		formed, err := c.peerFormed(m.PeerAddr)
+		formed, err := c.peerFormed(m.ID, m.PeerAddr)
 		if err != nil || formed {
 			return formed
 		}
@@ -458,10 +458,10 @@ func (c *Control) bootstrapped() bool {
 }
 
 // peerFormed asks a voter whether it already belongs to a cluster.
-func (c *Control) peerFormed(addr string) (bool, error) {
+func (c *Control) peerFormed(id, addr string) (bool, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	b, err := c.cfg.Pool.Get(addr).Call(ctx, peer.Status, nil)
+	b, err := c.cfg.Pool.To(id, addr).Call(ctx, peer.Status, nil)
 	if err != nil {
 		return false, err
 	}

@@ -411,7 +411,7 @@ func (c *Control) seal(st *State, p int, cur Part) (uint64, error) {
 	e.Uint(cur.Epoch)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
-	b, err := c.cfg.Pool.Get(n.PeerAddr).Call(ctx, peer.Seal, e.B)
+	b, err := c.cfg.Pool.To(n.ID, n.PeerAddr).Call(ctx, peer.Seal, e.B)
 	if err != nil {
 		return 0, err
 	}

@@ -66,7 +66,7 @@ func startDataWith(t testing.TB, id string, partitions int, mod func(*DataConfig
 		t.Fatal(err)
 	}
 	n.mux = peer.NewMux(ln, nil, nil)
-	n.mux.Serve(peer.NewServer(reg, nil))
+	n.mux.Serve(peer.NewServer(reg, nil), nil)
 	t.Cleanup(func() { n.mux.Close() })
 	return n
 }

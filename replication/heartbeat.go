@@ -33,12 +33,14 @@ func (c *Control) renew() {
 	if c.IsLeader() {
 		reply, err = c.heartbeat(context.Background(), e.B)
 	} else {
-		addr, _ := c.raft.LeaderWithID()
+		addr, id := c.raft.LeaderWithID()
 		if addr == "" {
 			return
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.Lease/3)
-		reply, err = c.cfg.Pool.Get(string(addr)).Call(ctx, peer.Heartbeat, e.B)
+		// To the leader's node id, proved: a lease from anyone else who
+		// answers at its address would be no lease at all.
+		reply, err = c.cfg.Pool.To(raftNode(id), string(addr)).Call(ctx, peer.Heartbeat, e.B)
 		cancel()
 	}
 	if err != nil {

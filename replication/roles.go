@@ -210,15 +210,41 @@ func (d *Data) becomeOwner(l *local, t *locktable.Table, prev, cur Part, alone b
 	return t, ended
 }
 
+// callerVoter reports whether the caller of a request (its connection
+// context conn) is a voter in st; on a mesh without peer TLS, where
+// nobody's identity is known, every caller is.
+func callerVoter(conn context.Context, st *State) bool {
+	names, ok := peer.CallerNames(conn)
+	if !ok {
+		return true
+	}
+	for _, n := range names {
+		if node, ok := st.Node(n); ok && node.Voter {
+			return true
+		}
+	}
+	return false
+}
+
 // serveSeal stops partition p from serving here ahead of a hand-over,
 // waits until its replica has acknowledged everything, and returns the
 // last acknowledged position. If no new epoch comes, it serves again
 // after SealHold.
-func (d *Data) serveSeal(_ context.Context, _ peer.Method, payload []byte, reply func([]byte, error)) {
+func (d *Data) serveSeal(conn context.Context, _ peer.Method, payload []byte, reply func([]byte, error)) {
 	dec := peer.Dec{B: payload}
 	p, epoch := int(dec.Uint()), dec.Uint()
 	if dec.End() != nil || p < 0 || p >= len(d.parts) {
 		reply(nil, peer.ErrMalformed)
+		return
+	}
+	d.mu.Lock()
+	st := d.state
+	d.mu.Unlock()
+	if !callerVoter(conn, st) {
+		// Only the leader seals, and the leader is a voter. The data plane
+		// does not track which voter leads; a voter is a node the table
+		// trusts with the control plane already.
+		reply(nil, failure.Refuse(failure.Unspecified, "a seal from a node that is not a voter"))
 		return
 	}
 	l := d.parts[p]

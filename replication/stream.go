@@ -236,7 +236,7 @@ func (lk *link) ship(batch []sent, body []byte) error {
 		return fmt.Errorf("replica %s has no address", lk.id)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), d.cfg.AwaitTimeout)
-	d.cfg.Pool.Get(addr).Go(ctx, peer.Replicate, e.B, func(reply []byte, err error) {
+	d.cfg.Pool.To(lk.id, addr).Go(ctx, peer.Replicate, e.B, func(reply []byte, err error) {
 		cancel()
 		<-lk.inflight
 		var ps []int
@@ -334,7 +334,7 @@ func (lk *link) snapshot(p int) error {
 		e.Uint(uint64(len(data)))
 		e.Bytes(data[off:end])
 		ctx, cancel := context.WithTimeout(context.Background(), d.cfg.AwaitTimeout)
-		_, err := d.cfg.Pool.Get(addr).Call(ctx, peer.Snapshot, e.B)
+		_, err := d.cfg.Pool.To(lk.id, addr).Call(ctx, peer.Snapshot, e.B)
 		cancel()
 		if err != nil {
 			return fmt.Errorf("replica %s refused the copy of partition %d: %w", lk.id, p, err)

@@ -247,12 +247,34 @@ func Start(cfg Config) (_ *Mesh, err error) {
 	}
 
 	// Everything is built: serve peers, and start the roles' loops.
-	m.mux.Serve(peer.NewServer(reg, log))
+	m.mux.Serve(peer.NewServer(reg, log), admitted(m.control))
 	m.loop(ctx, func(ctx context.Context) { every(ctx, cfg.HomeLease/4, homeSess.renewAll) })
 	m.loop(ctx, func(ctx context.Context) { every(ctx, time.Second, sessOwner.sweepRecords) })
 	m.loop(ctx, func(ctx context.Context) { every(ctx, 5*time.Second, owner.sweepLocks) })
 	m.loop(ctx, func(ctx context.Context) { sessOwner.releaseExpired(ctx, expired) })
 	return m, nil
+}
+
+// admitted admits a peer connection (with peer TLS) whose certificate
+// names a node the table registered: the leader registers a node only
+// once it proved its id (replication's coordinator), so a certificate
+// of the mesh's CA alone does not let its holder call this node's
+// methods or take part in raft. Before the table exists (a mesh
+// forming, a node that has not received it yet) every node of the CA
+// is admitted: there is nobody registered to tell it from.
+func admitted(t Table) func(names []string) bool {
+	return func(names []string) bool {
+		st := t.State()
+		if !st.Initialized() {
+			return true
+		}
+		for _, n := range names {
+			if _, ok := st.Node(n); ok {
+				return true
+			}
+		}
+		return false
+	}
 }
 
 // loop runs f on a goroutine that Close ends (through ctx) and joins.

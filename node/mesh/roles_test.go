@@ -963,3 +963,97 @@ func TestSweepForgetsTheFloorsOfEndedSessions(t *testing.T) {
 		}
 	})
 }
+
+// A session owner takes a session's attach, detach, renewal and timeout
+// only from the node of its home: another node of the mesh, whose
+// certificate names it, may not attach a session for a home it is not,
+// nor detach, keep attached or change the timeout of a session attached
+// elsewhere.
+func TestASessionOwnerHearsOnlyTheSessionsHome(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mm := newMemMesh(t, testHomeLease, [memParts]string{"n1", "n1", "n1", "n1"}, "n1", "n2")
+		defer mm.close()
+		s := attach(t, mm, "n2", "s")
+		so := mm.nodes["n1"].sessOwner
+		rec, ok, _ := mm.nodes["n1"].set.Session(s.ID)
+		if !ok || homeNode(rec.Home) != "n2" {
+			t.Fatalf("record %+v %v, want one attached at n2", rec, ok)
+		}
+		asN1 := peer.WithCaller(context.Background(), "n1")
+		asN2 := peer.WithCaller(context.Background(), "n2")
+
+		var e peer.Enc
+		e.Str("other")
+		e.Str(rec.Home) // n2's home name, claimed by n1
+		e.Bool(false)
+		if _, err := so.attach(asN1, e.B); !errors.Is(err, errNotTheHome) {
+			t.Errorf("n1 attaching for n2's home: %v", err)
+		}
+		if _, ok, _ := mm.nodes["n1"].set.Session("other"); ok {
+			t.Error("a record was made for a home that did not ask")
+		}
+
+		var r peer.Enc
+		r.Uint(1)
+		r.Str(s.ID)
+		r.Uint(s.Epoch)
+		for _, c := range []struct {
+			who    string
+			caller context.Context
+			want   uint64
+		}{{"n1", asN1, renewFenced}, {"n2", asN2, renewOK}} {
+			b, err := so.renew(c.caller, r.B)
+			d := peer.Dec{B: b}
+			if got := d.Uint(); err != nil || got != c.want {
+				t.Errorf("renew from %s: %d %v, want %d", c.who, got, err, c.want)
+			}
+		}
+
+		var st peer.Enc
+		st.Str(s.ID)
+		st.Int(int64(time.Minute))
+		if _, err := so.setTimeout(asN1, st.B); !errors.Is(err, errNotTheHome) {
+			t.Errorf("n1 setting the timeout of n2's session: %v", err)
+		}
+		if _, err := so.setTimeout(asN2, st.B); err != nil {
+			t.Errorf("its home setting the timeout: %v", err)
+		}
+
+		var dt peer.Enc
+		dt.Str(s.ID)
+		dt.Uint(s.Epoch)
+		if _, err := so.detach(asN1, dt.B); !errors.Is(err, errNotTheHome) {
+			t.Errorf("n1 detaching n2's session: %v", err)
+		}
+		if rec, _, _ := mm.nodes["n1"].set.Session(s.ID); !rec.Attached {
+			t.Fatal("detached by a node that is not its home")
+		}
+		if _, err := so.detach(asN2, dt.B); err != nil {
+			t.Errorf("its home detaching it: %v", err)
+		}
+	})
+}
+
+// stateTable is a Table that never changes.
+type stateTable struct{ st *replication.State }
+
+func (t stateTable) State() *replication.State { return t.st }
+func (t stateTable) Changed() <-chan struct{}  { return nil }
+
+// A node admits peer connections from the nodes its table registered,
+// by the names of their certificates; before it has a table, from any
+// node of the CA.
+func TestPeersAdmittedByTheTable(t *testing.T) {
+	none := admitted(stateTable{&replication.State{}})
+	if !none([]string{"stranger"}) {
+		t.Error("no table yet: a node of the CA was refused")
+	}
+	st := &replication.State{Parts: make([]replication.Part, 1), Nodes: map[string]replication.Node{"n1": {ID: "n1"}}}
+	admit := admitted(stateTable{st})
+	if !admit([]string{"n1", "10.0.0.1"}) {
+		t.Error("a registered node was refused")
+	}
+	if admit([]string{"n9", "10.0.0.1"}) || admit(nil) {
+		t.Error("a node the table does not know was admitted")
+	}
+}

@@ -95,7 +95,7 @@ func (c netCaller) Start(conn context.Context, n replication.Node, m peer.Method
 		done(nil, fmt.Errorf("%w: node %s has no address", peer.ErrUnreachable, n.ID))
 		return nil
 	}
-	if p := c.pool.Get(n.PeerAddr).Start(m, payload, done); p != nil {
+	if p := c.pool.To(n.ID, n.PeerAddr).Start(m, payload, done); p != nil {
 		return func(why error) { p.Abandon(why) }
 	}
 	return nil

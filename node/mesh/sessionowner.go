@@ -72,6 +72,9 @@ func (s *sessionOwner) attach(ctx context.Context, b []byte) ([]byte, error) {
 	if err := d.End(); err != nil {
 		return nil, err
 	}
+	if !peer.CallerIs(ctx, homeNode(home)) {
+		return nil, errNotTheHome
+	}
 	set := s.set
 	deadline := time.Now().Add(s.homeLease + time.Second)
 	for {
@@ -162,16 +165,38 @@ func (s *sessionOwner) probe(ctx context.Context, rec locktable.Session) probeRe
 	return probeGone
 }
 
-func (s *sessionOwner) detach(_ context.Context, b []byte) ([]byte, error) {
+// errNotTheHome refuses a request about a session from a node that is
+// not the home it names, or the one its record names.
+var errNotTheHome = failure.Refuse(failure.Unspecified, "not from the session's home")
+
+// homeNode is the node id of a home's name (homeName).
+func homeNode(home string) string {
+	id, _, _ := strings.Cut(home, "/")
+	return id
+}
+
+// fromHome reports whether the caller of a request (its connection
+// context ctx) is the node of rec's home: only the node a session is
+// attached to speaks for its connection. A node that only holds a
+// certificate of the mesh could otherwise detach anyone's session, keep
+// a dead one attached, or change its timeout.
+func fromHome(ctx context.Context, rec locktable.Session) bool {
+	return peer.CallerIs(ctx, homeNode(rec.Home))
+}
+
+func (s *sessionOwner) detach(ctx context.Context, b []byte) ([]byte, error) {
 	d := peer.Dec{B: b}
 	id, epoch := d.Str(), d.Uint()
 	if err := d.End(); err != nil {
 		return nil, err
 	}
+	if rec, ok, err := s.set.Session(id); err == nil && ok && rec.Epoch == epoch && !fromHome(ctx, rec) {
+		return nil, errNotTheHome
+	}
 	return nil, s.set.Detach(id, epoch)
 }
 
-func (s *sessionOwner) setTimeout(_ context.Context, b []byte) ([]byte, error) {
+func (s *sessionOwner) setTimeout(ctx context.Context, b []byte) ([]byte, error) {
 	d := peer.Dec{B: b}
 	id, timeout := d.Str(), time.Duration(d.Int())
 	if err := d.End(); err != nil {
@@ -180,12 +205,15 @@ func (s *sessionOwner) setTimeout(_ context.Context, b []byte) ([]byte, error) {
 	if timeout < 0 || timeout > s.maxTimeout {
 		return nil, failure.Refuse(failure.Unspecified, fmt.Sprintf("session timeout %v out of range 0..%v", timeout, s.maxTimeout))
 	}
+	if rec, ok, err := s.set.Session(id); err == nil && ok && !fromHome(ctx, rec) {
+		return nil, errNotTheHome
+	}
 	return nil, s.set.SetTimeout(id, timeout)
 }
 
 // renew notes that a home still speaks for its sessions, and answers per
 // session whether the record agrees.
-func (s *sessionOwner) renew(_ context.Context, b []byte) ([]byte, error) {
+func (s *sessionOwner) renew(ctx context.Context, b []byte) ([]byte, error) {
 	d := peer.Dec{B: b}
 	n := d.Count(2) // an id and an epoch
 	type item struct {
@@ -207,7 +235,7 @@ func (s *sessionOwner) renew(_ context.Context, b []byte) ([]byte, error) {
 		case err != nil || !ok && s.inLockDelay(s.rt.partOf([]byte(it.id))):
 			// A record lost with both copies is not a session that ended.
 			e.Uint(renewRetry)
-		case !ok || !rec.Attached || rec.Epoch != it.epoch:
+		case !ok || !rec.Attached || rec.Epoch != it.epoch || !fromHome(ctx, rec):
 			e.Uint(renewFenced)
 		default:
 			s.noteRenewal(it.id, now)

@@ -83,7 +83,7 @@ func TestMaxSessionsBoundsTheNode(t *testing.T) {
 	if err := s.Detach("a", ea); err != nil { // a waits out its timeout
 		t.Fatal(err)
 	}
-	attach(t, s, "a") // its resume, at the bound
+	attach(t, s, "a")                         // its resume, at the bound
 	if err := s.Detach("b", eb); err != nil { // timeout 0: the record ends
 		t.Fatal(err)
 	}
@@ -110,7 +110,9 @@ func TestTotalsFollowReplacedTables(t *testing.T) {
 	if _, err := s.Lock(ctx, "a", []byte("new"), 0); !failure.Is(err, failure.Full) {
 		t.Fatalf("lock over the bound after a copy came in: %v", err)
 	}
-	s.With(0, func(*locktable.Table, locktable.Time) *locktable.Table { return locktable.New(1, locktable.Limits{}, false) })
+	s.With(0, func(*locktable.Table, locktable.Time) *locktable.Table {
+		return locktable.New(1, locktable.Limits{}, false)
+	})
 	if got := s.locks.Load(); got != 0 {
 		t.Fatalf("count after the copy went: %d, want 0", got)
 	}

@@ -54,7 +54,7 @@ func BenchmarkCallParallel(b *testing.B) {
 	}
 	cl := &countedListener{Listener: ln}
 	m := NewMux(cl, nil, nil)
-	m.Serve(NewServer(&testHandler{}, nil))
+	m.Serve(NewServer(&testHandler{}, nil), nil)
 	defer m.Close()
 	c := NewClient(ln.Addr().String(), time.Second)
 	defer c.Close()

@@ -118,7 +118,7 @@ func TestTheMuxRefusesConnectionsOverItsCap(t *testing.T) {
 	}
 	m := NewMux(ln, nil, nil)
 	m.max = 2
-	m.Serve(NewServer(NewRegistry(), nil))
+	m.Serve(NewServer(NewRegistry(), nil), nil)
 	defer m.Close()
 	dial := func() net.Conn {
 		c, err := net.Dial("tcp", ln.Addr().String())

@@ -34,6 +34,8 @@ type Mux struct {
 	// so that the warning is logged once per burst, not per connection.
 	refused atomic.Int64
 
+	admit func(names []string) bool // set by Serve, before the first accept
+
 	raft     chan net.Conn
 	closing  chan struct{}
 	closeOne sync.Once
@@ -55,7 +57,16 @@ func NewMux(ln net.Listener, sec *TLS, log *slog.Logger) *Mux {
 
 // Serve starts routing ln's connections, RPC ones to rpc. It is called
 // once.
-func (m *Mux) Serve(rpc *Server) {
+//
+// With TLS, admit (if not nil) is asked about every connection once its
+// handshake is done, RPC and raft alike, with the DNS names of the
+// caller's certificate: a connection it refuses is closed before its
+// first request is read. A mesh admits only the nodes its table
+// registered, so that a certificate of the mesh's CA alone (a node
+// never admitted, or one removed) does not let its holder call every
+// method and take part in raft.
+func (m *Mux) Serve(rpc *Server, admit func(names []string) bool) {
+	m.admit = admit
 	m.serving <- rpc
 	go m.accept(rpc)
 }
@@ -116,6 +127,13 @@ func (m *Mux) route(sc slotConn, rpc *Server) {
 		}
 		nc.Close()
 		return
+	}
+	if m.admit != nil {
+		if names, ok := callerNames(nc); ok && !m.admit(names) {
+			m.log.Debug("peer: caller not admitted", "remote", sc.RemoteAddr(), "names", names)
+			nc.Close()
+			return
+		}
 	}
 	switch b {
 	case ProtoRPC:
@@ -179,7 +197,7 @@ func (m *Mux) DialRaft(addr string, timeout time.Duration) (net.Conn, error) {
 	if tc, ok := nc.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
 	}
-	if nc, err = m.sec.wrap(nc, timeout); err != nil {
+	if nc, err = m.sec.wrap(nc, timeout, ""); err != nil {
 		return nil, fmt.Errorf("peer: raft dial %s: %w", addr, err)
 	}
 	nc.SetWriteDeadline(time.Now().Add(timeout))

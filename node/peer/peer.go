@@ -369,6 +369,7 @@ type Client struct {
 	timeout time.Duration
 	source  net.Addr // the local address dials come from; nil for the kernel's choice
 	sec     *TLS     // nil: plain TCP
+	want    string   // with sec, the node id the other end must prove (Pool.To)
 
 	mu      sync.Mutex // guards cur, nextID, closed
 	cur     *clientConn
@@ -439,6 +440,9 @@ func (c *Client) conn(ctx context.Context) (*clientConn, error) {
 		c.mu.Unlock()
 		close(wait)
 		if err != nil {
+			if errors.Is(err, ErrNotProved) {
+				return nil, fmt.Errorf("%w: %w", ErrUnreachable, err)
+			}
 			return nil, fmt.Errorf("%w: %s: %v", ErrUnreachable, c.addr, err)
 		}
 		return cc, nil
@@ -454,7 +458,7 @@ func (c *Client) dial(ctx context.Context) (*clientConn, error) {
 	if tc, ok := nc.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
 	}
-	if nc, err = c.sec.wrap(nc, c.timeout); err != nil {
+	if nc, err = c.sec.wrap(nc, c.timeout, c.want); err != nil {
 		return nil, err
 	}
 	nc.SetWriteDeadline(time.Now().Add(c.timeout))

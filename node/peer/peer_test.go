@@ -63,7 +63,7 @@ func start(t *testing.T, h Handler) (*Mux, string) {
 		t.Fatal(err)
 	}
 	m := NewMux(ln, nil, nil)
-	m.Serve(NewServer(h, nil))
+	m.Serve(NewServer(h, nil), nil)
 	t.Cleanup(func() { m.Close() })
 	return m, ln.Addr().String()
 }

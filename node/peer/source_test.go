@@ -64,7 +64,7 @@ func TestDialsComeFromTheNodesAddress(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := NewMux(muxLn, nil, nil)
-	m.Serve(NewServer(&testHandler{}, nil))
+	m.Serve(NewServer(&testHandler{}, nil), nil)
 	defer m.Close()
 	go func() {
 		if nc, err := m.DialRaft(ln.Addr().String(), time.Second); err == nil {

@@ -54,14 +54,19 @@ func LoadTLS(certFile, keyFile, caFile, id string) (*TLS, error) {
 // errNoCert: the other end showed no certificate.
 var errNoCert = errors.New("peer TLS: no certificate")
 
-// verify checks that the other end's certificate chains to the CA. Any
-// node of the mesh may call or answer any other, so it checks no name
-// here; the node id a certificate names is what identifies its holder.
+// verify checks that the other end's certificate chains to the CA and
+// is a node's: one for server authentication. The same CA may sign the
+// client port's client certificates (as 'elock certs' does, and Consul's
+// CA), which are for client authentication only, so a client's
+// certificate never opens a peer connection. Any node of the mesh may
+// call or answer any other, so it checks no name here; the node id a
+// certificate names is what identifies its holder (see Pool.To, and the
+// admission Mux.Serve takes).
 func (t *TLS) verify(cs tls.ConnectionState) error {
 	if len(cs.PeerCertificates) == 0 {
 		return errNoCert
 	}
-	opts := x509.VerifyOptions{Roots: t.ca, Intermediates: x509.NewCertPool(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}
+	opts := x509.VerifyOptions{Roots: t.ca, Intermediates: x509.NewCertPool(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
 	for _, c := range cs.PeerCertificates[1:] {
 		opts.Intermediates.AddCert(c)
 	}
@@ -95,8 +100,9 @@ func (t *TLS) client() *tls.Config {
 }
 
 // wrap makes a dialled connection a TLS client, its handshake done
-// within timeout; with no TLS it returns nc as it is.
-func (t *TLS) wrap(nc net.Conn, timeout time.Duration) (net.Conn, error) {
+// within timeout, and, when want is not empty, checks that the other
+// end's certificate names node want; with no TLS it returns nc as it is.
+func (t *TLS) wrap(nc net.Conn, timeout time.Duration, want string) (net.Conn, error) {
 	if t == nil {
 		return nc, nil
 	}
@@ -107,7 +113,21 @@ func (t *TLS) wrap(nc net.Conn, timeout time.Duration) (net.Conn, error) {
 		return nil, err
 	}
 	tc.SetDeadline(time.Time{})
+	if want != "" {
+		if names := tc.ConnectionState().PeerCertificates[0].DNSNames; !slices.Contains(names, want) {
+			tc.Close()
+			return nil, fmt.Errorf("%w: %s answered with a certificate for %q, not node %q", ErrNotProved, nc.RemoteAddr(), names, want)
+		}
+	}
 	return tc, nil
+}
+
+// CallerNames returns the DNS names of the certificate of the caller
+// whose connection context is ctx, and false on a mesh without peer TLS,
+// where nobody's identity is known.
+func CallerNames(ctx context.Context) ([]string, bool) {
+	names, ok := ctx.Value(callerKey{}).([]string)
+	return names, ok
 }
 
 // callerKey keys the names a caller's certificate gives, in the context a

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -32,7 +33,7 @@ func startTLS(t *testing.T, sec *TLS) (*Mux, string) {
 		t.Fatal(err)
 	}
 	m := NewMux(ln, sec, nil)
-	m.Serve(NewServer(&testHandler{}, nil))
+	m.Serve(NewServer(&testHandler{}, nil), nil)
 	t.Cleanup(func() { m.Close() })
 	return m, ln.Addr().String()
 }
@@ -158,7 +159,7 @@ func TestHandlersSeeTheirCallersCertificate(t *testing.T) {
 			t.Fatal(err)
 		}
 		m := NewMux(ln, sec, nil)
-		m.Serve(NewServer(whoami, nil))
+		m.Serve(NewServer(whoami, nil), nil)
 		t.Cleanup(func() { m.Close() })
 		return ln.Addr().String()
 	}
@@ -176,5 +177,91 @@ func TestHandlersSeeTheirCallersCertificate(t *testing.T) {
 	}
 	if got := ask(nil, serve(nil)); got != "true true" {
 		t.Errorf("a plain caller may act as n2, n3: %s, want true true", got)
+	}
+}
+
+// A client's certificate from the mesh's CA (client authentication
+// only, as the client port's are) opens no peer connection, in either
+// direction: the CA may sign both, and a client must not reach the
+// methods behind the client port's access control.
+func TestPeerTLSRefusesAClientsCertificate(t *testing.T) {
+	ca := certs.New(t)
+	cert, key := ca.IssueClient(t, "app1")
+	// LoadTLS wants the id among the DNS names: a client's certificate
+	// names its common name.
+	client, err := LoadTLS(cert, key, ca.CA, "app1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, addr := startTLS(t, loadTLS(t, ca, "n1"))
+	p := NewPool(2*time.Second, nil, client)
+	defer p.Close()
+	if _, err := p.Get(addr).Call(ctx(t), mEcho, []byte("hi")); err == nil {
+		t.Error("a caller with a client's certificate was served")
+	}
+	_, impostor := startTLS(t, client)
+	q := NewPool(2*time.Second, nil, loadTLS(t, ca, "n2"))
+	defer q.Close()
+	if _, err := q.Get(impostor).Call(ctx(t), mEcho, []byte("hi")); err == nil {
+		t.Error("a node called a server with a client's certificate")
+	}
+}
+
+// Pool.To reaches only the node it names: a server of the mesh's CA
+// that answers at the address with another node's certificate gets
+// nothing, so a node never takes its answers for the named node's.
+func TestPoolToChecksTheNodeID(t *testing.T) {
+	ca := certs.New(t)
+	_, addr := startTLS(t, loadTLS(t, ca, "n1"))
+	p := NewPool(2*time.Second, nil, loadTLS(t, ca, "n2"))
+	defer p.Close()
+	if got, err := p.To("n1", addr).Call(ctx(t), mEcho, []byte("hi")); err != nil || string(got) != "echo:hi" {
+		t.Fatalf("to n1 at n1's address: %q %v", got, err)
+	}
+	_, err := p.To("n3", addr).Call(ctx(t), mEcho, []byte("hi"))
+	if !errors.Is(err, ErrUnreachable) || !errors.Is(err, ErrNotProved) {
+		t.Fatalf("to n3 at n1's address: %v, want ErrUnreachable wrapping ErrNotProved", err)
+	}
+}
+
+// With TLS, Mux.Serve's admission sees every connection's certificate
+// names, RPC and raft alike, and a connection it refuses is closed
+// before any request is served.
+func TestMuxAdmission(t *testing.T) {
+	ca := certs.New(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := NewMux(ln, loadTLS(t, ca, "n1"), nil)
+	m.Serve(NewServer(&testHandler{}, nil), func(names []string) bool { return slices.Contains(names, "n2") })
+	t.Cleanup(func() { m.Close() })
+	addr := ln.Addr().String()
+	call := func(id string) error {
+		p := NewPool(2*time.Second, nil, loadTLS(t, ca, id))
+		defer p.Close()
+		_, err := p.Get(addr).Call(ctx(t), mEcho, []byte("hi"))
+		return err
+	}
+	if err := call("n2"); err != nil {
+		t.Fatalf("an admitted node: %v", err)
+	}
+	if err := call("n3"); err == nil {
+		t.Fatal("a node the admission refuses was served")
+	}
+	lr, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dialer := NewMux(lr, loadTLS(t, ca, "n3"), nil)
+	defer dialer.Close()
+	if c, err := dialer.DialRaft(addr, 2*time.Second); err == nil {
+		c.Write([]byte("vote"))
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		var ne net.Error
+		if _, err := c.Read(make([]byte, 1)); err == nil || errors.As(err, &ne) && ne.Timeout() {
+			t.Errorf("a raft connection from a refused node: read %v, want it closed", err)
+		}
+		c.Close()
 	}
 }

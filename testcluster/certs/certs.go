@@ -44,6 +44,18 @@ func (s *Set) Issue(tb testing.TB, name string) (certFile, keyFile string) {
 	return s.write(tb, name+".pem", cert), s.write(tb, name+"-key.pem", key)
 }
 
+// IssueClient writes a client's certificate for name (client
+// authentication only, as 'elock certs -clients' makes), and returns the
+// files of the certificate and of its key.
+func (s *Set) IssueClient(tb testing.TB, name string) (certFile, keyFile string) {
+	tb.Helper()
+	cert, key, err := s.ca.Issue(name, nil, pki.Client, 24*time.Hour)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return s.write(tb, name+".pem", cert), s.write(tb, name+"-key.pem", key)
+}
+
 func (s *Set) write(tb testing.TB, name string, b []byte) string {
 	tb.Helper()
 	p := filepath.Join(s.Dir, name)
