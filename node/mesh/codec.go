@@ -3,6 +3,7 @@ package mesh
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/elock/elock/node"
@@ -24,7 +25,23 @@ type workers struct {
 	mu     sync.Mutex      // guards closed and wg.Add
 	closed bool
 	wg     sync.WaitGroup
+	// busy counts the blocking peer requests in progress, up to max
+	// (0: maxBlocking).
+	busy atomic.Int64
+	max  int64
 }
+
+// maxBlocking bounds the blocking peer requests (attaches, renewals,
+// resumes' Held, ...) a node carries out at once, each on a goroutine of
+// its own: peers that send them faster than they end are refused beyond
+// it, as retryable (their routes ask again shortly), rather than growing
+// goroutines without end. A mass reconnect after a node fails sends
+// thousands of attaches to the session owners, each done in well under
+// a millisecond unless it must ask an old home.
+const maxBlocking = 4096
+
+// errBusy refuses a blocking request beyond maxBlocking.
+var errBusy = failure.Retry(failure.Busy, "too many peer requests in progress; retry")
 
 // start runs f on a goroutine of its own, with a context that ends with
 // parent or with the mesh. It reports false, running nothing, once the
@@ -65,8 +82,21 @@ var errClosed = failure.Retry(failure.ShuttingDown, "shutting down")
 // block: it runs on a goroutine of its own, with a copy of the payload.
 func (w *workers) blocking(h handler) peer.HandlerFunc {
 	return func(conn context.Context, _ peer.Method, payload []byte, reply func([]byte, error)) {
+		limit := w.max
+		if limit == 0 {
+			limit = maxBlocking
+		}
+		if w.busy.Add(1) > limit {
+			w.busy.Add(-1)
+			reply(nil, errBusy)
+			return
+		}
 		p := append([]byte(nil), payload...)
-		if !w.start(conn, func(ctx context.Context) { reply(h(ctx, p)) }) {
+		if !w.start(conn, func(ctx context.Context) {
+			defer w.busy.Add(-1)
+			reply(h(ctx, p))
+		}) {
+			w.busy.Add(-1)
 			reply(nil, errClosed)
 		}
 	}

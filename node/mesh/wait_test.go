@@ -1,12 +1,14 @@
 package mesh
 
 import (
+	"context"
 	"testing"
 	"testing/synctest"
 	"time"
 
 	"github.com/elock/elock/node/failure"
 	"github.com/elock/elock/node/partition"
+	"github.com/elock/elock/node/peer"
 	"github.com/elock/elock/replication"
 )
 
@@ -104,4 +106,39 @@ func TestCancelWithNoOwnerToAskIsUnknown(t *testing.T) {
 			t.Fatalf("outcome %+v; want unknown", o)
 		}
 	})
+}
+
+// Blocking peer requests beyond the bound are refused as retryable, not
+// given a goroutine each; one that ends makes room.
+func TestBlockingPeerRequestsAreBounded(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	w := &workers{ctx: ctx, max: 2}
+	release := make(chan struct{})
+	h := w.blocking(func(context.Context, []byte) ([]byte, error) {
+		<-release
+		return nil, nil
+	})
+	replies := make(chan error, 3)
+	for range 3 {
+		h(ctx, peer.Attach, nil, func(_ []byte, err error) { replies <- err })
+	}
+	if err := <-replies; !failure.Is(err, failure.Busy) || failure.ClassOf(err) != failure.Retryable {
+		t.Fatalf("the third request at a bound of 2: %v, want a retryable refusal", err)
+	}
+	release <- struct{}{}
+	if err := <-replies; err != nil {
+		t.Fatal(err)
+	}
+	h(ctx, peer.Attach, nil, func(_ []byte, err error) { replies <- err })
+	close(release)
+	for range 2 {
+		if err := <-replies; err != nil {
+			t.Fatalf("after one ended: %v", err)
+		}
+	}
+	w.close()
+	if n := w.busy.Load(); n != 0 {
+		t.Fatalf("%d counted busy after all ended", n)
+	}
 }

@@ -33,6 +33,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/elock/elock/node/failure"
@@ -278,10 +279,27 @@ func readFrame(r *bufio.Reader, buf []byte, h *[headerLen]byte) (kind byte, id u
 	return h[4], binary.BigEndian.Uint64(h[5:13]), buf, buf, nil
 }
 
+// The idle deadlines of peer RPC connections. A server closes a
+// connection that has sent no request for between ServerIdle and twice
+// that while none of its requests is in progress: something that holds
+// a connection open and says nothing (a peer gone quiet without a TCP
+// reset, anyone who reached the port) costs a slot of MaxConns and a
+// goroutine only so long. A client closes its own connection after
+// ClientIdle to twice that without a request in progress, well before
+// the server would: so a node's request never meets a close the server
+// began, which would leave its outcome unknown.
+const (
+	ServerIdle = 5 * time.Minute
+	ClientIdle = time.Minute
+)
+
 // Server serves peer RPC connections handed to it by a Mux.
 type Server struct {
 	handler Handler
 	log     *slog.Logger
+	// Idle is the server's idle deadline (ServerIdle unless a test sets
+	// it before the Mux serves).
+	Idle time.Duration
 
 	mu     sync.Mutex // guards conns and closed
 	conns  map[net.Conn]struct{}
@@ -294,7 +312,7 @@ func NewServer(h Handler, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{handler: h, log: log, conns: make(map[net.Conn]struct{})}
+	return &Server{handler: h, log: log, Idle: ServerIdle, conns: make(map[net.Conn]struct{})}
 }
 
 // ServeConn serves one accepted connection (its protocol byte already
@@ -323,6 +341,17 @@ func (s *Server) ServeConn(nc net.Conn, r *bufio.Reader) {
 	if names, ok := callerNames(nc); ok {
 		connCtx = WithCaller(connCtx, names...)
 	}
+	// frames counts the requests read, inflight those not answered yet;
+	// the idle check needs no clock read per request.
+	var frames, inflight atomic.Int64
+	stopIdle := watchIdle(s.Idle, func(seen int64) (int64, bool) {
+		n := frames.Load()
+		return n, n == seen && inflight.Load() == 0
+	}, func() {
+		s.log.Debug("peer: closing an idle connection", "remote", nc.RemoteAddr())
+		nc.Close()
+	})
+	defer stopIdle()
 	var buf []byte
 	var hdr [headerLen]byte
 	for {
@@ -331,6 +360,8 @@ func (s *Server) ServeConn(nc net.Conn, r *bufio.Reader) {
 		if err != nil {
 			return
 		}
+		frames.Add(1)
+		inflight.Add(1)
 		if Method(kind) < MinMethod {
 			s.log.Warn("peer: unexpected frame kind from client", "kind", kind, "remote", nc.RemoteAddr())
 			return
@@ -340,6 +371,7 @@ func (s *Server) ServeConn(nc net.Conn, r *bufio.Reader) {
 		var once sync.Once
 		s.handler.Serve(connCtx, Method(kind), payload, func(p []byte, err error) {
 			once.Do(func() {
+				inflight.Add(-1)
 				if err != nil {
 					out.send(kindFailure, id, encodeFailure(err))
 					return
@@ -361,6 +393,45 @@ func (s *Server) Close() {
 	s.wg.Wait()
 }
 
+// watchIdle calls check every period with what it returned the time
+// before (0 the first time), and close once check reports the connection
+// idle. The function it returns stops the watch; after it returns,
+// neither check nor close runs again. A period of 0 or less watches
+// nothing.
+func watchIdle(period time.Duration, check func(seen int64) (now int64, idle bool), close func()) (stop func()) {
+	if period <= 0 {
+		return func() {}
+	}
+	var (
+		mu      sync.Mutex // guards seen and stopped, and orders a tick before or after stop
+		seen    int64
+		stopped bool
+		t       *time.Timer
+	)
+	mu.Lock()
+	defer mu.Unlock()
+	t = time.AfterFunc(period, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped {
+			return
+		}
+		now, idle := check(seen)
+		if idle {
+			close()
+			return
+		}
+		seen = now
+		t.Reset(period)
+	})
+	return func() {
+		mu.Lock()
+		defer mu.Unlock()
+		stopped = true
+		t.Stop()
+	}
+}
+
 // Client calls one remote node. It dials lazily and redials after a
 // failure; calls made while the connection is down fail fast with
 // ErrUnreachable, so callers decide about retrying.
@@ -370,6 +441,9 @@ type Client struct {
 	source  net.Addr // the local address dials come from; nil for the kernel's choice
 	sec     *TLS     // nil: plain TCP
 	want    string   // with sec, the node id the other end must prove (Pool.To)
+	// Idle is the client's idle deadline (ClientIdle unless a test sets
+	// it before the first call).
+	Idle time.Duration
 
 	mu      sync.Mutex // guards cur, nextID, closed
 	cur     *clientConn
@@ -381,9 +455,12 @@ type Client struct {
 type clientConn struct {
 	nc      net.Conn
 	out     *sender
-	mu      sync.Mutex // guards pending and dead
+	mu      sync.Mutex // guards pending, dead and idled; taken before the Client's mu, never after
 	pending map[uint64]func([]byte, error)
 	dead    bool
+	idled   bool         // closed by the client for being idle: a new call dials again
+	sent    atomic.Int64 // requests sent, for the idle check
+	stop    func()       // ends the idle watch
 	done    chan struct{}
 }
 
@@ -394,7 +471,7 @@ type result struct {
 
 // NewClient returns a client of the node whose -peer address is addr.
 func NewClient(addr string, dialTimeout time.Duration) *Client {
-	return &Client{addr: addr, timeout: dialTimeout}
+	return &Client{addr: addr, timeout: dialTimeout, Idle: ClientIdle}
 }
 
 // Addr is the remote -peer address.
@@ -469,6 +546,22 @@ func (c *Client) dial(ctx context.Context) (*clientConn, error) {
 	nc.SetWriteDeadline(time.Time{})
 	cc := &clientConn{nc: nc, pending: make(map[uint64]func([]byte, error)), done: make(chan struct{})}
 	cc.out = newSender(nc, func(error) { nc.Close() })
+	cc.stop = watchIdle(c.Idle, func(seen int64) (int64, bool) {
+		n := cc.sent.Load()
+		cc.mu.Lock()
+		defer cc.mu.Unlock()
+		if n != seen || len(cc.pending) > 0 || cc.dead {
+			return n, false
+		}
+		// Idle: no call may use it from here on, and the next one dials.
+		cc.dead, cc.idled = true, true
+		c.mu.Lock()
+		if c.cur == cc {
+			c.cur = nil
+		}
+		c.mu.Unlock()
+		return n, true
+	}, func() { nc.Close() })
 	go c.read(cc)
 	return cc, nil
 }
@@ -500,6 +593,7 @@ func (c *Client) read(cc *clientConn) {
 			cb(p, nil)
 		}
 	}
+	cc.stop()
 	cc.shut()
 	c.mu.Lock()
 	if c.cur == cc {
@@ -550,23 +644,35 @@ func (c *Client) start(ctx context.Context, method Method, payload []byte, done 
 		done(nil, fmt.Errorf("peer: method %d is reserved", method))
 		return nil
 	}
-	cc, err := c.conn(ctx)
-	if err != nil {
-		done(nil, err)
-		return nil
-	}
-	c.mu.Lock()
-	c.nextID++
-	id := c.nextID
-	c.mu.Unlock()
-	cc.mu.Lock()
-	if cc.dead {
+	var (
+		cc *clientConn
+		id uint64
+	)
+	for {
+		var err error
+		if cc, err = c.conn(ctx); err != nil {
+			done(nil, err)
+			return nil
+		}
+		c.mu.Lock()
+		c.nextID++
+		id = c.nextID
+		c.mu.Unlock()
+		cc.mu.Lock()
+		if cc.dead {
+			idled := cc.idled
+			cc.mu.Unlock()
+			if idled {
+				continue // closed for idleness before anything was sent: dial again
+			}
+			done(nil, fmt.Errorf("%w: %s: connection closed", ErrUnreachable, c.addr))
+			return nil
+		}
+		cc.pending[id] = done
+		cc.sent.Add(1)
 		cc.mu.Unlock()
-		done(nil, fmt.Errorf("%w: %s: connection closed", ErrUnreachable, c.addr))
-		return nil
+		break
 	}
-	cc.pending[id] = done
-	cc.mu.Unlock()
 	p := &Pending{c: c, cc: cc, id: id, done: done}
 	if err := cc.out.send(byte(method), id, payload); err != nil && p.take() {
 		if !errors.Is(err, ErrTooLarge) {
