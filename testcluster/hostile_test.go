@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -14,6 +16,7 @@ import (
 	"time"
 
 	"github.com/elock/elock/node/peer"
+	"github.com/elock/elock/testcluster/certs"
 	"github.com/elock/elock/testcluster/wait"
 )
 
@@ -148,4 +151,84 @@ func TestHostilePeerInputLeavesTheMeshServing(t *testing.T) {
 	if _, err := c.Client(t, 1).TryLock(ctx, "bystander"); err == nil {
 		t.Fatal("another session took the bystander's lock")
 	}
+}
+
+// On a mesh with peer TLS, a well-formed request that would free a
+// bystander's lock (a Release of its session in the lock's partition,
+// sent to the lock's owner) is carried out only for a registered node:
+// a certificate of the mesh's CA for a node id the table never
+// registered, or a client's certificate from the same CA, gets its
+// connection closed unanswered. The same frame sent with a registered
+// node's certificate does release the lock, so the request is no
+// malformed one that anybody would have refused.
+func TestForgedRequestsOverTLSAreRefused(t *testing.T) {
+	ca := certs.New(t)
+	for i := range 3 {
+		ca.Issue(t, fmt.Sprintf("n%d", i))
+	}
+	c := New(t, Options{Nodes: 3, NodeFlags: func(n *Node) []string {
+		return []string{"-peer-cert", filepath.Join(ca.Dir, n.ID+".pem"), "-peer-key", filepath.Join(ca.Dir, n.ID+"-key.pem"), "-peer-ca", ca.CA}
+	}})
+	holder := c.Raw(0)
+	if r := holder.Do("lock bystander"); r != "200 Acquired" {
+		t.Fatal(r)
+	}
+	id, ok := strings.CutPrefix(holder.Do("conn_id"), "200 ")
+	if !ok {
+		t.Fatal("no session id")
+	}
+	p, owner, _, epoch := c.Where("bystander")
+	var e peer.Enc
+	e.Uint(uint64(p))
+	e.Uint(epoch)
+	e.Str(id)
+	e.Uint(uint64(p))
+	e.Uint(math.MaxUint64)
+	release := e.B
+	ownerAddr := c.Node(c.IndexOf(owner)).PeerAddr
+
+	send := func(sec *peer.TLS) error {
+		pool := peer.NewPool(IOTimeout, nil, sec)
+		defer pool.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), IOTimeout)
+		defer cancel()
+		_, err := pool.Get(ownerAddr).Call(ctx, peer.Release, release)
+		return err
+	}
+	load := func(id string, client bool) *peer.TLS {
+		cert, key := ca.Issue(t, id)
+		if client {
+			cert, key = ca.IssueClient(t, id)
+		}
+		sec, err := peer.LoadTLS(cert, key, ca.CA, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sec
+	}
+	for _, who := range []struct {
+		name string
+		sec  *peer.TLS
+	}{
+		{"a certificate for an unregistered node", load("n9", false)},
+		{"a client's certificate", load("app1", true)},
+	} {
+		if err := send(who.sec); err == nil {
+			t.Errorf("%s: the release was answered", who.name)
+		}
+		if r := c.Raw(1).Do("lock bystander 0"); r != "409 Unavailable" {
+			t.Fatalf("after a release sent with %s, another session's lock: %q", who.name, r)
+		}
+	}
+	if !c.Node(0).Process.Alive() {
+		t.Fatal("node 0 died")
+	}
+	// The control: the same frame from a registered node is carried out.
+	other := c.Node((c.IndexOf(owner) + 1) % 3).ID
+	if err := send(load(other, false)); err != nil {
+		t.Fatalf("the release from registered node %s: %v", other, err)
+	}
+	wait.For(t, 10*time.Second, "the lock to be free after the registered node's release", func() bool {
+		return c.Raw(1).Do("lock bystander 0") == "200 Acquired"
+	})
 }
