@@ -1,4 +1,4 @@
-# Shared by .ci/bench-ab and .ci/bench-floor (sourced, not run): one
+# Shared by the .ci/bench-* scripts (sourced, not run): one
 # measured lockbench round against a set of server processes, and the
 # medians of the rounds.
 
@@ -59,7 +59,7 @@ medians() {
       for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
       return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
     }
-    END { printf "%-8s ops/s %6.0f  p99 %5.0f us  cpu %5.1f us/op (user %5.1f)  syscalls %.2f read %.2f write per op\n",
+    END { printf "%-13s ops/s %6.0f  p99 %5.0f us  cpu %5.1f us/op (user %5.1f)  syscalls %.2f read %.2f write per op\n",
       k, median("ops/s"), median("p99_us"), median("cpu_us/op"), median("user_us/op"), median("syscr/op"), median("syscw/op") }' "$2"
 }
 
@@ -96,4 +96,28 @@ quiet() {
   done
   echo "quiet: sessions still open on $* after 30 s" >&2
   return 1
+}
+
+# eround ELOCK LABEL MODE CLIENTS SECS PIDS -- ELOCKARGS...: one measured
+# round of "elock ELOCKARGS... bench" (which speaks TLS, unlike
+# lockbench), printed as round prints it; MODE is distinct or contended.
+eround() {
+  local cli=$1 label=$2 mode=$3 clients=$4 secs=$5 pids=() line ops u0 s0 r0 w0 u1 s1 r1 w1
+  shift 5
+  while [ "$1" != -- ]; do pids+=("$1"); shift; done
+  shift
+  read -r u0 s0 r0 w0 <<<"$(totals "${pids[@]}")"
+  line=$("$cli" "$@" bench -mode "$mode" -clients "$clients" -duration "${secs}s" -warmup 0s -progress 0 -json \
+    2>>"${BENCHLOG:-/dev/null}" | grep '^{' || true)
+  read -r u1 s1 r1 w1 <<<"$(totals "${pids[@]}")"
+  ops=$(field cycles "$line")
+  if [ -z "$line" ] || ! [ "${ops%.*}" -gt 0 ] 2>/dev/null; then
+    echo "$label failed=1"
+    return
+  fi
+  awk -v label="$label" -v ops="$ops" -v ops_s="$(field cycles_per_s "$line")" -v p99="$(field acquire_p99_us "$line")" \
+    -v du=$((u1 - u0)) -v ds=$((s1 - s0)) -v dr=$((r1 - r0)) -v dw=$((w1 - w0)) -v tck="$tck" \
+    -v errs="$(field errors "$line")" -v touts="$(field timeouts "$line")" -v viol="$(field violations "$line")" 'BEGIN {
+      printf "%s ops/s=%d p99_us=%d cpu_us/op=%.1f user_us/op=%.1f syscr/op=%.2f syscw/op=%.2f errors=%d timeouts=%d violations=%d\n",
+        label, ops_s, p99, (du + ds) / tck * 1e6 / ops, du / tck * 1e6 / ops, dr / ops, dw / ops, errs, touts, viol }'
 }
