@@ -38,6 +38,10 @@ type Config struct {
 	// of a connection goroutine and the session's locks staying pinned
 	// for as long as the client does nothing.
 	WriteTimeout time.Duration
+	// HandshakeTimeout bounds a TLS client's handshake, so that a client
+	// that connects and says nothing holds no goroutine for long before
+	// it has even proved it speaks TLS.
+	HandshakeTimeout time.Duration
 	// MaxLocksPerSession is the most locks one session may hold.
 	MaxLocksPerSession int
 	// MaxWaiters is the most requests that may wait for one lock.
@@ -60,6 +64,7 @@ const (
 	DefaultSessionTimeout = 30 * time.Second
 	DefaultMaxConns       = 20000
 	DefaultWriteTimeout   = 30 * time.Second
+	DefaultHandshake      = 10 * time.Second
 	// KeepAlive is the TCP keepalive period of client connections: a
 	// client that vanishes without closing (its machine powered off, a
 	// cable pulled) is found in about three periods, not the kernel's
@@ -88,6 +93,7 @@ func DefaultConfig() Config {
 		DefaultTimeout:     DefaultSessionTimeout,
 		MaxConns:           DefaultMaxConns,
 		WriteTimeout:       DefaultWriteTimeout,
+		HandshakeTimeout:   DefaultHandshake,
 		MaxLocksPerSession: DefaultMaxLocksPerSession,
 		MaxWaiters:         DefaultMaxWaiters,
 	}
@@ -111,6 +117,7 @@ func (c Config) Validate() error {
 	check(c.MaxConns >= 1, "max conns %d is under 1", c.MaxConns)
 	check(c.MaxConnsPerIP >= 0, "max conns per ip %d is negative", c.MaxConnsPerIP)
 	check(c.WriteTimeout >= time.Second, "write timeout %v is under 1s", c.WriteTimeout)
+	check(c.HandshakeTimeout > 0, "handshake timeout %v is not positive", c.HandshakeTimeout)
 	check(c.MaxLocksPerSession >= 1, "max locks per session %d is under 1", c.MaxLocksPerSession)
 	check(c.MaxWaiters >= 1, "max waiters %d is under 1", c.MaxWaiters)
 	return errors.Join(errs...)

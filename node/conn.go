@@ -114,17 +114,12 @@ func newConn(s *Server, nc net.Conn) *conn {
 // interrupt wakes the goroutine from a blocked read, for Shutdown.
 func (c *conn) interrupt() { c.nc.SetReadDeadline(time.Now()) }
 
-// handshakeTimeout bounds a TLS handshake, so that a client that
-// connects and says nothing holds no goroutine for long before it has
-// even proved it speaks TLS.
-const handshakeTimeout = 10 * time.Second
-
 func (c *conn) serve() {
 	defer c.finish()
 	if hs, ok := c.nc.(interface {
 		HandshakeContext(context.Context) error
 	}); ok {
-		ctx, cancel := context.WithTimeout(c.s.ctx, handshakeTimeout)
+		ctx, cancel := context.WithTimeout(c.s.ctx, c.s.cfg.HandshakeTimeout)
 		err := hs.HandshakeContext(ctx)
 		cancel()
 		if err != nil {

@@ -109,7 +109,7 @@ func (m *Mux) accept(rpc *Server) {
 func (m *Mux) route(sc slotConn, rpc *Server) {
 	if tc, ok := sc.Conn.(*net.TCPConn); ok {
 		tc.SetNoDelay(true)
-		tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: KeepAlive, Interval: KeepAlive, Count: 3})
+		tc.SetKeepAliveConfig(keepAlive)
 	}
 	var nc net.Conn = sc
 	if m.sec != nil {
@@ -189,7 +189,7 @@ func (l raftListener) Addr() net.Addr { return l.m.ln.Addr() }
 // DialRaft dials a raft connection to a -peer address, from the IP the
 // mux listens on (see Source).
 func (m *Mux) DialRaft(addr string, timeout time.Duration) (net.Conn, error) {
-	d := net.Dialer{Timeout: timeout, LocalAddr: Source(m.ln.Addr()), KeepAlive: KeepAlive}
+	d := net.Dialer{Timeout: timeout, LocalAddr: Source(m.ln.Addr()), KeepAliveConfig: keepAlive}
 	nc, err := d.Dial("tcp", addr)
 	if err != nil {
 		return nil, err
@@ -219,6 +219,10 @@ const MaxConns = 1024
 // found in about three periods, not the kernel's default two hours, and
 // what waited on its connection fails as lost.
 const KeepAlive = 15 * time.Second
+
+// keepAlive probes every KeepAlive once a connection has been silent for
+// as long, three times, in both directions of a peer connection.
+var keepAlive = net.KeepAliveConfig{Enable: true, Idle: KeepAlive, Interval: KeepAlive, Count: 3}
 
 // slotConn gives back its place among the Mux's connections when it is
 // first closed.

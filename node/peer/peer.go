@@ -527,7 +527,7 @@ func (c *Client) conn(ctx context.Context) (*clientConn, error) {
 }
 
 func (c *Client) dial(ctx context.Context) (*clientConn, error) {
-	d := net.Dialer{Timeout: c.timeout, LocalAddr: c.source, KeepAlive: KeepAlive}
+	d := net.Dialer{Timeout: c.timeout, LocalAddr: c.source, KeepAliveConfig: keepAlive}
 	nc, err := d.DialContext(ctx, "tcp", c.addr)
 	if err != nil {
 		return nil, err
