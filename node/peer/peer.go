@@ -348,8 +348,12 @@ func (s *Server) ServeConn(nc net.Conn, r *bufio.Reader) {
 		n := frames.Load()
 		return n, n == seen && inflight.Load() == 0
 	}, func() {
+		// Not Close: a reply queued as the last request ended would be
+		// lost, and its caller told the outcome is unknown. Ending the
+		// read ends the loop below, whose exit writes what is queued
+		// before it closes.
 		s.log.Debug("peer: closing an idle connection", "remote", nc.RemoteAddr())
-		nc.Close()
+		nc.SetReadDeadline(time.Now())
 	})
 	defer stopIdle()
 	var buf []byte
