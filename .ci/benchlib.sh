@@ -42,10 +42,15 @@ round() {
     echo "$label failed=1"
     return
   fi
-  awk -v label="$label" -v ops="$ops" -v ops_s="$(field ops_per_s "$line")" -v p99="$(field acq_p99_us "$line")" \
-    -v du=$((u1 - u0)) -v ds=$((s1 - s0)) -v dr=$((r1 - r0)) -v dw=$((w1 - w0)) -v tck="$tck" \
-    -v errs="$(field errors "$line")" -v touts="$(field timeouts "$line")" \
-    -v viol="$(($(field violations "$line") + $(field lost_updates "$line")))" 'BEGIN {
+  report "$label" "$ops" "$(field ops_per_s "$line")" "$(field acq_p99_us "$line")" $((u1 - u0)) $((s1 - s0)) $((r1 - r0)) $((w1 - w0)) \
+    "$(field errors "$line")" "$(field timeouts "$line")" "$(($(field violations "$line") + $(field lost_updates "$line")))"
+}
+
+# report LABEL OPS OPS_PER_S P99_US USER_TICKS SYS_TICKS SYSCR SYSCW
+# ERRORS TIMEOUTS VIOLATIONS: the one line a round prints.
+report() {
+  awk -v label="$1" -v ops="$2" -v ops_s="$3" -v p99="$4" -v du="$5" -v ds="$6" -v dr="$7" -v dw="$8" -v tck="$tck" \
+    -v errs="$9" -v touts="${10}" -v viol="${11}" 'BEGIN {
       printf "%s ops/s=%d p99_us=%d cpu_us/op=%.1f user_us/op=%.1f syscr/op=%.2f syscw/op=%.2f errors=%d timeouts=%d violations=%d\n",
         label, ops_s, p99, (du + ds) / tck * 1e6 / ops, du / tck * 1e6 / ops, dr / ops, dw / ops, errs, touts, viol }'
 }
@@ -115,9 +120,6 @@ eround() {
     echo "$label failed=1"
     return
   fi
-  awk -v label="$label" -v ops="$ops" -v ops_s="$(field cycles_per_s "$line")" -v p99="$(field acquire_p99_us "$line")" \
-    -v du=$((u1 - u0)) -v ds=$((s1 - s0)) -v dr=$((r1 - r0)) -v dw=$((w1 - w0)) -v tck="$tck" \
-    -v errs="$(field errors "$line")" -v touts="$(field timeouts "$line")" -v viol="$(field violations "$line")" 'BEGIN {
-      printf "%s ops/s=%d p99_us=%d cpu_us/op=%.1f user_us/op=%.1f syscr/op=%.2f syscw/op=%.2f errors=%d timeouts=%d violations=%d\n",
-        label, ops_s, p99, (du + ds) / tck * 1e6 / ops, du / tck * 1e6 / ops, dr / ops, dw / ops, errs, touts, viol }'
+  report "$label" "$ops" "$(field cycles_per_s "$line")" "$(field acquire_p99_us "$line")" $((u1 - u0)) $((s1 - s0)) $((r1 - r0)) $((w1 - w0)) \
+    "$(field errors "$line")" "$(field timeouts "$line")" "$(field violations "$line")"
 }

@@ -4,11 +4,11 @@ import (
 	"crypto/tls"
 	"errors"
 	"net"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/elock/elock/testcluster/certs"
+	"github.com/elock/elock/testcluster/sockopt"
 )
 
 // A client connection gets a TCP keepalive of KeepAlive, probed three
@@ -35,22 +35,8 @@ func TestClientConnectionsKeepAlive(t *testing.T) {
 	// that what is read below is newConn's doing.
 	s.(*net.TCPConn).SetKeepAlive(false)
 	newConn(ts.srv, s)
-	raw, err := s.(*net.TCPConn).SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	opt := func(level, name int) int {
-		var v int
-		var gerr error
-		raw.Control(func(fd uintptr) { v, gerr = syscall.GetsockoptInt(int(fd), level, name) })
-		if gerr != nil {
-			t.Fatal(gerr)
-		}
-		return v
-	}
 	secs := int(KeepAlive / time.Second)
-	if on, idle, intvl, cnt := opt(syscall.SOL_SOCKET, syscall.SO_KEEPALIVE), opt(syscall.IPPROTO_TCP, syscall.TCP_KEEPIDLE),
-		opt(syscall.IPPROTO_TCP, syscall.TCP_KEEPINTVL), opt(syscall.IPPROTO_TCP, syscall.TCP_KEEPCNT); on != 1 || idle != secs || intvl != secs || cnt != 3 {
+	if on, idle, intvl, cnt := sockopt.KeepAlive(t, s); on != 1 || idle != secs || intvl != secs || cnt != 3 {
 		t.Fatalf("keepalive %d, idle %d s, interval %d s, count %d; want on, %d, %d, 3", on, idle, intvl, cnt, secs, secs)
 	}
 }

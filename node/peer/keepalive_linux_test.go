@@ -2,30 +2,11 @@ package peer
 
 import (
 	"net"
-	"syscall"
 	"testing"
 	"time"
-)
 
-// keepAliveOf reads a TCP connection's keepalive settings.
-func keepAliveOf(t *testing.T, nc net.Conn) (on, idle, intvl, cnt int) {
-	t.Helper()
-	raw, err := nc.(*net.TCPConn).SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	opt := func(level, name int) int {
-		var v int
-		var gerr error
-		raw.Control(func(fd uintptr) { v, gerr = syscall.GetsockoptInt(int(fd), level, name) })
-		if gerr != nil {
-			t.Fatal(gerr)
-		}
-		return v
-	}
-	return opt(syscall.SOL_SOCKET, syscall.SO_KEEPALIVE), opt(syscall.IPPROTO_TCP, syscall.TCP_KEEPIDLE),
-		opt(syscall.IPPROTO_TCP, syscall.TCP_KEEPINTVL), opt(syscall.IPPROTO_TCP, syscall.TCP_KEEPCNT)
-}
+	"github.com/elock/elock/testcluster/sockopt"
+)
 
 // Both ends of a peer connection probe a silent peer every KeepAlive,
 // three times: a peer that vanished without closing is found in about
@@ -49,7 +30,7 @@ func TestPeerConnectionsKeepAlive(t *testing.T) {
 	c.mu.Unlock()
 	secs := int(KeepAlive / time.Second)
 	for name, nc := range map[string]net.Conn{"dialled": dialled, "accepted": <-accepted} {
-		if on, idle, intvl, cnt := keepAliveOf(t, nc); on != 1 || idle != secs || intvl != secs || cnt != 3 {
+		if on, idle, intvl, cnt := sockopt.KeepAlive(t, nc); on != 1 || idle != secs || intvl != secs || cnt != 3 {
 			t.Errorf("%s: keepalive %d, idle %d s, interval %d s, count %d; want on, %d, %d, 3", name, on, idle, intvl, cnt, secs, secs)
 		}
 	}
