@@ -2,6 +2,8 @@ package testcluster
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"os"
@@ -15,6 +17,7 @@ import (
 	"time"
 
 	"github.com/elock/elock/client"
+	"github.com/elock/elock/testcluster/certs"
 )
 
 const (
@@ -55,6 +58,21 @@ type Options struct {
 	// NodeFlags, if set, gives extra flags for one node (its certificate,
 	// say), after Flags.
 	NodeFlags func(n *Node) []string
+	// Secure runs every node of a mesh with a gossip key and peer TLS: a
+	// CA of the test's, and a certificate per node naming its id, issued
+	// as the node starts. SecureEnv=1 makes every mesh secure, except one
+	// whose NodeFlags bring their own security (its test is about it).
+	Secure bool
+}
+
+// SecureEnv, set to "1", runs every mesh of the tests secured (see
+// Options.Secure): the whole suite then runs with TLS and a gossip key.
+const SecureEnv = "ELOCK_TESTCLUSTER_SECURE"
+
+// security is what a secured cluster adds to every node's flags.
+type security struct {
+	key string // base64 gossip key
+	ca  *certs.Set
 }
 
 // Node is one incarnation of a cluster node: Restart and a start retry
@@ -111,6 +129,7 @@ type Cluster struct {
 	mesh bool   // false: standalone nodes without mesh flags, for this package's tests
 	blk  *block // the addresses the cluster owns
 	dir  string // parent of the data dirs, if any
+	sec  *security
 
 	mu    sync.Mutex // guards slots, the fields of each slot, and conns
 	slots []*slot
@@ -142,6 +161,11 @@ func start(tb testing.TB, opt Options, mesh bool) *Cluster {
 		tb.Fatalf("testcluster: %v", err)
 	}
 	c := &Cluster{tb: tb, opt: opt, mesh: mesh, blk: blk}
+	if mesh && (opt.Secure || os.Getenv(SecureEnv) == "1" && opt.NodeFlags == nil) {
+		key := make([]byte, 32)
+		rand.Read(key)
+		c.sec = &security{key: base64.StdEncoding.EncodeToString(key), ca: certs.New(tb)}
+	}
 	if opt.DataDir {
 		// Asked for before the cleanup is registered, so that the
 		// directory is removed only after the nodes have stopped.
@@ -209,6 +233,10 @@ func (c *Cluster) args(n *Node) []string {
 		}
 		if n.DataDir != "" {
 			args = append(args, "-data-dir", n.DataDir)
+		}
+		if c.sec != nil {
+			cert, key := c.sec.ca.Issue(c.tb, n.ID)
+			args = append(args, "-encrypt", c.sec.key, "-peer-cert", cert, "-peer-key", key, "-peer-ca", c.sec.ca.CA)
 		}
 	}
 	args = append(args, c.opt.Flags...)

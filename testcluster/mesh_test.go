@@ -263,3 +263,18 @@ func TestAMeshNodeRefusesLocksPastItsTotal(t *testing.T) {
 		}
 	}
 }
+
+// Options.Secure (and ELOCK_TESTCLUSTER_SECURE=1 for every mesh) runs
+// each node with a gossip key and peer TLS, and the mesh serves.
+func TestASecureClusterIsSecured(t *testing.T) {
+	c := New(t, Options{Nodes: 3, Secure: true})
+	if _, err := c.Client(t, 1).TryLock(context.Background(), "x"); err != nil {
+		t.Fatalf("the secured mesh does not serve: %v", err)
+	}
+	for i := range 3 {
+		log := c.Node(i).Process.Log()
+		if !strings.Contains(log, "gossip_encrypted=true") || !strings.Contains(log, "peer_tls=true") {
+			t.Errorf("node %d does not run secured:\n%s", i, log)
+		}
+	}
+}

@@ -2,8 +2,6 @@ package nemesis_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -14,7 +12,6 @@ import (
 	"time"
 
 	"github.com/elock/elock/testcluster"
-	"github.com/elock/elock/testcluster/certs"
 	"github.com/elock/elock/testcluster/history"
 	"github.com/elock/elock/testcluster/nemesis"
 	"github.com/elock/elock/testcluster/workload"
@@ -141,7 +138,7 @@ func runSeed(t *testing.T, net *nemesis.Net, seed uint64, duration time.Duration
 	steps := nemesis.Plan(seed, 5, duration, first, hot)
 	opt := testcluster.Options{Nodes: 5, DataDir: seed%2 == 1, Flags: strings.Fields(os.Getenv(envFlags))}
 	if os.Getenv(envSecure) == "1" {
-		secure(t, &opt)
+		opt.Secure = true
 	}
 	c := testcluster.New(t, opt)
 	t.Cleanup(func() { net.Heal() })
@@ -245,19 +242,5 @@ func waitRecovered(w *workload.Workload, names []string, since, limit time.Durat
 			return fmt.Errorf("no definite answer for %v within %v of healing", missing, limit)
 		}
 		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-// secure runs every node of opt with a gossip key and peer TLS: a CA of
-// the test's, and a certificate per node naming its id, issued when the
-// node starts (a node that joins later gets one too).
-func secure(t *testing.T, opt *testcluster.Options) {
-	ca := certs.New(t)
-	key := make([]byte, 32)
-	rand.Read(key)
-	opt.Flags = append(opt.Flags, "-encrypt", base64.StdEncoding.EncodeToString(key))
-	opt.NodeFlags = func(n *testcluster.Node) []string {
-		cert, k := ca.Issue(t, n.ID)
-		return []string{"-peer-cert", cert, "-peer-key", k, "-peer-ca", ca.CA}
 	}
 }
