@@ -74,6 +74,8 @@ func (c *conn) handle(line []byte) {
 func (c *conn) fail(err error) {
 	f, ok := failure.As(err)
 	switch {
+	case ok && f.Reason == failure.Limit:
+		c.out = wire.AppendError(c.out, wire.CodeLimit, f.Text)
 	case ok:
 		c.out = wire.AppendError(c.out, failureCode(f.Class), f.Text)
 	case c.s.ctx.Err() != nil:

@@ -60,6 +60,10 @@ func TestFailureReplies(t *testing.T) {
 		{failure.Unknown(failure.Unconfirmed, "partition 3 replica did not confirm in time; outcome unknown"), "504 partition 3 replica did not confirm in time; outcome unknown"},
 		{errors.Join(errors.New("context"), failure.Retry(failure.LockDelay, "partition 1 lost both copies")), "503 partition 1 lost both copies"},
 		{errors.New("something unexpected"), "503 internal error; retry"},
+		// A limit of the client's own, checked by an owner, is answered as
+		// the client port's own check answers it.
+		{failure.Refuse(failure.Limit, "too many locks held by this session (max 2)"), "429 too many locks held by this session (max 2)"},
+		{failure.Refuse(failure.Attached, "attached to a live connection"), "403 attached to a live connection"},
 	}
 	for _, tt := range tests {
 		b.errs <- tt.err

@@ -389,7 +389,7 @@ func run(args []string, stderr io.Writer) int {
 		}
 		mc.Partitions, mc.Limits, mc.MaxTimeout = o.partitions, limits, o.cfg.MaxTimeout
 		mc.MaxName, mc.MaxWait = o.cfg.MaxName, o.cfg.MaxWait
-		mc.MaxLocks, mc.MaxSessions = o.maxLocksTotal, o.maxSessions
+		mc.MaxLocks, mc.MaxSessions, mc.MaxLocksPerSession = o.maxLocksTotal, o.maxSessions, o.cfg.MaxLocksPerSession
 		mc.Lease, mc.HomeLease, mc.LostAfter = o.lease, o.homeLease, o.lostAfter
 		mc.Clients, mc.Logger = o.cfg.Clients, log
 		if err := mc.Validate(); err != nil {
@@ -421,7 +421,7 @@ func run(args []string, stderr io.Writer) int {
 				"delay", delay.Round(time.Second))
 		}
 		set, err := partition.New(partition.Config{Partitions: o.partitions, Limits: limits, Epoch: epoch, AutoEpoch: true, GrantDelay: delay,
-			MaxLocks: o.maxLocksTotal, MaxSessions: o.maxSessions})
+			MaxLocks: o.maxLocksTotal, MaxSessions: o.maxSessions, MaxLocksPerSession: o.cfg.MaxLocksPerSession})
 		if err != nil {
 			fmt.Fprintln(stderr, "elockd:", err)
 			return 2

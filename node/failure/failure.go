@@ -95,11 +95,15 @@ const (
 	// Full: the node holds as many locks or sessions as it may
 	// (retryable, once some are released).
 	Full
+	// Limit: the request is beyond a limit of the client's own, such as
+	// the locks one session may hold (definite; the client port answers
+	// it 429, as its own check of the limit does).
+	Limit
 )
 
 var reasonNames = [...]string{
 	"unspecified", "moved", "no-lease", "no-replica", "lock-delay", "unconfirmed", "unavailable",
-	"session-moved", "busy", "exhausted", "shutting-down", "partial", "attached", "internal", "full",
+	"session-moved", "busy", "exhausted", "shutting-down", "partial", "attached", "internal", "full", "limit",
 }
 
 func (r Reason) String() string {

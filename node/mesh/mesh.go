@@ -51,6 +51,9 @@ type Config struct {
 	// node keeps, as owner or replica (see partition.Config); zero is no
 	// bound.
 	MaxLocks, MaxSessions int
+	// MaxLocksPerSession bounds the locks one session holds on this
+	// node, checked where they are granted (see partition.Config).
+	MaxLocksPerSession int
 	// MaxTimeout is the longest session timeout a client may set; with the
 	// lease and the home lease it sizes the lock-delay after a double
 	// failure.
@@ -73,18 +76,19 @@ const DefaultHomeLease = 3 * time.Second
 // addresses and Clients are left for the caller.
 func DefaultConfig() Config {
 	return Config{
-		GossipAddr:  "127.0.0.1:7946",
-		PeerAddr:    "127.0.0.1:11401",
-		Partitions:  partition.DefaultPartitions,
-		Limits:      locktable.Limits{MaxWaiters: node.DefaultMaxWaiters, DefaultTimeout: node.DefaultSessionTimeout},
-		MaxName:     node.DefaultMaxName,
-		MaxWait:     node.DefaultMaxWait,
-		MaxLocks:    node.DefaultMaxLocksTotal,
-		MaxSessions: node.DefaultMaxSessions,
-		MaxTimeout:  node.DefaultMaxTimeout,
-		Lease:       replication.DefaultLease,
-		HomeLease:   DefaultHomeLease,
-		LostAfter:   replication.DefaultLostAfter,
+		GossipAddr:         "127.0.0.1:7946",
+		PeerAddr:           "127.0.0.1:11401",
+		Partitions:         partition.DefaultPartitions,
+		Limits:             locktable.Limits{MaxWaiters: node.DefaultMaxWaiters, DefaultTimeout: node.DefaultSessionTimeout},
+		MaxName:            node.DefaultMaxName,
+		MaxWait:            node.DefaultMaxWait,
+		MaxLocks:           node.DefaultMaxLocksTotal,
+		MaxSessions:        node.DefaultMaxSessions,
+		MaxLocksPerSession: node.DefaultMaxLocksPerSession,
+		MaxTimeout:         node.DefaultMaxTimeout,
+		Lease:              replication.DefaultLease,
+		HomeLease:          DefaultHomeLease,
+		LostAfter:          replication.DefaultLostAfter,
 	}
 }
 
@@ -101,7 +105,8 @@ func (c Config) Validate() error {
 	check(c.Lease > 0 && c.HomeLease > 0 && c.LostAfter > 0, "lease, home lease and lost-after must be positive")
 	check(c.MaxTimeout >= 0, "max timeout %v is negative", c.MaxTimeout)
 	check(c.MaxName >= 1 && c.MaxWait >= 0, "max name %d under 1 or max wait %v negative", c.MaxName, c.MaxWait)
-	check(c.MaxLocks >= 0 && c.MaxSessions >= 0, "max locks %d or max sessions %d negative", c.MaxLocks, c.MaxSessions)
+	check(c.MaxLocks >= 0 && c.MaxSessions >= 0 && c.MaxLocksPerSession >= 0, "max locks %d, max sessions %d or max locks per session %d negative",
+		c.MaxLocks, c.MaxSessions, c.MaxLocksPerSession)
 	check(!c.Voter || c.Expect >= 1, "a voter needs bootstrap-expect of at least 1")
 	check(c.Clients != nil, "no Clients")
 	check(c.PeerTLS == nil || c.PeerTLS.ID == c.ID, "the peer certificate is for node %q, not %q", tlsID(c.PeerTLS), c.ID)
@@ -178,7 +183,8 @@ func Start(cfg Config) (_ *Mesh, err error) {
 	m.lease = replication.NewLease()
 	dc := replication.DefaultDataConfig()
 	dc.Self, dc.Pool, dc.Lease, dc.Logger = m.self, m.pool, m.lease, log
-	dc.Partitions = partition.Config{Partitions: cfg.Partitions, Limits: cfg.Limits, MaxLocks: cfg.MaxLocks, MaxSessions: cfg.MaxSessions, Expired: expired.add}
+	dc.Partitions = partition.Config{Partitions: cfg.Partitions, Limits: cfg.Limits, MaxLocks: cfg.MaxLocks, MaxSessions: cfg.MaxSessions,
+		MaxLocksPerSession: cfg.MaxLocksPerSession, Expired: expired.add}
 	// Long enough for a dead replica to be replaced and sent a copy: the
 	// write is then confirmed instead of answered "unknown".
 	dc.AwaitTimeout = 2*cfg.Lease + 2*time.Second

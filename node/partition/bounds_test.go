@@ -117,3 +117,43 @@ func TestTotalsFollowReplacedTables(t *testing.T) {
 		t.Fatalf("count after the copy went: %d, want 0", got)
 	}
 }
+
+// MaxLocksPerSession is checked where a lock is granted: a session that
+// holds that many locks on the node is refused a new one, or a wait for
+// one another session holds (its hand-over would take it past), as a
+// definite failure of reason Limit; a re-entrant lock and other sessions
+// go on, and an unlock makes room.
+func TestMaxLocksPerSessionWhereGranted(t *testing.T) {
+	s, err := New(Config{Partitions: 8, Limits: locktable.Limits{MaxWaiters: 10}, Epoch: 1, AutoEpoch: true, MaxLocksPerSession: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	ctx := context.Background()
+	attach(t, s, "a")
+	attach(t, s, "b")
+	for _, n := range []string{"a1", "a2"} {
+		if res, err := s.Lock(ctx, "a", []byte(n), 0); err != nil || res.Status != locktable.Granted {
+			t.Fatalf("lock %s: %+v %v", n, res, err)
+		}
+	}
+	if res, err := s.Lock(ctx, "b", []byte("b1"), 0); err != nil || res.Status != locktable.Granted {
+		t.Fatalf("b's first lock: %+v %v", res, err)
+	}
+	_, err = s.Lock(ctx, "a", []byte("a3"), 0)
+	if !failure.Is(err, failure.Limit) || failure.ClassOf(err) != failure.Definite || failure.Text(err) != "too many locks held by this session (max 2)" {
+		t.Fatalf("a third lock for a: %v", err)
+	}
+	if _, _, err := s.LockAsync("a", []byte("b1"), time.Minute, func(Outcome) {}); !failure.Is(err, failure.Limit) {
+		t.Fatalf("a wait for b's lock at a's limit: %v", err)
+	}
+	if res, err := s.Lock(ctx, "a", []byte("a1"), 0); err != nil || !res.Reentrant {
+		t.Fatalf("a re-entrant lock at the limit: %+v %v", res, err)
+	}
+	if _, err := s.Unlock("a", []byte("a2")); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := s.Lock(ctx, "a", []byte("a3"), 0); err != nil || res.Status != locktable.Granted {
+		t.Fatalf("a lock after an unlock: %+v %v", res, err)
+	}
+}

@@ -6,8 +6,10 @@ package partition
 import (
 	"context"
 	"math"
+	"strconv"
 	"time"
 
+	"github.com/elock/elock/node/failure"
 	"github.com/elock/elock/node/locktable"
 )
 
@@ -24,7 +26,7 @@ func (s *Set) LockAsync(session string, name []byte, wait time.Duration, done Do
 func (s *Set) LockAs(a Asker, name []byte, wait time.Duration, done Done) (locktable.Result, *Wait, error) {
 	p := s.partOf(name)
 	var r lockResult
-	err := s.run(p, Grant, s.lockStep(p, a, name, wait, done, &r))
+	err := s.run(p, Grant, s.lockStep(p, a, name, wait, done, s.sessionFull(a.Session), &r))
 	return s.lockEnd(&r, err)
 }
 
@@ -36,7 +38,17 @@ func (s *Set) LockAs(a Asker, name []byte, wait time.Duration, done Done) (lockt
 func (s *Set) LockThen(a Asker, name []byte, wait time.Duration, done Done, then func(locktable.Result, *Wait, error)) {
 	p := s.partOf(name)
 	r := &lockResult{}
-	s.runThen(p, Grant, s.lockStep(p, a, name, wait, done, r), func(err error) { then(s.lockEnd(r, err)) })
+	s.runThen(p, Grant, s.lockStep(p, a, name, wait, done, s.sessionFull(a.Session), r), func(err error) { then(s.lockEnd(r, err)) })
+}
+
+// sessionFull reports whether session holds MaxLocksPerSession locks in
+// this node's partitions. The walk over the partitions takes their
+// mutexes one at a time, so it runs before the lock's own step; a grant
+// in another partition meanwhile may take the session one lock past the
+// limit, as with the client port's own count.
+func (s *Set) sessionFull(session string) bool {
+	max := s.cfg.MaxLocksPerSession
+	return max > 0 && s.locks.Load() >= int64(max) && s.HeldBy(session) >= max
 }
 
 // lockResult is what a lock's step decided under the mutex.
@@ -46,8 +58,9 @@ type lockResult struct {
 	err error // the table's own refusal
 }
 
-// lockStep is the body of a lock under its partition's mutex.
-func (s *Set) lockStep(p *part, a Asker, name []byte, wait time.Duration, done Done, r *lockResult) func(*locktable.Table, locktable.Time, *pending) {
+// lockStep is the body of a lock under its partition's mutex; full says
+// the session holds as many locks as it may (sessionFull).
+func (s *Set) lockStep(p *part, a Asker, name []byte, wait time.Duration, done Done, full bool, r *lockResult) func(*locktable.Table, locktable.Time, *pending) {
 	var wid locktable.WaiterID
 	if wait > 0 {
 		wid = locktable.WaiterID(s.nextWaiter.Add(1))
@@ -59,6 +72,14 @@ func (s *Set) lockStep(p *part, a Asker, name []byte, wait time.Duration, done D
 		s.dropLeftovers(p, t, now, a, pend)
 		if !t.Locked(name) {
 			if r.err = roomFor(&s.locks, s.cfg.MaxLocks, "locks"); r.err != nil {
+				return
+			}
+		}
+		if full {
+			if _, st := t.Token(a.Session, name); st != locktable.Granted {
+				// Not a re-entrant lock: a grant, now or from the queue,
+				// would take the session past its limit.
+				r.err = failure.Refuse(failure.Limit, "too many locks held by this session (max "+strconv.Itoa(s.cfg.MaxLocksPerSession)+")")
 				return
 			}
 		}

@@ -64,6 +64,14 @@ type Config struct {
 	// may hold more than the bound, and refuses new ones until it is
 	// under it again.
 	MaxLocks, MaxSessions int
+	// MaxLocksPerSession, when above zero, bounds the locks one session
+	// holds in this node's partitions: a lock that would add one more is
+	// refused (definite, reason Limit). The client port checks the same
+	// limit first; this is the check where the lock is granted, for a
+	// request that did not come through it. It is looked at (a walk over
+	// the partitions) only once the node holds that many locks in all,
+	// so below that it costs nothing.
+	MaxLocksPerSession int
 	// Expired, if set, is told that a session expired here, with no
 	// partition mutex held, and the attach epoch it was last attached at:
 	// its locks, in whatever partition and on whatever node, are to be
@@ -93,8 +101,8 @@ func (c Config) Validate() error {
 	if c.Limits.DefaultTimeout < 0 {
 		return fmt.Errorf("partition: negative default timeout %v", c.Limits.DefaultTimeout)
 	}
-	if c.MaxLocks < 0 || c.MaxSessions < 0 {
-		return fmt.Errorf("partition: negative max locks %d or max sessions %d", c.MaxLocks, c.MaxSessions)
+	if c.MaxLocks < 0 || c.MaxSessions < 0 || c.MaxLocksPerSession < 0 {
+		return fmt.Errorf("partition: negative max locks %d, max sessions %d or max locks per session %d", c.MaxLocks, c.MaxSessions, c.MaxLocksPerSession)
 	}
 	if c.GrantDelay < 0 || c.GrantDelay > 0 && c.Replicator != nil {
 		return fmt.Errorf("partition: a grant delay of %v is for a set alone and not negative", c.GrantDelay)
