@@ -215,15 +215,7 @@ func (d *Data) becomeOwner(l *local, t *locktable.Table, prev, cur Part, alone b
 // nobody's identity is known, every caller is.
 func callerVoter(conn context.Context, st *State) bool {
 	names, ok := peer.CallerNames(conn)
-	if !ok {
-		return true
-	}
-	for _, n := range names {
-		if node, ok := st.Node(n); ok && node.Voter {
-			return true
-		}
-	}
-	return false
+	return !ok || st.Names(names, func(n Node) bool { return n.Voter })
 }
 
 // serveSeal stops partition p from serving here ahead of a hand-over,

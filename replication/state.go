@@ -152,6 +152,17 @@ func (s *State) Node(id string) (Node, bool) {
 	return n, ok
 }
 
+// Names reports whether any of names (a peer certificate's DNS names) is
+// a node of the table for which want holds.
+func (s *State) Names(names []string, want func(Node) bool) bool {
+	for _, id := range names {
+		if n, ok := s.Node(id); ok && want(n) {
+			return true
+		}
+	}
+	return false
+}
+
 // Command is one change to the table, as a raft log entry. Exactly one
 // field is set.
 type Command struct {

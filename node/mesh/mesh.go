@@ -271,15 +271,7 @@ func Start(cfg Config) (_ *Mesh, err error) {
 func admitted(t Table) func(names []string) bool {
 	return func(names []string) bool {
 		st := t.State()
-		if !st.Initialized() {
-			return true
-		}
-		for _, n := range names {
-			if _, ok := st.Node(n); ok {
-				return true
-			}
-		}
-		return false
+		return !st.Initialized() || st.Names(names, func(replication.Node) bool { return true })
 	}
 }
 

@@ -146,7 +146,7 @@ func WithCaller(ctx context.Context, names ...string) context.Context {
 // may. A handler that acts for a role (the owner replicating, a node
 // renewing its own lease) checks the role's node with it.
 func CallerIs(ctx context.Context, id string) bool {
-	names, ok := ctx.Value(callerKey{}).([]string)
+	names, ok := CallerNames(ctx)
 	return !ok || slices.Contains(names, id)
 }
 
