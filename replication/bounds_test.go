@@ -71,8 +71,8 @@ func TestAHeartbeatCountsOnlyForItsSendersRoles(t *testing.T) {
 		prevSynced: map[int]uint64{}, delayOver: map[int]uint64{}}
 	st := &State{
 		Parts: []Part{
-			{Epoch: 3, Owner: "a", ONonce: "a1", Replica: "b", RNonce: "b1", Mode: Lost},
-			{Epoch: 5, Owner: "b", ONonce: "b1", Replica: "a", RNonce: "a1", Mode: Lost},
+			{Epoch: 3, Owner: "a", ONonce: "a1", Replica: "b", RNonce: "b1", Mode: Lost, LostAt: 3},
+			{Epoch: 5, Owner: "b", ONonce: "b1", Replica: "a", RNonce: "a1", Mode: Keep, LostAt: 4},
 		},
 		Nodes: map[string]Node{"a": {ID: "a", Nonce: "a1"}, "b": {ID: "b", Nonce: "b1"}},
 	}
@@ -84,7 +84,12 @@ func TestAHeartbeatCountsOnlyForItsSendersRoles(t *testing.T) {
 		t.Fatalf("a stranger's heartbeat counted: heard %v synced %v delay over %v", c.heard, c.synced, c.delayOver)
 	}
 	b := Incarnation{ID: "b", Nonce: "b1"}
+	// A report names the loss (LostAt), not the epoch: 5 is no loss.
 	c.note(st, b, map[int]uint64{0: 3}, map[int]uint64{0: 3, 1: 5})
+	if len(c.delayOver) != 0 {
+		t.Fatalf("a report of a loss that did not happen counted: %v", c.delayOver)
+	}
+	c.note(st, b, nil, map[int]uint64{0: 3, 1: 4})
 	if _, ok := c.heard[b]; !ok {
 		t.Fatal("a registered node's heartbeat was not noted")
 	}
@@ -94,7 +99,7 @@ func TestAHeartbeatCountsOnlyForItsSendersRoles(t *testing.T) {
 	if _, ok := c.delayOver[0]; ok {
 		t.Fatal("the replica of a lost partition ended its lock-delay")
 	}
-	if c.delayOver[1] != 5 {
+	if c.delayOver[1] != 4 {
 		t.Fatalf("the owner of a lost partition could not end its lock-delay: %v", c.delayOver)
 	}
 }

@@ -311,12 +311,12 @@ func (c *Control) initialize(st *State) error {
 	return c.apply(Command{Init: parts})
 }
 
-// settle marks lost partitions whose lock-delay their owner reports over.
+// settle marks the losses whose lock-delay an owner reports over.
 func (c *Control) settle(st *State) error {
 	c.mu.Lock()
 	var cmd Command
 	for p, ep := range c.delayOver {
-		if pt := st.Part(p); pt.Epoch == ep && pt.Mode == Lost && !pt.Settled {
+		if pt := st.Part(p); pt.LostAt == ep && ep != 0 && !pt.Settled {
 			cmd.Settle = append(cmd.Settle, Settled{P: p, Epoch: ep})
 		}
 		delete(c.delayOver, p)

@@ -457,14 +457,15 @@ func (d *Data) Synced() map[int]uint64 {
 	return out
 }
 
-// DelayOver lists Lost partitions owned here whose lock-delay has passed.
+// DelayOver lists, by the epoch of their last loss, the partitions owned
+// here whose loss is not settled and whose lock-delay has passed here.
 func (d *Data) DelayOver() map[int]uint64 {
 	out := make(map[int]uint64)
 	now := time.Now()
 	for _, l := range d.parts {
 		l.mu.Lock()
-		if l.role == owner && l.part.Mode == Lost && !l.part.Settled && !now.Before(l.delayUntil) {
-			out[l.id] = l.epoch
+		if l.role == owner && l.part.LostAt != 0 && !l.part.Settled && !now.Before(l.delayUntil) {
+			out[l.id] = l.part.LostAt
 		}
 		l.mu.Unlock()
 	}

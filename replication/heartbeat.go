@@ -146,8 +146,9 @@ func (c *Control) note(st *State, inc Incarnation, synced, over map[int]uint64) 
 		}
 	}
 	for p, ep := range over {
-		// Only a lost partition's owner can say its lock-delay is over.
-		if part := st.Part(p); part.OwnedBy(inc.ID, inc.Nonce) && part.Epoch == ep && part.Mode == Lost {
+		// Only the owner can say the lock-delay of the partition's last
+		// loss is over: any owner that has waited it out since the loss.
+		if part := st.Part(p); part.OwnedBy(inc.ID, inc.Nonce) && part.LostAt == ep && ep != 0 && !part.Settled {
 			c.delayOver[p] = ep
 		}
 	}

@@ -49,12 +49,15 @@ func move(st *State, p int, cur Part, owner, replica string, mode Mode) Assignme
 	if replica != "" {
 		to.RNonce = st.Nodes[replica].Nonce
 	}
-	if mode == Takeover && cur.Mode == Lost && !cur.Settled {
-		to.Mode = Lost // the lock-delay of the last loss has not run out
-	}
-	to.LostAt = cur.LostAt
-	if to.Mode == Lost {
-		to.LostAt = to.Epoch
+	// The last loss, and whether its lock-delay has passed, go with the
+	// partition to every later epoch, whatever the move: each new owner
+	// waits out an unsettled loss's delay (becomeOwner). Carried only by
+	// a takeover (as before), it was dropped by a keep or a hand-over
+	// that came first, and the next owner granted at once while a holder
+	// from before the loss still held (found by the fault suite).
+	to.LostAt, to.Settled = cur.LostAt, cur.Settled
+	if mode == Lost {
+		to.LostAt, to.Settled = to.Epoch, false
 	}
 	return Assignment{P: p, From: cur.Epoch, To: to}
 }

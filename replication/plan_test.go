@@ -140,24 +140,41 @@ func TestPlanCarriesTheLastLoss(t *testing.T) {
 	}
 }
 
-// A takeover of a partition still in the lock-delay of an earlier loss
-// keeps the lock-delay.
-func TestPlanTakeoverOfLostKeepsDelay(t *testing.T) {
+// A partition still in the lock-delay of an earlier loss carries it
+// through every kind of move: a takeover, a keep and a hand-over each
+// give the next owner the unsettled loss (found by the fault suite: a
+// keep, then a hand-over, dropped it, and the new owner granted at once).
+// A settled loss stays settled.
+func TestPlanMovesCarryAnUnsettledLoss(t *testing.T) {
 	st, synced := cluster("a", "b", "c")
-	st.Parts[0].Mode = Lost
-	owner := st.Parts[0].Owner
-	repairs, _ := plan(st, view(st, synced, owner), testParts, 100)
-	for _, r := range repairs {
-		if r.P == 0 && r.To.Mode != Lost {
-			t.Fatalf("takeover of an unsettled lost partition: mode %v", r.To.Mode)
+	st.Parts[0].Mode, st.Parts[0].LostAt = Lost, 100
+	cur := st.Parts[0]
+	check := func(what string, to Part, settled bool) {
+		t.Helper()
+		if to.LostAt != 100 || to.Settled != settled || to.Mode == Lost {
+			t.Errorf("%s of a partition lost at 100 (settled %v): %+v", what, settled, to)
 		}
 	}
-	st.Parts[0].Settled = true
-	repairs, _ = plan(st, view(st, synced, owner), testParts, 100)
+	repairs, _ := plan(st, view(st, synced, cur.Owner), testParts, 100)
+	found := false
 	for _, r := range repairs {
-		if r.P == 0 && r.To.Mode != Takeover {
-			t.Fatalf("takeover of a settled lost partition: mode %v", r.To.Mode)
+		if r.P == 0 {
+			found = true
+			if r.To.Mode != Takeover {
+				t.Errorf("takeover of a lost partition: mode %v", r.To.Mode)
+			}
+			check("a takeover", r.To, false)
 		}
+	}
+	if !found {
+		t.Fatal("partition 0 was not taken over")
+	}
+	check("a keep", keep(st, 0, cur, "c").To, false)
+	check("a hand-over", move(st, 0, cur, cur.Replica, cur.Owner, Handover).To, false)
+	st.Parts[0].Settled = true
+	check("a keep", keep(st, 0, st.Parts[0], "c").To, true)
+	if to := move(st, 0, st.Parts[0], "c", "", Lost).To; to.LostAt != to.Epoch || to.Settled {
+		t.Errorf("a new loss: %+v; want it unsettled at its own epoch", to)
 	}
 }
 

@@ -147,7 +147,7 @@ func (d *Data) becomeOwner(l *local, t *locktable.Table, prev, cur Part, alone b
 		// before its new replica was synced.
 		promoted = true
 	}
-	lostBefore := prev.Mode == Lost && !prev.Settled
+	delay := false
 	switch {
 	case promoted:
 		// Tokens of the new epoch are above all of the old one.
@@ -157,12 +157,19 @@ func (d *Data) becomeOwner(l *local, t *locktable.Table, prev, cur Part, alone b
 		// Lost, or a takeover without a synced copy: nothing survived.
 		d.log.Warn("partition lost: starting empty behind a lock-delay", "partition", l.id, "epoch", cur.Epoch, "mode", cur.Mode, "delay", d.cfg.LockDelay)
 		t = locktable.New(cur.Epoch, d.set.Limits(), true)
-		lostBefore = true
+		delay = true
 	}
-	if cur.Mode == Lost && !cur.Settled {
-		lostBefore = true
+	// Until the table says the last loss's lock-delay has passed, every
+	// new owner waits it out in full from now: it cannot know how long
+	// the owners before it waited. An owner that goes on owning keeps the
+	// delay it started. Keyed by the loss, not by the mode of this epoch:
+	// a keep or a hand-over after the loss carries it (found by the fault
+	// suite: a hand-over dropped it, and its new owner granted a lock
+	// still held from before the loss).
+	if cur.LostAt != 0 && !cur.Settled && !(stillOwner && prev.LostAt == cur.LostAt) {
+		delay = true
 	}
-	if lostBefore {
+	if delay {
 		l.delayUntil = time.Now().Add(d.cfg.LockDelay)
 	}
 	if t.Epoch() < cur.Epoch {

@@ -82,8 +82,9 @@ type Part struct {
 	// Sealed is the last change position the previous owner had
 	// acknowledged when it sealed the partition (Handover only).
 	Sealed uint64 `json:"s,omitempty"`
-	// Settled is set on a Lost partition once its owner's lock-delay has
-	// passed, so a later takeover need not wait again.
+	// Settled is set once an owner has waited out the lock-delay of the
+	// loss at LostAt, so later owners need not wait again. Like LostAt,
+	// it goes with the partition to every later epoch until the next loss.
 	Settled bool `json:"st,omitempty"`
 	// Prev (PNonce) is the last replica known to hold a full copy, at
 	// epoch PEpoch, kept while the replica that replaced it may not have
@@ -97,7 +98,8 @@ type Part struct {
 	// LostAt is the latest epoch at which the partition was lost (Mode
 	// Lost), carried to every later epoch: a node that skips epochs (it
 	// restored a raft snapshot) learns of a loss it never applied, and
-	// does not carry a copy from before it across.
+	// does not carry a copy from before it across; and every owner until
+	// the loss is Settled serves it behind the lock-delay.
 	LostAt uint64 `json:"la,omitempty"`
 }
 
@@ -174,7 +176,7 @@ type Command struct {
 	// partition is still at the epoch it was decided from, so a decision
 	// made on a stale view (an old leader's) is dropped, never applied.
 	Assign []Assignment `json:"assign,omitempty"`
-	// Settle marks Lost partitions whose lock-delay has passed.
+	// Settle marks partitions whose last loss's lock-delay has passed.
 	Settle []Settled `json:"settle,omitempty"`
 }
 
@@ -185,7 +187,8 @@ type Assignment struct {
 	To   Part   `json:"to"`
 }
 
-// Settled says partition P's lock-delay passed at Epoch.
+// Settled says the lock-delay of partition P's loss at epoch Epoch (its
+// LostAt) has passed.
 type Settled struct {
 	P     int    `json:"p"`
 	Epoch uint64 `json:"e"`
@@ -260,7 +263,7 @@ func (s *State) Apply(index uint64, c Command) (*State, []int) {
 		}
 	case c.Settle != nil:
 		for _, st := range c.Settle {
-			if st.P >= 0 && st.P < len(n.Parts) && n.Parts[st.P].Epoch == st.Epoch && n.Parts[st.P].Mode == Lost {
+			if st.P >= 0 && st.P < len(n.Parts) && n.Parts[st.P].LostAt == st.Epoch && st.Epoch != 0 && !n.Parts[st.P].Settled {
 				n.Parts[st.P].Settled = true
 				changed = append(changed, st.P)
 			}

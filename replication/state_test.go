@@ -46,12 +46,21 @@ func TestStateApply(t *testing.T) {
 				t.Fatalf("settled a partition that was not lost: %+v", s.Parts)
 			}
 		}},
-		{"lose", Command{Assign: []Assignment{{P: 1, From: 5, To: Part{Epoch: 6, Owner: "a", Mode: Lost}}}}, []int{1}, nil},
+		{"lose", Command{Assign: []Assignment{{P: 1, From: 5, To: Part{Epoch: 6, Owner: "a", Mode: Lost, LostAt: 6}}}}, []int{1}, nil},
+		// The loss goes with the partition to later epochs, and settles
+		// there: a settle names the loss, not the epoch it was sent at.
+		{"keep after the loss", Command{Assign: []Assignment{{P: 1, From: 6, To: Part{Epoch: 7, Owner: "a", Mode: Keep, LostAt: 6}}}}, []int{1}, nil},
+		{"settle only the last loss", Command{Settle: []Settled{{P: 1, Epoch: 7}, {P: 0, Epoch: 0}}}, nil, func(t *testing.T, s *State) {
+			if s.Parts[1].Settled || s.Parts[0].Settled {
+				t.Fatalf("settled a loss that did not happen: %+v", s.Parts)
+			}
+		}},
 		{"settle", Command{Settle: []Settled{{P: 1, Epoch: 6}}}, []int{1}, func(t *testing.T, s *State) {
 			if !s.Parts[1].Settled {
 				t.Fatal("not settled")
 			}
 		}},
+		{"settle again changes nothing", Command{Settle: []Settled{{P: 1, Epoch: 6}}}, nil, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			prev := st
