@@ -386,8 +386,7 @@ func (c *Control) transitions(st *State) error {
 				c.log.Debug("seal failed; hand-over postponed", "partition", h.p, "err", err)
 				return
 			}
-			a := move(st, h.p, h.cur, h.to, h.next, Handover)
-			a.To.Sealed = pos
+			a := handOver(st, h, pos)
 			mu.Lock()
 			done = append(done, a)
 			mu.Unlock()

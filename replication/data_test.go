@@ -665,3 +665,42 @@ func TestSkippedLossBeforeAKeepStartsOver(t *testing.T) {
 	}
 	startedOver(t, a, 4)
 }
+
+// An owner that hands its partition over and stays as the replica holds
+// its sealed table as a synced copy at the new epoch: if the new owner
+// dies before its own copy arrives, the old owner takes over with every
+// grant (found by the fault suite: the copy was dropped as unsynced, and
+// the new owner's death lost the partition).
+func TestHandedOverOwnerKeepsItsCopyAsReplica(t *testing.T) {
+	a, b := startData(t, "a"), startData(t, "b")
+	st1 := syncPair(t, a, b)
+	if res, _, err := a.set.LockAsync("s1", []byte("x"), 0, nil); err != nil || res.Status != locktable.Granted {
+		t.Fatalf("grant: %v %v", res, err)
+	}
+	var e peer.Enc
+	e.Uint(0)
+	e.Uint(1)
+	sealed := make(chan []byte, 1)
+	a.data.serveSeal(context.Background(), peer.Seal, e.B, func(b []byte, err error) {
+		if err != nil {
+			t.Errorf("seal: %v", err)
+		}
+		sealed <- b
+	})
+	d := peer.Dec{B: <-sealed}
+	pos := d.Uint()
+	// b takes over the partition by hand-over, with a as its replica, and
+	// dies before it sends a its copy: only a applies the new table.
+	b.mux.Close()
+	b.data.Close()
+	st2 := table(2, Part{Epoch: 2, Owner: "b", ONonce: "b-1", Replica: "a", RNonce: "a-1", Mode: Handover, Sealed: pos}, a, b)
+	a.data.Apply(st1, st2, []int{0})
+	if got := a.data.Synced()[0]; got != 2 {
+		t.Fatalf("the old owner as replica reports its copy at epoch %d; want 2", got)
+	}
+	st3 := table(3, Part{Epoch: 3, Owner: "a", ONonce: "a-1", Mode: Takeover}, a)
+	a.data.Apply(st2, st3, []int{0})
+	if tok, status, err := a.set.Token("s1", []byte("x")); err != nil || status != locktable.Granted || tok == 0 {
+		t.Fatalf("after the old owner took over again: token %d, %v, %v; want s1 to hold x", tok, status, err)
+	}
+}

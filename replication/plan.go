@@ -62,6 +62,25 @@ func move(st *State, p int, cur Part, owner, replica string, mode Mode) Assignme
 	return Assignment{P: p, From: cur.Epoch, To: to}
 }
 
+// handOver builds the hand-over of h's partition, which its owner sealed
+// at position sealed. The old owner's sealed table is a full copy of
+// everything the new owner starts from, and while the new owner's replica
+// has no copy yet it is the only other one: a new replica other than the
+// old owner has none, so the old owner is recorded as the previous copy,
+// which takes over if the new owner dies before its replica is synced;
+// an old owner that stays as the replica holds its table as that
+// replica's copy (Data.reconcile). Found by the fault suite: a hand-over
+// went to a node killed a moment before, and the partition was declared
+// lost while the old owner held a complete copy.
+func handOver(st *State, h handover, sealed uint64) Assignment {
+	a := move(st, h.p, h.cur, h.to, h.next, Handover)
+	a.To.Sealed = sealed
+	if h.next != h.cur.Owner && !st.Nodes[h.cur.Owner].Leaving {
+		a.To.Prev, a.To.PNonce, a.To.PEpoch = h.cur.Owner, h.cur.ONonce, h.cur.Epoch
+	}
+	return a
+}
+
 // keep builds a move of p that changes only its replica, and records
 // which copy may be the latest while the new replica has none: the
 // current replica's. Whether it ever got its copy at this epoch is not

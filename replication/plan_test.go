@@ -500,3 +500,31 @@ func TestPlanTakeoverRecordsTheOldOwner(t *testing.T) {
 		}
 	}
 }
+
+// A hand-over keeps the old owner's sealed table on record as the
+// previous copy while the new owner's new replica has none: the new owner
+// may die first. An old owner that stays as the replica needs no record
+// (its table is that replica's copy), and a leaving one takes its copy
+// away.
+func TestHandOverRecordsTheOldOwner(t *testing.T) {
+	st, _ := cluster("a", "b", "c")
+	p := partWhere(st, func(cur Part) bool { return cur.Owner == "a" })
+	cur := st.Parts[p]
+	other := "b"
+	if cur.Replica == "b" {
+		other = "c"
+	}
+	a := handOver(st, handover{p, cur, cur.Replica, other}, 7)
+	if to := a.To; to.Mode != Handover || to.Owner != cur.Replica || to.Sealed != 7 || !to.PrevIs("a", "a-1") || to.PEpoch != cur.Epoch {
+		t.Fatalf("hand-over to a new replica: %+v; want the old owner a as the copy of epoch %d", to, cur.Epoch)
+	}
+	if to := handOver(st, handover{p, cur, cur.Replica, "a"}, 7).To; to.Prev != "" || to.Replica != "a" {
+		t.Fatalf("hand-over with the old owner as replica: %+v; want no previous copy", to)
+	}
+	n := st.Nodes["a"]
+	n.Leaving = true
+	st.Nodes["a"] = n
+	if to := handOver(st, handover{p, cur, cur.Replica, other}, 7).To; to.Prev != "" {
+		t.Fatalf("hand-over from a leaving owner: %+v; want no previous copy", to)
+	}
+}

@@ -63,6 +63,20 @@ func (d *Data) reconcile(p int, prev, cur Part, alone bool) (ended []confirm, ev
 		switch {
 		case cur.OwnedBy(me.ID, me.Nonce):
 			t, ended = d.becomeOwner(l, t, prev, cur, alone)
+		case cur.ReplicatedBy(me.ID, me.Nonce) && cur.Mode == Handover && cur.Epoch == prev.Epoch+1 &&
+			l.role == owner && l.epoch == prev.Epoch && prev.OwnedBy(me.ID, me.Nonce):
+			// Handed over by this node, which stays as the replica: its
+			// sealed table is everything the new owner starts from (the
+			// seal waited for the new owner to acknowledge all of it), so
+			// it is a synced copy at the new epoch, at the first position
+			// of the new ownership. Until the new owner's own copy comes
+			// it is the only other copy; dropped as unsynced, the new
+			// owner's death would lose the partition (found by the fault
+			// suite). Whatever this node changed after its seal ran out
+			// and its replica refused was answered as an unknown outcome.
+			l.role, l.rsynced, l.rseq, l.chunks = replica, true, 0, nil
+			l.epoch, l.part = cur.Epoch, cur
+			l.link, l.out, l.sealed = nil, nil, false
 		case cur.ReplicatedBy(me.ID, me.Nonce):
 			if l.role != replica || l.epoch != cur.Epoch {
 				// The owner sends a full copy at every epoch.
