@@ -136,10 +136,15 @@ func plan(st *State, v leaderView, partitions, maxMoves int) (repairs []Assignme
 	desired := ring.Place(v.usable, partitions)
 	incOf := func(id string) Incarnation { return Incarnation{id, st.Nodes[id].Nonce} }
 	current := func(id, nonce string) bool { return id != "" && st.Nodes[id].Nonce == nonce }
-	// pick chooses a replica other than owner, preferring the placement.
+	// pick chooses a replica other than owner, preferring the placement,
+	// among the nodes heard from recently: a node that is alive but not
+	// fresh (paused, cut off) would be replaced at once as stale, and
+	// each needless keep can push a complete previous copy off the record
+	// (found by the fault suite: a paused node picked and replaced within
+	// 100 ms made a copy-less node the previous copy).
 	pick := func(d ring.Assignment, owner string) string {
 		for _, id := range append([]string{d.Replica, d.Owner}, v.usable...) {
-			if id != "" && id != owner && usable[id] {
+			if id != "" && id != owner && usable[id] && v.fresh(incOf(id)) {
 				return id
 			}
 		}
@@ -207,8 +212,12 @@ func plan(st *State, v leaderView, partitions, maxMoves int) (repairs []Assignme
 			target := d.Owner
 			switch {
 			case target == cur.Owner:
-			case cur.Replica != target:
-				// The future owner first becomes the replica and gets a copy.
+			case cur.Replica != target && (isSynced || cur.Prev == ""):
+				// The future owner first becomes the replica and gets a copy;
+				// not while the replica may still be getting its copy and an
+				// older one is on record: the keep would record the replica
+				// in place of the older copy, which may be the only complete
+				// one (see keep). Nothing urges a move: it waits.
 				repairs = append(repairs, keep(st, p, cur, target))
 				moves++
 			case isSynced:

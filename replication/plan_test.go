@@ -528,3 +528,51 @@ func TestHandOverRecordsTheOldOwner(t *testing.T) {
 		t.Fatalf("hand-over from a leaving owner: %+v; want no previous copy", to)
 	}
 }
+
+// A replica is picked only among nodes heard from recently: one alive
+// but silent (paused) would be replaced as stale at once.
+func TestPlanPicksOnlyFreshReplicas(t *testing.T) {
+	st, synced := cluster("a", "b", "c", "d")
+	v := view(st, synced, "a")
+	v.fresh = func(inc Incarnation) bool { return inc.ID != "a" && inc.ID != "d" }
+	repairs, _ := plan(st, v, testParts, 100)
+	if len(repairs) == 0 {
+		t.Fatal("nothing of a's was repaired")
+	}
+	for _, r := range repairs {
+		if r.To.Replica == "d" {
+			t.Errorf("partition %d: the silent node d picked as replica: %+v", r.P, r.To)
+		}
+	}
+}
+
+// A move toward the placement waits while the replica may still be
+// getting its copy and an older copy is on record: the keep would put
+// the replica on record in place of the older copy, perhaps the only
+// complete one.
+func TestPlanMoveWaitsForTheReplicasCopy(t *testing.T) {
+	st, synced := cluster("a", "b", "c")
+	st.Nodes["d"] = Node{ID: "d", Nonce: "d-1"}
+	moved := func(synced map[int]uint64) int {
+		repairs, _ := plan(st, view(st, synced), testParts, 100)
+		return len(repairs)
+	}
+	if moved(synced) == 0 {
+		t.Fatal("a join moved nothing")
+	}
+	for p := range st.Parts {
+		st.Parts[p].Prev, st.Parts[p].PNonce, st.Parts[p].PEpoch = "a", "a-1", 99
+		if st.Parts[p].Owner == "a" || st.Parts[p].Replica == "a" {
+			st.Parts[p].Prev, st.Parts[p].PNonce = "b", "b-1"
+			if st.Parts[p].Owner == "b" || st.Parts[p].Replica == "b" {
+				st.Parts[p].Prev, st.Parts[p].PNonce = "c", "c-1"
+			}
+		}
+	}
+	if n := moved(map[int]uint64{}); n != 0 {
+		t.Fatalf("%d moves while replicas may be getting their copies beside an older one", n)
+	}
+	if moved(synced) == 0 {
+		t.Fatal("once the replicas are synced nothing moved")
+	}
+}
