@@ -68,7 +68,7 @@ func TestATableOfAnotherSizeIsRefused(t *testing.T) {
 // would let a grant through while a lost holder may still act).
 func TestAHeartbeatCountsOnlyForItsSendersRoles(t *testing.T) {
 	c := &Control{leading: true, heard: map[Incarnation]time.Time{}, synced: map[int]uint64{},
-		prevSynced: map[int]uint64{}, delayOver: map[int]uint64{}}
+		prevSynced: map[int]uint64{}, delayOver: map[int]uint64{}, frozen: map[int]uint64{}}
 	st := &State{
 		Parts: []Part{
 			{Epoch: 3, Owner: "a", ONonce: "a1", Replica: "b", RNonce: "b1", Mode: Lost, LostAt: 3},
@@ -77,19 +77,26 @@ func TestAHeartbeatCountsOnlyForItsSendersRoles(t *testing.T) {
 		Nodes: map[string]Node{"a": {ID: "a", Nonce: "a1"}, "b": {ID: "b", Nonce: "b1"}},
 	}
 	stranger := Incarnation{ID: "x", Nonce: "x1"}
-	if !c.note(st, stranger, map[int]uint64{0: 3}, map[int]uint64{0: 3, 1: 5, 99: 1}) {
+	if !c.note(st, stranger, map[int]uint64{0: 3}, map[int]uint64{0: 3, 1: 5, 99: 1}, map[int]uint64{0: 3}) {
 		t.Fatal("a leader refused to note")
 	}
-	if len(c.heard) != 0 || len(c.synced) != 0 || len(c.delayOver) != 0 {
-		t.Fatalf("a stranger's heartbeat counted: heard %v synced %v delay over %v", c.heard, c.synced, c.delayOver)
+	if len(c.heard) != 0 || len(c.synced) != 0 || len(c.delayOver) != 0 || len(c.frozen) != 0 {
+		t.Fatalf("a stranger's heartbeat counted: heard %v synced %v delay over %v frozen %v", c.heard, c.synced, c.delayOver, c.frozen)
 	}
 	b := Incarnation{ID: "b", Nonce: "b1"}
 	// A report names the loss (LostAt), not the epoch: 5 is no loss.
-	c.note(st, b, map[int]uint64{0: 3}, map[int]uint64{0: 3, 1: 5})
+	c.note(st, b, map[int]uint64{0: 3}, map[int]uint64{0: 3, 1: 5}, nil)
 	if len(c.delayOver) != 0 {
 		t.Fatalf("a report of a loss that did not happen counted: %v", c.delayOver)
 	}
-	c.note(st, b, nil, map[int]uint64{0: 3, 1: 4})
+	c.note(st, b, nil, map[int]uint64{0: 3, 1: 4}, map[int]uint64{0: 3, 1: 4})
+	if c.frozen[1] != 0 || c.frozen[0] != 0 {
+		t.Fatalf("a freeze of another node's partition, or of an epoch gone by, counted: %v", c.frozen)
+	}
+	c.note(st, b, nil, nil, map[int]uint64{1: 5})
+	if c.frozen[1] != 5 {
+		t.Fatalf("the owner's freeze was not noted: %v", c.frozen)
+	}
 	if _, ok := c.heard[b]; !ok {
 		t.Fatal("a registered node's heartbeat was not noted")
 	}
@@ -115,6 +122,7 @@ func TestAHeartbeatForAnotherNodeIsRefused(t *testing.T) {
 	e.Str("a1")
 	encodeEpochs(&e, nil)
 	encodeEpochs(&e, map[int]uint64{0: 3})
+	encodeEpochs(&e, nil)
 	_, err := c.heartbeat(peer.WithCaller(context.Background(), "b", "localhost"), e.B)
 	if failure.ClassOf(err) != failure.Definite {
 		t.Fatalf("b heartbeating for a: %v, want a definite refusal", err)
@@ -197,5 +205,23 @@ func TestASealComesOnlyFromAVoter(t *testing.T) {
 	a.data.Apply(st, &next, nil)
 	if err := seal("b"); err != nil || !sealed() {
 		t.Fatalf("a seal from b, a voter: %v (sealed %v)", err, sealed())
+	}
+}
+
+// Only a voter (the leader is one) may ask an owner whether its replica
+// held a copy: the question freezes an epoch that never had one, and a
+// frozen epoch serves nothing until the next.
+func TestAReplicaCheckComesOnlyFromAVoter(t *testing.T) {
+	a := startData(t, "a")
+	st := table(1, Part{Epoch: 1, Owner: "a", ONonce: "a-1", Replica: "b", RNonce: "b-1", Mode: Fresh}, a)
+	st.Nodes["b"] = Node{ID: "b", Nonce: "b-1"}
+	a.data.Apply(&State{}, st, []int{0})
+	var e peer.Enc
+	e.Uint(0)
+	e.Uint(1)
+	var err error
+	a.data.serveReplaced(peer.WithCaller(context.Background(), "b"), peer.Replaced, e.B, func(_ []byte, rerr error) { err = rerr })
+	if err == nil || len(a.data.Frozen()) != 0 {
+		t.Fatalf("a replica check from b, no voter: %v (frozen %v)", err, a.data.Frozen())
 	}
 }

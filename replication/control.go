@@ -122,6 +122,7 @@ type Control struct {
 	synced     map[int]uint64 // partition -> epoch at which its owner reported a synced replica, or its replica a full copy
 	prevSynced map[int]uint64 // partition -> epoch at which its previous replica reported still holding its full copy
 	delayOver  map[int]uint64
+	frozen     map[int]uint64       // partition -> epoch its owner froze (Data.Frozen)
 	unproved   map[string]time.Time // incarnation and address -> last failed proof (see proved)
 
 	stop chan struct{}
@@ -166,6 +167,7 @@ func NewControl(cfg ControlConfig) (*Control, error) {
 		synced:     make(map[int]uint64),
 		prevSynced: make(map[int]uint64),
 		delayOver:  make(map[int]uint64),
+		frozen:     make(map[int]uint64),
 		unproved:   make(map[string]time.Time),
 		stop:       make(chan struct{}),
 	}

@@ -66,6 +66,7 @@ func (c *Control) lead() {
 	clear(c.synced)
 	clear(c.prevSynced)
 	clear(c.delayOver)
+	clear(c.frozen)
 	for _, n := range c.State().Nodes {
 		c.heard[Incarnation{n.ID, n.Nonce}] = now
 	}
@@ -338,12 +339,13 @@ func (c *Control) transitions(st *State) error {
 	c.mu.Lock()
 	synced := maps.Clone(c.synced)
 	prevSynced := maps.Clone(c.prevSynced)
+	frozen := maps.Clone(c.frozen)
 	// A new leader learns which replicas hold full copies from their
 	// heartbeats; until every live node has had time to send one, a
 	// missing report is not yet news.
 	informed := time.Since(c.ledSince) >= c.cfg.Lease+c.cfg.Margin()
 	c.mu.Unlock()
-	repairs, handovers := plan(st, leaderView{
+	repairs, handovers, checks := plan(st, leaderView{
 		usable:   ids,
 		alive:    c.alive,
 		fresh:    func(inc Incarnation) bool { return c.heardWithin(inc, c.cfg.Lease/2) },
@@ -355,6 +357,7 @@ func (c *Control) transitions(st *State) error {
 		},
 		prevSynced:    prevSynced,
 		reportedAfter: c.reportedAfter,
+		frozen:        frozen,
 	}, c.cfg.Partitions, maxMoves)
 	for _, a := range repairs {
 		if a.To.Mode == Lost {
@@ -367,30 +370,48 @@ func (c *Control) transitions(st *State) error {
 			return err
 		}
 	}
-	if len(handovers) == 0 {
+	if len(handovers) == 0 && len(checks) == 0 {
 		return nil
 	}
-	// Seal every partition to hand over, in parallel; hand over those whose
-	// owner sealed and had everything acknowledged.
+	// Ask every owner in parallel: to seal the partitions to hand over
+	// (handed over if sealed with everything acknowledged), and whether
+	// the replicas to replace ever held a copy (replaced once answered).
 	var (
 		wg   sync.WaitGroup
 		mu   sync.Mutex
 		done []Assignment
 	)
+	add := func(a Assignment) {
+		mu.Lock()
+		done = append(done, a)
+		mu.Unlock()
+	}
 	for _, h := range handovers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			pos, err := c.seal(st, h.p, h.cur)
 			if err != nil {
 				c.log.Debug("seal failed; hand-over postponed", "partition", h.p, "err", err)
 				return
 			}
-			a := handOver(st, h, pos)
-			mu.Lock()
-			done = append(done, a)
-			mu.Unlock()
-		}()
+			add(handOver(st, h, pos))
+		})
+	}
+	for _, k := range checks {
+		wg.Go(func() {
+			copied, err := c.replaced(st, k.p, k.cur)
+			if err != nil {
+				c.log.Debug("replica check failed; replacement postponed", "partition", k.p, "err", err)
+				return
+			}
+			if !copied {
+				// Frozen: should this keep not commit, the next round
+				// moves on from the epoch all the same.
+				c.mu.Lock()
+				c.frozen[k.p] = k.cur.Epoch
+				c.mu.Unlock()
+			}
+			add(keep(st, k.p, k.cur, k.replica, copied))
+		})
 	}
 	wg.Wait()
 	if len(done) == 0 {
@@ -399,18 +420,35 @@ func (c *Control) transitions(st *State) error {
 	return c.apply(Command{Assign: done})
 }
 
-// seal asks a partition's owner to stop serving it ahead of a hand-over.
-func (c *Control) seal(st *State, p int, cur Part) (uint64, error) {
+// callOwner sends method m about partition p at cur's epoch to its owner.
+func (c *Control) callOwner(st *State, m peer.Method, p int, cur Part) ([]byte, error) {
 	n, ok := st.Node(cur.Owner)
 	if !ok {
-		return 0, fmt.Errorf("owner %s unknown", cur.Owner)
+		return nil, fmt.Errorf("owner %s unknown", cur.Owner)
 	}
 	var e peer.Enc
 	e.Uint(uint64(p))
 	e.Uint(cur.Epoch)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
-	b, err := c.cfg.Pool.To(n.ID, n.PeerAddr).Call(ctx, peer.Seal, e.B)
+	return c.cfg.Pool.To(n.ID, n.PeerAddr).Call(ctx, m, e.B)
+}
+
+// replaced asks a partition's owner whether its replica ever held a full
+// copy at the current epoch; if not, the owner has frozen the epoch.
+func (c *Control) replaced(st *State, p int, cur Part) (bool, error) {
+	b, err := c.callOwner(st, peer.Replaced, p, cur)
+	if err != nil {
+		return false, err
+	}
+	d := peer.Dec{B: b}
+	copied := d.Bool()
+	return copied, d.End()
+}
+
+// seal asks a partition's owner to stop serving it ahead of a hand-over.
+func (c *Control) seal(st *State, p int, cur Part) (uint64, error) {
+	b, err := c.callOwner(st, peer.Seal, p, cur)
 	if err != nil {
 		return 0, err
 	}

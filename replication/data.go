@@ -125,7 +125,12 @@ type local struct {
 	seq        uint64    // last position recorded at this epoch
 	acked      uint64    // highest position the replica acknowledged
 	synced     bool      // the replica holds a full copy at this epoch
-	out        []entry   // recorded, not yet sent
+	// copiedAt is the last epoch at which the replica acknowledged a full
+	// copy (synced may fall back at that epoch; this does not), and
+	// frozenAt an epoch at which this owner promised the leader never to
+	// have a replica synced, so never to change anything (serveReplaced).
+	copiedAt, frozenAt uint64
+	out                []entry // recorded, not yet sent
 	// confirms wait for positions of this ownership to be acknowledged.
 	confirms []confirm
 	// closed: the data plane has stopped, so nothing will be acknowledged
@@ -195,6 +200,7 @@ func (d *Data) Register(r *peer.Registry) error {
 		r.Handle(peer.Replicate, d.serveReplicate),
 		r.Handle(peer.Snapshot, d.serveSnapshot),
 		r.Handle(peer.Seal, d.serveSeal),
+		r.Handle(peer.Replaced, d.serveReplaced),
 	)
 }
 
@@ -450,6 +456,21 @@ func (d *Data) Synced() map[int]uint64 {
 	for _, l := range d.parts {
 		l.mu.Lock()
 		if l.role == owner && (l.synced || l.alone) || l.role == replica && l.rsynced {
+			out[l.id] = l.epoch
+		}
+		l.mu.Unlock()
+	}
+	return out
+}
+
+// Frozen lists, by epoch, the partitions owned here that will never be
+// served at their current epoch (serveReplaced): the leader moves each to
+// a new one, even if the one that asked for it never did.
+func (d *Data) Frozen() map[int]uint64 {
+	out := make(map[int]uint64)
+	for _, l := range d.parts {
+		l.mu.Lock()
+		if l.role == owner && l.frozenAt == l.epoch {
 			out[l.id] = l.epoch
 		}
 		l.mu.Unlock()

@@ -704,3 +704,108 @@ func TestHandedOverOwnerKeepsItsCopyAsReplica(t *testing.T) {
 		t.Fatalf("after the old owner took over again: token %d, %v, %v; want s1 to hold x", tok, status, err)
 	}
 }
+
+// askReplaced asks n, as the leader would, whether partition p's replica
+// ever held a copy at epoch.
+func askReplaced(t *testing.T, n *dataNode, p int, epoch uint64) bool {
+	t.Helper()
+	var e peer.Enc
+	e.Uint(uint64(p))
+	e.Uint(epoch)
+	var (
+		copied bool
+		err    error
+	)
+	n.data.serveReplaced(context.Background(), peer.Replaced, e.B, func(b []byte, rerr error) {
+		err = rerr
+		d := peer.Dec{B: b}
+		copied = d.Bool()
+		if rerr == nil {
+			err = d.End()
+		}
+	})
+	if err != nil {
+		t.Fatalf("replica check of partition %d at %d: %v", p, epoch, err)
+	}
+	return copied
+}
+
+// An owner asked whether its replica ever held a copy says so truly, and
+// when it never did, freezes the epoch: it never syncs that replica at
+// it, so never changes anything, and the older copy the leader keeps on
+// record stays complete. The next epoch serves as usual.
+func TestAFrozenEpochNeverSyncs(t *testing.T) {
+	a, b := startDataN(t, "a", 2), startDataN(t, "b", 2)
+	dead, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead.Close()
+	parts := func(epochs ...uint64) []Part {
+		var ps []Part
+		for _, e := range epochs {
+			mode := Fresh
+			if e > 1 {
+				mode = Keep
+			}
+			ps = append(ps, Part{Epoch: e, Owner: "a", ONonce: "a-1", Replica: "b", RNonce: "b-1", Mode: mode})
+		}
+		return ps
+	}
+	at := func(index uint64, bAddr string, ps []Part) *State {
+		st := &State{Index: index, Parts: ps, Nodes: map[string]Node{
+			"a": {ID: "a", Nonce: "a-1", PeerAddr: a.addr},
+			"b": {ID: "b", Nonce: "b-1", PeerAddr: bAddr},
+		}}
+		return st
+	}
+	// The replica is out of reach: nothing is copied yet.
+	st1 := at(1, dead.Addr().String(), parts(1, 1))
+	for _, n := range []*dataNode{a, b} {
+		n.data.Apply(&State{}, st1, []int{0, 1})
+	}
+	if askReplaced(t, a, 0, 1) {
+		t.Fatal("the owner says a replica it never reached held a copy")
+	}
+	if got := a.data.Frozen(); got[0] != 1 || len(got) != 1 {
+		t.Fatalf("frozen partitions %v; want partition 0 at epoch 1", got)
+	}
+	// The replica comes within reach: partition 1 syncs, partition 0 (sent
+	// first in each round) does not.
+	st2 := at(2, b.addr, parts(1, 1))
+	for _, n := range []*dataNode{a, b} {
+		n.data.Apply(st1, st2, nil)
+	}
+	wait.For(t, 10*time.Second, "partition 1 to sync", func() bool { return a.data.Synced()[1] == 1 })
+	if _, ok := a.data.Synced()[0]; ok {
+		t.Fatal("the frozen partition synced its replica")
+	}
+	rl := b.data.parts[0]
+	rl.mu.Lock()
+	got := rl.rsynced
+	rl.mu.Unlock()
+	if got {
+		t.Fatal("the frozen partition sent its replica a copy")
+	}
+	if err := a.data.Admit(0, partition.Grant); !failure.Is(err, failure.NoReplica) {
+		t.Fatalf("a grant at the frozen epoch: %v; want refused without a synced replica", err)
+	}
+	if !askReplaced(t, a, 1, 1) {
+		t.Fatal("the owner denies the copy its replica acknowledged")
+	}
+	if askReplaced(t, a, 0, 1) {
+		t.Fatal("asked again, the frozen partition says its replica held a copy")
+	}
+	if _, ok := a.data.Frozen()[1]; ok {
+		t.Fatal("a partition whose replica held a copy was frozen")
+	}
+	// The next epoch, even with the same replica, syncs and serves.
+	st3 := at(3, b.addr, parts(2, 1))
+	for _, n := range []*dataNode{a, b} {
+		n.data.Apply(st2, st3, []int{0})
+	}
+	wait.For(t, 10*time.Second, "partition 0 to sync at its next epoch", func() bool { return a.data.Synced()[0] == 2 })
+	if err := a.data.Admit(0, partition.Grant); err != nil {
+		t.Fatalf("a grant at the next epoch: %v", err)
+	}
+}

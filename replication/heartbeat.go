@@ -10,8 +10,8 @@ import (
 )
 
 // heartbeatLoop renews this node's lease with the leader. With the lease
-// the node also reports which of its partitions have a synced replica and
-// which lost ones have waited out their lock-delay.
+// the node also reports which of its partitions have a synced replica,
+// which have waited out the lock-delay of a loss, and which it froze.
 func (c *Control) heartbeatLoop() {
 	defer c.wg.Done()
 	for c.sleep(c.cfg.Lease / 6) {
@@ -26,6 +26,7 @@ func (c *Control) renew() {
 	e.Str(c.cfg.Self.Nonce)
 	encodeEpochs(&e, c.cfg.Data.Synced())
 	encodeEpochs(&e, c.cfg.Data.DelayOver())
+	encodeEpochs(&e, c.cfg.Data.Frozen())
 	var (
 		reply []byte
 		err   error
@@ -86,7 +87,7 @@ func (c *Control) serveHeartbeat(conn context.Context, _ peer.Method, payload []
 func (c *Control) heartbeat(conn context.Context, payload []byte) ([]byte, error) {
 	d := peer.Dec{B: payload}
 	inc := Incarnation{ID: d.Str(), Nonce: d.Str()}
-	synced, over := decodeEpochs(&d), decodeEpochs(&d)
+	synced, over, frozen := decodeEpochs(&d), decodeEpochs(&d), decodeEpochs(&d)
 	if err := d.End(); err != nil {
 		return nil, err
 	}
@@ -109,7 +110,7 @@ func (c *Control) heartbeat(conn context.Context, payload []byte) ([]byte, error
 		return nil, errors.New("leadership not confirmed recently")
 	}
 	st := c.State()
-	if !c.note(st, inc, synced, over) {
+	if !c.note(st, inc, synced, over, frozen) {
 		return nil, errors.New("not the leader yet")
 	}
 	// The index of the last table change, not raft's applied index: that
@@ -124,7 +125,7 @@ func (c *Control) heartbeat(conn context.Context, payload []byte) ([]byte, error
 // gives inc the roles it reports on, and reports false if this node does
 // not lead yet. The maps it fills are bounded by the table: an unknown
 // incarnation or a partition out of range adds nothing.
-func (c *Control) note(st *State, inc Incarnation, synced, over map[int]uint64) bool {
+func (c *Control) note(st *State, inc Incarnation, synced, over, frozen map[int]uint64) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.leading {
@@ -150,6 +151,12 @@ func (c *Control) note(st *State, inc Incarnation, synced, over map[int]uint64) 
 		// loss is over: any owner that has waited it out since the loss.
 		if part := st.Part(p); part.OwnedBy(inc.ID, inc.Nonce) && part.LostAt == ep && ep != 0 && !part.Settled {
 			c.delayOver[p] = ep
+		}
+	}
+	for p, ep := range frozen {
+		// Only the owner freezes its epoch, and says so.
+		if part := st.Part(p); part.OwnedBy(inc.ID, inc.Nonce) && part.Epoch == ep {
+			c.frozen[p] = ep
 		}
 	}
 	return true

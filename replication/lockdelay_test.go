@@ -29,7 +29,7 @@ func TestALockDelayOutlivesMoves(t *testing.T) {
 	st1 := table(1, lost, a, b)
 	applyAll(&State{}, st1, a, b)
 	wait.For(t, 10*time.Second, "the replica to sync", func() bool { return a.data.Synced()[0] == 1 })
-	kept := table(2, keep(st1, 0, lost, "b").To, a, b)
+	kept := table(2, keep(st1, 0, lost, "b", true).To, a, b)
 	applyAll(st1, kept, a, b)
 	wait.For(t, 10*time.Second, "the replica to sync again", func() bool { return a.data.Synced()[0] == 2 })
 	handed := table(3, move(kept, 0, kept.Parts[0], "b", "a", Handover).To, a, b)

@@ -34,6 +34,9 @@ type leaderView struct {
 	// against: an owner serves nothing while its replica is unsynced, and
 	// nothing at all without its lease.
 	reportedAfter func(replica, owner Incarnation) bool
+	// frozen holds, by partition, the epoch its owner froze: it promised
+	// never to serve at it (Data.serveReplaced).
+	frozen map[int]uint64
 }
 
 // handover is a partition to seal and hand to its synced replica.
@@ -41,6 +44,15 @@ type handover struct {
 	p        int
 	cur      Part
 	to, next string
+}
+
+// check is a replica to replace whose copy may or may not exist while an
+// older copy is on record: the owner says which first (serveReplaced),
+// and keep records the copy its answer names.
+type check struct {
+	p       int
+	cur     Part
+	replica string
 }
 
 // move builds the assignment of partition p from cur to a new epoch.
@@ -82,21 +94,24 @@ func handOver(st *State, h handover, sealed uint64) Assignment {
 }
 
 // keep builds a move of p that changes only its replica, and records
-// which copy may be the latest while the new replica has none: the
-// current replica's. Whether it ever got its copy at this epoch is not
-// known here for sure (the owner's report of it can lag the copy by a
-// heartbeat, and the owner may still be sending it), and if it did, every
-// grant the owner acknowledged since is in it and in no older copy. So
-// it is recorded even when not known synced; a previous copy is only
-// taken over from once it reports itself synced at that epoch. Keeping
-// an older previous copy instead (as before) could let it take over
-// without the grants of the epochs since (found by review). Only a
-// partition without a replica, whose owner could acknowledge nothing,
-// keeps the one recorded before.
-func keep(st *State, p int, cur Part, replica string) Assignment {
+// which copy is the latest while the new replica has none. If the
+// current replica may have held a full copy at this epoch (copied), it
+// is recorded: every grant the owner acknowledged since is in it and in
+// no older copy, and it is only taken over from once it reports itself
+// synced at that epoch. Otherwise (the owner said it never synced it, and
+// froze the epoch), and for a partition without a replica, whose owner
+// could acknowledge nothing, the copy recorded before is kept. Which it
+// is cannot be told from the leader's reports alone (the owner's report
+// of a synced replica can lag the copy by a heartbeat): plan asks the
+// owner where an older copy is on record, and otherwise records the
+// replica. Recording it when it never held a copy pushed the only
+// complete one off the record (found by the fault suite); keeping an
+// older copy when it did could let that take over without the grants of
+// the epochs since (found by review).
+func keep(st *State, p int, cur Part, replica string, copied bool) Assignment {
 	a := move(st, p, cur, cur.Owner, replica, Keep)
 	switch {
-	case cur.Replica != "":
+	case cur.Replica != "" && copied:
 		a.To.Prev, a.To.PNonce, a.To.PEpoch = cur.Replica, cur.RNonce, cur.Epoch
 	default:
 		a.To.Prev, a.To.PNonce, a.To.PEpoch = cur.Prev, cur.PNonce, cur.PEpoch
@@ -119,7 +134,9 @@ func keep(st *State, p int, cur Part, replica string) Assignment {
 //     node starts it empty behind a lock-delay (until then it waits,
 //     unserved);
 //  2. a replica that is gone, stale or leaving is replaced (the owner then
-//     sends the new one a full copy);
+//     sends the new one a full copy), after asking the owner whether it
+//     ever held a copy if an older one is on record (see keep); an epoch
+//     the owner froze so is moved on from;
 //  3. a partition whose owner is leaving, or is not the one the ring
 //     proposes, first gets the future owner as its replica, and once that
 //     replica is synced is handed over (sealed by the old owner first);
@@ -128,7 +145,7 @@ func keep(st *State, p int, cur Part, replica string) Assignment {
 // Steps 3 and 4 move at most maxMoves partitions per round, so a join or
 // a leave does not move everything at once. plan is pure: the same table
 // and view give the same decisions.
-func plan(st *State, v leaderView, partitions, maxMoves int) (repairs []Assignment, handovers []handover) {
+func plan(st *State, v leaderView, partitions, maxMoves int) (repairs []Assignment, handovers []handover, checks []check) {
 	usable := make(map[string]bool, len(v.usable))
 	for _, id := range v.usable {
 		usable[id] = true
@@ -202,11 +219,24 @@ func plan(st *State, v leaderView, partitions, maxMoves int) (repairs []Assignme
 				// with its state (a network partition, a pause): refuse
 				// until it does, rather than start empty.
 			}
+		case v.frozen[p] == cur.Epoch:
+			// The owner will serve nothing more at this epoch, and its
+			// replica never held a copy at it: move on, to the same replica
+			// if need be (the leader that asked may have failed to).
+			if r := pick(d, cur.Owner); r != "" {
+				repairs = append(repairs, keep(st, p, cur, r, false))
+			}
 		case !replicaOK || st.Nodes[cur.Replica].Leaving:
 			// The same node id may come back as a new incarnation: that is
 			// a new replica too, and needs its own epoch and copy.
 			if r := pick(d, cur.Owner); r != "" && (r != cur.Replica || st.Nodes[r].Nonce != cur.RNonce) {
-				repairs = append(repairs, keep(st, p, cur, r))
+				if cur.Replica != "" && cur.Prev != "" && !isSynced {
+					// Which copy to record, the replica's or the older
+					// one: the owner knows (see keep).
+					checks = append(checks, check{p, cur, r})
+				} else {
+					repairs = append(repairs, keep(st, p, cur, r, true))
+				}
 			}
 		case (st.Nodes[cur.Owner].Leaving || cur.Owner != d.Owner) && moves < maxMoves:
 			target := d.Owner
@@ -218,7 +248,7 @@ func plan(st *State, v leaderView, partitions, maxMoves int) (repairs []Assignme
 				// older one is on record: the keep would record the replica
 				// in place of the older copy, which may be the only complete
 				// one (see keep). Nothing urges a move: it waits.
-				repairs = append(repairs, keep(st, p, cur, target))
+				repairs = append(repairs, keep(st, p, cur, target, true))
 				moves++
 			case isSynced:
 				next := pick(d, target)
@@ -229,9 +259,9 @@ func plan(st *State, v leaderView, partitions, maxMoves int) (repairs []Assignme
 				moves++
 			}
 		case cur.Replica != d.Replica && d.Replica != "" && isSynced && moves < maxMoves:
-			repairs = append(repairs, keep(st, p, cur, d.Replica))
+			repairs = append(repairs, keep(st, p, cur, d.Replica, true))
 			moves++
 		}
 	}
-	return repairs, handovers
+	return repairs, handovers, checks
 }

@@ -60,7 +60,7 @@ func view(st *State, synced map[int]uint64, dead ...string) leaderView {
 
 func TestPlanStable(t *testing.T) {
 	st, synced := cluster("a", "b", "c")
-	repairs, handovers := plan(st, view(st, synced), testParts, 100)
+	repairs, handovers, _ := plan(st, view(st, synced), testParts, 100)
 	if len(repairs) != 0 || len(handovers) != 0 {
 		t.Fatalf("a healthy placed table changed: %v %v", repairs, handovers)
 	}
@@ -70,7 +70,7 @@ func TestPlanStable(t *testing.T) {
 // replica holds the state. Its replica is replaced at the same epoch.
 func TestPlanTakeover(t *testing.T) {
 	st, synced := cluster("a", "b", "c")
-	repairs, _ := plan(st, view(st, synced, "a"), testParts, 100)
+	repairs, _, _ := plan(st, view(st, synced, "a"), testParts, 100)
 	for _, r := range repairs {
 		cur := st.Parts[r.P]
 		switch {
@@ -101,7 +101,7 @@ func TestPlanTakeover(t *testing.T) {
 // lost and starts empty behind a lock-delay.
 func TestPlanDoubleFailure(t *testing.T) {
 	st, synced := cluster("a", "b", "c", "d", "e")
-	repairs, _ := plan(st, view(st, synced, "a", "b"), testParts, 100)
+	repairs, _, _ := plan(st, view(st, synced, "a", "b"), testParts, 100)
 	lost := 0
 	for _, r := range repairs {
 		cur := st.Parts[r.P]
@@ -129,7 +129,7 @@ func TestPlanCarriesTheLastLoss(t *testing.T) {
 	for p := range st.Parts {
 		st.Parts[p].LostAt = 1
 	}
-	repairs, _ := plan(st, view(st, synced, "a"), testParts, 100)
+	repairs, _, _ := plan(st, view(st, synced, "a"), testParts, 100)
 	if len(repairs) == 0 {
 		t.Fatal("nothing moved")
 	}
@@ -155,7 +155,7 @@ func TestPlanMovesCarryAnUnsettledLoss(t *testing.T) {
 			t.Errorf("%s of a partition lost at 100 (settled %v): %+v", what, settled, to)
 		}
 	}
-	repairs, _ := plan(st, view(st, synced, cur.Owner), testParts, 100)
+	repairs, _, _ := plan(st, view(st, synced, cur.Owner), testParts, 100)
 	found := false
 	for _, r := range repairs {
 		if r.P == 0 {
@@ -169,10 +169,10 @@ func TestPlanMovesCarryAnUnsettledLoss(t *testing.T) {
 	if !found {
 		t.Fatal("partition 0 was not taken over")
 	}
-	check("a keep", keep(st, 0, cur, "c").To, false)
+	check("a keep", keep(st, 0, cur, "c", true).To, false)
 	check("a hand-over", move(st, 0, cur, cur.Replica, cur.Owner, Handover).To, false)
 	st.Parts[0].Settled = true
-	check("a keep", keep(st, 0, st.Parts[0], "c").To, true)
+	check("a keep", keep(st, 0, st.Parts[0], "c", true).To, true)
 	if to := move(st, 0, st.Parts[0], "c", "", Lost).To; to.LostAt != to.Epoch || to.Settled {
 		t.Errorf("a new loss: %+v; want it unsettled at its own epoch", to)
 	}
@@ -184,7 +184,7 @@ func TestPlanMovesCarryAnUnsettledLoss(t *testing.T) {
 func TestPlanRestartedNode(t *testing.T) {
 	st, synced := cluster("a", "b", "c")
 	st.Nodes["a"] = Node{ID: "a", Nonce: "a-2"}
-	repairs, _ := plan(st, view(st, synced), testParts, 100)
+	repairs, _, _ := plan(st, view(st, synced), testParts, 100)
 	for _, r := range repairs {
 		cur := st.Parts[r.P]
 		if cur.Owner == "a" && r.To.Mode != Takeover {
@@ -204,7 +204,7 @@ func TestPlanRestartedNode(t *testing.T) {
 func TestPlanLeaveHandsOver(t *testing.T) {
 	st, synced := cluster("a", "b", "c")
 	st.Nodes["a"] = Node{ID: "a", Nonce: "a-1", Leaving: true}
-	repairs, handovers := plan(st, view(st, synced), testParts, 3)
+	repairs, handovers, _ := plan(st, view(st, synced), testParts, 3)
 	if len(repairs)+len(handovers) == 0 {
 		t.Fatal("a leaving node keeps its partitions")
 	}
@@ -229,7 +229,7 @@ func TestPlanLeaveHandsOver(t *testing.T) {
 		t.Errorf("%d moves in one round, want at most 3", moves)
 	}
 	// Unsynced replicas are not handed over to.
-	_, handovers = plan(st, view(st, map[int]uint64{}), testParts, 100)
+	_, handovers, _ = plan(st, view(st, map[int]uint64{}), testParts, 100)
 	if len(handovers) != 0 {
 		t.Errorf("handed over to unsynced replicas: %v", handovers)
 	}
@@ -240,7 +240,7 @@ func TestPlanLeaveHandsOver(t *testing.T) {
 func TestPlanJoinMovesTowardPlacement(t *testing.T) {
 	st, synced := cluster("a", "b", "c")
 	st.Nodes["d"] = Node{ID: "d", Nonce: "d-1"}
-	repairs, _ := plan(st, view(st, synced), testParts, 100)
+	repairs, _, _ := plan(st, view(st, synced), testParts, 100)
 	toD := 0
 	for _, r := range repairs {
 		if r.To.Replica == "d" && r.To.Mode == Keep {
@@ -254,8 +254,8 @@ func TestPlanJoinMovesTowardPlacement(t *testing.T) {
 
 func TestPlanDeterministic(t *testing.T) {
 	st, synced := cluster("a", "b", "c", "d")
-	r1, h1 := plan(st, view(st, synced, "b"), testParts, 5)
-	r2, h2 := plan(st, view(st, synced, "b"), testParts, 5)
+	r1, h1, _ := plan(st, view(st, synced, "b"), testParts, 5)
+	r2, h2, _ := plan(st, view(st, synced, "b"), testParts, 5)
 	if !reflect.DeepEqual(r1, r2) || !reflect.DeepEqual(h1, h2) {
 		t.Fatal("plan gave two answers for one input")
 	}
@@ -268,7 +268,7 @@ func TestPlanBothUnreachableWaits(t *testing.T) {
 	st, synced := cluster("a", "b", "c", "d", "e")
 	v := view(st, synced, "a", "b")
 	v.gone = func(Incarnation) bool { return false }
-	repairs, _ := plan(st, v, testParts, 100)
+	repairs, _, _ := plan(st, v, testParts, 100)
 	for _, r := range repairs {
 		cur := st.Parts[r.P]
 		if r.To.Mode == Lost {
@@ -290,13 +290,13 @@ func TestPlanUnsyncedReplicaDoesNotTakeOver(t *testing.T) {
 	}
 	v := view(st, synced, "a")
 	v.gone = func(Incarnation) bool { return false } // a is only out of reach
-	repairs, _ := plan(st, v, testParts, 100)
+	repairs, _, _ := plan(st, v, testParts, 100)
 	for _, r := range repairs {
 		if st.Parts[r.P].Owner == "a" {
 			t.Errorf("partition %d of unreachable a with an unsynced replica changed: %+v", r.P, r.To)
 		}
 	}
-	repairs, _ = plan(st, view(st, synced, "a"), testParts, 100) // a is gone
+	repairs, _, _ = plan(st, view(st, synced, "a"), testParts, 100) // a is gone
 	n := 0
 	for _, r := range repairs {
 		if st.Parts[r.P].Owner == "a" {
@@ -314,7 +314,7 @@ func TestPlanUnsyncedReplicaDoesNotTakeOver(t *testing.T) {
 	// take a missing report for a missing copy.
 	v = view(st, synced, "a")
 	v.informed = false
-	repairs, _ = plan(st, v, testParts, 100)
+	repairs, _, _ = plan(st, v, testParts, 100)
 	for _, r := range repairs {
 		if st.Parts[r.P].Owner == "a" {
 			t.Errorf("partition %d of gone a decided (%v) before its replica could report", r.P, r.To.Mode)
@@ -332,7 +332,7 @@ func TestPlanKeepRecordsPrevReplica(t *testing.T) {
 	if p < 0 {
 		t.Fatal("b replicates nothing")
 	}
-	repairs, _ := plan(st, view(st, synced, "b"), testParts, 100)
+	repairs, _, _ := plan(st, view(st, synced, "b"), testParts, 100)
 	var to Part
 	for _, r := range repairs {
 		if r.P == p {
@@ -347,7 +347,7 @@ func TestPlanKeepRecordsPrevReplica(t *testing.T) {
 	n := leaving.Nodes["b"]
 	n.Leaving = true
 	leaving.Nodes["b"] = n
-	repairs, _ = plan(leaving, view(leaving, lsynced), testParts, 100)
+	repairs, _, _ = plan(leaving, view(leaving, lsynced), testParts, 100)
 	for _, r := range repairs {
 		if r.P == p && r.To.Prev != "" {
 			t.Fatalf("replacing leaving replica b: %+v; want no previous replica", r.To)
@@ -355,34 +355,48 @@ func TestPlanKeepRecordsPrevReplica(t *testing.T) {
 	}
 	// The new replica is replaced in turn before the leader heard that it
 	// got its copy. It may have got it, and the owner may have granted
-	// since: b's copy is no longer known to be the latest, the new
-	// replica's is recorded (taken over from only if it reports a copy).
+	// since; or not, and b's copy is still the latest. The owner is asked
+	// which; then the copy it names is recorded (the new replica's is
+	// taken over from only if it reports a copy).
 	st.Parts[p] = to
 	delete(synced, p)
-	repairs, _ = plan(st, view(st, synced, "b", to.Replica), testParts, 100)
-	found := false
-	for _, r := range repairs {
-		if r.P != p {
-			continue
-		}
-		found = true
-		if !r.To.PrevIs(to.Replica, to.RNonce) || r.To.PEpoch != to.Epoch {
-			t.Fatalf("replacing the replica not known synced: %+v; want Prev %s at epoch %d", r.To, to.Replica, to.Epoch)
-		}
+	ck := checkOf(t, st, view(st, synced, "b", to.Replica), p)
+	if a := keep(st, p, ck.cur, ck.replica, true).To; !a.PrevIs(to.Replica, to.RNonce) || a.PEpoch != to.Epoch {
+		t.Fatalf("replacing a replica that held a copy: %+v; want Prev %s at epoch %d", a, to.Replica, to.Epoch)
 	}
-	if !found {
-		t.Fatal("the replica not known synced was not replaced")
+	if a := keep(st, p, ck.cur, ck.replica, false).To; !a.PrevIs("b", "b-1") || a.PEpoch != 100 {
+		t.Fatalf("replacing a replica that never held a copy: %+v; want Prev b at epoch 100", a)
 	}
 }
 
-// A takeover records the old owner as the previous copy; when the new
+// checkOf returns the check plan makes of partition p, failing t if it
+// makes none, or decides p without one.
+func checkOf(t *testing.T, st *State, v leaderView, p int) check {
+	t.Helper()
+	repairs, _, checks := plan(st, v, testParts, 100)
+	for _, r := range repairs {
+		if r.P == p {
+			t.Fatalf("partition %d decided without asking its owner: %+v", p, r.To)
+		}
+	}
+	for _, c := range checks {
+		if c.p == p {
+			return c
+		}
+	}
+	t.Fatalf("partition %d: no replica check", p)
+	return check{}
+}
+
+// A takeover records the old owner as the previous copy. When the new
 // owner's replica is replaced before the leader heard that it synced,
-// the old owner's copy may miss grants the new owner made at its epoch
-// (its replica acknowledged them): the replaced replica is recorded
-// instead, so the old owner cannot take over without them (found by
-// review: with the old owner kept, the owner's death before the next
-// replica synced gave the partition back to the old owner's copy).
-func TestPlanKeepAfterTakeoverForgetsTheOldOwner(t *testing.T) {
+// the owner is asked: if the replica held a copy, the old owner's copy
+// may miss grants the new owner made at its epoch, and the replica is
+// recorded instead, so the old owner cannot take over without them
+// (found by review). If it never held one, the old owner's copy is the
+// only complete one, and stays on record (found by the fault suite: it
+// was pushed off, and the partition lost).
+func TestPlanKeepAfterTakeoverAsksTheOwner(t *testing.T) {
 	st, synced := cluster("a", "b", "c", "d")
 	p := partWhere(st, func(cur Part) bool { return cur.Owner == "b" })
 	// b took over p from a (paused) at epoch 101; its replica c is now
@@ -395,17 +409,30 @@ func TestPlanKeepAfterTakeoverForgetsTheOldOwner(t *testing.T) {
 	st.Parts[p] = Part{Epoch: 101, Owner: "b", ONonce: "b-1", Replica: replica, RNonce: replica + "-1", Mode: Takeover, Prev: "a", PNonce: "a-1", PEpoch: 100}
 	delete(synced, p)
 	v := view(st, synced, replica)
-	repairs, _ := plan(st, v, testParts, 100)
-	for _, r := range repairs {
-		if r.P != p {
-			continue
-		}
-		if r.To.Mode != Keep || r.To.PrevIs("a", "a-1") {
-			t.Fatalf("replacing b's replica: %+v; want a keep that no longer names a's copy", r.To)
-		}
-		return
+	ck := checkOf(t, st, v, p)
+	if a := keep(st, p, ck.cur, ck.replica, true).To; a.Mode != Keep || a.PrevIs("a", "a-1") {
+		t.Fatalf("replacing b's replica that held a copy: %+v; want a keep that no longer names a's copy", a)
 	}
-	t.Fatal("b's unreachable replica was not replaced")
+	if a := keep(st, p, ck.cur, ck.replica, false).To; a.Mode != Keep || !a.PrevIs("a", "a-1") || a.PEpoch != 100 {
+		t.Fatalf("replacing b's replica that never held a copy: %+v; want a's copy kept on record", a)
+	}
+	// Once the owner froze the epoch, the partition moves on without
+	// asking again, even to the same replica, and keeps a's copy.
+	v = view(st, synced)
+	v.frozen = map[int]uint64{p: 101}
+	repairs, _, checks := plan(st, v, testParts, 100)
+	if len(checks) != 0 {
+		t.Fatalf("asked again after the owner froze the epoch: %v", checks)
+	}
+	for _, r := range repairs {
+		if r.P == p {
+			if r.To.Mode != Keep || r.To.Epoch != 102 || !r.To.PrevIs("a", "a-1") {
+				t.Fatalf("moving on from a frozen epoch: %+v; want a keep at 102 with a's copy on record", r.To)
+			}
+			return
+		}
+	}
+	t.Fatal("the frozen epoch was not moved on from")
 }
 
 // An owner that dies while its replica has no copy yet leaves the
@@ -421,7 +448,7 @@ func TestPlanPrevReplicaTakesOver(t *testing.T) {
 		return st, synced, map[int]uint64{0: 100}
 	}
 	decide := func(st *State, v leaderView) Part {
-		repairs, _ := plan(st, v, testParts, 100)
+		repairs, _, _ := plan(st, v, testParts, 100)
 		for _, r := range repairs {
 			if r.P == 0 {
 				return r.To
@@ -480,7 +507,7 @@ func TestPlanTakeoverRecordsTheOldOwner(t *testing.T) {
 			isGone := v.gone
 			v.gone = func(inc Incarnation) bool { return inc.ID != "a" && isGone(inc) } // a may come back
 		}
-		repairs, _ := plan(st, v, testParts, 100)
+		repairs, _, _ := plan(st, v, testParts, 100)
 		n := 0
 		for _, r := range repairs {
 			if st.Parts[r.P].Owner != "a" {
@@ -535,7 +562,7 @@ func TestPlanPicksOnlyFreshReplicas(t *testing.T) {
 	st, synced := cluster("a", "b", "c", "d")
 	v := view(st, synced, "a")
 	v.fresh = func(inc Incarnation) bool { return inc.ID != "a" && inc.ID != "d" }
-	repairs, _ := plan(st, v, testParts, 100)
+	repairs, _, _ := plan(st, v, testParts, 100)
 	if len(repairs) == 0 {
 		t.Fatal("nothing of a's was repaired")
 	}
@@ -554,7 +581,7 @@ func TestPlanMoveWaitsForTheReplicasCopy(t *testing.T) {
 	st, synced := cluster("a", "b", "c")
 	st.Nodes["d"] = Node{ID: "d", Nonce: "d-1"}
 	moved := func(synced map[int]uint64) int {
-		repairs, _ := plan(st, view(st, synced), testParts, 100)
+		repairs, _, _ := plan(st, view(st, synced), testParts, 100)
 		return len(repairs)
 	}
 	if moved(synced) == 0 {

@@ -290,3 +290,59 @@ func (d *Data) serveSeal(conn context.Context, _ peer.Method, payload []byte, re
 		reply(e.B, nil)
 	})
 }
+
+// serveReplaced answers the leader, which is about to replace partition
+// p's replica at epoch epoch while an older copy is on record (Part.Prev):
+// did that replica ever hold a full copy at this epoch? If it did, this
+// owner may have changed the partition since, with the replica's
+// acknowledgement, and the replica's copy is the one to record. If it did
+// not, this owner has changed nothing at this epoch (it serves nothing
+// without a synced replica), and it promises never to: the epoch is
+// frozen, so the older copy stays complete, and is recorded instead.
+// Without this the leader had to guess, and recorded the replica, whose
+// copy may never have existed: the fault suite found the only complete
+// copy pushed off the record that way, and the partition lost.
+func (d *Data) serveReplaced(conn context.Context, _ peer.Method, payload []byte, reply func([]byte, error)) {
+	dec := peer.Dec{B: payload}
+	p, epoch := int(dec.Uint()), dec.Uint()
+	if dec.End() != nil || p < 0 || p >= len(d.parts) {
+		reply(nil, peer.ErrMalformed)
+		return
+	}
+	d.mu.Lock()
+	st := d.state
+	d.mu.Unlock()
+	if !callerVoter(conn, st) {
+		// Only the leader asks, and a frozen epoch serves nothing until
+		// the next: nobody else may freeze one.
+		reply(nil, failure.Refuse(failure.Unspecified, "a replica check from a node that is not a voter"))
+		return
+	}
+	l := d.parts[p]
+	var (
+		copied bool
+		err    error
+	)
+	// The partition's mutex orders this after every operation that has
+	// begun, and before any copy is marked acknowledged.
+	d.set.With(p, func(t *locktable.Table, _ locktable.Time) *locktable.Table {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		switch {
+		case l.role != owner || l.epoch != epoch:
+			err = failure.Retry(failure.Moved, "not the owner of "+failure.Partition(p)+" at that epoch")
+		case l.copiedAt == epoch:
+			copied = true
+		default:
+			l.frozenAt = epoch
+		}
+		return t
+	})
+	if err != nil {
+		reply(nil, err)
+		return
+	}
+	var e peer.Enc
+	e.Bool(copied)
+	reply(e.B, nil)
+}

@@ -184,7 +184,10 @@ func (lk *link) collect(ps []int) (batch []sent, body []byte, copies []int) {
 	for _, p := range ps {
 		l := d.parts[p]
 		l.mu.Lock()
-		if l.role != owner || l.link != lk {
+		if l.role != owner || l.link != lk || l.frozenAt == l.epoch {
+			// A frozen epoch sends nothing: it never syncs its replica.
+			// What it recorded without one (expiries, claims) waits for
+			// the next epoch's full copy, which confirms it.
 			l.mu.Unlock()
 			continue
 		}
@@ -310,7 +313,7 @@ func (lk *link) snapshot(p int) error {
 	d.set.With(p, func(t *locktable.Table, now locktable.Time) *locktable.Table {
 		l.mu.Lock()
 		defer l.mu.Unlock()
-		if l.role != owner || l.link != lk {
+		if l.role != owner || l.link != lk || l.frozenAt == l.epoch {
 			return t
 		}
 		data, seq, epoch, ok = t.Snapshot(now), l.seq, l.epoch, true
@@ -345,8 +348,8 @@ func (lk *link) snapshot(p int) error {
 	}
 	var ready []confirm
 	l.mu.Lock()
-	if l.role == owner && l.epoch == epoch && l.link == lk {
-		l.synced = true
+	if l.role == owner && l.epoch == epoch && l.link == lk && l.frozenAt != epoch {
+		l.synced, l.copiedAt = true, epoch
 		ready = l.ack(seq)
 	}
 	l.mu.Unlock()

@@ -45,6 +45,10 @@ const (
 	Probe // is this session still attached to a live connection of yours?
 	Alive // do these sessions still exist?
 
+	// The data plane again (package replication); last, so that the ids
+	// above keep their values.
+	Replaced // leader -> owner: did the replica ever hold a copy at this epoch? if not, serve nothing more at it
+
 	endMethods
 )
 
@@ -52,6 +56,7 @@ var methodNames = [...]string{
 	"replicate", "snapshot", "seal", "heartbeat", "status",
 	"lock", "cancel", "unlock", "drop", "release", "token", "info", "held", "node-stat",
 	"attach", "detach", "set-timeout", "renew", "probe", "alive",
+	"replaced",
 }
 
 // Methods lists every declared method.
