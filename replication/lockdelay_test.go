@@ -9,6 +9,19 @@ import (
 	"github.com/elock/elock/testcluster/wait"
 )
 
+// lostPair starts a and b with lock-delay delay, partition 0 lost at
+// epoch, a its owner and b its replica, and returns that table once b
+// holds a's copy.
+func lostPair(t *testing.T, delay time.Duration, epoch uint64) (a, b *dataNode, st *State) {
+	t.Helper()
+	cfg := func(c *DataConfig) { c.LockDelay = delay }
+	a, b = startDataWith(t, "a", 1, cfg), startDataWith(t, "b", 1, cfg)
+	st = table(1, Part{Epoch: epoch, Owner: "a", ONonce: "a-1", Replica: "b", RNonce: "b-1", Mode: Lost, LostAt: epoch}, a, b)
+	applyAll(&State{}, st, a, b)
+	wait.For(t, 10*time.Second, "the replica to sync", func() bool { return a.data.Synced()[0] == epoch })
+	return a, b, st
+}
+
 // applyAll has every node take up st after prev.
 func applyAll(prev, st *State, nodes ...*dataNode) {
 	for _, n := range nodes {
@@ -23,13 +36,8 @@ func applyAll(prev, st *State, nodes ...*dataNode) {
 // owner then reports the loss's delay over by the loss's epoch.
 func TestALockDelayOutlivesMoves(t *testing.T) {
 	// Long enough that the checks right after each step fall inside it.
-	delay := func(c *DataConfig) { c.LockDelay = 3 * time.Second }
-	a, b := startDataWith(t, "a", 1, delay), startDataWith(t, "b", 1, delay)
-	lost := Part{Epoch: 1, Owner: "a", ONonce: "a-1", Replica: "b", RNonce: "b-1", Mode: Lost, LostAt: 1}
-	st1 := table(1, lost, a, b)
-	applyAll(&State{}, st1, a, b)
-	wait.For(t, 10*time.Second, "the replica to sync", func() bool { return a.data.Synced()[0] == 1 })
-	kept := table(2, keep(st1, 0, lost, "b", true).To, a, b)
+	a, b, st1 := lostPair(t, 3*time.Second, 1)
+	kept := table(2, keep(st1, 0, st1.Parts[0], "b", true).To, a, b)
 	applyAll(st1, kept, a, b)
 	wait.For(t, 10*time.Second, "the replica to sync again", func() bool { return a.data.Synced()[0] == 2 })
 	handed := table(3, move(kept, 0, kept.Parts[0], "b", "a", Handover).To, a, b)
@@ -47,12 +55,7 @@ func TestALockDelayOutlivesMoves(t *testing.T) {
 // Once an owner has waited out a loss's lock-delay it reports the loss,
 // and the table's settling it does not start the delay again.
 func TestSettlingEndsTheLockDelay(t *testing.T) {
-	short := func(c *DataConfig) { c.LockDelay = 200 * time.Millisecond }
-	a, b := startDataWith(t, "a", 1, short), startDataWith(t, "b", 1, short)
-	lost := Part{Epoch: 5, Owner: "a", ONonce: "a-1", Replica: "b", RNonce: "b-1", Mode: Lost, LostAt: 5}
-	st1 := table(1, lost, a, b)
-	applyAll(&State{}, st1, a, b)
-	wait.For(t, 10*time.Second, "the replica to sync", func() bool { return a.data.Synced()[0] == 5 })
+	a, b, st1 := lostPair(t, 200*time.Millisecond, 5)
 	wait.For(t, 10*time.Second, "the lock-delay to be reported over", func() bool { return a.data.DelayOver()[0] == 5 })
 	settled, changed := st1.Apply(2, Command{Settle: []Settled{{P: 0, Epoch: 5}}})
 	if len(changed) != 1 {

@@ -239,30 +239,38 @@ func callerVoter(conn context.Context, st *State) bool {
 	return !ok || st.Names(names, func(n Node) bool { return n.Voter })
 }
 
-// serveSeal stops partition p from serving here ahead of a hand-over,
-// waits until its replica has acknowledged everything, and returns the
-// last acknowledged position. If no new epoch comes, it serves again
-// after SealHold.
-func (d *Data) serveSeal(conn context.Context, _ peer.Method, payload []byte, reply func([]byte, error)) {
+// fromLeader reads the partition and epoch of a request that only the
+// leader makes (what names it), and refuses it from anyone else. The
+// data plane does not track which voter leads; a voter is a node the
+// table trusts with the control plane already. A seal holds a partition
+// down and a replica check freezes an epoch: nobody else may do either.
+func (d *Data) fromLeader(conn context.Context, payload []byte, what string) (p int, epoch uint64, err error) {
 	dec := peer.Dec{B: payload}
-	p, epoch := int(dec.Uint()), dec.Uint()
+	p, epoch = int(dec.Uint()), dec.Uint()
 	if dec.End() != nil || p < 0 || p >= len(d.parts) {
-		reply(nil, peer.ErrMalformed)
-		return
+		return 0, 0, peer.ErrMalformed
 	}
 	d.mu.Lock()
 	st := d.state
 	d.mu.Unlock()
 	if !callerVoter(conn, st) {
-		// Only the leader seals, and the leader is a voter. The data plane
-		// does not track which voter leads; a voter is a node the table
-		// trusts with the control plane already.
-		reply(nil, failure.Refuse(failure.Unspecified, "a seal from a node that is not a voter"))
+		return 0, 0, failure.Refuse(failure.Unspecified, what+" from a node that is not a voter")
+	}
+	return p, epoch, nil
+}
+
+// serveSeal stops partition p from serving here ahead of a hand-over,
+// waits until its replica has acknowledged everything, and returns the
+// last acknowledged position. If no new epoch comes, it serves again
+// after SealHold.
+func (d *Data) serveSeal(conn context.Context, _ peer.Method, payload []byte, reply func([]byte, error)) {
+	p, epoch, err := d.fromLeader(conn, payload, "a seal")
+	if err != nil {
+		reply(nil, err)
 		return
 	}
 	l := d.parts[p]
 	var seq, pos uint64
-	var err error
 	// Taking the partition's mutex orders the seal after every operation
 	// that has already begun.
 	d.set.With(p, func(t *locktable.Table, _ locktable.Time) *locktable.Table {
@@ -303,26 +311,13 @@ func (d *Data) serveSeal(conn context.Context, _ peer.Method, payload []byte, re
 // copy may never have existed: the fault suite found the only complete
 // copy pushed off the record that way, and the partition lost.
 func (d *Data) serveReplaced(conn context.Context, _ peer.Method, payload []byte, reply func([]byte, error)) {
-	dec := peer.Dec{B: payload}
-	p, epoch := int(dec.Uint()), dec.Uint()
-	if dec.End() != nil || p < 0 || p >= len(d.parts) {
-		reply(nil, peer.ErrMalformed)
-		return
-	}
-	d.mu.Lock()
-	st := d.state
-	d.mu.Unlock()
-	if !callerVoter(conn, st) {
-		// Only the leader asks, and a frozen epoch serves nothing until
-		// the next: nobody else may freeze one.
-		reply(nil, failure.Refuse(failure.Unspecified, "a replica check from a node that is not a voter"))
+	p, epoch, err := d.fromLeader(conn, payload, "a replica check")
+	if err != nil {
+		reply(nil, err)
 		return
 	}
 	l := d.parts[p]
-	var (
-		copied bool
-		err    error
-	)
+	var copied bool
 	// The partition's mutex orders this after every operation that has
 	// begun, and before any copy is marked acknowledged.
 	d.set.With(p, func(t *locktable.Table, _ locktable.Time) *locktable.Table {
