@@ -2,6 +2,7 @@ package locktable_test
 
 import (
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"reflect"
 	"testing"
@@ -702,6 +703,7 @@ func TestStatusString(t *testing.T) {
 		locktable.TooManyWaiters: "too_many_waiters", locktable.Unlocked: "unlocked",
 		locktable.NotYours: "not_yours", locktable.NotLocked: "not_locked",
 		locktable.Status(0): "", locktable.Status(200): "status?",
+		locktable.NotLocked + 1: "status?", // the first past the names
 	}
 	for s, w := range want {
 		if s.String() != w {
@@ -1128,5 +1130,107 @@ func TestBoundedReleasesAtRandomEpochs(t *testing.T) {
 				t.Fatalf("seed %d step %d: %v", seed, step, err)
 			}
 		}
+	}
+}
+
+// The highest epoch tokens can carry is accepted; one above it is not.
+func TestSetEpochBounds(t *testing.T) {
+	tb := locktable.New(1, defaultLimits, false)
+	if err := tb.SetEpoch(locktable.MaxEpoch + 1); !errors.Is(err, locktable.ErrEpochRange) {
+		t.Fatalf("SetEpoch(MaxEpoch+1) = %v, want ErrEpochRange", err)
+	}
+	if err := tb.SetEpoch(locktable.MaxEpoch); err != nil {
+		t.Fatalf("SetEpoch(MaxEpoch) = %v", err)
+	}
+	r, _, err := tb.Lock(0, "s", []byte("x"), 0, 0)
+	if err != nil || r.Token != locktable.MaxEpoch<<32|1 {
+		t.Fatalf("grant at the last epoch: %+v, %v", r, err)
+	}
+	if err := tb.SetEpoch(locktable.MaxEpoch); !errors.Is(err, locktable.ErrStaleEpoch) {
+		t.Fatalf("SetEpoch of the current epoch = %v, want ErrStaleEpoch", err)
+	}
+}
+
+// What falls due at one instant is reported in a fixed order, waiters by
+// id and sessions by id, whatever order they were made in: two tables fed
+// the same calls report the same effects, and replicas of a table agree.
+func TestTickOrdersTies(t *testing.T) {
+	tb := locktable.New(1, locktable.Limits{MaxWaiters: 8, DefaultTimeout: time.Second}, false)
+	tb.Lock(0, "holder", []byte("x"), 0, 0)
+	for _, w := range []locktable.WaiterID{5, 2, 9, 1} {
+		if r, _, _ := tb.Lock(0, fmt.Sprint("w", w), []byte("x"), w, 10); r.Status != locktable.Queued {
+			t.Fatalf("waiter %d: %v", w, r.Status)
+		}
+	}
+	for _, s := range []string{"s3", "s1", "s2"} {
+		a, _, _ := tb.Attach(0, s, "h")
+		tb.Detach(int64(10-time.Second), s, a.Epoch) // all expire at 10
+	}
+	var got []string
+	for _, e := range tb.Tick(10) {
+		switch e.Kind {
+		case locktable.WaiterTimedOut:
+			got = append(got, fmt.Sprint("waiter ", e.Waiter))
+		case locktable.SessionExpired:
+			got = append(got, "session "+e.Session)
+		}
+	}
+	want := "[waiter 1 waiter 2 waiter 5 waiter 9 session s1 session s2 session s3]"
+	if fmt.Sprint(got) != want {
+		t.Fatalf("tick reported %v, want %s", got, want)
+	}
+}
+
+// The questions a mesh owner asks before it acts on a session's request:
+// which of its locks a resume would raise (HeldBelow), whether a later
+// attachment was told of a grant (HeldAfter), and whether a grant under
+// the id belongs to an earlier session that expired (Leftover). Each
+// bound is tested at the epoch itself, where an off-by-one would release
+// a live session's lock or keep an ended one's.
+func TestEpochQuestions(t *testing.T) {
+	tb := locktable.New(1, defaultLimits, false)
+	for _, l := range []struct {
+		name  string
+		epoch uint64
+	}{{"a", 3}, {"b", 5}, {"c", 7}} {
+		if r, _, _ := tb.LockAt(0, "s", l.epoch, []byte(l.name), 0, 0); r.Status != locktable.Granted {
+			t.Fatalf("lock %s: %v", l.name, r.Status)
+		}
+	}
+	for _, tc := range []struct {
+		born, epoch uint64
+		want        int
+	}{
+		{0, 0, 0}, {0, 3, 0}, {0, 4, 1}, {3, 5, 1}, {3, 6, 2}, {4, 6, 1}, {5, 8, 2}, {7, 8, 1}, {8, 100, 0},
+	} {
+		if n := tb.HeldBelow("s", tc.born, tc.epoch); n != tc.want {
+			t.Errorf("HeldBelow(born %d, epoch %d) = %d, want %d", tc.born, tc.epoch, n, tc.want)
+		}
+	}
+	if n := tb.HeldBelow("other", 0, 100); n != 0 {
+		t.Errorf("HeldBelow of a session with nothing here = %d", n)
+	}
+	for _, tc := range []struct {
+		session, name string
+		epoch         uint64
+		after         bool
+		leftoverBorn  uint64
+		leftover      bool
+	}{
+		{"s", "b", 4, true, 5, false},
+		{"s", "b", 5, false, 6, true},
+		{"s", "b", 6, false, 4, false},
+		{"t", "b", 0, false, 9, false}, // another session's grant
+		{"s", "z", 0, false, 9, false}, // not held
+	} {
+		if got := tb.HeldAfter(tc.session, []byte(tc.name), tc.epoch); got != tc.after {
+			t.Errorf("HeldAfter(%s, %s, %d) = %v, want %v", tc.session, tc.name, tc.epoch, got, tc.after)
+		}
+		if got := tb.Leftover(tc.session, tc.leftoverBorn, []byte(tc.name)); got != tc.leftover {
+			t.Errorf("Leftover(%s, born %d, %s) = %v, want %v", tc.session, tc.leftoverBorn, tc.name, got, tc.leftover)
+		}
+	}
+	if !tb.Locked([]byte("a")) || tb.Locked([]byte("z")) {
+		t.Error("Locked does not say which names are held")
 	}
 }

@@ -169,6 +169,7 @@ func TestCommandString(t *testing.T) {
 		wire.UnlockAll: "unlock_all", wire.ConnID: "conn_id", wire.SetTimeout: "set_timeout",
 		wire.Quit: "quit", wire.Stats: "stats", wire.Token: "token", wire.Info: "info",
 		wire.Session: "session", wire.Members: "members", wire.Where: "where",
+		wire.Auth: "auth", wire.Auth + 1: "unknown", // the first past the names
 		wire.Command(200): "unknown",
 	}
 	for c, s := range want {
@@ -217,6 +218,14 @@ func TestParseUint(t *testing.T) {
 		{"5\r", 10, 0, false},
 		{"abc", 10, 0, false},
 		{"٣", 10, 0, false}, // a non-ASCII digit
+		// Bytes below '0', where the maximum is far above what one
+		// such byte would add if taken for a digit ("-1" as 253*10+1).
+		{"-1", maxU, 0, false},
+		{"1-", maxU, 0, false},
+		{"/", maxU, 0, false},
+		{"1 2", maxU, 0, false},
+		{"\x00", maxU, 0, false},
+		{"1:", maxU, 0, false}, // ':' is the byte after '9'
 
 		// max smaller than one digit.
 		{"0", 0, 0, true},

@@ -47,6 +47,8 @@ func TestAnyNodeSameAnswers(t *testing.T) {
 				"lock":             `400 Unknown command: "lock"`,
 				"lock a b c":       `400 Unknown command: "lock"`,
 				"lock a x":         "400 bad wait: want whole seconds from 0 to 86400",
+				"lock a -1":        "400 bad wait: want whole seconds from 0 to 86400",
+				"set_timeout -1":   "400 bad timeout: want whole milliseconds from 0 to 300000",
 				"set_timeout x":    "400 bad timeout: want whole milliseconds from 0 to 300000",
 				"set_timeout 5000": "200 timeout set",
 			} {
