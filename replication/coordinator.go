@@ -317,7 +317,7 @@ func (c *Control) settle(st *State) error {
 	c.mu.Lock()
 	var cmd Command
 	for p, ep := range c.delayOver {
-		if pt := st.Part(p); pt.LostAt == ep && ep != 0 && !pt.Settled {
+		if st.Part(p).UnsettledLoss(ep) {
 			cmd.Settle = append(cmd.Settle, Settled{P: p, Epoch: ep})
 		}
 		delete(c.delayOver, p)

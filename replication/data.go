@@ -452,11 +452,20 @@ func failConfirms(cs []confirm, err error) {
 // replica (or alone) and those it replicates with a full copy, for the
 // leader's decisions: only a replica with a full copy may take over.
 func (d *Data) Synced() map[int]uint64 {
+	return d.report(func(l *local) (uint64, bool) {
+		return l.epoch, l.role == owner && (l.synced || l.alone) || l.role == replica && l.rsynced
+	})
+}
+
+// report lists, by the epoch f gives, the partitions for which f, called
+// under the partition's lock, reports true: what a heartbeat tells the
+// leader.
+func (d *Data) report(f func(l *local) (uint64, bool)) map[int]uint64 {
 	out := make(map[int]uint64)
 	for _, l := range d.parts {
 		l.mu.Lock()
-		if l.role == owner && (l.synced || l.alone) || l.role == replica && l.rsynced {
-			out[l.id] = l.epoch
+		if ep, ok := f(l); ok {
+			out[l.id] = ep
 		}
 		l.mu.Unlock()
 	}
@@ -467,30 +476,16 @@ func (d *Data) Synced() map[int]uint64 {
 // served at their current epoch (serveReplaced): the leader moves each to
 // a new one, even if the one that asked for it never did.
 func (d *Data) Frozen() map[int]uint64 {
-	out := make(map[int]uint64)
-	for _, l := range d.parts {
-		l.mu.Lock()
-		if l.role == owner && l.frozenAt == l.epoch {
-			out[l.id] = l.epoch
-		}
-		l.mu.Unlock()
-	}
-	return out
+	return d.report(func(l *local) (uint64, bool) { return l.epoch, l.role == owner && l.frozenAt == l.epoch })
 }
 
 // DelayOver lists, by the epoch of their last loss, the partitions owned
 // here whose loss is not settled and whose lock-delay has passed here.
 func (d *Data) DelayOver() map[int]uint64 {
-	out := make(map[int]uint64)
 	now := time.Now()
-	for _, l := range d.parts {
-		l.mu.Lock()
-		if l.role == owner && l.part.LostAt != 0 && !l.part.Settled && !now.Before(l.delayUntil) {
-			out[l.id] = l.part.LostAt
-		}
-		l.mu.Unlock()
-	}
-	return out
+	return d.report(func(l *local) (uint64, bool) {
+		return l.part.LostAt, l.role == owner && l.part.UnsettledLoss(l.part.LostAt) && !now.Before(l.delayUntil)
+	})
 }
 
 // InLockDelay reports whether partition p is owned here and still in the

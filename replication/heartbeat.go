@@ -149,7 +149,7 @@ func (c *Control) note(st *State, inc Incarnation, synced, over, frozen map[int]
 	for p, ep := range over {
 		// Only the owner can say the lock-delay of the partition's last
 		// loss is over: any owner that has waited it out since the loss.
-		if part := st.Part(p); part.OwnedBy(inc.ID, inc.Nonce) && part.LostAt == ep && ep != 0 && !part.Settled {
+		if part := st.Part(p); part.OwnedBy(inc.ID, inc.Nonce) && part.UnsettledLoss(ep) {
 			c.delayOver[p] = ep
 		}
 	}

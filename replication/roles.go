@@ -180,7 +180,7 @@ func (d *Data) becomeOwner(l *local, t *locktable.Table, prev, cur Part, alone b
 	// a keep or a hand-over after the loss carries it (found by the fault
 	// suite: a hand-over dropped it, and its new owner granted a lock
 	// still held from before the loss).
-	if cur.LostAt != 0 && !cur.Settled && !(stillOwner && prev.LostAt == cur.LostAt) {
+	if cur.UnsettledLoss(cur.LostAt) && !(stillOwner && prev.LostAt == cur.LostAt) {
 		delay = true
 	}
 	if delay {

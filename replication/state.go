@@ -109,6 +109,12 @@ func (p Part) PrevIs(id, nonce string) bool {
 	return p.Prev != "" && p.Prev == id && p.PNonce == nonce
 }
 
+// UnsettledLoss reports whether the partition's last loss was at epoch ep
+// (not 0: never lost) and its lock-delay has not been waited out yet:
+// every owner since serves it behind the delay, and a settle of ep is
+// news.
+func (p Part) UnsettledLoss(ep uint64) bool { return ep != 0 && p.LostAt == ep && !p.Settled }
+
 // OwnedBy reports whether incarnation (id, nonce) owns the partition.
 func (p Part) OwnedBy(id, nonce string) bool { return p.Owner == id && p.ONonce == nonce }
 
@@ -263,7 +269,7 @@ func (s *State) Apply(index uint64, c Command) (*State, []int) {
 		}
 	case c.Settle != nil:
 		for _, st := range c.Settle {
-			if st.P >= 0 && st.P < len(n.Parts) && n.Parts[st.P].LostAt == st.Epoch && st.Epoch != 0 && !n.Parts[st.P].Settled {
+			if st.P >= 0 && st.P < len(n.Parts) && n.Parts[st.P].UnsettledLoss(st.Epoch) {
 				n.Parts[st.P].Settled = true
 				changed = append(changed, st.P)
 			}
