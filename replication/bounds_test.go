@@ -111,6 +111,37 @@ func TestAHeartbeatCountsOnlyForItsSendersRoles(t *testing.T) {
 	}
 }
 
+// A node that restarted is a new incarnation with an empty table: its
+// heartbeat counts for none of the roles its old incarnation had. Taken
+// for them, its word would make a replica without a copy look synced (and
+// take over), a previous copy look kept, or end a lock-delay it never
+// waited out.
+func TestAHeartbeatOfANewIncarnationCountsForNoneOfTheOld(t *testing.T) {
+	c := &Control{leading: true, heard: map[Incarnation]time.Time{}, synced: map[int]uint64{},
+		prevSynced: map[int]uint64{}, delayOver: map[int]uint64{}, frozen: map[int]uint64{}}
+	st := &State{
+		Parts: []Part{
+			{Epoch: 3, Owner: "a", ONonce: "a1", Replica: "b", RNonce: "b1", Mode: Lost, LostAt: 3},
+			{Epoch: 5, Owner: "b", ONonce: "b1", Replica: "a", RNonce: "a1", Mode: Keep},
+			{Epoch: 7, Owner: "b", ONonce: "b1", Replica: "c", RNonce: "c1", Mode: Keep, Prev: "a", PNonce: "a1", PEpoch: 6},
+		},
+		Nodes: map[string]Node{"a": {ID: "a", Nonce: "a2"}, "b": {ID: "b", Nonce: "b1"}, "c": {ID: "c", Nonce: "c1"}},
+	}
+	a2 := Incarnation{ID: "a", Nonce: "a2"}
+	c.note(st, a2, map[int]uint64{0: 3, 1: 5, 2: 6}, map[int]uint64{0: 3}, map[int]uint64{0: 3})
+	if len(c.synced) != 0 || len(c.prevSynced) != 0 || len(c.delayOver) != 0 || len(c.frozen) != 0 {
+		t.Fatalf("the new incarnation's report counted for the old one's roles: synced %v prev %v delay over %v frozen %v",
+			c.synced, c.prevSynced, c.delayOver, c.frozen)
+	}
+	// The old incarnation's own (late) report still counts: it did hold
+	// those roles.
+	a1 := Incarnation{ID: "a", Nonce: "a1"}
+	c.note(st, a1, map[int]uint64{0: 3, 1: 5, 2: 6}, map[int]uint64{0: 3}, map[int]uint64{0: 3})
+	if c.synced[0] != 3 || c.synced[1] != 5 || c.prevSynced[2] != 6 || c.delayOver[0] != 3 || c.frozen[0] != 3 {
+		t.Fatalf("the old incarnation's report: synced %v prev %v delay over %v frozen %v", c.synced, c.prevSynced, c.delayOver, c.frozen)
+	}
+}
+
 // With peer TLS, a heartbeat counts only from the node it is for: one
 // node renewing another's lease, or reporting on its partitions, is
 // refused before anything is noted. Without TLS nobody's identity is

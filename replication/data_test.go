@@ -809,3 +809,47 @@ func TestAFrozenEpochNeverSyncs(t *testing.T) {
 		t.Fatalf("a grant at the next epoch: %v", err)
 	}
 }
+
+// A node that restarted is a new incarnation: it takes up no role of
+// its old one, whose table it no longer has. Owning the old incarnation's
+// partitions it would serve an empty table, granting locks others hold
+// (the boot nonce in OwnedBy); as their replica it would take copies
+// meant for the old one (ReplicatedBy). The leader's side of the same
+// rule: TestAHeartbeatOfANewIncarnationCountsForNoneOfTheOld.
+func TestARestartedNodeTakesNoRoleOfItsOldIncarnation(t *testing.T) {
+	a := startDataWith(t, "a", 1, func(c *DataConfig) { c.Self.Nonce = "a-2" })
+	a.inc.Nonce = "a-2"
+	for _, tc := range []struct {
+		name string
+		part Part
+	}{
+		{"owner", Part{Epoch: 1, Owner: "a", ONonce: "a-1", Replica: "b", RNonce: "b-1", Mode: Fresh}},
+		{"replica", Part{Epoch: 2, Owner: "b", ONonce: "b-1", Replica: "a", RNonce: "a-1", Mode: Keep}},
+		{"previous copy", Part{Epoch: 3, Owner: "b", ONonce: "b-1", Replica: "c", RNonce: "c-1", Mode: Keep, Prev: "a", PNonce: "a-1", PEpoch: 2}},
+	} {
+		st := table(uint64(tc.part.Epoch), tc.part, a)
+		a.data.Apply(&State{}, st, []int{0})
+		if _, ok := a.data.OwnedSince(0); ok {
+			t.Errorf("%s: the new incarnation owns its old one's partition", tc.name)
+		}
+		if err := a.data.Admit(0, partition.Grant); err == nil {
+			t.Errorf("%s: the new incarnation admits a grant", tc.name)
+		}
+		if ep, ok := a.data.Synced()[0]; ok {
+			t.Errorf("%s: the new incarnation reports a copy at epoch %d", tc.name, ep)
+		}
+		l := a.data.parts[0]
+		l.mu.Lock()
+		r := l.role
+		l.mu.Unlock()
+		if r != none {
+			t.Errorf("%s: the new incarnation took up the role %v", tc.name, r)
+		}
+	}
+	// The same partitions, given to this incarnation, are taken up.
+	st := table(9, Part{Epoch: 9, Owner: "a", ONonce: "a-2", Mode: Fresh}, a)
+	a.data.Apply(&State{}, st, []int{0})
+	if since, ok := a.data.OwnedSince(0); !ok || since != 9 {
+		t.Fatalf("this incarnation's own partition: since %d, %v", since, ok)
+	}
+}

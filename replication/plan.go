@@ -159,10 +159,24 @@ func plan(st *State, v leaderView, partitions, maxMoves int) (repairs []Assignme
 	// each needless keep can push a complete previous copy off the record
 	// (found by the fault suite: a paused node picked and replaced within
 	// 100 ms made a copy-less node the previous copy).
-	pick := func(d ring.Assignment, owner string) string {
-		for _, id := range append([]string{d.Replica, d.Owner}, v.usable...) {
-			if id != "" && id != owner && usable[id] && v.fresh(incOf(id)) {
-				return id
+	//
+	// A replica replaced while an older copy stays on record (Part.Prev,
+	// given as avoid) is picked beside that copy, not on it: a node made
+	// the replica drops the copy it held to take the owner's new one, and
+	// if the owner died before that arrived, the partition would be lost
+	// while a complete copy had just existed (found by review). Only when
+	// no other node is fresh (a small cluster) is it picked after all:
+	// refusing would leave the owner without a replica, serving nothing,
+	// for as long as the cluster stays that small.
+	pick := func(d ring.Assignment, owner, avoid string) string {
+		for _, skip := range []string{avoid, ""} {
+			for _, id := range append([]string{d.Replica, d.Owner}, v.usable...) {
+				if id != "" && id != owner && id != skip && usable[id] && v.fresh(incOf(id)) {
+					return id
+				}
+			}
+			if avoid == "" {
+				break
 			}
 		}
 		return ""
@@ -192,11 +206,19 @@ func plan(st *State, v leaderView, partitions, maxMoves int) (repairs []Assignme
 			// copy to an informed leader has none.
 			prevMayHold := cur.Prev != "" && !isSynced && !v.gone(prev) &&
 				!(v.informed && v.alive(prev) && v.prevSynced[p] != cur.PEpoch)
-			replicaNeverSynced := prevMayHold && replicaAlive && v.informed && v.reportedAfter(Incarnation{cur.Replica, cur.RNonce}, Incarnation{cur.Owner, cur.ONonce})
+			// An epoch its owner froze is known never to have synced its
+			// replica, alive or not (the owner said so, and serves nothing
+			// more at it; see Data.serveReplaced): the previous copy is the
+			// latest. Without this, an owner that died after freezing, with
+			// its replica dead too, had its partition declared lost while
+			// the previous copy survived (found by review).
+			frozen := v.frozen[p] == cur.Epoch
+			replicaNeverSynced := prevMayHold && (frozen ||
+				replicaAlive && v.informed && v.reportedAfter(Incarnation{cur.Replica, cur.RNonce}, Incarnation{cur.Owner, cur.ONonce}))
 			prevHasState := replicaNeverSynced && current(cur.Prev, cur.PNonce) && v.alive(prev) && v.prevSynced[p] == cur.PEpoch
 			switch {
 			case replicaHasState:
-				a := move(st, p, cur, cur.Replica, pick(d, cur.Replica), Takeover)
+				a := move(st, p, cur, cur.Replica, pick(d, cur.Replica, ""), Takeover)
 				// The old owner, if it may come back with its state (a pause,
 				// a network partition), holds a full copy too: keep it on
 				// record as the previous copy, so that if the new owner dies
@@ -211,9 +233,9 @@ func plan(st *State, v leaderView, partitions, maxMoves int) (repairs []Assignme
 				}
 				repairs = append(repairs, a)
 			case prevHasState:
-				repairs = append(repairs, move(st, p, cur, cur.Prev, pick(d, cur.Prev), Takeover))
-			case v.gone(Incarnation{cur.Owner, cur.ONonce}) && noCopy && !(prevMayHold && replicaAlive):
-				repairs = append(repairs, move(st, p, cur, d.Owner, pick(d, d.Owner), Lost))
+				repairs = append(repairs, move(st, p, cur, cur.Prev, pick(d, cur.Prev, ""), Takeover))
+			case v.gone(Incarnation{cur.Owner, cur.ONonce}) && noCopy && !(prevMayHold && (replicaAlive || frozen)):
+				repairs = append(repairs, move(st, p, cur, d.Owner, pick(d, d.Owner, ""), Lost))
 			default:
 				// The only full copy is out of reach but may come back
 				// with its state (a network partition, a pause): refuse
@@ -223,13 +245,13 @@ func plan(st *State, v leaderView, partitions, maxMoves int) (repairs []Assignme
 			// The owner will serve nothing more at this epoch, and its
 			// replica never held a copy at it: move on, to the same replica
 			// if need be (the leader that asked may have failed to).
-			if r := pick(d, cur.Owner); r != "" {
+			if r := pick(d, cur.Owner, cur.Prev); r != "" {
 				repairs = append(repairs, keep(st, p, cur, r, false))
 			}
 		case !replicaOK || st.Nodes[cur.Replica].Leaving:
 			// The same node id may come back as a new incarnation: that is
 			// a new replica too, and needs its own epoch and copy.
-			if r := pick(d, cur.Owner); r != "" && (r != cur.Replica || st.Nodes[r].Nonce != cur.RNonce) {
+			if r := pick(d, cur.Owner, cur.Prev); r != "" && (r != cur.Replica || st.Nodes[r].Nonce != cur.RNonce) {
 				if cur.Replica != "" && cur.Prev != "" && !isSynced {
 					// Which copy to record, the replica's or the older
 					// one: the owner knows (see keep).
@@ -251,7 +273,7 @@ func plan(st *State, v leaderView, partitions, maxMoves int) (repairs []Assignme
 				repairs = append(repairs, keep(st, p, cur, target, true))
 				moves++
 			case isSynced:
-				next := pick(d, target)
+				next := pick(d, target, "")
 				if !st.Nodes[cur.Owner].Leaving && (d.Replica == cur.Owner || d.Replica == "" || !usable[d.Replica]) {
 					next = cur.Owner
 				}

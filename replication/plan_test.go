@@ -1,6 +1,7 @@
 package replication
 
 import (
+	"maps"
 	"reflect"
 	"slices"
 	"testing"
@@ -601,5 +602,252 @@ func TestPlanMoveWaitsForTheReplicasCopy(t *testing.T) {
 	}
 	if moved(synced) == 0 {
 		t.Fatal("once the replicas are synced nothing moved")
+	}
+}
+
+// A replica that restarted (same id, new boot nonce) holds no copy: it is
+// replaced, by its new incarnation if the placement still wants it, which
+// then gets a copy of its own. Taken for the replica it was, it would be
+// left in place, reported synced by nobody, and the partition would have
+// no copy beside its owner's.
+func TestPlanReassignsARestartedReplica(t *testing.T) {
+	st, synced := cluster("a", "b", "c")
+	st.Nodes["b"] = Node{ID: "b", Nonce: "b-2"}
+	repairs, _, _ := plan(st, view(st, synced), testParts, 100)
+	got := map[int]Part{}
+	for _, r := range repairs {
+		got[r.P] = r.To
+	}
+	n := 0
+	for p, cur := range st.Parts {
+		if cur.Replica != "b" {
+			continue
+		}
+		n++
+		to, ok := got[p]
+		switch {
+		case !ok:
+			t.Errorf("partition %d keeps the old incarnation of b as its replica", p)
+		case to.Mode != Keep || to.Owner != cur.Owner:
+			t.Errorf("partition %d: %+v, want its owner to keep it with a new replica", p, to)
+		case to.Replica == "b" && to.RNonce != "b-2":
+			t.Errorf("partition %d: replica b with nonce %s, want b-2", p, to.RNonce)
+		}
+	}
+	if n == 0 {
+		t.Fatal("b replicates nothing")
+	}
+}
+
+// The previous copy, once gone for good, no longer holds back a loss:
+// with the owner gone too and the replica alive without a copy, nothing
+// survived, and the partition is lost (behind a lock-delay) rather than
+// refused for ever.
+func TestPlanGonePrevDoesNotBlockTheLoss(t *testing.T) {
+	st, synced := cluster("a", "b", "c", "d", "e")
+	p := partWhere(st, func(cur Part) bool { return cur.Owner == "a" })
+	cur := st.Parts[p]
+	prev := "b"
+	if cur.Replica == prev {
+		prev = "c"
+	}
+	st.Parts[p].Prev, st.Parts[p].PNonce, st.Parts[p].PEpoch = prev, prev+"-1", 99
+	delete(synced, p) // the replica never got its copy
+	for _, tc := range []struct {
+		dead []string
+		want Mode
+	}{
+		{[]string{"a", prev}, Lost}, // owner and previous copy gone
+		{[]string{"a"}, Takeover},   // the previous copy takes over (prevSynced below)
+	} {
+		v := view(st, synced, tc.dead...)
+		v.prevSynced = map[int]uint64{p: 99}
+		repairs, _, _ := plan(st, v, testParts, 100)
+		var to *Part
+		for _, r := range repairs {
+			if r.P == p {
+				to = &r.To
+			}
+		}
+		switch {
+		case to == nil:
+			t.Errorf("dead %v: partition %d (owner a, replica %s, previous %s) undecided, want %v", tc.dead, p, cur.Replica, prev, tc.want)
+		case to.Mode != tc.want:
+			t.Errorf("dead %v: partition %d: %+v, want %v", tc.dead, p, *to, tc.want)
+		}
+	}
+}
+
+// A leaving owner hands its partition over and is not made the new
+// owner's replica: it takes any copy away with it. With no other node
+// usable, the new owner starts without a replica.
+func TestPlanLeavingOwnerIsNotTheNextReplica(t *testing.T) {
+	st, synced := cluster("a", "b")
+	st.Nodes["a"] = Node{ID: "a", Nonce: "a-1", Leaving: true}
+	_, handovers, _ := plan(st, view(st, synced), testParts, 100)
+	if len(handovers) == 0 {
+		t.Fatal("a leaving owner hands nothing over")
+	}
+	for _, h := range handovers {
+		if h.next == "a" {
+			t.Errorf("partition %d handed to %s with the leaving a as its replica", h.p, h.to)
+		}
+	}
+	// Not leaving, an owner the placement moves away from stays on as
+	// the replica when no other node is usable.
+	st, synced = cluster("a", "b")
+	v := view(st, synced)
+	v.usable = []string{"b"}
+	_, handovers, _ = plan(st, v, testParts, 100)
+	n := 0
+	for _, h := range handovers {
+		if h.cur.Owner == "a" {
+			n++
+			if h.next != "a" {
+				t.Errorf("partition %d: next replica %q, want the old owner a", h.p, h.next)
+			}
+		}
+	}
+	if n == 0 {
+		t.Fatal("nothing moved off a")
+	}
+}
+
+// A replica other than the placement's is moved there only once it is
+// synced: moving it earlier would replace the only copy beside the
+// owner's with one that has nothing yet.
+func TestPlanMovesOnlyASyncedReplica(t *testing.T) {
+	st, synced := cluster("a", "b", "c", "d")
+	p := partWhere(st, func(cur Part) bool { return cur.Owner != "d" && cur.Replica != "d" })
+	cur := st.Parts[p]
+	// Put a replica the placement does not want in place.
+	other := ""
+	for _, id := range []string{"a", "b", "c", "d"} {
+		if id != cur.Owner && id != cur.Replica {
+			other = id
+			break
+		}
+	}
+	st.Parts[p].Replica, st.Parts[p].RNonce = other, other+"-1"
+	for _, tc := range []struct {
+		synced bool
+		move   bool
+	}{{true, true}, {false, false}} {
+		s := map[int]uint64{}
+		maps.Copy(s, synced)
+		if !tc.synced {
+			delete(s, p)
+		}
+		repairs, _, _ := plan(st, view(st, s), testParts, 100)
+		moved := false
+		for _, r := range repairs {
+			if r.P == p {
+				moved = true
+				if r.To.Replica != cur.Replica {
+					t.Errorf("synced %v: moved to %s, want the placement's %s", tc.synced, r.To.Replica, cur.Replica)
+				}
+			}
+		}
+		if moved != tc.move {
+			t.Errorf("replica synced %v: moved %v, want %v", tc.synced, moved, tc.move)
+		}
+	}
+}
+
+// prevSetup returns partition p of a four-node table whose replica has
+// not reported a copy, with a previous copy on record at the node that
+// pick would otherwise choose once the replica is dead: the placement's
+// replica among the other three.
+func prevSetup(t *testing.T) (st *State, synced map[int]uint64, p int, prev string) {
+	t.Helper()
+	st, synced = cluster("a", "b", "c", "d")
+	p = 0
+	cur := st.Parts[p]
+	var rest []string
+	for _, id := range []string{"a", "b", "c", "d"} {
+		if id != cur.Replica {
+			rest = append(rest, id)
+		}
+	}
+	d := ring.Place(rest, testParts)[p]
+	prev = d.Replica
+	if prev == cur.Owner {
+		prev = d.Owner
+	}
+	st.Parts[p].Prev, st.Parts[p].PNonce, st.Parts[p].PEpoch = prev, prev+"-1", 99
+	delete(synced, p)
+	return st, synced, p, prev
+}
+
+// A replica replaced while an older copy is on record is picked beside
+// that copy, not on it: made the replica, the previous copy's node would
+// drop its copy for the owner's new one, and the owner's death before
+// that arrived would lose a partition whose complete copy had just
+// existed (found by review). With no other node, it is picked after all.
+func TestPlanPicksBesideThePreviousCopy(t *testing.T) {
+	st, synced, p, prev := prevSetup(t)
+	cur := st.Parts[p]
+	ck := checkOf(t, st, view(st, synced, cur.Replica), p)
+	if ck.replica == prev || ck.replica == cur.Owner || ck.replica == cur.Replica {
+		t.Fatalf("replacing dead %s beside previous copy %s: picked %s", cur.Replica, prev, ck.replica)
+	}
+	// An epoch the owner froze moves on beside the previous copy too.
+	v := view(st, synced, cur.Replica)
+	v.frozen = map[int]uint64{p: cur.Epoch}
+	repairs, _, _ := plan(st, v, testParts, 100)
+	var to *Part
+	for _, r := range repairs {
+		if r.P == p {
+			to = &r.To
+		}
+	}
+	if to == nil || to.Replica == prev || !to.PrevIs(prev, prev+"-1") {
+		t.Fatalf("moving on from a frozen epoch: %+v; want a replica beside previous copy %s", to, prev)
+	}
+	// The only other node left is the previous copy's: it is picked.
+	v = view(st, synced, cur.Replica)
+	v.usable = []string{cur.Owner, prev}
+	slices.Sort(v.usable)
+	ck = checkOf(t, st, v, p)
+	if ck.replica != prev {
+		t.Fatalf("with only %s left, picked %q", prev, ck.replica)
+	}
+}
+
+// An owner that froze its epoch (its replica never held a copy at it)
+// and then died leaves the previous copy as the latest, even when the
+// replica is dead too and cannot say so itself: that copy takes over,
+// and while it has not reported, the partition waits rather than be
+// declared lost (found by review).
+func TestPlanPrevTakesOverAFrozenEpoch(t *testing.T) {
+	st, synced, p, prev := prevSetup(t)
+	cur := st.Parts[p]
+	v := view(st, synced, cur.Owner, cur.Replica)
+	v.frozen = map[int]uint64{p: cur.Epoch}
+	v.prevSynced = map[int]uint64{p: 99}
+	decided := func(v leaderView) *Part {
+		repairs, _, _ := plan(st, v, testParts, 100)
+		for _, r := range repairs {
+			if r.P == p {
+				return &r.To
+			}
+		}
+		return nil
+	}
+	if to := decided(v); to == nil || to.Mode != Takeover || to.Owner != prev {
+		t.Fatalf("owner and replica dead after a freeze: %+v; want a takeover by previous copy %s", to, prev)
+	}
+	// Not frozen, nothing tells the dead replica had no copy: lost, as
+	// before.
+	v.frozen = nil
+	if to := decided(v); to == nil || to.Mode != Lost {
+		t.Fatalf("owner and replica dead, no freeze: %+v; want lost", to)
+	}
+	// Frozen, with the previous copy out of reach but not gone: wait.
+	v = view(st, synced, cur.Owner, cur.Replica, prev)
+	v.gone = func(inc Incarnation) bool { return inc.ID != prev }
+	v.frozen = map[int]uint64{p: cur.Epoch}
+	if to := decided(v); to != nil {
+		t.Fatalf("frozen, previous copy out of reach: %+v; want the partition to wait for it", *to)
 	}
 }

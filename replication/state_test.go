@@ -29,6 +29,21 @@ func TestStateApply(t *testing.T) {
 				t.Fatalf("node a: %+v %v", n, ok)
 			}
 		}},
+		// A node's later registrations replace what the table knew of
+		// it: a new incarnation (a restart) and a leave.
+		{"a restart registers a new incarnation", Command{Node: &Node{ID: "a", Nonce: "2", PeerAddr: "x:2"}}, nil, func(t *testing.T, s *State) {
+			if n, _ := s.Node("a"); n.Nonce != "2" || n.PeerAddr != "x:2" {
+				t.Fatalf("node a after its restart: %+v", n)
+			}
+		}},
+		{"leaving", Command{Node: &Node{ID: "a", Nonce: "2", PeerAddr: "x:2", Leaving: true}}, nil, func(t *testing.T, s *State) {
+			if n, _ := s.Node("a"); !n.Leaving {
+				t.Fatalf("node a did not leave: %+v", n)
+			}
+			if _, ok := s.Node("b"); ok {
+				t.Fatal("a node nobody registered")
+			}
+		}},
 		{"assign from the current epoch", Command{Assign: []Assignment{{P: 0, From: 5, To: Part{Epoch: 6, Owner: "b", ONonce: "1", Mode: Takeover}}}}, []int{0},
 			func(t *testing.T, s *State) {
 				if s.Parts[0].Epoch != 6 || s.Parts[0].Owner != "b" {
@@ -39,6 +54,22 @@ func TestStateApply(t *testing.T) {
 			func(t *testing.T, s *State) {
 				if s.Parts[0].Owner != "b" || s.Parts[1].Owner != "b" {
 					t.Fatalf("stale assignment applied: %+v", s.Parts)
+				}
+			}},
+		// Each check of an assignment alone: one decided from another
+		// epoch, however high its new epoch (a leader's stale view); one
+		// that does not raise the epoch, even decided from the current
+		// one (two nodes would serve the same epoch).
+		{"a decision from another epoch is dropped", Command{Assign: []Assignment{{P: 0, From: 5, To: Part{Epoch: 9, Owner: "c"}}}}, nil,
+			func(t *testing.T, s *State) {
+				if s.Parts[0].Epoch != 6 || s.Parts[0].Owner != "b" {
+					t.Fatalf("an assignment from epoch 5 applied at epoch 6: %+v", s.Parts[0])
+				}
+			}},
+		{"the same epoch is never assigned twice", Command{Assign: []Assignment{{P: 0, From: 6, To: Part{Epoch: 6, Owner: "c"}}}}, nil,
+			func(t *testing.T, s *State) {
+				if s.Parts[0].Owner != "b" {
+					t.Fatalf("epoch 6 reassigned: %+v", s.Parts[0])
 				}
 			}},
 		{"settle only a lost partition at its epoch", Command{Settle: []Settled{{P: 0, Epoch: 6}, {P: 1, Epoch: 5}}}, nil, func(t *testing.T, s *State) {
