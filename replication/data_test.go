@@ -814,8 +814,9 @@ func TestAFrozenEpochNeverSyncs(t *testing.T) {
 // its old one, whose table it no longer has. Owning the old incarnation's
 // partitions it would serve an empty table, granting locks others hold
 // (the boot nonce in OwnedBy); as their replica it would take copies
-// meant for the old one (ReplicatedBy). The leader's side of the same
-// rule: TestAHeartbeatOfANewIncarnationCountsForNoneOfTheOld.
+// meant for the old one (ReplicatedBy); and it would keep a copy of its
+// own as the old one's previous copy (PrevIs). The leader's side of the
+// same rule: TestAHeartbeatOfANewIncarnationCountsForNoneOfTheOld.
 func TestARestartedNodeTakesNoRoleOfItsOldIncarnation(t *testing.T) {
 	a := startDataWith(t, "a", 1, func(c *DataConfig) { c.Self.Nonce = "a-2" })
 	a.inc.Nonce = "a-2"
@@ -825,7 +826,6 @@ func TestARestartedNodeTakesNoRoleOfItsOldIncarnation(t *testing.T) {
 	}{
 		{"owner", Part{Epoch: 1, Owner: "a", ONonce: "a-1", Replica: "b", RNonce: "b-1", Mode: Fresh}},
 		{"replica", Part{Epoch: 2, Owner: "b", ONonce: "b-1", Replica: "a", RNonce: "a-1", Mode: Keep}},
-		{"previous copy", Part{Epoch: 3, Owner: "b", ONonce: "b-1", Replica: "c", RNonce: "c-1", Mode: Keep, Prev: "a", PNonce: "a-1", PEpoch: 2}},
 	} {
 		st := table(uint64(tc.part.Epoch), tc.part, a)
 		a.data.Apply(&State{}, st, []int{0})
@@ -852,4 +852,20 @@ func TestARestartedNodeTakesNoRoleOfItsOldIncarnation(t *testing.T) {
 	if since, ok := a.data.OwnedSince(0); !ok || since != 9 {
 		t.Fatalf("this incarnation's own partition: since %d, %v", since, ok)
 	}
+
+	// A synced replica replaced keeps its copy as the previous one only
+	// if the table names this incarnation: the old one's entry (an older
+	// copy, which this node never held) is not its own.
+	b := startData(t, "b")
+	st10 := table(10, Part{Epoch: 10, Owner: "b", ONonce: "b-1", Replica: "a", RNonce: "a-2", Mode: Fresh}, a, b)
+	for _, n := range []*dataNode{a, b} {
+		n.data.Apply(st, st10, []int{0})
+	}
+	wait.For(t, 10*time.Second, "the replica to sync", func() bool { return a.data.Synced()[0] == 10 })
+	st11 := table(11, Part{Epoch: 11, Owner: "b", ONonce: "b-1", Replica: "c", RNonce: "c-1", Mode: Keep, Prev: "a", PNonce: "a-1", PEpoch: 10}, a, b)
+	a.data.Apply(st10, st11, []int{0})
+	if ep, ok := a.data.Synced()[0]; ok {
+		t.Fatalf("kept a copy at epoch %d as the previous copy the table gives another incarnation", ep)
+	}
+	// (Named by its own nonce, it keeps it: TestPrevReplicaKeepsItsCopy.)
 }

@@ -135,8 +135,9 @@ func keep(st *State, p int, cur Part, replica string, copied bool) Assignment {
 //     unserved);
 //  2. a replica that is gone, stale or leaving is replaced (the owner then
 //     sends the new one a full copy), after asking the owner whether it
-//     ever held a copy if an older one is on record (see keep); an epoch
-//     the owner froze so is moved on from;
+//     ever held a copy if an older one is on record (see keep), and beside
+//     that older copy (see pick); an epoch the owner froze so is moved on
+//     from;
 //  3. a partition whose owner is leaving, or is not the one the ring
 //     proposes, first gets the future owner as its replica, and once that
 //     replica is synced is handed over (sealed by the old owner first);
@@ -188,6 +189,12 @@ func plan(st *State, v leaderView, partitions, maxMoves int) (repairs []Assignme
 		replicaAlive := cur.Replica != "" && current(cur.Replica, cur.RNonce) && v.alive(incOf(cur.Replica))
 		replicaOK := replicaAlive && v.fresh(incOf(cur.Replica))
 		isSynced := v.synced[p] == cur.Epoch
+		// The previous copy's node, while it may still hold that copy:
+		// a replacement replica is picked beside it (see pick).
+		prevKept := ""
+		if current(cur.Prev, cur.PNonce) {
+			prevKept = cur.Prev
+		}
 		switch {
 		case !ownerOK:
 			// Only a replica known to hold a full copy at this epoch may
@@ -199,20 +206,24 @@ func plan(st *State, v leaderView, partitions, maxMoves int) (repairs []Assignme
 			// have got its copy: then the previous replica's copy is the
 			// latest, if it kept it. That is known once the replica,
 			// alive, reports no copy after the owner's lease ran out
-			// (until then the partition waits); of a replica that is not
-			// alive it cannot be known, and the loss is declared as before.
+			// (until then the partition waits), or once its owner froze
+			// the epoch (below); otherwise, of a replica that is not alive
+			// it cannot be known, and the loss is declared as before.
 			prev := Incarnation{cur.Prev, cur.PNonce}
+			// At an epoch its owner froze, the owner acknowledged nothing
+			// (it froze only while its replica had no copy, and never
+			// syncs it after; see Data.serveReplaced): the previous copy
+			// holds everything acknowledged, whatever the replica holds or
+			// can still say. Without this, an owner that died after
+			// freezing, with its replica dead too, had its partition
+			// declared lost while the previous copy survived (found by
+			// review). Only the freeze of this very epoch counts: one of an
+			// earlier epoch says nothing of the grants made since.
+			frozen := v.frozen[p] == cur.Epoch
 			// A previous replica that is alive and has not reported its
 			// copy to an informed leader has none.
-			prevMayHold := cur.Prev != "" && !isSynced && !v.gone(prev) &&
+			prevMayHold := cur.Prev != "" && (!isSynced || frozen) && !v.gone(prev) &&
 				!(v.informed && v.alive(prev) && v.prevSynced[p] != cur.PEpoch)
-			// An epoch its owner froze is known never to have synced its
-			// replica, alive or not (the owner said so, and serves nothing
-			// more at it; see Data.serveReplaced): the previous copy is the
-			// latest. Without this, an owner that died after freezing, with
-			// its replica dead too, had its partition declared lost while
-			// the previous copy survived (found by review).
-			frozen := v.frozen[p] == cur.Epoch
 			replicaNeverSynced := prevMayHold && (frozen ||
 				replicaAlive && v.informed && v.reportedAfter(Incarnation{cur.Replica, cur.RNonce}, Incarnation{cur.Owner, cur.ONonce}))
 			prevHasState := replicaNeverSynced && current(cur.Prev, cur.PNonce) && v.alive(prev) && v.prevSynced[p] == cur.PEpoch
@@ -244,14 +255,21 @@ func plan(st *State, v leaderView, partitions, maxMoves int) (repairs []Assignme
 		case v.frozen[p] == cur.Epoch:
 			// The owner will serve nothing more at this epoch, and its
 			// replica never held a copy at it: move on, to the same replica
-			// if need be (the leader that asked may have failed to).
-			if r := pick(d, cur.Owner, cur.Prev); r != "" {
+			// if need be (the leader that asked may have failed to), beside
+			// the previous copy, which stays on record.
+			if r := pick(d, cur.Owner, prevKept); r != "" {
 				repairs = append(repairs, keep(st, p, cur, r, false))
 			}
 		case !replicaOK || st.Nodes[cur.Replica].Leaving:
 			// The same node id may come back as a new incarnation: that is
 			// a new replica too, and needs its own epoch and copy.
-			if r := pick(d, cur.Owner, cur.Prev); r != "" && (r != cur.Replica || st.Nodes[r].Nonce != cur.RNonce) {
+			// The previous copy stays on record unless a synced replica
+			// is recorded in its place (see keep).
+			beside := prevKept
+			if cur.Replica != "" && isSynced {
+				beside = ""
+			}
+			if r := pick(d, cur.Owner, beside); r != "" && (r != cur.Replica || st.Nodes[r].Nonce != cur.RNonce) {
 				if cur.Replica != "" && cur.Prev != "" && !isSynced {
 					// Which copy to record, the replica's or the older
 					// one: the owner knows (see keep).

@@ -674,6 +674,8 @@ func TestPlanGonePrevDoesNotBlockTheLoss(t *testing.T) {
 			t.Errorf("dead %v: partition %d (owner a, replica %s, previous %s) undecided, want %v", tc.dead, p, cur.Replica, prev, tc.want)
 		case to.Mode != tc.want:
 			t.Errorf("dead %v: partition %d: %+v, want %v", tc.dead, p, *to, tc.want)
+		case to.Mode == Takeover && to.Owner != prev:
+			t.Errorf("dead %v: partition %d taken over by %s, want the previous copy %s", tc.dead, p, to.Owner, prev)
 		}
 	}
 }
@@ -804,6 +806,22 @@ func TestPlanPicksBesideThePreviousCopy(t *testing.T) {
 	if to == nil || to.Replica == prev || !to.PrevIs(prev, prev+"-1") {
 		t.Fatalf("moving on from a frozen epoch: %+v; want a replica beside previous copy %s", to, prev)
 	}
+	// A synced replica replaced is recorded in the previous copy's place,
+	// and a previous copy whose node restarted is gone: neither is
+	// avoided, and the placement's choice is taken.
+	synced[p] = cur.Epoch
+	repairs, _, _ = plan(st, view(st, synced, cur.Replica), testParts, 100)
+	if r := repairOf(repairs, p); r == nil || r.Replica != prev {
+		t.Fatalf("replacing a synced replica: %+v; want the placement's %s", r, prev)
+	}
+	delete(synced, p)
+	restarted := *st
+	restarted.Nodes = maps.Clone(st.Nodes)
+	restarted.Nodes[prev] = Node{ID: prev, Nonce: prev + "-2"}
+	ck = checkOf(t, &restarted, view(&restarted, synced, cur.Replica), p)
+	if ck.replica != prev {
+		t.Fatalf("replacing a replica beside a previous copy whose node restarted: picked %s, want the placement's %s", ck.replica, prev)
+	}
 	// The only other node left is the previous copy's: it is picked.
 	v = view(st, synced, cur.Replica)
 	v.usable = []string{cur.Owner, prev}
@@ -843,6 +861,21 @@ func TestPlanPrevTakesOverAFrozenEpoch(t *testing.T) {
 	if to := decided(v); to == nil || to.Mode != Lost {
 		t.Fatalf("owner and replica dead, no freeze: %+v; want lost", to)
 	}
+	// Frozen while the replica's copy was on its way, and reported synced
+	// since: the owner acknowledged nothing at the frozen epoch, so the
+	// previous copy still holds everything, and takes over.
+	synced[p] = cur.Epoch
+	v.frozen = map[int]uint64{p: cur.Epoch}
+	if to := decided(v); to == nil || to.Mode != Takeover || to.Owner != prev {
+		t.Fatalf("owner and synced replica dead after a freeze: %+v; want a takeover by previous copy %s", to, prev)
+	}
+	delete(synced, p)
+	// A freeze of an earlier epoch says nothing of the grants made at
+	// this one: the previous copy lacks them, and does not take over.
+	v.frozen = map[int]uint64{p: cur.Epoch - 1}
+	if to := decided(v); to == nil || to.Mode != Lost {
+		t.Fatalf("owner and replica dead after a freeze of an earlier epoch: %+v; want lost", to)
+	}
 	// Frozen, with the previous copy out of reach but not gone: wait.
 	v = view(st, synced, cur.Owner, cur.Replica, prev)
 	v.gone = func(inc Incarnation) bool { return inc.ID != prev }
@@ -850,4 +883,78 @@ func TestPlanPrevTakesOverAFrozenEpoch(t *testing.T) {
 	if to := decided(v); to != nil {
 		t.Fatalf("frozen, previous copy out of reach: %+v; want the partition to wait for it", *to)
 	}
+}
+
+// keep leaves the previous copy on record only while it is a copy beside
+// the partition's two roles: a previous copy's node that is now the owner
+// or the replica gave that copy up, and one that is leaving takes it away.
+func TestKeepDropsAPreviousCopyThatIsGone(t *testing.T) {
+	st, _ := cluster("a", "b", "c", "d")
+	st.Nodes["d"] = Node{ID: "d", Nonce: "d-1", Leaving: true}
+	cur := Part{Epoch: 10, Owner: "a", ONonce: "a-1", Replica: "b", RNonce: "b-1", Mode: Keep}
+	withPrev := func(id string) Part {
+		c := cur
+		c.Prev, c.PNonce, c.PEpoch = id, id+"-1", 9
+		return c
+	}
+	for _, tc := range []struct {
+		name    string
+		cur     Part
+		replica string
+		want    string // the previous copy recorded
+	}{
+		{"kept beside the new replica", withPrev("c"), "b", "c"},
+		{"the previous copy's node is the new replica", withPrev("c"), "c", ""},
+		{"the previous copy's node is the owner", withPrev("a"), "c", ""},
+		{"the previous copy's node is leaving", withPrev("d"), "c", ""},
+	} {
+		to := keep(st, 0, tc.cur, tc.replica, false).To
+		if to.Prev != tc.want || (tc.want == "") != (to.PNonce == "" && to.PEpoch == 0) {
+			t.Errorf("%s: previous copy %q (%q, %d), want %q", tc.name, to.Prev, to.PNonce, to.PEpoch, tc.want)
+		}
+	}
+}
+
+// Moves toward the placement (a replica first, then a hand-over, then a
+// replica change) are limited to maxMoves per round, whichever kind they
+// are: a join or a leave never moves every partition at once.
+func TestPlanLimitsMovesPerRound(t *testing.T) {
+	count := func(repairs []Assignment, handovers []handover) int { return len(repairs) + len(handovers) }
+	// Future owners as replicas (a join).
+	st, synced := cluster("a", "b", "c")
+	st.Nodes["d"] = Node{ID: "d", Nonce: "d-1"}
+	if r, h, _ := plan(st, view(st, synced), testParts, 2); count(r, h) != 2 {
+		t.Errorf("join: %d moves in a round of 2", count(r, h))
+	}
+	// Hand-overs: every owner's replica is the placement's owner, synced.
+	st, synced = cluster("a", "b", "c")
+	for p, cur := range st.Parts {
+		st.Parts[p].Owner, st.Parts[p].ONonce, st.Parts[p].Replica, st.Parts[p].RNonce = cur.Replica, cur.RNonce, cur.Owner, cur.ONonce
+	}
+	if r, h, _ := plan(st, view(st, synced), testParts, 2); len(h) != 2 || len(r) != 0 {
+		t.Errorf("hand-overs: %d hand-overs and %d other moves in a round of 2", len(h), len(r))
+	}
+	// Replica changes: every replica is a node the placement does not want.
+	st, synced = cluster("a", "b", "c", "d")
+	for p, cur := range st.Parts {
+		for _, id := range []string{"a", "b", "c", "d"} {
+			if id != cur.Owner && id != cur.Replica {
+				st.Parts[p].Replica, st.Parts[p].RNonce = id, id+"-1"
+				break
+			}
+		}
+	}
+	if r, h, _ := plan(st, view(st, synced), testParts, 2); count(r, h) != 2 {
+		t.Errorf("replica changes: %d moves in a round of 2", count(r, h))
+	}
+}
+
+// repairOf returns the assignment repairs make of partition p, or nil.
+func repairOf(repairs []Assignment, p int) *Part {
+	for _, r := range repairs {
+		if r.P == p {
+			return &r.To
+		}
+	}
+	return nil
 }
