@@ -62,13 +62,18 @@ func TestATableOfAnotherSizeIsRefused(t *testing.T) {
 	}
 }
 
+// leadingControl is a control plane that leads, with nothing noted yet.
+func leadingControl() *Control {
+	return &Control{leading: true, heard: map[Incarnation]time.Time{}, synced: map[int]uint64{},
+		prevSynced: map[int]uint64{}, delayOver: map[int]uint64{}, frozen: map[int]uint64{}}
+}
+
 // A heartbeat counts only for the roles the table gives its sender: an
 // incarnation the table does not know is not remembered, and only a lost
 // partition's owner can end its lock-delay (anyone else ending it early
 // would let a grant through while a lost holder may still act).
 func TestAHeartbeatCountsOnlyForItsSendersRoles(t *testing.T) {
-	c := &Control{leading: true, heard: map[Incarnation]time.Time{}, synced: map[int]uint64{},
-		prevSynced: map[int]uint64{}, delayOver: map[int]uint64{}, frozen: map[int]uint64{}}
+	c := leadingControl()
 	st := &State{
 		Parts: []Part{
 			{Epoch: 3, Owner: "a", ONonce: "a1", Replica: "b", RNonce: "b1", Mode: Lost, LostAt: 3},
@@ -117,8 +122,7 @@ func TestAHeartbeatCountsOnlyForItsSendersRoles(t *testing.T) {
 // take over), a previous copy look kept, or end a lock-delay it never
 // waited out.
 func TestAHeartbeatOfANewIncarnationCountsForNoneOfTheOld(t *testing.T) {
-	c := &Control{leading: true, heard: map[Incarnation]time.Time{}, synced: map[int]uint64{},
-		prevSynced: map[int]uint64{}, delayOver: map[int]uint64{}, frozen: map[int]uint64{}}
+	c := leadingControl()
 	st := &State{
 		Parts: []Part{
 			{Epoch: 3, Owner: "a", ONonce: "a1", Replica: "b", RNonce: "b1", Mode: Lost, LostAt: 3},

@@ -603,6 +603,14 @@ func TestPlanMoveWaitsForTheReplicasCopy(t *testing.T) {
 	if moved(synced) == 0 {
 		t.Fatal("once the replicas are synced nothing moved")
 	}
+	// Without an older copy on record a move need not wait: the replica
+	// it replaces is recorded as the previous copy if it had one.
+	for p := range st.Parts {
+		st.Parts[p].Prev, st.Parts[p].PNonce, st.Parts[p].PEpoch = "", "", 0
+	}
+	if moved(map[int]uint64{}) == 0 {
+		t.Fatal("with no older copy on record, unsynced replicas hold every move back")
+	}
 }
 
 // A replica that restarted (same id, new boot nonce) holds no copy: it is
@@ -926,6 +934,25 @@ func TestPlanLimitsMovesPerRound(t *testing.T) {
 	if r, h, _ := plan(st, view(st, synced), testParts, 2); count(r, h) != 2 {
 		t.Errorf("join: %d moves in a round of 2", count(r, h))
 	}
+	// A leaving owner's future owners as replicas: only its own
+	// partitions count (replacing it as a replica is a repair, not a move).
+	st, synced = cluster("a", "b", "c", "d")
+	st.Nodes["a"] = Node{ID: "a", Nonce: "a-1", Leaving: true}
+	owned := func(repairs []Assignment, handovers []handover) int {
+		n := len(handovers)
+		for _, r := range repairs {
+			if st.Parts[r.P].Owner == "a" {
+				n++
+			}
+		}
+		return n
+	}
+	if r, h, _ := plan(st, view(st, synced), testParts, 100); owned(r, h) < 2 {
+		t.Fatalf("leave: only %d of a's partitions move in an unlimited round", owned(r, h))
+	}
+	if r, h, _ := plan(st, view(st, synced), testParts, 1); owned(r, h) != 1 {
+		t.Errorf("leave: %d of a's partitions move in a round of 1", owned(r, h))
+	}
 	// Hand-overs: every owner's replica is the placement's owner, synced.
 	st, synced = cluster("a", "b", "c")
 	for p, cur := range st.Parts {
@@ -957,4 +984,82 @@ func repairOf(repairs []Assignment, p int) *Part {
 		}
 	}
 	return nil
+}
+
+// A replica that is gone is replaced only by a node that can take it:
+// with none left, the partition keeps its record as it is (its owner
+// serves nothing without a synced replica) rather than drop the replica.
+func TestPlanKeepsTheReplicaWithNoneToReplaceIt(t *testing.T) {
+	st, synced := cluster("a", "b")
+	repairs, _, checks := plan(st, view(st, synced, "b"), testParts, 100)
+	for _, r := range repairs {
+		if st.Parts[r.P].Owner == "a" {
+			t.Errorf("partition %d of a changed with no node to replicate it: %+v", r.P, r.To)
+		}
+	}
+	if len(checks) != 0 {
+		t.Errorf("replica checks with no node to replicate: %+v", checks)
+	}
+}
+
+// A hand-over's next replica: the old owner stays on as the replica where
+// the placement wants it there (even while not heard from lately: its
+// sealed table is a synced copy at once), or names no replica; otherwise
+// the placement's replica is taken.
+func TestPlanHandOverPicksTheNextReplica(t *testing.T) {
+	st, synced := cluster("a", "b", "c", "d")
+	v := view(st, synced)
+	desired := ring.Place(v.usable, testParts)
+	for _, tc := range []struct {
+		name      string
+		owner     func(d ring.Assignment) string
+		wantOwner bool // next is the old owner; else the placement's replica
+		stale     bool // a was not heard from lately (its partitions only)
+	}{
+		{"the old owner is the placement's replica", func(d ring.Assignment) string { return d.Replica }, true, false},
+		{"the old owner is the placement's replica, not heard from lately", func(d ring.Assignment) string { return d.Replica }, true, true},
+		{"the old owner is outside the placement", func(d ring.Assignment) string {
+			for _, id := range []string{"a", "b", "c", "d"} {
+				if id != d.Owner && id != d.Replica {
+					return id
+				}
+			}
+			return ""
+		}, false, false},
+	} {
+		st, synced := cluster("a", "b", "c", "d")
+		for p := range st.Parts {
+			d := desired[p]
+			o := tc.owner(d)
+			st.Parts[p].Owner, st.Parts[p].ONonce = o, o+"-1"
+			st.Parts[p].Replica, st.Parts[p].RNonce = d.Owner, d.Owner+"-1"
+		}
+		v := view(st, synced)
+		want := testParts
+		if tc.stale {
+			v.fresh = func(inc Incarnation) bool { return inc.ID != "a" }
+			want = 0
+			for _, cur := range st.Parts {
+				if cur.Owner == "a" {
+					want++
+				}
+			}
+		}
+		_, handovers, _ := plan(st, v, testParts, 100)
+		if tc.stale {
+			handovers = slices.DeleteFunc(handovers, func(h handover) bool { return h.cur.Owner != "a" })
+		}
+		if len(handovers) != want || want == 0 {
+			t.Fatalf("%s: %d hand-overs, want %d", tc.name, len(handovers), want)
+		}
+		for _, h := range handovers {
+			want := desired[h.p].Replica
+			if tc.wantOwner {
+				want = h.cur.Owner
+			}
+			if h.to != desired[h.p].Owner || h.next != want {
+				t.Errorf("%s: partition %d handed to %s with next replica %s, want %s and %s", tc.name, h.p, h.to, h.next, desired[h.p].Owner, want)
+			}
+		}
+	}
 }

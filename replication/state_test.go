@@ -146,3 +146,59 @@ func TestStateApply(t *testing.T) {
 		t.Fatalf("snapshot round trip differs:\n%s\n%s", b, b2)
 	}
 }
+
+// Partition numbers are checked at their bounds everywhere a command or
+// a caller names one: 0 and the last are partitions, -1 and the count
+// are not. A command from a build with more partitions (or a forged one)
+// is refused by Check, and Apply skips what Check would refuse rather
+// than index past the table.
+func TestPartitionBounds(t *testing.T) {
+	const parts = 4
+	for _, tc := range []struct {
+		p  int
+		ok bool
+	}{{-1, false}, {0, true}, {parts - 1, true}, {parts, false}} {
+		assign := Command{Assign: []Assignment{{P: tc.p, From: 1, To: Part{Epoch: 2, Owner: "a"}}}}
+		settle := Command{Settle: []Settled{{P: tc.p, Epoch: 1}}}
+		for name, c := range map[string]Command{"assign": assign, "settle": settle} {
+			if err := c.Check(parts); (err == nil) != tc.ok {
+				t.Errorf("%s of partition %d: Check = %v, want ok %v", name, tc.p, err, tc.ok)
+			}
+			st := &State{Parts: make([]Part, parts), Nodes: map[string]Node{}}
+			for i := range st.Parts {
+				st.Parts[i] = Part{Epoch: 1, Owner: "b", LostAt: 1}
+			}
+			next, changed := st.Apply(2, c) // must not panic
+			if (len(changed) == 1) != tc.ok {
+				t.Errorf("%s of partition %d: changed %v, want applied %v", name, tc.p, changed, tc.ok)
+			}
+			if got := next.Part(tc.p); tc.ok != (got != Part{}) {
+				t.Errorf("Part(%d) = %+v", tc.p, got)
+			}
+		}
+	}
+	var none *State
+	if none.Initialized() || none.Part(0) != (Part{}) || (&State{}).Initialized() {
+		t.Error("a missing or empty table reads as initialized")
+	}
+	if !(&State{Parts: make([]Part, 1)}).Initialized() {
+		t.Error("a table of one partition reads as uninitialized")
+	}
+	if err := (&State{}).Check(parts); err != nil {
+		t.Errorf("no table yet: Check = %v", err)
+	}
+	if err := (&State{Parts: make([]Part, parts)}).Check(parts); err != nil {
+		t.Errorf("a table of the right size: Check = %v", err)
+	}
+	if err := (&State{Parts: make([]Part, parts+1)}).Check(parts); err == nil {
+		t.Error("a table of another size passes Check")
+	}
+}
+
+func TestModeString(t *testing.T) {
+	for m, want := range map[Mode]string{Fresh: "fresh", Keep: "keep", Handover: "handover", Takeover: "takeover", Lost: "lost", Lost + 1: "mode(5)"} {
+		if got := m.String(); got != want {
+			t.Errorf("Mode(%d).String() = %q, want %q", m, got, want)
+		}
+	}
+}

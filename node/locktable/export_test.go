@@ -6,6 +6,16 @@ import "fmt"
 // test reaches the end of the token space without 2^32 grants.
 func (t *Table) SetCount(n uint64) { t.count = n }
 
+// Floor returns the lower bound a session's holder record keeps of the
+// epochs of its locks and waits here (holder.oldest), and false if the
+// session has nothing here.
+func (t *Table) Floor(session string) (uint64, bool) {
+	if h := t.holders[session]; h != nil {
+		return h.oldest, true
+	}
+	return 0, false
+}
+
 // CheckInvariants verifies the table's internal structure: the indexes,
 // linked lists and heaps all describe the same state, and no record is
 // kept for a session with nothing here.

@@ -67,14 +67,7 @@ func TestReplicaFollowsOwner(t *testing.T) {
 			case 6:
 				fx = owner.Tick(now)
 			}
-			for _, e := range fx {
-				switch e.Kind {
-				case locktable.LockHeld, locktable.LockFreed:
-					replica.Apply(now, owner.HeldChange(now, e.Name))
-				case locktable.SessionExpired:
-					replica.Apply(now, owner.SessionChange(now, e.Session))
-				}
-			}
+			apply(replica, owner, now, fx)
 			if touchedSession != "" {
 				replica.Apply(now, owner.SessionChange(now, touchedSession))
 			}

@@ -3,6 +3,7 @@ package locktable_test
 import (
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"reflect"
 	"testing"
@@ -1130,6 +1131,29 @@ func TestBoundedReleasesAtRandomEpochs(t *testing.T) {
 				t.Fatalf("seed %d step %d: %v", seed, step, err)
 			}
 		}
+	}
+}
+
+// A bounded release raises the session's floor above its bound, so that
+// the next release bounded at or below it returns without a walk (the
+// mesh sends one before every request of a resumed session). The floor
+// never passes a lock that is left.
+func TestABoundedReleaseRaisesTheFloor(t *testing.T) {
+	tb := locktable.New(1, defaultLimits, false)
+	tb.LockAt(0, "s", 3, []byte("a"), 0, 0)
+	tb.LockAt(0, "s", 9, []byte("b"), 0, 0)
+	if f, _ := tb.Floor("s"); f != 3 {
+		t.Fatalf("floor %d, want the oldest lock's epoch 3", f)
+	}
+	if n, _ := tb.ReleaseSessionUpTo(0, "s", 5); n != 1 {
+		t.Fatalf("released %d, want a (epoch 3)", n)
+	}
+	if f, _ := tb.Floor("s"); f != 6 {
+		t.Fatalf("after a release up to 5 the floor is %d, want 6", f)
+	}
+	tb.ReleaseSessionUpTo(0, "s", math.MaxUint64) // the bound has no successor
+	if _, ok := tb.Floor("s"); ok {
+		t.Fatal("a release of everything left the session's record")
 	}
 }
 
