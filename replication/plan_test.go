@@ -671,12 +671,7 @@ func TestPlanGonePrevDoesNotBlockTheLoss(t *testing.T) {
 		v := view(st, synced, tc.dead...)
 		v.prevSynced = map[int]uint64{p: 99}
 		repairs, _, _ := plan(st, v, testParts, 100)
-		var to *Part
-		for _, r := range repairs {
-			if r.P == p {
-				to = &r.To
-			}
-		}
+		to := repairOf(repairs, p)
 		switch {
 		case to == nil:
 			t.Errorf("dead %v: partition %d (owner a, replica %s, previous %s) undecided, want %v", tc.dead, p, cur.Replica, prev, tc.want)
@@ -805,13 +800,7 @@ func TestPlanPicksBesideThePreviousCopy(t *testing.T) {
 	v := view(st, synced, cur.Replica)
 	v.frozen = map[int]uint64{p: cur.Epoch}
 	repairs, _, _ := plan(st, v, testParts, 100)
-	var to *Part
-	for _, r := range repairs {
-		if r.P == p {
-			to = &r.To
-		}
-	}
-	if to == nil || to.Replica == prev || !to.PrevIs(prev, prev+"-1") {
+	if to := repairOf(repairs, p); to == nil || to.Replica == prev || !to.PrevIs(prev, prev+"-1") {
 		t.Fatalf("moving on from a frozen epoch: %+v; want a replica beside previous copy %s", to, prev)
 	}
 	// A synced replica replaced is recorded in the previous copy's place,
@@ -853,12 +842,7 @@ func TestPlanPrevTakesOverAFrozenEpoch(t *testing.T) {
 	v.prevSynced = map[int]uint64{p: 99}
 	decided := func(v leaderView) *Part {
 		repairs, _, _ := plan(st, v, testParts, 100)
-		for _, r := range repairs {
-			if r.P == p {
-				return &r.To
-			}
-		}
-		return nil
+		return repairOf(repairs, p)
 	}
 	if to := decided(v); to == nil || to.Mode != Takeover || to.Owner != prev {
 		t.Fatalf("owner and replica dead after a freeze: %+v; want a takeover by previous copy %s", to, prev)
