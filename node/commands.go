@@ -27,6 +27,34 @@ func (c *conn) handle(line []byte) {
 	if c.s.log.Enabled(c.s.ctx, slog.LevelDebug) {
 		c.s.log.Debug("command", "remote", c.nc.RemoteAddr().String(), "line", logLine(line))
 	}
+	obs := c.s.cfg.Observer
+	if obs == nil {
+		c.exec(ok)
+		return
+	}
+	start := time.Now()
+	c.mark, c.granted = len(c.out), false
+	c.exec(ok)
+	obs.Command(c.req.Cmd, c.replyCode(), time.Since(start))
+}
+
+// replyCode is the code of the reply the command just gave: the first
+// three bytes it appended to c.out (a flush in the middle of the command
+// moves mark to where the rest begins), or 200 for a waiting lock's
+// grant, which onOutcome may have written in part or whole. 0: no reply.
+func (c *conn) replyCode() int {
+	if c.granted {
+		return wire.CodeOK
+	}
+	if len(c.out) < c.mark+3 {
+		return 0
+	}
+	b := c.out[c.mark : c.mark+3]
+	return int(b[0]-'0')*100 + int(b[1]-'0')*10 + int(b[2]-'0')
+}
+
+// exec runs the request parsed into c.req; ok is the parse's verdict.
+func (c *conn) exec(ok bool) {
 	if !ok {
 		c.out = wire.AppendUnknown(c.out, c.req.Verb)
 		return
@@ -77,12 +105,23 @@ func (c *conn) fail(err error) {
 	case ok && f.Reason == failure.Limit:
 		c.out = wire.AppendError(c.out, wire.CodeLimit, f.Text)
 	case ok:
-		c.out = wire.AppendError(c.out, failureCode(f.Class), f.Text)
+		code := failureCode(f.Class)
+		c.refused(code, f.Reason)
+		c.out = wire.AppendError(c.out, code, f.Text)
 	case c.s.ctx.Err() != nil:
+		c.refused(wire.CodeRetry, failure.ShuttingDown)
 		c.out = wire.AppendError(c.out, wire.CodeRetry, "shutting down")
 	default:
 		c.s.log.Warn("backend error", "err", err)
+		c.refused(wire.CodeRetry, failure.Internal)
 		c.out = wire.AppendError(c.out, wire.CodeRetry, "internal error; retry")
+	}
+}
+
+// refused tells the observer of a 503 or 504.
+func (c *conn) refused(code int, r failure.Reason) {
+	if obs := c.s.cfg.Observer; obs != nil && code >= wire.CodeRetry {
+		obs.Refused(code, r)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/elock/elock/node/failure"
 	"github.com/elock/elock/node/wire"
 )
 
@@ -54,6 +55,25 @@ type Config struct {
 	// Clients, if set, is the registry the server records its clients'
 	// sessions in, shared with a mesh; nil gives the server its own.
 	Clients *Clients
+	// Observer, if set, is told of every command and refusal, for
+	// metrics; nil records nothing and costs nothing.
+	Observer Observer
+}
+
+// Observer is told what the server's connections do, for metrics (package
+// node/metrics implements it; this package does not know Prometheus).
+// Its methods are called on a connection's goroutine, in the command's
+// path: they must be quick (a few atomic adds), safe for concurrent use,
+// and must never block.
+type Observer interface {
+	// Command reports one request: cmd is its verb (wire.Unknown for an
+	// unknown verb or a wrong argument count), code the three-digit code
+	// of its reply (0 if it got none: the connection broke), and took
+	// the time from its parse to its reply being buffered or written.
+	Command(cmd wire.Command, code int, took time.Duration)
+	// Refused reports a request answered 503 or 504 (code) for reason:
+	// not a definite answer, but nothing done, or an unknown outcome.
+	Refused(code int, reason failure.Reason)
 }
 
 // The defaults, also the flags' defaults.

@@ -65,6 +65,12 @@ type conn struct {
 	outcome  chan partition.Outcome // a wait's outcome; capacity 1
 	done     partition.Done         // c.onOutcome, bound once
 
+	// mark is where in out the running command's reply begins, and
+	// granted says a waiting lock was granted (its reply may be written
+	// directly), so that an Observer learns the reply's code.
+	mark    int
+	granted bool
+
 	eof  bool // the client will send nothing more (half or full close)
 	gone bool // the connection is broken; nothing more can be written
 	quit bool
@@ -239,7 +245,7 @@ func (c *conn) readError(err error) {
 // flush writes the coalesced replies in one write.
 func (c *conn) flush() bool {
 	if len(c.out) == 0 || c.gone {
-		c.out = c.out[:0]
+		c.out, c.mark = c.out[:0], 0
 		return !c.gone
 	}
 	if now := time.Now(); c.wdeadline.Sub(now) < c.s.cfg.WriteTimeout/2 {
@@ -247,6 +253,7 @@ func (c *conn) flush() bool {
 		c.nc.SetWriteDeadline(c.wdeadline)
 	}
 	_, err := c.nc.Write(c.out)
+	c.mark = 0
 	if cap(c.out) > flushAt {
 		c.out = nil
 	} else {

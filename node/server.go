@@ -277,5 +277,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 }
 
+// Connections returns the number of open client connections.
+func (s *Server) Connections() int { return int(s.nconns.Load()) }
+
 // Uptime returns how long the server has run.
 func (s *Server) Uptime() time.Duration { return time.Since(s.started) }

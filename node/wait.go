@@ -65,6 +65,7 @@ func (c *conn) waitLock(ref SessionRef, name []byte, wait time.Duration) (lockta
 		c.sess.held++
 	}
 	c.out = append(c.out, wire.Acquired[c.direct:]...)
+	c.granted = true
 	return locktable.Result{Status: locktable.Granted, Token: o.Token, Reentrant: o.Reentrant}, errReplied
 }
 

@@ -672,6 +672,11 @@ func (t *Table) Counts() Counts {
 	return Counts{Locks: t.held, Waiters: len(t.waiters), Sessions: len(t.records)}
 }
 
+// Detached counts the session records no connection speaks for: exactly
+// those waiting in the expiry heap. (Not a field of Counts, which the
+// model tests compare whole against a model that does not track it.)
+func (t *Table) Detached() int { return len(t.sessHeap.items) }
+
 // NextDeadline returns the earliest waiter deadline or session expiry, and
 // false if there is none. The edge arms one timer for it and calls Tick.
 func (t *Table) NextDeadline() (Time, bool) {

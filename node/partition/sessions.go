@@ -151,6 +151,10 @@ func (s *Set) SessionBound(id string) (rec locktable.Session, ok bool, bound uin
 type Counts struct {
 	locktable.Counts
 	Grants uint64 // grants issued since start, hand-overs included
+	// Handoffs counts the grants to a queued waiter, since start.
+	Handoffs uint64
+	// Detached counts the session records no connection speaks for.
+	Detached int
 }
 
 // Counts returns the sizes of the partitions this node serves.
@@ -162,9 +166,11 @@ func (s *Set) Counts() Counts {
 			c.Locks += x.Locks
 			c.Waiters += x.Waiters
 			c.Sessions += x.Sessions
+			c.Detached += t.Detached()
 		})
 	}
 	c.Grants = s.grants.Load()
+	c.Handoffs = s.handoffs.Load()
 	return c
 }
 

@@ -169,6 +169,7 @@ type Set struct {
 
 	nextWaiter atomic.Uint64
 	grants     atomic.Uint64
+	handoffs   atomic.Uint64 // the grants among them made to a queued waiter
 	// grantsFrom is when (on clock) GrantDelay ends; delaying is cleared
 	// the first time a grant finds it over, so that grants after the
 	// delay do not read the clock for it.
@@ -360,6 +361,7 @@ func (s *Set) apply(p *part, fx []locktable.Effect, pend *pending) {
 		switch e.Kind {
 		case locktable.WaiterGranted:
 			s.grants.Add(1)
+			s.handoffs.Add(1)
 			s.decide(p, e.Waiter, Outcome{Granted: true, Token: e.Token}, pend)
 		case locktable.WaiterTimedOut:
 			s.decide(p, e.Waiter, Outcome{}, pend)

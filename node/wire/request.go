@@ -64,6 +64,12 @@ func (c Command) String() string {
 	return "unknown"
 }
 
+// NumCommands is one more than the highest Command: every command,
+// Unknown included, is below it, so a table indexed by Command (metrics'
+// counters by verb) can be sized from it and picks up a new verb by
+// itself.
+func NumCommands() int { return len(commandNames) }
+
 // maxArgs is the most arguments any verb takes.
 const maxArgs = 2
 
