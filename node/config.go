@@ -67,7 +67,7 @@ type Config struct {
 // and must never block.
 type Observer interface {
 	// Command reports one request: cmd is its verb (wire.Unknown for an
-	// unknown verb or a wrong argument count), code the three-digit code
+	// unknown verb; a known verb with the wrong arguments is itself), code the three-digit code
 	// of its reply (0 if it got none: the connection broke), and took
 	// the time from its parse to its reply being buffered or written.
 	Command(cmd wire.Command, code int, took time.Duration)
