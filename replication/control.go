@@ -294,6 +294,12 @@ func (c *Control) Leader() string {
 // IsLeader reports whether this node leads the control plane.
 func (c *Control) IsLeader() bool { return c.raft.State() == raft.Leader }
 
+// Raft returns this node's raft term and the index of the last entry it
+// applied to the partition table.
+func (c *Control) Raft() (term, applied uint64) {
+	return c.raft.CurrentTerm(), c.raft.AppliedIndex()
+}
+
 // fsm applies the raft log to the partition table.
 type fsm struct{ c *Control }
 

@@ -35,6 +35,9 @@ type DataConfig struct {
 	// AwaitTimeout bounds the wait for a replica's acknowledgement.
 	AwaitTimeout time.Duration
 	Logger       *slog.Logger
+	// ObserveBatch, if set, is told the number of changes in each batch
+	// shipped to a replica (for metrics); it must not block.
+	ObserveBatch func(changes int)
 }
 
 // DefaultDataConfig returns the timings of a stock node; Self, Pool and
@@ -525,6 +528,24 @@ func (d *Data) Serving() bool {
 		}
 	}
 	return true
+}
+
+// Lag says how far behind the replicas this node feeds are: the changes
+// its owned partitions recorded that their replicas have not
+// acknowledged, and how long the oldest of those still awaited by a
+// request has waited.
+func (d *Data) Lag(now time.Time) (changes uint64, oldest time.Duration) {
+	for _, l := range d.parts {
+		l.mu.Lock()
+		if l.role == owner && l.link != nil && l.seq > l.acked {
+			changes += l.seq - l.acked
+			if len(l.confirms) > 0 {
+				oldest = max(oldest, now.Sub(l.confirms[0].at))
+			}
+		}
+		l.mu.Unlock()
+	}
+	return changes, oldest
 }
 
 // Roles counts the partitions this node owns and replicates, and those

@@ -146,7 +146,7 @@ type sent struct {
 // else the recorded changes; acknowledgements are taken in as they come.
 func (lk *link) send(ps []int) error {
 	d := lk.d
-	batch, body, copies := lk.collect(ps)
+	batch, body, copies, changes := lk.collect(ps)
 	// A failed copy must not cost the changes already taken out of other
 	// partitions for this batch: they go out regardless, and the error
 	// comes back after them (the caller backs off and tries the copies
@@ -173,12 +173,16 @@ func (lk *link) send(ps []int) error {
 	if err := lk.ship(batch, body); err != nil {
 		return err
 	}
+	if obs := d.cfg.ObserveBatch; obs != nil {
+		obs(changes)
+	}
 	return copyErr
 }
 
 // collect takes out the recorded changes of the partitions ps that can go
-// in one batch, encoded, and lists those that need a full copy first.
-func (lk *link) collect(ps []int) (batch []sent, body []byte, copies []int) {
+// in one batch, encoded, and lists those that need a full copy first;
+// changes counts the changes in the batch.
+func (lk *link) collect(ps []int) (batch []sent, body []byte, copies []int, changes int) {
 	d := lk.d
 	var enc peer.Enc
 	for _, p := range ps {
@@ -212,6 +216,7 @@ func (lk *link) collect(ps []int) (batch []sent, body []byte, copies []int) {
 			cnt += len(en.changes)
 		}
 		enc.Uint(uint64(cnt))
+		changes += cnt
 		for _, en := range out {
 			for _, c := range en.changes {
 				encodeChange(&enc, c)
@@ -219,7 +224,7 @@ func (lk *link) collect(ps []int) (batch []sent, body []byte, copies []int) {
 		}
 		batch = append(batch, sent{p, epoch, out[len(out)-1].to})
 	}
-	return batch, enc.B, copies
+	return batch, enc.B, copies, changes
 }
 
 // ship queues one collected batch on the replica's connection. The caller

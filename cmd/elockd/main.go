@@ -29,6 +29,7 @@ import (
 	"github.com/elock/elock/node"
 	"github.com/elock/elock/node/locktable"
 	"github.com/elock/elock/node/mesh"
+	"github.com/elock/elock/node/metrics"
 	"github.com/elock/elock/node/partition"
 	"github.com/elock/elock/node/peer"
 	"github.com/elock/elock/replication"
@@ -326,6 +327,11 @@ func run(args []string, stderr io.Writer) int {
 		return 2
 	}
 	o.cfg.Logger = log
+	reg := metrics.NewRegistry()
+	if o.cfg.Observer, err = metrics.NewCommands(reg); err != nil {
+		fmt.Fprintln(stderr, "elockd:", err)
+		return 2
+	}
 	l, err := net.Listen("tcp", o.listen)
 	if err != nil {
 		log.Error("cannot listen", "addr", o.listen, "err", err)
@@ -369,6 +375,7 @@ func run(args []string, stderr io.Writer) int {
 		backend node.Backend
 		m       *mesh.Mesh
 		extra   []any
+		figures metrics.Node // what the node's metrics read at a scrape
 	)
 	if o.mesh {
 		var join []string
@@ -392,6 +399,12 @@ func run(args []string, stderr io.Writer) int {
 		mc.MaxLocks, mc.MaxSessions, mc.MaxLocksPerSession = o.maxLocksTotal, o.maxSessions, o.cfg.MaxLocksPerSession
 		mc.Lease, mc.HomeLease, mc.LostAfter = o.lease, o.homeLease, o.lostAfter
 		mc.Clients, mc.Logger = o.cfg.Clients, log
+		mm, err := metrics.NewMesh(reg)
+		if err != nil {
+			fmt.Fprintln(stderr, "elockd:", err)
+			return 2
+		}
+		mc.ObservePeer, mc.ObserveBatch = mm.PeerCall, mm.Batch
 		if err := mc.Validate(); err != nil {
 			fmt.Fprintln(stderr, "elockd:", err)
 			return 2
@@ -403,6 +416,11 @@ func run(args []string, stderr io.Writer) int {
 		}
 		defer m.Close()
 		backend = m.Backend()
+		figures = metrics.Node{Counts: m.Counts, Ready: m.Ready}
+		if err := metrics.RegisterMeshFigures(reg, m.Figures); err != nil {
+			fmt.Fprintln(stderr, "elockd:", err)
+			return 2
+		}
 		extra = []any{"gossip", m.GossipAddr(), "peer", m.PeerAddr(), "voter", o.expect > 0, "expect", o.expect,
 			"gossip_encrypted", len(o.keys) > 0, "peer_tls", o.peerCert != ""}
 	} else {
@@ -440,9 +458,15 @@ func run(args []string, stderr io.Writer) int {
 			}()
 		}
 		backend = &node.Local{Set: set, Home: o.cfg.NodeID, Addr: l.Addr().String()}
+		figures = metrics.Node{Counts: set.Counts}
 	}
 	srv, err := node.NewServer(o.cfg, backend)
 	if err != nil {
+		fmt.Fprintln(stderr, "elockd:", err)
+		return 2
+	}
+	figures.Connections, figures.Version = srv.Connections, node.Version
+	if err := metrics.RegisterNode(reg, figures); err != nil {
 		fmt.Fprintln(stderr, "elockd:", err)
 		return 2
 	}

@@ -66,6 +66,12 @@ type Config struct {
 	// Clients are the server's clients, by session.
 	Clients Clients
 	Logger  *slog.Logger
+	// ObservePeer and ObserveBatch, if set, are told of each peer call
+	// this node makes (its method and time to reply) and of the changes
+	// in each batch it ships to a replica, for metrics. They must not
+	// block; nil records nothing.
+	ObservePeer  func(m peer.Method, took time.Duration)
+	ObserveBatch func(changes int)
 }
 
 // DefaultHomeLease is how long a home may fail to renew a session before
@@ -175,6 +181,7 @@ func Start(cfg Config) (_ *Mesh, err error) {
 	m.mux = peer.NewMux(m.peerLn, cfg.PeerTLS, log)
 	undo = append(undo, func() { m.mux.Close() })
 	m.pool = peer.NewPool(2*time.Second, peer.Source(m.peerLn.Addr()), cfg.PeerTLS)
+	m.pool.Observe = cfg.ObservePeer
 	undo = append(undo, m.pool.Close)
 
 	// The data plane and the partition set it hosts. Expired sessions go
@@ -183,6 +190,7 @@ func Start(cfg Config) (_ *Mesh, err error) {
 	m.lease = replication.NewLease()
 	dc := replication.DefaultDataConfig()
 	dc.Self, dc.Pool, dc.Lease, dc.Logger = m.self, m.pool, m.lease, log
+	dc.ObserveBatch = cfg.ObserveBatch
 	dc.Partitions = partition.Config{Partitions: cfg.Partitions, Limits: cfg.Limits, MaxLocks: cfg.MaxLocks, MaxSessions: cfg.MaxSessions,
 		MaxLocksPerSession: cfg.MaxLocksPerSession, Expired: expired.add}
 	// Long enough for a dead replica to be replaced and sent a copy: the
@@ -322,6 +330,46 @@ func (m *Mesh) status() []node.StatLine {
 		{Key: "node_lease", Value: strconv.FormatBool(m.lease.Valid())},
 	}
 }
+
+// Figures are a mesh node's state for metrics: cheap enough to read at
+// every scrape (a pass over the partitions, raft's counters and the
+// member list), and nothing in them names a lock or a session.
+type Figures struct {
+	// Owned, Replicated and Unsynced count the partitions this node owns,
+	// replicates, and owns without a synced replica.
+	Owned, Replicated, Unsynced int
+	// Lease is what is left of this node's owner lease; 0 without one.
+	Lease time.Duration
+	// Leader: this node leads the control plane. Term and Applied are its
+	// raft term and last applied index.
+	Leader        bool
+	Term, Applied uint64
+	// LagChanges and Lag: how far the replicas this node feeds are
+	// behind (see replication.Data.Lag).
+	LagChanges uint64
+	Lag        time.Duration
+	// Members counts the gossip members by state, this node included.
+	Members [ring.Left + 1]int
+}
+
+// Figures reads this node's figures.
+func (m *Mesh) Figures() Figures {
+	var f Figures
+	f.Owned, f.Replicated, f.Unsynced = m.data.Roles()
+	f.Lease = m.lease.Remaining()
+	f.Leader = m.control.IsLeader()
+	f.Term, f.Applied = m.control.Raft()
+	f.LagChanges, f.Lag = m.data.Lag(time.Now())
+	for _, mb := range m.ring.Members() {
+		if mb.State >= 0 && int(mb.State) < len(f.Members) {
+			f.Members[mb.State]++
+		}
+	}
+	return f
+}
+
+// Counts sums the partitions this node serves, as their owner.
+func (m *Mesh) Counts() partition.Counts { return m.data.Set().Counts() }
 
 // Ready reports whether this node has a partition table, every partition
 // a live owner, and every partition this node owns can serve.

@@ -448,6 +448,7 @@ type Client struct {
 	// Idle is the client's idle deadline (ClientIdle unless a test sets
 	// it before the first call).
 	Idle time.Duration
+	observe func(Method, time.Duration) // Pool.Observe
 
 	mu      sync.Mutex // guards cur, nextID, closed
 	cur     *clientConn
@@ -647,6 +648,14 @@ func (c *Client) start(ctx context.Context, method Method, payload []byte, done 
 	if method < MinMethod {
 		done(nil, fmt.Errorf("peer: method %d is reserved", method))
 		return nil
+	}
+	if obs := c.observe; obs != nil {
+		// One closure more per call, only when observed.
+		start, inner := time.Now(), done
+		done = func(b []byte, err error) {
+			obs(method, time.Since(start))
+			inner(b, err)
+		}
 	}
 	var (
 		cc *clientConn

@@ -10,6 +10,11 @@ import (
 
 // Pool keeps one Client per remote -peer address.
 type Pool struct {
+	// Observe, if set before the first call, is told each call's method
+	// and the time to its reply or failure (for metrics); it must not
+	// block. nil costs nothing.
+	Observe func(m Method, took time.Duration)
+
 	timeout time.Duration
 	source  net.Addr
 	sec     *TLS
@@ -60,7 +65,7 @@ func (p *Pool) client(id, addr string) *Client {
 	c := p.clients[key]
 	if c == nil {
 		c = NewClient(addr, p.timeout)
-		c.source, c.sec, c.want = p.source, p.sec, id
+		c.source, c.sec, c.want, c.observe = p.source, p.sec, id, p.Observe
 		if p.closed {
 			c.Close()
 		} else {
