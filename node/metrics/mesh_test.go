@@ -15,13 +15,19 @@ import (
 // meshNode is one in-process mesh node with its own registry, wired as
 // elockd wires it.
 type meshNode struct {
-	m   *mesh.Mesh
-	reg *prometheus.Registry
+	m       *mesh.Mesh
+	reg     *prometheus.Registry
+	clients *node.Clients
 }
 
 // startMesh starts n voters on loopback that form one mesh, and waits
 // until every node is ready.
 func startMesh(t testing.TB, n, partitions int) []*meshNode {
+	return startMeshWith(t, n, partitions, true)
+}
+
+// startMeshWith is startMesh with or without metrics.
+func startMeshWith(t testing.TB, n, partitions int, withMetrics bool) []*meshNode {
 	t.Helper()
 	var nodes []*meshNode
 	var join []string
@@ -39,18 +45,22 @@ func startMesh(t testing.TB, n, partitions int) []*meshNode {
 		mc.Partitions = partitions
 		mc.Lease, mc.HomeLease = time.Second, time.Second
 		mc.Clients = node.NewClients()
-		mc.ObservePeer, mc.ObserveBatch = mm.PeerCall, mm.Batch
+		if withMetrics {
+			mc.ObservePeer, mc.ObserveBatch = mm.PeerCall, mm.Batch
+		}
 		m, err := mesh.Start(mc)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := RegisterMeshFigures(reg, m.Figures); err != nil {
-			t.Fatal(err)
+		if withMetrics {
+			if err := RegisterMeshFigures(reg, m.Figures); err != nil {
+				t.Fatal(err)
+			}
+			if err := RegisterNode(reg, Node{Counts: m.Counts, Ready: m.Ready, Version: node.Version}); err != nil {
+				t.Fatal(err)
+			}
 		}
-		if err := RegisterNode(reg, Node{Counts: m.Counts, Ready: m.Ready, Version: node.Version}); err != nil {
-			t.Fatal(err)
-		}
-		nd := &meshNode{m: m, reg: reg}
+		nd := &meshNode{m: m, reg: reg, clients: mc.Clients.(*node.Clients)}
 		t.Cleanup(func() { nd.close() })
 		nodes = append(nodes, nd)
 		join = append(join, m.GossipAddr())

@@ -104,15 +104,23 @@ type single struct {
 }
 
 func startSingle(t testing.TB, grantDelay time.Duration) *single {
+	return startSingleWith(t, grantDelay, true)
+}
+
+// startSingleWith is startSingle with or without metrics (for the
+// benchmark's baseline: no observer, nothing registered).
+func startSingleWith(t testing.TB, grantDelay time.Duration, withMetrics bool) *single {
 	t.Helper()
 	reg := NewRegistry()
-	obs, err := NewCommands(reg)
-	if err != nil {
-		t.Fatal(err)
-	}
 	cfg := node.DefaultConfig()
 	cfg.NodeID = "test"
-	cfg.Observer = obs
+	if withMetrics {
+		obs, err := NewCommands(reg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Observer = obs
+	}
 	set, err := partition.New(partition.Config{
 		Partitions: 16,
 		Limits:     locktable.Limits{MaxWaiters: cfg.MaxWaiters, DefaultTimeout: cfg.DefaultTimeout},
@@ -121,6 +129,7 @@ func startSingle(t testing.TB, grantDelay time.Duration) *single {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(set.Close) // after the server's shutdown: cleanups run last first
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -129,9 +138,17 @@ func startSingle(t testing.TB, grantDelay time.Duration) *single {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := RegisterNode(reg, Node{Connections: srv.Connections, Counts: set.Counts, Version: node.Version}); err != nil {
-		t.Fatal(err)
+	serve(t, srv, l)
+	if withMetrics {
+		if err := RegisterNode(reg, Node{Connections: srv.Connections, Counts: set.Counts, Version: node.Version}); err != nil {
+			t.Fatal(err)
+		}
 	}
+	return &single{reg: reg, srv: srv, addr: l.Addr().String()}
+}
+
+// serve runs srv on l until the test ends.
+func serve(t testing.TB, srv *node.Server, l net.Listener) {
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
 	t.Cleanup(func() {
@@ -141,9 +158,7 @@ func startSingle(t testing.TB, grantDelay time.Duration) *single {
 		if err := <-served; !errors.Is(err, node.ErrServerClosed) {
 			t.Errorf("Serve returned %v", err)
 		}
-		set.Close()
 	})
-	return &single{reg: reg, srv: srv, addr: l.Addr().String()}
 }
 
 // client is a raw protocol connection.
