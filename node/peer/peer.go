@@ -447,7 +447,7 @@ type Client struct {
 	want    string   // with sec, the node id the other end must prove (Pool.To)
 	// Idle is the client's idle deadline (ClientIdle unless a test sets
 	// it before the first call).
-	Idle time.Duration
+	Idle    time.Duration
 	observe func(Method, time.Duration) // Pool.Observe
 
 	mu      sync.Mutex // guards cur, nextID, closed
