@@ -19,10 +19,10 @@ import (
 // and unlock round trips over one real TCP connection (one op is both),
 // on a single node and through a three-node mesh, with no metrics at all
 // ("none") against every collector registered, the observers in place and
-// the registry rendered every second as a scraper would ("scraped"). Each
-// -count runs the four in turn, so the variants interleave:
+// the registry rendered every second as a scraper would ("scraped"). -count
+// would run each variant its times in a row; separate runs interleave them:
 //
-//	go test -run '^$' -bench MetricsCost -benchtime 20000x -count 6 ./node/metrics/
+//	for i in 1 2 3 4 5 6; do go test -run '^$' -bench MetricsCost -benchtime 20000x -count 1 ./node/metrics/; done
 //
 // The aim is a difference under 3%.
 func BenchmarkMetricsCost(b *testing.B) {
