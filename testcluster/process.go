@@ -135,7 +135,7 @@ type Process struct {
 	stopping bool       // the test ended the process on purpose
 }
 
-var servingLine = regexp.MustCompile(`msg=serving addr=(\S+)`)
+var servingLine = regexp.MustCompile(`msg=serving (?:\S+ )*?addr=(\S+)`)
 
 // Start runs elockd with flags (plus -listen 127.0.0.1:0 unless flags set
 // -listen) and returns once it logs that it serves. The test's cleanup
