@@ -183,7 +183,9 @@ func nodeBehind(addr string) (string, error) {
 	for {
 		l, err := br.ReadString('\n')
 		if err != nil {
-			if errors.Is(err, io.EOF) {
+			// Closed at once: with "stats" unread, the close may come
+			// as a reset.
+			if errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
 				return "", nil
 			}
 			return "", err
