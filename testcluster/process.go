@@ -140,6 +140,9 @@ type Process struct {
 var (
 	servingLine = regexp.MustCompile(`msg=serving (?:\S+ )*?addr=(\S+)`)
 	httpAttr    = regexp.MustCompile(` http=(\S+)`)
+	// The same with -log-format json.
+	servingJSON  = regexp.MustCompile(`"msg":"serving",.*?"addr":"([^"]+)"`)
+	httpAttrJSON = regexp.MustCompile(`"http":"([^"]+)"`)
 )
 
 // Start runs elockd with flags (plus -listen 127.0.0.1:0 unless flags set
@@ -209,10 +212,14 @@ func (p *Process) read(pipe interface{ Read([]byte) (int, error) }) {
 		line, err := br.ReadString('\n')
 		p.log.Write([]byte(line))
 		if !found {
-			if m := servingLine.FindStringSubmatch(line); m != nil {
+			serving, http := servingLine, httpAttr
+			if strings.HasPrefix(line, "{") {
+				serving, http = servingJSON, httpAttrJSON
+			}
+			if m := serving.FindStringSubmatch(line); m != nil {
 				found = true
 				addrs := []string{m[1], ""}
-				if h := httpAttr.FindStringSubmatch(line); h != nil {
+				if h := http.FindStringSubmatch(line); h != nil {
 					addrs[1] = h[1]
 				}
 				p.serving <- addrs
