@@ -246,3 +246,28 @@ func TestOnlyGetAndBoundedRequests(t *testing.T) {
 		t.Fatalf("server without bounds: %+v", hs)
 	}
 }
+
+// With a client CA, a request without a verified client certificate
+// reaches the probes and nothing else.
+func TestRequireClientCertLetsProbesThrough(t *testing.T) {
+	cfg := newFixture().config(nil)
+	cfg.RequireClientCert = true
+	h, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := httptest.NewTLSServer(h)
+	t.Cleanup(s.Close)
+	c := s.Client()
+	c.Timeout = 10 * time.Second
+	for path, want := range map[string]int{"/healthz": 200, "/readyz": 200, "/metrics": 401, "/": 401, "/debug/pprof/": 401} {
+		res, err := c.Get(s.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != want {
+			t.Errorf("GET %s without a client certificate: %d, want %d", path, res.StatusCode, want)
+		}
+	}
+}
