@@ -100,3 +100,24 @@ func (a *ACL) mayList(id string) bool {
 	r := a.rules[id]
 	return len(r.Read) > 0 || len(r.Lock) > 0
 }
+
+// IdentityOf returns the identity a token names, for callers outside
+// this package that authenticate by token (the HTTP endpoint's bearer
+// tokens).
+func (a *ACL) IdentityOf(token string) (string, bool) { return a.identityOf([]byte(token)) }
+
+// MayRead reports whether identity id may read name.
+func (a *ACL) MayRead(id string, name []byte) bool { return a.mayRead(id, name) }
+
+// MayList reports whether identity id may read the node's state: it may
+// read or lock something.
+func (a *ACL) MayList(id string) bool { return a.mayList(id) }
+
+// MayReadAll reports whether identity id may read every name: a rule of
+// the empty prefix. What shows everything at once (a heap profile holds
+// every name and session id) needs it.
+func (a *ACL) MayReadAll(id string) bool { return a.mayRead(id, nil) }
+
+// ValidIdentity reports whether s has the form of an identity name, as
+// a client certificate's common name must to be one.
+func ValidIdentity(s string) bool { return identityName.MatchString(s) }

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -63,6 +64,10 @@ type Options struct {
 	// as the node starts. SecureEnv=1 makes every mesh secure, except one
 	// whose NodeFlags bring their own security (its test is about it).
 	Secure bool
+	// HTTP gives every node an HTTP endpoint (-http) on its own loopback
+	// address and a port of the kernel's choosing: Cluster.HTTPAddr
+	// says which, once the node serves.
+	HTTP bool
 }
 
 // SecureEnv, set to "1", runs every mesh of the tests secured (see
@@ -239,6 +244,10 @@ func (c *Cluster) args(n *Node) []string {
 			args = append(args, "-encrypt", c.sec.key, "-peer-cert", cert, "-peer-key", key, "-peer-ca", c.sec.ca.CA)
 		}
 	}
+	if c.opt.HTTP {
+		host, _, _ := net.SplitHostPort(n.ClientAddr)
+		args = append(args, "-http", net.JoinHostPort(host, "0"))
+	}
 	args = append(args, c.opt.Flags...)
 	if c.opt.NodeFlags != nil {
 		args = append(args, c.opt.NodeFlags(n)...)
@@ -357,6 +366,10 @@ func (c *Cluster) Live() []int {
 	}
 	return live
 }
+
+// HTTPAddr is node i's HTTP address (Options.HTTP), as its serving
+// line says: it changes when the node restarts.
+func (c *Cluster) HTTPAddr(i int) string { return c.Node(i).Process.HTTPAddr }
 
 // Addrs returns the client addresses of the live nodes, by index.
 func (c *Cluster) Addrs() []string {

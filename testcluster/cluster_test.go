@@ -188,8 +188,8 @@ func TestLogsOnFailure(t *testing.T) {
 		"==== node 1 (n1) run 1 of 2: ",
 		"==== exit: signal: killed",
 		"==== node 1 (n1) run 2 of 2: ",
-		"msg=serving addr=" + c.Node(0).ClientAddr,
-		"msg=serving addr=" + c.Node(1).ClientAddr,
+		"msg=serving node=n0 addr=" + c.Node(0).ClientAddr,
+		"msg=serving node=n1 addr=" + c.Node(1).ClientAddr,
 		"==== end of node 1 (n1) run 2",
 	} {
 		if !strings.Contains(logs, want) {

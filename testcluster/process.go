@@ -121,21 +121,29 @@ func (l *Log) String() string {
 
 // Process is one running elockd.
 type Process struct {
-	tb    testing.TB
-	Args  []string
-	Addr  string // client address, from the "serving" log line
-	log   Log
-	cmd   *exec.Cmd
-	done  chan struct{} // closed once the process has exited
-	state *os.ProcessState
+	tb   testing.TB
+	Args []string
+	Addr string // client address, from the "serving" log line
+	// HTTPAddr is the -http address, from the same line; empty without.
+	HTTPAddr string
+	log      Log
+	cmd      *exec.Cmd
+	done     chan struct{} // closed once the process has exited
+	state    *os.ProcessState
 	// serving receives the address of the serving line.
-	serving chan string
+	serving chan []string
 
 	mu       sync.Mutex // guards stopping
 	stopping bool       // the test ended the process on purpose
 }
 
-var servingLine = regexp.MustCompile(`msg=serving addr=(\S+)`)
+var (
+	servingLine = regexp.MustCompile(`msg=serving (?:\S+ )*?addr=(\S+)`)
+	httpAttr    = regexp.MustCompile(` http=(\S+)`)
+	// The same with -log-format json.
+	servingJSON  = regexp.MustCompile(`"msg":"serving",.*?"addr":"([^"]+)"`)
+	httpAttrJSON = regexp.MustCompile(`"http":"([^"]+)"`)
+)
 
 // Start runs elockd with flags (plus -listen 127.0.0.1:0 unless flags set
 // -listen) and returns once it logs that it serves. The test's cleanup
@@ -181,7 +189,7 @@ func launch(tb testing.TB, args []string) (*Process, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting elockd: %w", err)
 	}
-	p.serving = make(chan string, 1)
+	p.serving = make(chan []string, 1)
 	go p.read(pipe)
 	return p, nil
 }
@@ -204,9 +212,17 @@ func (p *Process) read(pipe interface{ Read([]byte) (int, error) }) {
 		line, err := br.ReadString('\n')
 		p.log.Write([]byte(line))
 		if !found {
-			if m := servingLine.FindStringSubmatch(line); m != nil {
+			serving, http := servingLine, httpAttr
+			if strings.HasPrefix(line, "{") {
+				serving, http = servingJSON, httpAttrJSON
+			}
+			if m := serving.FindStringSubmatch(line); m != nil {
 				found = true
-				p.serving <- m[1]
+				addrs := []string{m[1], ""}
+				if h := http.FindStringSubmatch(line); h != nil {
+					addrs[1] = h[1]
+				}
+				p.serving <- addrs
 			}
 		}
 		if err != nil {
@@ -221,7 +237,8 @@ func (p *Process) read(pipe interface{ Read([]byte) (int, error) }) {
 // WaitServing waits for the serving line and sets Addr.
 func (p *Process) WaitServing(limit time.Duration) error {
 	select {
-	case p.Addr = <-p.serving:
+	case addrs := <-p.serving:
+		p.Addr, p.HTTPAddr = addrs[0], addrs[1]
 		return nil
 	case <-p.done:
 		return fmt.Errorf("elockd %v exited before serving: %v", p.Args, p.state)

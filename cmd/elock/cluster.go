@@ -26,7 +26,9 @@ import (
 // gossip key and peer TLS, from a CA and certificates it makes in a
 // temporary directory (removed at the end); with -tls the client ports
 // are TLS too. It prints every node's client address once the cluster
-// serves, and stops them all on Ctrl-C (or SIGTERM).
+// serves, with its HTTP endpoint (-http, on a free port of its address:
+// metrics, probes, the status page), and stops them all on Ctrl-C (or
+// SIGTERM).
 func runCluster(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("elock cluster", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -119,11 +121,23 @@ func runCluster(args []string, stdout, stderr io.Writer) int {
 			p.Wait()
 		}
 	}
+	// Every node serves HTTP (metrics, probes, the status page) on its
+	// own loopback address, on a port free when asked for.
+	var httpAddrs []string
+	for i := range *n {
+		a, err := freePort(strings.Split(addr(i, 0), ":")[0])
+		if err != nil {
+			fmt.Fprintln(stderr, "elock cluster: a port for -http:", err)
+			return exitSoftware
+		}
+		httpAddrs = append(httpAddrs, a)
+	}
 	for i := range *n {
 		args := []string{
 			"-node-id", fmt.Sprintf("n%d", i+1),
 			"-listen", addr(i, 11400), "-gossip", addr(i, 7946), "-peer", addr(i, 11401),
 			"-join", addr(0, 7946), "-bootstrap-expect", fmt.Sprint(*n),
+			"-http", httpAddrs[i],
 		}
 		if *dataDir != "" {
 			args = append(args, "-data-dir", filepath.Join(*dataDir, fmt.Sprintf("n%d", i+1)))
@@ -161,8 +175,12 @@ func runCluster(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "elock cluster:", err)
 		return exitUnavailable
 	}
+	scheme := "http"
+	if *useTLS {
+		scheme = "https" // the endpoint serves with the client port's certificate
+	}
 	for i, a := range addrs {
-		fmt.Fprintf(stdout, "n%d %s\n", i+1, a)
+		fmt.Fprintf(stdout, "n%d %s %s://%s/\n", i+1, a, scheme, httpAddrs[i])
 	}
 	how := ""
 	switch {
@@ -246,4 +264,14 @@ func nodeReady(ctx context.Context, addr string, acc access) bool {
 		}
 	}
 	return false
+}
+
+// freePort returns host:port with a TCP port free on host now.
+func freePort(host string) (string, error) {
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
 }

@@ -289,7 +289,7 @@ func TestCluster(t *testing.T) {
 		if strings.HasPrefix(l, "cluster of 2 serving") {
 			break
 		}
-		if f := strings.Fields(l); len(f) == 2 {
+		if f := strings.Fields(l); len(f) >= 2 && strings.HasPrefix(f[0], "n") {
 			addrs = append(addrs, f[1])
 		}
 	}

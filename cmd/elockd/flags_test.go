@@ -88,6 +88,13 @@ func TestAMeshBeyondLoopbackMustBeSecured(t *testing.T) {
 		{args: []string{"-debug-addr", "0.0.0.0:6060"}, missing: []string{"-debug-addr 0.0.0.0:6060", "-insecure"}},
 		{args: []string{"-debug-addr", "127.0.0.1:6060"}},
 		{args: []string{"-debug-addr", "0.0.0.0:6060", "-insecure"}},
+		{args: []string{"-http", "0.0.0.0:8080"}, missing: []string{"-http 0.0.0.0:8080", "-tls-cert", "-insecure"}},
+		{args: []string{"-http", "10.1.2.3:8080", "-tls-cert", dir + "/c", "-tls-key", dir + "/k"}},
+		{args: []string{"-http", "0.0.0.0:8080", "-insecure"}},
+		{args: []string{"-http", "localhost:8080"}},
+		{args: []string{"-http", "127.0.0.1:8080", "-debug-addr", "127.0.0.1:8080"}},
+		{args: []string{"-http", "127.0.0.1:8080", "-debug-addr", "127.0.0.1:6060"}, missing: []string{"alias", "-http 127.0.0.1:8080", "-debug-addr 127.0.0.1:6060"}},
+		{args: []string{"-log-format", "xml"}, missing: []string{"-log-format"}},
 	} {
 		_, err := parseFlags(tc.args, io.Discard)
 		if tc.missing == nil {

@@ -15,13 +15,12 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
-	"net/http/pprof"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -32,6 +31,7 @@ import (
 	"github.com/elock/elock/node/metrics"
 	"github.com/elock/elock/node/partition"
 	"github.com/elock/elock/node/peer"
+	"github.com/elock/elock/node/web"
 	"github.com/elock/elock/replication"
 	"github.com/elock/elock/ring"
 )
@@ -43,7 +43,10 @@ func main() {
 // options are the parsed flags.
 type options struct {
 	listen     string
+	httpAddr   string // -http, or its alias -debug-addr
+	httpFlag   string // which of the two gave httpAddr, for messages
 	debugAddr  string
+	logFormat  string
 	nodeID     string
 	logLevel   string
 	shutdown   time.Duration
@@ -78,12 +81,12 @@ type options struct {
 	// locks this node keeps (0: no bound).
 	maxSessions, maxLocksTotal int
 	// insecure allows a mesh beyond loopback without gossip encryption
-	// or peer TLS, and -debug-addr beyond loopback.
+	// or peer TLS, and -http beyond loopback without TLS.
 	insecure bool
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
-	o := options{cfg: node.DefaultConfig()}
+	o := options{cfg: node.DefaultConfig(), httpFlag: "-http"}
 	fs := flag.NewFlagSet("elockd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.listen, "listen", "127.0.0.1:11400", "client address (host:port); binding beyond loopback is your explicit choice")
@@ -103,12 +106,14 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.peerCert, "peer-cert", "", "mesh: this node's certificate (PEM), naming its node id as a DNS name; with -peer-key and -peer-ca, peer RPC and raft use mutual TLS 1.3")
 	fs.StringVar(&o.peerKey, "peer-key", "", "mesh: the private key of -peer-cert (PEM)")
 	fs.StringVar(&o.peerCA, "peer-ca", "", "mesh: the CA (PEM) that signs every node's -peer-cert")
-	fs.BoolVar(&o.insecure, "insecure", false, "allow a mesh whose -gossip or -peer address is beyond loopback without -encrypt and the -peer-* flags, and -debug-addr beyond loopback")
+	fs.BoolVar(&o.insecure, "insecure", false, "allow a mesh whose -gossip or -peer address is beyond loopback without -encrypt and the -peer-* flags, and -http beyond loopback without -tls-cert")
 	fs.StringVar(&o.encrypt, "encrypt", "", "mesh: gossip key, base64 of 16, 24 or 32 bytes ('elock keygen' makes one); every node needs it")
 	fs.StringVar(&o.encryptFile, "encrypt-file", "", "mesh: file of gossip keys, one per line: the first encrypts, all decrypt (to rotate keys by rolling restarts)")
 	fs.DurationVar(&o.leave, "leave-timeout", time.Minute, "mesh: how long SIGTERM waits for this node's partitions to move away")
-	fs.StringVar(&o.debugAddr, "debug-addr", "", "serve Go profiles at /debug/pprof/ on this address (default: off)")
+	fs.StringVar(&o.httpAddr, "http", "", "serve HTTP on this address: /metrics, /healthz, /readyz, a status page at /, profiles at /debug/pprof/ (default: off); beyond loopback it needs -tls-cert (then HTTPS) or -insecure")
+	fs.StringVar(&o.debugAddr, "debug-addr", "", "an alias of -http, which now serves the profiles")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error (debug logs every command)")
+	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json (one JSON object per line); every line carries the node id")
 	fs.DurationVar(&o.shutdown, "shutdown-timeout", 10*time.Second, "how long SIGTERM waits for connections to finish")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
 	fs.IntVar(&o.partitions, "partitions", partition.DefaultPartitions, "partitions of the lock space; every node of a mesh must agree")
@@ -136,6 +141,15 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 			o.mesh = true
 		}
 	})
+	switch {
+	case o.debugAddr != "" && o.httpAddr != "" && o.debugAddr != o.httpAddr:
+		return o, fmt.Errorf("-debug-addr is an alias of -http: give one address, not -http %s and -debug-addr %s", o.httpAddr, o.debugAddr)
+	case o.httpAddr == "" && o.debugAddr != "":
+		o.httpAddr, o.httpFlag = o.debugAddr, "-debug-addr"
+	}
+	if o.logFormat != "text" && o.logFormat != "json" {
+		return o, fmt.Errorf("bad -log-format %q: want text or json", o.logFormat)
+	}
 	if (o.tlsCert == "") != (o.tlsKey == "") {
 		return o, errors.New("-tls-cert and -tls-key go together")
 	}
@@ -171,24 +185,34 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	return o, nil
 }
 
-func newLogger(level string, w io.Writer) (*slog.Logger, error) {
+// newLogger makes the logger of -log-level and -log-format (text or
+// json: slog's handlers, so each line is one logfmt record or one JSON
+// object).
+func newLogger(level, format string, w io.Writer) (*slog.Logger, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("bad -log-level %q: %w", level, err)
 	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+	opts := &slog.HandlerOptions{Level: l}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return slog.New(slog.NewTextHandler(w, opts)), nil
 }
 
 // secureBeyondLoopback refuses what would let anyone on the network into
 // the node: a mesh whose gossip or peer address is beyond loopback
-// without gossip encryption and peer TLS, and profiles served beyond
-// loopback, unless -insecure says so.
+// without gossip encryption and peer TLS, and the HTTP endpoint (whose
+// profiles show the heap and goroutine stacks, session ids among them)
+// beyond loopback without TLS, unless -insecure says so. The endpoint
+// serves HTTPS with the client port's certificate; -acl decides who may
+// read it.
 func (o options) secureBeyondLoopback() error {
 	if o.insecure {
 		return nil
 	}
-	if o.debugAddr != "" && !loopbackAddr(o.debugAddr) {
-		return fmt.Errorf("-debug-addr %s is beyond loopback, where anyone could read this node's heap and goroutine stacks (session ids among them): bind it to loopback, or give -insecure", o.debugAddr)
+	if o.httpAddr != "" && !loopbackAddr(o.httpAddr) && o.tlsCert == "" {
+		return fmt.Errorf("%s %s is beyond loopback without TLS: anyone on the network could read this node's metrics, status and profiles (heap and goroutine stacks, session ids among them) in clear; give -tls-cert and -tls-key (and -acl to say who may read it), bind it to loopback, or give -insecure", o.httpFlag, o.httpAddr)
 	}
 	if !o.mesh {
 		return nil
@@ -321,15 +345,28 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintln(os.Stdout, "elockd", node.Version)
 		return 0
 	}
-	log, err := newLogger(o.logLevel, stderr)
+	log, err := newLogger(o.logLevel, o.logFormat, stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, "elockd:", err)
 		return 2
 	}
+	if o.cfg.NodeID != "" {
+		log = log.With("node", o.cfg.NodeID)
+	}
 	o.cfg.Logger = log
 	reg := metrics.NewRegistry()
-	if o.cfg.Observer, err = metrics.NewCommands(reg); err != nil {
+	// usage reports a configuration error found once the logger exists:
+	// as the line "elockd: ERR", or with -log-format json as a log record,
+	// so that every line of a JSON log parses.
+	usage := func(err error) {
+		if o.logFormat == "json" {
+			log.Error("bad configuration", "err", err)
+			return
+		}
 		fmt.Fprintln(stderr, "elockd:", err)
+	}
+	if o.cfg.Observer, err = metrics.NewCommands(reg); err != nil {
+		usage(err)
 		return 2
 	}
 	l, err := net.Listen("tcp", o.listen)
@@ -341,7 +378,7 @@ func run(args []string, stderr io.Writer) int {
 	if o.tlsCert != "" {
 		tc, err := clientTLS(o.tlsCert, o.tlsKey, o.tlsClientCA)
 		if err != nil {
-			fmt.Fprintln(stderr, "elockd:", err)
+			usage(err)
 			return 2
 		}
 		l = tls.NewListener(l, tc)
@@ -350,7 +387,11 @@ func run(args []string, stderr io.Writer) int {
 			"addr", l.Addr().String())
 	}
 	if o.cfg.NodeID == "" {
+		// Known only now: the lines before carry no node id (the
+		// address they report names the node).
 		o.cfg.NodeID = nodeID(l.Addr().String())
+		log = log.With("node", o.cfg.NodeID)
+		o.cfg.Logger = log
 	}
 	if o.acl != "" {
 		b, err := os.ReadFile(o.acl)
@@ -358,12 +399,12 @@ func run(args []string, stderr io.Writer) int {
 			o.cfg.ACL, err = node.ParseACL(b)
 		}
 		if err != nil {
-			fmt.Fprintln(stderr, "elockd: -acl:", err)
+			usage(fmt.Errorf("-acl: %w", err))
 			return 2
 		}
 	}
 	if err := o.cfg.Validate(); err != nil {
-		fmt.Fprintln(stderr, "elockd:", err)
+		usage(err)
 		return 2
 	}
 	limits := locktable.Limits{MaxWaiters: o.cfg.MaxWaiters, DefaultTimeout: o.cfg.DefaultTimeout}
@@ -372,10 +413,14 @@ func run(args []string, stderr io.Writer) int {
 	// records its connections in it, and a mesh closes them through it.
 	o.cfg.Clients = node.NewClients()
 	var (
-		backend node.Backend
-		m       *mesh.Mesh
-		extra   []any
-		figures metrics.Node // what the node's metrics read at a scrape
+		backend  node.Backend
+		m        *mesh.Mesh
+		extra    []any
+		figures  metrics.Node // what the node's metrics read at a scrape
+		overview func() node.Overview
+		// notReady says why the node is not ready ("" if it is), for
+		// /readyz.
+		notReady func() string
 	)
 	if o.mesh {
 		var join []string
@@ -390,7 +435,7 @@ func run(args []string, stderr io.Writer) int {
 		mc.GossipKeys = o.keys
 		if o.peerCert != "" {
 			if mc.PeerTLS, err = peer.LoadTLS(o.peerCert, o.peerKey, o.peerCA, o.cfg.NodeID); err != nil {
-				fmt.Fprintln(stderr, "elockd:", err)
+				usage(err)
 				return 2
 			}
 		}
@@ -401,12 +446,12 @@ func run(args []string, stderr io.Writer) int {
 		mc.Clients, mc.Logger = o.cfg.Clients, log
 		mm, err := metrics.NewMesh(reg)
 		if err != nil {
-			fmt.Fprintln(stderr, "elockd:", err)
+			usage(err)
 			return 2
 		}
 		mc.ObservePeer, mc.ObserveBatch = mm.PeerCall, mm.Batch
 		if err := mc.Validate(); err != nil {
-			fmt.Fprintln(stderr, "elockd:", err)
+			usage(err)
 			return 2
 		}
 		m, err = mesh.Start(mc)
@@ -418,9 +463,10 @@ func run(args []string, stderr io.Writer) int {
 		backend = m.Backend()
 		figures = metrics.Node{Counts: m.Counts, Ready: m.Ready}
 		if err := metrics.RegisterMeshFigures(reg, m.Figures); err != nil {
-			fmt.Fprintln(stderr, "elockd:", err)
+			usage(err)
 			return 2
 		}
+		overview, notReady = m.Overview, m.NotReady
 		extra = []any{"gossip", m.GossipAddr(), "peer", m.PeerAddr(), "voter", o.expect > 0, "expect", o.expect,
 			"gossip_encrypted", len(o.keys) > 0, "peer_tls", o.peerCert != ""}
 	} else {
@@ -441,7 +487,7 @@ func run(args []string, stderr io.Writer) int {
 		set, err := partition.New(partition.Config{Partitions: o.partitions, Limits: limits, Epoch: epoch, AutoEpoch: true, GrantDelay: delay,
 			MaxLocks: o.maxLocksTotal, MaxSessions: o.maxSessions, MaxLocksPerSession: o.cfg.MaxLocksPerSession})
 		if err != nil {
-			fmt.Fprintln(stderr, "elockd:", err)
+			usage(err)
 			return 2
 		}
 		defer set.Close()
@@ -457,33 +503,56 @@ func run(args []string, stderr io.Writer) int {
 				}
 			}()
 		}
-		backend = &node.Local{Set: set, Home: o.cfg.NodeID, Addr: l.Addr().String()}
+		local := &node.Local{Set: set, Home: o.cfg.NodeID, Addr: l.Addr().String()}
+		backend, overview = local, local.Overview
 		figures = metrics.Node{Counts: set.Counts}
+		// A single node is ready while it serves, its start-up lock-delay
+		// included: it serves every command but a grant meanwhile (as a
+		// mesh serves a lost partition in its lock-delay, ready), and
+		// there is no other node a balancer could send its clients to.
+		notReady = func() string { return "" }
 	}
 	srv, err := node.NewServer(o.cfg, backend)
 	if err != nil {
-		fmt.Fprintln(stderr, "elockd:", err)
+		usage(err)
 		return 2
 	}
 	figures.Connections, figures.Version = srv.Connections, node.Version
 	if err := metrics.RegisterNode(reg, figures); err != nil {
-		fmt.Fprintln(stderr, "elockd:", err)
+		usage(err)
 		return 2
 	}
-	if o.debugAddr != "" {
-		stopDebug, err := serveDebug(o.debugAddr, log)
+	// Set once SIGTERM arrives: the node stops being ready before it
+	// leaves the mesh and closes its clients, so that a balancer sends
+	// no new ones.
+	var shuttingDown atomic.Bool
+	if o.httpAddr != "" {
+		ready := func() (bool, string) {
+			if shuttingDown.Load() {
+				return false, "shutting down"
+			}
+			why := notReady()
+			return why == "", why
+		}
+		counts := func(ctx context.Context) (web.Counts, error) {
+			st, err := backend.Stats(ctx, o.cfg.Clients.Count())
+			return web.Counts{Clients: st.Clients, Sessions: st.Sessions, Locks: st.Locks, Waiters: st.Waiters, Grants: st.Grants}, err
+		}
+		addr, stopHTTP, err := serveHTTP(o, web.Config{Gatherer: reg, Ready: ready, Overview: overview, Counts: counts,
+			ACL: o.cfg.ACL, RequireClientCert: o.tlsClientCA != "", Version: node.Version, Started: time.Now(), Logger: log})
 		if err != nil {
-			log.Error("cannot serve debug endpoints", "addr", o.debugAddr, "err", err)
+			log.Error("cannot serve HTTP", "addr", o.httpAddr, "err", err)
 			return 1
 		}
-		defer stopDebug()
+		defer stopHTTP()
+		extra = append(extra, "http", addr)
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
-	log.Info("serving", append([]any{"addr", l.Addr().String(), "node", o.cfg.NodeID, "version", node.Version, "client_tls", o.tlsCert != ""}, extra...)...)
+	log.Info("serving", append([]any{"addr", l.Addr().String(), "version", node.Version, "client_tls", o.tlsCert != ""}, extra...)...)
 
 	select {
 	case err := <-served:
@@ -492,6 +561,7 @@ func run(args []string, stderr io.Writer) int {
 	case <-ctx.Done():
 	}
 	stop()
+	shuttingDown.Store(true)
 	if m != nil {
 		// Hand the partitions over while this node still proxies its
 		// clients' commands; then close the clients, whose sessions the
@@ -675,21 +745,49 @@ func writeSynced(dir, name, data string) error {
 	return syncDir(dir)
 }
 
-// serveDebug serves the profiling endpoints on their own listener, never
-// on the client port.
-func serveDebug(addr string, log *slog.Logger) (func(), error) {
-	l, err := net.Listen("tcp", addr)
+// serveHTTP serves the HTTP endpoint (package web) on its own listener,
+// never on the client port: with -tls-cert over HTTPS with the client
+// port's certificate, and with -tls-client-ca asking for a client
+// certificate without requiring one in the handshake, so that a probe
+// without one reaches /healthz and /readyz (the handler asks for it
+// everywhere else). It returns the bound address and the stop, which
+// joins the serving goroutine.
+func serveHTTP(o options, cfg web.Config) (string, func(), error) {
+	h, err := web.New(cfg)
 	if err != nil {
-		return nil, err
+		return "", nil, err
 	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	go hs.Serve(l)
-	log.Info("serving debug endpoints", "addr", l.Addr().String())
-	return func() { hs.Close() }, nil
+	var tc *tls.Config
+	if o.tlsCert != "" {
+		if tc, err = clientTLS(o.tlsCert, o.tlsKey, o.tlsClientCA); err != nil {
+			return "", nil, err
+		}
+		if tc.ClientCAs != nil {
+			tc.ClientAuth = tls.VerifyClientCertIfGiven
+		}
+	}
+	l, err := net.Listen("tcp", o.httpAddr)
+	if err != nil {
+		return "", nil, err
+	}
+	hs := web.NewServer(h, tc, cfg.Logger)
+	done := make(chan error, 1)
+	go func() {
+		if tc != nil {
+			done <- hs.ServeTLS(l, "", "")
+		} else {
+			done <- hs.Serve(l)
+		}
+	}()
+	addr := l.Addr().String()
+	cfg.Logger.Info("serving HTTP", "http", addr, "tls", tc != nil, "client_certs", o.tlsClientCA != "", "acl", o.cfg.ACL != nil)
+	return addr, func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if hs.Shutdown(ctx) != nil {
+			// A long request (a CPU profile) is cut short.
+			hs.Close()
+		}
+		<-done
+	}, nil
 }

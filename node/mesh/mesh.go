@@ -371,29 +371,6 @@ func (m *Mesh) Figures() Figures {
 // Counts sums the partitions this node serves, as their owner.
 func (m *Mesh) Counts() partition.Counts { return m.data.Set().Counts() }
 
-// Ready reports whether this node has a partition table, every partition
-// a live owner, and every partition this node owns can serve.
-func (m *Mesh) Ready() bool {
-	st := m.control.State()
-	if !st.Initialized() || !m.lease.Valid() {
-		return false
-	}
-	// Every owner must be a live member, at the incarnation the table
-	// names: a dead owner's partitions are not served until taken over.
-	live := map[string]string{}
-	for _, mb := range m.ring.Members() {
-		if mb.State == ring.Alive {
-			live[mb.ID] = mb.Nonce
-		}
-	}
-	for _, p := range st.Parts {
-		if nonce, ok := live[p.Owner]; !ok || nonce != p.ONonce {
-			return false
-		}
-	}
-	return m.data.Serving() && m.data.Reconciled() >= st.Index
-}
-
 // Leave hands this node's partitions over before it goes: it announces
 // that it is leaving, and waits until the leader has moved every partition
 // it owns or replicates elsewhere, or ctx ends. Clients of other nodes see
