@@ -170,7 +170,7 @@ func TestCommandString(t *testing.T) {
 		wire.Quit: "quit", wire.Stats: "stats", wire.Token: "token", wire.Info: "info",
 		wire.Session: "session", wire.Members: "members", wire.Where: "where",
 		wire.Auth: "auth", wire.Label: "label", wire.Locks: "locks",
-		wire.Locks + 1: "unknown", // the first past the names
+		wire.Locks + 1:    "unknown", // the first past the names
 		wire.Command(200): "unknown",
 	}
 	for c, s := range want {
