@@ -62,6 +62,9 @@ type Client struct {
 	// wantTimeout, if hasTimeout, is sent with set_timeout after resumes.
 	wantTimeout time.Duration
 	hasTimeout  bool
+	// label, if not empty, is sent with label after every (re)connect:
+	// the server keeps a label only with the connection that set it.
+	label string
 	// held is every lock the client believes the session holds.
 	held map[string]uint64
 	// release names locks the session may hold that the application does
@@ -448,11 +451,14 @@ func (c *Client) handshake(ctx context.Context, cn *conn) error {
 // register starts a new session on cn.
 func (c *Client) register(ctx context.Context, cn *conn) error {
 	c.mu.Lock()
-	setTO, want := c.hasTimeout, c.wantTimeout
+	setTO, want, label := c.hasTimeout, c.wantTimeout, c.label
 	c.mu.Unlock()
 	lines := []string{"conn_id"}
 	if setTO {
 		lines = append(lines, "set_timeout "+millis(want))
+	}
+	if label != "" {
+		lines = append(lines, "label "+label)
 	}
 	lines = append(lines, "session")
 	if err := cn.send(lines...); err != nil {
@@ -467,6 +473,9 @@ func (c *Client) register(ctx context.Context, cn *conn) error {
 	}
 	if setTO && !rs[1].ok() {
 		return fmt.Errorf("set session timeout: %w", rs[1].err())
+	}
+	if r := rs[len(rs)-2]; label != "" && !r.ok() {
+		c.log.Warn("label refused", "err", r.err())
 	}
 	timeout, err := sessionTimeout(rs[len(rs)-1])
 	if err != nil {
@@ -561,13 +570,16 @@ func (c *Client) verify(cn *conn, sess resp) error {
 		names = append(names, n)
 		toks = append(toks, t)
 	}
-	setTO, want := c.hasTimeout, c.wantTimeout
+	setTO, want, label := c.hasTimeout, c.wantTimeout, c.label
 	c.mu.Unlock()
 	c.report(evs)
 
 	var lines []string
 	if setTO {
 		lines = append(lines, "set_timeout "+millis(want))
+	}
+	if label != "" {
+		lines = append(lines, "label "+label)
 	}
 	for _, n := range names {
 		lines = append(lines, "token "+n)
@@ -589,6 +601,12 @@ func (c *Client) verify(cn *conn, sess resp) error {
 			c.mu.Unlock()
 		} else {
 			c.log.Warn("set_timeout after resume refused", "err", rs[0].err())
+		}
+		rs = rs[1:]
+	}
+	if label != "" {
+		if !rs[0].ok() {
+			c.log.Warn("label after resume refused", "err", rs[0].err())
 		}
 		rs = rs[1:]
 	}

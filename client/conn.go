@@ -2,6 +2,7 @@ package client
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -20,6 +21,8 @@ const (
 	// maxBlockLines bounds a STATS/INFO/SESSION block, so that a broken
 	// server cannot make the client read forever.
 	maxBlockLines = 4096
+	// maxLockLines bounds a LOCKS block: the server's largest limit.
+	maxLockLines = 100000
 )
 
 // aLongTimeAgo is a deadline in the past: setting it interrupts blocked
@@ -143,6 +146,8 @@ type resp struct {
 	code  int
 	text  string
 	stats []stat
+	// locks are the LOCK lines of a LOCKS block, without "LOCK ".
+	locks []string
 }
 
 type stat struct{ key, value string }
@@ -188,6 +193,10 @@ func (cn *conn) read() (resp, error) {
 		}
 		if string(line) == "END" {
 			return r, nil
+		}
+		if rest, found := bytes.CutPrefix(line, []byte("LOCK ")); found && r.text == "LOCKS" && len(r.locks) < maxLockLines {
+			r.locks = append(r.locks, string(rest))
+			continue
 		}
 		k, v, ok := wire.ParseStat(line)
 		if !ok || len(r.stats) >= maxBlockLines {

@@ -92,6 +92,9 @@ type Local struct {
 	Home string
 	// Addr is the client address, for the members command.
 	Addr string
+	// Clients is the registry whose labels the locks command shows. Nil:
+	// NewServer sets it to its own.
+	Clients *Clients
 }
 
 var _ Backend = (*Local)(nil)

@@ -12,14 +12,19 @@ import (
 // is still live here (Live). It is built before both, so neither needs
 // the other to be finished.
 type Clients struct {
-	mu       sync.Mutex       // guards attached
+	mu       sync.Mutex       // guards attached and labels
 	attached map[string]*conn // session id -> the connection it is attached to
-	n        atomic.Int64     // connections with a session
+	// labels are the sessions' labels ("label TEXT"), kept while the
+	// connection that set one is attached: not replicated state, so a
+	// label lives with its connection (like Redis's CLIENT SETNAME), and
+	// a client that resumes its session elsewhere sets it again.
+	labels map[string]string
+	n      atomic.Int64 // connections with a session
 }
 
 // NewClients returns an empty registry.
 func NewClients() *Clients {
-	return &Clients{attached: make(map[string]*conn)}
+	return &Clients{attached: make(map[string]*conn), labels: make(map[string]string)}
 }
 
 func (cs *Clients) bind(id string, c *conn) {
@@ -33,6 +38,7 @@ func (cs *Clients) unbind(id string, c *conn) {
 	cs.mu.Lock()
 	if cs.attached[id] == c {
 		delete(cs.attached, id)
+		delete(cs.labels, id)
 	}
 	cs.mu.Unlock()
 	cs.n.Add(-1)
@@ -68,3 +74,33 @@ func (cs *Clients) Live(id string) bool {
 
 // Count returns this node's count of connections with a session.
 func (cs *Clients) Count() int { return int(cs.n.Load()) }
+
+// setLabel sets the label of session id while c holds it ("" clears it).
+func (cs *Clients) setLabel(id string, c *conn, label string) {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	switch {
+	case cs.attached[id] != c:
+	case label == "":
+		delete(cs.labels, id)
+	default:
+		cs.labels[id] = label
+	}
+}
+
+// Labels returns the labels of those of ids that are attached here and
+// set one. A nil registry knows none.
+func (cs *Clients) Labels(ids []string) map[string]string {
+	out := make(map[string]string)
+	if cs == nil {
+		return out
+	}
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	for _, id := range ids {
+		if l, ok := cs.labels[id]; ok {
+			out[id] = l
+		}
+	}
+	return out
+}

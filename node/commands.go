@@ -93,6 +93,10 @@ func (c *conn) exec(ok bool) {
 		c.cmdWhere()
 	case wire.Auth:
 		c.cmdAuth()
+	case wire.Label:
+		c.cmdLabel()
+	case wire.Locks:
+		c.cmdLocks()
 	}
 }
 
@@ -510,6 +514,8 @@ func (c *conn) allowed() bool {
 		ok, what = acl.mayLock(c.identity, c.req.Args[0]), "lock this name"
 	case wire.Info, wire.Where:
 		ok, what = acl.mayRead(c.identity, c.req.Args[0]), "read this name"
+	case wire.Locks:
+		ok, what = acl.mayRead(c.identity, lockPrefix(&c.req)), "read these names"
 	case wire.Stats, wire.Members:
 		ok, what = acl.mayList(c.identity), "read this node's state"
 	default:

@@ -82,6 +82,9 @@ func NewServer(cfg Config, backend Backend) (*Server, error) {
 	if clients == nil {
 		clients = NewClients()
 	}
+	if l, ok := backend.(*Local); ok && l.Clients == nil {
+		l.Clients = clients // the labels its locks listing shows
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Server{
 		clients:   clients,

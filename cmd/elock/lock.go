@@ -22,6 +22,8 @@ type lockOptions struct {
 	timeout   time.Duration // session timeout; 0: the server's default
 	killAfter time.Duration // SIGTERM to SIGKILL when the lock is lost
 	keepalive time.Duration
+	label     string
+	quiet     bool
 }
 
 // runLock runs COMMAND while holding NAME, like flock(1) or "etcdctl lock
@@ -43,6 +45,8 @@ func runLock(args, addrs []string, acc access, stderr io.Writer) int {
 	fs.DurationVar(&o.timeout, "timeout", 0, "session timeout: how long the lock outlives a lost connection (default: the server's, 30s)")
 	fs.DurationVar(&o.killAfter, "kill-after", 5*time.Second, "when the lock is lost: time between SIGTERM and SIGKILL of COMMAND")
 	fs.DurationVar(&o.keepalive, "keepalive", time.Second, "how often an idle connection is checked, which bounds how late a lost lock is noticed")
+	fs.StringVar(&o.label, "label", defaultLabel(), "the label others see next to this lock (elock locks); empty: none")
+	fs.BoolVar(&o.quiet, "quiet", false, "do not say on stderr who holds the lock while waiting for it")
 	if err := fs.Parse(args[1:]); err != nil {
 		return exitUsage
 	}
@@ -82,8 +86,47 @@ func runLock(args, addrs []string, acc access, stderr io.Writer) int {
 		return exitUnavailable
 	}
 	defer c.Close()
+	if o.label != "" {
+		lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := c.Label(lctx, o.label)
+		cancel()
+		if errors.Is(err, client.ErrInvalidLabel) {
+			fmt.Fprintln(stderr, "elock lock: -label:", err)
+			return exitUsage
+		}
+		if err != nil {
+			// Only a courtesy to others: go on without it.
+			fmt.Fprintln(stderr, "elock lock: label:", err)
+		}
+	}
 
+	// While the lock is busy for more than a second, say once who holds
+	// it, asked on a second connection: this one is blocked in the wait.
+	stopWaiting := func() {}
+	if !o.quiet && o.wait != 0 {
+		wctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			t := time.NewTimer(time.Second)
+			defer t.Stop()
+			select {
+			case <-wctx.Done():
+				return
+			case <-t.C:
+			}
+			line := waitingLine(wctx, addrs, acc, name)
+			if wctx.Err() == nil {
+				fmt.Fprintln(stderr, line)
+			}
+		}()
+		stopWaiting = func() {
+			cancel()
+			<-done
+		}
+	}
 	token, code := acquire(ctx, c, name, o.wait, stderr)
+	stopWaiting()
 	if code != exitOK {
 		return code
 	}

@@ -3,6 +3,8 @@
 //	elock [-addr A,B] lock NAME [-wait DUR] -- COMMAND ARGS...
 //	elock [-addr A,B] stats
 //	elock [-addr A,B] info NAME
+//	elock [-addr A,B] locks [PREFIX]
+//	elock [-addr A,B] top [-interval DUR] [-n COUNT]
 //	elock [-addr A,B] bench [-mode distinct|contended] [-clients N] [-duration D]
 //	elock cluster [-n N]
 //
@@ -38,9 +40,11 @@ const (
 )
 
 const usage = `usage:
-  elock [-addr A,B,...] lock NAME [-wait DUR] [-timeout DUR] -- COMMAND [ARGS...]
+  elock [-addr A,B,...] lock NAME [-wait DUR] [-timeout DUR] [-label TEXT] [-quiet] -- COMMAND [ARGS...]
   elock [-addr A,B,...] stats
   elock [-addr A,B,...] info NAME
+  elock [-addr A,B,...] locks [-n LIMIT] [-order name|held|waiters] [PREFIX]   held locks, with their holders' labels
+  elock [-addr A,B,...] top [-interval DUR] [-n COUNT] [-rows N] [PREFIX]       longest held locks and longest queues
   elock [-addr A,B,...] bench [-backend elock|redis] [-mode distinct|contended] [-clients N] [-duration D] [-json]
   elock cluster [-n N] [-data-dir DIR] [-log-dir DIR]   a local N-node mesh; Ctrl-C stops it
   elock keygen                                        prints a new gossip key for elockd -encrypt
@@ -93,6 +97,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runQuery("stats", rest[1:], addrs, acc, stdout, stderr)
 	case "info":
 		return runQuery("info", rest[1:], addrs, acc, stdout, stderr)
+	case "locks":
+		return runLocks(rest[1:], addrs, acc, stdout, stderr)
+	case "top":
+		return runTop(rest[1:], addrs, acc, stdout, stderr)
 	case "bench":
 		return runBench(rest[1:], addrs, acc, stdout, stderr)
 	case "cluster":

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"strings"
 	"time"
 
@@ -54,6 +55,12 @@ func queryOne(addr, request string, timeout time.Duration, acc access) ([]string
 		return nil, err
 	}
 	defer nc.Close()
+	return exchange(nc, addr, request, timeout)
+}
+
+// exchange sends request on nc and reads its reply lines: one, or a
+// block through END.
+func exchange(nc net.Conn, addr, request string, timeout time.Duration) ([]string, error) {
 	nc.SetDeadline(time.Now().Add(timeout))
 	if _, err := io.WriteString(nc, request+"\r\n"); err != nil {
 		return nil, fmt.Errorf("%s: %w", addr, err)

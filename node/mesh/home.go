@@ -40,6 +40,7 @@ type home struct {
 var (
 	_ node.Backend  = (*home)(nil)
 	_ node.Topology = (*home)(nil)
+	_ node.Lister   = (*home)(nil)
 )
 
 // Attach implements node.Backend: the session's owner records it; if the

@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -66,7 +67,10 @@ func newHomeSessions(self replication.Incarnation, rt *router, clients Clients, 
 }
 
 func (s *homeSessions) register(r *peer.Registry, w *workers) error {
-	return r.Handle(peer.Probe, w.blocking(s.probe))
+	return errors.Join(
+		r.Handle(peer.Probe, w.blocking(s.probe)),
+		r.Handle(peer.Labels, s.labels),
+	)
 }
 
 // setTimeout records a session's new timeout.

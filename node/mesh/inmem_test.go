@@ -266,6 +266,28 @@ type fakeClients struct {
 	mu     sync.Mutex
 	live   map[string]bool
 	kicked []string
+	label  map[string]string
+}
+
+func (c *fakeClients) Labels(ids []string) map[string]string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := map[string]string{}
+	for _, id := range ids {
+		if l, ok := c.label[id]; ok && c.live[id] {
+			out[id] = l
+		}
+	}
+	return out
+}
+
+func (c *fakeClients) setLabel(id, l string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.label == nil {
+		c.label = map[string]string{}
+	}
+	c.label[id] = l
 }
 
 func (c *fakeClients) Kick(id string) {

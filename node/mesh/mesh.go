@@ -20,11 +20,13 @@ import (
 
 // Clients is what the mesh needs of the server whose clients it serves:
 // close a session's connection (it could not be kept safe), tell whether
-// one is live here, and count them. *node.Clients implements it.
+// one is live here, count them, and give the labels of those attached
+// here (for the locks command). *node.Clients implements it.
 type Clients interface {
 	Kick(id string)
 	Live(id string) bool
 	Count() int
+	Labels(ids []string) map[string]string
 }
 
 // Config configures a mesh node. Start from DefaultConfig.

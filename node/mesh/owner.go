@@ -55,6 +55,8 @@ type lockOwner struct {
 type requestLimits struct {
 	maxName int
 	maxWait time.Duration
+	// listBytes bounds an answer to List (0: maxListBytes).
+	listBytes int
 }
 
 // check refuses a request beyond the limits, as a definite failure: the
@@ -140,6 +142,7 @@ func (o *lockOwner) register(r *peer.Registry, w *workers) error {
 		r.Handle(peer.Info, o.info),
 		r.Handle(peer.Held, w.blocking(o.held)),
 		r.Handle(peer.NodeStat, w.blocking(o.nodeStat)),
+		r.Handle(peer.List, w.blocking(o.list)),
 	)
 }
 

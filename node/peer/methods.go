@@ -49,6 +49,10 @@ const (
 	// above keep their values.
 	Replaced // leader -> owner: did the replica ever hold a copy at this epoch? if not, serve nothing more at it
 
+	// The locks command (package mesh), after the ids above.
+	List   // a node serving "locks" -> a lock owner: the held locks of these partitions
+	Labels // a node serving "locks" -> every member: the labels of these sessions attached to you
+
 	endMethods
 )
 
@@ -57,6 +61,7 @@ var methodNames = [...]string{
 	"lock", "cancel", "unlock", "drop", "release", "token", "info", "held", "node-stat",
 	"attach", "detach", "set-timeout", "renew", "probe", "alive",
 	"replaced",
+	"list", "labels",
 }
 
 // Methods lists every declared method.

@@ -23,6 +23,8 @@ var (
 	SessHeader   = []byte("200 SESSION\r\n")
 	MembersHead  = []byte("200 MEMBERS\r\n")
 	WhereHeader  = []byte("200 WHERE\r\n")
+	LabelSet     = []byte("200 label set\r\n")
+	LocksHeader  = []byte("200 LOCKS\r\n")
 	End          = []byte("END\r\n")
 	unknownStart = []byte("400 Unknown command: \"")
 	unknownEnd   = []byte("\"\r\n")
@@ -120,10 +122,10 @@ func ParseReply(line []byte) (Reply, bool) {
 }
 
 // IsBlockHeader reports whether a 200 reply's text opens a multi-line
-// block ended by END: STATS, INFO, SESSION, MEMBERS and WHERE.
+// block ended by END: STATS, INFO, SESSION, MEMBERS, WHERE and LOCKS.
 func IsBlockHeader(text string) bool {
 	switch text {
-	case "STATS", "INFO", "SESSION", "MEMBERS", "WHERE":
+	case "STATS", "INFO", "SESSION", "MEMBERS", "WHERE", "LOCKS":
 		return true
 	}
 	return false

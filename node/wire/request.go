@@ -21,6 +21,8 @@ const (
 	Members            // members             (mesh extension)
 	Where              // where NAME          (mesh extension)
 	Auth               // auth TOKEN          (extension: -acl)
+	Label              // label TEXT          (extension)
+	Locks              // locks [PREFIX [LIMIT [ORDER]]] (extension)
 )
 
 var commandNames = [...]string{
@@ -38,6 +40,8 @@ var commandNames = [...]string{
 	Members:    "members",
 	Where:      "where",
 	Auth:       "auth",
+	Label:      "label",
+	Locks:      "locks",
 }
 
 // arity gives the fewest and most arguments each verb takes.
@@ -55,6 +59,8 @@ var arity = [...][2]int{
 	Members:    {0, 0},
 	Where:      {1, 1},
 	Auth:       {1, 1},
+	Label:      {1, 1},
+	Locks:      {0, 3},
 }
 
 func (c Command) String() string {
@@ -71,7 +77,7 @@ func (c Command) String() string {
 func NumCommands() int { return len(commandNames) }
 
 // maxArgs is the most arguments any verb takes.
-const maxArgs = 2
+const maxArgs = 3
 
 // Request is one parsed request line. Its byte slices alias the line.
 type Request struct {
@@ -168,6 +174,10 @@ func lookup(verb []byte) Command {
 		return Where
 	case "auth":
 		return Auth
+	case "label":
+		return Label
+	case "locks":
+		return Locks
 	}
 	return Unknown
 }

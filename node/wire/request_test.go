@@ -77,8 +77,8 @@ func TestParse(t *testing.T) {
 
 		// ...and with one too few or too many. The verb is quoted as sent.
 		{"lock", bad(wire.Lock, "lock")},
-		{"lock a 5 x", bad(wire.Lock, "lock", "a", "5")},
-		{"lock a 5 x y z", bad(wire.Lock, "lock", "a", "5")},
+		{"lock a 5 x", bad(wire.Lock, "lock", "a", "5", "x")},
+		{"lock a 5 x y z", bad(wire.Lock, "lock", "a", "5", "x")},
 		{"unlock", bad(wire.Unlock, "unlock")},
 		{"unlock a b", bad(wire.Unlock, "unlock", "a", "b")},
 		{"unlock_all a", bad(wire.UnlockAll, "unlock_all", "a")},
@@ -90,7 +90,7 @@ func TestParse(t *testing.T) {
 		{"token", bad(wire.Token, "token")},
 		{"token a b", bad(wire.Token, "token", "a", "b")},
 		{"info", bad(wire.Info, "info")},
-		{"info a b c", bad(wire.Info, "info", "a", "b")},
+		{"info a b c", bad(wire.Info, "info", "a", "b", "c")},
 		{"session x", bad(wire.Session, "session", "x")},
 		{"members x", bad(wire.Members, "members", "x")},
 		{"where", bad(wire.Where, "where")},
@@ -99,11 +99,11 @@ func TestParse(t *testing.T) {
 		{"LOCK a", bad(wire.Unknown, "LOCK", "a")},
 		{"Lock a", bad(wire.Unknown, "Lock", "a")},
 		{"STATS", bad(wire.Unknown, "STATS")},
-		{"locks a", bad(wire.Unknown, "locks", "a")},
+		{"lockz a", bad(wire.Unknown, "lockz", "a")},
 		{"loc a", bad(wire.Unknown, "loc", "a")},
 		{"unlock-all", bad(wire.Unknown, "unlock-all")},
 		{"frobnicate", bad(wire.Unknown, "frobnicate")},
-		{"frobnicate a b c d", bad(wire.Unknown, "frobnicate", "a", "b")},
+		{"frobnicate a b c d", bad(wire.Unknown, "frobnicate", "a", "b", "c")},
 
 		// Spaces: runs of them separate, leading and trailing ones vanish.
 		{"lock  a   5", good(wire.Lock, "lock", "a", "5")},
@@ -169,7 +169,8 @@ func TestCommandString(t *testing.T) {
 		wire.UnlockAll: "unlock_all", wire.ConnID: "conn_id", wire.SetTimeout: "set_timeout",
 		wire.Quit: "quit", wire.Stats: "stats", wire.Token: "token", wire.Info: "info",
 		wire.Session: "session", wire.Members: "members", wire.Where: "where",
-		wire.Auth: "auth", wire.Auth + 1: "unknown", // the first past the names
+		wire.Auth: "auth", wire.Label: "label", wire.Locks: "locks",
+		wire.Locks + 1:    "unknown", // the first past the names
 		wire.Command(200): "unknown",
 	}
 	for c, s := range want {

@@ -51,6 +51,21 @@ func TestAnyNodeSameAnswers(t *testing.T) {
 				"set_timeout -1":   "400 bad timeout: want whole milliseconds from 0 to 300000",
 				"set_timeout x":    "400 bad timeout: want whole milliseconds from 0 to 300000",
 				"set_timeout 5000": "200 timeout set",
+				// label and locks: bad input is refused and the
+				// connection goes on.
+				"label":                             `400 Unknown command: "label"`,
+				"label a b":                         `400 Unknown command: "label"`,
+				"label " + strings.Repeat("x", 129): "400 bad label: want 1 to 128 bytes",
+				"label a\tb":                        "400 bad label: want printable ASCII without spaces (0x21..0x7e)",
+				"label a\x7f":                       "400 bad label: want printable ASCII without spaces (0x21..0x7e)",
+				"label ok:1":                        "200 label set",
+				"locks a 0":                         "400 bad limit: want a whole number from 1 to 100000",
+				"locks a 100001":                    "400 bad limit: want a whole number from 1 to 100000",
+				"locks a x":                         "400 bad limit: want a whole number from 1 to 100000",
+				"locks a -5":                        "400 bad limit: want a whole number from 1 to 100000",
+				"locks a 10 up":                     "400 bad order: want name, held or waiters",
+				"locks a 10 name more":              `400 Unknown command: "locks"`,
+				"locks " + strings.Repeat("n", 251): "413 name too long (max 250 bytes)",
 			} {
 				if got := a.Do(req); got != want {
 					t.Errorf("%q -> %q, want %q", req, got, want)

@@ -1,0 +1,174 @@
+package mesh
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/elock/elock/node"
+	"github.com/elock/elock/node/failure"
+	"github.com/elock/elock/node/locktable"
+)
+
+// locksOf lists through node id's Backend, as the locks command does.
+func locksOf(t *testing.T, mm *memMesh, id string, q node.LockQuery) node.LockList {
+	t.Helper()
+	l, err := mm.nodes[id].home.Locks(context.Background(), q)
+	if err != nil {
+		t.Fatalf("locks at %s: %v", id, err)
+	}
+	return l
+}
+
+func names(l node.LockList) []string {
+	var out []string
+	for _, e := range l.Locks {
+		out = append(out, e.Name)
+	}
+	return out
+}
+
+// Every node answers locks with the locks of every partition, from their
+// owners, with the holders' labels from their homes, and the same after
+// a partition moves.
+func TestLocksGathersEveryOwner(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mm := newMemMesh(t, testHomeLease, [memParts]string{"n1", "n2", "n3", "n2"}, "n1", "n2", "n3")
+		defer mm.close()
+		s1 := attach(t, mm, "n1", keyIn("s", 0))
+		s3 := attach(t, mm, "n3", keyIn("s", 2))
+		mm.nodes["n1"].clients.setLabel(s1.ID, "web:1")
+		var want []string
+		for p := range memParts {
+			for i, s := range []node.SessionRef{s1, s3} {
+				name := keyIn(fmt.Sprintf("app/%d", i), p)
+				home := map[int]string{0: "n1", 1: "n3"}[i]
+				if a := <-lockAsync(mm, home, s, name); a.err != nil || a.res.Status != locktable.Granted {
+					t.Fatalf("lock %s: %+v", name, a)
+				}
+				want = append(want, name)
+			}
+		}
+		if a := <-lockAsync(mm, "n1", s1, "zzz"); a.err != nil {
+			t.Fatal(a.err)
+		}
+		slices.Sort(want)
+		q := node.LockQuery{Prefix: []byte("app/"), Limit: 100}
+		check := func(nodes ...string) {
+			t.Helper()
+			for _, id := range nodes {
+				l := locksOf(t, mm, id, q)
+				if !slices.Equal(names(l), want) || l.Truncated {
+					t.Fatalf("locks at %s = %v (truncated %v), want %v", id, names(l), l.Truncated, want)
+				}
+				for _, e := range l.Locks {
+					wantLabel := ""
+					if e.Name[len("app/")] == '0' {
+						wantLabel = "web:1"
+					}
+					if e.Label != wantLabel || e.Token == 0 {
+						t.Fatalf("at %s: %+v, want label %q", id, e, wantLabel)
+					}
+				}
+			}
+		}
+		check("n1", "n2", "n3")
+		// The limit keeps the first; a truncated answer says so.
+		if l := locksOf(t, mm, "n2", node.LockQuery{Prefix: []byte("app/"), Limit: 3}); !slices.Equal(names(l), want[:3]) || !l.Truncated {
+			t.Fatalf("limit 3 = %v %v", names(l), l.Truncated)
+		}
+		// Partition 1's owner is cut off: the answer waits for its new
+		// owner (which, without replicas here, holds nothing of it).
+		mm.net.setCut("n2", true)
+		done := make(chan node.LockList, 1)
+		go func() {
+			l, err := mm.nodes["n1"].home.Locks(context.Background(), q)
+			if err != nil {
+				t.Error(err)
+			}
+			done <- l
+		}()
+		time.Sleep(2 * time.Second)
+		synctest.Wait()
+		if len(done) != 0 {
+			t.Fatal("answered without the owner of partitions 1 and 3")
+		}
+		mm.move(1, "n3")
+		mm.move(3, "n1")
+		l := <-done
+		var left []string
+		for _, n := range want {
+			if p := partitionOf(n); p != 1 && p != 3 {
+				left = append(left, n)
+			}
+		}
+		if !slices.Equal(names(l), left) {
+			t.Fatalf("after the move: %v, want %v", names(l), left)
+		}
+	})
+}
+
+func partitionOf(name string) int {
+	for p := range memParts {
+		for i := range 2 {
+			if keyIn(fmt.Sprintf("app/%d", i), p) == name {
+				return p
+			}
+		}
+	}
+	return -1
+}
+
+// A partition nobody answers for fails the whole command as retryable:
+// never a silently partial list.
+func TestLocksWithoutAnOwnerFails(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mm := newMemMesh(t, testHomeLease, [memParts]string{"n1", "n2", "n1", "n1"}, "n1", "n2")
+		defer mm.close()
+		mm.net.setCut("n2", true)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, err := mm.nodes["n1"].home.Locks(ctx, node.LockQuery{Limit: 10})
+		if failure.ClassOf(err) != failure.Retryable {
+			t.Fatalf("err = %v, want retryable", err)
+		}
+	})
+}
+
+// An owner whose answer is cut short (truncated) bounds the merge: what
+// it left out sorts after its last lock, so the merged list stops there.
+func TestLocksMergeStopsAtATruncatedOwner(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mm := newMemMesh(t, testHomeLease, [memParts]string{"n1", "n2", "n2", "n2"}, "n1", "n2")
+		defer mm.close()
+		// n2 answers with a few locks at most, whatever the limit.
+		mm.nodes["n2"].owner.lim.listBytes = 20
+		s := attach(t, mm, "n1", keyIn("s", 0))
+		var want []string
+		for p := range memParts {
+			for i := range 3 {
+				name := keyIn(fmt.Sprintf("k%d", i), p)
+				if a := <-lockAsync(mm, "n1", s, name); a.err != nil {
+					t.Fatal(a.err)
+				}
+				want = append(want, name)
+			}
+		}
+		slices.Sort(want)
+		for limit := 1; limit <= len(want)+1; limit++ {
+			for _, o := range []node.LockOrder{node.ByName, node.ByHeld, node.ByWaiters} {
+				l := locksOf(t, mm, "n1", node.LockQuery{Limit: limit, Order: o})
+				if len(l.Locks) == 0 || len(l.Locks) > limit || !l.Truncated {
+					t.Fatalf("limit %d order %d: %v %v", limit, o, names(l), l.Truncated)
+				}
+				// Whatever it lists is the true first few, in order.
+				if o == node.ByName && !slices.Equal(names(l), want[:len(l.Locks)]) {
+					t.Fatalf("limit %d: %v, want a prefix of %v", limit, names(l), want)
+				}
+			}
+		}
+	})
+}
