@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -354,6 +355,31 @@ var (
 	memberRE = regexp.MustCompile(`<tr data-member="([^"]+)">`)
 )
 
+// tableRows returns the cells of each body row of the table with the
+// given id.
+func tableRows(dom, id string) [][]string {
+	i := strings.Index(dom, `<table id="`+id+`"`)
+	if i < 0 {
+		return nil
+	}
+	body := dom[i:]
+	if j := strings.Index(body, "</table>"); j >= 0 {
+		body = body[:j]
+	}
+	if j := strings.Index(body, "<tbody>"); j >= 0 {
+		body = body[j:]
+	}
+	var rows [][]string
+	for _, tr := range regexp.MustCompile(`(?s)<tr>(.*?)</tr>`).FindAllStringSubmatch(body, -1) {
+		var cells []string
+		for _, td := range regexp.MustCompile(`<td[^>]*>([^<]*)</td>`).FindAllStringSubmatch(tr[1], -1) {
+			cells = append(cells, td[1])
+		}
+		rows = append(rows, cells)
+	}
+	return rows
+}
+
 func byID(dom, id string) string {
 	m := regexp.MustCompile(`id="` + regexp.QuoteMeta(id) + `"[^>]*>([^<]*)<`).FindStringSubmatch(dom)
 	if m == nil {
@@ -371,6 +397,9 @@ func TestStatusPageInChromium(t *testing.T) {
 	c := New(t, Options{Nodes: 3, HTTP: true, Flags: []string{"-partitions", strconv.Itoa(parts)}})
 	const held = 5
 	cl := c.Client(t, 1)
+	if err := cl.Label(context.Background(), "status-test:1"); err != nil {
+		t.Fatal(err)
+	}
 	var names []string
 	for i := range held {
 		name := fmt.Sprintf("status/%d", i)
@@ -378,6 +407,12 @@ func TestStatusPageInChromium(t *testing.T) {
 			t.Fatalf("lock %s: %v", name, err)
 		}
 		names = append(names, name)
+	}
+	// One waiter queues behind status/0 (from another node), so the page
+	// has a queue to show among the busiest names.
+	waiter := c.Raw(2)
+	if err := waiter.Send("lock status/0 120"); err != nil {
+		t.Fatal(err)
 	}
 	_, stats, err := c.Raw(0).Lines("stats")
 	if err != nil {
@@ -425,6 +460,27 @@ func TestStatusPageInChromium(t *testing.T) {
 		}
 		if h := byID(dom, "locks-held"); h != strconv.Itoa(held) {
 			problems = append(problems, fmt.Sprintf("locks held %q, want %d", h, held))
+		}
+		if w := byID(dom, "locks-waiters"); w != "1" {
+			problems = append(problems, fmt.Sprintf("waiters %q, want 1", w))
+		}
+		// The busiest names: every held name with the holder's label,
+		// and status/0's queue of one first among the queues.
+		heldRows := tableRows(dom, "held")
+		var shown []string
+		for _, r := range heldRows {
+			if len(r) != 4 || r[3] != "status-test:1" {
+				problems = append(problems, fmt.Sprintf("held longest row %q, want the name, time, waiters and label status-test:1", r))
+				continue
+			}
+			shown = append(shown, r[0])
+		}
+		slices.Sort(shown)
+		if !slices.Equal(shown, names) {
+			problems = append(problems, fmt.Sprintf("held longest shows %q, want %q", shown, names))
+		}
+		if q := tableRows(dom, "queued"); len(q) != 1 || len(q[0]) != 4 || q[0][0] != "status/0" || q[0][1] != "1" {
+			problems = append(problems, fmt.Sprintf("longest queues %q, want status/0 with 1 waiting", q))
 		}
 		var members []string
 		for _, m := range memberRE.FindAllStringSubmatch(dom, -1) {

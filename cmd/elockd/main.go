@@ -538,8 +538,14 @@ func run(args []string, stderr io.Writer) int {
 			st, err := backend.Stats(ctx, o.cfg.Clients.Count())
 			return web.Counts{Clients: st.Clients, Sessions: st.Sessions, Locks: st.Locks, Waiters: st.Waiters, Grants: st.Grants}, err
 		}
+		var busiest func(context.Context, bool, int) ([]web.Busy, error)
+		if lister, ok := backend.(node.Lister); ok {
+			busiest = func(ctx context.Context, byWaiters bool, limit int) ([]web.Busy, error) {
+				return busiestOf(ctx, lister, byWaiters, limit)
+			}
+		}
 		addr, stopHTTP, err := serveHTTP(o, web.Config{Gatherer: reg, Ready: ready, Overview: overview, Counts: counts,
-			ACL: o.cfg.ACL, RequireClientCert: o.tlsClientCA != "", Version: node.Version, Started: time.Now(), Logger: log})
+			Busiest: busiest, ACL: o.cfg.ACL, RequireClientCert: o.tlsClientCA != "", Version: node.Version, Started: time.Now(), Logger: log})
 		if err != nil {
 			log.Error("cannot serve HTTP", "addr", o.httpAddr, "err", err)
 			return 1
@@ -743,6 +749,34 @@ func writeSynced(dir, name, data string) error {
 		return err
 	}
 	return syncDir(dir)
+}
+
+// busiestWait bounds the status page's gathering of the busiest names
+// from every owner, so that a page refresh during a takeover shows the
+// error rather than hang for the route's whole timeout.
+const busiestWait = 5 * time.Second
+
+// busiestOf lists the names held longest, or with byWaiters those with
+// the longest queues, across the cluster, for the status page.
+func busiestOf(ctx context.Context, l node.Lister, byWaiters bool, limit int) ([]web.Busy, error) {
+	ctx, cancel := context.WithTimeout(ctx, busiestWait)
+	defer cancel()
+	q := node.LockQuery{Limit: limit, Order: node.ByHeld}
+	if byWaiters {
+		q.Order = node.ByWaiters
+	}
+	list, err := l.Locks(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]web.Busy, 0, len(list.Locks))
+	for _, e := range list.Locks {
+		if byWaiters && e.Waiters == 0 {
+			break // the rest have no queue either
+		}
+		out = append(out, web.Busy{Name: e.Name, HeldFor: e.HeldFor, Waiters: e.Waiters, Label: e.Label})
+	}
+	return out, nil
 }
 
 // serveHTTP serves the HTTP endpoint (package web) on its own listener,
