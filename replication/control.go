@@ -444,7 +444,7 @@ func (c *Control) bootstrapped() bool {
 			continue
 		}
 		if err := c.cfg.Pool.Prove(m.PeerAddr, m.ID); err != nil {
-			c.log.Warn("not bootstrapping with a voter that has not proved its identity", "node", m.ID, "err", err)
+			c.log.Warn("not bootstrapping with a voter that has not proved its identity", "member", m.ID, "err", err)
 			return false
 		}
 		formed, err := c.peerFormed(m.ID, m.PeerAddr)

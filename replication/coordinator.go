@@ -155,7 +155,7 @@ func (c *Control) proved(n Node) bool {
 		return true
 	}
 	if !failed {
-		c.log.Warn("not registering a node that has not proved its identity", "node", n.ID, "err", err)
+		c.log.Warn("not registering a node that has not proved its identity", "member", n.ID, "err", err)
 	}
 	if len(c.unproved) >= maxUnproved {
 		clear(c.unproved) // a flood of made-up members: forget, and log again
@@ -196,7 +196,7 @@ func (c *Control) register(members []ring.Member) error {
 			c.heard[Incarnation{n.ID, n.Nonce}] = time.Now()
 		}
 		c.mu.Unlock()
-		c.log.Info("node registered", "node", n.ID, "nonce", n.Nonce, "voter", n.Voter, "leaving", n.Leaving)
+		c.log.Info("node registered", "member", n.ID, "nonce", n.Nonce, "voter", n.Voter, "leaving", n.Leaving)
 	}
 	return nil
 }

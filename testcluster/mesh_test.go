@@ -202,7 +202,7 @@ func TestAMeshWithPeerTLSKeepsOutANodeOfAnotherCA(t *testing.T) {
 	wait.For(t, 30*time.Second, "the leader to refuse to register the intruder", func() bool {
 		for i := range 3 {
 			for _, l := range strings.Split(c.Node(i).Process.Log(), "\n") {
-				if strings.Contains(l, `msg="not registering a node that has not proved its identity"`) && strings.Contains(l, "node=intruder") {
+				if strings.Contains(l, `msg="not registering a node that has not proved its identity"`) && strings.Contains(l, "member=intruder") {
 					return true
 				}
 			}
