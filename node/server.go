@@ -280,6 +280,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 }
 
+// Accepted and Refused count the client connections accepted since the
+// server started, and those of them refused (too many connections, in
+// all or from one address, or the server closing).
+func (s *Server) Accepted() uint64 { return s.accepted.Load() }
+func (s *Server) Refused() uint64  { return s.refused.Load() }
+
 // Connections returns the number of open client connections.
 func (s *Server) Connections() int { return int(s.nconns.Load()) }
 

@@ -226,7 +226,7 @@ func plan(st *State, v leaderView, partitions, maxMoves int) (repairs []Assignme
 				!(v.informed && v.alive(prev) && v.prevSynced[p] != cur.PEpoch)
 			replicaNeverSynced := prevMayHold && (frozen ||
 				replicaAlive && v.informed && v.reportedAfter(Incarnation{cur.Replica, cur.RNonce}, Incarnation{cur.Owner, cur.ONonce}))
-			prevHasState := replicaNeverSynced && current(cur.Prev, cur.PNonce) && v.alive(prev) && v.prevSynced[p] == cur.PEpoch
+			prevHasState := replicaNeverSynced && prevKept != "" && v.alive(prev) && v.prevSynced[p] == cur.PEpoch
 			switch {
 			case replicaHasState:
 				a := move(st, p, cur, cur.Replica, pick(d, cur.Replica, ""), Takeover)

@@ -517,7 +517,7 @@ func run(args []string, stderr io.Writer) int {
 		usage(err)
 		return 2
 	}
-	figures.Connections, figures.Version = srv.Connections, node.Version
+	figures.Connections, figures.Accepted, figures.Refused, figures.Version = srv.Connections, srv.Accepted, srv.Refused, node.Version
 	if err := metrics.RegisterNode(reg, figures); err != nil {
 		usage(err)
 		return 2

@@ -110,6 +110,9 @@ func (c *Commands) Refused(code int, reason failure.Reason) {
 type Node struct {
 	// Connections counts the open client connections (node.Server's).
 	Connections func() int
+	// Accepted and Refused count the connections accepted since start,
+	// and those refused among them (node.Server's).
+	Accepted, Refused func() uint64
 	// Counts sums the partitions this node serves (partition.Set's).
 	Counts func() partition.Counts
 	// Ready reports node_ready; nil: always ready.
@@ -126,6 +129,10 @@ func RegisterNode(reg prometheus.Registerer, n Node) error {
 var (
 	descConnections = prometheus.NewDesc("elock_client_connections",
 		"Open client connections.", nil, nil)
+	descAccepted = prometheus.NewDesc("elock_client_connections_accepted_total",
+		"Client connections accepted since this node started, refused ones included.", nil, nil)
+	descRefused = prometheus.NewDesc("elock_client_connections_refused_total",
+		"Client connections refused since this node started: past -max-conns or -max-conns-per-ip.", nil, nil)
 	descSessions = prometheus.NewDesc("elock_sessions",
 		"Session records this node keeps, by state: attached to a live connection, or detached and counting down their timeout.", []string{"state"}, nil)
 	descLocks = prometheus.NewDesc("elock_locks_held",
@@ -145,7 +152,7 @@ var (
 type nodeCollector struct{ n Node }
 
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descConnections, descSessions, descLocks, descWaiters, descGrants, descHandoffs, descReady, descBuild} {
+	for _, d := range []*prometheus.Desc{descConnections, descAccepted, descRefused, descSessions, descLocks, descWaiters, descGrants, descHandoffs, descReady, descBuild} {
 		ch <- d
 	}
 }
@@ -156,6 +163,10 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if c.n.Connections != nil {
 		gauge(descConnections, float64(c.n.Connections()))
+	}
+	if c.n.Accepted != nil && c.n.Refused != nil {
+		ch <- prometheus.MustNewConstMetric(descAccepted, prometheus.CounterValue, float64(c.n.Accepted()))
+		ch <- prometheus.MustNewConstMetric(descRefused, prometheus.CounterValue, float64(c.n.Refused()))
 	}
 	if c.n.Counts != nil {
 		n := c.n.Counts()

@@ -111,9 +111,19 @@ func startSingle(t testing.TB, grantDelay time.Duration) *single {
 // benchmark's baseline: no observer, nothing registered).
 func startSingleWith(t testing.TB, grantDelay time.Duration, withMetrics bool) *single {
 	t.Helper()
+	return startSingleConfig(t, grantDelay, withMetrics, nil)
+}
+
+// startSingleConfig is startSingleWith with the server's configuration
+// changed by change.
+func startSingleConfig(t testing.TB, grantDelay time.Duration, withMetrics bool, change func(*node.Config)) *single {
+	t.Helper()
 	reg := NewRegistry()
 	cfg := node.DefaultConfig()
 	cfg.NodeID = "test"
+	if change != nil {
+		change(&cfg)
+	}
 	if withMetrics {
 		obs, err := NewCommands(reg)
 		if err != nil {
@@ -140,7 +150,7 @@ func startSingleWith(t testing.TB, grantDelay time.Duration, withMetrics bool) *
 	}
 	serve(t, srv, l)
 	if withMetrics {
-		if err := RegisterNode(reg, Node{Connections: srv.Connections, Counts: set.Counts, Version: node.Version}); err != nil {
+		if err := RegisterNode(reg, Node{Connections: srv.Connections, Accepted: srv.Accepted, Refused: srv.Refused, Counts: set.Counts, Version: node.Version}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -208,5 +218,21 @@ func (c *client) expect(line, want string) {
 	c.t.Helper()
 	if got := c.do(line); !strings.HasPrefix(got, want) {
 		c.t.Fatalf("%s: got %q, want %q", line, got, want)
+	}
+}
+
+// A connection past -max-conns is refused and counted, beside those
+// accepted.
+func TestRefusedConnectionsAreCounted(t *testing.T) {
+	n := startSingleConfig(t, 0, true, func(c *node.Config) { c.MaxConns = 1 })
+	first := dial(t, n.addr)
+	first.expect("conn_id", "200 ")
+	second := dial(t, n.addr)
+	if got := second.line(); !strings.HasPrefix(got, "503 too many connections") {
+		t.Fatalf("second connection got %q; want 503 too many connections", got)
+	}
+	s := scrape(t, n.reg)
+	if a, r := s.get(t, "elock_client_connections_accepted_total"), s.get(t, "elock_client_connections_refused_total"); a != 2 || r != 1 {
+		t.Fatalf("accepted %v, refused %v; want 2 and 1", a, r)
 	}
 }
