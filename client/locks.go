@@ -105,17 +105,7 @@ func (c *Client) LocksBy(ctx context.Context, prefix string, limit int, order Lo
 	arg := prefix + "*"
 	line := "locks " + arg + " " + strconv.Itoa(limit) + " " + string(order)
 	var out LockList
-	err := c.call(ctx, "locks", func(ctx context.Context, cn *conn) error {
-		if err := cn.send(line); err != nil {
-			return err
-		}
-		r, err := cn.read()
-		if err != nil {
-			return err
-		}
-		if !r.ok() || r.text != "LOCKS" {
-			return replyOrProtocol(r)
-		}
+	err := c.block(ctx, "locks", line, "LOCKS", func(r resp) (err error) {
 		out, err = parseLocks(r)
 		return err
 	})

@@ -304,21 +304,30 @@ func (c *Client) Info(ctx context.Context, name string) (Info, error) {
 		return Info{}, err
 	}
 	var in Info
-	err := c.call(ctx, "info "+strconv.Quote(name), func(ctx context.Context, cn *conn) error {
-		if err := cn.send("info " + name); err != nil {
+	err := c.block(ctx, "info "+strconv.Quote(name), "info "+name, "INFO", func(r resp) (err error) {
+		in, err = parseInfo(r)
+		return err
+	})
+	return in, err
+}
+
+// block sends line, whose answer is a block ("200 HEADER", lines, END),
+// and hands the block to parse; any other answer is the server's error.
+// what names the request in errors.
+func (c *Client) block(ctx context.Context, what, line, header string, parse func(resp) error) error {
+	return c.call(ctx, what, func(ctx context.Context, cn *conn) error {
+		if err := cn.send(line); err != nil {
 			return err
 		}
 		r, err := cn.read()
 		if err != nil {
 			return err
 		}
-		if !r.ok() || r.text != "INFO" {
+		if !r.ok() || r.text != header {
 			return replyOrProtocol(r)
 		}
-		in, err = parseInfo(r)
-		return err
+		return parse(r)
 	})
-	return in, err
 }
 
 func parseInfo(r resp) (Info, error) {
@@ -358,17 +367,7 @@ type Stats struct {
 // Stats returns the server's figures.
 func (c *Client) Stats(ctx context.Context) (Stats, error) {
 	var st Stats
-	err := c.call(ctx, "stats", func(ctx context.Context, cn *conn) error {
-		if err := cn.send("stats"); err != nil {
-			return err
-		}
-		r, err := cn.read()
-		if err != nil {
-			return err
-		}
-		if !r.ok() || r.text != "STATS" {
-			return replyOrProtocol(r)
-		}
+	err := c.block(ctx, "stats", "stats", "STATS", func(r resp) (err error) {
 		st, err = parseStats(r)
 		return err
 	})
