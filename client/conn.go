@@ -22,7 +22,7 @@ const (
 	// server cannot make the client read forever.
 	maxBlockLines = 4096
 	// maxLockLines bounds a LOCKS block: the server's largest limit.
-	maxLockLines = 100000
+	maxLockLines = 10000
 )
 
 // aLongTimeAgo is a deadline in the past: setting it interrupts blocked

@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/elock/elock/node/failure"
 	"github.com/elock/elock/node/locktable"
 	"github.com/elock/elock/node/wire"
 )
@@ -63,7 +64,7 @@ type Lister interface {
 // The bounds of the locks command.
 const (
 	DefaultLockLimit = 1000
-	MaxLockLimit     = 100000
+	MaxLockLimit     = 10000
 	// MaxLabel bounds a session's label.
 	MaxLabel = 128
 )
@@ -184,6 +185,13 @@ func (c *conn) cmdLabel() {
 	c.out = append(c.out, wire.LabelSet...)
 }
 
+// MaxListings is how many locks commands a node gathers at once; more
+// are refused as retryable. Each may hold up to a limit's worth of
+// locks, from every owner, in memory until it is answered.
+const MaxListings = 4
+
+var errListingsBusy = failure.Retry(failure.Busy, "too many lock listings in progress; retry")
+
 // locksTimeout bounds the gathering of a locks answer: longer than a
 // takeover, after which every partition has an owner again.
 const locksTimeout = 20 * time.Second
@@ -202,9 +210,16 @@ func (c *conn) cmdLocks() {
 	if !c.name(q.Prefix) {
 		return
 	}
+	select {
+	case c.s.listings <- struct{}{}:
+	default:
+		c.fail(errListingsBusy)
+		return
+	}
 	ctx, cancel := context.WithTimeout(c.s.ctx, locksTimeout)
 	list, err := lister.Locks(ctx, q)
 	cancel()
+	<-c.s.listings
 	if err != nil {
 		c.fail(err)
 		return

@@ -50,6 +50,9 @@ type Server struct {
 
 	clients *Clients // the connections with a session, by session id
 
+	// listings admits MaxListings locks commands at once (see cmdLocks).
+	listings chan struct{}
+
 	mu        sync.Mutex // guards listeners, conns and closed
 	listeners map[net.Listener]struct{}
 	conns     map[*conn]struct{}
@@ -97,6 +100,7 @@ func NewServer(cfg Config, backend Backend) (*Server, error) {
 		listeners: make(map[net.Listener]struct{}),
 		conns:     make(map[*conn]struct{}),
 		perIP:     make(map[netip.Addr]int),
+		listings:  make(chan struct{}, MaxListings),
 	}, nil
 }
 

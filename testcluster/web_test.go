@@ -284,6 +284,18 @@ func TestReadyzOfANodeWithoutATable(t *testing.T) {
 	if err != nil || code != http.StatusServiceUnavailable || body != "partition table not applied" {
 		t.Fatalf("/readyz: %d %q %v; want 503 partition table not applied", code, body, err)
 	}
+	// The second voter comes: the table forms and is applied, and the
+	// node is ready.
+	m := regexp.MustCompile(` gossip=(\S+)`).FindStringSubmatch(p.Log())
+	if m == nil {
+		t.Fatalf("no gossip address in the serving line:\n%s", p.Log())
+	}
+	Start(t, "-node-id", "second", "-listen", "127.0.0.1:0", "-gossip", "127.0.0.1:0", "-peer", "127.0.0.1:0",
+		"-join", m[1], "-bootstrap-expect", "2", "-leave-timeout", "1s")
+	wait.Seen(t, 60*time.Second, "the node to be ready once its table is applied", nil, func() (bool, string) {
+		code, body, err := readyz(p.HTTPAddr, 5*time.Second)
+		return err == nil && code == http.StatusOK, fmt.Sprintf("%d %q %v", code, body, err)
+	})
 }
 
 func httpGet(t *testing.T, addr, path string) (int, string) {

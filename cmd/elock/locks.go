@@ -15,6 +15,9 @@ import (
 )
 
 // clientOptions are the Go client's options for acc.
+// maxLockLimit is elockd's largest LIMIT of the locks command.
+const maxLockLimit = 10000
+
 func clientOptions(acc access) []client.Option {
 	var opts []client.Option
 	if acc.tls != nil {
@@ -55,7 +58,7 @@ func dialClient(addrs []string, acc access) (*client.Client, error) {
 func runLocks(args, addrs []string, acc access, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("elock locks", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	limit := fs.Int("n", 1000, "list at most this many locks (1 to 100000)")
+	limit := fs.Int("n", 1000, "list at most this many locks (1 to 10000)")
 	order := fs.String("order", "name", "which come first: name, held (longest held) or waiters (longest queue)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: elock locks [-n LIMIT] [-order name|held|waiters] [PREFIX]")
@@ -68,8 +71,8 @@ func runLocks(args, addrs []string, acc access, stdout, stderr io.Writer) int {
 		}
 		return exitUsage
 	}
-	if *limit < 1 || *limit > 100000 || (*order != "name" && *order != "held" && *order != "waiters") {
-		fmt.Fprintln(stderr, "elock locks: -n wants 1 to 100000, -order name, held or waiters")
+	if *limit < 1 || *limit > maxLockLimit || (*order != "name" && *order != "held" && *order != "waiters") {
+		fmt.Fprintln(stderr, "elock locks: -n wants 1 to 10000, -order name, held or waiters")
 		return exitUsage
 	}
 	c, err := dialClient(addrs, acc)
@@ -139,8 +142,8 @@ func runTop(args, addrs []string, acc access, stdout, stderr io.Writer) int {
 		}
 		return exitUsage
 	}
-	if *interval <= 0 || *count < 0 || *rows < 1 || *rows > 100000 {
-		fmt.Fprintln(stderr, "elock top: -interval must be positive, -n not negative, -rows 1 to 100000")
+	if *interval <= 0 || *count < 0 || *rows < 1 || *rows > maxLockLimit {
+		fmt.Fprintln(stderr, "elock top: -interval must be positive, -n not negative, -rows 1 to 10000")
 		return exitUsage
 	}
 	c, err := dialClient(addrs, acc)

@@ -15,11 +15,13 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -239,6 +241,15 @@ func (o options) secureBeyondLoopback() error {
 	}
 	return fmt.Errorf("%s beyond loopback: anyone on the network could join this mesh without %s; give them (elock keygen makes a gossip key), or -insecure to run without",
 		strings.Join(beyond, " and "), strings.Join(missing, " and "))
+}
+
+// profilesServed says whether the HTTP endpoint serves Go's profiles: on
+// loopback, or beyond it only where it can tell who asks (-acl, client
+// certificates), or with -insecure. TLS alone names nobody, and a CPU
+// profile or a trace is a lever on the node, its command line may hold
+// a gossip key.
+func (o options) profilesServed() bool {
+	return loopbackAddr(o.httpAddr) || o.insecure || o.acl != "" || o.tlsClientCA != ""
 }
 
 // loopbackAddr reports whether host:port names a loopback address
@@ -544,7 +555,7 @@ func run(args []string, stderr io.Writer) int {
 				return busiestOf(ctx, lister, byWaiters, limit)
 			}
 		}
-		addr, stopHTTP, err := serveHTTP(o, web.Config{Gatherer: reg, Ready: ready, Overview: overview, Counts: counts,
+		addr, stopHTTP, err := serveHTTP(o, web.Config{Gatherer: reg, Ready: ready, Overview: overview, Counts: counts, Profiles: o.profilesServed(),
 			Busiest: busiest, ACL: o.cfg.ACL, RequireClientCert: o.tlsClientCA != "", Version: node.Version, Started: time.Now(), Logger: log})
 		if err != nil {
 			log.Error("cannot serve HTTP", "addr", o.httpAddr, "err", err)
@@ -804,7 +815,20 @@ func serveHTTP(o options, cfg web.Config) (string, func(), error) {
 	if err != nil {
 		return "", nil, err
 	}
-	hs := web.NewServer(h, tc, cfg.Logger)
+	// Every request runs under base, which stop cancels, and is counted,
+	// so that stop returns only once no handler runs (a CPU profile, a
+	// status document gathering from the mesh) on a node going away.
+	base, cancelBase := context.WithCancel(context.Background())
+	var handlers inFlight
+	hs := web.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !handlers.enter() {
+			http.Error(w, "shutting down", http.StatusServiceUnavailable)
+			return
+		}
+		defer handlers.leave()
+		h.ServeHTTP(w, r)
+	}), tc, cfg.Logger)
+	hs.BaseContext = func(net.Listener) context.Context { return base }
 	done := make(chan error, 1)
 	go func() {
 		if tc != nil {
@@ -820,8 +844,52 @@ func serveHTTP(o options, cfg web.Config) (string, func(), error) {
 		defer cancel()
 		if hs.Shutdown(ctx) != nil {
 			// A long request (a CPU profile) is cut short.
+			cancelBase()
 			hs.Close()
 		}
+		cancelBase()
 		<-done
+		handlers.closeAndWait()
 	}, nil
+}
+
+// inFlight counts running handlers, and after closeAndWait admits none:
+// unlike a WaitGroup's, its count may go up while a wait is under way.
+type inFlight struct {
+	mu     sync.Mutex
+	n      int
+	closed bool
+	idle   chan struct{} // closed when n falls to 0 after closing
+}
+
+func (f *inFlight) enter() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return false
+	}
+	f.n++
+	return true
+}
+
+func (f *inFlight) leave() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.n--; f.n == 0 && f.idle != nil {
+		close(f.idle)
+		f.idle = nil
+	}
+}
+
+func (f *inFlight) closeAndWait() {
+	f.mu.Lock()
+	f.closed = true
+	if f.n == 0 {
+		f.mu.Unlock()
+		return
+	}
+	idle := make(chan struct{})
+	f.idle = idle
+	f.mu.Unlock()
+	<-idle
 }

@@ -82,3 +82,25 @@ func TestDebugAddrIsAnAliasOfHTTP(t *testing.T) {
 		}
 	}
 }
+
+// Profiles are served on loopback, and beyond it only where the endpoint
+// can tell who asks, or with -insecure: TLS alone names nobody.
+func TestProfilesBeyondLoopbackNeedAnIdentity(t *testing.T) {
+	for _, tc := range []struct {
+		o    options
+		want bool
+	}{
+		{options{httpAddr: "127.0.0.1:9400"}, true},
+		{options{httpAddr: "localhost:9400"}, true},
+		{options{httpAddr: "10.0.0.1:9400", tlsCert: "c.pem"}, false},
+		{options{httpAddr: "0.0.0.0:9400", tlsCert: "c.pem"}, false},
+		{options{httpAddr: "10.0.0.1:9400", tlsCert: "c.pem", acl: "acl.json"}, true},
+		{options{httpAddr: "10.0.0.1:9400", tlsCert: "c.pem", tlsClientCA: "ca.pem"}, true},
+		{options{httpAddr: "10.0.0.1:9400", insecure: true}, true},
+	} {
+		if got := tc.o.profilesServed(); got != tc.want {
+			t.Errorf("-http %s, -tls-cert %q, -acl %q, -tls-client-ca %q, -insecure %v: profiles %v, want %v",
+				tc.o.httpAddr, tc.o.tlsCert, tc.o.acl, tc.o.tlsClientCA, tc.o.insecure, got, tc.want)
+		}
+	}
+}

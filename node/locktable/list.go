@@ -52,19 +52,84 @@ func (o ListOrder) Compare(a, b Listed) int {
 // in order o, and whether more matched. It only reads: it claims nothing
 // and has no effect. A limit below 1 lists nothing.
 //
-// The map of held locks has no order, so it looks at every one of them;
-// what it keeps is at most the matching ones, which the table holds
-// anyway.
+// The map of held locks has no order, so it looks at every one of them,
+// but it keeps only the best limit seen so far, in a heap whose top is
+// the worst of them: the caller holds the partition while it runs, so a
+// listing costs O(n log limit) time and O(limit) memory, not a sort of
+// every match.
 func (t *Table) List(now Time, prefix []byte, limit int, o ListOrder) (out []Listed, truncated bool) {
+	if limit < 1 {
+		return nil, len(t.locks) > 0 && t.anyUnder(prefix)
+	}
 	p := string(prefix)
+	h := listHeap{o: o}
 	for name, l := range t.locks {
-		if strings.HasPrefix(name, p) {
-			out = append(out, Listed{Name: name, Token: l.token, HeldFor: time.Duration(now - l.since), Waiters: int(l.qlen), Session: l.owner.id})
+		if !strings.HasPrefix(name, p) {
+			continue
+		}
+		x := Listed{Name: name, Token: l.token, HeldFor: time.Duration(now - l.since), Waiters: int(l.qlen), Session: l.owner.id}
+		switch {
+		case len(h.items) < limit:
+			h.push(x)
+		case o.Compare(x, h.items[0]) < 0:
+			h.items[0] = x
+			h.down(0)
+			truncated = true
+		default:
+			truncated = true
 		}
 	}
+	out = h.items
 	slices.SortFunc(out, o.Compare)
-	if len(out) > max(limit, 0) {
-		return slices.Clip(out[:max(limit, 0)]), true
+	return out, truncated
+}
+
+// anyUnder reports whether a held lock's name starts with prefix.
+func (t *Table) anyUnder(prefix []byte) bool {
+	p := string(prefix)
+	for name := range t.locks {
+		if strings.HasPrefix(name, p) {
+			return true
+		}
 	}
-	return out, false
+	return false
+}
+
+// listHeap keeps List's best entries so far with the worst on top.
+type listHeap struct {
+	o     ListOrder
+	items []Listed
+}
+
+// worse reports whether items[i] comes after items[j] in the order.
+func (h *listHeap) worse(i, j int) bool { return h.o.Compare(h.items[i], h.items[j]) > 0 }
+
+func (h *listHeap) push(x Listed) {
+	h.items = append(h.items, x)
+	for i := len(h.items) - 1; i > 0; {
+		parent := (i - 1) / 2
+		if !h.worse(i, parent) {
+			break
+		}
+		h.items[i], h.items[parent] = h.items[parent], h.items[i]
+		i = parent
+	}
+}
+
+func (h *listHeap) down(i int) {
+	n := len(h.items)
+	for {
+		worst, l, r := i, 2*i+1, 2*i+2
+		if l < n && h.worse(l, worst) {
+			worst = l
+		}
+		if r < n && h.worse(r, worst) {
+			worst = r
+		}
+		if worst == i {
+			return
+		}
+		h.items[i], h.items[worst] = h.items[worst], h.items[i]
+		i = worst
+	}
 }

@@ -2,7 +2,9 @@ package locktable_test
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -82,6 +84,48 @@ func TestListOrderTies(t *testing.T) {
 	for _, o := range []locktable.ListOrder{locktable.ListByName, locktable.ListByHeld, locktable.ListByWaiters} {
 		if o.Compare(a, b) >= 0 || o.Compare(b, a) <= 0 || o.Compare(a, a) != 0 {
 			t.Errorf("order %d does not break a tie by name", o)
+		}
+	}
+}
+
+// TestListKeepsTheTrueTop checks List against sorting every match and
+// cutting at the limit, on random tables with many ties in age and
+// queue length: the bounded heap List keeps must give the same answer in
+// every order, for every limit.
+func TestListKeepsTheTrueTop(t *testing.T) {
+	sec := int64(time.Second)
+	for seed := range 30 {
+		rng := rand.New(rand.NewPCG(uint64(seed), 1))
+		tb := locktable.New(1, locktable.Limits{MaxWaiters: 10, DefaultTimeout: time.Second}, false)
+		n := 1 + rng.IntN(60)
+		w := locktable.WaiterID(1)
+		for i := range n {
+			name := fmt.Sprintf("%c/%d", 'a'+rng.IntN(3), i)
+			at := int64(rng.IntN(4)) * sec // few distinct ages: ties
+			if _, _, err := tb.Lock(at, fmt.Sprint("h", i), []byte(name), 0, 0); err != nil {
+				t.Fatal(err)
+			}
+			for range rng.IntN(3) {
+				if _, _, err := tb.Lock(at, fmt.Sprint("w", w), []byte(name), w, 100*sec); err != nil {
+					t.Fatal(err)
+				}
+				w++
+			}
+		}
+		now := 10 * sec
+		for _, prefix := range []string{"", "a/", "b/1"} {
+			all, _ := tb.List(now, []byte(prefix), n+1, locktable.ListByName)
+			for _, o := range []locktable.ListOrder{locktable.ListByName, locktable.ListByHeld, locktable.ListByWaiters} {
+				want := slices.Clone(all)
+				slices.SortFunc(want, o.Compare)
+				for limit := 1; limit <= len(all)+1; limit++ {
+					got, truncated := tb.List(now, []byte(prefix), limit, o)
+					cut := want[:min(limit, len(want))]
+					if !reflect.DeepEqual(got, cut) && !(len(got) == 0 && len(cut) == 0) || truncated != (len(want) > limit) {
+						t.Fatalf("seed %d, prefix %q, order %d, limit %d: got %d (truncated %v), want %d of %d", seed, prefix, o, limit, len(got), truncated, len(cut), len(want))
+					}
+				}
+			}
 		}
 	}
 }

@@ -120,6 +120,7 @@ type memNet struct {
 	mu      sync.Mutex
 	regs    map[replication.Incarnation]*peer.Registry
 	cut     map[string]bool
+	gone    map[string]bool          // what gossip says is dead (members), whatever cut says
 	paused  map[string]chan struct{} // closed on resume
 	drop    map[string]int
 	held    map[peer.Method]chan struct{} // closed by release
@@ -128,7 +129,7 @@ type memNet struct {
 }
 
 func newMemNet(ctx context.Context) *memNet {
-	return &memNet{regs: map[replication.Incarnation]*peer.Registry{}, cut: map[string]bool{}, paused: map[string]chan struct{}{},
+	return &memNet{regs: map[replication.Incarnation]*peer.Registry{}, cut: map[string]bool{}, gone: map[string]bool{}, paused: map[string]chan struct{}{},
 		drop: map[string]int{}, held: map[peer.Method]chan struct{}{}, calls: map[peer.Method]int{}, connCtx: ctx}
 }
 
@@ -136,6 +137,28 @@ func (n *memNet) setCut(id string, cut bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.cut[id] = cut
+}
+
+// setGone makes the members command (gossip) report id dead, or alive.
+func (n *memNet) setGone(id string, gone bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.gone[id] = gone
+}
+
+// members lists the table's nodes as gossip would: dead if setGone.
+func (mm *memMesh) members() []node.Member {
+	mm.net.mu.Lock()
+	defer mm.net.mu.Unlock()
+	var out []node.Member
+	for _, n := range mm.table.State().Nodes {
+		st := "alive"
+		if mm.net.gone[n.ID] {
+			st = "dead"
+		}
+		out = append(out, node.Member{ID: n.ID, State: st})
+	}
+	return out
 }
 
 func (n *memNet) pause(id string) {
@@ -381,7 +404,7 @@ func newMemMesh(t testing.TB, homeLease time.Duration, owners [memParts]string, 
 		n.sessOwner = newSessionOwner(set, rt, homeLease, node.DefaultMaxTimeout, func(int) bool { return false }, log)
 		n.sessions = newHomeSessions(inc, rt, n.clients, homeLease, log)
 		n.home = &home{self: inc, rt: rt, table: mm.table, call: rt.call, sessions: n.sessions, log: log, work: mm.work,
-			members: func() []node.Member { return nil }, status: func() []node.StatLine { return nil }}
+			members: mm.members, status: func() []node.StatLine { return nil }}
 		for _, err := range []error{n.owner.register(reg, mm.work), n.sessOwner.register(reg, mm.work), n.sessions.register(reg, mm.work)} {
 			if err != nil {
 				t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -33,6 +34,13 @@ const labelBatch = 4096
 // courtesy, and a member that does not answer in time shows none.
 const labelTimeout = time.Second
 
+// maxListing bounds the List requests an owner serves at once; more are
+// refused as retryable (errListBusy), and the asker tries again until its
+// deadline.
+const maxListing = 4
+
+var errListBusy = failure.Retry(failure.Busy, "too many lock listings in progress; retry")
+
 // listCallTimeout bounds one List call to an owner; the gathering as a
 // whole is bounded by routeTimeout and the caller's context.
 const listCallTimeout = 3 * time.Second
@@ -41,6 +49,12 @@ const listCallTimeout = 3 * time.Second
 // partitions it serves, the first limit in the order asked, and the
 // partitions it does not serve (the asker finds their owner again).
 func (o *lockOwner) list(_ context.Context, b []byte) ([]byte, error) {
+	select {
+	case o.listing <- struct{}{}:
+		defer func() { <-o.listing }()
+	default:
+		return nil, errListBusy
+	}
 	d := peer.Dec{B: b}
 	prefix := d.Bytes()
 	limit, order := d.Uint(), d.Uint()
@@ -58,10 +72,12 @@ func (o *lockOwner) list(_ context.Context, b []byte) ([]byte, error) {
 	if len(prefix) > o.lim.maxName || limit < 1 || limit > node.MaxLockLimit || order > uint64(locktable.ListByWaiters) {
 		return nil, peer.ErrMalformed
 	}
+	seen := make([]bool, o.set.Partitions())
 	for _, p := range parts {
-		if p < 0 || p >= o.set.Partitions() {
-			return nil, peer.ErrMalformed
+		if p < 0 || p >= len(seen) || seen[p] {
+			return nil, peer.ErrMalformed // out of range, or asked twice
 		}
+		seen[p] = true
 	}
 	ls, truncated, missed := o.set.List(parts, prefix, int(limit), locktable.ListOrder(order))
 	budget := o.lim.listBytes
@@ -99,18 +115,30 @@ type listed struct {
 	missed    []int
 }
 
-func decodeListed(b []byte) (listed, error) {
+// decodeListed reads an owner's answer to a List of the partitions
+// asked. What it relays to a client is checked as a client's own input
+// would be: a name that could break the reply's line, or a partition
+// that was not asked about, makes the answer malformed.
+func decodeListed(b []byte, asked []int) (listed, error) {
 	d := peer.Dec{B: b}
 	var out listed
 	n := d.Count(5)
 	out.locks = make([]locktable.Listed, 0, n)
 	for range n {
-		out.locks = append(out.locks, locktable.Listed{Name: d.Str(), Token: d.Uint(), HeldFor: time.Duration(d.Int()), Waiters: int(d.Uint()), Session: d.Str()})
+		x := locktable.Listed{Name: d.Str(), Token: d.Uint(), HeldFor: time.Duration(d.Int()), Waiters: int(d.Uint()), Session: d.Str()}
+		if x.Name == "" || strings.ContainsAny(x.Name, " \r\n") {
+			return listed{}, peer.ErrMalformed
+		}
+		out.locks = append(out.locks, x)
 	}
 	out.truncated = d.Bool()
 	m := d.Len()
 	for range m {
-		out.missed = append(out.missed, int(d.Uint()))
+		p := int(d.Uint())
+		if !slices.Contains(asked, p) || slices.Contains(out.missed, p) {
+			return listed{}, peer.ErrMalformed
+		}
+		out.missed = append(out.missed, p)
 	}
 	return out, d.End()
 }
@@ -201,7 +229,7 @@ func (h *home) Locks(ctx context.Context, q node.LockQuery) (node.LockList, erro
 					b, err := callNode(cctx, h.call, n, peer.List, encodeList(q, parts))
 					var got listed
 					if err == nil {
-						got, err = decodeListed(b)
+						got, err = decodeListed(b, parts)
 					}
 					mu.Lock()
 					defer mu.Unlock()
@@ -272,7 +300,16 @@ func (h *home) labels(ctx context.Context, ids []string) map[string]string {
 		mu sync.Mutex // guards out
 		wg sync.WaitGroup
 	)
+	// Only members gossip sees alive: a dead one would cost every
+	// listing the whole labelTimeout, and has no connections anyway.
+	alive := map[string]bool{}
+	for _, m := range h.members() {
+		alive[m.ID] = m.State == "alive"
+	}
 	for _, n := range h.table.State().Nodes {
+		if !alive[n.ID] {
+			continue
+		}
 		for batch := range slices.Chunk(ids, labelBatch) {
 			wg.Add(1)
 			go func() {
@@ -293,7 +330,9 @@ func (h *home) labels(ctx context.Context, ids []string) map[string]string {
 				got := make(map[string]string, k)
 				for range k {
 					id, l := d.Str(), d.Str()
-					got[id] = l
+					if node.ValidLabel([]byte(l)) == "" { // relayed to clients: checked as theirs
+						got[id] = l
+					}
 				}
 				if d.End() != nil {
 					return

@@ -11,6 +11,7 @@ import (
 	"github.com/elock/elock/node"
 	"github.com/elock/elock/node/failure"
 	"github.com/elock/elock/node/locktable"
+	"github.com/elock/elock/node/peer"
 )
 
 // locksOf lists through node id's Backend, as the locks command does.
@@ -169,6 +170,139 @@ func TestLocksMergeStopsAtATruncatedOwner(t *testing.T) {
 					t.Fatalf("limit %d: %v, want a prefix of %v", limit, names(l), want)
 				}
 			}
+		}
+	})
+}
+
+// Labels are asked only of members gossip sees alive (a dead one would
+// cost every listing the label timeout), and a label a member answers
+// that a client could not have set (it would break the LOCK line) is
+// left out.
+func TestLocksLabelsFromLiveMembersOnly(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mm := newMemMesh(t, testHomeLease, [memParts]string{"n1", "n2", "n3", "n1"}, "n1", "n2", "n3")
+		defer mm.close()
+		s2 := attach(t, mm, "n2", keyIn("s", 1))
+		s3 := attach(t, mm, "n3", keyIn("s", 2))
+		mm.nodes["n2"].clients.setLabel(s2.ID, "two two") // no client could set it
+		mm.nodes["n3"].clients.setLabel(s3.ID, "three:3")
+		a2, a3 := keyIn("a", 0), keyIn("b", 0)
+		for _, l := range []struct {
+			home string
+			s    node.SessionRef
+			name string
+		}{{"n2", s2, a2}, {"n3", s3, a3}} {
+			if a := <-lockAsync(mm, l.home, l.s, l.name); a.err != nil || a.res.Status != locktable.Granted {
+				t.Fatalf("lock %s: %+v", l.name, a)
+			}
+		}
+		labels := func() map[string]string {
+			t.Helper()
+			out := map[string]string{}
+			for _, e := range locksOf(t, mm, "n1", node.LockQuery{Limit: 10}).Locks {
+				out[e.Name] = e.Label
+			}
+			return out
+		}
+		before := mm.net.count(peer.Labels)
+		if got := labels(); got[a2] != "" || got[a3] != "three:3" {
+			t.Fatalf("labels %v: want none for %s (not a label), three:3 for %s", got, a2, a3)
+		}
+		if asked := mm.net.count(peer.Labels) - before; asked != 3 {
+			t.Fatalf("asked %d members for labels, want all 3", asked)
+		}
+		mm.net.setGone("n3", true)
+		before = mm.net.count(peer.Labels)
+		if got := labels(); got[a3] != "" {
+			t.Fatalf("labels %v: want none from n3, which gossip calls dead", got)
+		}
+		if asked := mm.net.count(peer.Labels) - before; asked != 2 {
+			t.Fatalf("asked %d members for labels, want the 2 alive", asked)
+		}
+	})
+}
+
+// An owner serves a few listings at once and refuses more as retryable:
+// the asker tries again until its deadline, and answers once the owner
+// has room.
+func TestLocksWaitsForABusyOwner(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mm := newMemMesh(t, testHomeLease, [memParts]string{"n1", "n2", "n1", "n1"}, "n1", "n2")
+		defer mm.close()
+		busy := mm.nodes["n2"].owner.listing
+		for range cap(busy) {
+			busy <- struct{}{}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err := mm.nodes["n1"].home.Locks(ctx, node.LockQuery{Limit: 10})
+		cancel()
+		if failure.ClassOf(err) != failure.Retryable {
+			t.Fatalf("err = %v, want retryable while n2 is busy", err)
+		}
+		done := make(chan error, 1)
+		go func() {
+			_, err := mm.nodes["n1"].home.Locks(context.Background(), node.LockQuery{Limit: 10})
+			done <- err
+		}()
+		time.Sleep(time.Second)
+		synctest.Wait()
+		if len(done) != 0 {
+			t.Fatal("answered while n2 was busy")
+		}
+		<-busy
+		if err := <-done; err != nil {
+			t.Fatalf("after n2 had room: %v", err)
+		}
+	})
+}
+
+// What an owner answers is checked before any of it reaches a client.
+func TestDecodeListedRefusesWhatWasNotAsked(t *testing.T) {
+	enc := func(name string, missed ...int) []byte {
+		var e peer.Enc
+		e.Uint(1)
+		e.Str(name)
+		e.Uint(7)
+		e.Int(1)
+		e.Uint(0)
+		e.Str("sess")
+		e.Bool(false)
+		e.Uint(uint64(len(missed)))
+		for _, p := range missed {
+			e.Uint(uint64(p))
+		}
+		return e.B
+	}
+	if _, err := decodeListed(enc("ok", 2), []int{1, 2}); err != nil {
+		t.Fatalf("a good answer: %v", err)
+	}
+	for _, c := range []struct {
+		why string
+		b   []byte
+	}{
+		{"a name with a space", enc("a b")},
+		{"a name with a line end", enc("a\r\nLOCK x")},
+		{"an empty name", enc("")},
+		{"a partition not asked about", enc("ok", 3)},
+		{"a partition twice", enc("ok", 1, 1)},
+	} {
+		if _, err := decodeListed(c.b, []int{1, 2}); err == nil {
+			t.Errorf("%s: accepted", c.why)
+		}
+	}
+}
+
+// An owner refuses a listing that names a partition twice.
+func TestListRefusesAPartitionAskedTwice(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mm := newMemMesh(t, testHomeLease, [memParts]string{"n1", "n1", "n1", "n1"}, "n1")
+		defer mm.close()
+		o := mm.nodes["n1"].owner
+		if _, err := o.list(context.Background(), encodeList(node.LockQuery{Limit: 5}, []int{0, 1})); err != nil {
+			t.Fatalf("two partitions: %v", err)
+		}
+		if _, err := o.list(context.Background(), encodeList(node.LockQuery{Limit: 5}, []int{1, 1})); err == nil {
+			t.Fatal("a partition asked twice was accepted")
 		}
 	})
 }

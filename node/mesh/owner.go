@@ -36,6 +36,11 @@ type lockOwner struct {
 	// rely on every peer having done so.
 	lim requestLimits
 
+	// listing admits at most maxListing List requests at once: each
+	// scans every held lock of its partitions, with each partition held
+	// meanwhile.
+	listing chan struct{}
+
 	mu sync.Mutex // guards waits and floors
 	// waits holds the queued requests of homes, by request id, so that
 	// Cancel can withdraw them, and a resume elsewhere its older homes'.
@@ -123,7 +128,7 @@ func (qw *queued) outcome(out partition.Outcome) {
 
 func newLockOwner(set *partition.Set, table Table, call Caller, clients func() int, owned func(int) (uint64, bool), lim requestLimits, log *slog.Logger) *lockOwner {
 	return &lockOwner{set: set, table: table, call: call, clients: clients, owned: owned, lim: lim, log: log,
-		waits: make(map[string]*queued), floors: make(map[string]uint64)}
+		waits: make(map[string]*queued), floors: make(map[string]uint64), listing: make(chan struct{}, maxListing)}
 }
 
 // register adds the lock owner's methods. The hot ones (lock, unlock,

@@ -75,6 +75,12 @@ type Config struct {
 	// client certificate (the server asks for one but lets a probe
 	// through without).
 	RequireClientCert bool
+	// Profiles serves /debug/pprof/; without it those routes answer 403.
+	// elockd turns it off for an endpoint beyond loopback that has no way
+	// to tell who asks (no -acl, no client certificates): a CPU profile
+	// or a trace is a lever on the node, and its command line may hold a
+	// gossip key.
+	Profiles bool
 	// Version and Started are shown as this node's version and uptime.
 	Version string
 	Started time.Time
@@ -107,6 +113,28 @@ type handler struct {
 	cfg Config
 	log *slog.Logger
 	mux *http.ServeMux
+	// statuses admits maxStatuses status documents at once: each gathers
+	// the busiest names from every owner of the cluster.
+	statuses chan struct{}
+}
+
+// maxStatuses bounds the status documents served at once; more are
+// answered 503.
+const maxStatuses = 2
+
+// bounded serves next while fewer than maxStatuses requests are in it,
+// and 503 otherwise.
+func (h *handler) bounded(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case h.statuses <- struct{}{}:
+			defer func() { <-h.statuses }()
+			next.ServeHTTP(w, r)
+		default:
+			w.Header().Set("Retry-After", "1")
+			http.Error(w, "busy: too many status requests in progress", http.StatusServiceUnavailable)
+		}
+	})
 }
 
 // New returns the endpoint's handler.
@@ -114,7 +142,7 @@ func New(cfg Config) (http.Handler, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	h := &handler{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux()}
+	h := &handler{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), statuses: make(chan struct{}, maxStatuses)}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
 	}
@@ -133,15 +161,21 @@ func New(cfg Config) (http.Handler, error) {
 	h.mux.HandleFunc("GET /healthz", h.healthz)
 	h.mux.HandleFunc("GET /readyz", h.readyz)
 	h.mux.Handle("GET /metrics", h.need(mayList, metrics))
-	h.mux.Handle("GET /status.json", h.need(mayList, http.HandlerFunc(h.status)))
+	h.mux.Handle("GET /status.json", h.need(mayList, h.bounded(http.HandlerFunc(h.status))))
 	h.mux.Handle("GET /{$}", h.need(mayList, files))
 	h.mux.Handle("GET /status.js", h.need(mayList, files))
 	h.mux.Handle("GET /status.css", h.need(mayList, files))
-	h.mux.Handle("GET /debug/pprof/", h.need(mayReadAll, http.HandlerFunc(pprof.Index)))
-	h.mux.Handle("GET /debug/pprof/cmdline", h.need(mayReadAll, http.HandlerFunc(pprof.Cmdline)))
-	h.mux.Handle("GET /debug/pprof/profile", h.need(mayReadAll, http.HandlerFunc(pprof.Profile)))
-	h.mux.Handle("GET /debug/pprof/symbol", h.need(mayReadAll, http.HandlerFunc(pprof.Symbol)))
-	h.mux.Handle("GET /debug/pprof/trace", h.need(mayReadAll, http.HandlerFunc(pprof.Trace)))
+	for path, f := range map[string]http.HandlerFunc{
+		"/debug/pprof/": pprof.Index, "/debug/pprof/cmdline": pprof.Cmdline, "/debug/pprof/profile": pprof.Profile,
+		"/debug/pprof/symbol": pprof.Symbol, "/debug/pprof/trace": pprof.Trace,
+	} {
+		if !cfg.Profiles {
+			f = func(w http.ResponseWriter, r *http.Request) {
+				http.Error(w, "profiles are not served here: beyond loopback they need -acl or -tls-client-ca, to know who asks (or -insecure)", http.StatusForbidden)
+			}
+		}
+		h.mux.Handle("GET "+path, h.need(mayReadAll, f))
+	}
 	return h, nil
 }
 
@@ -153,6 +187,8 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.Header().Set("Cache-Control", "no-store")
+	// The page loads only its own script and style, and is never framed.
+	w.Header().Set("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'")
 	h.mux.ServeHTTP(w, r)
 }
 

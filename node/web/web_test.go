@@ -51,8 +51,9 @@ func (f *fixture) config(acl *node.ACL) Config {
 		Busiest: func(_ context.Context, byWaiters bool, limit int) ([]Busy, error) {
 			return []Busy{{Name: "jobs/a", HeldFor: 1500 * time.Millisecond, Waiters: 1}, {Name: "secret/b", HeldFor: time.Second}}, nil
 		},
-		ACL:     acl,
-		Version: "test",
+		ACL:      acl,
+		Profiles: true,
+		Version:  "test",
 	}
 }
 
@@ -269,5 +270,78 @@ func TestRequireClientCertLetsProbesThrough(t *testing.T) {
 		if res.StatusCode != want {
 			t.Errorf("GET %s without a client certificate: %d, want %d", path, res.StatusCode, want)
 		}
+	}
+}
+
+// Without Profiles, the profiles answer 403 whoever asks; everything
+// else is served as before.
+func TestProfilesOff(t *testing.T) {
+	f := newFixture()
+	cfg := f.config(nil)
+	cfg.Profiles = false
+	s := serve(t, cfg)
+	for _, path := range []string{"/debug/pprof/", "/debug/pprof/cmdline", "/debug/pprof/goroutine?debug=1"} {
+		if code, _ := get(t, s.URL+path, ""); code != http.StatusForbidden {
+			t.Errorf("%s: %d, want 403", path, code)
+		}
+	}
+	if code, _ := get(t, s.URL+"/metrics", ""); code != 200 {
+		t.Errorf("/metrics: %d", code)
+	}
+}
+
+// The page may load only what the node serves, and is never framed.
+func TestContentSecurityPolicy(t *testing.T) {
+	s := serve(t, newFixture().config(nil))
+	res, err := http.Get(s.URL + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if got := res.Header.Get("Content-Security-Policy"); got != "default-src 'self'; frame-ancestors 'none'" {
+		t.Fatalf("Content-Security-Policy %q", got)
+	}
+}
+
+// Status documents gather from the whole mesh: a few at once, and 503
+// beyond.
+func TestStatusDocumentsAreBounded(t *testing.T) {
+	f := newFixture()
+	cfg := f.config(nil)
+	entered, release := make(chan struct{}, maxStatuses), make(chan struct{})
+	cfg.Busiest = func(ctx context.Context, byWaiters bool, limit int) ([]Busy, error) {
+		if !byWaiters {
+			entered <- struct{}{}
+			<-release
+		}
+		return nil, nil
+	}
+	s := serve(t, cfg)
+	done := make(chan int, maxStatuses)
+	for range maxStatuses {
+		go func() { // not get: it may not fail the test off its goroutine
+			res, err := http.Get(s.URL + "/status.json")
+			if err != nil {
+				done <- 0
+				return
+			}
+			res.Body.Close()
+			done <- res.StatusCode
+		}()
+	}
+	for range maxStatuses {
+		<-entered
+	}
+	if code, body := get(t, s.URL+"/status.json", ""); code != http.StatusServiceUnavailable {
+		t.Fatalf("one more status document: %d %q, want 503", code, body)
+	}
+	close(release)
+	for range maxStatuses {
+		if code := <-done; code != 200 {
+			t.Fatalf("a status document: %d", code)
+		}
+	}
+	if code, _ := get(t, s.URL+"/status.json", ""); code != 200 {
+		t.Fatalf("after they ended: %d", code)
 	}
 }
