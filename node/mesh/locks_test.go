@@ -143,7 +143,7 @@ func TestLocksWithoutAnOwnerFails(t *testing.T) {
 // it left out sorts after its last lock, so the merged list stops there.
 func TestLocksMergeStopsAtATruncatedOwner(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		mm := newMemMesh(t, testHomeLease, [memParts]string{"n1", "n2", "n2", "n2"}, "n1", "n2")
+		mm := newMemMesh(t, testHomeLease, [memParts]string{"n1", "n2", "n1", "n2"}, "n1", "n2")
 		defer mm.close()
 		// n2 answers with a few locks at most, whatever the limit.
 		mm.nodes["n2"].owner.lim.listBytes = 20
@@ -156,9 +156,28 @@ func TestLocksMergeStopsAtATruncatedOwner(t *testing.T) {
 					t.Fatal(a.err)
 				}
 				want = append(want, name)
+				// Ages that interleave the owners' locks, so the held
+				// order is not the name order.
+				time.Sleep(time.Duration((p*7+i*3)%5) * time.Second)
 			}
 		}
 		slices.Sort(want)
+		// The true order of every lock, from a listing no owner cuts.
+		mm.nodes["n2"].owner.lim.listBytes = 1 << 20
+		full := map[node.LockOrder][]string{}
+		for _, o := range []node.LockOrder{node.ByName, node.ByHeld, node.ByWaiters} {
+			full[o] = names(locksOf(t, mm, "n1", node.LockQuery{Limit: 100, Order: o}))
+			if len(full[o]) != len(want) {
+				t.Fatalf("order %d: %d locks, want %d", o, len(full[o]), len(want))
+			}
+		}
+		if slices.Equal(full[node.ByHeld], full[node.ByName]) {
+			t.Fatalf("the held order is the name order (%v): the test would not tell them apart", full[node.ByHeld])
+		}
+		// Both owners cut their answers short, at different points, so
+		// the merge must stop at the earliest of their last locks.
+		mm.nodes["n2"].owner.lim.listBytes = 20
+		mm.nodes["n1"].owner.lim.listBytes = 45
 		for limit := 1; limit <= len(want)+1; limit++ {
 			for _, o := range []node.LockOrder{node.ByName, node.ByHeld, node.ByWaiters} {
 				l := locksOf(t, mm, "n1", node.LockQuery{Limit: limit, Order: o})
@@ -166,8 +185,8 @@ func TestLocksMergeStopsAtATruncatedOwner(t *testing.T) {
 					t.Fatalf("limit %d order %d: %v %v", limit, o, names(l), l.Truncated)
 				}
 				// Whatever it lists is the true first few, in order.
-				if o == node.ByName && !slices.Equal(names(l), want[:len(l.Locks)]) {
-					t.Fatalf("limit %d: %v, want a prefix of %v", limit, names(l), want)
+				if !slices.Equal(names(l), full[o][:len(l.Locks)]) {
+					t.Fatalf("limit %d order %d: %v, want a prefix of %v", limit, o, names(l), full[o])
 				}
 			}
 		}
