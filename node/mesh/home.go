@@ -101,20 +101,30 @@ func (h *home) Lock(ctx context.Context, s node.SessionRef, name []byte, wait ti
 }
 
 // Unlock implements node.Backend. If the reply is lost and the new owner
-// says the lock is free or another's, the first request was carried out:
-// the home knows the session held it.
+// says the lock is free or another's, the first request was carried out,
+// if the home knew the session held the lock when it sent it. If it did
+// not know (an earlier unlock or drop of the name ended with its outcome
+// unknown, so the lock may have gone then), the answer is unknown too:
+// "unlocked" would claim a release the session may not have made, while
+// another session held the lock (found by the fault suite, full run 34
+// seed 26).
 func (h *home) Unlock(ctx context.Context, s node.SessionRef, name []byte) (locktable.Result, error) {
 	if !h.sessions.current(s) {
 		return locktable.Result{}, errSessionMoved
 	}
+	sure := h.sessions.holds(s.ID, string(name))
 	payload := lockPayload(s, name, 0, "")
 	b, err := h.rt.route(ctx, h.rt.partOf(name), peer.Unlock, payload, false)
 	if errors.Is(err, errIndeterminate) {
 		b, err = h.rt.route(ctx, h.rt.partOf(name), peer.Unlock, payload, true)
 		switch {
 		case err == nil:
-			if res, derr := decodeResult(b); derr == nil && res.Status != locktable.Unlocked && h.sessions.holds(s.ID, string(name)) {
-				b, err = encodeResult(locktable.Result{Status: locktable.Unlocked}), nil
+			if res, derr := decodeResult(b); derr == nil && res.Status != locktable.Unlocked {
+				if !sure {
+					err = failure.Unknown(failure.Unavailable, "unlock "+string(name)+": the request may have been carried out, and the session may not have held the lock when it was sent; outcome unknown")
+					break
+				}
+				b = encodeResult(locktable.Result{Status: locktable.Unlocked})
 			}
 		case failure.ClassOf(err) != failure.Indeterminate:
 			// The second request failing says nothing of the first, which
@@ -124,13 +134,25 @@ func (h *home) Unlock(ctx context.Context, s node.SessionRef, name []byte) (lock
 		}
 	}
 	if err != nil {
+		h.unsure(s.ID, string(name), err)
 		return locktable.Result{}, err
 	}
 	res, err := decodeResult(b)
-	if err == nil && res.Status == locktable.Unlocked {
+	if err == nil && res.Status != locktable.Granted {
+		// Unlocked, or not the session's (not_yours, not_locked): either
+		// way it holds the lock no more.
 		h.sessions.held(s.ID, string(name), false)
 	}
 	return res, err
+}
+
+// unsure forgets that the session holds name after a release of it whose
+// outcome is unknown: it may hold the lock or not, and a later unlock
+// must not count on it (see Unlock).
+func (h *home) unsure(id, name string, err error) {
+	if failure.ClassOf(err) == failure.Indeterminate {
+		h.sessions.held(id, name, false)
+	}
 }
 
 // Drop implements node.Backend. It asks again through a lost reply:
@@ -144,6 +166,7 @@ func (h *home) Drop(ctx context.Context, s node.SessionRef, name []byte, token u
 	e.Uint(token)
 	b, err := h.rt.route(ctx, h.rt.partOf(name), peer.Drop, e.B, true)
 	if err != nil {
+		h.unsure(s.ID, string(name), err)
 		return locktable.Result{}, err
 	}
 	res, err := decodeResult(b)
@@ -162,6 +185,9 @@ func (h *home) UnlockAll(ctx context.Context, s node.SessionRef) error {
 		return errSessionMoved
 	}
 	if err := h.rt.releaseEverywhere(ctx, s.ID, s.Epoch); err != nil {
+		if failure.ClassOf(err) == failure.Indeterminate {
+			h.sessions.forgetHeld(s.ID) // some may be gone: none is sure
+		}
 		return err
 	}
 	h.sessions.forgetHeld(s.ID)

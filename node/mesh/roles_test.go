@@ -207,6 +207,60 @@ func TestUnlockThroughALostReply(t *testing.T) {
 	})
 }
 
+// An unlock after one whose outcome was unknown does not claim the
+// release: if its own reply is lost and the owner then says the lock is
+// another's, the session may not have held it when the request went out
+// (the earlier unlock took effect), so the answer is unknown, not
+// "unlocked" (found by the fault suite, full run 34 seed 26: a home
+// answered 200 Unlocked while another session held the lock).
+func TestUnlockAfterAnUnknownUnlockClaimsNothing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mm := newMemMesh(t, testHomeLease, [memParts]string{"n1", "n2", "n1", "n1"}, "n1", "n2")
+		defer mm.close()
+		s, name := holdAtN1(t, mm)
+		// The first unlock is carried out, but its reply is lost and n2 is
+		// cut off before the home asks again: its outcome is unknown.
+		mm.net.pause("n2")
+		errc := make(chan error, 1)
+		go func() {
+			_, err := mm.nodes["n1"].home.Unlock(context.Background(), s, []byte(name))
+			errc <- err
+		}()
+		synctest.Wait() // the unlock waits on n2
+		mm.net.dropReplies("n2", 1)
+		mm.net.setCut("n2", true)
+		mm.net.resume("n2")
+		if err := <-errc; failure.ClassOf(err) != failure.Indeterminate {
+			t.Fatalf("unlock whose reply was lost, its owner then cut off: %v, want an unknown outcome", err)
+		}
+		if holds(mm, "n2", s.ID, name) {
+			t.Fatal("the owner did not carry out the unlock")
+		}
+		mm.net.setCut("n2", false)
+		other := attach(t, mm, "n2", keyIn("o", 0))
+		if a := <-lockAsync(mm, "n2", other, name); a.err != nil || a.res.Status != locktable.Granted {
+			t.Fatalf("another session's lock: %+v", a)
+		}
+		// The client asks again; this reply is lost too, and the owner,
+		// asked once more, says the lock is another's.
+		mm.net.dropReplies("n2", 1)
+		res, err := mm.nodes["n1"].home.Unlock(context.Background(), s, []byte(name))
+		if err == nil && res.Status == locktable.Unlocked {
+			t.Fatal("the second unlock claims a release while another session holds the lock")
+		}
+		if failure.ClassOf(err) != failure.Indeterminate {
+			t.Fatalf("second unlock: %v, %v; want an unknown outcome", res, err)
+		}
+		if !holds(mm, "n2", other.ID, name) {
+			t.Fatal("the other session lost the lock")
+		}
+		// Asked once more with nothing lost, the answer is definite.
+		if res, err := mm.nodes["n1"].home.Unlock(context.Background(), s, []byte(name)); err != nil || res.Status != locktable.NotYours {
+			t.Fatalf("third unlock: %v, %v; want not_yours", res, err)
+		}
+	})
+}
+
 // An unlock whose first request may have been carried out (its reply was
 // lost, or the home gave up on it) is answered as unknown (504) when the
 // second request fails, never as "nothing happened" (503): the owner did
