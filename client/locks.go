@@ -26,22 +26,7 @@ func (c *Client) Label(ctx context.Context, label string) error {
 	if arg == "" {
 		arg = "-"
 	}
-	return c.call(ctx, "label", func(ctx context.Context, cn *conn) error {
-		if err := cn.send("label " + arg); err != nil {
-			return err
-		}
-		r, err := cn.read()
-		if err != nil {
-			return err
-		}
-		if err := r.err(); err != nil {
-			return err
-		}
-		c.mu.Lock()
-		c.label = label
-		c.mu.Unlock()
-		return nil
-	})
+	return c.setting(ctx, "label", "label "+arg, func() { c.label = label })
 }
 
 func validLabel(s string) bool {

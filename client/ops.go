@@ -248,8 +248,19 @@ func (c *Client) SetTimeout(ctx context.Context, d time.Duration) error {
 	if d < 0 {
 		return fmt.Errorf("client: set_timeout: negative timeout %v", d)
 	}
-	return c.call(ctx, "set_timeout", func(ctx context.Context, cn *conn) error {
-		if err := cn.send("set_timeout " + millis(d)); err != nil {
+	return c.setting(ctx, "set_timeout", "set_timeout "+millis(d), func() {
+		c.wantTimeout, c.hasTimeout = d, true
+		c.timeout = d.Round(time.Millisecond)
+	})
+}
+
+// setting sends line, a command that sets something of the session and
+// answers one line, and once the server has taken it records it with
+// record, under c.mu, to be sent again after a resume. what names the
+// request in errors.
+func (c *Client) setting(ctx context.Context, what, line string, record func()) error {
+	return c.call(ctx, what, func(ctx context.Context, cn *conn) error {
+		if err := cn.send(line); err != nil {
 			return err
 		}
 		r, err := cn.read()
@@ -260,8 +271,7 @@ func (c *Client) SetTimeout(ctx context.Context, d time.Duration) error {
 			return err
 		}
 		c.mu.Lock()
-		c.wantTimeout, c.hasTimeout = d, true
-		c.timeout = d.Round(time.Millisecond)
+		record()
 		c.mu.Unlock()
 		return nil
 	})
