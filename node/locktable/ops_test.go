@@ -50,7 +50,7 @@ type op struct {
 	d     time.Duration      // set-timeout
 	de    int                // detach: epoch relative to the session's current one
 	home  string
-	epoch uint64 // set-epoch: the current epoch + epoch - 1
+	epoch uint64         // set-epoch: the current epoch + epoch - 1
 	want  locktable.Want // lock, lock-wait
 }
 
