@@ -2,6 +2,7 @@ package locktable_test
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"testing"
@@ -168,6 +169,8 @@ func (r *runner) exec(cmd string) []string {
 		}
 		ok, fx := r.tb.CancelWait(now, locktable.WaiterID(num(arg(0))))
 		return withEffects(strconv.FormatBool(ok), fx)
+	case "withdraw":
+		return []string{strconv.FormatBool(r.tb.Withdraw(locktable.WaiterID(num(arg(0)))))}
 	case "tick":
 		return withEffects("ok", r.tb.Tick(at(arg(0))))
 	case "token":
@@ -208,6 +211,9 @@ func (r *runner) exec(cmd string) []string {
 		d, ok := r.tb.NextDeadline()
 		if !ok {
 			return []string{"none"}
+		}
+		if d == math.MinInt64 {
+			return []string{"at once"}
 		}
 		return []string{since(d).String()}
 	case "attach":

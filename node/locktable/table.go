@@ -214,6 +214,10 @@ type Table struct {
 	waitHeap deadlineHeap[*waiter]
 	sessHeap deadlineHeap[*Session]
 
+	// unserved lists locks whose queues Withdraw left unserved, for the
+	// next Tick.
+	unserved []*lock
+
 	fx []Effect // effects of the current call; reused between calls
 }
 
@@ -857,6 +861,24 @@ func (t *Table) CancelWait(now Time, w WaiterID) (bool, []Effect) {
 	return true, t.effects()
 }
 
+// Withdraw removes a queued waiter without serving its queue, for an
+// owner that may not grant now (no lease) or is giving the table up. The
+// queue is served by the next Tick, which NextDeadline asks for at once.
+// It reports false if w is not queued.
+func (t *Table) Withdraw(w WaiterID) bool {
+	x := t.waiters[w]
+	if x == nil {
+		return false
+	}
+	h, l := x.h, x.lk
+	t.unqueue(x)
+	t.dropIfIdle(h)
+	if !slices.Contains(t.unserved, l) {
+		t.unserved = append(t.unserved, l)
+	}
+	return true
+}
+
 // Token returns the fencing token of session's grant of name. Telling
 // the session of its grant claims it (see Drop).
 func (t *Table) Token(session string, name []byte) (uint64, Status) {
@@ -946,6 +968,9 @@ func (t *Table) Detached() int { return len(t.sessHeap.items) }
 // NextDeadline returns the earliest waiter deadline or session expiry, and
 // false if there is none. The edge arms one timer for it and calls Tick.
 func (t *Table) NextDeadline() (Time, bool) {
+	if len(t.unserved) > 0 {
+		return math.MinInt64, true
+	}
 	d, ok := t.waitHeap.min()
 	if s, sok := t.sessHeap.min(); sok && (!ok || s < d) {
 		d, ok = s, true
@@ -964,7 +989,8 @@ func (t *Table) Tick(now Time) []Effect {
 	// Every waiter due leaves first, in the heap's order, and the queues
 	// they left are served after, so that what falls due at one instant
 	// is reported in one order however the queues are arranged.
-	var touched []*lock
+	touched := t.unserved
+	t.unserved = nil
 	for {
 		w, ok := t.waitHeap.peek()
 		if !ok || w.deadline > now {

@@ -794,6 +794,29 @@ counts
 `,
 		},
 		{
+			name:   "a withdrawn writer's queue is served by the next tick",
+			limits: defaultLimits,
+			script: `
+rlock 0s s1 a
+  granted 1.1
+lock 0s s2 a wait=1 until=60s
+  queued
+rlock 0s s3 a wait=2 until=60s
+  queued
+withdraw 1
+  true
+withdraw 1
+  false
+next
+  at once
+tick 1s
+  ok
+  > granted w2 s3 a 1.2
+next
+  none
+`,
+		},
+		{
 			name:   "no upgrade",
 			limits: defaultLimits,
 			script: `

@@ -123,15 +123,38 @@ func (s *Set) lockEnd(r *lockResult, err error) (locktable.Result, *Wait, error)
 // been called or will be (once its changes are confirmed, or by Evict
 // when the partition went away), and the caller must take its outcome
 // (and release a grant it no longer wants).
+//
+// The request's leaving may let the requests behind it in (shared ones
+// behind a withdrawn exclusive one): their grants are recorded and
+// delivered once confirmed, as a tick's are, without the caller waiting.
 func (s *Set) Cancel(w *Wait) bool {
 	p := w.p
+	var pend pending
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	if !p.table.CancelWait(w.id) {
+	if s.rep != nil && s.rep.Admit(p.id, Tick) != nil {
+		// Not this node's to grant from now (moved, or no lease): the
+		// request just leaves; Evict or a tick serves the rest.
+		ok := p.table.Withdraw(w.id)
+		if ok {
+			delete(p.slots, w.id)
+			s.rearm(p)
+		}
+		p.mu.Unlock()
+		return ok
+	}
+	now := s.clock()
+	ok, fx := p.table.CancelWait(now, w.id)
+	if !ok {
+		p.mu.Unlock()
 		return false
 	}
 	delete(p.slots, w.id)
+	s.apply(p, fx, &pend)
+	pos := s.record(p, now, &pend)
+	s.recount(p)
 	s.rearm(p)
+	p.mu.Unlock()
+	s.deliver(p, &pend, pos)
 	return true
 }
 
