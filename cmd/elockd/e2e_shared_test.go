@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 )
 
@@ -22,6 +23,11 @@ func TestSharedLockProtocol(t *testing.T) {
 	}
 	if in := r1.infoText("doc"); in["kind"] != "lock" || in["mode"] != "shared" || in["holders"] != "2" || in["mine"] != "1" || in["token"] != fmt.Sprint(t1) {
 		t.Fatalf("a reader's info: %v", in)
+	}
+	// locks lists a row per grant, each with its own token.
+	lines := r3.block("locks doc", "200 LOCKS")
+	if len(lines) != 4 || !strings.HasPrefix(lines[1], fmt.Sprintf("LOCK doc %d ", t1)) || !strings.HasPrefix(lines[2], fmt.Sprintf("LOCK doc %d ", t2)) {
+		t.Fatalf("locks doc: %q", lines)
 	}
 	r1.expect("rlock doc", "200 Acquired") // re-entrant
 	if r1.token("doc") != t1 {
