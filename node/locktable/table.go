@@ -949,6 +949,12 @@ type Counts struct {
 	Sessions int // session records
 }
 
+// Holds reports whether session holds name, in any mode. Unlike Token it
+// claims nothing.
+func (t *Table) Holds(session string, name []byte) bool {
+	return t.grantFor(session, name) != nil
+}
+
 // Locked reports whether any session holds name.
 func (t *Table) Locked(name []byte) bool {
 	l := t.locks[string(name)]

@@ -71,13 +71,18 @@ func (s *Set) lockStep(p *part, a Asker, name []byte, want locktable.Want, wait 
 			return
 		}
 		s.dropLeftovers(p, t, now, a, pend)
-		if !t.Locked(name) {
+		// A grant the session has already is re-entrant: it adds nothing;
+		// nor does an exclusive request for a held name, which can only
+		// take a holder's place. Any other, shared or a permit too,
+		// counts against the node's bound.
+		holds := t.Holds(a.Session, name)
+		if !holds && (want.Mode != locktable.Exclusive || !t.Locked(name)) {
 			if r.err = roomFor(&s.locks, s.cfg.MaxLocks, "locks"); r.err != nil {
 				return
 			}
 		}
 		if full {
-			if _, st := t.Token(a.Session, name); st != locktable.Granted {
+			if !holds {
 				// Not a re-entrant lock: a grant, now or from the queue,
 				// would take the session past its limit.
 				r.err = failure.Refuse(failure.Limit, "too many locks held by this session (max "+strconv.Itoa(s.cfg.MaxLocksPerSession)+")")
