@@ -174,9 +174,13 @@ func runTop(args, addrs []string, acc access, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "elock top - %s\n\nLongest held\n", time.Now().Format("15:04:05"))
 		printLocks(stdout, held.Locks)
 		fmt.Fprintln(stdout, "\nLongest queues")
+		// A name held shared or a semaphore has a line per holder, all
+		// with the same queue: show its queue once.
 		var waited []client.HeldLock
+		seen := map[string]bool{}
 		for _, l := range queues.Locks {
-			if l.Waiters > 0 {
+			if l.Waiters > 0 && !seen[l.Name] {
+				seen[l.Name] = true
 				waited = append(waited, l)
 			}
 		}

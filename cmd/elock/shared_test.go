@@ -303,3 +303,30 @@ func TestBenchSharedModes(t *testing.T) {
 		t.Fatalf("bench rw text: exit %d: %s %s", code, out, stderr)
 	}
 }
+
+// elock top shows a queue once, though the name it waits for has a line
+// per shared holder.
+func TestTopSharedQueueOnce(t *testing.T) {
+	t.Parallel()
+	srv := testcluster.Start(t)
+	r1, r2, w := dialRaw(t, srv.Addr), dialRaw(t, srv.Addr), dialRaw(t, srv.Addr)
+	for _, c := range []*raw{r1, r2} {
+		if r := c.do("rlock many"); r != "200 Acquired" {
+			t.Fatal(r)
+		}
+	}
+	w.nc.Write([]byte("lock many 30\r\n"))
+	wait.For(t, 10*time.Second, "the writer to queue", func() bool { return r1.info("many")["waiters"] == "1" })
+	code, out, stderr := elock(t, 20*time.Second, "-addr", srv.Addr, "top", "-n", "1")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	held := out[strings.Index(out, "Longest held"):strings.Index(out, "Longest queues")]
+	queues := out[strings.Index(out, "Longest queues"):]
+	if n := len(regexp.MustCompile(`(?m)^many +[0-9]+ +\S+ +1 +-$`).FindAllString(held, -1)); n != 2 {
+		t.Fatalf("held lists many %d times, want once per holder:\n%s", n, out)
+	}
+	if n := len(regexp.MustCompile(`(?m)^many `).FindAllString(queues, -1)); n != 1 {
+		t.Fatalf("queues list many %d times, want once:\n%s", n, out)
+	}
+}
