@@ -87,7 +87,8 @@ func TestRLock(t *testing.T) {
 	if err := r1.Unlock(ctx, "rw"); err != nil {
 		t.Fatal(err)
 	}
-	if in, err := w.Info(ctx, "rw"); err != nil || in.Mode != client.ModeShared || in.Holders != 1 || in.Waiters != 2 {
+	// Asked by r2: w's calls wait behind its Lock.
+	if in, err := r2.Info(ctx, "rw"); err != nil || in.Mode != client.ModeShared || in.Holders != 1 || in.Waiters != 2 {
 		t.Fatalf("Info with one reader left = %+v, %v; the writer must still wait", in, err)
 	}
 	pending(t, wc, "the writer's Lock while r2 reads")
@@ -331,7 +332,12 @@ func TestSharedLocksListing(t *testing.T) {
 	ctx := testCtx(t)
 	a := dial(t, []string{srv.addr})
 	b := dial(t, []string{srv.addr})
-	toks := map[uint64]bool{}
+	// Tokens are per name: a grant is its name and token.
+	type grant struct {
+		name string
+		tok  uint64
+	}
+	grants := map[grant]bool{}
 	for _, c := range []*client.Client{a, b} {
 		t1, err := c.RLock(ctx, "l/rw")
 		if err != nil {
@@ -341,7 +347,7 @@ func TestSharedLocksListing(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		toks[t1], toks[t2] = true, true
+		grants[grant{"l/rw", t1}], grants[grant{"l/sem", t2}] = true, true
 	}
 	l, err := a.Locks(ctx, "l/", 0)
 	if err != nil {
@@ -350,10 +356,11 @@ func TestSharedLocksListing(t *testing.T) {
 	names := map[string]int{}
 	for _, h := range l.Locks {
 		names[h.Name]++
-		if !toks[h.Token] {
-			t.Errorf("listed %s with token %d, not one of the grants %v", h.Name, h.Token, toks)
+		g := grant{h.Name, h.Token}
+		if !grants[g] {
+			t.Errorf("listed %+v, not one of the grants left %v", g, grants)
 		}
-		delete(toks, h.Token)
+		delete(grants, g)
 	}
 	if names["l/rw"] != 2 || names["l/sem"] != 2 || len(l.Locks) != 4 {
 		t.Fatalf("Locks = %+v", l)
