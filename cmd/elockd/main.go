@@ -782,9 +782,18 @@ func busiestOf(ctx context.Context, l node.Lister, byWaiters bool, limit int) ([
 		return nil, err
 	}
 	out := make([]web.Busy, 0, len(list.Locks))
+	queued := map[string]bool{}
 	for _, e := range list.Locks {
-		if byWaiters && e.Waiters == 0 {
-			break // the rest have no queue either
+		if byWaiters {
+			if e.Waiters == 0 {
+				break // the rest have no queue either
+			}
+			// A name held shared, or a semaphore, is listed once per
+			// holder, but it has one queue.
+			if queued[e.Name] {
+				continue
+			}
+			queued[e.Name] = true
 		}
 		out = append(out, web.Busy{Name: e.Name, HeldFor: e.HeldFor, Waiters: e.Waiters, Label: e.Label})
 	}
