@@ -451,8 +451,8 @@ func run(args []string, stderr io.Writer) int {
 				return 2
 			}
 		}
+		mc.Partitions, mc.Limits, mc.MaxTimeout = o.partitions, limits, o.cfg.MaxTimeout
 		mc.MaxName, mc.MaxWait, mc.MaxPermits = o.cfg.MaxName, o.cfg.MaxWait, o.cfg.MaxPermits
-		mc.MaxName, mc.MaxWait = o.cfg.MaxName, o.cfg.MaxWait
 		mc.MaxLocks, mc.MaxSessions, mc.MaxLocksPerSession = o.maxLocksTotal, o.maxSessions, o.cfg.MaxLocksPerSession
 		mc.Lease, mc.HomeLease, mc.LostAfter = o.lease, o.homeLease, o.lostAfter
 		mc.Clients, mc.Logger = o.cfg.Clients, log

@@ -325,7 +325,7 @@ func TestOwnerAndReplicaKilled(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	if granted.IsZero() {
-		t.Fatalf("never granted again after the loss")
+		t.Fatalf("never granted again after the loss (last refusal %q)", other.Do("lock "+name))
 	}
 	if d := granted.Sub(killed); d < lockDelay {
 		t.Fatalf("granted %v after both copies died, before the lock-delay of %v", d, lockDelay)
