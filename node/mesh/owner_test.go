@@ -123,12 +123,15 @@ func TestAnOwnerRefusesRequestsBeyondTheLimits(t *testing.T) {
 	}
 	defer set.Close()
 	o := newLockOwner(set, nil, nil, func() int { return 0 }, func(int) (uint64, bool) { return 0, false },
-		requestLimits{maxName: 8, maxWait: time.Minute}, slog.New(slog.DiscardHandler))
+		requestLimits{maxName: 8, maxWait: time.Minute, maxPermits: 10}, slog.New(slog.DiscardHandler))
 	s := node.SessionRef{ID: "s", Epoch: 1, Born: 1}
 	for what, payload := range map[string][]byte{
-		"a name over the maximum": lockPayload(s, []byte("123456789"), 0, ""),
-		"a wait over the maximum": lockPayload(s, []byte("x"), time.Hour, "r1"),
-		"a negative wait":         lockPayload(s, []byte("y"), -time.Second, "r2"),
+		"a name over the maximum":    lockPayload(s, []byte("123456789"), 0, ""),
+		"a wait over the maximum":    lockPayload(s, []byte("x"), time.Hour, "r1"),
+		"a negative wait":            lockPayload(s, []byte("y"), -time.Second, "r2"),
+		"permits over the maximum":   wantPayload(s, []byte("p"), locktable.Want{Mode: locktable.Permit, Limit: 11}, 0, ""),
+		"a semaphore of no permits":  wantPayload(s, []byte("p"), locktable.Want{Mode: locktable.Permit}, 0, ""),
+		"a shared lock with a limit": wantPayload(s, []byte("p"), locktable.Want{Mode: locktable.Shared, Limit: 2}, 0, ""),
 	} {
 		got := make(chan error, 1)
 		o.lock(context.Background(), peer.Lock, payload, func(_ []byte, err error) { got <- err })
@@ -143,5 +146,25 @@ func TestAnOwnerRefusesRequestsBeyondTheLimits(t *testing.T) {
 	o.lock(context.Background(), peer.Lock, lockPayload(s, []byte("12345678"), 0, ""), func(_ []byte, err error) { got <- err })
 	if err := <-got; err != nil {
 		t.Fatalf("a request at the limits: %v", err)
+	}
+}
+
+// A lock request's mode that no table can take is malformed: refused,
+// never carried out.
+func TestDecodeLockReqRefusesUnknownModes(t *testing.T) {
+	s := node.SessionRef{ID: "s", Epoch: 1, Born: 1}
+	good := wantPayload(s, []byte("p"), locktable.Want{Mode: locktable.Permit, Limit: 3}, 0, "")
+	if q, err := decodeLockReq(good); err != nil || q.want != (locktable.Want{Mode: locktable.Permit, Limit: 3}) {
+		t.Fatalf("a permit request decoded as %+v, %v", q.want, err)
+	}
+	if q, err := decodeLockReq(lockPayload(s, []byte("x"), 0, "")); err != nil || q.want != (locktable.Want{}) {
+		t.Fatalf("an exclusive request decoded as %+v, %v", q.want, err)
+	}
+	var e peer.Enc
+	e.B = append(e.B, lockPayload(s, []byte("x"), 0, "")...)
+	e.Uint(7) // no such mode
+	e.Uint(0)
+	if _, err := decodeLockReq(e.B); err == nil {
+		t.Fatal("mode 7 decoded")
 	}
 }
