@@ -502,6 +502,9 @@ func TestMalformed(t *testing.T) {
 		{ua(0, A, 0, 10, Acquired)},
 		{lk(-1, A, "a", 0, 10, Acquired, 1)},
 		{mk(Kind(99), 0, A, "a", 0, 0, 10, OK, 0)},
+		{aq(0, A, "s", 0, 0, 10, Acquired, 1)},    // no limit
+		{rl(0, "A\x01", "r", 0, 10, Acquired, 1)}, // the model's separator
+		{rl(0, A, "r", 0, 10, NoUpgrade, 0)},      // only a lock is told no_upgrade
 	} {
 		if err := Validate(h); err == nil {
 			t.Errorf("Validate(%v) = nil", h)

@@ -25,10 +25,9 @@ type State struct {
 	// did not learn the token).
 	Token uint64
 	// Shared is the set of sessions holding the name shared, or holding
-	// one of its permits: each followed by a NUL, in sorted order, so that
-	// equal sets are equal strings (porcupine caches states by value).
-	// Their tokens are not kept: CheckLostGrants checks that a re-entrant
-	// grant shows its holder's token.
+	// one of its permits, with their tokens (0: not known), in the
+	// canonical form sharedSet gives it, so that equal sets are equal
+	// strings: porcupine caches states by value.
 	Shared string
 	// Last is a lower bound on the last token granted for the name: every
 	// new grant's token must be above it. A grant with an unknown token t
@@ -40,37 +39,72 @@ type State struct {
 func (s State) String() string {
 	switch {
 	case s.Holder != "":
-		tok := "?"
-		if s.Token != 0 {
-			tok = strconv.FormatUint(s.Token, 10)
-		}
-		return fmt.Sprintf("held by %s, token %s (last token >= %d)", s.Holder, tok, s.Last)
+		return fmt.Sprintf("held by %s, token %s (last token >= %d)", s.Holder, tokenString(s.Token), s.Last)
 	case s.Shared != "":
-		return fmt.Sprintf("held shared or as permits by %s (last token >= %d)", strings.Join(s.sharers(), ", "), s.Last)
+		var parts []string
+		for _, x := range s.sharers() {
+			parts = append(parts, fmt.Sprintf("%s (token %s)", x.session, tokenString(x.token)))
+		}
+		return fmt.Sprintf("held shared or as permits by %s (last token >= %d)", strings.Join(parts, ", "), s.Last)
 	}
 	return fmt.Sprintf("free (last token >= %d)", s.Last)
 }
 
-// sharers returns the sessions of Shared, sorted.
-func (s State) sharers() []string {
-	if s.Shared == "" {
-		return nil
-	}
-	return strings.Split(strings.TrimSuffix(s.Shared, "\x00"), "\x00")
+// sharer is a session of State.Shared and its token.
+type sharer struct {
+	session string
+	token   uint64
 }
 
-// shares reports whether session holds the name shared or a permit.
-func (s State) shares(session string) bool {
-	return strings.Contains("\x00"+s.Shared, "\x00"+session+"\x00")
+// sharedSet encodes sharers, sorted by session, as State.Shared: each
+// "session\x01token\x00". Validate refuses sessions with either byte.
+func sharedSet(xs []sharer) string {
+	var b strings.Builder
+	for _, x := range xs {
+		b.WriteString(x.session)
+		b.WriteByte(1)
+		b.WriteString(strconv.FormatUint(x.token, 10))
+		b.WriteByte(0)
+	}
+	return b.String()
+}
+
+// sharers decodes Shared.
+func (s State) sharers() []sharer {
+	var xs []sharer
+	for e := range strings.SplitSeq(strings.TrimSuffix(s.Shared, "\x00"), "\x00") {
+		if e == "" {
+			continue
+		}
+		i := strings.IndexByte(e, 1)
+		tok, _ := strconv.ParseUint(e[i+1:], 10, 64)
+		xs = append(xs, sharer{session: e[:i], token: tok})
+	}
+	return xs
+}
+
+// shares reports whether session holds the name shared or a permit, and
+// its token.
+func (s State) shares(session string) (token uint64, ok bool) {
+	i := strings.Index("\x00"+s.Shared, "\x00"+session+"\x01")
+	if i < 0 {
+		return 0, false
+	}
+	rest := s.Shared[i+len(session)+1:]
+	tok, _ := strconv.ParseUint(rest[:strings.IndexByte(rest, 0)], 10, 64)
+	return tok, true
 }
 
 // holds reports whether session holds the name in any mode.
-func (s State) holds(session string) bool { return s.Holder == session || s.shares(session) }
+func (s State) holds(session string) bool {
+	_, shared := s.shares(session)
+	return s.Holder == session || shared
+}
 
 // others reports whether a session other than session holds the name.
 func (s State) others(session string) bool {
 	n := s.nShared()
-	if s.shares(session) {
+	if _, ok := s.shares(session); ok {
 		n--
 	}
 	return s.Holder != "" && s.Holder != session || n > 0
@@ -80,13 +114,6 @@ func (s State) others(session string) bool {
 func (s State) nShared() int { return strings.Count(s.Shared, "\x00") }
 
 func (s State) free() bool { return s.Holder == "" && s.Shared == "" }
-
-func joinSessions(ss []string) string {
-	if len(ss) == 0 {
-		return ""
-	}
-	return strings.Join(ss, "\x00") + "\x00"
-}
 
 // Step is the sequential specification of one lock name. It reports
 // whether a session's operation o could have produced its result in state
@@ -107,9 +134,10 @@ func joinSessions(ss []string) string {
 //     Unknown: a grant if free, else nothing.
 //   - rlock, rlock_wait by S:
 //     Acquired T: if S holds exclusively, re-entrant as for lock; if
-//     another session does, impossible; if S holds shared, re-entrant
-//     (T, the token of S's shared grant, raises Last to T at least); else
-//     a new shared grant: T > Last.
+//     another session does, impossible; if S holds shared, re-entrant: T
+//     is S's token (when both known; a token first shown here may be
+//     below Last, as other shared grants may have come since, and raises
+//     Last to it at least); else a new shared grant: T > Last.
 //     Unavailable: S holds nothing and another session holds the name. A
 //     waiting exclusive request holds back later shared ones, so a 409 is
 //     possible while only shared holders hold; the model does not keep
@@ -145,7 +173,8 @@ func Step(s State, o Operation) (bool, State) {
 		case Unavailable:
 			return !s.holds(o.Session) && s.others(o.Session), s
 		case NoUpgrade:
-			return s.shares(o.Session), s
+			_, ok := s.shares(o.Session)
+			return ok, s
 		case Unknown:
 			if s.free() {
 				return grant(s, o.Session, 0)
@@ -161,11 +190,11 @@ func Step(s State, o Operation) (bool, State) {
 				return reenter(s, o.Token)
 			case s.Holder != "":
 				return false, s
-			case s.shares(o.Session):
-				// The model does not know the token of S's grant: it was
-				// granted, so the last token is at least T.
-				s.Last = max(s.Last, o.Token)
-				return true, s
+			}
+			if tok, ok := s.shares(o.Session); ok {
+				return reshare(s, o.Session, tok, o.Token)
+			}
+			switch {
 			case o.Kind.Mode() == Permit && s.nShared() >= o.Limit:
 				return false, s
 			}
@@ -173,7 +202,7 @@ func Step(s State, o Operation) (bool, State) {
 		case Unavailable:
 			return !s.holds(o.Session) && s.others(o.Session), s
 		case Unknown:
-			if s.Holder == "" && !s.shares(o.Session) && (o.Kind.Mode() == Shared || s.nShared() < o.Limit) {
+			if _, held := s.shares(o.Session); s.Holder == "" && !held && (o.Kind.Mode() == Shared || s.nShared() < o.Limit) {
 				return share(s, o.Session, 0)
 			}
 			return true, s
@@ -242,9 +271,30 @@ func share(s State, session string, token uint64) (bool, State) {
 	default:
 		s.Last = token
 	}
-	ss := s.sharers()
-	i, _ := slices.BinarySearch(ss, session)
-	s.Shared = joinSessions(slices.Insert(ss, i, session))
+	xs := s.sharers()
+	i, _ := slices.BinarySearchFunc(xs, session, func(x sharer, t string) int { return strings.Compare(x.session, t) })
+	s.Shared = sharedSet(slices.Insert(xs, i, sharer{session, token}))
+	return true, s
+}
+
+// reshare is a re-entrant grant to a shared or permit holder whose token
+// is held (0: unknown), showing token (0: unknown).
+func reshare(s State, session string, held, token uint64) (bool, State) {
+	switch {
+	case token == 0:
+		return true, s
+	case held != 0:
+		return token == held, s
+	}
+	// The grant's token is revealed. Other grants may have come since,
+	// so it may be below Last; it was granted, so Last is at least it.
+	xs := s.sharers()
+	for i := range xs {
+		if xs[i].session == session {
+			xs[i].token = token
+		}
+	}
+	s.Shared, s.Last = sharedSet(xs), max(s.Last, token)
 	return true, s
 }
 
@@ -253,8 +303,8 @@ func release(s State, session string) State {
 	if s.Holder == session {
 		return State{Last: s.Last}
 	}
-	if s.shares(session) {
-		s.Shared = joinSessions(slices.DeleteFunc(s.sharers(), func(x string) bool { return x == session }))
+	if _, ok := s.shares(session); ok {
+		s.Shared = sharedSet(slices.DeleteFunc(s.sharers(), func(x sharer) bool { return x.session == session }))
 	}
 	return s
 }

@@ -145,7 +145,7 @@ var sharedCases = []checkCase{
 			rl(0, A, "r", 0, 10, Acquired, 1),
 			rl(0, A, "r", 20, 30, Acquired, 3),
 		},
-		fail: "lost",
+		fail: "lost lin",
 	},
 	{
 		// A's second rlock is re-entrant: it shows the token A had
@@ -350,7 +350,7 @@ var permitCases = []checkCase{
 			aq(0, A, "s", 2, 0, 10, Acquired, 1),
 			aq(0, A, "s", 2, 20, 30, Acquired, 3),
 		},
-		fail: "lost",
+		fail: "lost lin",
 	},
 	{
 		name: "not_locked while a permit is held",
@@ -418,58 +418,63 @@ func TestStepModes(t *testing.T) {
 	op := func(kind Kind, session string, st Status, tok uint64) Operation {
 		return Operation{Op: Op{Kind: kind, Session: session, Name: "r", Limit: 2}, Result: Result{Status: st, Token: tok}}
 	}
-	shared := func(last uint64, sessions ...string) State {
-		return State{Shared: joinSessions(sessions), Last: last}
+	shared := func(last uint64, xs ...sharer) State {
+		return State{Shared: sharedSet(xs), Last: last}
 	}
 	free := State{Last: 4}
 	excl := State{Holder: A, Token: 4, Last: 4}
+	a5, a0, a7, b6, b0, b5 := sharer{A, 5}, sharer{A, 0}, sharer{A, 7}, sharer{B, 6}, sharer{B, 0}, sharer{B, 5}
 	for _, tc := range []struct {
 		s    State
 		o    Operation
 		ok   bool
 		next State
 	}{
-		{free, op(RLock, A, Acquired, 5), true, shared(5, A)},
+		{free, op(RLock, A, Acquired, 5), true, shared(5, a5)},
 		{free, op(RLock, A, Acquired, 4), false, free},
-		{free, op(RLockWait, A, Acquired, 0), true, shared(5, A)},
+		{free, op(RLockWait, A, Acquired, 0), true, shared(5, a0)},
 		{free, op(RLock, A, Unavailable, 0), false, free},
-		{free, op(RLock, A, Unknown, 0), true, shared(5, A)},
-		{shared(5, A), op(RLock, B, Acquired, 6), true, shared(6, A, B)},
-		{shared(5, B), op(RLock, A, Acquired, 6), true, shared(6, A, B)}, // kept sorted
-		{shared(5, A), op(RLock, B, Unavailable, 0), true, shared(5, A)},
-		{shared(5, A), op(RLock, A, Unavailable, 0), false, shared(5, A)},
-		{shared(5, A), op(RLock, A, Acquired, 3), true, shared(5, A)},  // re-entrant
-		{shared(5, A), op(RLock, A, Acquired, 7), true, shared(7, A)},  // re-entrant, raises Last
-		{shared(5, A), op(Lock, B, Acquired, 6), false, shared(5, A)},  // exclusive beside shared
-		{shared(5, A), op(Lock, A, Acquired, 6), false, shared(5, A)},  // an upgrade
-		{shared(5, A), op(Lock, A, NoUpgrade, 0), true, shared(5, A)},  //
-		{shared(5, A), op(Lock, B, NoUpgrade, 0), false, shared(5, A)}, // B holds nothing
-		{shared(5, A), op(Lock, B, Unavailable, 0), true, shared(5, A)},
-		{shared(5, A), op(Lock, A, Unavailable, 0), false, shared(5, A)},
-		{shared(5, A), op(Lock, B, Unknown, 0), true, shared(5, A)},
+		{free, op(RLock, A, Unknown, 0), true, shared(5, a0)},
+		{shared(5, a5), op(RLock, B, Acquired, 6), true, shared(6, a5, b6)},
+		{shared(5, b5), op(RLock, A, Acquired, 6), true, shared(6, sharer{A, 6}, b5)}, // kept sorted
+		{shared(5, a5), op(RLock, B, Unavailable, 0), true, shared(5, a5)},
+		{shared(5, a5), op(RLock, A, Unavailable, 0), false, shared(5, a5)},
+		{shared(5, a5), op(RLock, A, Acquired, 5), true, shared(5, a5)},         // re-entrant
+		{shared(5, a5), op(RLock, A, Acquired, 0), true, shared(5, a5)},         // re-entrant, token missed
+		{shared(5, a5), op(RLock, A, Acquired, 3), false, shared(5, a5)},        // re-entrant, another token
+		{shared(6, a0, b6), op(RLock, A, Acquired, 5), true, shared(6, a5, b6)}, // reveals A's token
+		{shared(5, a0), op(RLock, A, Acquired, 7), true, shared(7, a7)},         // reveals, raises Last
+		{shared(5, a5), op(Lock, B, Acquired, 6), false, shared(5, a5)},         // exclusive beside shared
+		{shared(5, a5), op(Lock, A, Acquired, 6), false, shared(5, a5)},         // an upgrade
+		{shared(5, a5), op(Lock, A, NoUpgrade, 0), true, shared(5, a5)},         //
+		{shared(5, a5), op(Lock, B, NoUpgrade, 0), false, shared(5, a5)},        // B holds nothing
+		{shared(5, a5), op(Lock, B, Unavailable, 0), true, shared(5, a5)},
+		{shared(5, a5), op(Lock, A, Unavailable, 0), false, shared(5, a5)},
+		{shared(5, a5), op(Lock, B, Unknown, 0), true, shared(5, a5)},
 		{excl, op(RLock, A, Acquired, 4), true, excl}, // re-entrant under exclusive
 		{excl, op(RLock, A, Acquired, 5), false, excl},
 		{excl, op(RLock, B, Acquired, 5), false, excl},
 		{excl, op(RLock, B, Unavailable, 0), true, excl},
 		{excl, op(RLock, B, Unknown, 0), true, excl},
 		{excl, op(Lock, A, NoUpgrade, 0), false, excl},
-		{shared(5, A, B), op(Unlock, A, Unlocked, 0), true, shared(5, B)},
-		{shared(5, A, B), op(Unlock, C, NotYours, 0), true, shared(5, A, B)},
-		{shared(5, A, B), op(Unlock, A, NotYours, 0), false, shared(5, A, B)},
-		{shared(5, A, B), op(Unlock, C, NotLocked, 0), false, shared(5, A, B)},
-		{shared(5, A, B), op(Unlock, C, Unlocked, 0), false, shared(5, A, B)},
-		{shared(5, A, B), op(Unlock, B, Unknown, 0), true, shared(5, A)},
-		{shared(5, A, B), op(Expire, A, Unknown, 0), true, shared(5, B)},
-		{shared(5, A), op(UnlockAll, A, OK, 0), true, shared(5)},
-		{free, op(Acquire, A, Acquired, 5), true, shared(5, A)},
-		{shared(5, A), op(Acquire, B, Acquired, 6), true, shared(6, A, B)},
-		{shared(6, A, B), op(Acquire, C, Acquired, 7), false, shared(6, A, B)}, // limit 2
-		{shared(6, A, B), op(AcquireWait, C, Unknown, 0), true, shared(6, A, B)},
-		{shared(6, A, B), op(Acquire, C, Unavailable, 0), true, shared(6, A, B)},
-		{shared(5, A), op(Acquire, B, Unavailable, 0), true, shared(5, A)}, // a waiter ahead
-		{shared(5, A), op(Acquire, A, Unavailable, 0), false, shared(5, A)},
-		{shared(5, A), op(Acquire, A, Acquired, 5), true, shared(5, A)},
-		{shared(5, A), op(Acquire, B, Unknown, 0), true, shared(6, A, B)},
+		{shared(6, a5, b6), op(Unlock, A, Unlocked, 0), true, shared(6, b6)},
+		{shared(6, a5, b6), op(Unlock, C, NotYours, 0), true, shared(6, a5, b6)},
+		{shared(6, a5, b6), op(Unlock, A, NotYours, 0), false, shared(6, a5, b6)},
+		{shared(6, a5, b6), op(Unlock, C, NotLocked, 0), false, shared(6, a5, b6)},
+		{shared(6, a5, b6), op(Unlock, C, Unlocked, 0), false, shared(6, a5, b6)},
+		{shared(6, a5, b6), op(Unlock, B, Unknown, 0), true, shared(6, a5)},
+		{shared(6, a5, b6), op(Expire, A, Unknown, 0), true, shared(6, b6)},
+		{shared(5, a5), op(UnlockAll, A, OK, 0), true, shared(5)},
+		{free, op(Acquire, A, Acquired, 5), true, shared(5, a5)},
+		{shared(5, a5), op(Acquire, B, Acquired, 6), true, shared(6, a5, b6)},
+		{shared(6, a5, b6), op(Acquire, C, Acquired, 7), false, shared(6, a5, b6)}, // limit 2
+		{shared(6, a5, b6), op(AcquireWait, C, Unknown, 0), true, shared(6, a5, b6)},
+		{shared(6, a5, b6), op(Acquire, C, Unavailable, 0), true, shared(6, a5, b6)},
+		{shared(5, a5), op(Acquire, B, Unavailable, 0), true, shared(5, a5)}, // a waiter ahead
+		{shared(5, a5), op(Acquire, A, Unavailable, 0), false, shared(5, a5)},
+		{shared(5, a5), op(Acquire, A, Acquired, 5), true, shared(5, a5)},
+		{shared(5, a5), op(Acquire, A, Acquired, 6), false, shared(5, a5)},
+		{shared(5, a5), op(Acquire, B, Unknown, 0), true, shared(6, a5, b0)},
 		{free, op(Acquire, A, Unavailable, 0), false, free},
 	} {
 		ok, next := Step(tc.s, tc.o)

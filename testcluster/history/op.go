@@ -334,9 +334,9 @@ func (o Operation) validate() error {
 		return fmt.Errorf("%s without a name", o.Kind)
 	case o.Kind.Mode() == Permit && o.Limit < 1:
 		return fmt.Errorf("%s with limit %d", o.Kind, o.Limit)
-	case strings.ContainsRune(o.Session, 0):
-		// The model keeps sets of sessions NUL-separated.
-		return fmt.Errorf("session %q contains a NUL byte", o.Session)
+	case strings.ContainsAny(o.Session, "\x00\x01"):
+		// The model's sets of sessions use them as separators.
+		return fmt.Errorf("session %q contains a byte 0 or 1", o.Session)
 	case o.Call < 0:
 		return fmt.Errorf("negative call time %v", o.Call)
 	case o.Status != Unknown && o.Return < o.Call:
