@@ -65,7 +65,10 @@ type Client struct {
 	// label, if not empty, is sent with label after every (re)connect:
 	// the server keeps a label only with the connection that set it.
 	label string
-	// held is every lock the client believes the session holds.
+	// held is every grant the client believes the session holds, of any
+	// kind (exclusive, shared, a permit): the session holds at most one
+	// grant of a name, and all kinds are checked with "token NAME" and
+	// released with "unlock NAME", so the token is all it needs.
 	held map[string]uint64
 	// release names locks the session may hold that the application does
 	// not know of (a Lock cancelled as the grant came, an Unlock that did
@@ -143,8 +146,9 @@ func (c *Client) SessionID() string {
 	return c.id
 }
 
-// Held returns the locks the client believes its session holds, with
-// their fencing tokens.
+// Held returns the names the client believes its session holds, with
+// the fencing tokens of their grants: locks, exclusive or shared, and
+// semaphore permits alike.
 func (c *Client) Held() map[string]uint64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -37,7 +37,7 @@ func TestOperations(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (client.Info{Held: true, Mine: true, Token: tok, HeldFor: in.HeldFor}); in != want || in.HeldFor < 0 {
+	if want := (client.Info{Held: true, Mine: true, Token: tok, HeldFor: in.HeldFor, Kind: client.KindLock, Mode: client.ModeExclusive, Holders: 1}); in != want || in.HeldFor < 0 {
 		t.Fatalf("Info a = %+v, want %+v", in, want)
 	}
 	st, err := c.Stats(ctx)

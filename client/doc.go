@@ -17,13 +17,27 @@
 // the keepalive interval, so that a dead connection is repaired, or its
 // locks reported lost, while the application is idle.
 //
+// # Shared locks and semaphores
+//
+// Besides exclusive locks (Lock, TryLock), a name can be held shared
+// (RLock, TryRLock): by any number of sessions at once, and by none while
+// one holds it exclusively. One FIFO queue serves both modes, so a
+// waiting Lock holds back the RLocks behind it. A name can instead be a
+// semaphore of LIMIT permits (Acquire, TryAcquire), of which a session
+// holds at most one. A name is one kind at a time; asking for it as the
+// other kind returns ErrKindMismatch. Unlock releases whatever the
+// session holds of a name, and everything below about sessions, resumes
+// and lost locks holds for shared grants and permits as for exclusive
+// locks.
+//
 // # Fencing tokens
 //
-// Lock and TryLock return the grant's fencing token, a number that grows
-// with every grant of a name. A lock can be lost without its holder
-// knowing in time (a long pause, a partition), so a resource guarded by
-// a lock should remember the highest token it has seen and refuse
-// requests that carry a lower one.
+// Lock, RLock and Acquire return the grant's fencing token, a number
+// that grows with every grant of a name, whatever its mode: each shared
+// grant and each permit has its own. A lock can be lost without its
+// holder knowing in time (a long pause, a partition), so a resource
+// guarded by a lock should remember the highest token it has seen and
+// refuse requests that carry a lower one.
 //
 // # Concurrency
 //
@@ -36,10 +50,12 @@
 // # Failures
 //
 // Definite answers are sentinel errors (ErrUnavailable, ErrNotYours,
-// ErrNotLocked); other answers are a *ServerError. A "503" means nothing
-// happened and is retried with backoff until the context ends; a "504"
-// means the outcome is unknown, and Lock and Unlock ask the server for
-// the lock's state before deciding. A refusal keeps the connection; a
-// broken connection is replaced and the call carried on in the resumed
-// session.
+// ErrNotLocked); other answers are a *ServerError. The refusals of shared
+// locks and semaphores (ErrKindMismatch, ErrLimitMismatch, ErrNoUpgrade)
+// are a *ServerError 400 that errors.Is tells apart. A "503" means
+// nothing happened and is retried with backoff until the context ends; a
+// "504" means the outcome is unknown, and the calls that take or release
+// a lock ask the server for its state before deciding. A refusal keeps
+// the connection; a broken connection is replaced and the call carried
+// on in the resumed session.
 package client

@@ -37,19 +37,54 @@ var (
 	// ErrInvalidName: a lock name is empty or contains a space, CR or LF,
 	// which the protocol cannot carry.
 	ErrInvalidName = errors.New("client: invalid lock name")
+
+	// The refusals below come inside a *ServerError with Code 400, which
+	// unwraps to them: test them with errors.Is, never by the text. Each
+	// is a definite no that changed nothing; the connection is kept.
+
+	// ErrKindMismatch: the name is held or awaited as the other kind: a
+	// semaphore asked for with Lock or RLock ("400 kind mismatch: NAME is
+	// a semaphore"), or a lock asked for with Acquire ("... is a lock").
+	ErrKindMismatch = errors.New("client: kind mismatch")
+	// ErrLimitMismatch: Acquire gave another LIMIT than the one the
+	// semaphore has while it has holders or waiters ("400 limit
+	// mismatch: NAME has N permits"); Info tells its Limit.
+	ErrLimitMismatch = errors.New("client: limit mismatch")
+	// ErrNoUpgrade: Lock or TryLock of a name the session holds shared
+	// ("400 no upgrade"). A shared hold is never turned into an exclusive
+	// one in place, since two sessions upgrading at once would deadlock;
+	// Unlock it first.
+	ErrNoUpgrade = errors.New("client: no upgrade of a shared lock")
+	// ErrInvalidLimit: a semaphore's LIMIT is out of range. Acquire and
+	// TryAcquire return it as it is, without sending anything, for a limit
+	// outside 1..MaxPermits; inside a *ServerError 400 it is the refusal
+	// of a server whose -max-permits is lower ("400 bad limit: ...").
+	ErrInvalidLimit = errors.New("client: invalid semaphore limit")
 )
 
-// ServerError is a reply of the server that has no sentinel: a limit hit
-// (429), a bad request (400, 413), or a retryable (503) or indeterminate
-// (504) failure that outlived the call's context.
+// MaxPermits is the largest semaphore LIMIT the client sends: the
+// default -max-permits of elockd.
+const MaxPermits = 65535
+
+// ServerError is a reply of the server that is not one of the definite
+// answers above: a limit hit (429), a bad request (400, 413), or a
+// retryable (503) or indeterminate (504) failure that outlived the call's
+// context. A 400 that the client knows (a kind or limit mismatch, no
+// upgrade, a bad limit) unwraps to its sentinel.
 type ServerError struct {
 	Code int
 	Text string
+	// err is the sentinel that classifies the reply, if any.
+	err error
 }
 
 func (e *ServerError) Error() string {
 	return "server replied " + strconv.Itoa(e.Code) + " " + e.Text
 }
+
+// Unwrap returns the sentinel of the refusal (ErrKindMismatch,
+// ErrLimitMismatch, ErrNoUpgrade, ErrInvalidLimit), or nil.
+func (e *ServerError) Unwrap() error { return e.err }
 
 // Retryable reports a 503: the request certainly did nothing and may be
 // sent again.
@@ -71,7 +106,22 @@ func replyError(code int, text string) error {
 	case code == wire.CodeForbidden && text == "cannot set conn id":
 		return ErrCannotSetID
 	}
-	return &ServerError{Code: code, Text: text}
+	se := &ServerError{Code: code, Text: text}
+	if code == wire.CodeBadRequest {
+		// The protocol fixes these texts up to the colon; what follows
+		// names the lock, for people.
+		switch {
+		case strings.HasPrefix(text, "kind mismatch:"):
+			se.err = ErrKindMismatch
+		case strings.HasPrefix(text, "limit mismatch:"):
+			se.err = ErrLimitMismatch
+		case strings.HasPrefix(text, "no upgrade:"):
+			se.err = ErrNoUpgrade
+		case strings.HasPrefix(text, "bad limit:"):
+			se.err = ErrInvalidLimit
+		}
+	}
+	return se
 }
 
 // retryError asks exec to run the operation again after a backoff, as for
@@ -98,7 +148,7 @@ func definite(err error) bool {
 	switch {
 	case errors.Is(err, ErrUnavailable), errors.Is(err, ErrNotYours),
 		errors.Is(err, ErrNotLocked), errors.Is(err, ErrSessionLost),
-		errors.Is(err, ErrInvalidName):
+		errors.Is(err, ErrInvalidName), errors.Is(err, ErrInvalidLimit):
 		return true
 	}
 	var se *ServerError
@@ -110,6 +160,14 @@ func definite(err error) bool {
 func checkName(name string) error {
 	if name == "" || strings.ContainsAny(name, " \r\n") {
 		return ErrInvalidName
+	}
+	return nil
+}
+
+// checkLimit rejects a semaphore LIMIT no stock server takes.
+func checkLimit(limit int) error {
+	if limit < 1 || limit > MaxPermits {
+		return ErrInvalidLimit
 	}
 	return nil
 }

@@ -2,7 +2,8 @@ package client
 
 import "sync"
 
-// LostLock reports a lock the client believed it held and no longer does.
+// LostLock reports a lock the client believed it held and no longer does:
+// an exclusive or shared lock, or a semaphore's permit.
 type LostLock struct {
 	Name  string
 	Token uint64 // the fencing token it was held with

@@ -375,6 +375,13 @@ func (f *fakeServer) times(line string) int {
 	return f.count[line]
 }
 
+// seenLines returns every line received, in order.
+func (f *fakeServer) seenLines() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.seen...)
+}
+
 // killConns closes the connections accepted so far.
 func (f *fakeServer) killConns() {
 	f.mu.Lock()

@@ -41,8 +41,11 @@ func validLabel(s string) bool {
 	return true
 }
 
-// HeldLock is one held lock of a listing. Label is its holder's label,
-// empty when it set none; which session holds it is never shown.
+// HeldLock is one grant of a listing: an exclusive lock, or one holder
+// of a name held shared or of a semaphore's permits, each with its own
+// token, so that such a name may be listed several times. Label is its
+// holder's label, empty when it set none; which session holds it is
+// never shown.
 type HeldLock struct {
 	Name    string
 	Token   uint64

@@ -8,11 +8,11 @@ import (
 	"time"
 )
 
-// Lock acquires name for the session, waiting as long as ctx allows, and
-// returns the lock's fencing token. The wait happens on the server
-// ("lock NAME SECS", in rounds of at most the max wait), so the lock is
-// handed over in FIFO order the moment it is released; meanwhile every
-// other call on this Client waits (see Client).
+// Lock acquires name for the session, exclusively, waiting as long as
+// ctx allows, and returns the lock's fencing token. The wait happens on
+// the server ("lock NAME SECS", in rounds of at most the max wait), so the
+// lock is handed over in FIFO order the moment it is released; meanwhile
+// every other call on this Client waits (see Client).
 //
 // If ctx ends first, Lock returns ctx.Err(). To take the request out of
 // the server's queue it closes the connection, then resumes the session
@@ -21,50 +21,144 @@ import (
 // clean-up is bounded by the dial timeout and otherwise finishes in the
 // background.
 //
-// If the session already holds name, Lock returns at once with its token.
+// If the session already holds name exclusively, Lock returns at once
+// with its token. If it holds name shared, Lock returns ErrNoUpgrade
+// (inside a *ServerError); if name is a semaphore, ErrKindMismatch.
 func (c *Client) Lock(ctx context.Context, name string) (uint64, error) {
 	if err := checkName(name); err != nil {
 		return 0, err
 	}
-	return c.lock(ctx, name, true)
+	return c.take(ctx, grant{verb: "lock", name: name, exclusive: true}, true)
 }
 
-// TryLock acquires name if it is free (or already the session's) and
-// returns its fencing token; it returns ErrUnavailable if another
-// session holds it. It does not wait for the lock, only for the server.
+// TryLock acquires name exclusively if nobody holds it (or the session
+// holds it already) and returns its fencing token; it returns
+// ErrUnavailable if another session holds it. It does not wait for the
+// lock, only for the server.
 func (c *Client) TryLock(ctx context.Context, name string) (uint64, error) {
 	if err := checkName(name); err != nil {
 		return 0, err
 	}
-	return c.lock(ctx, name, false)
+	return c.take(ctx, grant{verb: "lock", name: name, exclusive: true}, false)
 }
 
-func (c *Client) lock(ctx context.Context, name string, wait bool) (uint64, error) {
+// RLock acquires name shared, waiting as long as ctx allows, and returns
+// the fencing token of this grant. Any number of sessions may hold a name
+// shared at once, but none while another holds it exclusively; waiting
+// works, and ends, as for Lock. The queue is one FIFO of both modes: a
+// Lock waiting for the name holds back the RLocks that come after it, so
+// that readers cannot starve a writer, and the shared requests at the
+// head of the queue are granted together.
+//
+// If the session already holds name, shared or exclusively, RLock returns
+// at once with the token of that grant: an exclusive hold covers a shared
+// one. One Unlock releases either. If name is a semaphore, RLock returns
+// ErrKindMismatch (inside a *ServerError).
+func (c *Client) RLock(ctx context.Context, name string) (uint64, error) {
+	if err := checkName(name); err != nil {
+		return 0, err
+	}
+	return c.take(ctx, grant{verb: "rlock", name: name}, true)
+}
+
+// TryRLock acquires name shared if that can be granted now: nobody holds
+// it exclusively and no Lock waits for it. It returns ErrUnavailable
+// otherwise, and does not wait for the lock, only for the server.
+func (c *Client) TryRLock(ctx context.Context, name string) (uint64, error) {
+	if err := checkName(name); err != nil {
+		return 0, err
+	}
+	return c.take(ctx, grant{verb: "rlock", name: name}, false)
+}
+
+// Acquire takes one of the limit permits of the semaphore name, waiting
+// as long as ctx allows, and returns the fencing token of this permit.
+// Waiting works, and ends, as for Lock; permits are handed out in FIFO
+// order. A session holds at most one permit of a name: if it holds one
+// already, Acquire returns at once with its token. Unlock gives the
+// permit back.
+//
+// The first request of a semaphore fixes its limit for as long as it has
+// holders or waiters; a request with another limit returns
+// ErrLimitMismatch, and one for a name held or awaited as a lock returns
+// ErrKindMismatch (both inside a *ServerError). A limit outside
+// 1..MaxPermits returns ErrInvalidLimit without asking the server.
+func (c *Client) Acquire(ctx context.Context, name string, limit int) (uint64, error) {
+	if err := checkName(name); err != nil {
+		return 0, err
+	}
+	if err := checkLimit(limit); err != nil {
+		return 0, err
+	}
+	return c.take(ctx, grant{verb: "acquire", name: name, limit: limit}, true)
+}
+
+// TryAcquire takes a permit of the semaphore name if one is free now (or
+// the session holds one), and returns ErrUnavailable otherwise. It does
+// not wait for a permit, only for the server.
+func (c *Client) TryAcquire(ctx context.Context, name string, limit int) (uint64, error) {
+	if err := checkName(name); err != nil {
+		return 0, err
+	}
+	if err := checkLimit(limit); err != nil {
+		return 0, err
+	}
+	return c.take(ctx, grant{verb: "acquire", name: name, limit: limit}, false)
+}
+
+// grant is a request that takes a grant of a name: "lock NAME", "rlock
+// NAME" or "acquire NAME LIMIT", each followed by the wait if it waits.
+// Every kind is held, checked after a resume with "token NAME", reported
+// lost and released with "unlock NAME" in the same way, so that the
+// session's held map need not know which kind it holds.
+type grant struct {
+	verb  string
+	name  string
+	limit int // acquire only
+	// exclusive: a name another session holds can never be granted
+	// now. Not so for a shared grant or a permit, which others' holds
+	// need not keep out.
+	exclusive bool
+}
+
+// line is the request, with the wait in seconds if secs >= 0.
+func (g grant) line(secs int) string {
+	l := g.verb + " " + g.name
+	if g.verb == "acquire" {
+		l += " " + strconv.Itoa(g.limit)
+	}
+	if secs >= 0 {
+		l += " " + strconv.Itoa(secs)
+	}
+	return l
+}
+
+func (c *Client) take(ctx context.Context, g grant, wait bool) (uint64, error) {
 	ctx, cancel := c.opContext(ctx)
 	defer cancel()
 	if err := c.acquire(ctx); err != nil {
 		return 0, err
 	}
 	defer c.releaseSem()
+	name := g.name
 	had := c.holds(name)
-	// sent is set while a lock request may have been granted without
-	// the grant reaching us.
+	// sent is set while a request may have been granted without the
+	// grant reaching us.
 	sent := false
 	var tok uint64
-	err := c.exec(ctx, "lock "+strconv.Quote(name), func(ctx context.Context, cn *conn) error {
+	err := c.exec(ctx, g.verb+" "+strconv.Quote(name), func(ctx context.Context, cn *conn) error {
 		for {
-			req := "lock " + name
+			secs := -1
 			if wait {
-				secs, err := c.waitSecs(ctx)
-				if err != nil {
+				var err error
+				if secs, err = c.waitSecs(ctx); err != nil {
 					return err
 				}
-				req += " " + strconv.Itoa(secs)
 			}
 			sent = true
 			// The token request rides in the same write. The server runs it
-			// after the lock, so its answer also settles a 504.
-			if err := cn.send(req, "token "+name); err != nil {
+			// after the grant, so its answer also settles a 504.
+			if err := cn.send(g.line(secs), "token "+name); err != nil {
 				return err
 			}
 			rs, err := cn.readN(2)
@@ -73,10 +167,16 @@ func (c *Client) lock(ctx context.Context, name string, wait bool) (uint64, erro
 			}
 			lk, tk := rs[0], rs[1]
 			switch {
-			case lk.ok() || lk.code == 504 && tk.ok():
+			case lk.ok() || lk.code == 504 && tk.ok() && !had:
+				// After a 504 a token shows the grant happened, unless the
+				// session held name before: then the request may as well
+				// have been refused (no upgrade, a kind or limit mismatch)
+				// and the token be the old grant's. exec asks again, which
+				// is safe since every grant is re-entrant, and the answer is
+				// definite.
 				if !tk.ok() {
 					// Granted, but no token to be had; asking again is safe
-					// because the lock is re-entrant.
+					// because every kind of grant is re-entrant.
 					return &retryError{"token after grant: " + tk.err().Error()}
 				}
 				t, err := parseToken(tk)
@@ -91,7 +191,10 @@ func (c *Client) lock(ctx context.Context, name string, wait bool) (uint64, erro
 					return ErrUnavailable
 				}
 				// The server's wait ran out before ctx did: wait again.
-			case lk.code == 504 && !wait && errors.Is(tk.err(), ErrNotYours):
+			case lk.code == 504 && !wait && g.exclusive && errors.Is(tk.err(), ErrNotYours):
+				// Another session holds it, so ours was not granted, and
+				// asking again could only be refused. A shared request or a
+				// permit may fit beside other holders: exec asks again.
 				sent = false
 				return ErrUnavailable
 			default:
@@ -135,8 +238,9 @@ func (c *Client) holds(name string) bool {
 	return ok
 }
 
-// Unlock releases name. It returns ErrNotYours if another session holds
-// it and ErrNotLocked if nobody does. If ctx ends before the server
+// Unlock releases what the session holds of name: an exclusive or shared
+// lock, or a semaphore's permit. It returns ErrNotYours if only other
+// sessions hold it and ErrNotLocked if nobody does. If ctx ends before the server
 // answers, the release is still made before the session's next command.
 func (c *Client) Unlock(ctx context.Context, name string) error {
 	if err := checkName(name); err != nil {
@@ -207,7 +311,7 @@ func (c *Client) forget(name string) bool {
 	return h || r
 }
 
-// UnlockAll releases every lock of the session. If ctx ends before the
+// UnlockAll releases every lock and permit of the session. If ctx ends before the
 // server answers, the release is still made before the session's next
 // command.
 func (c *Client) UnlockAll(ctx context.Context) error {
@@ -277,8 +381,9 @@ func (c *Client) setting(ctx context.Context, what, line string, record func()) 
 	})
 }
 
-// Token returns the session's fencing token for name: ErrNotYours if
-// another session holds it, ErrNotLocked if nobody does.
+// Token returns the fencing token of the session's grant of name
+// (exclusive, shared or a permit): ErrNotYours if only other sessions
+// hold it, ErrNotLocked if nobody does.
 func (c *Client) Token(ctx context.Context, name string) (uint64, error) {
 	if err := checkName(name); err != nil {
 		return 0, err
@@ -298,7 +403,7 @@ func (c *Client) Token(ctx context.Context, name string) (uint64, error) {
 	return tok, err
 }
 
-// Info describes a lock as the session sees it. It never reveals which
+// Info describes a name as the session sees it. It never reveals which
 // session holds it.
 type Info struct {
 	Held    bool          // some session holds it
@@ -306,9 +411,34 @@ type Info struct {
 	Token   uint64        // the holder's fencing token
 	HeldFor time.Duration // since the current grant
 	Waiters int           // requests queued for it
+	// The fields below are empty from a server older than shared locks
+	// and semaphores.
+	Kind    Kind // a lock or a semaphore
+	Mode    Mode // free, exclusive or shared (a held semaphore is shared)
+	Holders int  // sessions holding it, in any mode
+	Limit   int  // a semaphore's number of permits; 0 for a lock
 }
 
-// Info returns what the server knows of name.
+// Kind is what a name is while it has holders or waiters: a lock (held
+// with Lock or RLock) or a semaphore (Acquire). A name nobody holds or
+// awaits can become either.
+type Kind string
+
+const (
+	KindLock      Kind = "lock"
+	KindSemaphore Kind = "semaphore"
+)
+
+// Mode is how a name is held.
+type Mode string
+
+const (
+	ModeFree      Mode = "free"
+	ModeExclusive Mode = "exclusive" // by one session, with Lock
+	ModeShared    Mode = "shared"    // with RLock, or a semaphore's permits
+)
+
+// Info returns what the server knows of name, a lock or a semaphore.
 func (c *Client) Info(ctx context.Context, name string) (Info, error) {
 	if err := checkName(name); err != nil {
 		return Info{}, err
@@ -357,6 +487,14 @@ func parseInfo(r resp) (Info, error) {
 			in.HeldFor = time.Duration(ms) * time.Millisecond
 		case "waiters":
 			in.Waiters, err = strconv.Atoi(s.value)
+		case "kind":
+			in.Kind = Kind(s.value)
+		case "mode":
+			in.Mode = Mode(s.value)
+		case "holders":
+			in.Holders, err = strconv.Atoi(s.value)
+		case "limit":
+			in.Limit, err = strconv.Atoi(s.value)
 		}
 		if err != nil {
 			return Info{}, fmt.Errorf("%w: bad STAT %s %q", errProtocol, s.key, s.value)

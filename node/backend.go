@@ -38,11 +38,12 @@ type Backend interface {
 	Detach(ctx context.Context, s SessionRef) error
 	// SetTimeout sets how long the session outlives its connection.
 	SetTimeout(ctx context.Context, s SessionRef, d time.Duration) error
-	// Lock takes name for the session. If another session holds it and
-	// wait > 0, the request may queue: Lock then returns Queued and a Wait,
-	// and done later receives the outcome exactly once, from any
-	// goroutine, unless Wait.Cancel withdraws the request first.
-	Lock(ctx context.Context, s SessionRef, name []byte, wait time.Duration, done partition.Done) (locktable.Result, Wait, error)
+	// Lock takes name for the session in the mode want gives (the zero
+	// Want: exclusively). If it cannot be granted now and wait > 0, the
+	// request may queue: Lock then returns Queued and a Wait, and done
+	// later receives the outcome exactly once, from any goroutine, unless
+	// Wait.Cancel withdraws the request first.
+	Lock(ctx context.Context, s SessionRef, name []byte, want locktable.Want, wait time.Duration, done partition.Done) (locktable.Result, Wait, error)
 	// Unlock releases name if the session holds it.
 	Unlock(ctx context.Context, s SessionRef, name []byte) (locktable.Result, error)
 	// Drop takes back the session's grant of name made under token, if
@@ -111,8 +112,8 @@ func (l *Local) SetTimeout(_ context.Context, s SessionRef, d time.Duration) err
 	return l.Set.SetTimeout(s.ID, d)
 }
 
-func (l *Local) Lock(_ context.Context, s SessionRef, name []byte, wait time.Duration, done partition.Done) (locktable.Result, Wait, error) {
-	res, w, err := l.Set.LockAs(asker(s), name, wait, done)
+func (l *Local) Lock(_ context.Context, s SessionRef, name []byte, want locktable.Want, wait time.Duration, done partition.Done) (locktable.Result, Wait, error) {
+	res, w, err := l.Set.LockAs(asker(s), name, want, wait, done)
 	if err == locktable.ErrExhausted {
 		return res, nil, errExhausted
 	}

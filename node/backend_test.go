@@ -28,7 +28,7 @@ func TestLocalGrantsCarryTheAttachEpoch(t *testing.T) {
 		t.Fatalf("attach: %+v %v", a, err)
 	}
 	ref := SessionRef{ID: "s", Epoch: a.Epoch, Born: a.Born}
-	if res, _, err := l.Lock(ctx, ref, []byte("x"), 0, nil); err != nil || res.Status != locktable.Granted {
+	if res, _, err := l.Lock(ctx, ref, []byte("x"), locktable.Want{}, 0, nil); err != nil || res.Status != locktable.Granted {
 		t.Fatalf("lock: %v %v", res, err)
 	}
 	all := []int{0, 1, 2, 3}

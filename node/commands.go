@@ -64,7 +64,11 @@ func (c *conn) exec(ok bool) {
 	}
 	switch c.req.Cmd {
 	case wire.Lock:
-		c.cmdLock()
+		c.cmdLock(locktable.Want{}, 1)
+	case wire.RLock:
+		c.cmdLock(locktable.Want{Mode: locktable.Shared}, 1)
+	case wire.Acquire:
+		c.cmdAcquire()
 	case wire.Unlock:
 		c.cmdUnlock()
 	case wire.UnlockAll:
@@ -224,14 +228,30 @@ func validID(b []byte) bool {
 	return true
 }
 
-func (c *conn) cmdLock() {
+// cmdAcquire takes a permit of a semaphore: "acquire NAME LIMIT [SECS]".
+func (c *conn) cmdAcquire() {
+	if !c.name(c.req.Args[0]) {
+		return
+	}
+	limit, ok := wire.ParseUint(c.req.Args[1], uint64(c.s.cfg.MaxPermits))
+	if !ok || limit == 0 {
+		c.out = wire.AppendError(c.out, wire.CodeBadRequest,
+			"bad limit: want whole permits from 1 to "+strconv.Itoa(c.s.cfg.MaxPermits))
+		return
+	}
+	c.cmdLock(locktable.Want{Mode: locktable.Permit, Limit: uint32(limit)}, 2)
+}
+
+// cmdLock takes name (the first argument) in the mode want gives; the
+// wait in seconds, if any, is the argument at waitArg.
+func (c *conn) cmdLock(want locktable.Want, waitArg int) {
 	name := c.req.Args[0]
 	if !c.name(name) {
 		return
 	}
 	var wait time.Duration
-	if c.req.NArgs == 2 {
-		secs, ok := wire.ParseUint(c.req.Args[1], uint64(c.s.cfg.MaxWait/time.Second))
+	if c.req.NArgs == waitArg+1 {
+		secs, ok := wire.ParseUint(c.req.Args[waitArg], uint64(c.s.cfg.MaxWait/time.Second))
 		if !ok {
 			c.out = wire.AppendError(c.out, wire.CodeBadRequest,
 				"bad wait: want whole seconds from 0 to "+strconv.FormatInt(int64(c.s.cfg.MaxWait/time.Second), 10))
@@ -254,12 +274,12 @@ func (c *conn) cmdLock() {
 	)
 	if wait > 0 && !c.eof {
 		// One request: granted at once if it can be, else queued.
-		res, err = c.waitLock(sess.ref, name, wait)
+		res, err = c.waitLock(sess.ref, name, want, wait)
 	} else {
 		// After the client's half-close a disconnect cannot be told apart
 		// from a client still reading, and a disconnected waiter must
 		// never be handed the lock: no waiting, as with SECS 0.
-		res, _, err = c.s.backend.Lock(c.s.ctx, sess.ref, name, 0, nil)
+		res, _, err = c.s.backend.Lock(c.s.ctx, sess.ref, name, want, 0, nil)
 	}
 	if err == errReplied {
 		return
@@ -272,10 +292,10 @@ func (c *conn) cmdLock() {
 		c.fail(err)
 		return
 	}
-	c.lockReply(res)
+	c.lockReply(name, res)
 }
 
-func (c *conn) lockReply(res locktable.Result) {
+func (c *conn) lockReply(name []byte, res locktable.Result) {
 	switch res.Status {
 	case locktable.Granted:
 		if !res.Reentrant {
@@ -287,6 +307,13 @@ func (c *conn) lockReply(res locktable.Result) {
 	case locktable.TooManyWaiters:
 		c.out = wire.AppendError(c.out, wire.CodeLimit,
 			"too many waiters for this lock (max "+strconv.Itoa(c.s.cfg.MaxWaiters)+")")
+	case locktable.KindMismatch:
+		c.out = wire.AppendError(c.out, wire.CodeBadRequest, "kind mismatch: "+string(name)+" is a "+res.Kind.String())
+	case locktable.LimitMismatch:
+		c.out = wire.AppendError(c.out, wire.CodeBadRequest,
+			"limit mismatch: "+string(name)+" has "+strconv.FormatUint(uint64(res.Limit), 10)+" permits")
+	case locktable.NoUpgrade:
+		c.out = wire.AppendError(c.out, wire.CodeBadRequest, "no upgrade: "+string(name)+" is held shared by this session")
 	default:
 		c.fail(errors.New("unexpected lock status " + res.Status.String()))
 	}
@@ -472,6 +499,19 @@ func (c *conn) cmdInfo() {
 	c.out = wire.AppendStat(c.out, "token", int64(in.Token))
 	c.out = wire.AppendStat(c.out, "held_ms", int64(in.HeldFor/time.Millisecond))
 	c.out = wire.AppendStat(c.out, "waiters", int64(in.Waiters))
+	c.out = wire.AppendStatText(c.out, "kind", in.Kind.String())
+	mode := "free"
+	switch {
+	case in.Held && in.Mode == locktable.Exclusive:
+		mode = "exclusive"
+	case in.Held:
+		mode = "shared"
+	}
+	c.out = wire.AppendStatText(c.out, "mode", mode)
+	c.out = wire.AppendStat(c.out, "holders", int64(in.Holders))
+	if in.Kind == locktable.KindSemaphore {
+		c.out = wire.AppendStat(c.out, "limit", int64(in.Limit))
+	}
 	c.out = append(c.out, wire.End...)
 }
 
@@ -510,7 +550,7 @@ func (c *conn) allowed() bool {
 	var ok bool
 	var what string
 	switch c.req.Cmd {
-	case wire.Lock, wire.Unlock, wire.Token:
+	case wire.Lock, wire.RLock, wire.Acquire, wire.Unlock, wire.Token:
 		ok, what = acl.mayLock(c.identity, c.req.Args[0]), "lock this name"
 	case wire.Info, wire.Where:
 		ok, what = acl.mayRead(c.identity, c.req.Args[0]), "read this name"

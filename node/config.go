@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"time"
 
 	"github.com/elock/elock/node/failure"
@@ -47,6 +48,9 @@ type Config struct {
 	MaxLocksPerSession int
 	// MaxWaiters is the most requests that may wait for one lock.
 	MaxWaiters int
+	// MaxPermits is the most permits a semaphore may have (acquire's
+	// LIMIT).
+	MaxPermits int
 	// ACL, if set, limits what each client identity may do (see ACL);
 	// nil lets every client do everything.
 	ACL *ACL
@@ -92,6 +96,7 @@ const (
 	KeepAlive                 = 15 * time.Second
 	DefaultMaxLocksPerSession = 100000
 	DefaultMaxWaiters         = 4096
+	DefaultMaxPermits         = 65535
 	// DefaultMaxSessions and DefaultMaxLocksTotal bound what one node
 	// keeps for all its clients together (elockd's -max-sessions and
 	// -max-locks-total): far above what a fleet needs, low enough that
@@ -116,6 +121,7 @@ func DefaultConfig() Config {
 		HandshakeTimeout:   DefaultHandshake,
 		MaxLocksPerSession: DefaultMaxLocksPerSession,
 		MaxWaiters:         DefaultMaxWaiters,
+		MaxPermits:         DefaultMaxPermits,
 	}
 }
 
@@ -140,5 +146,6 @@ func (c Config) Validate() error {
 	check(c.HandshakeTimeout > 0, "handshake timeout %v is not positive", c.HandshakeTimeout)
 	check(c.MaxLocksPerSession >= 1, "max locks per session %d is under 1", c.MaxLocksPerSession)
 	check(c.MaxWaiters >= 1, "max waiters %d is under 1", c.MaxWaiters)
+	check(c.MaxPermits >= 1 && c.MaxPermits <= math.MaxUint32, "max permits %d out of range 1..4294967295", c.MaxPermits)
 	return errors.Join(errs...)
 }

@@ -19,9 +19,9 @@ type countingBackend struct {
 	locks atomic.Int64
 }
 
-func (b *countingBackend) Lock(ctx context.Context, s SessionRef, name []byte, wait time.Duration, done partition.Done) (locktable.Result, Wait, error) {
+func (b *countingBackend) Lock(ctx context.Context, s SessionRef, name []byte, want locktable.Want, wait time.Duration, done partition.Done) (locktable.Result, Wait, error) {
 	b.locks.Add(1)
-	return b.Local.Lock(ctx, s, name, wait, done)
+	return b.Local.Lock(ctx, s, name, want, wait, done)
 }
 
 func startCounting(t *testing.T) (*countingBackend, *testServer) {

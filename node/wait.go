@@ -20,13 +20,13 @@ import (
 // else queued, in one request. While it is queued the connection goes on
 // being read, so a client that goes away leaves the queue at once;
 // requests pipelined behind it are buffered, not run.
-func (c *conn) waitLock(ref SessionRef, name []byte, wait time.Duration) (locktable.Result, error) {
+func (c *conn) waitLock(ref SessionRef, name []byte, want locktable.Want, wait time.Duration) (locktable.Result, error) {
 	c.direct = 0
 	// Replies to the requests before this one reach the client first:
 	// while they are buffered, onOutcome leaves the grant to this
 	// goroutine, which appends it after them.
 	c.buffered.Store(len(c.out) > 0)
-	res, w, err := c.s.backend.Lock(c.s.ctx, ref, name, wait, c.done)
+	res, w, err := c.s.backend.Lock(c.s.ctx, ref, name, want, wait, c.done)
 	if err != nil || w == nil {
 		c.buffered.Store(false)
 		return res, err // answered at once, in order with the rest

@@ -2,6 +2,7 @@ package replication
 
 import (
 	"context"
+	"math"
 	"time"
 
 	"github.com/elock/elock/node/failure"
@@ -128,14 +129,24 @@ func (d *Data) serveSnapshot(conn context.Context, _ peer.Method, payload []byte
 // batch (partition, epoch, positions, count): the bounds Count checks
 // counts against.
 const (
-	minChange    = 11
+	minChange    = 13
 	minBatchPart = 5
 )
 
 func decodeChange(d *peer.Dec) locktable.Change {
-	return locktable.Change{
+	c := locktable.Change{
 		Kind: locktable.ChangeKind(d.Uint()), Name: d.Str(), Session: d.Str(), Token: d.Uint(),
 		Age: time.Duration(d.Int()), Timeout: time.Duration(d.Int()), Attached: d.Bool(),
 		Epoch: d.Uint(), Born: d.Uint(), Home: d.Str(), Left: time.Duration(d.Int()),
 	}
+	mode, limit := d.Uint(), d.Uint()
+	// A grant's mode and limit must describe a state the table can hold:
+	// a permit of a semaphore of at least one permit, or a lock's grant
+	// with no limit.
+	if mode > uint64(locktable.Permit) || limit > math.MaxUint32 || (mode == uint64(locktable.Permit)) != (limit > 0) {
+		d.Fail()
+		return c
+	}
+	c.Mode, c.Limit = locktable.Mode(mode), uint32(limit)
+	return c
 }

@@ -376,4 +376,6 @@ func encodeChange(e *peer.Enc, c locktable.Change) {
 	e.Uint(c.Born)
 	e.Str(c.Home)
 	e.Int(int64(c.Left))
+	e.Uint(uint64(c.Mode))
+	e.Uint(uint64(c.Limit))
 }

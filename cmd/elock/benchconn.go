@@ -13,7 +13,8 @@ import (
 	"time"
 )
 
-// elockLocker speaks the elock protocol: "lock NAME [SECS]", "unlock NAME".
+// elockLocker speaks the elock protocol: "lock NAME [SECS]", "rlock NAME
+// SECS", "acquire NAME LIMIT SECS", "unlock NAME".
 type elockLocker struct {
 	nc   net.Conn
 	r    *bufio.Reader
@@ -51,13 +52,27 @@ func (l *elockLocker) do(parts ...string) (string, error) {
 }
 
 func (l *elockLocker) acquire(key string, wait bool) (bool, error) {
-	var r string
-	var err error
 	if wait {
-		r, err = l.do("lock", key, l.secs)
-	} else {
-		r, err = l.do("lock", key)
+		return l.take("lock", key, l.secs)
 	}
+	return l.take("lock", key)
+}
+
+// rlock takes key shared, waiting up to the configured wait.
+func (l *elockLocker) rlock(key string) (bool, error) {
+	return l.take("rlock", key, l.secs)
+}
+
+// permit takes one of the limit permits of the semaphore key, waiting up
+// to the configured wait.
+func (l *elockLocker) permit(key, limit string) (bool, error) {
+	return l.take("acquire", key, limit, l.secs)
+}
+
+// take sends a request that grants (lock, rlock, acquire) and reads its
+// answer: true for a grant, false for 409.
+func (l *elockLocker) take(parts ...string) (bool, error) {
+	r, err := l.do(parts...)
 	switch {
 	case err != nil:
 		return false, err

@@ -10,13 +10,14 @@ import (
 	"os/exec"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/elock/elock/client"
 )
 
-// lockOptions are the flags of "elock lock".
+// lockOptions are the flags of "elock lock" and "elock sem".
 type lockOptions struct {
 	wait      time.Duration // < 0: wait as long as it takes
 	timeout   time.Duration // session timeout; 0: the server's default
@@ -24,21 +25,68 @@ type lockOptions struct {
 	keepalive time.Duration
 	label     string
 	quiet     bool
+	shared    bool // lock -shared
+	limit     int  // sem -limit
+}
+
+// holding is what a command holds while COMMAND runs: NAME exclusively
+// (elock lock), shared (elock lock -shared), or one of limit permits
+// (elock sem).
+type holding struct {
+	cmd    string // lock or sem, for messages
+	shared bool
+	limit  int // sem only
+}
+
+// take asks for the grant, waiting on the server if wait is set.
+func (h holding) take(ctx context.Context, c *client.Client, name string, wait bool) (uint64, error) {
+	switch {
+	case h.cmd == "sem" && wait:
+		return c.Acquire(ctx, name, h.limit)
+	case h.cmd == "sem":
+		return c.TryAcquire(ctx, name, h.limit)
+	case h.shared && wait:
+		return c.RLock(ctx, name)
+	case h.shared:
+		return c.TryRLock(ctx, name)
+	case wait:
+		return c.Lock(ctx, name)
+	}
+	return c.TryLock(ctx, name)
+}
+
+// what names the grant for messages.
+func (h holding) what(name string) string {
+	switch {
+	case h.cmd == "sem":
+		return "a permit of " + name
+	case h.shared:
+		return "shared lock " + name
+	}
+	return "lock " + name
 }
 
 // runLock runs COMMAND while holding NAME, like flock(1) or "etcdctl lock
-// NAME cmd". The child learns its fencing token from ELOCK_TOKEN. If the
-// lock is lost while the child runs (the session could not be resumed, or
-// came back without the lock), the child gets SIGTERM and, -kill-after
-// later, SIGKILL: nothing should go on acting under a lock it no longer
-// holds.
+// NAME cmd", exclusively or, with -shared, shared with other -shared
+// holders.
 func runLock(args, addrs []string, acc access, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "--" {
-		fmt.Fprintln(stderr, "elock lock: missing NAME")
-		return exitUsage
-	}
-	name := args[0]
-	fs := flag.NewFlagSet("elock lock", flag.ContinueOnError)
+	return runHold("lock", args, addrs, acc, stderr)
+}
+
+// runSem runs COMMAND while holding one of the -limit permits of the
+// semaphore NAME.
+func runSem(args, addrs []string, acc access, stderr io.Writer) int {
+	return runHold("sem", args, addrs, acc, stderr)
+}
+
+// runHold is elock lock and elock sem. The child learns its fencing
+// token from ELOCK_TOKEN. If the grant is lost while the child runs (the
+// session could not be resumed, or came back without it), the child gets
+// SIGTERM and, -kill-after later, SIGKILL: nothing should go on acting
+// under a lock it no longer holds.
+func runHold(cmd string, args, addrs []string, acc access, stderr io.Writer) int {
+	prog := "elock " + cmd
+	fs := flag.NewFlagSet(prog, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var o lockOptions
 	fs.DurationVar(&o.wait, "wait", -1, "how long to wait for the lock (default: as long as it takes; 0: do not wait)")
@@ -47,14 +95,31 @@ func runLock(args, addrs []string, acc access, stderr io.Writer) int {
 	fs.DurationVar(&o.keepalive, "keepalive", time.Second, "how often an idle connection is checked, which bounds how late a lost lock is noticed")
 	fs.StringVar(&o.label, "label", defaultLabel(), "the label others see next to this lock (elock locks); empty: none")
 	fs.BoolVar(&o.quiet, "quiet", false, "do not say on stderr who holds the lock while waiting for it")
-	if err := fs.Parse(args[1:]); err != nil {
+	fs.Usage = func() {
+		if cmd == "sem" {
+			fmt.Fprintln(stderr, "usage: elock sem NAME -limit N [FLAGS] -- COMMAND [ARGS...]")
+		} else {
+			fmt.Fprintln(stderr, "usage: elock lock [-shared] NAME [FLAGS] -- COMMAND [ARGS...]")
+		}
+		fs.PrintDefaults()
+	}
+	if cmd == "sem" {
+		fs.IntVar(&o.limit, "limit", 0, "the semaphore's number of permits, 1 to 65535; every user of NAME gives the same (required)")
+	} else {
+		fs.BoolVar(&o.shared, "shared", false, "take NAME shared: with any other -shared holders, and with no exclusive one")
+	}
+	name, cmdArgs, err := parseHoldArgs(fs, args)
+	if err != nil {
+		if err != flag.ErrHelp {
+			fmt.Fprintf(stderr, "%s: %v\n", prog, err)
+		}
 		return exitUsage
 	}
-	cmdArgs := fs.Args()
-	if len(cmdArgs) == 0 {
-		fmt.Fprintln(stderr, "elock lock: missing '-- COMMAND'")
+	if cmd == "sem" && (o.limit < 1 || o.limit > client.MaxPermits) {
+		fmt.Fprintf(stderr, "%s: -limit wants 1 to %d permits\n", prog, client.MaxPermits)
 		return exitUsage
 	}
+	h := holding{cmd: cmd, shared: o.shared, limit: o.limit}
 
 	lost := make(chan client.LostLock, 1)
 	opts := []client.Option{
@@ -82,7 +147,7 @@ func runLock(args, addrs []string, acc access, stderr io.Writer) int {
 	c, err := client.Dial(dctx, addrs, opts...)
 	cancel()
 	if err != nil {
-		fmt.Fprintln(stderr, "elock lock:", err)
+		fmt.Fprintf(stderr, "%s: %v\n", prog, err)
 		return exitUnavailable
 	}
 	defer c.Close()
@@ -91,12 +156,12 @@ func runLock(args, addrs []string, acc access, stderr io.Writer) int {
 		err := c.Label(lctx, o.label)
 		cancel()
 		if errors.Is(err, client.ErrInvalidLabel) {
-			fmt.Fprintln(stderr, "elock lock: -label:", err)
+			fmt.Fprintf(stderr, "%s: -label: %v\n", prog, err)
 			return exitUsage
 		}
 		if err != nil {
 			// Only a courtesy to others: go on without it.
-			fmt.Fprintln(stderr, "elock lock: label:", err)
+			fmt.Fprintf(stderr, "%s: label: %v\n", prog, err)
 		}
 	}
 
@@ -125,12 +190,12 @@ func runLock(args, addrs []string, acc access, stderr io.Writer) int {
 			<-done
 		}
 	}
-	token, code := acquire(ctx, c, name, o.wait, stderr)
+	token, code := acquire(ctx, c, h, name, o.wait, stderr)
 	stopWaiting()
 	if code != exitOK {
 		return code
 	}
-	status := runHolding(cmdArgs, name, token, lost, o.killAfter, stderr)
+	status := runHolding(cmdArgs, h, name, token, lost, o.killAfter, stderr)
 	if status == exitLost {
 		return status // nothing left to release
 	}
@@ -138,46 +203,87 @@ func runLock(args, addrs []string, acc access, stderr io.Writer) int {
 	defer cancel()
 	if err := c.Unlock(uctx, name); err != nil && !errors.Is(err, client.ErrNotLocked) && !errors.Is(err, client.ErrNotYours) {
 		// The session's timeout releases it in the end.
-		fmt.Fprintln(stderr, "elock lock: unlock:", err)
+		fmt.Fprintf(stderr, "%s: unlock: %v\n", prog, err)
 	}
 	return status
 }
 
-// acquire takes the lock, waiting as -wait says.
-func acquire(ctx context.Context, c *client.Client, name string, wait time.Duration, stderr io.Writer) (uint64, int) {
+// parseHoldArgs parses "[FLAGS] NAME [FLAGS] [--] COMMAND [ARGS...]":
+// the flags may come before NAME (lock -shared NAME) or after it (lock
+// NAME -wait 5s). A first argument that is none of fs's flags is NAME,
+// even if it begins with '-', as elock lock has always taken it.
+func parseHoldArgs(fs *flag.FlagSet, args []string) (name string, cmd []string, err error) {
+	if len(args) > 0 && args[0] != "--" && !isFlagOf(fs, args[0]) {
+		name, args = args[0], args[1:]
+	} else {
+		if err := fs.Parse(args); err != nil {
+			return "", nil, err
+		}
+		rest := fs.Args()
+		// The flag package also stops after a "--", which here means that
+		// NAME is missing.
+		if len(rest) == 0 || len(rest) < len(args) && args[len(args)-len(rest)-1] == "--" {
+			return "", nil, errors.New("missing NAME")
+		}
+		name, args = rest[0], rest[1:]
+	}
+	if err := fs.Parse(args); err != nil {
+		return "", nil, err
+	}
+	if fs.NArg() == 0 {
+		return "", nil, errors.New("missing '-- COMMAND'")
+	}
+	return name, fs.Args(), nil
+}
+
+// isFlagOf reports whether arg is one of fs's flags (or asks for help).
+func isFlagOf(fs *flag.FlagSet, arg string) bool {
+	if len(arg) < 2 || arg[0] != '-' {
+		return false
+	}
+	n, _, _ := strings.Cut(strings.TrimPrefix(arg[1:], "-"), "=")
+	return fs.Lookup(n) != nil || n == "h" || n == "help"
+}
+
+// acquire takes the grant, waiting as -wait says.
+func acquire(ctx context.Context, c *client.Client, h holding, name string, wait time.Duration, stderr io.Writer) (uint64, int) {
 	var (
 		token uint64
 		err   error
 	)
 	switch {
 	case wait == 0:
-		token, err = c.TryLock(ctx, name)
+		token, err = h.take(ctx, c, name, false)
 	case wait > 0:
 		wctx, cancel := context.WithTimeout(ctx, wait)
-		token, err = c.Lock(wctx, name)
+		token, err = h.take(wctx, c, name, true)
 		cancel()
 	default:
-		token, err = c.Lock(ctx, name)
+		token, err = h.take(ctx, c, name, true)
 	}
+	prog := "elock " + h.cmd
 	switch {
 	case err == nil:
 		return token, exitOK
 	case errors.Is(err, client.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
-		fmt.Fprintf(stderr, "elock lock: %s: not acquired within %v\n", name, max(wait, 0))
+		fmt.Fprintf(stderr, "%s: %s: not acquired within %v\n", prog, name, max(wait, 0))
 		return 0, exitNotAcquired
 	}
 	var se *client.ServerError
 	if errors.As(err, &se) {
-		fmt.Fprintln(stderr, "elock lock:", err)
+		// The server answered, but refused: NAME is the other kind, a
+		// semaphore with another limit, or a name or limit it does not
+		// take.
+		fmt.Fprintf(stderr, "%s: %v\n", prog, err)
 		return 0, exitSoftware
 	}
-	fmt.Fprintln(stderr, "elock lock:", err)
+	fmt.Fprintf(stderr, "%s: %v\n", prog, err)
 	return 0, exitUnavailable
 }
 
 // runHolding runs the command and returns its exit status, or exitLost if
 // the lock was lost and the command had to be stopped.
-func runHolding(argv []string, name string, token uint64, lost <-chan client.LostLock, killAfter time.Duration, stderr io.Writer) int {
+func runHolding(argv []string, h holding, name string, token uint64, lost <-chan client.LostLock, killAfter time.Duration, stderr io.Writer) int {
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	cmd.Env = append(os.Environ(), "ELOCK_TOKEN="+strconv.FormatUint(token, 10), "ELOCK_NAME="+name)
@@ -186,7 +292,7 @@ func runHolding(argv []string, name string, token uint64, lost <-chan client.Los
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)
 	if err := cmd.Start(); err != nil {
-		fmt.Fprintln(stderr, "elock lock:", err)
+		fmt.Fprintf(stderr, "elock %s: %v\n", h.cmd, err)
 		return 127
 	}
 	exited := make(chan error, 1)
@@ -206,7 +312,7 @@ func runHolding(argv []string, name string, token uint64, lost <-chan client.Los
 		case l := <-lost:
 			if !wasLost {
 				wasLost = true
-				fmt.Fprintf(stderr, "elock lock: lock %s lost (%v); stopping %s\n", l.Name, l.Err, argv[0])
+				fmt.Fprintf(stderr, "elock %s: %s lost (%v); stopping %s\n", h.cmd, h.what(l.Name), l.Err, argv[0])
 				cmd.Process.Signal(syscall.SIGTERM)
 				kill = time.After(killAfter)
 			}

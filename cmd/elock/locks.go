@@ -174,9 +174,13 @@ func runTop(args, addrs []string, acc access, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "elock top - %s\n\nLongest held\n", time.Now().Format("15:04:05"))
 		printLocks(stdout, held.Locks)
 		fmt.Fprintln(stdout, "\nLongest queues")
+		// A name held shared or a semaphore has a line per holder, all
+		// with the same queue: show its queue once.
 		var waited []client.HeldLock
+		seen := map[string]bool{}
 		for _, l := range queues.Locks {
-			if l.Waiters > 0 {
+			if l.Waiters > 0 && !seen[l.Name] {
+				seen[l.Name] = true
 				waited = append(waited, l)
 			}
 		}
@@ -211,8 +215,14 @@ func defaultLabel() string {
 	return string(b[:min(len(b), 128)])
 }
 
+// waitingHolders bounds the LOCK lines waitingLine reads: enough to see
+// every holder of a busy shared name or semaphore, with room for names
+// that only start with NAME, and still a small answer.
+const waitingHolders = 100
+
 // waitingLine asks a second connection who holds name, for the line
-// elock lock prints while it waits. ctx ends the question.
+// elock lock and sem print while they wait. A shared name or semaphore
+// has a LOCK line per holder. ctx ends the question.
 func waitingLine(ctx context.Context, addrs []string, acc access, name string) string {
 	line := "waiting for " + name
 	for _, a := range addrs {
@@ -221,18 +231,35 @@ func waitingLine(ctx context.Context, addrs []string, acc access, name string) s
 			continue
 		}
 		stop := context.AfterFunc(ctx, func() { nc.Close() })
-		lines, err := exchange(nc, a, "locks "+name+"* 1", 5*time.Second)
+		lines, err := exchange(nc, a, "locks "+name+"* "+strconv.Itoa(waitingHolders), 5*time.Second)
 		stop()
 		nc.Close()
 		if err != nil {
 			continue
 		}
+		holders, waiters := 0, ""
+		var longest int64 = -1
+		label := ""
 		for _, l := range lines {
 			f := strings.Split(l, " ")
-			if len(f) == 6 && f[0] == "LOCK" && f[1] == name {
-				ms, _ := strconv.ParseInt(f[3], 10, 64)
-				return fmt.Sprintf("waiting for %s (held %d s by %s, %s waiting)", name, ms/1000, f[5], f[4])
+			if len(f) != 6 || f[0] != "LOCK" || f[1] != name {
+				continue
 			}
+			holders++
+			waiters = f[4]
+			if ms, _ := strconv.ParseInt(f[3], 10, 64); ms > longest {
+				longest, label = ms, f[5]
+			}
+		}
+		switch {
+		case holders == 1:
+			return fmt.Sprintf("waiting for %s (held %d s by %s, %s waiting)", name, longest/1000, label, waiters)
+		case holders > 1:
+			n := strconv.Itoa(holders)
+			if holders == waitingHolders {
+				n += "+" // the listing was cut short
+			}
+			return fmt.Sprintf("waiting for %s (held by %s, the longest for %d s by %s; %s waiting)", name, n, longest/1000, label, waiters)
 		}
 		return line
 	}

@@ -1,14 +1,21 @@
 // Command elock is the command-line client of elock.
 //
-//	elock [-addr A,B] lock NAME [-wait DUR] -- COMMAND ARGS...
+//	elock [-addr A,B] lock [-shared] NAME [-wait DUR] -- COMMAND ARGS...
+//	elock [-addr A,B] sem NAME -limit N [-wait DUR] -- COMMAND ARGS...
 //	elock [-addr A,B] stats
 //	elock [-addr A,B] info NAME
 //	elock [-addr A,B] locks [PREFIX]
 //	elock [-addr A,B] top [-interval DUR] [-n COUNT]
-//	elock [-addr A,B] bench [-mode distinct|contended] [-clients N] [-duration D]
+//	elock [-addr A,B] bench [-mode distinct|contended|semaphore|rw] [-clients N] [-duration D]
 //	elock cluster [-n N]
 //
-// Exit status: that of COMMAND for lock, or one of the codes below.
+// lock runs COMMAND while it holds NAME: exclusively, or with -shared
+// together with other shared holders. sem runs COMMAND while it holds one
+// of the N permits of the semaphore NAME. Either tells COMMAND its
+// fencing token in ELOCK_TOKEN, and stops it if the grant is lost.
+//
+// Exit status: that of COMMAND for lock and sem, or one of the codes
+// below.
 package main
 
 import (
@@ -35,24 +42,29 @@ const (
 	exitUsage       = 64 // bad flags or arguments
 	exitUnavailable = 69 // no server could be reached
 	exitSoftware    = 70 // the server answered something unexpected
-	exitNotAcquired = 75 // lock: not acquired within -wait (EX_TEMPFAIL)
-	exitLost        = 76 // lock: the lock was lost while COMMAND ran; COMMAND was stopped
+	exitNotAcquired = 75 // lock, sem: not acquired within -wait (EX_TEMPFAIL)
+	exitLost        = 76 // lock, sem: the grant was lost while COMMAND ran; COMMAND was stopped
 )
 
 const usage = `usage:
-  elock [-addr A,B,...] lock NAME [-wait DUR] [-timeout DUR] [-label TEXT] [-quiet] -- COMMAND [ARGS...]
+  elock [-addr A,B,...] lock [-shared] NAME [-wait DUR] [-timeout DUR] [-label TEXT] [-quiet] -- COMMAND [ARGS...]
+                                  run COMMAND holding NAME, exclusively or (-shared) with other shared holders
+  elock [-addr A,B,...] sem NAME -limit N [-wait DUR] [-timeout DUR] [-label TEXT] [-quiet] -- COMMAND [ARGS...]
+                                  run COMMAND holding one of the N permits of semaphore NAME
   elock [-addr A,B,...] stats
   elock [-addr A,B,...] info NAME
   elock [-addr A,B,...] locks [-n LIMIT] [-order name|held|waiters] [PREFIX]   held locks, with their holders' labels
   elock [-addr A,B,...] top [-interval DUR] [-n COUNT] [-rows N] [PREFIX]       longest held locks and longest queues
   elock [-addr A,B,...] bench [-backend elock|redis] [-mode distinct|contended] [-clients N] [-duration D] [-json]
+  elock [-addr A,B,...] bench -mode semaphore [-limit N] | -mode rw [-readers-per-writer R]   (elock only)
   elock cluster [-n N] [-data-dir DIR] [-log-dir DIR]   a local N-node mesh; Ctrl-C stops it
   elock keygen                                        prints a new gossip key for elockd -encrypt
   elock certs -dir DIR -nodes n1,n2[=ADDR+ADDR] [-clients a,b]   a CA and certificates for TLS
 
-exit status of lock: COMMAND's own status (128+N if killed by signal N), or
-  64 usage, 69 no server reachable, 70 unexpected server reply,
-  75 lock not acquired within -wait, 76 lock lost while COMMAND ran (it was stopped)
+exit status of lock and sem: COMMAND's own status (128+N if killed by signal N), or
+  64 usage, 69 no server reachable, 70 unexpected server reply or refusal (NAME is
+  the other kind, or a semaphore with another -limit), 75 not acquired within -wait,
+  76 lock or permit lost while COMMAND ran (it was stopped)
 `
 
 func main() {
@@ -93,6 +105,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch rest[0] {
 	case "lock":
 		return runLock(rest[1:], addrs, acc, stderr)
+	case "sem":
+		return runSem(rest[1:], addrs, acc, stderr)
 	case "stats":
 		return runQuery("stats", rest[1:], addrs, acc, stdout, stderr)
 	case "info":

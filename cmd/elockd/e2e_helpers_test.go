@@ -318,28 +318,47 @@ func (c *client) counts() (clients, locks int64) {
 	return clients, locks
 }
 
-// infoFields are the lines of the info reply, in order.
-var infoFields = []string{"held", "mine", "token", "held_ms", "waiters"}
+// infoFields are the lines of the info reply, in order: the first five
+// as they always were, then the kind, mode and holders of a name, then
+// a semaphore's limit.
+var infoFields = []string{"held", "mine", "token", "held_ms", "waiters", "kind", "mode", "holders", "limit"}
 
-// info runs "info NAME" and returns its fields, checking their names and
-// order.
-func (c *client) info(name string) map[string]int64 {
+// infoText runs "info NAME" and returns its fields as text, checking
+// their names and order.
+func (c *client) infoText(name string) map[string]string {
 	c.t.Helper()
 	lines := c.block("info "+name, "200 INFO")
 	st := c.parseStats(lines)
-	if len(st) != len(infoFields) {
-		c.t.Fatalf("%s: info %q: want fields %v, got %q", c.name, name, infoFields, lines)
+	want := infoFields[:len(infoFields)-1]
+	if len(st) > 5 && st[5].value == "semaphore" {
+		want = infoFields
 	}
-	m := map[string]int64{}
+	if len(st) != len(want) {
+		c.t.Fatalf("%s: info %q: want fields %v, got %q", c.name, name, want, lines)
+	}
+	m := map[string]string{}
 	for i, s := range st {
-		if s.key != infoFields[i] {
-			c.t.Fatalf("%s: info %q: field %d is %q, want %q (%q)", c.name, name, i, s.key, infoFields[i], lines)
+		if s.key != want[i] {
+			c.t.Fatalf("%s: info %q: field %d is %q, want %q (%q)", c.name, name, i, s.key, want[i], lines)
 		}
-		n, err := strconv.ParseInt(s.value, 10, 64)
+		m[s.key] = s.value
+	}
+	return m
+}
+
+// info runs "info NAME" and returns its counts (kind and mode aside).
+func (c *client) info(name string) map[string]int64 {
+	c.t.Helper()
+	m := map[string]int64{}
+	for k, v := range c.infoText(name) {
+		if k == "kind" || k == "mode" {
+			continue
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || n < 0 {
-			c.t.Fatalf("%s: info %q: STAT %s %q is not a count", c.name, name, s.key, s.value)
+			c.t.Fatalf("%s: info %q: STAT %s %q is not a count", c.name, name, k, v)
 		}
-		m[s.key] = n
+		m[k] = n
 	}
 	return m
 }

@@ -1897,6 +1897,10 @@ func TestACLCommandClasses(t *testing.T) {
 	app.expect("lock other/x", "403 denied: app1 may not lock this name")
 	app.expect("unlock other/x", "403 denied: app1 may not lock this name")
 	app.expect("token other/x", "403 denied: app1 may not lock this name")
+	app.expect("rlock other/x", "403 denied: app1 may not lock this name")
+	app.expect("acquire other/x 2", "403 denied: app1 may not lock this name")
+	app.expect("rlock jobs/r", "200 Acquired")
+	app.expect("acquire jobs/s 2", "200 Acquired")
 	if in := app.info("other/x"); in["held"] != 0 {
 		t.Fatalf("info other/x: %v", in)
 	}
@@ -1908,6 +1912,8 @@ func TestACLCommandClasses(t *testing.T) {
 	mon := p.dial(t, "monitor")
 	mon.expect("auth tok-monitor", "200 authenticated as monitor")
 	mon.expect("lock jobs/y", "403 denied: monitor may not lock this name")
+	mon.expect("rlock jobs/y", "403 denied: monitor may not lock this name")
+	mon.expect("acquire jobs/y 3", "403 denied: monitor may not lock this name")
 	if in := mon.info("jobs/x"); in["held"] != 1 {
 		t.Fatalf("the monitor reads jobs/x as %v", in)
 	}

@@ -129,6 +129,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.cfg.WriteTimeout, "write-timeout", o.cfg.WriteTimeout, "a client that leaves its replies unread this long is disconnected; its session detaches and times out")
 	fs.IntVar(&o.cfg.MaxLocksPerSession, "max-locks", o.cfg.MaxLocksPerSession, "most locks one session may hold")
 	fs.IntVar(&o.cfg.MaxWaiters, "max-waiters", o.cfg.MaxWaiters, "most requests waiting for one lock")
+	fs.IntVar(&o.cfg.MaxPermits, "max-permits", o.cfg.MaxPermits, "most permits a semaphore may have (acquire NAME LIMIT)")
 	fs.IntVar(&o.maxSessions, "max-sessions", node.DefaultMaxSessions, "most sessions this node keeps, attached or waiting out their timeout (0: no bound); a mesh node counts those whose records it owns or replicates")
 	fs.IntVar(&o.maxLocksTotal, "max-locks-total", node.DefaultMaxLocksTotal, "most locks held on this node by all sessions together (0: no bound); a mesh node counts those of the partitions it owns or replicates")
 	if err := fs.Parse(args); err != nil {
@@ -450,7 +451,7 @@ func run(args []string, stderr io.Writer) int {
 				return 2
 			}
 		}
-		mc.Partitions, mc.Limits, mc.MaxTimeout = o.partitions, limits, o.cfg.MaxTimeout
+		mc.MaxName, mc.MaxWait, mc.MaxPermits = o.cfg.MaxName, o.cfg.MaxWait, o.cfg.MaxPermits
 		mc.MaxName, mc.MaxWait = o.cfg.MaxName, o.cfg.MaxWait
 		mc.MaxLocks, mc.MaxSessions, mc.MaxLocksPerSession = o.maxLocksTotal, o.maxSessions, o.cfg.MaxLocksPerSession
 		mc.Lease, mc.HomeLease, mc.LostAfter = o.lease, o.homeLease, o.lostAfter

@@ -1,6 +1,9 @@
 package locktable
 
-import "fmt"
+import (
+	"fmt"
+	"slices"
+)
 
 // SetCount sets how many grants the current epoch has issued, so that a
 // test reaches the end of the token space without 2^32 grants.
@@ -20,19 +23,38 @@ func (t *Table) Floor(session string) (uint64, bool) {
 // linked lists and heaps all describe the same state, and no record is
 // kept for a session with nothing here.
 func (t *Table) CheckInvariants() error {
-	if t.held != len(t.locks) {
-		return fmt.Errorf("held = %d, %d locks", t.held, len(t.locks))
-	}
 	nwait := map[*holder]int{}
 	nheld := map[*holder]int{}
-	queued := 0
+	queued, grants := 0, 0
 	for name, l := range t.locks {
-		if l.name != name || l.owner == nil || t.holders[l.owner.id] != l.owner {
-			return fmt.Errorf("lock %q: bad name or owner", name)
+		if l.name != name {
+			return fmt.Errorf("lock %q: filed as %q", l.name, name)
 		}
-		nheld[l.owner]++
-		if l.epoch < l.owner.oldest {
-			return fmt.Errorf("lock %q: epoch %d below its holder's oldest %d", name, l.epoch, l.owner.oldest)
+		gs := l.grants()
+		if len(gs) == 0 || len(gs) != int(l.ngrants) || (l.many != nil) == (l.first != nil) {
+			return fmt.Errorf("lock %q: ngrants %d, %d grants (first %v, many %v)", name, l.ngrants, len(gs), l.first != nil, l.many != nil)
+		}
+		if l.kind == KindSemaphore && (l.limit == 0 || uint32(len(gs)) > l.limit) || l.kind == KindLock && l.limit != 0 {
+			return fmt.Errorf("lock %q: %v with limit %d and %d holders", name, l.kind, l.limit, len(gs))
+		}
+		for _, g := range gs {
+			switch {
+			case g.lk != l || g.owner == nil || t.holders[g.owner.id] != g.owner || l.grantOf(g.owner.id) != g:
+				return fmt.Errorf("lock %q: bad grant of %v", name, g.owner)
+			case kindOf(g.mode) != l.kind:
+				return fmt.Errorf("lock %q: a %v grant of a %v", name, g.mode, l.kind)
+			case g.mode == Exclusive && len(gs) > 1:
+				return fmt.Errorf("lock %q: an exclusive grant among %d", name, len(gs))
+			case (g.mode == Exclusive) != l.excl:
+				return fmt.Errorf("lock %q: excl %v with a %v grant", name, l.excl, g.mode)
+			case g.epoch < g.owner.oldest:
+				return fmt.Errorf("lock %q: epoch %d below its holder's oldest %d", name, g.epoch, g.owner.oldest)
+			}
+			nheld[g.owner]++
+		}
+		grants += len(gs)
+		if w := l.qhead; w != nil && l.admits(w.mode) && !slices.Contains(t.unserved, l) {
+			return fmt.Errorf("lock %q: its head waiter %d (%v) would be admitted", name, w.id, w.mode)
 		}
 		n := 0
 		var prev *waiter
@@ -48,8 +70,10 @@ func (t *Table) CheckInvariants() error {
 				return fmt.Errorf("lock %q: waiter %d's session %q is not indexed", name, w.id, w.h.id)
 			case w.epoch < w.h.oldest:
 				return fmt.Errorf("lock %q: waiter %d's epoch %d below its session's oldest %d", name, w.id, w.epoch, w.h.oldest)
-			case w.h == l.owner:
+			case l.grantOf(w.h.id) != nil:
 				return fmt.Errorf("lock %q: its holder %q waits for it", name, w.h.id)
+			case kindOf(w.mode) != l.kind:
+				return fmt.Errorf("lock %q: a %v waiter of a %v", name, w.mode, l.kind)
 			case w.heapIdx < 0 || w.heapIdx >= len(t.waitHeap.items) || t.waitHeap.items[w.heapIdx] != w:
 				return fmt.Errorf("lock %q: waiter %d is not in the heap at %d", name, w.id, w.heapIdx)
 			}
@@ -61,6 +85,9 @@ func (t *Table) CheckInvariants() error {
 			return fmt.Errorf("lock %q: qlen %d, %d in the list, bad tail=%v", name, l.qlen, n, l.qtail != prev)
 		}
 		queued += n
+	}
+	if grants != t.held {
+		return fmt.Errorf("held = %d, %d grants", t.held, grants)
 	}
 	if queued != len(t.waiters) || queued != len(t.waitHeap.items) {
 		return fmt.Errorf("%d queued, %d indexed, %d in the heap", queued, len(t.waiters), len(t.waitHeap.items))
@@ -76,12 +103,12 @@ func (t *Table) CheckInvariants() error {
 			return fmt.Errorf("holder %q: nheld %d nwait %d; really %d, %d", id, h.nheld, h.nwait, nheld[h], nwait[h])
 		}
 		n := 0
-		var prev *lock
-		for l := h.locks; l != nil; l = l.next {
-			if l.prev != prev || l.owner != h {
-				return fmt.Errorf("holder %q: bad lock list at %q", id, l.name)
+		var prev *grant
+		for g := h.locks; g != nil; g = g.next {
+			if g.prev != prev || g.owner != h {
+				return fmt.Errorf("holder %q: bad lock list at %q", id, g.lk.name)
 			}
-			prev = l
+			prev = g
 			n++
 		}
 		if n != h.nheld {
@@ -123,4 +150,17 @@ func heapOK[T deadlined[T]](h *deadlineHeap[T]) error {
 		}
 	}
 	return nil
+}
+
+// NameChanges describes name's whole state as Changes, the way a
+// replica could learn it from scratch: nobody holds it, then each grant
+// in token order.
+func (t *Table) NameChanges(now Time, name string) []Change {
+	out := []Change{{Kind: ChangeFreed, Name: name}}
+	if l := t.locks[name]; l != nil {
+		for _, g := range l.grants() {
+			out = append(out, t.GrantChange(now, name, g.owner.id))
+		}
+	}
+	return out
 }

@@ -20,7 +20,8 @@ const (
 	ListByWaiters
 )
 
-// Listed is one held lock as List reports it. Session is the holder's id:
+// Listed is one grant as List reports it: a shared lock or a semaphore
+// has one per holder. Session is the holder's id:
 // it must never reach a client (knowing an id lets one resume its
 // session); the edge turns it into the holder's label.
 type Listed struct {
@@ -32,8 +33,8 @@ type Listed struct {
 }
 
 // Compare orders a before b (negative), after it (positive) or alike
-// (zero, only for the same name) in order o. Ties break by name, so that
-// every order is total and a merge of several lists is deterministic.
+// (zero, only for the same grant) in order o. Ties break by name, then
+// token (a shared name has a row per grant), so that every order is total and a merge of several lists is deterministic.
 func (o ListOrder) Compare(a, b Listed) int {
 	switch o {
 	case ListByHeld:
@@ -45,7 +46,10 @@ func (o ListOrder) Compare(a, b Listed) int {
 			return c
 		}
 	}
-	return strings.Compare(a.Name, b.Name)
+	if c := strings.Compare(a.Name, b.Name); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.Token, b.Token)
 }
 
 // List returns the first limit held locks whose names start with prefix,
@@ -63,11 +67,7 @@ func (t *Table) List(now Time, prefix []byte, limit int, o ListOrder) (out []Lis
 	}
 	p := string(prefix)
 	h := listHeap{o: o}
-	for name, l := range t.locks {
-		if !strings.HasPrefix(name, p) {
-			continue
-		}
-		x := Listed{Name: name, Token: l.token, HeldFor: time.Duration(now - l.since), Waiters: int(l.qlen), Session: l.owner.id}
+	offer := func(x Listed) {
 		switch {
 		case len(h.items) < limit:
 			h.push(x)
@@ -79,9 +79,27 @@ func (t *Table) List(now Time, prefix []byte, limit int, o ListOrder) (out []Lis
 			truncated = true
 		}
 	}
+	for name, l := range t.locks {
+		if !strings.HasPrefix(name, p) {
+			continue
+		}
+		if l.many == nil {
+			if g := l.first; g != nil {
+				offer(listed(now, g))
+			}
+			continue
+		}
+		for _, g := range l.many {
+			offer(listed(now, g))
+		}
+	}
 	out = h.items
 	slices.SortFunc(out, o.Compare)
 	return out, truncated
+}
+
+func listed(now Time, g *grant) Listed {
+	return Listed{Name: g.lk.name, Token: g.token, HeldFor: time.Duration(now - g.since), Waiters: int(g.lk.qlen), Session: g.owner.id}
 }
 
 // anyUnder reports whether a held lock's name starts with prefix.

@@ -26,17 +26,45 @@ type model struct {
 }
 
 type mLock struct {
-	owner string
-	token uint64
-	since locktable.Time
-	seq   int
-	queue []mWaiter // oldest first
+	kind   locktable.Kind
+	limit  uint32
+	grants []mGrant  // in the order they were made
+	queue  []mWaiter // oldest first
+}
+
+type mGrant struct {
+	session string
+	mode    locktable.Mode
+	token   uint64
+	since   locktable.Time
+	seq     int
 }
 
 type mWaiter struct {
 	id       locktable.WaiterID
 	session  string
+	mode     locktable.Mode
 	deadline locktable.Time
+}
+
+func (l *mLock) grantOf(s string) int {
+	return slices.IndexFunc(l.grants, func(g mGrant) bool { return g.session == s })
+}
+
+// admits: a semaphore has a free permit; an exclusive request needs no
+// holder; a shared one no exclusive holder.
+func (l *mLock) admits(mode locktable.Mode) bool {
+	switch {
+	case l.kind == locktable.KindSemaphore:
+		return len(l.grants) < int(l.limit)
+	case mode == locktable.Exclusive:
+		return len(l.grants) == 0
+	}
+	return !slices.ContainsFunc(l.grants, func(g mGrant) bool { return g.mode == locktable.Exclusive })
+}
+
+func modelCovers(held, want locktable.Mode) bool {
+	return held == want || held == locktable.Exclusive && want == locktable.Shared
 }
 
 type mSession struct {
@@ -85,69 +113,114 @@ func (m *model) setEpoch(e uint64) error {
 	return nil
 }
 
-func (m *model) lock(now locktable.Time, s, name string, w locktable.WaiterID, deadline locktable.Time) (locktable.Result, []locktable.Effect, error) {
-	if l := m.locks[name]; l != nil {
-		switch {
-		case l.owner == s:
-			return locktable.Result{Status: locktable.Granted, Token: l.token, Reentrant: true}, nil, nil
-		case w == 0:
-			return locktable.Result{Status: locktable.Unavailable}, nil, nil
-		case m.limits.MaxWaiters > 0 && len(l.queue) >= m.limits.MaxWaiters:
-			return locktable.Result{Status: locktable.TooManyWaiters}, nil, nil
-		case !m.canPromise():
-			return locktable.Result{}, nil, locktable.ErrExhausted
+func (m *model) lock(now locktable.Time, s, name string, want locktable.Want, w locktable.WaiterID, deadline locktable.Time) (locktable.Result, []locktable.Effect, error) {
+	kind := locktable.KindLock
+	if want.Mode == locktable.Permit {
+		kind = locktable.KindSemaphore
+	}
+	l := m.locks[name]
+	if l != nil {
+		if l.kind != kind {
+			return locktable.Result{Status: locktable.KindMismatch, Kind: l.kind}, nil, nil
 		}
-		l.queue = append(l.queue, mWaiter{id: w, session: s, deadline: deadline})
-		return locktable.Result{Status: locktable.Queued}, nil, nil
+		if kind == locktable.KindSemaphore && l.limit != want.Limit {
+			return locktable.Result{Status: locktable.LimitMismatch, Limit: l.limit}, nil, nil
+		}
+		if i := l.grantOf(s); i >= 0 {
+			if !modelCovers(l.grants[i].mode, want.Mode) {
+				return locktable.Result{Status: locktable.NoUpgrade}, nil, nil
+			}
+			return locktable.Result{Status: locktable.Granted, Token: l.grants[i].token, Reentrant: true}, nil, nil
+		}
+		if len(l.queue) > 0 || !l.admits(want.Mode) {
+			switch {
+			case w == 0:
+				return locktable.Result{Status: locktable.Unavailable}, nil, nil
+			case m.limits.MaxWaiters > 0 && len(l.queue) >= m.limits.MaxWaiters:
+				return locktable.Result{Status: locktable.TooManyWaiters}, nil, nil
+			case !m.canPromise():
+				return locktable.Result{}, nil, locktable.ErrExhausted
+			}
+			l.queue = append(l.queue, mWaiter{id: w, session: s, mode: want.Mode, deadline: deadline})
+			return locktable.Result{Status: locktable.Queued}, nil, nil
+		}
 	}
 	if !m.canPromise() {
 		return locktable.Result{}, nil, locktable.ErrExhausted
 	}
-	tok := m.issue()
-	m.seq++
-	m.locks[name] = &mLock{owner: s, token: tok, since: now, seq: m.seq}
-	var fx []locktable.Effect
-	if m.changes {
-		fx = append(fx, locktable.Effect{Kind: locktable.LockHeld, Session: s, Name: name, Token: tok})
+	if l == nil {
+		l = &mLock{kind: kind}
+		if kind == locktable.KindSemaphore {
+			l.limit = want.Limit
+		}
+		m.locks[name] = l
 	}
+	tok, fx := m.grant(now, name, l, s, want.Mode)
 	return locktable.Result{Status: locktable.Granted, Token: tok}, fx, nil
 }
 
-// release frees name and hands it to its oldest waiter, whose session's
-// other waiters on name are granted too.
-func (m *model) release(now locktable.Time, name string) []locktable.Effect {
-	l := m.locks[name]
-	var fx []locktable.Effect
-	// Waiters past their deadline have timed out, ticked or not.
-	for len(l.queue) > 0 && l.queue[0].deadline <= now {
-		w := l.queue[0]
-		l.queue = l.queue[1:]
-		fx = append(fx, locktable.Effect{Kind: locktable.WaiterTimedOut, Waiter: w.id, Session: w.session, Name: name})
-	}
-	if len(l.queue) == 0 {
-		delete(m.locks, name)
-		if m.changes {
-			fx = append(fx, locktable.Effect{Kind: locktable.LockFreed, Name: name})
-		}
-		return fx
-	}
-	next := l.queue[0].session
+func (m *model) grant(now locktable.Time, name string, l *mLock, s string, mode locktable.Mode) (uint64, []locktable.Effect) {
 	tok := m.issue()
 	m.seq++
-	l.owner, l.token, l.since, l.seq = next, tok, now, m.seq
+	l.grants = append(l.grants, mGrant{session: s, mode: mode, token: tok, since: now, seq: m.seq})
 	if m.changes {
-		fx = append(fx, locktable.Effect{Kind: locktable.LockHeld, Session: next, Name: name, Token: tok})
+		return tok, []locktable.Effect{{Kind: locktable.LockHeld, Session: s, Name: name, Token: tok}}
 	}
-	var rest []mWaiter
-	for _, w := range l.queue {
-		if w.session == next {
-			fx = append(fx, locktable.Effect{Kind: locktable.WaiterGranted, Waiter: w.id, Session: next, Name: name, Token: tok})
-		} else {
-			rest = append(rest, w)
+	return tok, nil
+}
+
+// promote serves name's queue: waiters past their deadline at the head
+// time out (ticked or not); the head is granted while the holders admit
+// it, and the same session's other waits on name hear of that grant
+// (granted when it covers them, refused as timed out when not).
+func (m *model) promote(now locktable.Time, name string) []locktable.Effect {
+	l := m.locks[name]
+	if l == nil {
+		return nil
+	}
+	var fx []locktable.Effect
+	for len(l.queue) > 0 {
+		w := l.queue[0]
+		if w.deadline <= now {
+			l.queue = l.queue[1:]
+			fx = append(fx, locktable.Effect{Kind: locktable.WaiterTimedOut, Waiter: w.id, Session: w.session, Name: name})
+			continue
 		}
+		if !l.admits(w.mode) {
+			break
+		}
+		l.queue = l.queue[1:]
+		tok, held := m.grant(now, name, l, w.session, w.mode)
+		fx = append(fx, held...)
+		fx = append(fx, locktable.Effect{Kind: locktable.WaiterGranted, Waiter: w.id, Session: w.session, Name: name, Token: tok})
+		var rest []mWaiter
+		for _, x := range l.queue {
+			switch {
+			case x.session != w.session:
+				rest = append(rest, x)
+			case modelCovers(w.mode, x.mode):
+				fx = append(fx, locktable.Effect{Kind: locktable.WaiterGranted, Waiter: x.id, Session: x.session, Name: name, Token: tok})
+			default:
+				fx = append(fx, locktable.Effect{Kind: locktable.WaiterTimedOut, Waiter: x.id, Session: x.session, Name: name})
+			}
+		}
+		l.queue = rest
 	}
-	l.queue = rest
+	if len(l.grants) == 0 && len(l.queue) == 0 {
+		delete(m.locks, name)
+	}
 	return fx
+}
+
+// release frees s's grant of name and serves the queue.
+func (m *model) release(now locktable.Time, name, s string) []locktable.Effect {
+	l := m.locks[name]
+	l.grants = slices.Delete(l.grants, l.grantOf(s), l.grantOf(s)+1)
+	var fx []locktable.Effect
+	if m.changes {
+		fx = append(fx, locktable.Effect{Kind: locktable.LockFreed, Session: s, Name: name})
+	}
+	return append(fx, m.promote(now, name)...)
 }
 
 func (m *model) unlock(now locktable.Time, s, name string) (locktable.Result, []locktable.Effect) {
@@ -155,86 +228,120 @@ func (m *model) unlock(now locktable.Time, s, name string) (locktable.Result, []
 	switch {
 	case l == nil:
 		return locktable.Result{Status: locktable.NotLocked}, nil
-	case l.owner != s:
+	case l.grantOf(s) < 0:
 		return locktable.Result{Status: locktable.NotYours}, nil
 	}
-	return locktable.Result{Status: locktable.Unlocked}, m.release(now, name)
+	return locktable.Result{Status: locktable.Unlocked}, m.release(now, name, s)
 }
 
 func (m *model) releaseSession(now locktable.Time, s string) (int, []locktable.Effect) {
-	var mine []string
+	type held struct {
+		name string
+		seq  int
+	}
+	var mine []held
 	for name, l := range m.locks {
-		if l.owner == s {
-			mine = append(mine, name)
+		if i := l.grantOf(s); i >= 0 {
+			mine = append(mine, held{name, l.grants[i].seq})
 		}
 	}
-	slices.SortFunc(mine, func(a, b string) int { return cmp.Compare(m.locks[b].seq, m.locks[a].seq) })
+	// Newest grant first.
+	slices.SortFunc(mine, func(a, b held) int { return cmp.Compare(b.seq, a.seq) })
 	var fx []locktable.Effect
-	for _, name := range mine {
-		fx = append(fx, m.release(now, name)...)
+	for _, h := range mine {
+		fx = append(fx, m.release(now, h.name, s)...)
 	}
 	// Its waits are answered as run out, in the order they were queued
-	// (waiter ids are handed out in that order).
-	var dropped []locktable.Effect
+	// (waiter ids are handed out in that order); then their queues are
+	// served, in the order of the first wait each lost.
+	type dropped struct {
+		name string
+		id   locktable.WaiterID
+	}
+	var gone []dropped
 	for name, l := range m.locks {
 		l.queue = slices.DeleteFunc(l.queue, func(w mWaiter) bool {
 			if w.session == s {
-				dropped = append(dropped, locktable.Effect{Kind: locktable.WaiterTimedOut, Waiter: w.id, Session: s, Name: name})
+				gone = append(gone, dropped{name, w.id})
 			}
 			return w.session == s
 		})
 	}
-	slices.SortFunc(dropped, func(a, b locktable.Effect) int { return cmp.Compare(a.Waiter, b.Waiter) })
-	return len(mine), append(fx, dropped...)
+	slices.SortFunc(gone, func(a, b dropped) int { return cmp.Compare(a.id, b.id) })
+	var names []string
+	for _, d := range gone {
+		fx = append(fx, locktable.Effect{Kind: locktable.WaiterTimedOut, Waiter: d.id, Session: s, Name: d.name})
+		if !slices.Contains(names, d.name) {
+			names = append(names, d.name)
+		}
+	}
+	for _, n := range names {
+		fx = append(fx, m.promote(now, n)...)
+	}
+	return len(mine), fx
 }
 
-func (m *model) cancel(id locktable.WaiterID) bool {
-	for _, l := range m.locks {
+func (m *model) cancel(now locktable.Time, id locktable.WaiterID) (bool, []locktable.Effect) {
+	for name, l := range m.locks {
 		for i, w := range l.queue {
 			if w.id == id {
 				l.queue = slices.Delete(l.queue, i, i+1)
-				return true
+				return true, m.promote(now, name)
 			}
 		}
 	}
-	return false
+	return false, nil
 }
 
-// tick removes what is due at now and returns it as groups of equal
-// deadline, earliest first: waiters, then sessions. The order within a
-// group is not specified.
-func (m *model) tick(now locktable.Time) [][]locktable.Effect {
-	type due struct {
-		at locktable.Time
-		e  locktable.Effect
-	}
-	var ws, ss []due
-	for name, l := range m.locks {
-		l.queue = slices.DeleteFunc(l.queue, func(w mWaiter) bool {
-			if w.deadline > now {
-				return false
+// tick times out the waiters due at now, earliest deadline (then
+// lowest id) first, then serves the queues they left in the order it
+// first left each, then ends the sessions due, earliest (then lowest id)
+// first.
+func (m *model) tick(now locktable.Time) []locktable.Effect {
+	var fx []locktable.Effect
+	var touched []string
+	for {
+		var due *mWaiter
+		var dueName string
+		for name, l := range m.locks {
+			for i := range l.queue {
+				w := &l.queue[i]
+				if w.deadline <= now && (due == nil || w.deadline < due.deadline || w.deadline == due.deadline && w.id < due.id) {
+					due, dueName = w, name
+				}
 			}
-			ws = append(ws, due{w.deadline, locktable.Effect{Kind: locktable.WaiterTimedOut, Waiter: w.id, Session: w.session, Name: name}})
-			return true
-		})
+		}
+		if due == nil {
+			break
+		}
+		w := *due
+		l := m.locks[dueName]
+		l.queue = slices.DeleteFunc(l.queue, func(x mWaiter) bool { return x.id == w.id })
+		fx = append(fx, locktable.Effect{Kind: locktable.WaiterTimedOut, Waiter: w.id, Session: w.session, Name: dueName})
+		if !slices.Contains(touched, dueName) {
+			touched = append(touched, dueName)
+		}
 	}
+	for _, n := range touched {
+		fx = append(fx, m.promote(now, n)...)
+	}
+	var ids []string
 	for id, r := range m.records {
 		if !r.attached && r.expires <= now {
-			delete(m.records, id)
-			ss = append(ss, due{r.expires, locktable.Effect{Kind: locktable.SessionExpired, Session: id, Epoch: r.epoch}})
+			ids = append(ids, id)
 		}
 	}
-	var groups [][]locktable.Effect
-	for _, list := range [][]due{ws, ss} {
-		slices.SortFunc(list, func(a, b due) int { return cmp.Compare(a.at, b.at) })
-		for i, d := range list {
-			if i == 0 || d.at != list[i-1].at {
-				groups = append(groups, nil)
-			}
-			groups[len(groups)-1] = append(groups[len(groups)-1], d.e)
+	slices.SortFunc(ids, func(a, b string) int {
+		if c := cmp.Compare(m.records[a].expires, m.records[b].expires); c != 0 {
+			return c
 		}
+		return cmp.Compare(a, b)
+	})
+	for _, id := range ids {
+		fx = append(fx, locktable.Effect{Kind: locktable.SessionExpired, Session: id, Epoch: m.records[id].epoch})
+		delete(m.records, id)
 	}
-	return groups
+	return fx
 }
 
 func (m *model) attach(now locktable.Time, id, home string) (locktable.Attachment, []locktable.Effect, error) {
@@ -293,24 +400,38 @@ func (m *model) token(s, name string) (uint64, locktable.Status) {
 	switch {
 	case l == nil:
 		return 0, locktable.NotLocked
-	case l.owner != s:
+	case l.grantOf(s) < 0:
 		return 0, locktable.NotYours
 	}
-	return l.token, locktable.Granted
+	return l.grants[l.grantOf(s)].token, locktable.Granted
 }
 
+// info: the session's own grant when it holds one, else the newest
+// token and the longest hold.
 func (m *model) info(now locktable.Time, s, name string) locktable.Info {
 	l := m.locks[name]
 	if l == nil {
 		return locktable.Info{}
 	}
-	return locktable.Info{Held: true, Mine: l.owner == s, Token: l.token, HeldFor: time.Duration(now - l.since), Waiters: len(l.queue)}
+	in := locktable.Info{Held: true, Waiters: len(l.queue), Kind: l.kind, Mode: locktable.Shared, Holders: len(l.grants), Limit: l.limit}
+	if !l.admits(locktable.Shared) && l.kind == locktable.KindLock {
+		in.Mode = locktable.Exclusive
+	}
+	if i := l.grantOf(s); i >= 0 {
+		in.Mine, in.Token, in.HeldFor = true, l.grants[i].token, time.Duration(now-l.grants[i].since)
+		return in
+	}
+	for _, g := range l.grants {
+		in.Token = max(in.Token, g.token)
+		in.HeldFor = max(in.HeldFor, time.Duration(now-g.since))
+	}
+	return in
 }
 
 func (m *model) heldBy(s string) int {
 	n := 0
 	for _, l := range m.locks {
-		if l.owner == s {
+		if l.grantOf(s) >= 0 {
 			n++
 		}
 	}
@@ -318,7 +439,11 @@ func (m *model) heldBy(s string) int {
 }
 
 func (m *model) counts() locktable.Counts {
-	return locktable.Counts{Locks: len(m.locks), Waiters: m.waiters(), Sessions: len(m.records)}
+	n := 0
+	for _, l := range m.locks {
+		n += len(l.grants)
+	}
+	return locktable.Counts{Locks: n, Waiters: m.waiters(), Sessions: len(m.records)}
 }
 
 func (m *model) nextDeadline() (locktable.Time, bool) {

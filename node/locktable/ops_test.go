@@ -50,17 +50,20 @@ type op struct {
 	d     time.Duration      // set-timeout
 	de    int                // detach: epoch relative to the session's current one
 	home  string
-	epoch uint64 // set-epoch: the current epoch + epoch - 1
+	epoch uint64         // set-epoch: the current epoch + epoch - 1
+	want  locktable.Want // lock, lock-wait
 }
 
 func (o op) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "+%d %s", o.dt, opKindNames[o.kind])
 	switch o.kind {
-	case opLock, opUnlock:
+	case opLock:
+		fmt.Fprintf(&b, " %s %s %s", o.s, o.name, fmtWant(o.want))
+	case opUnlock:
 		fmt.Fprintf(&b, " %s %s", o.s, o.name)
 	case opLockWait:
-		fmt.Fprintf(&b, " %s %s w%d until=+%d", o.s, o.name, o.w, o.until)
+		fmt.Fprintf(&b, " %s %s %s w%d until=+%d", o.s, o.name, fmtWant(o.want), o.w, o.until)
 	case opRelease:
 		fmt.Fprintf(&b, " %s", o.s)
 	case opCancel:
@@ -77,6 +80,23 @@ func (o op) String() string {
 	return b.String()
 }
 
+func fmtWant(w locktable.Want) string {
+	if w.Mode == locktable.Permit {
+		return fmt.Sprintf("permit/%d", w.Limit)
+	}
+	return w.Mode.String()
+}
+
+// drawWant picks a mode, mostly exclusive, and for a permit one of a few
+// limits, so that limits clash now and then.
+func drawWant(t *rapid.T) locktable.Want {
+	w := locktable.Want{Mode: rapid.SampledFrom([]locktable.Mode{locktable.Exclusive, locktable.Exclusive, locktable.Shared, locktable.Shared, locktable.Permit}).Draw(t, "mode")}
+	if w.Mode == locktable.Permit {
+		w.Limit = uint32(rapid.SampledFrom([]int{1, 2, 2, 2, 3}).Draw(t, "limit"))
+	}
+	return w
+}
+
 // opGen draws operations; it hands out waiter ids, which must be unique.
 type opGen struct{ lastW locktable.WaiterID }
 
@@ -87,10 +107,14 @@ func (g *opGen) draw(t *rapid.T) op {
 		s:    rapid.SampledFrom(opSessions).Draw(t, "session"),
 	}
 	switch o.kind {
-	case opLock, opUnlock:
+	case opLock:
+		o.name = rapid.SampledFrom(opNames).Draw(t, "name")
+		o.want = drawWant(t)
+	case opUnlock:
 		o.name = rapid.SampledFrom(opNames).Draw(t, "name")
 	case opLockWait:
 		o.name = rapid.SampledFrom(opNames).Draw(t, "name")
+		o.want = drawWant(t)
 		g.lastW++
 		o.w = g.lastW
 		o.until = locktable.Time(rapid.IntRange(-3, 40).Draw(t, "until"))
@@ -135,7 +159,7 @@ func applyTable(tb *locktable.Table, now locktable.Time, o op) outcome {
 		}
 		var res locktable.Result
 		var err error
-		res, fx, err = tb.Lock(now, o.s, []byte(o.name), o.w, deadline)
+		res, fx, err = tb.Acquire(now, o.s, 0, []byte(o.name), o.want, o.w, deadline)
 		head = fmtResult(res, err)
 	case opUnlock:
 		var res locktable.Result
@@ -146,7 +170,9 @@ func applyTable(tb *locktable.Table, now locktable.Time, o op) outcome {
 		n, fx = tb.ReleaseSession(now, o.s)
 		head = fmt.Sprintf("released %d", n)
 	case opCancel:
-		head = fmt.Sprint(tb.CancelWait(o.w))
+		var ok bool
+		ok, fx = tb.CancelWait(now, o.w)
+		head = fmt.Sprint(ok)
 	case opTick:
 		fx = tb.Tick(now)
 		head = "tick"
@@ -167,9 +193,8 @@ func applyTable(tb *locktable.Table, now locktable.Time, o op) outcome {
 	return outcome{head: head, fx: slices.Clone(fx)}
 }
 
-// applyModel is applyTable for the model. For a tick it also returns the
-// groups of effects of equal deadline.
-func applyModel(m *model, now locktable.Time, o op) (outcome, [][]locktable.Effect) {
+// applyModel is applyTable for the model.
+func applyModel(m *model, now locktable.Time, o op) outcome {
 	var fx []locktable.Effect
 	head := ""
 	switch o.kind {
@@ -180,7 +205,7 @@ func applyModel(m *model, now locktable.Time, o op) (outcome, [][]locktable.Effe
 		}
 		var res locktable.Result
 		var err error
-		res, fx, err = m.lock(now, o.s, o.name, o.w, deadline)
+		res, fx, err = m.lock(now, o.s, o.name, o.want, o.w, deadline)
 		head = fmtResult(res, err)
 	case opUnlock:
 		var res locktable.Result
@@ -191,10 +216,12 @@ func applyModel(m *model, now locktable.Time, o op) (outcome, [][]locktable.Effe
 		n, fx = m.releaseSession(now, o.s)
 		head = fmt.Sprintf("released %d", n)
 	case opCancel:
-		head = fmt.Sprint(m.cancel(o.w))
+		var ok bool
+		ok, fx = m.cancel(now, o.w)
+		head = fmt.Sprint(ok)
 	case opTick:
-		groups := m.tick(now)
-		return outcome{head: "tick", fx: slices.Concat(groups...)}, groups
+		fx = m.tick(now)
+		head = "tick"
 	case opAttach:
 		a, f, err := m.attach(now, o.s, o.home)
 		fx = f
@@ -209,31 +236,7 @@ func applyModel(m *model, now locktable.Time, o op) (outcome, [][]locktable.Effe
 		e := m.epoch + o.epoch - 1
 		head = fmt.Sprintf("set-epoch %d: %s", e, fmtErr(m.setEpoch(e)))
 	}
-	return outcome{head: head, fx: fx}, nil
-}
-
-// sameGroups reports whether fx is the concatenation of groups, each in any
-// order.
-func sameGroups(fx []locktable.Effect, groups [][]locktable.Effect) bool {
-	for _, g := range groups {
-		if len(fx) < len(g) {
-			return false
-		}
-		if !slices.Equal(canonical(fx[:len(g)]), canonical(g)) {
-			return false
-		}
-		fx = fx[len(g):]
-	}
-	return len(fx) == 0
-}
-
-// canonical sorts a copy of fx on all fields.
-func canonical(fx []locktable.Effect) []locktable.Effect {
-	c := slices.Clone(fx)
-	slices.SortFunc(c, func(a, b locktable.Effect) int {
-		return strings.Compare(fmt.Sprintf("%+v", a), fmt.Sprintf("%+v", b))
-	})
-	return c
+	return outcome{head: head, fx: fx}
 }
 
 // stateDiff compares everything observable of the table with the model

@@ -13,10 +13,12 @@ type ChangeKind uint8
 
 const (
 	_ ChangeKind = iota
-	// ChangeHeld: Name is held by Session with Token, for Age so far,
-	// claimed up to attach Epoch.
+	// ChangeHeld: Session holds Name in Mode with Token, for Age so far,
+	// claimed up to attach Epoch. An exclusive grant is the name's only
+	// one: it replaces any other.
 	ChangeHeld
-	// ChangeFreed: Name is free.
+	// ChangeFreed: Session no longer holds Name; with no Session, nobody
+	// holds Name.
 	ChangeFreed
 	// ChangeSession: the session record Session is as described.
 	ChangeSession
@@ -35,9 +37,13 @@ type Change struct {
 	Session string
 	Token   uint64
 	Age     time.Duration // ChangeHeld: how long it has been held
-	// Epoch: ChangeHeld, the lock's epoch (see Table.LockAt); ChangeSession,
-	// the record's attach epoch.
+	// Epoch: ChangeHeld, the grant's epoch (see Table.Acquire);
+	// ChangeSession, the record's attach epoch.
 	Epoch uint64
+	// ChangeHeld: how the grant holds the name, and a semaphore's
+	// number of permits.
+	Mode  Mode
+	Limit uint32
 	// ChangeSession:
 	Born     uint64 // the attach epoch that created the session (Session.Born)
 	Timeout  time.Duration
@@ -46,13 +52,18 @@ type Change struct {
 	Left     time.Duration // detached: time until it expires
 }
 
-// HeldChange describes name's current state as a Change: held, or freed.
-func (t *Table) HeldChange(now Time, name string) Change {
-	l := t.locks[name]
-	if l == nil {
-		return Change{Kind: ChangeFreed, Name: name}
+// GrantChange describes session's grant of name as a Change: held, or
+// freed.
+func (t *Table) GrantChange(now Time, name, session string) Change {
+	var g *grant
+	if l := t.locks[name]; l != nil {
+		g = l.grantOf(session)
 	}
-	return Change{Kind: ChangeHeld, Name: name, Session: l.owner.id, Token: l.token, Age: time.Duration(now - l.since), Epoch: l.epoch}
+	if g == nil {
+		return Change{Kind: ChangeFreed, Name: name, Session: session}
+	}
+	return Change{Kind: ChangeHeld, Name: name, Session: session, Token: g.token, Age: time.Duration(now - g.since), Epoch: g.epoch,
+		Mode: g.mode, Limit: g.lk.limit}
 }
 
 // SessionChange describes session id's record as a Change.
@@ -75,32 +86,46 @@ func (t *Table) SessionChange(now Time, id string) Change {
 func (t *Table) Apply(now Time, c Change) {
 	switch c.Kind {
 	case ChangeHeld:
+		kind := kindOf(c.Mode)
 		l := t.locks[c.Name]
+		if l != nil && (l.kind != kind || c.Mode == Exclusive || l.excl) {
+			// The owner's name is now this grant's kind, and an exclusive
+			// grant has it alone (its other holders' frees come in the same
+			// batch): whatever this copy had of it is gone.
+			t.freeName(l)
+			l = nil
+		}
 		if l == nil {
-			l = &lock{name: c.Name}
+			l = &lock{name: c.Name, kind: kind}
 			t.locks[c.Name] = l
-			t.held++
-		} else {
-			h := l.owner
-			t.detachHolder(l)
-			t.dropIfIdle(h)
+		}
+		if kind == KindSemaphore {
+			l.limit = c.Limit
+		}
+		if g := l.grantOf(c.Session); g != nil {
+			t.unhold(g)
+			t.dropIfIdle(g.owner)
 		}
 		// Claims are not replicated: whoever takes this copy over cannot
 		// tell whether the holder heard of the grant twice.
-		l.token, l.since, l.claim, l.epoch = c.Token, now-int64(c.Age), claimUnknown, c.Epoch
-		t.attach(l, t.holder(c.Session))
+		g := &grant{lk: l, owner: t.holder(c.Session), mode: c.Mode, token: c.Token, since: now - int64(c.Age), claim: claimUnknown, epoch: c.Epoch}
+		l.addGrant(g)
+		t.held++
+		t.attach(g, g.owner)
 	case ChangeFreed:
-		if l := t.locks[c.Name]; l != nil {
-			h := l.owner
-			t.detachHolder(l)
-			t.dropIfIdle(h)
-			for l.qhead != nil {
-				w := l.qhead
-				t.unqueue(w)
-				t.dropIfIdle(w.h)
+		l := t.locks[c.Name]
+		switch {
+		case l == nil:
+		case c.Session == "":
+			t.freeName(l)
+		default:
+			if g := l.grantOf(c.Session); g != nil {
+				t.unhold(g)
+				t.dropIfIdle(g.owner)
 			}
-			delete(t.locks, c.Name)
-			t.held--
+			if l.ngrants == 0 {
+				t.freeName(l)
+			}
 		}
 	case ChangeSession:
 		s := t.records[c.Session]
@@ -126,6 +151,23 @@ func (t *Table) Apply(now Time, c Change) {
 	}
 }
 
+// freeName forgets l with every grant and wait it has, as a replica
+// does when the owner says nobody holds it.
+func (t *Table) freeName(l *lock) {
+	for _, g := range l.grants() {
+		t.unhold(g)
+		t.dropIfIdle(g.owner)
+	}
+	for l.qhead != nil {
+		w := l.qhead
+		t.unqueue(w)
+		t.dropIfIdle(w.h)
+	}
+	if t.locks[l.name] == l {
+		delete(t.locks, l.name)
+	}
+}
+
 // ErrCorrupt: a snapshot could not be decoded.
 var ErrCorrupt = errors.New("locktable: corrupt snapshot")
 
@@ -138,16 +180,24 @@ func Restore(now Time, b []byte, limits Limits, recordChanges bool) (*Table, err
 	t.count = r.uvarint()
 	t.attaches = r.uvarint()
 	for n := r.uvarint(); n > 0 && r.err == nil; n-- {
-		name, owner := r.str(), r.str()
-		token, age, epoch := r.uvarint(), r.varint(), r.uvarint()
+		name, limit := r.str(), r.uvarint()
+		for g := r.uvarint(); g > 0 && r.err == nil; g-- {
+			c := Change{Kind: ChangeHeld, Name: name, Session: r.str(), Token: r.uvarint(), Age: time.Duration(r.varint()), Epoch: r.uvarint()}
+			c.Mode = Mode(r.uvarint())
+			c.Limit = uint32(min(limit, math.MaxUint32))
+			if c.Mode > Permit || (c.Mode == Permit) != (limit > 0) || limit > math.MaxUint32 {
+				r.err = fmt.Errorf("lock %q: mode %d with limit %d", name, c.Mode, limit)
+			}
+			if r.err == nil {
+				t.Apply(now, c)
+			}
+		}
 		for q := r.uvarint(); q > 0 && r.err == nil; q-- {
 			r.uvarint()
 			r.str()
 			r.varint()
 			r.uvarint()
-		}
-		if r.err == nil {
-			t.Apply(now, Change{Kind: ChangeHeld, Name: name, Session: owner, Token: token, Age: time.Duration(age), Epoch: epoch})
+			r.uvarint()
 		}
 	}
 	for n := r.uvarint(); n > 0 && r.err == nil; n-- {
@@ -177,8 +227,8 @@ func (t *Table) HeldNames(session string) []string {
 		return nil
 	}
 	names := make([]string, 0, h.nheld)
-	for l := h.locks; l != nil; l = l.next {
-		names = append(names, l.name)
+	for g := h.locks; g != nil; g = g.next {
+		names = append(names, g.lk.name)
 	}
 	return names
 }
@@ -198,18 +248,18 @@ func (t *Table) ClaimHeld(session string, born, epoch uint64) ([]string, []Effec
 		return nil, nil
 	}
 	names := make([]string, 0, h.nheld)
-	for l := h.locks; l != nil; l = l.next {
-		if l.epoch < born {
+	for g := h.locks; g != nil; g = g.next {
+		if g.epoch < born {
 			continue
 		}
-		names = append(names, l.name)
-		if l.claim == claimNone {
-			l.claim = claimTold
+		names = append(names, g.lk.name)
+		if g.claim == claimNone {
+			g.claim = claimTold
 		}
-		if epoch > l.epoch {
-			l.epoch = epoch
+		if epoch > g.epoch {
+			g.epoch = epoch
 			if t.changes {
-				t.effect(Effect{Kind: LockHeld, Session: session, Name: l.name, Token: l.token})
+				t.effect(Effect{Kind: LockHeld, Session: session, Name: g.lk.name, Token: g.token})
 			}
 		}
 	}
@@ -221,8 +271,8 @@ func (t *Table) ClaimHeld(session string, born, epoch uint64) ([]string, []Effec
 func (t *Table) HeldBelow(session string, born, epoch uint64) int {
 	n := 0
 	if h := t.holders[session]; h != nil {
-		for l := h.locks; l != nil; l = l.next {
-			if l.epoch >= born && l.epoch < epoch {
+		for g := h.locks; g != nil; g = g.next {
+			if g.epoch >= born && g.epoch < epoch {
 				n++
 			}
 		}
@@ -234,8 +284,8 @@ func (t *Table) HeldBelow(session string, born, epoch uint64) int {
 // a later attachment of the session was told of the grant (see LockAt,
 // ClaimHeld), which a request sent at epoch must not take from it.
 func (t *Table) HeldAfter(session string, name []byte, epoch uint64) bool {
-	l := t.locks[string(name)]
-	return l != nil && l.owner.id == session && l.epoch > epoch
+	g := t.grantFor(session, name)
+	return g != nil && g.epoch > epoch
 }
 
 // Leftover reports whether name is held under session's id at an epoch
@@ -245,8 +295,15 @@ func (t *Table) HeldAfter(session string, name []byte, epoch uint64) bool {
 // such a grant as another session's, or release it first (see
 // ReleaseSessionUpTo), and the owner's sweep releases it.
 func (t *Table) Leftover(session string, born uint64, name []byte) bool {
-	l := t.locks[string(name)]
-	return l != nil && l.owner.id == session && l.epoch < born
+	g := t.grantFor(session, name)
+	return g != nil && g.epoch < born
+}
+
+func (t *Table) grantFor(session string, name []byte) *grant {
+	if l := t.locks[string(name)]; l != nil {
+		return l.grantOf(session)
+	}
+	return nil
 }
 
 // Holding is a session that holds or awaits locks in a table, with the
@@ -263,8 +320,8 @@ func (t *Table) Holders() []Holding {
 	out := make([]Holding, 0, len(t.holders))
 	for id, h := range t.holders {
 		oldest := uint64(math.MaxUint64)
-		for l := h.locks; l != nil; l = l.next {
-			oldest = min(oldest, l.epoch)
+		for g := h.locks; g != nil; g = g.next {
+			oldest = min(oldest, g.epoch)
 		}
 		for w := h.waits; w != nil; w = w.hnext {
 			oldest = min(oldest, w.epoch)

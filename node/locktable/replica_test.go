@@ -16,7 +16,7 @@ import (
 func state(t *locktable.Table, now locktable.Time, names, sessions []string) []locktable.Change {
 	var out []locktable.Change
 	for _, n := range names {
-		out = append(out, t.HeldChange(now, n))
+		out = append(out, t.NameChanges(now, n)...)
 	}
 	for _, s := range sessions {
 		out = append(out, t.SessionChange(now, s))
@@ -26,7 +26,7 @@ func state(t *locktable.Table, now locktable.Time, names, sessions []string) []l
 
 // A replica fed the owner's changes, and a table restored from the
 // owner's snapshot, both describe the owner's state exactly (waiters
-// aside, which are not replicated).
+// aside, which are not replicated), for grants of every mode.
 func TestReplicaFollowsOwner(t *testing.T) {
 	names := []string{"a", "b", "c", "d"}
 	sessions := []string{"s1", "s2", "s3"}
@@ -44,14 +44,20 @@ func TestReplicaFollowsOwner(t *testing.T) {
 			n := []byte(names[rng.IntN(len(names))])
 			var fx []locktable.Effect
 			touchedSession := ""
+			// a and b are locks taken either way, c and d semaphores of
+			// two permits.
+			wish := locktable.Want{Mode: locktable.Permit, Limit: 2}
+			if n[0] < 'c' {
+				wish = locktable.Want{Mode: locktable.Mode(rng.IntN(2))}
+			}
 			switch rng.IntN(8) {
 			case 0, 1:
-				_, fx, _ = owner.Lock(now, s, n, 0, 0)
+				_, fx, _ = owner.Acquire(now, s, 0, n, wish, 0, 0)
 			case 7:
 				// A wait: a later release hands the lock to it, which
 				// the replica learns as a new holder of a held lock.
 				waiter++
-				_, fx, _ = owner.Lock(now, s, n, waiter, now+int64(rng.IntN(4))*int64(time.Second))
+				_, fx, _ = owner.Acquire(now, s, 0, n, wish, waiter, now+int64(rng.IntN(4))*int64(time.Second))
 			case 2:
 				_, fx = owner.Unlock(now, s, n)
 			case 3:
@@ -139,7 +145,7 @@ func apply(replica, owner *locktable.Table, now locktable.Time, fx []locktable.E
 	for _, e := range fx {
 		switch e.Kind {
 		case locktable.LockHeld, locktable.LockFreed:
-			replica.Apply(now, owner.HeldChange(now, e.Name))
+			replica.Apply(now, owner.GrantChange(now, e.Name, e.Session))
 		case locktable.SessionExpired:
 			replica.Apply(now, owner.SessionChange(now, e.Session))
 		}
@@ -214,7 +220,7 @@ func TestReplicaFreeDropsTheQueue(t *testing.T) {
 	if _, ok := tb.NextDeadline(); ok {
 		t.Fatal("the freed lock's waiter still has a deadline")
 	}
-	if tb.CancelWait(1) {
+	if ok, _ := tb.CancelWait(0, 1); ok {
 		t.Fatal("the freed lock's waiter is still queued")
 	}
 }

@@ -2,6 +2,7 @@ package locktable_test
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"testing"
@@ -56,7 +57,7 @@ func fmtEffect(e locktable.Effect) string {
 	case locktable.LockHeld:
 		return fmt.Sprintf("> held %s %s %s", e.Name, e.Session, tok(e.Token))
 	case locktable.LockFreed:
-		return fmt.Sprintf("> freed %s", e.Name)
+		return fmt.Sprintf("> freed %s %s", e.Name, e.Session)
 	}
 	return fmt.Sprintf("> effect? %+v", e)
 }
@@ -66,6 +67,12 @@ func fmtResult(r locktable.Result, err error) string {
 		return "error: " + err.Error()
 	}
 	s := r.Status.String()
+	switch r.Status {
+	case locktable.KindMismatch:
+		s += " " + r.Kind.String()
+	case locktable.LimitMismatch:
+		s += fmt.Sprintf(" limit=%d", r.Limit)
+	}
 	if r.Status == locktable.Granted {
 		s += " " + tok(r.Token)
 		if r.Reentrant {
@@ -130,6 +137,25 @@ func (r *runner) exec(cmd string) []string {
 		}
 		res, fx, err := r.tb.Lock(at(arg(0)), arg(1), []byte(arg(2)), w, until)
 		return withEffects(fmtResult(res, err), fx)
+	case "rlock", "acquire":
+		// rlock TIME SESSION NAME [wait=W until=T] [epoch=E]
+		// acquire TIME SESSION NAME LIMIT [wait=W until=T] [epoch=E]
+		want := locktable.Want{Mode: locktable.Shared}
+		if f[0] == "acquire" {
+			want = locktable.Want{Mode: locktable.Permit, Limit: uint32(num(arg(3)))}
+		}
+		var w locktable.WaiterID
+		var until locktable.Time
+		if s, ok := kv["wait"]; ok {
+			w = locktable.WaiterID(num(s))
+			until = at(kv["until"])
+		}
+		var epoch uint64
+		if s, ok := kv["epoch"]; ok {
+			epoch = num(s)
+		}
+		res, fx, err := r.tb.Acquire(at(arg(0)), arg(1), epoch, []byte(arg(2)), want, w, until)
+		return withEffects(fmtResult(res, err), fx)
 	case "unlock":
 		res, fx := r.tb.Unlock(at(arg(0)), arg(1), []byte(arg(2)))
 		return withEffects(fmtResult(res, nil), fx)
@@ -137,7 +163,14 @@ func (r *runner) exec(cmd string) []string {
 		n, fx := r.tb.ReleaseSession(at(arg(0)), arg(1))
 		return withEffects(fmt.Sprintf("released %d", n), fx)
 	case "cancel":
-		return []string{strconv.FormatBool(r.tb.CancelWait(locktable.WaiterID(num(arg(0)))))}
+		now := origin
+		if a, ok := kv["at"]; ok {
+			now = at(a)
+		}
+		ok, fx := r.tb.CancelWait(now, locktable.WaiterID(num(arg(0))))
+		return withEffects(strconv.FormatBool(ok), fx)
+	case "withdraw":
+		return []string{strconv.FormatBool(r.tb.Withdraw(locktable.WaiterID(num(arg(0)))))}
 	case "tick":
 		return withEffects("ok", r.tb.Tick(at(arg(0))))
 	case "token":
@@ -161,7 +194,14 @@ func (r *runner) exec(cmd string) []string {
 		if in.Mine {
 			whose = "mine"
 		}
-		return []string{fmt.Sprintf("held %s %s for=%v waiters=%d", whose, tok(in.Token), in.HeldFor, in.Waiters)}
+		line := fmt.Sprintf("held %s %s for=%v waiters=%d", whose, tok(in.Token), in.HeldFor, in.Waiters)
+		if in.Kind != locktable.KindLock || in.Mode != locktable.Exclusive || in.Holders != 1 {
+			line += fmt.Sprintf(" %v %v holders=%d", in.Kind, in.Mode, in.Holders)
+			if in.Kind == locktable.KindSemaphore {
+				line += fmt.Sprintf(" limit=%d", in.Limit)
+			}
+		}
+		return []string{line}
 	case "held-by":
 		return []string{strconv.Itoa(r.tb.HeldBy(arg(0)))}
 	case "counts":
@@ -171,6 +211,9 @@ func (r *runner) exec(cmd string) []string {
 		d, ok := r.tb.NextDeadline()
 		if !ok {
 			return []string{"none"}
+		}
+		if d == math.MinInt64 {
+			return []string{"at once"}
 		}
 		return []string{since(d).String()}
 	case "attach":

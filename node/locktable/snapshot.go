@@ -7,7 +7,7 @@ import (
 )
 
 // Snapshot encodes the table's whole state canonically: locks by name,
-// each with its waiters in queue order, then session records by id. Times
+// each with its grants in token order and its waiters in queue order, then session records by id. Times
 // are stored relative to now, so two tables that took the same calls
 // produce the same bytes, and so a snapshot can move to a node with
 // another clock. The reused effects buffer is not state and is left out.
@@ -26,16 +26,23 @@ func (t *Table) Snapshot(now Time) []byte {
 	for _, n := range names {
 		l := t.locks[n]
 		b = appendString(b, l.name)
-		b = appendString(b, l.owner.id)
-		b = binary.AppendUvarint(b, l.token)
-		b = binary.AppendVarint(b, now-l.since)
-		b = binary.AppendUvarint(b, l.epoch)
+		b = binary.AppendUvarint(b, uint64(l.limit)) // 0: a lock
+		gs := l.grants()
+		b = binary.AppendUvarint(b, uint64(len(gs)))
+		for _, g := range gs {
+			b = appendString(b, g.owner.id)
+			b = binary.AppendUvarint(b, g.token)
+			b = binary.AppendVarint(b, now-g.since)
+			b = binary.AppendUvarint(b, g.epoch)
+			b = binary.AppendUvarint(b, uint64(g.mode))
+		}
 		b = binary.AppendUvarint(b, uint64(l.qlen))
 		for w := l.qhead; w != nil; w = w.next {
 			b = binary.AppendUvarint(b, uint64(w.id))
 			b = appendString(b, w.h.id)
 			b = binary.AppendVarint(b, w.deadline-now)
 			b = binary.AppendUvarint(b, w.epoch)
+			b = binary.AppendUvarint(b, uint64(w.mode))
 		}
 	}
 

@@ -15,8 +15,10 @@
 package locktable
 
 import (
+	"cmp"
 	"errors"
 	"math"
+	"slices"
 	"time"
 )
 
@@ -39,6 +41,59 @@ var (
 	ErrEpochRange = errors.New("locktable: epoch above 2^32-1")
 )
 
+// Mode says how a request wants a name, and how a grant holds it.
+type Mode uint8
+
+const (
+	// Exclusive: alone (lock). The zero value, so every request that
+	// names no mode is the original protocol's lock.
+	Exclusive Mode = iota
+	// Shared: together with other shared holders, never with an
+	// exclusive one (rlock).
+	Shared
+	// Permit: one of a semaphore's Limit permits (acquire).
+	Permit
+)
+
+var modeNames = [...]string{"exclusive", "shared", "permit"}
+
+func (m Mode) String() string {
+	if int(m) < len(modeNames) {
+		return modeNames[m]
+	}
+	return "mode?"
+}
+
+// Want is what a lock request asks for: a mode and, for a permit, the
+// semaphore's number of permits.
+type Want struct {
+	Mode  Mode
+	Limit uint32 // Permit only: 1 or more
+}
+
+// Kind is what a name is while it has holders or waiters: a lock (taken
+// exclusive or shared) or a semaphore. A name is one kind at a time.
+type Kind uint8
+
+const (
+	KindLock Kind = iota
+	KindSemaphore
+)
+
+func (k Kind) String() string {
+	if k == KindSemaphore {
+		return "semaphore"
+	}
+	return "lock"
+}
+
+func kindOf(m Mode) Kind {
+	if m == Permit {
+		return KindSemaphore
+	}
+	return KindLock
+}
+
 // Status is the definite outcome of a lock-side transition.
 type Status uint8
 
@@ -60,9 +115,19 @@ const (
 	NotYours
 	// NotLocked: nobody holds the lock.
 	NotLocked
+	// KindMismatch: the name is held or awaited as another kind
+	// (Result.Kind says which).
+	KindMismatch
+	// LimitMismatch: the semaphore has another number of permits
+	// (Result.Limit says how many).
+	LimitMismatch
+	// NoUpgrade: the session holds the name shared and asked for it
+	// exclusively. Waiting would deadlock with a second such session.
+	NoUpgrade
 )
 
-var statusNames = [...]string{"", "granted", "queued", "unavailable", "too_many_waiters", "unlocked", "not_yours", "not_locked"}
+var statusNames = [...]string{"", "granted", "queued", "unavailable", "too_many_waiters", "unlocked", "not_yours", "not_locked",
+	"kind_mismatch", "limit_mismatch", "no_upgrade"}
 
 func (s Status) String() string {
 	if int(s) < len(statusNames) {
@@ -79,6 +144,10 @@ type Result struct {
 	// Reentrant is set when a Granted lock was already held by the session,
 	// so it adds nothing to the session's count of held locks.
 	Reentrant bool
+	// Kind is the name's kind on KindMismatch.
+	Kind Kind
+	// Limit is the semaphore's number of permits on LimitMismatch.
+	Limit uint32
 }
 
 // EffectKind says what an Effect reports.
@@ -98,10 +167,11 @@ const (
 	// caller releases the session's locks in every partition
 	// (ReleaseSessionUpTo Epoch).
 	SessionExpired
-	// LockHeld: Name is now held by Session with Token (a new grant or a
-	// hand-over). Replication ships these to the replica.
+	// LockHeld: Session now holds Name with Token (a new grant, a
+	// hand-over, or a raised epoch). Replication ships these to the
+	// replica (GrantChange).
 	LockHeld
-	// LockFreed: Name is no longer held.
+	// LockFreed: Session no longer holds Name.
 	LockFreed
 )
 
@@ -117,7 +187,8 @@ type Effect struct {
 
 // Limits bounds what one client can make the table hold.
 type Limits struct {
-	// MaxWaiters is the most requests that may queue on one lock.
+	// MaxWaiters is the most requests that may queue on one name, of
+	// every mode.
 	MaxWaiters int
 	// DefaultTimeout is a new session's detach timeout.
 	DefaultTimeout time.Duration
@@ -139,25 +210,49 @@ type Table struct {
 	holders  map[string]*holder // sessions holding or awaiting a lock here
 	waiters  map[WaiterID]*waiter
 	records  map[string]*Session // session records owned by this partition
-	held     int                 // locks with a holder (== len(locks))
+	held     int                 // grants, of every mode
 	waitHeap deadlineHeap[*waiter]
 	sessHeap deadlineHeap[*Session]
+
+	// unserved lists locks whose queues Withdraw left unserved, for the
+	// next Tick.
+	unserved []*lock
 
 	fx []Effect // effects of the current call; reused between calls
 }
 
-// lock is one held lock name. A free lock has no entry: the table forgets
-// names nobody holds, so memory follows what is held, not what was ever
-// named. Token monotonicity does not need per-name memory because tokens
-// come from the partition-wide counter.
+// lock is one name that has holders. A name nobody holds has no entry:
+// the table forgets names nobody holds, so memory follows what is held,
+// not what was ever named. Token monotonicity does not need per-name
+// memory because tokens come from the partition-wide counter.
+//
+// A lock's waiters queue behind its holders, so an entry with waiters
+// always has a holder: whenever a holder or a waiter leaves, promote
+// grants the queue's head all it admits.
 type lock struct {
-	name  string
-	owner *holder
-	token uint64
-	since Time
+	name string
+	kind Kind
+	// limit is a semaphore's number of permits.
+	limit uint32
+	// excl: a lock held exclusively, by its only grant.
+	excl bool
+	// Grants by session: one holder is kept in first, more in many (made
+	// once a second one comes, so an exclusive lock costs no map).
+	first   *grant
+	many    map[string]*grant
+	ngrants int32
 	// queue is the FIFO of waiters, oldest first.
 	qhead, qtail *waiter
 	qlen         int32
+}
+
+// grant is one session's hold on a lock.
+type grant struct {
+	lk    *lock
+	owner *holder
+	mode  Mode
+	token uint64
+	since Time
 	// claim says whether a client of the holder may know of this grant
 	// beyond the one request it answered (see Drop).
 	claim claim
@@ -165,10 +260,82 @@ type lock struct {
 	// were told of this grant: the one that made it (or the wait it was
 	// handed to), any re-entrant lock since, and a resume's listing
 	// (ClaimHeld). A release bounded below it (ReleaseSessionUpTo) leaves
-	// the lock: a later attachment or session under the id claimed it.
+	// the grant: a later attachment or session under the id claimed it.
 	epoch uint64
-	// prev and next link the locks of one holder, for ReleaseSession.
-	prev, next *lock
+	// prev and next link the grants of one holder, for ReleaseSession.
+	prev, next *grant
+}
+
+func (l *lock) grantOf(session string) *grant {
+	if l.many != nil {
+		return l.many[session]
+	}
+	if l.first != nil && l.first.owner.id == session {
+		return l.first
+	}
+	return nil
+}
+
+func (l *lock) addGrant(g *grant) {
+	switch {
+	case l.many != nil:
+		l.many[g.owner.id] = g
+	case l.first == nil:
+		l.first = g
+	default:
+		l.many = map[string]*grant{l.first.owner.id: l.first, g.owner.id: g}
+		l.first = nil
+	}
+	l.ngrants++
+	l.excl = g.mode == Exclusive
+}
+
+func (l *lock) removeGrant(g *grant) {
+	if l.many != nil {
+		delete(l.many, g.owner.id)
+	} else if l.first == g {
+		l.first = nil
+	}
+	l.ngrants--
+	if l.ngrants == 0 {
+		l.excl, l.many = false, nil
+	}
+}
+
+// grants returns the lock's grants in token order, so that whatever is
+// built from them is the same on every table with the same state.
+func (l *lock) grants() []*grant {
+	if l.many == nil {
+		if l.first == nil {
+			return nil
+		}
+		return []*grant{l.first}
+	}
+	gs := make([]*grant, 0, len(l.many))
+	for _, g := range l.many {
+		gs = append(gs, g)
+	}
+	slices.SortFunc(gs, func(a, b *grant) int { return cmp.Compare(a.token, b.token) })
+	return gs
+}
+
+// admits reports whether a request in mode m could hold l now, ignoring
+// the queue.
+func (l *lock) admits(m Mode) bool {
+	switch {
+	case l.kind == KindSemaphore:
+		return uint32(l.ngrants) < l.limit
+	case m == Exclusive:
+		return l.ngrants == 0
+	default:
+		return !l.excl
+	}
+}
+
+// covers reports whether a grant in mode held answers a request of the
+// same session in mode m: the same mode, or shared under exclusive.
+func covers(held, m Mode) bool {
+	return held == m || held == Exclusive && m == Shared
 }
 
 // claim is what a lock's holder may know of its current grant.
@@ -188,13 +355,13 @@ const (
 // holder is a session as seen by this partition's locks.
 type holder struct {
 	id    string
-	locks *lock // head of the list of locks it holds here
+	locks *grant // head of the list of grants it holds here
 	nheld int
 	// waits lists its queued requests, oldest first, so ReleaseSession
 	// drops them in a deterministic order without a search.
 	waits, waitsTail *waiter
 	nwait            int
-	// oldest is at most the lowest epoch among its locks and waits here
+	// oldest is at most the lowest epoch among its grants and waits here
 	// (lowered as they are attached, raised by a bounded release), so
 	// that a release bounded below it (as before every request of a
 	// mesh session; see ReleaseSessionUpTo) returns without a walk.
@@ -205,6 +372,7 @@ type waiter struct {
 	id       WaiterID
 	h        *holder
 	lk       *lock
+	mode     Mode
 	deadline Time
 	epoch    uint64 // the attach epoch of the request that queued it
 	heapIdx  int
@@ -309,58 +477,97 @@ func (t *Table) dropIfIdle(h *holder) {
 	}
 }
 
-// Lock asks for name on behalf of session. If another session holds it and
-// w is non-zero, the request queues until deadline; otherwise it is
-// Unavailable. The returned effects are valid until the next call.
+// Lock asks for name exclusively on behalf of session. If it cannot be
+// granted now and w is non-zero, the request queues until deadline;
+// otherwise it is Unavailable. The returned effects are valid until the
+// next call.
 func (t *Table) Lock(now Time, session string, name []byte, w WaiterID, deadline Time) (Result, []Effect, error) {
 	return t.LockAt(now, session, 0, name, w, deadline)
 }
 
 // LockAt is Lock for a request sent by a session attached at epoch (see
-// ReleaseSessionUpTo). A re-entrant grant to a later epoch raises the
-// lock's epoch, and reports LockHeld so that a replica learns it.
+// ReleaseSessionUpTo).
 func (t *Table) LockAt(now Time, session string, epoch uint64, name []byte, w WaiterID, deadline Time) (Result, []Effect, error) {
+	return t.Acquire(now, session, epoch, name, Want{}, w, deadline)
+}
+
+// Acquire asks for name in the mode want gives, on behalf of session
+// attached at epoch. Requests of every mode queue in one FIFO: a request
+// is granted at once only when nobody waits and the holders admit it, so
+// a waiting exclusive request holds back every later shared one, and the
+// shared requests at the head are granted together. A session's second
+// request for a name it holds is re-entrant: it gets the grant it has
+// (and a later epoch raises the grant's, reported as LockHeld so that a
+// replica learns it), unless it holds the name shared and asks for it
+// exclusively (NoUpgrade).
+func (t *Table) Acquire(now Time, session string, epoch uint64, name []byte, want Want, w WaiterID, deadline Time) (Result, []Effect, error) {
 	t.begin()
-	if l := t.locks[string(name)]; l != nil {
-		if l.owner.id == session {
-			l.claim = claimTold
-			if epoch > l.epoch {
-				l.epoch = epoch
+	kind := kindOf(want.Mode)
+	l := t.locks[string(name)]
+	if l != nil {
+		switch {
+		case l.kind != kind:
+			return Result{Status: KindMismatch, Kind: l.kind}, nil, nil
+		case kind == KindSemaphore && l.limit != want.Limit:
+			return Result{Status: LimitMismatch, Limit: l.limit}, nil, nil
+		}
+		if g := l.grantOf(session); g != nil {
+			if !covers(g.mode, want.Mode) {
+				return Result{Status: NoUpgrade}, nil, nil
+			}
+			g.claim = claimTold
+			if epoch > g.epoch {
+				g.epoch = epoch
 				if t.changes {
-					t.effect(Effect{Kind: LockHeld, Session: session, Name: l.name, Token: l.token})
+					t.effect(Effect{Kind: LockHeld, Session: session, Name: l.name, Token: g.token})
 				}
 			}
-			return Result{Status: Granted, Token: l.token, Reentrant: true}, t.effects(), nil
+			return Result{Status: Granted, Token: g.token, Reentrant: true}, t.effects(), nil
 		}
-		if w == 0 {
-			return Result{Status: Unavailable}, nil, nil
+		if l.qlen > 0 || !l.admits(want.Mode) {
+			if w == 0 {
+				return Result{Status: Unavailable}, nil, nil
+			}
+			if t.limits.MaxWaiters > 0 && int(l.qlen) >= t.limits.MaxWaiters {
+				return Result{Status: TooManyWaiters}, nil, nil
+			}
+			if !t.reserveToken() {
+				return Result{}, nil, ErrExhausted
+			}
+			t.enqueue(l, session, epoch, want.Mode, w, deadline)
+			return Result{Status: Queued}, nil, nil
 		}
-		if t.limits.MaxWaiters > 0 && int(l.qlen) >= t.limits.MaxWaiters {
-			return Result{Status: TooManyWaiters}, nil, nil
-		}
-		if !t.reserveToken() {
-			return Result{}, nil, ErrExhausted
-		}
-		t.enqueue(l, session, epoch, w, deadline)
-		return Result{Status: Queued}, nil, nil
 	}
 	if !t.reserveToken() {
 		return Result{}, nil, ErrExhausted
 	}
-	tok, _ := t.nextToken()
-	l := &lock{name: string(name), token: tok, since: now, claim: claimNone, epoch: epoch}
-	t.locks[l.name] = l
-	t.held++
-	t.attach(l, t.holder(session))
-	if t.changes {
-		t.effect(Effect{Kind: LockHeld, Session: session, Name: l.name, Token: tok})
+	if l == nil {
+		l = &lock{name: string(name), kind: kind, limit: want.Limit}
+		if kind == KindLock {
+			l.limit = 0
+		}
+		t.locks[l.name] = l
 	}
+	tok, _ := t.nextToken()
+	t.grant(now, l, t.holder(session), want.Mode, tok, epoch)
 	return Result{Status: Granted, Token: tok}, t.effects(), nil
 }
 
-func (t *Table) enqueue(l *lock, session string, epoch uint64, id WaiterID, deadline Time) {
+// grant makes h a holder of l.
+func (t *Table) grant(now Time, l *lock, h *holder, m Mode, tok, epoch uint64) *grant {
+	g := &grant{lk: l, owner: h, mode: m, token: tok, since: now, claim: claimNone, epoch: epoch}
+	l.addGrant(g)
+	t.held++
+	t.attach(g, h)
+	if t.changes {
+		t.effect(Effect{Kind: LockHeld, Session: h.id, Name: l.name, Token: tok})
+	}
+	return g
+}
+
+func (t *Table) enqueue(l *lock, session string, epoch uint64, m Mode, id WaiterID, deadline Time) {
 	h := t.holder(session)
-	w := &waiter{id: id, h: h, lk: l, deadline: deadline, epoch: epoch, heapIdx: -1}
+	w := &waiter{id: id, h: h, lk: l, mode: m, deadline: deadline, epoch: epoch, heapIdx: -1}
 	h.oldest = min(h.oldest, epoch)
 	if l.qtail == nil {
 		l.qhead = w
@@ -414,110 +621,141 @@ func (t *Table) unqueue(w *waiter) {
 	t.waitHeap.remove(w)
 }
 
-// attach makes h the holder of l.
-func (t *Table) attach(l *lock, h *holder) {
-	l.owner = h
-	l.prev = nil
-	l.next = h.locks
+// attach adds g to its holder's list.
+func (t *Table) attach(g *grant, h *holder) {
+	g.owner = h
+	g.prev = nil
+	g.next = h.locks
 	if h.locks != nil {
-		h.locks.prev = l
+		h.locks.prev = g
 	}
-	h.locks = l
+	h.locks = g
 	h.nheld++
-	h.oldest = min(h.oldest, l.epoch)
+	h.oldest = min(h.oldest, g.epoch)
 }
 
-// detachHolder unlinks l from its holder's list.
-func (t *Table) detachHolder(l *lock) {
-	h := l.owner
-	if l.prev == nil {
-		h.locks = l.next
+// detachHolder unlinks g from its holder's list.
+func (t *Table) detachHolder(g *grant) {
+	h := g.owner
+	if g.prev == nil {
+		h.locks = g.next
 	} else {
-		l.prev.next = l.next
+		g.prev.next = g.next
 	}
-	if l.next != nil {
-		l.next.prev = l.prev
+	if g.next != nil {
+		g.next.prev = g.prev
 	}
-	l.prev, l.next, l.owner = nil, nil, nil
+	g.prev, g.next = nil, nil
 	h.nheld--
 }
 
-// release frees l from its holder and hands it to the oldest waiter, if
-// any. It cannot run out of tokens: Lock keeps one in reserve for every
-// queued waiter. The holder record is left for the caller to drop.
-func (t *Table) release(now Time, l *lock) {
-	t.detachHolder(l)
-	// A waiter past its deadline has timed out even if no Tick said so
-	// yet (an owner without a lease ticks nothing): its client was told,
-	// or is about to be, that it did not get the lock.
-	for w := l.qhead; w != nil && w.deadline <= now; w = l.qhead {
-		h := w.h
-		t.unqueue(w)
-		t.dropIfIdle(h)
-		t.effect(Effect{Kind: WaiterTimedOut, Waiter: w.id, Session: h.id, Name: l.name})
+// ungrant removes g from its lock and holder, leaving the lock's queue
+// for promote and the holder record for the caller to drop.
+func (t *Table) ungrant(g *grant) {
+	t.unhold(g)
+	if t.changes {
+		t.effect(Effect{Kind: LockFreed, Session: g.owner.id, Name: g.lk.name})
 	}
-	w := l.qhead
-	if w == nil {
-		delete(t.locks, l.name)
-		t.held--
-		if t.changes {
-			t.effect(Effect{Kind: LockFreed, Name: l.name})
-		}
-		return
-	}
-	tok, _ := t.nextToken()
-	t.handTo(now, l, w, tok)
 }
 
-// handTo grants l to waiter w (and to any later waiter of the same
-// session, which now holds it re-entrantly).
+// unhold removes g from its lock and holder, reporting nothing.
+func (t *Table) unhold(g *grant) {
+	g.lk.removeGrant(g)
+	t.held--
+	t.detachHolder(g)
+}
+
+// release frees g and serves the queue. It cannot run out of tokens:
+// Acquire keeps one in reserve for every queued waiter. The holder
+// record is left for the caller to drop.
+func (t *Table) release(now Time, g *grant) {
+	t.ungrant(g)
+	t.promote(now, g.lk)
+}
+
+// promote serves l's queue after a holder or a waiter left it: waiters
+// at the head leave if their deadline has passed, and the head is
+// granted while the holders admit it. A lock left with neither holders
+// nor waiters is forgotten.
+func (t *Table) promote(now Time, l *lock) {
+	for w := l.qhead; w != nil; w = l.qhead {
+		if w.deadline <= now {
+			// Past its deadline it has timed out even if no Tick said so
+			// yet (an owner without a lease ticks nothing): its client
+			// was told, or is about to be, that it did not get the lock.
+			h := w.h
+			t.unqueue(w)
+			t.dropIfIdle(h)
+			t.effect(Effect{Kind: WaiterTimedOut, Waiter: w.id, Session: h.id, Name: l.name})
+			continue
+		}
+		if !l.admits(w.mode) {
+			break
+		}
+		tok, _ := t.nextToken()
+		t.handTo(now, l, w, tok)
+	}
+	if l.ngrants == 0 && l.qlen == 0 && t.locks[l.name] == l {
+		delete(t.locks, l.name)
+	}
+}
+
+// handTo grants l to waiter w, and answers every later wait of the same
+// session on l with that grant when it covers it. (A later wait it does
+// not cover asked for an upgrade and is refused as timed out: it would
+// wait for its own session.)
 func (t *Table) handTo(now Time, l *lock, w *waiter, tok uint64) {
 	h := w.h
-	l.token, l.since, l.claim, l.epoch = tok, now, claimNone, w.epoch
-	t.attach(l, h)
-	if t.changes {
-		// A replica's copy is taken when the effects are handled, with
-		// the epoch that the loop below may still raise.
-		t.effect(Effect{Kind: LockHeld, Session: h.id, Name: l.name, Token: tok})
-	}
+	g := t.grant(now, l, h, w.mode, tok, w.epoch)
 	t.unqueue(w)
 	t.effect(Effect{Kind: WaiterGranted, Waiter: w.id, Session: h.id, Name: l.name, Token: tok})
 	for w = l.qhead; h.nwait > 0 && w != nil; {
 		next := w.next
 		if w.h == h {
-			// Another request of the holder hears of this grant: taking
-			// it back because the first one's client is gone would take
-			// it from this one.
-			l.claim = claimTold
-			l.epoch = max(l.epoch, w.epoch)
 			t.unqueue(w)
-			t.effect(Effect{Kind: WaiterGranted, Waiter: w.id, Session: h.id, Name: l.name, Token: tok})
+			if covers(g.mode, w.mode) {
+				// Another request of the holder hears of this grant:
+				// taking it back because the first one's client is gone
+				// would take it from this one.
+				g.claim = claimTold
+				if w.epoch > g.epoch {
+					g.epoch = w.epoch
+					if t.changes {
+						t.effect(Effect{Kind: LockHeld, Session: h.id, Name: l.name, Token: tok})
+					}
+				}
+				t.effect(Effect{Kind: WaiterGranted, Waiter: w.id, Session: h.id, Name: l.name, Token: tok})
+			} else {
+				t.effect(Effect{Kind: WaiterTimedOut, Waiter: w.id, Session: h.id, Name: l.name})
+			}
 		}
 		w = next
 	}
 }
 
-// Unlock releases name if session holds it.
+// Unlock releases whatever session holds of name.
 func (t *Table) Unlock(now Time, session string, name []byte) (Result, []Effect) {
 	t.begin()
 	l := t.locks[string(name)]
-	switch {
-	case l == nil:
+	if l == nil || l.ngrants == 0 {
 		return Result{Status: NotLocked}, nil
-	case l.owner.id != session:
+	}
+	g := l.grantOf(session)
+	if g == nil {
 		return Result{Status: NotYours}, nil
 	}
-	h := l.owner
-	t.release(now, l)
+	h := g.owner
+	t.release(now, g)
 	t.dropIfIdle(h)
 	return Result{Status: Unlocked}, t.effects()
 }
 
-// Drop releases name if session holds it under token and has not been
-// told of it since: the grant went to a connection whose client can no
-// longer hear of it. Unlike Unlock it is safe to send from a home the
-// session has left, because it can only take back that one grant, and
-// only while no client of the session can believe it holds it.
+// Drop releases session's grant of name if it was made with token and the
+// session has not been told of it since: the grant went to a connection
+// whose client can no longer hear of it. Unlike Unlock it is safe to send
+// from a home the session has left, because it can only take back that
+// one grant, and only while no client of the session can believe it
+// holds it.
 //
 // Claims are not replicated, so a grant this table took over from
 // another (claimUnknown) may have been told to anyone: Drop keeps it and
@@ -526,29 +764,31 @@ func (t *Table) Unlock(now Time, session string, name []byte) (Result, []Effect)
 func (t *Table) Drop(now Time, session string, name []byte, token uint64) (Result, []Effect) {
 	t.begin()
 	l := t.locks[string(name)]
-	switch {
-	case l == nil:
+	if l == nil || l.ngrants == 0 {
 		return Result{Status: NotLocked}, nil
-	case l.owner.id != session || l.token != token || l.claim == claimTold:
-		return Result{Status: NotYours}, nil
-	case l.claim == claimUnknown:
-		return Result{Status: Granted, Token: l.token, Reentrant: true}, nil
 	}
-	h := l.owner
-	t.release(now, l)
+	g := l.grantOf(session)
+	switch {
+	case g == nil || g.token != token || g.claim == claimTold:
+		return Result{Status: NotYours}, nil
+	case g.claim == claimUnknown:
+		return Result{Status: Granted, Token: g.token, Reentrant: true}, nil
+	}
+	h := g.owner
+	t.release(now, g)
 	t.dropIfIdle(h)
 	return Result{Status: Unlocked}, t.effects()
 }
 
 // ReleaseSession releases every lock session holds in this partition and
 // drops its waiters, as unlock_all and session expiry require. It returns
-// how many locks were released.
+// how many grants were released.
 func (t *Table) ReleaseSession(now Time, session string) (int, []Effect) {
 	return t.ReleaseSessionUpTo(now, session, math.MaxUint64)
 }
 
 // ReleaseSessionUpTo is ReleaseSession bounded by an attach epoch: it
-// leaves the locks and waits that a later attachment of the session, or
+// leaves the grants and waits that a later attachment of the session, or
 // a later session under the same id, made or claimed (epoch above upTo).
 // A release sent when a session expired, or by a home the session has
 // since left, can arrive after that; it must not take those locks.
@@ -559,17 +799,21 @@ func (t *Table) ReleaseSessionUpTo(now Time, session string, upTo uint64) (int, 
 		return 0, nil
 	}
 	n := 0
-	for l := h.locks; l != nil; {
-		next := l.next
-		if l.epoch <= upTo {
-			// release hands l, if at all, to another session's wait: a
-			// session never waits for a lock it holds, so h's lists
-			// change only by l leaving them.
-			t.release(now, l)
+	for g := h.locks; g != nil; {
+		next := g.next
+		if g.epoch <= upTo {
+			// release serves g's lock, which may grant other sessions'
+			// waits, never h's: a session never waits for a lock it
+			// holds, so h's lists change only by g leaving them.
+			t.release(now, g)
 			n++
 		}
-		l = next
+		g = next
 	}
+	// The waits leave first and their queues are served after, because
+	// serving a queue may grant another wait of h (one above upTo),
+	// which would change the list being walked.
+	var touched []*lock
 	for w := h.waits; w != nil; {
 		next := w.hnext
 		if w.epoch <= upTo {
@@ -577,8 +821,14 @@ func (t *Table) ReleaseSessionUpTo(now Time, session string, upTo uint64) (int, 
 			// it will not be granted, and lets go of it.
 			t.unqueue(w)
 			t.effect(Effect{Kind: WaiterTimedOut, Waiter: w.id, Session: h.id, Name: w.lk.name})
+			if len(touched) == 0 || touched[len(touched)-1] != w.lk {
+				touched = append(touched, w.lk)
+			}
 		}
 		w = next
+	}
+	for _, l := range touched {
+		t.promote(now, l)
 	}
 	if upTo < math.MaxUint64 {
 		h.oldest = max(h.oldest, upTo+1) // all that is left is above upTo
@@ -595,15 +845,37 @@ func (t *Table) SessionEpochBound() uint64 { return t.attaches }
 
 // CancelWait removes a queued waiter, as when its client disconnects or
 // its wait times out at the edge. It reports false if w is not queued: it
-// was already granted or timed out, and the caller has that effect.
-func (t *Table) CancelWait(w WaiterID) bool {
+// was already granted or timed out, and the caller has that effect. The
+// waiter's leaving may let the waiters behind it in (a shared request
+// behind a cancelled exclusive one): those grants are the effects.
+func (t *Table) CancelWait(now Time, w WaiterID) (bool, []Effect) {
+	t.begin()
+	x := t.waiters[w]
+	if x == nil {
+		return false, nil
+	}
+	h, l := x.h, x.lk
+	t.unqueue(x)
+	t.dropIfIdle(h)
+	t.promote(now, l)
+	return true, t.effects()
+}
+
+// Withdraw removes a queued waiter without serving its queue, for an
+// owner that may not grant now (no lease) or is giving the table up. The
+// queue is served by the next Tick, which NextDeadline asks for at once.
+// It reports false if w is not queued.
+func (t *Table) Withdraw(w WaiterID) bool {
 	x := t.waiters[w]
 	if x == nil {
 		return false
 	}
-	h := x.h
+	h, l := x.h, x.lk
 	t.unqueue(x)
 	t.dropIfIdle(h)
+	if !slices.Contains(t.unserved, l) {
+		t.unserved = append(t.unserved, l)
+	}
 	return true
 }
 
@@ -611,45 +883,58 @@ func (t *Table) CancelWait(w WaiterID) bool {
 // the session of its grant claims it (see Drop).
 func (t *Table) Token(session string, name []byte) (uint64, Status) {
 	l := t.locks[string(name)]
-	switch {
-	case l == nil:
+	if l == nil || l.ngrants == 0 {
 		return 0, NotLocked
-	case l.owner.id != session:
+	}
+	g := l.grantOf(session)
+	if g == nil {
 		return 0, NotYours
 	}
-	l.claim = claimTold
-	return l.token, Granted
+	g.claim = claimTold
+	return g.token, Granted
 }
 
-// Info describes one lock as the info command shows it. It never carries
-// the holder's session id.
+// Info describes one name as the info command shows it. It never carries
+// a holder's session id.
 type Info struct {
-	Held    bool
-	Mine    bool
-	Token   uint64
+	Held bool
+	Mine bool
+	// Token is the session's own grant's when Mine, else the latest
+	// grant's.
+	Token uint64
+	// HeldFor: how long the session's own grant, or else the oldest
+	// grant, has been held.
 	HeldFor time.Duration
 	Waiters int
+	Kind    Kind
+	Mode    Mode // Exclusive or Shared when held; semaphores are Shared
+	Holders int
+	Limit   uint32 // semaphores
 }
 
 // Info reports on name as seen by session.
 func (t *Table) Info(now Time, session string, name []byte) Info {
 	l := t.locks[string(name)]
-	if l == nil {
+	if l == nil || l.ngrants == 0 {
 		return Info{}
 	}
-	if l.owner.id == session {
-		l.claim = claimTold
+	in := Info{Held: true, Waiters: int(l.qlen), Kind: l.kind, Mode: Shared, Holders: int(l.ngrants), Limit: l.limit}
+	if l.excl {
+		in.Mode = Exclusive
 	}
-	return Info{
-		Held:    true,
-		Mine:    l.owner.id == session,
-		Token:   l.token,
-		HeldFor: time.Duration(now - l.since),
-		Waiters: int(l.qlen),
+	if g := l.grantOf(session); g != nil {
+		g.claim = claimTold
+		in.Mine, in.Token, in.HeldFor = true, g.token, time.Duration(now-g.since)
+		return in
 	}
+	for _, g := range l.grants() {
+		in.Token = max(in.Token, g.token)
+		in.HeldFor = max(in.HeldFor, time.Duration(now-g.since))
+	}
+	return in
 }
 
-// HeldBy returns how many locks session holds in this partition.
+// HeldBy returns how many grants session holds in this partition.
 func (t *Table) HeldBy(session string) int {
 	if h := t.holders[session]; h != nil {
 		return h.nheld
@@ -659,13 +944,22 @@ func (t *Table) HeldBy(session string) int {
 
 // Counts summarises the table for stats.
 type Counts struct {
-	Locks    int // held lock names
+	Locks    int // grants, of every mode
 	Waiters  int // queued requests
 	Sessions int // session records
 }
 
+// Holds reports whether session holds name, in any mode. Unlike Token it
+// claims nothing.
+func (t *Table) Holds(session string, name []byte) bool {
+	return t.grantFor(session, name) != nil
+}
+
 // Locked reports whether any session holds name.
-func (t *Table) Locked(name []byte) bool { return t.locks[string(name)] != nil }
+func (t *Table) Locked(name []byte) bool {
+	l := t.locks[string(name)]
+	return l != nil && l.ngrants > 0
+}
 
 // Counts returns the table's sizes.
 func (t *Table) Counts() Counts {
@@ -680,6 +974,9 @@ func (t *Table) Detached() int { return len(t.sessHeap.items) }
 // NextDeadline returns the earliest waiter deadline or session expiry, and
 // false if there is none. The edge arms one timer for it and calls Tick.
 func (t *Table) NextDeadline() (Time, bool) {
+	if len(t.unserved) > 0 {
+		return math.MinInt64, true
+	}
 	d, ok := t.waitHeap.min()
 	if s, sok := t.sessHeap.min(); sok && (!ok || s < d) {
 		d, ok = s, true
@@ -688,21 +985,33 @@ func (t *Table) NextDeadline() (Time, bool) {
 }
 
 // Tick expires what is due at now: waiters past their deadline leave
-// their queues (WaiterTimedOut) and session records detached for their
-// whole timeout are dropped (SessionExpired). Tick does not release an
-// expired session's locks; they may live in other partitions, so the
-// caller calls ReleaseSession everywhere.
+// their queues (WaiterTimedOut), which may let the waiters behind them
+// in, and session records detached for their whole timeout are dropped
+// (SessionExpired). Tick does not release an expired session's locks;
+// they may live in other partitions, so the caller calls ReleaseSession
+// everywhere.
 func (t *Table) Tick(now Time) []Effect {
 	t.begin()
+	// Every waiter due leaves first, in the heap's order, and the queues
+	// they left are served after, so that what falls due at one instant
+	// is reported in one order however the queues are arranged.
+	touched := t.unserved
+	t.unserved = nil
 	for {
 		w, ok := t.waitHeap.peek()
 		if !ok || w.deadline > now {
 			break
 		}
-		h := w.h
+		h, l := w.h, w.lk
 		t.unqueue(w)
 		t.dropIfIdle(h)
-		t.effect(Effect{Kind: WaiterTimedOut, Waiter: w.id, Session: h.id, Name: w.lk.name})
+		t.effect(Effect{Kind: WaiterTimedOut, Waiter: w.id, Session: h.id, Name: l.name})
+		if !slices.Contains(touched, l) {
+			touched = append(touched, l)
+		}
+	}
+	for _, l := range touched {
+		t.promote(now, l)
 	}
 	for {
 		s, ok := t.sessHeap.peek()

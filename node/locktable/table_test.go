@@ -660,14 +660,261 @@ lock 0s s1 b
   > held b s1 1.2
 unlock 1s s1 a
   unlocked
+  > freed a s1
   > held a s2 1.3
   > granted w1 s2 a 1.3
 unlock 1s s2 a
   unlocked
-  > freed a
+  > freed a s2
 release 2s s1
   released 1
-  > freed b
+  > freed b s1
+`,
+		},
+		{
+			name:   "shared holders together, an exclusive one alone",
+			limits: defaultLimits,
+			script: `
+rlock 0s s1 a
+  granted 1.1
+rlock 0s s2 a
+  granted 1.2
+# Each shared grant has its own token, and sees its own in info.
+token s1 a
+  1.1
+token s2 a
+  1.2
+info 1s s3 a
+  held theirs 1.2 for=1s waiters=0 lock shared holders=2
+info 1s s1 a
+  held mine 1.1 for=1s waiters=0 lock shared holders=2
+counts
+  locks=2 waiters=0 sessions=0
+lock 1s s3 a
+  unavailable
+held-by s1
+  1
+# Re-entrant: the same grant again.
+rlock 2s s1 a
+  granted 1.1 reentrant
+unlock 3s s1 a
+  unlocked
+unlock 3s s2 a
+  unlocked
+lock 3s s3 a
+  granted 1.3
+info 3s s1 a
+  held theirs 1.3 for=0s waiters=0
+rlock 3s s1 a
+  unavailable
+# An exclusive holder's shared request is covered by its grant.
+rlock 4s s3 a
+  granted 1.3 reentrant
+unlock 4s s3 a
+  unlocked
+info 4s s1 a
+  free
+`,
+		},
+		{
+			name:   "one FIFO queue: a waiting writer holds back later readers",
+			limits: defaultLimits,
+			script: `
+rlock 0s s1 a
+  granted 1.1
+lock 0s s2 a wait=1 until=60s
+  queued
+# The name admits readers, but a writer waits: this reader queues.
+rlock 0s s3 a
+  unavailable
+rlock 0s s3 a wait=2 until=60s
+  queued
+rlock 0s s4 a wait=3 until=60s
+  queued
+lock 0s s5 a wait=4 until=60s
+  queued
+rlock 0s s6 a wait=5 until=60s
+  queued
+unlock 1s s1 a
+  unlocked
+  > granted w1 s2 a 1.2
+# The writer's release admits both readers at the head together, and
+# stops at the next writer.
+unlock 2s s2 a
+  unlocked
+  > granted w2 s3 a 1.3
+  > granted w3 s4 a 1.4
+unlock 3s s3 a
+  unlocked
+unlock 3s s4 a
+  unlocked
+  > granted w4 s5 a 1.5
+unlock 4s s5 a
+  unlocked
+  > granted w5 s6 a 1.6
+`,
+		},
+		{
+			name:   "a writer leaving the head lets the readers behind it in",
+			limits: defaultLimits,
+			script: `
+rlock 0s s1 a
+  granted 1.1
+lock 0s s2 a wait=1 until=10s
+  queued
+rlock 0s s3 a wait=2 until=60s
+  queued
+rlock 0s s4 a wait=3 until=60s
+  queued
+# Cancelled: the readers behind it join the reader that holds.
+cancel 1 at=1s
+  true
+  > granted w2 s3 a 1.2
+  > granted w3 s4 a 1.3
+lock 1s s2 a wait=4 until=10s
+  queued
+rlock 1s s5 a wait=5 until=60s
+  queued
+# Timed out: the same.
+tick 10s
+  ok
+  > timed-out w4 s2 a
+  > granted w5 s5 a 1.4
+lock 10s s2 a wait=6 until=20s
+  queued
+rlock 10s s6 a wait=7 until=60s
+  queued
+# Its session released: the same.
+release 11s s2
+  released 0
+  > timed-out w6 s2 a
+  > granted w7 s6 a 1.5
+counts
+  locks=5 waiters=0 sessions=0
+`,
+		},
+		{
+			name:   "a withdrawn writer's queue is served by the next tick",
+			limits: defaultLimits,
+			script: `
+rlock 0s s1 a
+  granted 1.1
+lock 0s s2 a wait=1 until=60s
+  queued
+rlock 0s s3 a wait=2 until=60s
+  queued
+withdraw 1
+  true
+withdraw 1
+  false
+next
+  at once
+tick 1s
+  ok
+  > granted w2 s3 a 1.2
+next
+  none
+`,
+		},
+		{
+			name:   "no upgrade",
+			limits: defaultLimits,
+			script: `
+rlock 0s s1 a
+  granted 1.1
+lock 0s s1 a
+  no_upgrade
+lock 0s s1 a wait=1 until=10s
+  no_upgrade
+# A session that waits to read and then to write gets the read; its
+# wait to write would wait for itself, and is refused.
+lock 0s s2 b
+  granted 1.2
+rlock 0s s1 b wait=2 until=10s
+  queued
+lock 0s s1 b wait=3 until=10s
+  queued
+unlock 1s s2 b
+  unlocked
+  > granted w2 s1 b 1.3
+  > timed-out w3 s1 b
+`,
+		},
+		{
+			name:   "semaphore",
+			limits: locktable.Limits{MaxWaiters: 2, DefaultTimeout: 30 * time.Second},
+			script: `
+acquire 0s s1 sem 2
+  granted 1.1
+acquire 0s s2 sem 2
+  granted 1.2
+acquire 0s s3 sem 2
+  unavailable
+acquire 0s s3 sem 3
+  limit_mismatch limit=2
+lock 0s s3 sem
+  kind_mismatch semaphore
+rlock 0s s3 sem
+  kind_mismatch semaphore
+acquire 0s s1 sem 2
+  granted 1.1 reentrant
+info 1s s3 sem
+  held theirs 1.2 for=1s waiters=0 semaphore shared holders=2 limit=2
+acquire 1s s3 sem 2 wait=1 until=60s
+  queued
+acquire 1s s4 sem 2 wait=2 until=60s
+  queued
+acquire 1s s5 sem 2 wait=3 until=60s
+  too_many_waiters
+unlock 2s s2 sem
+  unlocked
+  > granted w1 s3 sem 1.3
+unlock 2s s3 sem
+  unlocked
+  > granted w2 s4 sem 1.4
+unlock 3s s1 sem
+  unlocked
+unlock 3s s4 sem
+  unlocked
+# Forgotten once nobody holds or awaits it: the next request sets the
+# limit, or the kind.
+info 3s s1 sem
+  free
+lock 4s s1 sem
+  granted 1.5
+acquire 4s s2 sem 5
+  kind_mismatch lock
+unlock 4s s1 sem
+  unlocked
+acquire 5s s2 sem 5
+  granted 1.6
+`,
+		},
+		{
+			name:    "recorded changes of shared grants",
+			limits:  defaultLimits,
+			changes: true,
+			script: `
+rlock 0s s1 a
+  granted 1.1
+  > held a s1 1.1
+lock 0s s2 a wait=1 until=60s
+  queued
+unlock 1s s1 a
+  unlocked
+  > freed a s1
+  > held a s2 1.2
+  > granted w1 s2 a 1.2
+acquire 1s s1 b 2
+  granted 1.3
+  > held b s1 1.3
+acquire 1s s2 b 2
+  granted 1.4
+  > held b s2 1.4
+release 2s s2
+  released 2
+  > freed b s2
+  > freed a s2
 `,
 		},
 	}
@@ -703,8 +950,9 @@ func TestStatusString(t *testing.T) {
 		locktable.Granted: "granted", locktable.Queued: "queued", locktable.Unavailable: "unavailable",
 		locktable.TooManyWaiters: "too_many_waiters", locktable.Unlocked: "unlocked",
 		locktable.NotYours: "not_yours", locktable.NotLocked: "not_locked",
+		locktable.KindMismatch: "kind_mismatch", locktable.LimitMismatch: "limit_mismatch", locktable.NoUpgrade: "no_upgrade",
 		locktable.Status(0): "", locktable.Status(200): "status?",
-		locktable.NotLocked + 1: "status?", // the first past the names
+		locktable.NoUpgrade + 1: "status?", // the first past the names
 	}
 	for s, w := range want {
 		if s.String() != w {
@@ -1028,7 +1276,9 @@ func TestReleaseSessionUpTo(t *testing.T) {
 
 	cp := locktable.New(0, defaultLimits, false)
 	for _, n := range []string{"old", "claimed", "new", "listed", "handed"} {
-		cp.Apply(0, tb.HeldChange(0, n))
+		for _, c := range tb.NameChanges(0, n) {
+			cp.Apply(0, c)
+		}
 	}
 	restored, err := locktable.Restore(0, tb.Snapshot(0), defaultLimits, true)
 	if err != nil {

@@ -2,6 +2,8 @@ package mesh
 
 import (
 	"context"
+	"fmt"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -114,6 +116,9 @@ type lockReq struct {
 	name    []byte
 	wait    time.Duration
 	req     string
+	// want is a Lock's mode; an exclusive request leaves it out, so the
+	// original protocol's payloads are what they always were.
+	want locktable.Want
 }
 
 func (q lockReq) asker() partition.Asker {
@@ -121,20 +126,36 @@ func (q lockReq) asker() partition.Asker {
 }
 
 func lockPayload(s node.SessionRef, name []byte, wait time.Duration, req string) []byte {
+	return wantPayload(s, name, locktable.Want{}, wait, req)
+}
+
+// wantPayload is lockPayload for a lock in the mode want gives.
+func wantPayload(s node.SessionRef, name []byte, want locktable.Want, wait time.Duration, req string) []byte {
 	// Sized once: appending to an empty buffer would grow it three times.
-	e := peer.Enc{B: make([]byte, 0, 32+len(s.ID)+len(name)+len(req))}
+	e := peer.Enc{B: make([]byte, 0, 40+len(s.ID)+len(name)+len(req))}
 	e.Str(s.ID)
 	e.Uint(s.Epoch)
 	e.Uint(s.Born)
 	e.Bytes(name)
 	e.Int(int64(wait))
 	e.Str(req)
+	if want != (locktable.Want{}) {
+		e.Uint(uint64(want.Mode))
+		e.Uint(uint64(want.Limit))
+	}
 	return e.B
 }
 
 func decodeLockReq(b []byte) (lockReq, error) {
 	d := peer.Dec{B: b}
 	q := lockReq{session: d.Str(), epoch: d.Uint(), born: d.Uint(), name: d.Bytes(), wait: time.Duration(d.Int()), req: d.Str()}
+	if len(d.B) > 0 {
+		mode, limit := d.Uint(), d.Uint()
+		if mode > uint64(locktable.Permit) || limit > math.MaxUint32 {
+			return q, fmt.Errorf("%w: a lock of mode %d with limit %d", peer.ErrMalformed, mode, limit)
+		}
+		q.want = locktable.Want{Mode: locktable.Mode(mode), Limit: uint32(limit)}
+	}
 	return q, d.End()
 }
 
@@ -161,12 +182,19 @@ func encodeResult(res locktable.Result) []byte {
 	e.Uint(uint64(res.Status))
 	e.Uint(res.Token)
 	e.Bool(res.Reentrant)
+	if res.Kind != 0 || res.Limit != 0 {
+		e.Uint(uint64(res.Kind))
+		e.Uint(uint64(res.Limit))
+	}
 	return e.B
 }
 
 func decodeResult(b []byte) (locktable.Result, error) {
 	d := peer.Dec{B: b}
 	res := locktable.Result{Status: locktable.Status(d.Uint()), Token: d.Uint(), Reentrant: d.Bool()}
+	if len(d.B) > 0 {
+		res.Kind, res.Limit = locktable.Kind(min(d.Uint(), 1)), uint32(min(d.Uint(), math.MaxUint32))
+	}
 	return res, d.End()
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -78,12 +79,12 @@ var errSessionMoved = partition.ErrLaterAttachment
 // waiting lock returns at once as Queued and is carried by a goroutine
 // that follows the partition to its new owner, minus the time already
 // waited (wait.go).
-func (h *home) Lock(ctx context.Context, s node.SessionRef, name []byte, wait time.Duration, done partition.Done) (locktable.Result, node.Wait, error) {
+func (h *home) Lock(ctx context.Context, s node.SessionRef, name []byte, want locktable.Want, wait time.Duration, done partition.Done) (locktable.Result, node.Wait, error) {
 	if !h.sessions.current(s) {
 		return locktable.Result{}, nil, errSessionMoved
 	}
 	if wait <= 0 {
-		b, err := h.rt.route(ctx, h.rt.partOf(name), peer.Lock, lockPayload(s, name, 0, ""), true)
+		b, err := h.rt.route(ctx, h.rt.partOf(name), peer.Lock, wantPayload(s, name, want, 0, ""), true)
 		if err != nil {
 			return locktable.Result{}, nil, err
 		}
@@ -93,7 +94,7 @@ func (h *home) Lock(ctx context.Context, s node.SessionRef, name []byte, wait ti
 		}
 		return res, nil, err
 	}
-	w := &meshWait{h: h, s: s, name: string(name), done: done, deadline: time.Now().Add(wait)}
+	w := &meshWait{h: h, s: s, name: string(name), want: want, done: done, deadline: time.Now().Add(wait)}
 	if !h.work.start(ctx, w.run) {
 		return locktable.Result{}, nil, errClosed
 	}
@@ -212,6 +213,10 @@ func (h *home) Info(ctx context.Context, s node.SessionRef, name []byte) (lockta
 	}
 	d := peer.Dec{B: b}
 	in := locktable.Info{Held: d.Bool(), Mine: d.Bool(), Token: d.Uint(), HeldFor: time.Duration(d.Int()), Waiters: int(d.Uint())}
+	if len(d.B) > 0 {
+		in.Kind, in.Mode = locktable.Kind(min(d.Uint(), 1)), locktable.Mode(min(d.Uint(), uint64(locktable.Permit)))
+		in.Holders, in.Limit = int(min(d.Uint(), math.MaxInt32)), uint32(min(d.Uint(), math.MaxUint32))
+	}
 	return in, d.End()
 }
 

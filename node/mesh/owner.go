@@ -60,6 +60,8 @@ type lockOwner struct {
 type requestLimits struct {
 	maxName int
 	maxWait time.Duration
+	// maxPermits bounds a semaphore's limit (0: any that fits 32 bits).
+	maxPermits uint32
 	// listBytes bounds an answer to List (0: maxListBytes).
 	listBytes int
 }
@@ -72,6 +74,10 @@ func (l requestLimits) check(q lockReq) error {
 		return failure.Refuse(failure.Unspecified, fmt.Sprintf("a lock name of %d bytes, outside 1..%d", len(q.name), l.maxName))
 	case q.wait < 0 || q.wait > l.maxWait:
 		return failure.Refuse(failure.Unspecified, fmt.Sprintf("a wait of %v, outside 0..%v", q.wait, l.maxWait))
+	case q.want.Mode == locktable.Permit && (q.want.Limit == 0 || l.maxPermits > 0 && q.want.Limit > l.maxPermits):
+		return failure.Refuse(failure.Unspecified, fmt.Sprintf("a semaphore of %d permits, outside 1..%d", q.want.Limit, l.maxPermits))
+	case q.want.Mode != locktable.Permit && q.want.Limit != 0:
+		return failure.Refuse(failure.Unspecified, fmt.Sprintf("a %v lock with a limit of %d", q.want.Mode, q.want.Limit))
 	}
 	return nil
 }
@@ -214,7 +220,7 @@ func (o *lockOwner) lock(conn context.Context, _ peer.Method, b []byte, reply fu
 		return
 	}
 	if q.wait <= 0 {
-		o.set.LockThen(q.asker(), q.name, 0, nil, func(res locktable.Result, _ *partition.Wait, err error) {
+		o.set.LockThen(q.asker(), q.name, q.want, 0, nil, func(res locktable.Result, _ *partition.Wait, err error) {
 			if err != nil {
 				reply(nil, lockErr(err))
 				return
@@ -224,7 +230,7 @@ func (o *lockOwner) lock(conn context.Context, _ peer.Method, b []byte, reply fu
 		return
 	}
 	qw := &queued{o: o, req: q.req, session: q.session, epoch: q.epoch, reply: reply}
-	o.set.LockThen(q.asker(), q.name, q.wait, qw.outcome, func(res locktable.Result, w *partition.Wait, err error) {
+	o.set.LockThen(q.asker(), q.name, q.want, q.wait, qw.outcome, func(res locktable.Result, w *partition.Wait, err error) {
 		switch {
 		case err != nil:
 			qw.answer(nil, lockErr(err))
@@ -439,6 +445,10 @@ func (o *lockOwner) info(_ context.Context, _ peer.Method, b []byte, reply func(
 		e.Uint(in.Token)
 		e.Int(int64(in.HeldFor))
 		e.Uint(uint64(in.Waiters))
+		e.Uint(uint64(in.Kind))
+		e.Uint(uint64(in.Mode))
+		e.Uint(uint64(in.Holders))
+		e.Uint(uint64(in.Limit))
 		reply(e.B, nil)
 	})
 }

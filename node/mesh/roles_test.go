@@ -56,7 +56,7 @@ type lockAnswer struct {
 func lockAsync(mm *memMesh, home string, s node.SessionRef, name string) <-chan lockAnswer {
 	ch := make(chan lockAnswer, 1)
 	go func() {
-		res, _, err := mm.nodes[home].home.Lock(context.Background(), s, []byte(name), 0, nil)
+		res, _, err := mm.nodes[home].home.Lock(context.Background(), s, []byte(name), locktable.Want{}, 0, nil)
 		ch <- lockAnswer{res, err}
 	}()
 	return ch
@@ -93,7 +93,7 @@ func waitBehindAHolder(t *testing.T, mm *memMesh) (node.SessionRef, string, node
 		t.Fatalf("holder: %+v", a)
 	}
 	outcome := make(chan partition.Outcome, 1)
-	res, w, err := mm.nodes["n1"].home.Lock(context.Background(), s, []byte(name), 10*time.Second, func(o partition.Outcome) { outcome <- o })
+	res, w, err := mm.nodes["n1"].home.Lock(context.Background(), s, []byte(name), locktable.Want{}, 10*time.Second, func(o partition.Outcome) { outcome <- o })
 	if err != nil || res.Status != locktable.Queued || w == nil {
 		t.Fatalf("wait: %v %v %v", res, w, err)
 	}
@@ -611,7 +611,7 @@ func TestWaitingLockAnswersAsASingleNode(t *testing.T) {
 			t.Helper()
 			outcome := make(chan partition.Outcome, 1)
 			before := mm.net.count(peer.Lock)
-			res, w, err := mm.nodes["n1"].home.Lock(context.Background(), s, []byte(name), 10*time.Second, func(o partition.Outcome) { outcome <- o })
+			res, w, err := mm.nodes["n1"].home.Lock(context.Background(), s, []byte(name), locktable.Want{}, 10*time.Second, func(o partition.Outcome) { outcome <- o })
 			if err != nil || res.Status != locktable.Queued || w == nil {
 				t.Fatalf("wait for %s: %v %v %v", name, res, w, err)
 			}
@@ -656,7 +656,7 @@ func TestWaitNeverAnsweredIsNotRefused(t *testing.T) {
 		name := keyIn("x", 1)
 		mm.net.setCut("n2", true)
 		outcome := make(chan partition.Outcome, 1)
-		if _, _, err := mm.nodes["n1"].home.Lock(context.Background(), s, []byte(name), time.Second, func(o partition.Outcome) { outcome <- o }); err != nil {
+		if _, _, err := mm.nodes["n1"].home.Lock(context.Background(), s, []byte(name), locktable.Want{}, time.Second, func(o partition.Outcome) { outcome <- o }); err != nil {
 			t.Fatal(err)
 		}
 		o := <-outcome
@@ -715,7 +715,7 @@ func TestWaitInLockDelayIsRefusedAtOnce(t *testing.T) {
 		mm.table.setDelayed(1, true)
 		outcome := make(chan partition.Outcome, 1)
 		start := time.Now()
-		if _, _, err := mm.nodes["n1"].home.Lock(context.Background(), s, []byte(keyIn("x", 1)), time.Minute, func(o partition.Outcome) { outcome <- o }); err != nil {
+		if _, _, err := mm.nodes["n1"].home.Lock(context.Background(), s, []byte(keyIn("x", 1)), locktable.Want{}, time.Minute, func(o partition.Outcome) { outcome <- o }); err != nil {
 			t.Fatal(err)
 		}
 		o := <-outcome

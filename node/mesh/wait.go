@@ -24,6 +24,7 @@ type meshWait struct {
 	ctx      context.Context
 	s        node.SessionRef
 	name     string
+	want     locktable.Want
 	done     partition.Done
 	deadline time.Time
 
@@ -98,7 +99,7 @@ func (w *meshWait) run(ctx context.Context) {
 			delivered bool
 		}
 		replied := make(chan reply, 1)
-		h.rt.goOwner(ctx, p, n, part.Epoch, peer.Lock, lockPayload(w.s, []byte(w.name), left, req), func(b []byte, err error) {
+		h.rt.goOwner(ctx, p, n, part.Epoch, peer.Lock, wantPayload(w.s, []byte(w.name), w.want, left, req), func(b []byte, err error) {
 			replied <- reply{b, err, err == nil && w.answered(b)}
 		})
 		rep := <-replied

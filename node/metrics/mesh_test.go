@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"context"
+	"github.com/elock/elock/node/locktable"
 	"testing"
 	"time"
 
@@ -102,7 +103,7 @@ func TestMeshMetricsFollowATakeover(t *testing.T) {
 	}
 	ref := node.SessionRef{ID: "mesh-metrics-session", Epoch: a.Epoch, Born: a.Born}
 	for _, name := range []string{"ma", "mb", "mc", "md", "me", "mf"} {
-		if _, _, err := b.Lock(ctx, ref, []byte(name), 0, nil); err != nil {
+		if _, _, err := b.Lock(ctx, ref, []byte(name), locktable.Want{}, 0, nil); err != nil {
 			t.Fatalf("lock %s: %v", name, err)
 		}
 	}

@@ -64,7 +64,7 @@ func BenchmarkLockOfASessionHoldingMany(b *testing.B) {
 			defer s.Close()
 			a := Asker{Session: "s", Epoch: 5, Born: 5}
 			lock := func(name []byte) {
-				s.LockThen(a, name, 0, nil, func(r locktable.Result, _ *Wait, err error) {
+				s.LockThen(a, name, locktable.Want{}, 0, nil, func(r locktable.Result, _ *Wait, err error) {
 					if err != nil || r.Status != locktable.Granted {
 						b.Fatal("not granted")
 					}

@@ -67,6 +67,37 @@ func TestMaxLocksBoundsTheNode(t *testing.T) {
 	}
 }
 
+// Shared grants and permits count against MaxLocks one by one: a second
+// reader of a held name is one more grant, refused at the bound.
+func TestMaxLocksCountsSharedGrants(t *testing.T) {
+	s := newBoundedSet(t, 2, 0)
+	for _, id := range []string{"a", "b", "c"} {
+		attach(t, s, id)
+	}
+	shared := locktable.Want{Mode: locktable.Shared}
+	permit := locktable.Want{Mode: locktable.Permit, Limit: 5}
+	for _, id := range []string{"a", "b"} {
+		if res, _, err := s.LockAs(Asker{Session: id}, []byte("doc"), shared, 0, nil); err != nil || res.Status != locktable.Granted {
+			t.Fatalf("rlock by %s: %+v %v", id, res, err)
+		}
+	}
+	if _, _, err := s.LockAs(Asker{Session: "c"}, []byte("doc"), shared, 0, nil); !failure.Is(err, failure.Full) {
+		t.Fatalf("a third shared grant past the bound: %v, want refused as full", err)
+	}
+	if res, _, err := s.LockAs(Asker{Session: "a"}, []byte("doc"), shared, 0, nil); err != nil || !res.Reentrant {
+		t.Fatalf("re-entrant rlock at the bound: %+v %v", res, err)
+	}
+	if _, err := s.Unlock("b", []byte("doc")); err != nil {
+		t.Fatal(err)
+	}
+	if res, _, err := s.LockAs(Asker{Session: "b"}, []byte("pool"), permit, 0, nil); err != nil || res.Status != locktable.Granted {
+		t.Fatalf("a permit after an unlock made room: %+v %v", res, err)
+	}
+	if _, _, err := s.LockAs(Asker{Session: "c"}, []byte("pool"), permit, 0, nil); !failure.Is(err, failure.Full) {
+		t.Fatalf("a second permit past the bound: %v, want refused as full", err)
+	}
+}
+
 // MaxSessions refuses a new session record beyond it, never the resume
 // of a session that has one, and counts an ended record no longer.
 func TestMaxSessionsBoundsTheNode(t *testing.T) {

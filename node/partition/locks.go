@@ -19,14 +19,15 @@ import (
 // has passed), unless Cancel withdraws it first. There is no polling:
 // the releasing goroutine or the deadline timer delivers the outcome.
 func (s *Set) LockAsync(session string, name []byte, wait time.Duration, done Done) (locktable.Result, *Wait, error) {
-	return s.LockAs(Asker{Session: session}, name, wait, done)
+	return s.LockAs(Asker{Session: session}, name, locktable.Want{}, wait, done)
 }
 
-// LockAs is LockAsync from a (see LockThen).
-func (s *Set) LockAs(a Asker, name []byte, wait time.Duration, done Done) (locktable.Result, *Wait, error) {
+// LockAs is LockAsync from a, for a request in the mode want gives (see
+// LockThen).
+func (s *Set) LockAs(a Asker, name []byte, want locktable.Want, wait time.Duration, done Done) (locktable.Result, *Wait, error) {
 	p := s.partOf(name)
 	var r lockResult
-	err := s.run(p, Grant, s.lockStep(p, a, name, wait, done, s.sessionFull(a.Session), &r))
+	err := s.run(p, Grant, s.lockStep(p, a, name, want, wait, done, s.sessionFull(a.Session), &r))
 	return s.lockEnd(&r, err)
 }
 
@@ -35,10 +36,10 @@ func (s *Set) LockAs(a Asker, name []byte, wait time.Duration, done Done) (lockt
 // would return, once the answer is confirmed, with no mutex held, before
 // LockThen returns or later from another goroutine. done may be called
 // before then: a queued request granted meanwhile.
-func (s *Set) LockThen(a Asker, name []byte, wait time.Duration, done Done, then func(locktable.Result, *Wait, error)) {
+func (s *Set) LockThen(a Asker, name []byte, want locktable.Want, wait time.Duration, done Done, then func(locktable.Result, *Wait, error)) {
 	p := s.partOf(name)
 	r := &lockResult{}
-	s.runThen(p, Grant, s.lockStep(p, a, name, wait, done, s.sessionFull(a.Session), r), func(err error) { then(s.lockEnd(r, err)) })
+	s.runThen(p, Grant, s.lockStep(p, a, name, want, wait, done, s.sessionFull(a.Session), r), func(err error) { then(s.lockEnd(r, err)) })
 }
 
 // sessionFull reports whether session holds MaxLocksPerSession locks in
@@ -60,7 +61,7 @@ type lockResult struct {
 
 // lockStep is the body of a lock under its partition's mutex; full says
 // the session holds as many locks as it may (sessionFull).
-func (s *Set) lockStep(p *part, a Asker, name []byte, wait time.Duration, done Done, full bool, r *lockResult) func(*locktable.Table, locktable.Time, *pending) {
+func (s *Set) lockStep(p *part, a Asker, name []byte, want locktable.Want, wait time.Duration, done Done, full bool, r *lockResult) func(*locktable.Table, locktable.Time, *pending) {
 	var wid locktable.WaiterID
 	if wait > 0 {
 		wid = locktable.WaiterID(s.nextWaiter.Add(1))
@@ -70,13 +71,18 @@ func (s *Set) lockStep(p *part, a Asker, name []byte, wait time.Duration, done D
 			return
 		}
 		s.dropLeftovers(p, t, now, a, pend)
-		if !t.Locked(name) {
+		// A grant the session has already is re-entrant: it adds nothing;
+		// nor does an exclusive request for a held name, which can only
+		// take a holder's place. Any other, shared or a permit too,
+		// counts against the node's bound.
+		holds := t.Holds(a.Session, name)
+		if !holds && (want.Mode != locktable.Exclusive || !t.Locked(name)) {
 			if r.err = roomFor(&s.locks, s.cfg.MaxLocks, "locks"); r.err != nil {
 				return
 			}
 		}
 		if full {
-			if _, st := t.Token(a.Session, name); st != locktable.Granted {
+			if !holds {
 				// Not a re-entrant lock: a grant, now or from the queue,
 				// would take the session past its limit.
 				r.err = failure.Refuse(failure.Limit, "too many locks held by this session (max "+strconv.Itoa(s.cfg.MaxLocksPerSession)+")")
@@ -84,7 +90,7 @@ func (s *Set) lockStep(p *part, a Asker, name []byte, wait time.Duration, done D
 			}
 		}
 		var fx []locktable.Effect
-		r.res, fx, r.err = t.LockAt(now, a.Session, a.Epoch, name, wid, now+int64(wait))
+		r.res, fx, r.err = t.Acquire(now, a.Session, a.Epoch, name, want, wid, now+int64(wait))
 		s.apply(p, fx, pend)
 		if s.cfg.AutoEpoch && t.TokensLeft() < lowTokens {
 			t.SetEpoch(t.Epoch() + 1)
@@ -123,15 +129,38 @@ func (s *Set) lockEnd(r *lockResult, err error) (locktable.Result, *Wait, error)
 // been called or will be (once its changes are confirmed, or by Evict
 // when the partition went away), and the caller must take its outcome
 // (and release a grant it no longer wants).
+//
+// The request's leaving may let the requests behind it in (shared ones
+// behind a withdrawn exclusive one): their grants are recorded and
+// delivered once confirmed, as a tick's are, without the caller waiting.
 func (s *Set) Cancel(w *Wait) bool {
 	p := w.p
+	var pend pending
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	if !p.table.CancelWait(w.id) {
+	if s.rep != nil && s.rep.Admit(p.id, Tick) != nil {
+		// Not this node's to grant from now (moved, or no lease): the
+		// request just leaves; Evict or a tick serves the rest.
+		ok := p.table.Withdraw(w.id)
+		if ok {
+			delete(p.slots, w.id)
+			s.rearm(p)
+		}
+		p.mu.Unlock()
+		return ok
+	}
+	now := s.clock()
+	ok, fx := p.table.CancelWait(now, w.id)
+	if !ok {
+		p.mu.Unlock()
 		return false
 	}
 	delete(p.slots, w.id)
+	s.apply(p, fx, &pend)
+	pos := s.record(p, now, &pend)
+	s.recount(p)
 	s.rearm(p)
+	p.mu.Unlock()
+	s.deliver(p, &pend, pos)
 	return true
 }
 

@@ -322,7 +322,9 @@ func (s *Set) Evict(i int, err error) {
 	var pend pending
 	p.mu.Lock()
 	for id, sl := range p.slots {
-		p.table.CancelWait(id)
+		// Withdrawn without serving the queue: every waiter here goes,
+		// and the table is no longer this node's to grant from.
+		p.table.Withdraw(id)
 		delete(p.slots, id)
 		pend.outcome = append(pend.outcome, decided{sl.done, Outcome{Err: err}})
 	}
@@ -337,10 +339,13 @@ func (s *Set) Evict(i int, err error) {
 type pending struct {
 	expired []expiry
 	outcome []decided
-	// touched names and sessions whose state a replica must learn.
-	names    []string
+	// touched grants and sessions whose state a replica must learn.
+	grants   []grantRef
 	sessions []string
 }
+
+// grantRef names one session's grant of one name.
+type grantRef struct{ name, session string }
 
 // expiry is a session that expired, and the attach epoch it ended at.
 type expiry struct {
@@ -369,7 +374,7 @@ func (s *Set) apply(p *part, fx []locktable.Effect, pend *pending) {
 			pend.expired = append(pend.expired, expiry{e.Session, e.Epoch})
 			pend.sessions = append(pend.sessions, e.Session)
 		case locktable.LockHeld, locktable.LockFreed:
-			pend.names = append(pend.names, e.Name)
+			pend.grants = append(pend.grants, grantRef{e.Name, e.Session})
 		}
 	}
 }
@@ -390,17 +395,17 @@ func (s *Set) record(p *part, now locktable.Time, pend *pending) uint64 {
 	if s.rep == nil {
 		return 0
 	}
-	if len(pend.names)+len(pend.sessions) == 0 {
+	if len(pend.grants)+len(pend.sessions) == 0 {
 		return s.rep.Record(p.id, nil)
 	}
-	cs := make([]locktable.Change, 0, len(pend.names)+len(pend.sessions))
-	for _, n := range pend.names {
-		cs = append(cs, p.table.HeldChange(now, n))
+	cs := make([]locktable.Change, 0, len(pend.grants)+len(pend.sessions))
+	for _, g := range pend.grants {
+		cs = append(cs, p.table.GrantChange(now, g.name, g.session))
 	}
 	for _, id := range pend.sessions {
 		cs = append(cs, p.table.SessionChange(now, id))
 	}
-	pend.names, pend.sessions = pend.names[:0], pend.sessions[:0]
+	pend.grants, pend.sessions = pend.grants[:0], pend.sessions[:0]
 	return s.rep.Record(p.id, cs)
 }
 
@@ -528,7 +533,7 @@ func (s *Set) begin(p *part, op Op, f func(t *locktable.Table, now locktable.Tim
 	}
 	now := s.clock()
 	f(p.table, now, pend)
-	changed = len(pend.names)+len(pend.sessions) > 0
+	changed = len(pend.grants)+len(pend.sessions) > 0
 	pos = s.record(p, now, pend)
 	s.recount(p)
 	s.rearm(p)

@@ -665,7 +665,7 @@ func TestClaimHeldIn(t *testing.T) {
 	defer s.Close()
 	lock := func(name string) {
 		t.Helper()
-		s.LockThen(Asker{Session: "a", Epoch: 3}, []byte(name), 0, nil, func(_ locktable.Result, _ *Wait, err error) {
+		s.LockThen(Asker{Session: "a", Epoch: 3}, []byte(name), locktable.Want{}, 0, nil, func(_ locktable.Result, _ *Wait, err error) {
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -716,7 +716,7 @@ func TestLeftoversOfAnEarlierSession(t *testing.T) {
 	s := newSet(t, time.Minute)
 	var tokens []uint64
 	for _, name := range []string{"x", "y"} {
-		s.LockThen(Asker{Session: "a", Epoch: 3}, []byte(name), 0, nil, func(res locktable.Result, _ *Wait, err error) {
+		s.LockThen(Asker{Session: "a", Epoch: 3}, []byte(name), locktable.Want{}, 0, nil, func(res locktable.Result, _ *Wait, err error) {
 			if err != nil || res.Status != locktable.Granted {
 				t.Fatalf("lock %s: %v %v", name, res, err)
 			}
@@ -764,7 +764,7 @@ func TestALaterAttachmentsLockIsNotAnOlderOnes(t *testing.T) {
 	old, later := Asker{Session: "a", Epoch: 3, Born: 3}, Asker{Session: "a", Epoch: 7, Born: 3}
 	var token uint64
 	for _, name := range []string{"x", "y"} {
-		s.LockThen(old, []byte(name), 0, nil, func(res locktable.Result, _ *Wait, err error) {
+		s.LockThen(old, []byte(name), locktable.Want{}, 0, nil, func(res locktable.Result, _ *Wait, err error) {
 			if err != nil || res.Status != locktable.Granted {
 				t.Fatalf("lock %s: %v %v", name, res, err)
 			}
@@ -782,7 +782,7 @@ func TestALaterAttachmentsLockIsNotAnOlderOnes(t *testing.T) {
 	if slices.Sort(listed); !slices.Equal(slices.Compact(listed), []string{"x", "y"}) {
 		t.Fatalf("the resume listed %v; want x and y", listed)
 	}
-	s.LockThen(old, []byte("x"), 0, nil, func(res locktable.Result, _ *Wait, err error) {
+	s.LockThen(old, []byte("x"), locktable.Want{}, 0, nil, func(res locktable.Result, _ *Wait, err error) {
 		if !errors.Is(err, ErrLaterAttachment) {
 			t.Fatalf("a re-entrant lock from the older attachment: %v %v; want refused", res, err)
 		}
@@ -828,7 +828,7 @@ func TestAReleasedWaitIsAnswered(t *testing.T) {
 		t.Fatalf("holder: %v %v", res, err)
 	}
 	outcome := make(chan Outcome, 1)
-	s.LockThen(Asker{Session: "a", Epoch: 3, Born: 3}, []byte("x"), time.Minute, func(o Outcome) { outcome <- o }, func(res locktable.Result, _ *Wait, err error) {
+	s.LockThen(Asker{Session: "a", Epoch: 3, Born: 3}, []byte("x"), locktable.Want{}, time.Minute, func(o Outcome) { outcome <- o }, func(res locktable.Result, _ *Wait, err error) {
 		if err != nil || res.Status != locktable.Queued {
 			t.Fatalf("wait: %v %v", res, err)
 		}
@@ -860,7 +860,7 @@ func TestAnExpiryReleaseSparesANewSession(t *testing.T) {
 		epoch uint64
 		name  string
 	}{{1, "old"}, {5, "new"}} {
-		if res, _, err := s.LockAs(Asker{Session: "s", Epoch: l.epoch, Born: l.epoch}, []byte(l.name), 0, nil); err != nil || res.Status != locktable.Granted {
+		if res, _, err := s.LockAs(Asker{Session: "s", Epoch: l.epoch, Born: l.epoch}, []byte(l.name), locktable.Want{}, 0, nil); err != nil || res.Status != locktable.Granted {
 			t.Fatalf("lock %s: %v %v", l.name, res, err)
 		}
 	}

@@ -102,8 +102,15 @@ func (s *Set) tick(p *part, now locktable.Time) {
 	s.recount(p)
 	s.rearm(p)
 	p.mu.Unlock()
+	s.deliver(p, &pend, pos)
+}
+
+// deliver settles what an operation nobody waits on decided (a tick, a
+// withdrawn wait) once its changes at pos are confirmed, without
+// blocking the caller.
+func (s *Set) deliver(p *part, pend *pending, pos uint64) {
 	if pos == 0 {
-		s.settle(&pend, nil)
+		s.settle(pend, nil)
 		return
 	}
 	// A waiter's timeout also rests on the grant that kept it waiting: it
@@ -117,7 +124,7 @@ func (s *Set) tick(p *part, now locktable.Time) {
 				}
 			}
 		}
-		s.settle(&pend, err)
+		s.settle(pend, err)
 	})
 }
 

@@ -35,6 +35,14 @@ type Dec struct {
 // Err reports the first decoding error.
 func (d *Dec) Err() error { return d.err }
 
+// Fail marks the message malformed: a field decoded, but to a value
+// the message may not carry.
+func (d *Dec) Fail() {
+	if d.err == nil {
+		d.err = ErrMalformed
+	}
+}
+
 // End reports the first decoding error, or ErrMalformed if bytes are left
 // over after the last field.
 func (d *Dec) End() error {

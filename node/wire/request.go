@@ -23,6 +23,8 @@ const (
 	Auth               // auth TOKEN          (extension: -acl)
 	Label              // label TEXT          (extension)
 	Locks              // locks [PREFIX [LIMIT [ORDER]]] (extension)
+	RLock              // rlock NAME [SECS]   (extension: shared)
+	Acquire            // acquire NAME LIMIT [SECS] (extension: semaphore)
 )
 
 var commandNames = [...]string{
@@ -42,6 +44,8 @@ var commandNames = [...]string{
 	Auth:       "auth",
 	Label:      "label",
 	Locks:      "locks",
+	RLock:      "rlock",
+	Acquire:    "acquire",
 }
 
 // arity gives the fewest and most arguments each verb takes.
@@ -61,6 +65,8 @@ var arity = [...][2]int{
 	Auth:       {1, 1},
 	Label:      {1, 1},
 	Locks:      {0, 3},
+	RLock:      {1, 2},
+	Acquire:    {2, 3},
 }
 
 func (c Command) String() string {
@@ -178,6 +184,10 @@ func lookup(verb []byte) Command {
 		return Label
 	case "locks":
 		return Locks
+	case "rlock":
+		return RLock
+	case "acquire":
+		return Acquire
 	}
 	return Unknown
 }

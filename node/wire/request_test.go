@@ -62,6 +62,13 @@ func TestParse(t *testing.T) {
 		// Every verb with its legal argument counts...
 		{"lock a", good(wire.Lock, "lock", "a")},
 		{"lock a 5", good(wire.Lock, "lock", "a", "5")},
+		{"rlock a", good(wire.RLock, "rlock", "a")},
+		{"rlock a 5", good(wire.RLock, "rlock", "a", "5")},
+		{"acquire s 3", good(wire.Acquire, "acquire", "s", "3")},
+		{"acquire s 3 5", good(wire.Acquire, "acquire", "s", "3", "5")},
+		{"acquire s", bad(wire.Acquire, "acquire", "s")},
+		{"acquire s 3 5 x", bad(wire.Acquire, "acquire", "s", "3", "5")},
+		{"rlock", bad(wire.RLock, "rlock")},
 		{"unlock a", good(wire.Unlock, "unlock", "a")},
 		{"unlock_all", good(wire.UnlockAll, "unlock_all")},
 		{"conn_id", good(wire.ConnID, "conn_id")},
@@ -169,8 +176,8 @@ func TestCommandString(t *testing.T) {
 		wire.UnlockAll: "unlock_all", wire.ConnID: "conn_id", wire.SetTimeout: "set_timeout",
 		wire.Quit: "quit", wire.Stats: "stats", wire.Token: "token", wire.Info: "info",
 		wire.Session: "session", wire.Members: "members", wire.Where: "where",
-		wire.Auth: "auth", wire.Label: "label", wire.Locks: "locks",
-		wire.Locks + 1:    "unknown", // the first past the names
+		wire.Auth: "auth", wire.Label: "label", wire.Locks: "locks", wire.RLock: "rlock", wire.Acquire: "acquire",
+		wire.Acquire + 1:  "unknown", // the first past the names
 		wire.Command(200): "unknown",
 	}
 	for c, s := range want {

@@ -36,6 +36,18 @@ func TestAnyNodeSameAnswers(t *testing.T) {
 					{b, "lock " + name + " 1", "200 Acquired"},
 					{a, "lock " + name + " 1", "409 Unavailable"},
 					{b, "unlock_all", "200 OK"},
+					// The same name, shared, then as a semaphore.
+					{a, "rlock " + name, "200 Acquired"},
+					{b, "rlock " + name + " 1", "200 Acquired"},
+					{b, "lock " + name, "400 no upgrade: " + name + " is held shared by this session"},
+					{b, "acquire " + name + " 2", "400 kind mismatch: " + name + " is a lock"},
+					{a, "unlock_all", "200 OK"},
+					{b, "unlock " + name, "200 Unlocked"},
+					{a, "acquire " + name + " 1", "200 Acquired"},
+					{b, "acquire " + name + " 1 1", "409 Unavailable"},
+					{b, "acquire " + name + " 2", "400 limit mismatch: " + name + " has 1 permits"},
+					{b, "rlock " + name, "400 kind mismatch: " + name + " is a semaphore"},
+					{a, "unlock " + name, "200 Unlocked"},
 				} {
 					if got := step.conn.Do(step.req); got != step.want {
 						t.Fatalf("%q -> %q, want %q", step.req, got, step.want)
@@ -66,6 +78,21 @@ func TestAnyNodeSameAnswers(t *testing.T) {
 				"locks a 10 up":                     "400 bad order: want name, held or waiters",
 				"locks a 10 name more":              `400 Unknown command: "locks"`,
 				"locks " + strings.Repeat("n", 251): "413 name too long (max 250 bytes)",
+				// rlock and acquire: bad input is refused as lock's, and
+				// the connection goes on.
+				"rlock":                             `400 Unknown command: "rlock"`,
+				"rlock a 5 x":                       `400 Unknown command: "rlock"`,
+				"rlock a x":                         "400 bad wait: want whole seconds from 0 to 86400",
+				"rlock " + strings.Repeat("n", 251): "413 name too long (max 250 bytes)",
+				"acquire":                           `400 Unknown command: "acquire"`,
+				"acquire s":                         `400 Unknown command: "acquire"`,
+				"acquire s 2 5 x":                   `400 Unknown command: "acquire"`,
+				"acquire s 0":                       "400 bad limit: want whole permits from 1 to 65535",
+				"acquire s 65536":                   "400 bad limit: want whole permits from 1 to 65535",
+				"acquire s 99999999999999999999999": "400 bad limit: want whole permits from 1 to 65535",
+				"acquire s -2":                      "400 bad limit: want whole permits from 1 to 65535",
+				"acquire s 2 -1":                    "400 bad wait: want whole seconds from 0 to 86400",
+				"acquire " + strings.Repeat("n", 251) + " 2": "413 name too long (max 250 bytes)",
 			} {
 				if got := a.Do(req); got != want {
 					t.Errorf("%q -> %q, want %q", req, got, want)
