@@ -10,12 +10,15 @@ import (
 // the fence must refuse.
 var ErrStaleToken = errors.New("history: stale fencing token")
 
-// FencedResource is the resource a lock protects, reduced to its fence.
+// FencedResource is the resource a lock protects, reduced to its fence,
+// as the README's "How to use the tokens of shared grants" describes it.
 // Exclusive holders write it and shared holders read it:
 //
 //   - a write is accepted only with a token strictly above every token
 //     the fence has accepted for the name, written or read: a writer
-//     comes after every earlier writer and reader;
+//     comes after every earlier writer and reader. (The README allows
+//     equal, a holder writing again; here each grant writes once, so
+//     equal is a token granted twice.)
 //   - a read is accepted only with a token not below the last accepted
 //     write's: a reader comes after every earlier writer, and readers
 //     may come in any order among themselves. (Equal is the writer's own
