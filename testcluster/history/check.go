@@ -17,11 +17,14 @@ type Verdict interface {
 
 // Check is the verdict of a checker that lists violations.
 type Check struct {
-	// Checker names the property: "overlap", "lost-grants", "tokens",
-	// "fenced-resource".
+	// Checker names the property: "tokens", "overlap", "permits",
+	// "lost-grants", "fenced-resource".
 	Checker string
 	// Ops is how many operations the checker looked at.
-	Ops        int
+	Ops int
+	// Note says what else the checker looked at, such as how many holds
+	// of each mode; "" if nothing.
+	Note       string
 	Violations []Violation
 }
 
@@ -48,11 +51,15 @@ const maxListed = 50
 // maxListed).
 func (c Check) String() string {
 	var b strings.Builder
+	looked := fmt.Sprintf("%d operations", c.Ops)
+	if c.Note != "" {
+		looked += "; " + c.Note
+	}
 	if c.OK() {
-		fmt.Fprintf(&b, "%s: ok (%d operations)", c.Checker, c.Ops)
+		fmt.Fprintf(&b, "%s: ok (%s)", c.Checker, looked)
 		return b.String()
 	}
-	fmt.Fprintf(&b, "%s: %d violations (%d operations)", c.Checker, len(c.Violations), c.Ops)
+	fmt.Fprintf(&b, "%s: %d violations (%s)", c.Checker, len(c.Violations), looked)
 	for i, v := range c.Violations {
 		if i == maxListed {
 			fmt.Fprintf(&b, "\n  ... %d more", len(c.Violations)-maxListed)
@@ -90,9 +97,9 @@ func violation(name string, msg string, ops ...rec) Violation {
 	return v
 }
 
-// CheckAll runs every checker on h: tokens, overlap, lost grants, and
-// linearizability with the given timeout. The error reports a malformed
-// history.
+// CheckAll runs every checker on h: tokens, overlap, permits, lost
+// grants, and linearizability with the given timeout. The error reports a
+// malformed history.
 func CheckAll(h []Operation, timeout time.Duration) ([]Verdict, error) {
 	if err := Validate(h); err != nil {
 		return nil, err
@@ -101,7 +108,7 @@ func CheckAll(h []Operation, timeout time.Duration) ([]Verdict, error) {
 	if err != nil {
 		return nil, err
 	}
-	return []Verdict{CheckTokens(h), CheckOverlap(h), CheckLostGrants(h), lin}, nil
+	return []Verdict{CheckTokens(h), CheckOverlap(h), CheckPermits(h), CheckLostGrants(h), lin}, nil
 }
 
 // AllOK reports whether every verdict is OK.

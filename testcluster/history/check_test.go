@@ -16,13 +16,16 @@ const (
 	C = "C"
 )
 
-var checkCases = []struct {
+// checkCase is a history and the checkers that must find it wrong.
+type checkCase struct {
 	name string
 	h    []Operation
-	// fail lists the checkers that must report a violation; the others
-	// must pass.
+	// fail lists the checkers that must report a violation (by their
+	// names in checkerNames); the others must pass.
 	fail string
-}{
+}
+
+var checkCases = []checkCase{
 	{
 		// A's wait was granted while its connection was lost; the server
 		// dropped the undelivered grant before A resumed, and B took the
@@ -425,7 +428,7 @@ var checkCases = []struct {
 }
 
 func TestCheckers(t *testing.T) {
-	for _, tc := range checkCases {
+	for _, tc := range slices.Concat(checkCases, sharedCases, permitCases) {
 		t.Run(tc.name, func(t *testing.T) {
 			failed, verdicts, err := checkers(tc.h, 10*time.Second)
 			if err != nil {
@@ -435,7 +438,7 @@ func TestCheckers(t *testing.T) {
 			for _, f := range strings.Fields(tc.fail) {
 				want[f] = true
 			}
-			for _, name := range []string{"tokens", "overlap", "lost", "lin"} {
+			for _, name := range checkerNames {
 				if failed[name] != want[name] {
 					t.Errorf("%s: failed=%v, want %v", name, failed[name], want[name])
 				}
@@ -499,6 +502,9 @@ func TestMalformed(t *testing.T) {
 		{ua(0, A, 0, 10, Acquired)},
 		{lk(-1, A, "a", 0, 10, Acquired, 1)},
 		{mk(Kind(99), 0, A, "a", 0, 0, 10, OK, 0)},
+		{aq(0, A, "s", 0, 0, 10, Acquired, 1)},    // no limit
+		{rl(0, "A\x01", "r", 0, 10, Acquired, 1)}, // the model's separator
+		{rl(0, A, "r", 0, 10, NoUpgrade, 0)},      // only a lock is told no_upgrade
 	} {
 		if err := Validate(h); err == nil {
 			t.Errorf("Validate(%v) = nil", h)
@@ -519,24 +525,25 @@ func TestStep(t *testing.T) {
 	free := State{Last: 4}
 	held := State{Holder: A, Token: 4, Last: 4}
 	heldUnknown := State{Holder: A, Last: 5} // token >= 5
+	x := func(holder string, tok, last uint64) State { return State{Holder: holder, Token: tok, Last: last} }
 	for _, tc := range []struct {
 		s    State
 		o    Operation
 		ok   bool
 		next State
 	}{
-		{free, op(Lock, A, Acquired, 5), true, State{A, 5, 5}},
+		{free, op(Lock, A, Acquired, 5), true, x(A, 5, 5)},
 		{free, op(Lock, A, Acquired, 4), false, free},
-		{free, op(Lock, A, Acquired, 0), true, State{A, 0, 5}},
+		{free, op(Lock, A, Acquired, 0), true, x(A, 0, 5)},
 		{free, op(Lock, A, Unavailable, 0), false, free},
-		{free, op(Lock, A, Unknown, 0), true, State{A, 0, 5}},
+		{free, op(Lock, A, Unknown, 0), true, x(A, 0, 5)},
 		{held, op(Lock, A, Acquired, 4), true, held},
 		{held, op(LockWait, A, Acquired, 5), false, held},
 		{held, op(Lock, B, Acquired, 5), false, held},
 		{held, op(Lock, B, Unavailable, 0), true, held},
 		{held, op(LockWait, A, Unavailable, 0), false, held},
 		{held, op(Lock, B, Unknown, 0), true, held},
-		{heldUnknown, op(Lock, A, Acquired, 5), true, State{A, 5, 5}},
+		{heldUnknown, op(Lock, A, Acquired, 5), true, x(A, 5, 5)},
 		{heldUnknown, op(Lock, A, Acquired, 4), false, heldUnknown},
 		{heldUnknown, op(Lock, A, Acquired, 0), true, heldUnknown},
 		{held, op(Unlock, A, Unlocked, 0), true, free},

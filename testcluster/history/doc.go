@@ -8,14 +8,25 @@
 // the checkers decide:
 //
 //   - CheckLinearizable: porcupine, per lock name, against the sequential
-//     model "holder session + last fencing token" (see Step);
-//   - CheckOverlap: no two sessions certainly held a name at once;
-//   - CheckLostGrants: an acknowledged grant was never handed to another
-//     session, or forgotten, while its session still certainly held it;
-//   - CheckTokens: fencing tokens only grow, and no token is issued twice.
+//     model "exclusive holder, shared holders or permit holders + last
+//     fencing token" (see Step);
+//   - CheckOverlap: an exclusive holder never certainly held a name
+//     together with another session; shared holders may hold it together;
+//   - CheckPermits: never more than LIMIT sessions certainly held permits
+//     of a semaphore at once;
+//   - CheckLostGrants: an acknowledged grant (exclusive, shared or a
+//     permit) was never handed over, or forgotten, while its session
+//     still certainly held it;
+//   - CheckTokens: fencing tokens only grow across every grant of a name,
+//     whatever its mode, and no token is issued twice.
 //
-// FencedResource is the protected resource of the design: it refuses a
-// token not above the highest it has accepted. SaveReport writes a
+// A name is a lock, taken exclusively (lock) or shared (rlock), or a
+// semaphore (acquire NAME LIMIT); a request's Kind says which, and its
+// Mode how the grant holds the name.
+//
+// FencedResource is the protected resource of the design: exclusive
+// holders write it, shared holders read it, and it refuses a write not
+// above every token it has accepted and a read below the last write. SaveReport writes a
 // violation's evidence (history, porcupine's visualisation, a summary) into
 // a directory that LoadHistory can later re-check offline.
 //
@@ -28,7 +39,7 @@
 // Never. A refused operation (503) certainly did nothing, and every checker
 // ignores it.
 //
-// The overlap and lost-grant checkers are conservative: they report only
+// The overlap, permit and lost-grant checkers are conservative: they report only
 // what certainly happened. A session certainly holds a name from the reply
 // of a grant until the invocation of the first operation that might have
 // released it (an unlock, unlock_all or expiry of that session whose
@@ -46,7 +57,8 @@
 //
 // # Cost
 //
-// The overlap, lost-grant and token checkers are near-linear. Porcupine's
+// The overlap, lost-grant and token checkers are near-linear; the permit
+// checker is linear in the holds times LIMIT. Porcupine's
 // search is exponential in the worst case. Each name is its own
 // partition, and known tokens prune the orders it tries, so a correct
 // history of thousands of operations on a few hot names checks in

@@ -36,6 +36,30 @@ func lw(client int, session, name string, wait, call, ret int, st Status, tok ui
 	return mk(LockWait, client, session, name, wait, call, ret, st, tok)
 }
 
+// rl is `rlock name`.
+func rl(client int, session, name string, call, ret int, st Status, tok uint64) Operation {
+	return mk(RLock, client, session, name, 0, call, ret, st, tok)
+}
+
+// rw is `rlock name wait`.
+func rw(client int, session, name string, wait, call, ret int, st Status, tok uint64) Operation {
+	return mk(RLockWait, client, session, name, wait, call, ret, st, tok)
+}
+
+// aq is `acquire name limit`.
+func aq(client int, session, name string, limit, call, ret int, st Status, tok uint64) Operation {
+	o := mk(Acquire, client, session, name, 0, call, ret, st, tok)
+	o.Limit = limit
+	return o
+}
+
+// aw is `acquire name limit wait`.
+func aw(client int, session, name string, limit, wait, call, ret int, st Status, tok uint64) Operation {
+	o := mk(AcquireWait, client, session, name, wait, call, ret, st, tok)
+	o.Limit = limit
+	return o
+}
+
 // ul is `unlock name`.
 func ul(client int, session, name string, call, ret int, st Status) Operation {
 	return mk(Unlock, client, session, name, 0, call, ret, st, 0)
@@ -66,17 +90,20 @@ func rs(client int, session string, call, ret int, st Status) Operation {
 	return mk(Resume, client, session, "", 0, call, ret, st, 0)
 }
 
-// checkers runs every checker on h and returns which failed, by name
-// ("tokens", "overlap", "lost", "lin"), and the verdicts. Linearizability
-// fails if it is not Ok, whether Illegal or timed out.
+// checkerNames are the short names of checkers' verdicts, in order.
+var checkerNames = []string{"tokens", "overlap", "permits", "lost", "lin"}
+
+// checkers runs every checker on h and returns which failed, by name (see
+// checkerNames), and the verdicts, linearizability last. It fails if it
+// is not Ok, whether Illegal or timed out.
 func checkers(h []Operation, timeout time.Duration) (failed map[string]bool, verdicts []Verdict, err error) {
 	lin, err := CheckLinearizable(h, timeout)
 	if err != nil {
 		return nil, nil, err
 	}
-	verdicts = []Verdict{CheckTokens(h), CheckOverlap(h), CheckLostGrants(h), lin}
+	verdicts = []Verdict{CheckTokens(h), CheckOverlap(h), CheckPermits(h), CheckLostGrants(h), lin}
 	failed = map[string]bool{}
-	for i, name := range []string{"tokens", "overlap", "lost", "lin"} {
+	for i, name := range checkerNames {
 		if !verdicts[i].OK() {
 			failed[name] = true
 		}

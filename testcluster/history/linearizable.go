@@ -44,9 +44,9 @@ type NameResult struct {
 }
 
 // CheckLinearizable checks h with porcupine, one partition per lock name,
-// against Step. Each partition holds the name's lock, lock_wait and unlock
-// operations plus the unlock_all and expiry operations of every session
-// that may have held the name. An operation with an unknown outcome ends
+// against Step. Each partition holds the name's requests (lock, rlock and
+// acquire, waiting or not), unlocks and drops, plus the unlock_all and
+// expiry operations of every session that may have held the name. An operation with an unknown outcome ends
 // after every other one. timeout bounds the whole search (0: no bound).
 // The error reports a malformed history.
 func CheckLinearizable(h []Operation, timeout time.Duration) (*Linearizability, error) {
@@ -73,13 +73,24 @@ func CheckLinearizable(h []Operation, timeout time.Duration) (*Linearizability, 
 		// session are no-ops on n; leaving them out keeps the search small.
 		mayHold := map[string]bool{}
 		for _, o := range perName[n] {
-			if (o.Kind == Lock || o.Kind == LockWait) && (o.Status == Acquired || o.Status == Unknown) {
+			if o.Kind.Takes() && (o.Status == Acquired || o.Status == Unknown) {
 				mayHold[o.Session] = true
 			}
 		}
-		var tokens []uint64 // known tokens of n, sorted, distinct
+		// Known tokens of n, sorted, distinct: each first shows in its new
+		// grant, and the pruning in step waits for it there. A token that
+		// a re-entrant grant may show first, after later tokens (see
+		// mayReenter), is left out: nothing waits for it.
+		reentrant := mayReenter(perName[n])
+		hidden := map[uint64]bool{}
 		for _, o := range perName[n] {
-			if o.grant() && o.Token != 0 {
+			if reentrant[o.id] {
+				hidden[o.Token] = true
+			}
+		}
+		var tokens []uint64
+		for _, o := range perName[n] {
+			if o.grant() && o.Token != 0 && !hidden[o.Token] {
 				tokens = append(tokens, o.Token)
 			}
 		}
@@ -88,16 +99,16 @@ func CheckLinearizable(h []Operation, timeout time.Duration) (*Linearizability, 
 		nr := NameResult{Name: n}
 		for _, o := range ops {
 			var relevant bool
-			switch o.Kind {
-			case Lock, LockWait:
+			switch {
+			case o.Kind.Takes():
 				relevant = o.Name == n
-			case Unlock:
+			case o.Kind == Unlock:
 				// An unknown unlock by a session that never held n
 				// changes nothing; a known one still observes n.
 				relevant = o.Name == n && (o.Status != Unknown || mayHold[o.Session])
-			case UnlockAll, Expire:
+			case o.Kind == UnlockAll || o.Kind == Expire:
 				relevant = mayHold[o.Session]
-			case Drop:
+			case o.Kind == Drop:
 				relevant = o.Name == n && mayHold[o.Session]
 			}
 			if !relevant {

@@ -11,12 +11,17 @@ import (
 // (an unlock, unlock_all, or the session's expiry; a session that resumed
 // before its expiry did not expire). An operation that certainly took
 // effect inside that interval, its whole [Call, Return] within it, must
-// see the lock held by that session:
+// see the name held by that session, in the grant's mode:
 //
-//   - no other session is granted the name;
-//   - no one is told not_locked, and no other session unlocks it;
-//   - the holder is not told 409 or not_yours, and a re-entrant grant
-//     carries the holder's token.
+//   - no other session is granted the name if the hold is exclusive, nor
+//     exclusively if it is shared (other shared holders and other
+//     permits are no sign of a loss; CheckPermits counts permits);
+//   - no one is told not_locked;
+//   - no other session unlocks an exclusive hold, or is told no_upgrade
+//     (it would hold the name shared);
+//   - the holder is not told 409 or not_yours, nor no_upgrade while it
+//     holds exclusively, and a re-entrant grant carries the holder's
+//     token.
 //
 // CheckOverlap and CheckLinearizable catch most of these too; this checker
 // names the grant that was lost and the operation that shows it.
@@ -29,10 +34,13 @@ func CheckLostGrants(h []Operation) Check {
 	c := Check{Checker: checker, Ops: len(ops)}
 	releases := releasesBySession(ops)
 	perName := byName(ops)
+	var count holdCount
 	for _, n := range names(ops) {
 		on := perName[n] // sorted by Call
 		reported := map[int]bool{}
-		for _, hd := range holds(n, on, releases) {
+		hs := holds(n, on, releases)
+		count.add(hs)
+		for _, hd := range hs {
 			first := sort.Search(len(on), func(i int) bool { return on[i].Call >= hd.from })
 			for _, y := range on[first:] {
 				if y.Call >= hd.until {
@@ -48,6 +56,7 @@ func CheckLostGrants(h []Operation) Check {
 			}
 		}
 	}
+	c.Note = count.String()
 	return c
 }
 
@@ -55,21 +64,29 @@ func CheckLostGrants(h []Operation) Check {
 // name, shows the grant lost; "" if it does not.
 func contradicts(hd hold, y rec) string {
 	own := y.Session == hd.session
+	// covered: y asks for what hd already holds, so the server must
+	// answer it as re-entrant, with hd's token. An exclusive hold covers
+	// an rlock too.
+	covered := own && (y.Kind.Mode() == hd.mode || hd.mode == Exclusive && y.Kind.Mode() == Shared)
 	switch {
-	case y.grant() && !own:
-		return fmt.Sprintf("was granted to session %s (client %d) with token %s", y.Session, y.Client, tokenString(y.Token))
-	case y.grant() && own:
+	case y.grant() && !own && (hd.mode == Exclusive || hd.mode == Shared && y.Kind.Mode() == Exclusive):
+		return fmt.Sprintf("was granted %s to session %s (client %d) with token %s", y.Kind.Mode(), y.Session, y.Client, tokenString(y.Token))
+	case y.grant() && covered:
 		if t := holdToken(hd); t != 0 && y.Token != 0 && y.Token != t {
 			return fmt.Sprintf("was re-granted to its holder with token %d instead of %d", y.Token, t)
 		}
 	case y.Kind == Unlock && y.Status == NotLocked:
 		return fmt.Sprintf("was reported not_locked to session %s (client %d)", y.Session, y.Client)
-	case y.Kind == Unlock && y.Status == Unlocked && !own:
+	case y.Kind == Unlock && y.Status == Unlocked && !own && hd.mode == Exclusive:
 		return fmt.Sprintf("was unlocked by session %s (client %d)", y.Session, y.Client)
 	case y.Kind == Unlock && y.Status == NotYours && own:
 		return "was reported not_yours to its holder"
-	case (y.Kind == Lock || y.Kind == LockWait) && y.Status == Unavailable && own:
+	case y.Status == Unavailable && covered:
 		return "was refused (409) to its holder"
+	case y.Status == NoUpgrade && own && hd.mode == Exclusive:
+		return "was refused as an upgrade (no_upgrade) to its exclusive holder"
+	case y.Status == NoUpgrade && !own && hd.mode == Exclusive:
+		return fmt.Sprintf("was refused as an upgrade (no_upgrade) to session %s (client %d), which would hold it shared", y.Session, y.Client)
 	}
 	return ""
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -34,16 +35,73 @@ const (
 	// session is resumed elsewhere. Its status is OK once that window has
 	// closed, or Unknown if it never did.
 	Drop
+	// RLock is `rlock NAME`: take NAME shared now or get 409.
+	RLock
+	// RLockWait is `rlock NAME SECS`.
+	RLockWait
+	// Acquire is `acquire NAME LIMIT`: take one of Op.Limit permits of
+	// semaphore NAME now or get 409.
+	Acquire
+	// AcquireWait is `acquire NAME LIMIT SECS`.
+	AcquireWait
 )
 
 var kindNames = [...]string{
-	Lock:      "lock",
-	LockWait:  "lock_wait",
-	Unlock:    "unlock",
-	UnlockAll: "unlock_all",
-	Expire:    "expire",
-	Resume:    "resume",
-	Drop:      "drop",
+	Lock:        "lock",
+	LockWait:    "lock_wait",
+	Unlock:      "unlock",
+	UnlockAll:   "unlock_all",
+	Expire:      "expire",
+	Resume:      "resume",
+	Drop:        "drop",
+	RLock:       "rlock",
+	RLockWait:   "rlock_wait",
+	Acquire:     "acquire",
+	AcquireWait: "acquire_wait",
+}
+
+// Takes reports whether k asks for a name: lock, rlock or acquire,
+// waiting or not.
+func (k Kind) Takes() bool { return k.Mode() != 0 }
+
+// Waits reports whether k is the waiting form of its request.
+func (k Kind) Waits() bool { return k == LockWait || k == RLockWait || k == AcquireWait }
+
+// Mode is how a request of kind k wants its name; 0 if k takes nothing.
+func (k Kind) Mode() Mode {
+	switch k {
+	case Lock, LockWait:
+		return Exclusive
+	case RLock, RLockWait:
+		return Shared
+	case Acquire, AcquireWait:
+		return Permit
+	}
+	return 0
+}
+
+// Mode is how a grant holds its name.
+type Mode uint8
+
+const (
+	// Exclusive: alone (lock).
+	Exclusive Mode = iota + 1
+	// Shared: together with other shared holders, never with an
+	// exclusive one (rlock).
+	Shared
+	// Permit: one of a semaphore's LIMIT permits (acquire). A name is a
+	// semaphore or a lock, never both at once, so permits never meet the
+	// other modes.
+	Permit
+)
+
+var modeNames = [...]string{Exclusive: "exclusive", Shared: "shared", Permit: "permit"}
+
+func (m Mode) String() string {
+	if int(m) < len(modeNames) && modeNames[m] != "" {
+		return modeNames[m]
+	}
+	return "mode(" + strconv.Itoa(int(m)) + ")"
 }
 
 func (k Kind) String() string {
@@ -76,11 +134,13 @@ func (k *Kind) UnmarshalText(b []byte) error {
 type Status uint8
 
 const (
-	// Acquired is `200 Acquired` to a lock; Result.Token is the fencing
-	// token, or 0 if the client does not know it.
+	// Acquired is `200 Acquired` to a lock, rlock or acquire;
+	// Result.Token is the fencing token, or 0 if the client does not know
+	// it.
 	Acquired Status = iota + 1
-	// Unavailable is `409 Unavailable`: held by another session (for
-	// LockWait, all the wait long).
+	// Unavailable is `409 Unavailable`: held by another session in a mode
+	// that excludes the request, or waited for by one ahead of it (for
+	// the waiting kinds, all the wait long).
 	Unavailable
 	// Unlocked is `200 Unlocked`.
 	Unlocked
@@ -98,6 +158,9 @@ const (
 	// out, or 504. The operation may take effect at any time after its
 	// Call, or never.
 	Unknown
+	// NoUpgrade is `400 no upgrade` to a lock: the session held the name
+	// shared, and nothing happened.
+	NoUpgrade
 )
 
 var statusNames = [...]string{
@@ -109,6 +172,7 @@ var statusNames = [...]string{
 	OK:          "ok",
 	Refused:     "refused",
 	Unknown:     "unknown",
+	NoUpgrade:   "no_upgrade",
 }
 
 func (s Status) String() string {
@@ -146,10 +210,13 @@ type Op struct {
 	// its session keeps it; one that gets a new session changes it.
 	Session string
 	Kind    Kind
-	// Name is the lock name for Lock, LockWait and Unlock.
+	// Name is the lock name of every kind but UnlockAll, Expire and
+	// Resume.
 	Name string
-	// Wait is the SECS of LockWait.
+	// Wait is the SECS of LockWait, RLockWait and AcquireWait.
 	Wait int
+	// Limit is the LIMIT of Acquire and AcquireWait.
+	Limit int
 }
 
 // Result is the server's answer.
@@ -191,10 +258,16 @@ func (o Operation) String() string {
 func (o Operation) describe() string {
 	var req string
 	switch o.Kind {
-	case Lock, Unlock:
+	case Lock, RLock, Unlock:
 		req = fmt.Sprintf("%s %q", o.Kind, o.Name)
 	case LockWait:
 		req = fmt.Sprintf("lock %q %d", o.Name, o.Wait)
+	case RLockWait:
+		req = fmt.Sprintf("rlock %q %d", o.Name, o.Wait)
+	case Acquire:
+		req = fmt.Sprintf("acquire %q %d", o.Name, o.Limit)
+	case AcquireWait:
+		req = fmt.Sprintf("acquire %q %d %d", o.Name, o.Limit, o.Wait)
 	case Expire:
 		req = "expire"
 	default:
@@ -226,13 +299,17 @@ func stamp(d time.Duration) string {
 
 // allowed lists the statuses each kind may carry.
 var allowed = map[Kind][]Status{
-	Lock:      {Acquired, Unavailable, Refused, Unknown},
-	LockWait:  {Acquired, Unavailable, Refused, Unknown},
-	Unlock:    {Unlocked, NotYours, NotLocked, Refused, Unknown},
-	UnlockAll: {OK, Refused, Unknown},
-	Expire:    {OK, Unknown},
-	Resume:    {OK, NotYours, NotLocked, Refused, Unknown},
-	Drop:      {OK, Unknown},
+	Lock:        {Acquired, Unavailable, NoUpgrade, Refused, Unknown},
+	LockWait:    {Acquired, Unavailable, NoUpgrade, Refused, Unknown},
+	RLock:       {Acquired, Unavailable, Refused, Unknown},
+	RLockWait:   {Acquired, Unavailable, Refused, Unknown},
+	Acquire:     {Acquired, Unavailable, Refused, Unknown},
+	AcquireWait: {Acquired, Unavailable, Refused, Unknown},
+	Unlock:      {Unlocked, NotYours, NotLocked, Refused, Unknown},
+	UnlockAll:   {OK, Refused, Unknown},
+	Expire:      {OK, Unknown},
+	Resume:      {OK, NotYours, NotLocked, Refused, Unknown},
+	Drop:        {OK, Unknown},
 }
 
 // validate says what is wrong with o, if anything.
@@ -253,8 +330,13 @@ func (o Operation) validate() error {
 		return fmt.Errorf("no session")
 	case o.Client < 0:
 		return fmt.Errorf("negative client %d", o.Client)
-	case (o.Kind == Lock || o.Kind == LockWait || o.Kind == Unlock || o.Kind == Drop) && o.Name == "":
+	case (o.Kind.Takes() || o.Kind == Unlock || o.Kind == Drop) && o.Name == "":
 		return fmt.Errorf("%s without a name", o.Kind)
+	case o.Kind.Mode() == Permit && o.Limit < 1:
+		return fmt.Errorf("%s with limit %d", o.Kind, o.Limit)
+	case strings.ContainsAny(o.Session, "\x00\x01"):
+		// The model's sets of sessions use them as separators.
+		return fmt.Errorf("session %q contains a byte 0 or 1", o.Session)
 	case o.Call < 0:
 		return fmt.Errorf("negative call time %v", o.Call)
 	case o.Status != Unknown && o.Return < o.Call:

@@ -31,9 +31,9 @@ func (r rec) releases(name string) bool {
 	return false
 }
 
-// grant reports whether r is an acknowledged grant.
+// grant reports whether r is an acknowledged grant, of any mode.
 func (r rec) grant() bool {
-	return (r.Kind == Lock || r.Kind == LockWait) && r.Status == Acquired
+	return r.Kind.Takes() && r.Status == Acquired
 }
 
 // Validate reports every malformed operation of h (up to a few), or nil.
@@ -125,8 +125,8 @@ func names(ops []rec) []string {
 	return ns
 }
 
-// byName returns, for each name, the operations on it (lock, lock_wait,
-// unlock), in Call order.
+// byName returns, for each name, the operations on it (those that take
+// it, unlocks and drops), in Call order.
 func byName(ops []rec) map[string][]rec {
 	m := map[string][]rec{}
 	for _, o := range ops {
@@ -150,23 +150,41 @@ func releasesBySession(ops []rec) map[string][]rec {
 	return m
 }
 
-// A hold is an interval during which a session certainly held a name:
-// from the reply of its first grant to the invocation of the first
-// operation that may have released it, exclusive. Grants of the same
-// session whose intervals touch are merged into one hold, so re-entrant
-// grants extend it.
+// A hold is an interval during which a session certainly held a name in
+// one mode: from the reply of its first grant to the invocation of the
+// first operation that may have released it, exclusive. Grants of the
+// same session and mode whose intervals touch are merged into one hold,
+// so re-entrant grants extend it. (An rlock by an exclusive holder is
+// re-entrant too, and makes a shared hold inside the exclusive one.)
 type hold struct {
 	name, session string
 	client        int
+	mode          Mode
 	grants        []rec         // the grants it merges, by reply time
 	from, until   time.Duration // held during [from, until); until may be Never
 	end           *rec          // the operation that may end it; nil: nothing did
 }
 
+// limit is the largest LIMIT the grants of a permit hold named.
+func (h hold) limit() int {
+	l := 0
+	for _, g := range h.grants {
+		l = max(l, g.Limit)
+	}
+	return l
+}
+
 func (h hold) String() string {
 	g := h.grants[0]
-	s := fmt.Sprintf("session %s (client %d) held it with token %s from %s (reply to #%d %s, invoked at %s",
-		h.session, g.Client, tokenString(holdToken(h)), stamp(h.from), g.id, g.describe(), stamp(g.Call))
+	how := "held it"
+	switch h.mode {
+	case Shared:
+		how = "held it shared"
+	case Permit:
+		how = "held a permit"
+	}
+	s := fmt.Sprintf("session %s (client %d) %s with token %s from %s (reply to #%d %s, invoked at %s",
+		h.session, g.Client, how, tokenString(holdToken(h)), stamp(h.from), g.id, g.describe(), stamp(g.Call))
 	if len(h.grants) > 1 {
 		s += fmt.Sprintf(", re-entered %d times", len(h.grants)-1)
 	}
@@ -202,18 +220,21 @@ func holds(name string, ops []rec, releases map[string][]rec) []hold {
 		if until <= g.Return {
 			continue
 		}
-		single = append(single, hold{name: name, session: g.Session, client: g.Client,
+		single = append(single, hold{name: name, session: g.Session, client: g.Client, mode: g.Kind.Mode(),
 			grants: []rec{g}, from: g.Return, until: until, end: end})
 	}
 	slices.SortStableFunc(single, func(a, b hold) int {
 		if c := strings.Compare(a.session, b.session); c != 0 {
 			return c
 		}
+		if c := int(a.mode) - int(b.mode); c != 0 {
+			return c
+		}
 		return cmpTime(a.from, b.from)
 	})
 	var merged []hold
 	for _, h := range single {
-		if n := len(merged); n > 0 && merged[n-1].session == h.session && h.from < merged[n-1].until {
+		if n := len(merged); n > 0 && merged[n-1].session == h.session && merged[n-1].mode == h.mode && h.from < merged[n-1].until {
 			last := &merged[n-1]
 			last.grants = append(last.grants, h.grants...)
 			if h.until > last.until {

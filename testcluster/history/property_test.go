@@ -18,6 +18,14 @@ var simConfigs = map[string]simConfig{
 		pResume: 0.7, pNoToken: 0.03, pVeryLate: 0.2, timeout: 100 * ms},
 	"short-timeout": {clients: 6, names: 2, ops: 300, pRefuse: 0.05, p504: 0.05, pLost: 0.05,
 		pResume: 0.8, pNoToken: 0.05, timeout: 30 * ms},
+	// A name taken shared and exclusively, and a semaphore of 2 permits,
+	// beside an exclusive name.
+	"modes-calm": {clients: 6, names: 1, shared: 1, sems: 1, limit: 2, ops: 300, pResume: 0.7, timeout: 100 * ms},
+	"modes-faulty": {clients: 7, names: 1, shared: 1, sems: 1, limit: 2, ops: 400, pRefuse: 0.05, p504: 0.03, pLost: 0.03,
+		pResume: 0.7, pNoToken: 0.05, pVeryLate: 0.2, timeout: 100 * ms},
+	// Every client on one shared name and one semaphore of 3 permits.
+	"modes-hot": {clients: 8, shared: 1, sems: 1, limit: 3, ops: 400, pRefuse: 0.03, p504: 0.02, pLost: 0.02,
+		pResume: 0.7, pNoToken: 0.03, pVeryLate: 0.2, timeout: 100 * ms},
 }
 
 const seeds = 25
@@ -89,6 +97,9 @@ func TestPropertyViolations(t *testing.T) {
 				if bad, what, ok := duplicateGrant(h, rng); ok {
 					count(mustFail(t, fmt.Sprintf("seed %d: %s", seed, what), bad, "tokens", "overlap", "lost", "lin"))
 				}
+				if bad, what, ok := overflowPermits(h, rng); ok {
+					count(mustFail(t, fmt.Sprintf("seed %d: %s", seed, what), bad, "permits", "lin"))
+				}
 			}
 		})
 	}
@@ -111,20 +122,34 @@ func mustFail(t *testing.T, what string, h []Operation, want ...string) *Lineari
 			}
 		}
 	}
-	return verdicts[3].(*Linearizability)
+	return verdicts[len(verdicts)-1].(*Linearizability)
 }
 
 // swapTokens swaps the tokens of two new grants of a name, one certainly
-// before the other.
+// before the other. Where a name is also granted shared or as permits, a
+// grant of a session that may have held the name unbeknown to its client
+// (an earlier request of unknown outcome or token) may be a re-entrant
+// one, which may show an older token: neither grant is of such a session,
+// and they go to two sessions.
 func swapTokens(h []Operation, rng *rand.Rand) ([]Operation, string, bool) {
 	type key struct {
 		name  string
 		token uint64
 	}
 	seen := map[key]bool{}
+	sharing := map[string]bool{}
+	unsure := map[key2]bool{} // name and session with a request of unknown outcome or token
+	for _, o := range h {
+		if o.Kind.Takes() && o.Kind.Mode() != Exclusive {
+			sharing[o.Name] = true
+		}
+		if o.Kind.Takes() && (o.Status == Unknown || o.Status == Acquired && o.Token == 0) {
+			unsure[key2{o.Name, o.Session}] = true
+		}
+	}
 	var first []int // first grant of each token
 	for i, o := range h {
-		if (o.Kind == Lock || o.Kind == LockWait) && o.Status == Acquired && o.Token != 0 && !seen[key{o.Name, o.Token}] {
+		if o.Kind.Takes() && o.Status == Acquired && o.Token != 0 && !seen[key{o.Name, o.Token}] {
 			seen[key{o.Name, o.Token}] = true
 			first = append(first, i)
 		}
@@ -132,9 +157,14 @@ func swapTokens(h []Operation, rng *rand.Rand) ([]Operation, string, bool) {
 	var pairs [][2]int
 	for _, i := range first {
 		for _, j := range first {
-			if h[i].Name == h[j].Name && h[i].Return < h[j].Call && h[i].Token < h[j].Token {
-				pairs = append(pairs, [2]int{i, j})
+			a, b := h[i], h[j]
+			if a.Name != b.Name || a.Return >= b.Call || a.Token >= b.Token {
+				continue
 			}
+			if sharing[a.Name] && (a.Session == b.Session || unsure[key2{a.Name, a.Session}] || unsure[key2{b.Name, b.Session}]) {
+				continue
+			}
+			pairs = append(pairs, [2]int{i, j})
 		}
 	}
 	if len(pairs) == 0 {
@@ -146,9 +176,10 @@ func swapTokens(h []Operation, rng *rand.Rand) ([]Operation, string, bool) {
 	return bad, fmt.Sprintf("tokens of #%d and #%d swapped", p[0], p[1]), true
 }
 
-// duplicateGrant grants the token of a certain hold to an intruding
-// session while the hold lasts.
-func duplicateGrant(h []Operation, rng *rand.Rand) ([]Operation, string, bool) {
+type key2 struct{ name, session string }
+
+// certainHolds returns the certain holds of h, of the given modes.
+func certainHolds(h []Operation, modes ...Mode) []hold {
 	ops, err := prepare(h)
 	if err != nil {
 		panic(err)
@@ -158,29 +189,67 @@ func duplicateGrant(h []Operation, rng *rand.Rand) ([]Operation, string, bool) {
 	var hs []hold
 	for _, n := range names(ops) {
 		for _, hd := range holds(n, perName[n], releases) {
-			if holdToken(hd) != 0 {
+			if slices.Contains(modes, hd.mode) {
 				hs = append(hs, hd)
 			}
 		}
 	}
-	if len(hs) == 0 {
-		return nil, "", false
+	return hs
+}
+
+// inside returns a window [call, ret] in the middle of hd.
+func inside(hd hold) (call, ret time.Duration) {
+	if hd.until == Never {
+		return hd.from + ms/1000, hd.from + 2*ms/1000
 	}
-	hd := hs[rng.IntN(len(hs))]
-	call, ret := hd.from+ms/1000, hd.from+2*ms/1000
-	if hd.until != Never {
-		third := (hd.until - hd.from) / 3
-		call, ret = hd.from+third, hd.from+2*third
-	}
+	third := (hd.until - hd.from) / 3
+	return hd.from + third, hd.from + 2*third
+}
+
+func nextClient(h []Operation) int {
 	client := 0
 	for _, o := range h {
 		client = max(client, o.Client+1)
 	}
+	return client
+}
+
+// duplicateGrant grants the token of a certain exclusive or shared hold
+// to an intruding session, exclusively, while the hold lasts.
+func duplicateGrant(h []Operation, rng *rand.Rand) ([]Operation, string, bool) {
+	hs := slices.DeleteFunc(certainHolds(h, Exclusive, Shared), func(hd hold) bool { return holdToken(hd) == 0 })
+	if len(hs) == 0 {
+		return nil, "", false
+	}
+	hd := hs[rng.IntN(len(hs))]
+	call, ret := inside(hd)
 	intruder := Operation{
-		Op:     Op{Client: client, Session: "intruder", Kind: Lock, Name: hd.name},
+		Op:     Op{Client: nextClient(h), Session: "intruder", Kind: Lock, Name: hd.name},
 		Result: Result{Status: Acquired, Token: holdToken(hd)},
 		Call:   call, Return: ret,
 	}
 	bad := append(slices.Clone(h), intruder)
-	return bad, fmt.Sprintf("token %d of %s granted again to an intruder during [%s, %s]", holdToken(hd), hd.session, stamp(call), stamp(ret)), true
+	return bad, fmt.Sprintf("token %d of %s's %s hold granted again to an intruder during [%s, %s]", holdToken(hd), hd.session, hd.mode, stamp(call), stamp(ret)), true
+}
+
+// overflowPermits grants LIMIT more permits, to as many intruding
+// sessions, while a certain permit hold lasts. Their tokens are unknown,
+// so that only the count is wrong.
+func overflowPermits(h []Operation, rng *rand.Rand) ([]Operation, string, bool) {
+	hs := certainHolds(h, Permit)
+	if len(hs) == 0 {
+		return nil, "", false
+	}
+	hd := hs[rng.IntN(len(hs))]
+	call, ret := inside(hd)
+	bad := slices.Clone(h)
+	client := nextClient(h)
+	for i := range hd.limit() {
+		bad = append(bad, Operation{
+			Op:     Op{Client: client + i, Session: fmt.Sprintf("intruder-%d", i), Kind: Acquire, Name: hd.name, Limit: hd.limit()},
+			Result: Result{Status: Acquired},
+			Call:   call, Return: ret,
+		})
+	}
+	return bad, fmt.Sprintf("%d more permits of %q granted to intruders during [%s, %s], while %s held one", hd.limit(), hd.name, stamp(call), stamp(ret), hd.session), true
 }

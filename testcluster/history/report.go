@@ -121,6 +121,7 @@ type line struct {
 	Name       string `json:"name,omitempty"`
 	NameHex    string `json:"name_hex,omitempty"`
 	Wait       int    `json:"wait,omitempty"`
+	Limit      int    `json:"limit,omitempty"`
 	Status     Status `json:"status"`
 	Token      uint64 `json:"token,omitempty"`
 	Call       int64  `json:"call"`
@@ -147,7 +148,7 @@ func joinText(text, hx string) (string, error) {
 func WriteHistory(w io.Writer, h []Operation) error {
 	enc := json.NewEncoder(w)
 	for i, o := range h {
-		l := line{ID: i, Client: o.Client, Kind: o.Kind, Wait: o.Wait, Status: o.Status,
+		l := line{ID: i, Client: o.Client, Kind: o.Kind, Wait: o.Wait, Limit: o.Limit, Status: o.Status,
 			Token: o.Token, Call: int64(o.Call), Detached: int64(o.Detached)}
 		l.Session, l.SessionHex = splitText(o.Session)
 		l.Name, l.NameHex = splitText(o.Name)
@@ -176,7 +177,7 @@ func ReadHistory(r io.Reader) ([]Operation, error) {
 			return nil, fmt.Errorf("history: operation %d: %w", len(h), err)
 		}
 		o := Operation{
-			Op:       Op{Client: l.Client, Kind: l.Kind, Wait: l.Wait},
+			Op:       Op{Client: l.Client, Kind: l.Kind, Wait: l.Wait, Limit: l.Limit},
 			Result:   Result{Status: l.Status, Token: l.Token},
 			Call:     time.Duration(l.Call),
 			Return:   Never,

@@ -21,6 +21,11 @@ func TestHistoryRoundTrip(t *testing.T) {
 		ua(0, A, 30, 40, OK),
 		ex(0, A, 12, 112),
 		rs(0, A, 50, 60, NotYours),
+		rl(1, B, "r", 60, 70, Acquired, 4),
+		rw(1, B, "r", 2, 70, U, Unknown, 0),
+		lk(1, B, "r", 80, 90, NoUpgrade, 0),
+		aq(2, C, "s", 3, 80, 90, Acquired, 5),
+		aw(2, C, "s", 3, 1, 90, 100, Unavailable, 0),
 	}
 	var buf bytes.Buffer
 	if err := WriteHistory(&buf, h); err != nil {

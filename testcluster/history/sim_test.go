@@ -9,7 +9,10 @@ import (
 )
 
 // The simulation is a correct, sequential lock server driven by clients
-// with random think times and latencies. Replies may be refused (503),
+// with random think times and latencies. Names "n0".. are locks taken
+// exclusively, "r0".. locks taken shared or exclusively, and "s0"..
+// semaphores of limit permits; requests of every mode queue in one FIFO
+// per name, as the server's lock table does. Replies may be refused (503),
 // indeterminate (504) or lost with the connection; an indeterminate
 // request takes effect at once, later, or never. A client that lost its
 // connection resumes its session or starts a new one, and the server
@@ -18,6 +21,9 @@ import (
 
 type simConfig struct {
 	clients, names, ops int
+	// shared and sems are how many names are taken shared as well, and
+	// how many are semaphores of limit permits.
+	shared, sems, limit int
 	// Per request: refused, indeterminate (504), connection lost.
 	pRefuse, p504, pLost float64
 	// pResume is the chance that a client whose connection dropped tries
@@ -61,13 +67,39 @@ func (q *eventQueue) Pop() any {
 }
 
 type simLock struct {
-	holder  string
-	token   uint64
+	limit   int                 // a semaphore's permits; 0 for a lock
+	holders map[string]simGrant // by session
 	waiters []*simWaiter
 }
 
+type simGrant struct {
+	mode  Mode
+	token uint64
+}
+
+// admits reports whether the holders admit a new grant in mode m.
+func (l *simLock) admits(m Mode) bool {
+	switch {
+	case l.limit > 0:
+		return len(l.holders) < l.limit
+	case m == Exclusive:
+		return len(l.holders) == 0
+	}
+	for _, g := range l.holders {
+		if g.mode == Exclusive {
+			return false
+		}
+	}
+	return true
+}
+
+// covers reports whether a grant in mode held answers a request of its
+// session in mode m: the same mode, or shared under exclusive.
+func covers(held, m Mode) bool { return held == m || held == Exclusive && m == Shared }
+
 type simWaiter struct {
 	session string
+	mode    Mode
 	c       *simClient
 	op      int
 	conn    int // -1: its reply is lost
@@ -148,7 +180,10 @@ func (s *sim) newSession(c *simClient) {
 func (s *sim) lock(name string) *simLock {
 	l := s.locks[name]
 	if l == nil {
-		l = &simLock{}
+		l = &simLock{holders: map[string]simGrant{}}
+		if name[0] == 's' {
+			l.limit = s.cfg.limit
+		}
 		s.locks[name] = l
 	}
 	return l
@@ -164,7 +199,21 @@ func (s *sim) next(c *simClient) {
 }
 
 func (s *sim) act(c *simClient) {
-	name := fmt.Sprintf("n%d", s.rng.IntN(s.cfg.names))
+	name := ""
+	// Configurations of exclusive names only draw as they always did, so
+	// that their seeds keep their histories.
+	if extra := s.cfg.shared + s.cfg.sems; extra == 0 {
+		name = fmt.Sprintf("n%d", s.rng.IntN(s.cfg.names))
+	} else {
+		switch i := s.rng.IntN(s.cfg.names + extra); {
+		case i < s.cfg.names:
+			name = fmt.Sprintf("n%d", i)
+		case i < s.cfg.names+s.cfg.shared:
+			name = fmt.Sprintf("r%d", i-s.cfg.names)
+		default:
+			name = fmt.Sprintf("s%d", i-s.cfg.names-s.cfg.shared)
+		}
+	}
 	op := Op{Client: c.id, Session: c.session, Name: name}
 	held := slices.Sorted(func(yield func(string) bool) {
 		for n := range c.held {
@@ -186,6 +235,14 @@ func (s *sim) act(c *simClient) {
 	default:
 		op.Kind, op.Wait = LockWait, s.rng.IntN(4)
 	}
+	switch {
+	case !op.Kind.Takes():
+	case op.Name[0] == 'r' && s.rng.IntN(3) > 0:
+		op.Kind = map[Kind]Kind{Lock: RLock, LockWait: RLockWait}[op.Kind]
+	case op.Name[0] == 's':
+		op.Kind = map[Kind]Kind{Lock: Acquire, LockWait: AcquireWait}[op.Kind]
+		op.Limit = s.cfg.limit
+	}
 	i := len(s.h)
 	s.h = append(s.h, Operation{Op: op, Call: s.now, Return: Never, Result: Result{Status: Unknown}})
 
@@ -193,7 +250,7 @@ func (s *sim) act(c *simClient) {
 	switch r := s.rng.Float64(); {
 	case r < s.cfg.pRefuse:
 		s.after(d1+s.latency(), func() { s.reply(c, i, c.conn, Result{Status: Refused}) })
-	case r < s.cfg.pRefuse+s.cfg.p504 && op.Kind != LockWait:
+	case r < s.cfg.pRefuse+s.cfg.p504 && !op.Kind.Waits():
 		s.maybeApply(c, i, d1)
 		conn := c.conn
 		s.after(d1+s.latency(), func() { s.reply(c, i, conn, Result{Status: Unknown}) })
@@ -287,12 +344,12 @@ func (s *sim) detach(sessID string, conn int, since time.Duration) {
 		}
 		sess.expired = true
 		for _, n := range slices.Sorted(mapKeys(sess.held)) {
-			s.release(n)
+			s.release(n, sessID)
 		}
 	})
 }
 
-func mapKeys(m map[string]bool) func(func(string) bool) {
+func mapKeys[V any](m map[string]V) func(func(string) bool) {
 	return func(yield func(string) bool) {
 		for k := range m {
 			if !yield(k) {
@@ -303,7 +360,9 @@ func mapKeys(m map[string]bool) func(func(string) bool) {
 }
 
 func (s *sim) dropWaiters(drop func(*simWaiter) bool) {
-	for _, l := range s.locks {
+	for _, n := range slices.Sorted(mapKeys(s.locks)) {
+		l := s.locks[n]
+		before := len(l.waiters)
 		l.waiters = slices.DeleteFunc(l.waiters, func(w *simWaiter) bool {
 			if drop(w) {
 				w.done = true
@@ -311,6 +370,10 @@ func (s *sim) dropWaiters(drop func(*simWaiter) bool) {
 			}
 			return false
 		})
+		if len(l.waiters) != before {
+			// Those behind a dropped waiter may get in now.
+			s.promote(n)
+		}
 	}
 }
 
@@ -328,16 +391,23 @@ func (s *sim) apply(c *simClient, i int, conn int) {
 	answer := func(res Result) {
 		s.after(s.latency(), func() { s.reply(c, i, conn, res) })
 	}
-	switch o.Kind {
-	case Lock, LockWait:
+	switch {
+	case o.Kind.Takes():
 		l := s.lock(o.Name)
+		mode := o.Kind.Mode()
+		if g, ok := l.holders[o.Session]; ok {
+			if covers(g.mode, mode) {
+				answer(Result{Status: Acquired, Token: g.token})
+			} else {
+				answer(Result{Status: NoUpgrade})
+			}
+			return
+		}
 		switch {
-		case l.holder == "":
-			answer(Result{Status: Acquired, Token: s.grant(o.Session, o.Name)})
-		case l.holder == o.Session:
-			answer(Result{Status: Acquired, Token: l.token})
-		case o.Kind == LockWait && o.Wait > 0:
-			w := &simWaiter{session: o.Session, c: c, op: i, conn: conn}
+		case len(l.waiters) == 0 && l.admits(mode):
+			answer(Result{Status: Acquired, Token: s.grant(o.Session, o.Name, mode)})
+		case o.Kind.Waits() && o.Wait > 0:
+			w := &simWaiter{session: o.Session, mode: mode, c: c, op: i, conn: conn}
 			l.waiters = append(l.waiters, w)
 			s.after(time.Duration(o.Wait)*waitUnit, func() {
 				if w.done {
@@ -346,52 +416,74 @@ func (s *sim) apply(c *simClient, i int, conn int) {
 				w.done = true
 				l.waiters = slices.DeleteFunc(l.waiters, func(x *simWaiter) bool { return x == w })
 				answer(Result{Status: Unavailable})
+				s.promote(o.Name)
 			})
 		default:
 			answer(Result{Status: Unavailable})
 		}
-	case Unlock:
+	case o.Kind == Unlock:
 		l := s.lock(o.Name)
-		switch l.holder {
-		case o.Session:
-			s.release(o.Name)
+		switch _, ok := l.holders[o.Session]; {
+		case ok:
+			s.release(o.Name, o.Session)
 			answer(Result{Status: Unlocked})
-		case "":
+		case len(l.holders) == 0:
 			answer(Result{Status: NotLocked})
 		default:
 			answer(Result{Status: NotYours})
 		}
-	case UnlockAll:
+	case o.Kind == UnlockAll:
 		for _, n := range slices.Sorted(mapKeys(sess.held)) {
-			s.release(n)
+			s.release(n, o.Session)
 		}
 		answer(Result{Status: OK})
 	}
 }
 
-func (s *sim) grant(session, name string) uint64 {
-	l := s.lock(name)
+func (s *sim) grant(session, name string, mode Mode) uint64 {
 	s.token++
-	l.holder, l.token = session, s.token
+	s.lock(name).holders[session] = simGrant{mode: mode, token: s.token}
 	s.sessions[session].held[name] = true
 	return s.token
 }
 
-// release frees name and hands it to the first waiter still there.
-func (s *sim) release(name string) {
+// release ends session's grant of name and serves the queue.
+func (s *sim) release(name, session string) {
+	delete(s.lock(name).holders, session)
+	delete(s.sessions[session].held, name)
+	s.promote(name)
+}
+
+// promote grants the head of name's queue while the holders admit it,
+// and answers the later waits of the session it went to as the server
+// does: with the same grant if it covers them, else 409.
+func (s *sim) promote(name string) {
 	l := s.lock(name)
-	delete(s.sessions[l.holder].held, name)
-	l.holder, l.token = "", 0
 	for len(l.waiters) > 0 {
 		w := l.waiters[0]
-		l.waiters = l.waiters[1:]
 		if w.done || s.sessions[w.session].expired {
+			l.waiters = l.waiters[1:]
 			continue
 		}
+		if !l.admits(w.mode) {
+			return
+		}
+		l.waiters = l.waiters[1:]
 		w.done = true
-		tok := s.grant(w.session, name)
+		tok := s.grant(w.session, name, w.mode)
 		s.after(s.latency(), func() { s.reply(w.c, w.op, w.conn, Result{Status: Acquired, Token: tok}) })
-		return
+		l.waiters = slices.DeleteFunc(l.waiters, func(x *simWaiter) bool {
+			if x.session != w.session {
+				return false
+			}
+			x.done = true
+			res := Result{Status: Unavailable}
+			if covers(w.mode, x.mode) {
+				res = Result{Status: Acquired, Token: tok}
+			}
+			s.after(s.latency(), func() { s.reply(x.c, x.op, x.conn, res) })
+			return true
+		})
 	}
 }
 
@@ -416,6 +508,8 @@ func (s *sim) reply(c *simClient, i int, conn int, res Result) {
 	switch {
 	case res.Status == Acquired:
 		c.held[o.Name] = res.Token
+	case res.Status == NoUpgrade:
+		c.held[o.Name] = 0 // held shared: release it
 	case o.Kind == Unlock && res.Status != Refused:
 		delete(c.held, o.Name)
 	case o.Kind == UnlockAll && res.Status != Refused:

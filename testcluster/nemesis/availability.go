@@ -15,7 +15,7 @@ import (
 type Availability struct {
 	Kind     Kind
 	Windows  int
-	Answered int // a definite answer: 200, 409, 403
+	Answered int // a definite answer: 200, 409, 403, 400 no upgrade
 	Refused  int // 503: retryable, nothing happened
 	Unknown  int // outcome unknown (504, connection lost)
 	// Longest is the longest time one lock name went without any
@@ -75,7 +75,7 @@ func Measure(h []history.Operation, steps []Step) []Availability {
 			lastOK := map[string]time.Duration{}
 			var ops []history.Operation
 			for _, o := range h {
-				if (o.Kind != history.Lock && o.Kind != history.LockWait && o.Kind != history.Unlock) || o.Call < from || o.Call >= to {
+				if (!o.Kind.Takes() && o.Kind != history.Unlock) || o.Call < from || o.Call >= to {
 					continue
 				}
 				ops = append(ops, o)

@@ -1,9 +1,10 @@
 // Package workload drives a running elock cluster with many clients and
 // records every operation for the history checkers: each client speaks the
-// raw protocol on its own connection, takes and releases hot locks, writes
-// every grant's fencing token to a fenced resource, and when its node goes
-// away resumes its session on another node with conn_id, as a careful
-// client would.
+// raw protocol on its own connection, takes and releases hot locks (some
+// clients shared locks and semaphores), writes every exclusive grant's
+// fencing token to a fenced resource and reads it with every shared one,
+// and when its node goes away resumes its session on another node with
+// conn_id, as a careful client would.
 package workload
 
 import (
@@ -28,8 +29,17 @@ type Config struct {
 	// Addrs returns the client addresses to connect to; called on every
 	// (re)connect, so it can follow the nodes that are up.
 	Addrs   func() []string
-	Names   []string // the hot lock names
-	Clients int
+	Names   []string // the hot lock names, taken exclusively
+	Clients int      // clients of Names
+	// Shared are lock names that SharedClients clients take shared
+	// (rlock) or, one request in three, exclusively (lock).
+	Shared        []string
+	SharedClients int
+	// Semaphores are semaphore names of Permits permits each, which
+	// SemaphoreClients clients take (acquire NAME Permits).
+	Semaphores       []string
+	Permits          int
+	SemaphoreClients int
 	// SessionTimeout is each session's set_timeout.
 	SessionTimeout time.Duration
 	// MaxWait is the largest SECS of a waiting lock; 0 means no waits.
@@ -44,9 +54,10 @@ type Config struct {
 	Seed         uint64
 }
 
-// Counts are what the clients saw, for availability figures.
+// Counts are what the clients saw, for availability figures. Shared and
+// Permits are the grants, among Acquired, of rlock and of acquire.
 type Counts struct {
-	Ops, Acquired, Unavailable, Unlocked, Refused, Unknown, Errors, Resumes, NewSessions int64
+	Ops, Acquired, Shared, Permits, Unavailable, Unlocked, Refused, Unknown, Errors, Resumes, NewSessions int64
 }
 
 // Workload is a running set of clients.
@@ -57,10 +68,11 @@ type Workload struct {
 	stop  chan struct{}
 	wg    sync.WaitGroup
 
-	ops, acquired, unavailable, unlocked, refused, unknown, errs, resumes, fresh atomic.Int64
-	errMu                                                                        sync.Mutex // guards firstErr and notes
-	firstErr                                                                     error
-	notes                                                                        []string
+	ops, acquired, shared, permits, unavailable, unlocked, refused, unknown, errs, resumes, fresh atomic.Int64
+
+	errMu    sync.Mutex // guards firstErr and notes
+	firstErr error
+	notes    []string
 
 	ansMu    sync.Mutex
 	answered map[string]time.Duration // name -> latest invocation answered definitely
@@ -78,10 +90,28 @@ func Start(cfg Config) *Workload {
 		cfg.MaxHold = 20 * time.Millisecond
 	}
 	w := &Workload{cfg: cfg, rec: history.NewRecorder(), fence: history.NewFencedResource(), stop: make(chan struct{}), answered: map[string]time.Duration{}}
-	for i := range cfg.Clients {
-		c := &client{w: w, id: i, rng: rand.New(rand.NewPCG(cfg.Seed, uint64(i)+1)), held: map[string]bool{}}
-		w.wg.Add(1)
-		go c.run()
+	// Clients of the exclusive names come first, so that each keeps its
+	// id and random stream whatever the other kinds of clients.
+	roles := []struct {
+		n     int
+		names []string
+		mode  history.Mode
+	}{
+		{cfg.Clients, cfg.Names, history.Exclusive},
+		{cfg.SharedClients, cfg.Shared, history.Shared},
+		{cfg.SemaphoreClients, cfg.Semaphores, history.Permit},
+	}
+	id := 0
+	for _, r := range roles {
+		if len(r.names) == 0 {
+			continue
+		}
+		for range r.n {
+			c := &client{w: w, id: id, rng: rand.New(rand.NewPCG(cfg.Seed, uint64(id)+1)), names: r.names, mode: r.mode, held: map[string]bool{}}
+			id++
+			w.wg.Add(1)
+			go c.run()
+		}
 	}
 	return w
 }
@@ -143,7 +173,8 @@ func (w *Workload) Notes() []string {
 // Counts returns what the clients saw so far.
 func (w *Workload) Counts() Counts {
 	return Counts{
-		Ops: w.ops.Load(), Acquired: w.acquired.Load(), Unavailable: w.unavailable.Load(), Unlocked: w.unlocked.Load(),
+		Ops: w.ops.Load(), Acquired: w.acquired.Load(), Shared: w.shared.Load(), Permits: w.permits.Load(),
+		Unavailable: w.unavailable.Load(), Unlocked: w.unlocked.Load(),
 		Refused: w.refused.Load(), Unknown: w.unknown.Load(), Errors: w.errs.Load(), Resumes: w.resumes.Load(), NewSessions: w.fresh.Load(),
 	}
 }
@@ -176,12 +207,16 @@ func (w *Workload) stopping() bool {
 
 // client is one session, carried by one connection at a time.
 type client struct {
-	w    *Workload
-	id   int
-	rng  *rand.Rand
-	nc   net.Conn
-	r    *bufio.Reader
-	addr string
+	w   *Workload
+	id  int
+	rng *rand.Rand
+	// names are the names it takes; mode says how: Exclusive (lock),
+	// Shared (rlock, sometimes lock) or Permit (acquire).
+	names []string
+	mode  history.Mode
+	nc    net.Conn
+	r     *bufio.Reader
+	addr  string
 
 	sid     string // the protocol's session id
 	label   string // the session as the history names it: id plus incarnation
@@ -364,7 +399,7 @@ func (c *client) step() {
 			return
 		}
 	}
-	name := cfg.Names[c.rng.IntN(len(cfg.Names))]
+	name := c.names[c.rng.IntN(len(c.names))]
 	if c.held[name] {
 		c.unlock(name)
 		return
@@ -373,19 +408,38 @@ func (c *client) step() {
 	if cfg.MaxWait > 0 && c.rng.IntN(2) == 0 {
 		wait = 1 + c.rng.IntN(cfg.MaxWait)
 	}
-	c.lock(name, wait)
+	mode := c.mode
+	if mode == history.Shared && c.rng.IntN(3) == 0 {
+		// Writers among the readers: an exclusive request waits for
+		// every shared holder, and holds back the shared ones after it.
+		mode = history.Exclusive
+	}
+	c.take(mode, name, wait)
 	if c.held[name] {
 		time.Sleep(time.Duration(c.rng.Int64N(int64(cfg.MaxHold))))
 	}
 }
 
-func (c *client) lock(name string, wait int) {
-	kind, req := history.Lock, "lock "+name
+// take asks for name in mode, waiting up to wait seconds.
+func (c *client) take(mode history.Mode, name string, wait int) {
+	op := history.Op{Client: c.id, Session: c.label, Name: name, Wait: wait}
+	var waiting history.Kind
+	var req string
+	switch mode {
+	case history.Exclusive:
+		op.Kind, waiting, req = history.Lock, history.LockWait, "lock "+name
+	case history.Shared:
+		op.Kind, waiting, req = history.RLock, history.RLockWait, "rlock "+name
+	case history.Permit:
+		op.Kind, waiting, req = history.Acquire, history.AcquireWait, fmt.Sprintf("acquire %s %d", name, c.w.cfg.Permits)
+		op.Limit = c.w.cfg.Permits
+	}
 	if wait > 0 {
-		kind, req = history.LockWait, fmt.Sprintf("lock %s %d", name, wait)
+		op.Kind = waiting
+		req += " " + strconv.Itoa(wait)
 	}
 	c.w.ops.Add(1)
-	p := c.w.rec.Invoke(history.Op{Client: c.id, Session: c.label, Kind: kind, Name: name, Wait: wait})
+	p := c.w.rec.Invoke(op)
 	lines, err := c.do(c.w.cfg.ReplyTimeout+time.Duration(wait)*time.Second, req, "token "+name)
 	if err != nil {
 		c.w.unknown.Add(1)
@@ -407,13 +461,31 @@ func (c *client) lock(name string, wait int) {
 		c.w.answer(name, p)
 		p.Return(history.Result{Status: history.Acquired, Token: tok})
 		c.held[name] = true
-		if tok != 0 {
-			c.w.fence.Write(name, tok)
+		// Exclusive holders write the fenced resource and shared ones
+		// read it; permits exclude nobody, so nothing fences them.
+		switch mode {
+		case history.Exclusive:
+			if tok != 0 {
+				c.w.fence.Write(name, tok)
+			}
+		case history.Shared:
+			c.w.shared.Add(1)
+			if tok != 0 {
+				c.w.fence.Read(name, tok)
+			}
+		case history.Permit:
+			c.w.permits.Add(1)
 		}
 	case lines[0] == "409 Unavailable":
 		c.w.unavailable.Add(1)
 		c.w.answer(name, p)
 		p.Return(history.Result{Status: history.Unavailable})
+	case mode == history.Exclusive && strings.HasPrefix(lines[0], "400 no upgrade"):
+		// The session holds the name shared: it was granted by a request
+		// whose outcome the client did not learn. Release it.
+		c.w.answer(name, p)
+		p.Return(history.Result{Status: history.NoUpgrade})
+		c.held[name] = true
 	case strings.HasPrefix(lines[0], "503 "):
 		c.w.refused.Add(1)
 		c.w.note(req, lines[0])
