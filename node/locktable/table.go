@@ -229,11 +229,14 @@ type Table struct {
 // A lock's waiters queue behind its holders, so an entry with waiters
 // always has a holder: whenever a holder or a waiter leaves, promote
 // grants the queue's head all it admits.
+//
+// Fields are ordered to pack: a million held locks are a lock and a
+// grant each, and every eight bytes here is 8 MB there.
 type lock struct {
 	name string
-	kind Kind
 	// limit is a semaphore's number of permits.
 	limit uint32
+	kind  Kind
 	// excl: a lock held exclusively, by its only grant.
 	excl bool
 	// Grants by session: one holder is kept in first, more in many (made
@@ -241,18 +244,18 @@ type lock struct {
 	first   *grant
 	many    map[string]*grant
 	ngrants int32
+	qlen    int32
 	// queue is the FIFO of waiters, oldest first.
 	qhead, qtail *waiter
-	qlen         int32
 }
 
 // grant is one session's hold on a lock.
 type grant struct {
 	lk    *lock
 	owner *holder
-	mode  Mode
 	token uint64
 	since Time
+	mode  Mode
 	// claim says whether a client of the holder may know of this grant
 	// beyond the one request it answered (see Drop).
 	claim claim
