@@ -137,4 +137,34 @@ func TestSharedLocksAndSemaphoresThroughATakeover(t *testing.T) {
 		t.Fatalf("the writer's token %d not above the readers' %d, %d", tw, tr1, tr2)
 	}
 	expect(x, "rlock doc", "409 Unavailable")
+
+	// A session's shared grant and permit end with it: a reader and a
+	// permit holder whose connections close with no time to live hand
+	// what they held to the waiters.
+	expect(w, "unlock doc", "200 Unlocked")
+	expect(p2, "unlock "+pool, "200 Unlocked")
+	gone, gone2 := c.Raw(a), c.Raw(b)
+	expect(gone, "set_timeout 0", "200 timeout set")
+	expect(gone2, "set_timeout 0", "200 timeout set")
+	expect(gone, "rlock doc", "200 Acquired")
+	expect(gone2, "acquire "+pool+" 2", "200 Acquired")
+	expect(pw, "unlock "+pool, "200 Unlocked")
+	expect(gone, "acquire "+pool+" 2", "200 Acquired")
+	if err := w.Send("lock doc 60"); err != nil {
+		t.Fatal(err)
+	}
+	if err := x.Send("acquire " + pool + " 2 60"); err != nil {
+		t.Fatal(err)
+	}
+	y := dial(a)
+	wait.For(t, 10*time.Second, "both waits queued", func() bool {
+		return infoOn(t, y, "doc")["waiters"] == "1" && infoOn(t, y, pool)["waiters"] == "1"
+	})
+	gone.Close()
+	if got, err := w.Line(); err != nil || got != "200 Acquired" {
+		t.Fatalf("the writer after the reader's session ended: %q, %v", got, err)
+	}
+	if got, err := x.Line(); err != nil || got != "200 Acquired" {
+		t.Fatalf("the permit after its holder's session ended: %q, %v", got, err)
+	}
 }
