@@ -1111,3 +1111,42 @@ func TestPeersAdmittedByTheTable(t *testing.T) {
 		t.Error("a node the table does not know was admitted")
 	}
 }
+
+// A waiting request that its owner refuses for what it asks (no upgrade,
+// a kind or limit mismatch) is answered with that refusal, not as a wait
+// that ran out: asking again could never change it.
+func TestAWaitRefusedForWhatItAsksSaysWhy(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mm := newMemMesh(t, testHomeLease, [memParts]string{"n1", "n2", "n1", "n1"}, "n1", "n2", "n3")
+		defer mm.close()
+		s := attach(t, mm, "n1", keyIn("s", 0))
+		doc, pool := keyIn("x", 1), keyIn("y", 1) // owned by n2
+		shared := locktable.Want{Mode: locktable.Shared}
+		permit := locktable.Want{Mode: locktable.Permit, Limit: 2}
+		for name, want := range map[string]locktable.Want{doc: shared, pool: permit} {
+			if res, _, err := mm.nodes["n1"].home.Lock(context.Background(), s, []byte(name), want, 0, nil); err != nil || res.Status != locktable.Granted {
+				t.Fatalf("take %s: %+v %v", name, res, err)
+			}
+		}
+		for _, c := range []struct {
+			name string
+			want locktable.Want
+			res  locktable.Result
+		}{
+			{doc, locktable.Want{}, locktable.Result{Status: locktable.NoUpgrade}},
+			{doc, permit, locktable.Result{Status: locktable.KindMismatch, Kind: locktable.KindLock}},
+			{pool, shared, locktable.Result{Status: locktable.KindMismatch, Kind: locktable.KindSemaphore}},
+			{pool, locktable.Want{Mode: locktable.Permit, Limit: 3}, locktable.Result{Status: locktable.LimitMismatch, Limit: 2}},
+		} {
+			outcome := make(chan partition.Outcome, 1)
+			res, w, err := mm.nodes["n1"].home.Lock(context.Background(), s, []byte(c.name), c.want, 10*time.Second, func(o partition.Outcome) { outcome <- o })
+			if err != nil || res.Status != locktable.Queued || w == nil {
+				t.Fatalf("%+v on %s: %+v %v", c.want, c.name, res, err)
+			}
+			o := <-outcome
+			if got, err := o.Result(); err != nil || got != c.res {
+				t.Errorf("%+v on %s while holding it: %+v %v, want %+v", c.want, c.name, got, err, c.res)
+			}
+		}
+	})
+}

@@ -129,6 +129,9 @@ func (w *meshWait) run(ctx context.Context) {
 			case res.Status == locktable.TooManyWaiters:
 				w.deliver(partition.Outcome{Full: true})
 				return
+			case refusal(res.Status):
+				w.deliver(partition.Outcome{Refused: res})
+				return
 			default:
 				w.deliver(partition.Outcome{})
 				return
@@ -181,6 +184,8 @@ func (w *meshWait) answered(b []byte) bool {
 		o = partition.Outcome{Granted: true, Token: res.Token, Reentrant: res.Reentrant}
 	case locktable.TooManyWaiters:
 		o = partition.Outcome{Full: true}
+	case locktable.KindMismatch, locktable.LimitMismatch, locktable.NoUpgrade: // refusal
+		o = partition.Outcome{Refused: res}
 	case locktable.Unavailable:
 	default:
 		return false // withdrawn (statusCanceled), or not an answer
@@ -198,6 +203,13 @@ func (w *meshWait) answered(b []byte) bool {
 	}
 	w.done(o)
 	return true
+}
+
+// refusal reports whether an owner's answer refuses the request itself,
+// whatever the name's holders do: waiting or asking again cannot change
+// it, so the client hears it as it is.
+func refusal(st locktable.Status) bool {
+	return st == locktable.KindMismatch || st == locktable.LimitMismatch || st == locktable.NoUpgrade
 }
 
 // pause waits briefly for a newer table.
@@ -261,9 +273,10 @@ func (w *meshWait) shutDown(sent bool) {
 // settleLate ends a wait whose time ran out after a request went
 // unanswered: an owner may have granted it, so ask whether the session
 // holds the lock. If it does, the wait was granted; if another session
-// holds it, the lock was held (409); if it is free, no owner ever said it
-// was held and nothing was granted, so the wait is refused as retryable,
-// never answered 409. If no owner can say, the outcome is unknown.
+// holds it and the wait was exclusive, the lock was held (409); if it is
+// free, or the wait was shared or for a permit (which other holders need
+// not have kept out), no owner ever said it was refused and nothing was
+// granted, so the wait is refused as retryable, never answered 409. If no owner can say, the outcome is unknown.
 func (w *meshWait) settleLate(p int, last error) {
 	ctx, cancel := context.WithTimeout(w.ctx, routeTimeout)
 	defer cancel()
@@ -274,9 +287,12 @@ func (w *meshWait) settleLate(p int, last error) {
 	case st == locktable.Granted:
 		w.h.sessions.held(w.s.ID, w.name, true)
 		w.deliver(partition.Outcome{Granted: true, Token: tok})
-	case st == locktable.NotYours:
+	case st == locktable.NotYours && w.want.Mode == locktable.Exclusive:
 		w.deliver(partition.Outcome{})
 	default:
+		// Free, or held by others in a mode that may have admitted this
+		// request (readers, or permits to spare): nothing says it was
+		// refused.
 		w.giveUp(p, last)
 	}
 }

@@ -196,6 +196,8 @@ func (o Outcome) Result() (locktable.Result, error) {
 		return locktable.Result{Status: locktable.Granted, Token: o.Token, Reentrant: o.Reentrant}, nil
 	case o.Full:
 		return locktable.Result{Status: locktable.TooManyWaiters}, nil
+	case o.Refused.Status != 0:
+		return o.Refused, nil
 	}
 	return locktable.Result{Status: locktable.Unavailable}, nil
 }

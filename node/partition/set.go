@@ -212,6 +212,10 @@ type Outcome struct {
 	Reentrant bool
 	// Full: refused at once because the lock's queue was full.
 	Full bool
+	// Refused, when its Status is set, is a definite refusal of the
+	// request itself (a kind or limit mismatch, no upgrade), carried as
+	// an outcome by a mesh wait whose owner answered so.
+	Refused locktable.Result
 	// Err, if set, ends the wait without a definite answer: the partition
 	// moved away (a retryable *failure.Error), or a grant could not be
 	// confirmed by the replica (its outcome is unknown).

@@ -40,13 +40,17 @@ func TestAnyNodeSameAnswers(t *testing.T) {
 					{a, "rlock " + name, "200 Acquired"},
 					{b, "rlock " + name + " 1", "200 Acquired"},
 					{b, "lock " + name, "400 no upgrade: " + name + " is held shared by this session"},
+					{b, "lock " + name + " 5", "400 no upgrade: " + name + " is held shared by this session"},
 					{b, "acquire " + name + " 2", "400 kind mismatch: " + name + " is a lock"},
+					{b, "acquire " + name + " 2 5", "400 kind mismatch: " + name + " is a lock"},
 					{a, "unlock_all", "200 OK"},
 					{b, "unlock " + name, "200 Unlocked"},
 					{a, "acquire " + name + " 1", "200 Acquired"},
 					{b, "acquire " + name + " 1 1", "409 Unavailable"},
 					{b, "acquire " + name + " 2", "400 limit mismatch: " + name + " has 1 permits"},
+					{b, "acquire " + name + " 2 5", "400 limit mismatch: " + name + " has 1 permits"},
 					{b, "rlock " + name, "400 kind mismatch: " + name + " is a semaphore"},
+					{b, "rlock " + name + " 5", "400 kind mismatch: " + name + " is a semaphore"},
 					{a, "unlock " + name, "200 Unlocked"},
 				} {
 					if got := step.conn.Do(step.req); got != step.want {
