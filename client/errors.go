@@ -2,6 +2,7 @@ package client
 
 import (
 	"errors"
+	"math"
 	"strconv"
 	"strings"
 
@@ -62,9 +63,11 @@ var (
 	ErrInvalidLimit = errors.New("client: invalid semaphore limit")
 )
 
-// MaxPermits is the largest semaphore LIMIT the client sends: the
-// default -max-permits of elockd.
-const MaxPermits = 65535
+// MaxPermits is the largest semaphore LIMIT the client sends: the most
+// the protocol carries. A server refuses a LIMIT above its own
+// -max-permits (65535 by default) with 400 bad limit, which unwraps to
+// ErrInvalidLimit.
+const MaxPermits = math.MaxUint32
 
 // ServerError is a reply of the server that is not one of the definite
 // answers above: a limit hit (429), a bad request (400, 413), or a
@@ -164,9 +167,9 @@ func checkName(name string) error {
 	return nil
 }
 
-// checkLimit rejects a semaphore LIMIT no stock server takes.
+// checkLimit rejects a semaphore LIMIT no server takes.
 func checkLimit(limit int) error {
-	if limit < 1 || limit > MaxPermits {
+	if limit < 1 || uint64(limit) > MaxPermits {
 		return ErrInvalidLimit
 	}
 	return nil

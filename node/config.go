@@ -146,6 +146,6 @@ func (c Config) Validate() error {
 	check(c.HandshakeTimeout > 0, "handshake timeout %v is not positive", c.HandshakeTimeout)
 	check(c.MaxLocksPerSession >= 1, "max locks per session %d is under 1", c.MaxLocksPerSession)
 	check(c.MaxWaiters >= 1, "max waiters %d is under 1", c.MaxWaiters)
-	check(c.MaxPermits >= 1 && c.MaxPermits <= math.MaxUint32, "max permits %d out of range 1..4294967295", c.MaxPermits)
+	check(c.MaxPermits >= 1 && uint64(c.MaxPermits) <= math.MaxUint32, "max permits %d out of range 1..4294967295", c.MaxPermits)
 	return errors.Join(errs...)
 }

@@ -81,7 +81,7 @@ func runBench(args []string, addrs []string, acc access, stdout, stderr io.Write
 	c := benchConfig{addrs: addrs, acc: acc}
 	fs.StringVar(&c.backend, "backend", "elock", "elock, or redis (SET NX PX plus a compare-and-delete script), to compare both with one load generator")
 	fs.StringVar(&c.mode, "mode", "distinct", "distinct: a key per client; contended: every client on one key; semaphore: every client on permits of one semaphore (see -limit); rw: readers (rlock) and writers (lock) on one key (see -readers-per-writer)")
-	fs.IntVar(&c.limit, "limit", 4, "semaphore mode: the semaphore's permits (1 to 65535)")
+	fs.IntVar(&c.limit, "limit", 4, "semaphore mode: the semaphore's permits (1 to the server's -max-permits, 65535 by default)")
 	fs.IntVar(&c.readersPerWriter, "readers-per-writer", 9, "rw mode: readers to each writer; client i writes if i is a multiple of this plus one")
 	fs.IntVar(&c.clients, "clients", 64, "concurrent clients, each with its own connection and session")
 	fs.DurationVar(&c.duration, "duration", 10*time.Second, "measured time")
@@ -108,8 +108,8 @@ func runBench(args []string, addrs []string, acc access, stdout, stderr io.Write
 		fmt.Fprintf(stderr, "elock bench: -mode %s works with -backend elock only\n", c.mode)
 		return exitUsage
 	}
-	if c.limit < 1 || c.limit > client.MaxPermits || c.readersPerWriter < 0 {
-		fmt.Fprintf(stderr, "elock bench: -limit wants 1 to %d, -readers-per-writer at least 0\n", client.MaxPermits)
+	if c.limit < 1 || uint64(c.limit) > client.MaxPermits || c.readersPerWriter < 0 {
+		fmt.Fprintf(stderr, "elock bench: -limit wants 1 to %d, -readers-per-writer at least 0\n", uint64(client.MaxPermits))
 		return exitUsage
 	}
 	if c.clients < 1 || c.duration <= 0 || c.wait < time.Second {

@@ -104,7 +104,7 @@ func runHold(cmd string, args, addrs []string, acc access, stderr io.Writer) int
 		fs.PrintDefaults()
 	}
 	if cmd == "sem" {
-		fs.IntVar(&o.limit, "limit", 0, "the semaphore's number of permits, 1 to 65535; every user of NAME gives the same (required)")
+		fs.IntVar(&o.limit, "limit", 0, "the semaphore's number of permits, 1 to the server's -max-permits (65535 by default); every user of NAME gives the same (required)")
 	} else {
 		fs.BoolVar(&o.shared, "shared", false, "take NAME shared: with any other -shared holders, and with no exclusive one")
 	}
@@ -115,8 +115,8 @@ func runHold(cmd string, args, addrs []string, acc access, stderr io.Writer) int
 		}
 		return exitUsage
 	}
-	if cmd == "sem" && (o.limit < 1 || o.limit > client.MaxPermits) {
-		fmt.Fprintf(stderr, "%s: -limit wants 1 to %d permits\n", prog, client.MaxPermits)
+	if cmd == "sem" && (o.limit < 1 || uint64(o.limit) > client.MaxPermits) {
+		fmt.Fprintf(stderr, "%s: -limit wants 1 to %d permits\n", prog, uint64(client.MaxPermits))
 		return exitUsage
 	}
 	h := holding{cmd: cmd, shared: o.shared, limit: o.limit}

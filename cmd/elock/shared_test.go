@@ -52,7 +52,7 @@ func TestSharedUsage(t *testing.T) {
 		{"sem"},
 		{"sem", "x", "--", "true"},
 		{"sem", "x", "-limit", "0", "--", "true"},
-		{"sem", "x", "-limit", "65536", "--", "true"},
+		{"sem", "x", "-limit", "4294967296", "--", "true"},
 		{"sem", "x", "-limit", "2"},
 		{"sem", "x", "-shared", "-limit", "2", "--", "true"},
 		{"lock", "-shared"},
@@ -62,7 +62,7 @@ func TestSharedUsage(t *testing.T) {
 		{"bench", "-mode", "semaphore", "-backend", "redis"},
 		{"bench", "-mode", "rw", "-backend", "redis"},
 		{"bench", "-mode", "semaphore", "-limit", "0"},
-		{"bench", "-mode", "semaphore", "-limit", "65536"},
+		{"bench", "-mode", "semaphore", "-limit", "4294967296"},
 		{"bench", "-mode", "rw", "-readers-per-writer", "-1"},
 	} {
 		if code, _, stderr := elock(t, 20*time.Second, append([]string{"-addr", closed}, args...)...); code != exitUsage {
