@@ -169,6 +169,8 @@ func (r *runner) exec(cmd string) []string {
 		}
 		ok, fx := r.tb.CancelWait(now, locktable.WaiterID(num(arg(0))))
 		return withEffects(strconv.FormatBool(ok), fx)
+	case "cancel-later":
+		return []string{strconv.FormatBool(r.tb.CancelWaitLater(locktable.WaiterID(num(arg(0)))))}
 	case "withdraw":
 		return []string{strconv.FormatBool(r.tb.Withdraw(locktable.WaiterID(num(arg(0)))))}
 	case "tick":

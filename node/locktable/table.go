@@ -214,8 +214,8 @@ type Table struct {
 	waitHeap deadlineHeap[*waiter]
 	sessHeap deadlineHeap[*Session]
 
-	// unserved lists locks whose queues Withdraw left unserved, for the
-	// next Tick.
+	// unserved lists locks whose queues CancelWaitLater left unserved,
+	// for the next Tick.
 	unserved []*lock
 
 	fx []Effect // effects of the current call; reused between calls
@@ -228,7 +228,8 @@ type Table struct {
 //
 // A lock's waiters queue behind its holders, so an entry with waiters
 // always has a holder: whenever a holder or a waiter leaves, promote
-// grants the queue's head all it admits.
+// grants the queue's head all it admits (at once, or, for a wait
+// withdrawn while the owner may not grant, at the next Tick).
 //
 // Fields are ordered to pack: a million held locks are a lock and a
 // grant each, and every eight bytes here is 8 MB there.
@@ -864,22 +865,37 @@ func (t *Table) CancelWait(now Time, w WaiterID) (bool, []Effect) {
 	return true, t.effects()
 }
 
-// Withdraw removes a queued waiter without serving its queue, for an
-// owner that may not grant now (no lease) or is giving the table up. The
-// queue is served by the next Tick, which NextDeadline asks for at once.
-// It reports false if w is not queued.
-func (t *Table) Withdraw(w WaiterID) bool {
-	x := t.waiters[w]
-	if x == nil {
+// CancelWaitLater is CancelWait for an owner that may not grant now (no
+// lease): the waiter leaves, and the queue behind it is served by the
+// next Tick, which NextDeadline asks for at once. It reports false if w
+// is not queued.
+func (t *Table) CancelWaitLater(w WaiterID) bool {
+	l := t.withdraw(w)
+	if l == nil {
 		return false
 	}
-	h, l := x.h, x.lk
-	t.unqueue(x)
-	t.dropIfIdle(h)
 	if !slices.Contains(t.unserved, l) {
 		t.unserved = append(t.unserved, l)
 	}
 	return true
+}
+
+// Withdraw removes a queued waiter and leaves its queue unserved, for a
+// table its node is giving up: every waiter leaves it, and nothing more
+// is granted here. It reports false if w is not queued.
+func (t *Table) Withdraw(w WaiterID) bool { return t.withdraw(w) != nil }
+
+// withdraw removes waiter w and returns its lock, or nil if w is not
+// queued.
+func (t *Table) withdraw(w WaiterID) *lock {
+	x := t.waiters[w]
+	if x == nil {
+		return nil
+	}
+	h, l := x.h, x.lk
+	t.unqueue(x)
+	t.dropIfIdle(h)
+	return l
 }
 
 // Token returns the fencing token of session's grant of name. Telling

@@ -794,7 +794,7 @@ counts
 `,
 		},
 		{
-			name:   "a withdrawn writer's queue is served by the next tick",
+			name:   "a writer cancelled while the owner may not grant: its queue is served by the next tick",
 			limits: defaultLimits,
 			script: `
 rlock 0s s1 a
@@ -803,9 +803,9 @@ lock 0s s2 a wait=1 until=60s
   queued
 rlock 0s s3 a wait=2 until=60s
   queued
-withdraw 1
+cancel-later 1
   true
-withdraw 1
+cancel-later 1
   false
 next
   at once
@@ -814,6 +814,30 @@ tick 1s
   > granted w2 s3 a 1.2
 next
   none
+`,
+		},
+		{
+			name:   "a table given up: its waiters withdrawn, nothing served",
+			limits: defaultLimits,
+			script: `
+rlock 0s s1 a
+  granted 1.1
+lock 0s s2 a wait=1 until=60s
+  queued
+rlock 0s s3 a wait=2 until=60s
+  queued
+# (Behind first: the invariants hold between the calls. A node giving
+# the table up withdraws every waiter, in any order.)
+withdraw 2
+  true
+withdraw 1
+  true
+next
+  none
+tick 1s
+  ok
+counts
+  locks=1 waiters=0 sessions=0
 `,
 		},
 		{

@@ -139,8 +139,9 @@ func (s *Set) Cancel(w *Wait) bool {
 	p.mu.Lock()
 	if s.rep != nil && s.rep.Admit(p.id, Tick) != nil {
 		// Not this node's to grant from now (moved, or no lease): the
-		// request just leaves; Evict or a tick serves the rest.
-		ok := p.table.Withdraw(w.id)
+		// request just leaves; a tick serves the rest once it may, or
+		// Evict ends them.
+		ok := p.table.CancelWaitLater(w.id)
 		if ok {
 			delete(p.slots, w.id)
 			s.rearm(p)
