@@ -128,8 +128,10 @@ const (
 	Write
 	// Grant may grant a lock or queue for one.
 	Grant
-	// Tick expires waiters and sessions: it needs ownership and a lease,
-	// not a synced replica.
+	// Tick expires waiters and sessions, and serves the queues they
+	// leave (shared requests behind a timed-out exclusive one may be
+	// granted): it needs ownership and a lease, not a synced replica.
+	// What it grants is delivered once confirmed, as every grant is.
 	Tick
 	// Claim raises the epochs a resume lists where no replica can
 	// confirm it (ClaimHeldIn): ownership and a lease, as Tick.

@@ -78,7 +78,8 @@ func (s *Set) deadlines() {
 // tick expires what is due, on partitions this node owns (a replica's
 // records expire when its owner says so). A waiter's timeout changes no
 // replicated state, so it is delivered at once even while the partition
-// waits for a synced replica; a session's expiry is replicated, and its
+// waits for a synced replica; a session's expiry, and a grant to the
+// waiters behind one that timed out, are replicated, and their
 // acknowledgement is awaited off this, the one timer goroutine.
 func (s *Set) tick(p *part, now locktable.Time) {
 	var pend pending
