@@ -181,12 +181,21 @@ func Restore(now Time, b []byte, limits Limits, recordChanges bool) (*Table, err
 	t.attaches = r.uvarint()
 	for n := r.uvarint(); n > 0 && r.err == nil; n-- {
 		name, limit := r.str(), r.uvarint()
-		for g := r.uvarint(); g > 0 && r.err == nil; g-- {
+		grants := r.uvarint()
+		if limit > 0 && grants > limit || grants == 0 {
+			r.err = fmt.Errorf("lock %q: %d grants of a limit of %d", name, grants, limit)
+		}
+		for g := grants; g > 0 && r.err == nil; g-- {
 			c := Change{Kind: ChangeHeld, Name: name, Session: r.str(), Token: r.uvarint(), Age: time.Duration(r.varint()), Epoch: r.uvarint()}
 			c.Mode = Mode(r.uvarint())
 			c.Limit = uint32(min(limit, math.MaxUint32))
-			if c.Mode > Permit || (c.Mode == Permit) != (limit > 0) || limit > math.MaxUint32 {
+			switch {
+			case c.Mode > Permit || (c.Mode == Permit) != (limit > 0) || limit > math.MaxUint32:
 				r.err = fmt.Errorf("lock %q: mode %d with limit %d", name, c.Mode, limit)
+			case c.Mode == Exclusive && grants > 1:
+				r.err = fmt.Errorf("lock %q: an exclusive grant among %d", name, grants)
+			case t.Holds(c.Session, []byte(name)):
+				r.err = fmt.Errorf("lock %q: two grants to one session", name)
 			}
 			if r.err == nil {
 				t.Apply(now, c)

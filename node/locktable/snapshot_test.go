@@ -318,3 +318,58 @@ func TestTickOrderDeterministic(t *testing.T) {
 		}
 	}
 }
+
+// Restore refuses a snapshot that describes a state no table can hold:
+// a semaphore with more holders than permits, an exclusive grant beside
+// another, one session holding a name twice, a name with no holder. A
+// replica must not take such a copy from a peer.
+func TestRestoreRefusesImpossibleLocks(t *testing.T) {
+	type g struct {
+		session string
+		mode    locktable.Mode
+	}
+	snapshot := func(limit uint64, gs ...g) []byte {
+		b := binary.AppendUvarint(nil, 1) // epoch
+		b = binary.AppendUvarint(b, 10)   // count
+		b = binary.AppendUvarint(b, 0)    // attaches
+		b = binary.AppendUvarint(b, 1)    // one lock
+		b = binary.AppendUvarint(b, 1)
+		b = append(b, 'x')
+		b = binary.AppendUvarint(b, limit)
+		b = binary.AppendUvarint(b, uint64(len(gs)))
+		for i, x := range gs {
+			b = binary.AppendUvarint(b, uint64(len(x.session)))
+			b = append(b, x.session...)
+			b = binary.AppendUvarint(b, 1<<32|uint64(i+1)) // token
+			b = binary.AppendVarint(b, 0)                  // held for
+			b = binary.AppendUvarint(b, 0)                 // epoch
+			b = binary.AppendUvarint(b, uint64(x.mode))
+		}
+		b = binary.AppendUvarint(b, 0)    // no waiters
+		return binary.AppendUvarint(b, 0) // no sessions
+	}
+	ok := map[string][]byte{
+		"two permits of two":  snapshot(2, g{"a", locktable.Permit}, g{"b", locktable.Permit}),
+		"two readers":         snapshot(0, g{"a", locktable.Shared}, g{"b", locktable.Shared}),
+		"one exclusive grant": snapshot(0, g{"a", locktable.Exclusive}),
+	}
+	bad := map[string][]byte{
+		"three permits of two":              snapshot(2, g{"a", locktable.Permit}, g{"b", locktable.Permit}, g{"c", locktable.Permit}),
+		"an exclusive grant beside another": snapshot(0, g{"a", locktable.Exclusive}, g{"b", locktable.Shared}),
+		"one session twice":                 snapshot(0, g{"a", locktable.Shared}, g{"a", locktable.Shared}),
+		"a name with no holder":             snapshot(0),
+		"a permit of a lock":                snapshot(0, g{"a", locktable.Permit}),
+		"a reader of a semaphore":           snapshot(2, g{"a", locktable.Shared}),
+		"an unknown mode":                   snapshot(0, g{"a", 9}),
+	}
+	for what, b := range ok {
+		if tb, err := locktable.Restore(0, b, defaultLimits, false); err != nil || tb.CheckInvariants() != nil {
+			t.Errorf("%s: %v", what, err)
+		}
+	}
+	for what, b := range bad {
+		if _, err := locktable.Restore(0, b, defaultLimits, false); !errors.Is(err, locktable.ErrCorrupt) {
+			t.Errorf("%s: restored (%v), want ErrCorrupt", what, err)
+		}
+	}
+}

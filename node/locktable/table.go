@@ -39,6 +39,10 @@ var (
 	ErrStaleEpoch = errors.New("locktable: epoch not above the current one")
 	// ErrEpochRange: an epoch above MaxEpoch, which tokens cannot carry.
 	ErrEpochRange = errors.New("locktable: epoch above 2^32-1")
+	// ErrBadWant: a mode the table does not know, a permit of a
+	// semaphore of no permits, or a limit on a lock. The edges refuse
+	// these first; the table does not take them on trust.
+	ErrBadWant = errors.New("locktable: a permit needs a limit of 1 or more, and nothing else a limit")
 )
 
 // Mode says how a request wants a name, and how a grant holds it.
@@ -506,6 +510,9 @@ func (t *Table) LockAt(now Time, session string, epoch uint64, name []byte, w Wa
 // exclusively (NoUpgrade).
 func (t *Table) Acquire(now Time, session string, epoch uint64, name []byte, want Want, w WaiterID, deadline Time) (Result, []Effect, error) {
 	t.begin()
+	if want.Mode > Permit || (want.Mode == Permit) != (want.Limit > 0) {
+		return Result{}, nil, ErrBadWant
+	}
 	kind := kindOf(want.Mode)
 	l := t.locks[string(name)]
 	if l != nil {

@@ -1532,3 +1532,22 @@ func TestEpochQuestions(t *testing.T) {
 		t.Error("Locked does not say which names are held")
 	}
 }
+
+// The table refuses a request for a mode it does not know, a permit of
+// no permits, or a limit on a lock, whatever its callers checked.
+func TestAcquireRefusesBadWants(t *testing.T) {
+	tb := locktable.New(1, defaultLimits, false)
+	for _, w := range []locktable.Want{
+		{Mode: locktable.Permit},
+		{Mode: locktable.Shared, Limit: 2},
+		{Mode: locktable.Exclusive, Limit: 1},
+		{Mode: 7},
+	} {
+		if _, _, err := tb.Acquire(0, "s", 0, []byte("x"), w, 0, 0); !errors.Is(err, locktable.ErrBadWant) {
+			t.Errorf("%+v: %v, want ErrBadWant", w, err)
+		}
+	}
+	if c := tb.Counts(); c.Locks != 0 {
+		t.Fatalf("a refused request left %d grants", c.Locks)
+	}
+}

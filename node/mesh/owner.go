@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"strconv"
 	"sync"
 	"time"
@@ -75,7 +76,11 @@ func (l requestLimits) check(q lockReq) error {
 	case q.wait < 0 || q.wait > l.maxWait:
 		return failure.Refuse(failure.Unspecified, fmt.Sprintf("a wait of %v, outside 0..%v", q.wait, l.maxWait))
 	case q.want.Mode == locktable.Permit && (q.want.Limit == 0 || l.maxPermits > 0 && q.want.Limit > l.maxPermits):
-		return failure.Refuse(failure.Unspecified, fmt.Sprintf("a semaphore of %d permits, outside 1..%d", q.want.Limit, l.maxPermits))
+		most := l.maxPermits
+		if most == 0 {
+			most = math.MaxUint32
+		}
+		return failure.Refuse(failure.Unspecified, fmt.Sprintf("a semaphore of %d permits, outside 1..%d", q.want.Limit, most))
 	case q.want.Mode != locktable.Permit && q.want.Limit != 0:
 		return failure.Refuse(failure.Unspecified, fmt.Sprintf("a %v lock with a limit of %d", q.want.Mode, q.want.Limit))
 	}
