@@ -276,7 +276,8 @@ func (w *meshWait) shutDown(sent bool) {
 // holds it and the wait was exclusive, the lock was held (409); if it is
 // free, or the wait was shared or for a permit (which other holders need
 // not have kept out), no owner ever said it was refused and nothing was
-// granted, so the wait is refused as retryable, never answered 409. If no owner can say, the outcome is unknown.
+// granted, so the wait is refused as retryable, never answered 409. If
+// no owner can say, the outcome is unknown.
 func (w *meshWait) settleLate(p int, last error) {
 	ctx, cancel := context.WithTimeout(w.ctx, routeTimeout)
 	defer cancel()
