@@ -129,7 +129,7 @@ func (d *Data) serveSnapshot(conn context.Context, _ peer.Method, payload []byte
 // batch (partition, epoch, positions, count): the bounds Count checks
 // counts against.
 const (
-	minChange    = 13
+	minChange    = 14
 	minBatchPart = 5
 )
 
@@ -139,14 +139,15 @@ func decodeChange(d *peer.Dec) locktable.Change {
 		Age: time.Duration(d.Int()), Timeout: time.Duration(d.Int()), Attached: d.Bool(),
 		Epoch: d.Uint(), Born: d.Uint(), Home: d.Str(), Left: time.Duration(d.Int()),
 	}
-	mode, limit := d.Uint(), d.Uint()
-	// A grant's mode and limit must describe a state the table can hold:
-	// a permit of a semaphore of at least one permit, or a lock's grant
-	// with no limit.
-	if mode > uint64(locktable.Permit) || limit > math.MaxUint32 || (mode == uint64(locktable.Permit)) != (limit > 0) {
+	mode, limit, value := d.Uint(), d.Uint(), d.Str()
+	// A grant's mode, limit and value must describe a state the table can
+	// hold: a permit of a semaphore of at least one permit, or a lock's
+	// grant with no limit; a value only on an exclusive grant.
+	if mode > uint64(locktable.Permit) || limit > math.MaxUint32 || (mode == uint64(locktable.Permit)) != (limit > 0) ||
+		value != "" && mode != uint64(locktable.Exclusive) {
 		d.Fail()
 		return c
 	}
-	c.Mode, c.Limit = locktable.Mode(mode), uint32(limit)
+	c.Mode, c.Limit, c.Value = locktable.Mode(mode), uint32(limit), value
 	return c
 }

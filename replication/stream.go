@@ -378,4 +378,5 @@ func encodeChange(e *peer.Enc, c locktable.Change) {
 	e.Int(int64(c.Left))
 	e.Uint(uint64(c.Mode))
 	e.Uint(uint64(c.Limit))
+	e.Str(c.Value)
 }

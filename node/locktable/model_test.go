@@ -28,6 +28,7 @@ type model struct {
 type mLock struct {
 	kind   locktable.Kind
 	limit  uint32
+	value  string    // what its exclusive grant publishes
 	grants []mGrant  // in the order they were made
 	queue  []mWaiter // oldest first
 }
@@ -44,6 +45,7 @@ type mWaiter struct {
 	id       locktable.WaiterID
 	session  string
 	mode     locktable.Mode
+	value    string
 	deadline locktable.Time
 }
 
@@ -130,7 +132,14 @@ func (m *model) lock(now locktable.Time, s, name string, want locktable.Want, w 
 			if !modelCovers(l.grants[i].mode, want.Mode) {
 				return locktable.Result{Status: locktable.NoUpgrade}, nil, nil
 			}
-			return locktable.Result{Status: locktable.Granted, Token: l.grants[i].token, Reentrant: true}, nil, nil
+			var fx []locktable.Effect
+			if want.Value != "" && want.Value != l.value {
+				l.value = want.Value
+				if m.changes {
+					fx = append(fx, locktable.Effect{Kind: locktable.LockHeld, Session: s, Name: name, Token: l.grants[i].token})
+				}
+			}
+			return locktable.Result{Status: locktable.Granted, Token: l.grants[i].token, Reentrant: true}, fx, nil
 		}
 		if len(l.queue) > 0 || !l.admits(want.Mode) {
 			switch {
@@ -141,7 +150,7 @@ func (m *model) lock(now locktable.Time, s, name string, want locktable.Want, w 
 			case !m.canPromise():
 				return locktable.Result{}, nil, locktable.ErrExhausted
 			}
-			l.queue = append(l.queue, mWaiter{id: w, session: s, mode: want.Mode, deadline: deadline})
+			l.queue = append(l.queue, mWaiter{id: w, session: s, mode: want.Mode, value: want.Value, deadline: deadline})
 			return locktable.Result{Status: locktable.Queued}, nil, nil
 		}
 	}
@@ -156,6 +165,9 @@ func (m *model) lock(now locktable.Time, s, name string, want locktable.Want, w 
 		m.locks[name] = l
 	}
 	tok, fx := m.grant(now, name, l, s, want.Mode)
+	if want.Mode == locktable.Exclusive {
+		l.value = want.Value
+	}
 	return locktable.Result{Status: locktable.Granted, Token: tok}, fx, nil
 }
 
@@ -191,6 +203,9 @@ func (m *model) promote(now locktable.Time, name string) []locktable.Effect {
 		}
 		l.queue = l.queue[1:]
 		tok, held := m.grant(now, name, l, w.session, w.mode)
+		if w.mode == locktable.Exclusive {
+			l.value = w.value
+		}
 		fx = append(fx, held...)
 		fx = append(fx, locktable.Effect{Kind: locktable.WaiterGranted, Waiter: w.id, Session: w.session, Name: name, Token: tok})
 		var rest []mWaiter
@@ -199,6 +214,12 @@ func (m *model) promote(now locktable.Time, name string) []locktable.Effect {
 			case x.session != w.session:
 				rest = append(rest, x)
 			case modelCovers(w.mode, x.mode):
+				if x.value != "" && x.value != l.value {
+					l.value = x.value // the later campaign's
+					if m.changes {
+						fx = append(fx, locktable.Effect{Kind: locktable.LockHeld, Session: x.session, Name: name, Token: tok})
+					}
+				}
 				fx = append(fx, locktable.Effect{Kind: locktable.WaiterGranted, Waiter: x.id, Session: x.session, Name: name, Token: tok})
 			default:
 				fx = append(fx, locktable.Effect{Kind: locktable.WaiterTimedOut, Waiter: x.id, Session: x.session, Name: name})
@@ -215,6 +236,9 @@ func (m *model) promote(now locktable.Time, name string) []locktable.Effect {
 // release frees s's grant of name and serves the queue.
 func (m *model) release(now locktable.Time, name, s string) []locktable.Effect {
 	l := m.locks[name]
+	if l.grants[l.grantOf(s)].mode == locktable.Exclusive {
+		l.value = ""
+	}
 	l.grants = slices.Delete(l.grants, l.grantOf(s), l.grantOf(s)+1)
 	var fx []locktable.Effect
 	if m.changes {
@@ -415,7 +439,7 @@ func (m *model) info(now locktable.Time, s, name string) locktable.Info {
 	}
 	in := locktable.Info{Held: true, Waiters: len(l.queue), Kind: l.kind, Mode: locktable.Shared, Holders: len(l.grants), Limit: l.limit}
 	if !l.admits(locktable.Shared) && l.kind == locktable.KindLock {
-		in.Mode = locktable.Exclusive
+		in.Mode, in.Value = locktable.Exclusive, l.value
 	}
 	if i := l.grantOf(s); i >= 0 {
 		in.Mine, in.Token, in.HeldFor = true, l.grants[i].token, time.Duration(now-l.grants[i].since)
@@ -426,6 +450,26 @@ func (m *model) info(now locktable.Time, s, name string) locktable.Info {
 		in.HeldFor = max(in.HeldFor, time.Duration(now-g.since))
 	}
 	return in
+}
+
+// proclaim: only the exclusive holder publishes.
+func (m *model) proclaim(s, name, value string) (locktable.Result, []locktable.Effect) {
+	l := m.locks[name]
+	if l == nil {
+		return locktable.Result{Status: locktable.NotLocked}, nil
+	}
+	i := l.grantOf(s)
+	if i < 0 || l.grants[i].mode != locktable.Exclusive {
+		return locktable.Result{Status: locktable.NotYours}, nil
+	}
+	var fx []locktable.Effect
+	if l.value != value {
+		l.value = value
+		if m.changes {
+			fx = append(fx, locktable.Effect{Kind: locktable.LockHeld, Session: s, Name: name, Token: l.grants[i].token})
+		}
+	}
+	return locktable.Result{Status: locktable.Granted, Token: l.grants[i].token}, fx
 }
 
 func (m *model) heldBy(s string) int {

@@ -32,10 +32,11 @@ const (
 	opDetach
 	opSetTimeout
 	opSetEpoch
+	opProclaim
 	opKinds
 )
 
-var opKindNames = [...]string{"lock", "lock-wait", "unlock", "release", "cancel", "tick", "attach", "detach", "set-timeout", "set-epoch"}
+var opKindNames = [...]string{"lock", "lock-wait", "unlock", "release", "cancel", "tick", "attach", "detach", "set-timeout", "set-epoch", "proclaim"}
 
 // op is one call. Fields that depend on the table's state at the time
 // (the current epochs) are relative, so the same op can be applied to the
@@ -76,13 +77,18 @@ func (o op) String() string {
 		fmt.Fprintf(&b, " %s %d", o.s, o.d)
 	case opSetEpoch:
 		fmt.Fprintf(&b, " current%+d", int(o.epoch)-1)
+	case opProclaim:
+		fmt.Fprintf(&b, " %s %s %q", o.s, o.name, o.want.Value)
 	}
 	return b.String()
 }
 
 func fmtWant(w locktable.Want) string {
-	if w.Mode == locktable.Permit {
+	switch {
+	case w.Mode == locktable.Permit:
 		return fmt.Sprintf("permit/%d", w.Limit)
+	case w.Value != "":
+		return fmt.Sprintf("campaign/%s", w.Value)
 	}
 	return w.Mode.String()
 }
@@ -91,8 +97,12 @@ func fmtWant(w locktable.Want) string {
 // limits, so that limits clash now and then.
 func drawWant(t *rapid.T) locktable.Want {
 	w := locktable.Want{Mode: rapid.SampledFrom([]locktable.Mode{locktable.Exclusive, locktable.Exclusive, locktable.Shared, locktable.Shared, locktable.Permit}).Draw(t, "mode")}
-	if w.Mode == locktable.Permit {
+	switch w.Mode {
+	case locktable.Permit:
 		w.Limit = uint32(rapid.SampledFrom([]int{1, 2, 2, 2, 3}).Draw(t, "limit"))
+	case locktable.Exclusive:
+		// Sometimes a campaign, which publishes a value.
+		w.Value = rapid.SampledFrom([]string{"", "", "v1", "v2"}).Draw(t, "value")
 	}
 	return w
 }
@@ -128,6 +138,9 @@ func (g *opGen) draw(t *rapid.T) op {
 		o.d = time.Duration(rapid.IntRange(-2, 80).Draw(t, "timeout"))
 	case opSetEpoch:
 		o.epoch = uint64(rapid.IntRange(0, 3).Draw(t, "epoch"))
+	case opProclaim:
+		o.name = rapid.SampledFrom(opNames).Draw(t, "name")
+		o.want.Value = rapid.SampledFrom([]string{"v1", "v2", ""}).Draw(t, "value")
 	}
 	return o
 }
@@ -189,6 +202,10 @@ func applyTable(tb *locktable.Table, now locktable.Time, o op) outcome {
 	case opSetEpoch:
 		e := tb.Epoch() + o.epoch - 1
 		head = fmt.Sprintf("set-epoch %d: %s", e, fmtErr(tb.SetEpoch(e)))
+	case opProclaim:
+		var res locktable.Result
+		res, fx = tb.Proclaim(o.s, []byte(o.name), o.want.Value)
+		head = fmtResult(res, nil)
 	}
 	return outcome{head: head, fx: slices.Clone(fx)}
 }
@@ -235,6 +252,10 @@ func applyModel(m *model, now locktable.Time, o op) outcome {
 	case opSetEpoch:
 		e := m.epoch + o.epoch - 1
 		head = fmt.Sprintf("set-epoch %d: %s", e, fmtErr(m.setEpoch(e)))
+	case opProclaim:
+		var res locktable.Result
+		res, fx = m.proclaim(o.s, o.name, o.want.Value)
+		head = fmtResult(res, nil)
 	}
 	return outcome{head: head, fx: fx}
 }
@@ -267,6 +288,11 @@ func stateDiff(tb *locktable.Table, m *model, now locktable.Time) string {
 			wt, wst := m.token(s, n)
 			if gt != wt || gst != wst {
 				return fmt.Sprintf("Token(%s, %s) = %s %v; model %s %v", s, n, tok(gt), gst, tok(wt), wst)
+			}
+			gt, gv, gok := tb.Leader([]byte(n))
+			mi := m.info(now, "", n)
+			if wok := mi.Mode == locktable.Exclusive && mi.Held; gok != wok || gok && (gt != mi.Token || gv != mi.Value) {
+				return fmt.Sprintf("Leader(%s) = %s %q %v; model %+v", n, tok(gt), gv, gok, mi)
 			}
 			if got, want := tb.Info(now, s, []byte(n)), m.info(now, s, n); got != want {
 				return fmt.Sprintf("Info(%s, %s) = %+v; model %+v", s, n, got, want)

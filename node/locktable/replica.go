@@ -44,6 +44,8 @@ type Change struct {
 	// number of permits.
 	Mode  Mode
 	Limit uint32
+	// Value is what an exclusive grant publishes (Want.Value).
+	Value string
 	// ChangeSession:
 	Born     uint64 // the attach epoch that created the session (Session.Born)
 	Timeout  time.Duration
@@ -62,8 +64,12 @@ func (t *Table) GrantChange(now Time, name, session string) Change {
 	if g == nil {
 		return Change{Kind: ChangeFreed, Name: name, Session: session}
 	}
-	return Change{Kind: ChangeHeld, Name: name, Session: session, Token: g.token, Age: time.Duration(now - g.since), Epoch: g.epoch,
+	c := Change{Kind: ChangeHeld, Name: name, Session: session, Token: g.token, Age: time.Duration(now - g.since), Epoch: g.epoch,
 		Mode: g.mode, Limit: g.lk.limit}
+	if g.mode == Exclusive {
+		c.Value = t.values[name]
+	}
+	return c
 }
 
 // SessionChange describes session id's record as a Change.
@@ -112,6 +118,9 @@ func (t *Table) Apply(now Time, c Change) {
 		l.addGrant(g)
 		t.held++
 		t.attach(g, g.owner)
+		if c.Mode == Exclusive {
+			t.setValue(l, c.Value)
+		}
 	case ChangeFreed:
 		l := t.locks[c.Name]
 		switch {
@@ -188,6 +197,7 @@ func Restore(now Time, b []byte, limits Limits, recordChanges bool) (*Table, err
 		for g := grants; g > 0 && r.err == nil; g-- {
 			c := Change{Kind: ChangeHeld, Name: name, Session: r.str(), Token: r.uvarint(), Age: time.Duration(r.varint()), Epoch: r.uvarint()}
 			c.Mode = Mode(r.uvarint())
+			c.Value = r.str()
 			c.Limit = uint32(min(limit, math.MaxUint32))
 			switch {
 			case c.Mode > Permit || (c.Mode == Permit) != (limit > 0) || limit > math.MaxUint32:
@@ -196,6 +206,8 @@ func Restore(now Time, b []byte, limits Limits, recordChanges bool) (*Table, err
 				r.err = fmt.Errorf("lock %q: an exclusive grant among %d", name, grants)
 			case t.Holds(c.Session, []byte(name)):
 				r.err = fmt.Errorf("lock %q: two grants to one session", name)
+			case c.Value != "" && c.Mode != Exclusive:
+				r.err = fmt.Errorf("lock %q: a %v grant with a value", name, c.Mode)
 			}
 			if r.err == nil {
 				t.Apply(now, c)

@@ -49,6 +49,9 @@ func TestReplicaFollowsOwner(t *testing.T) {
 			wish := locktable.Want{Mode: locktable.Permit, Limit: 2}
 			if n[0] < 'c' {
 				wish = locktable.Want{Mode: locktable.Mode(rng.IntN(2))}
+				if wish.Mode == locktable.Exclusive && rng.IntN(2) == 0 {
+					wish.Value = fmt.Sprint("v", rng.IntN(3)) // a campaign
+				}
 			}
 			switch rng.IntN(8) {
 			case 0, 1:

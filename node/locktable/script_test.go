@@ -137,6 +137,25 @@ func (r *runner) exec(cmd string) []string {
 		}
 		res, fx, err := r.tb.Lock(at(arg(0)), arg(1), []byte(arg(2)), w, until)
 		return withEffects(fmtResult(res, err), fx)
+	case "campaign":
+		// campaign TIME SESSION NAME VALUE [wait=W until=T]
+		var w locktable.WaiterID
+		var until locktable.Time
+		if s, ok := kv["wait"]; ok {
+			w = locktable.WaiterID(num(s))
+			until = at(kv["until"])
+		}
+		res, fx, err := r.tb.Acquire(at(arg(0)), arg(1), 0, []byte(arg(2)), locktable.Want{Value: arg(3)}, w, until)
+		return withEffects(fmtResult(res, err), fx)
+	case "proclaim":
+		res, fx := r.tb.Proclaim(arg(0), []byte(arg(1)), arg(2))
+		return withEffects(fmtResult(res, nil), fx)
+	case "leader":
+		tk, v, ok := r.tb.Leader([]byte(arg(0)))
+		if !ok {
+			return []string{"no leader"}
+		}
+		return []string{strings.TrimSpace(tok(tk) + " " + v)}
 	case "rlock", "acquire":
 		// rlock TIME SESSION NAME [wait=W until=T] [epoch=E]
 		// acquire TIME SESSION NAME LIMIT [wait=W until=T] [epoch=E]

@@ -35,6 +35,11 @@ func (t *Table) Snapshot(now Time) []byte {
 			b = binary.AppendVarint(b, now-g.since)
 			b = binary.AppendUvarint(b, g.epoch)
 			b = binary.AppendUvarint(b, uint64(g.mode))
+			var v string
+			if g.mode == Exclusive {
+				v = t.values[n]
+			}
+			b = appendString(b, v)
 		}
 		b = binary.AppendUvarint(b, uint64(l.qlen))
 		for w := l.qhead; w != nil; w = w.next {

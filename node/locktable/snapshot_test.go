@@ -38,6 +38,7 @@ type snapGrant struct {
 	heldFor int64 // now - since
 	epoch   uint64
 	mode    uint64
+	value   string
 }
 
 type snapWaiter struct {
@@ -104,7 +105,7 @@ func decodeSnapshot(b []byte) (snap, error) {
 	for n := r.uvarint(); n > 0 && r.err == nil; n-- {
 		l := snapLock{name: r.str(), limit: r.uvarint()}
 		for g := r.uvarint(); g > 0 && r.err == nil; g-- {
-			l.grants = append(l.grants, snapGrant{owner: r.str(), token: r.uvarint(), heldFor: r.varint(), epoch: r.uvarint(), mode: r.uvarint()})
+			l.grants = append(l.grants, snapGrant{owner: r.str(), token: r.uvarint(), heldFor: r.varint(), epoch: r.uvarint(), mode: r.uvarint(), value: r.str()})
 		}
 		for q := r.uvarint(); q > 0 && r.err == nil; q-- {
 			l.waiters = append(l.waiters, snapWaiter{id: r.uvarint(), session: r.str(), left: r.varint(), epoch: r.uvarint(), mode: r.uvarint()})
@@ -344,6 +345,7 @@ func TestRestoreRefusesImpossibleLocks(t *testing.T) {
 			b = binary.AppendVarint(b, 0)                  // held for
 			b = binary.AppendUvarint(b, 0)                 // epoch
 			b = binary.AppendUvarint(b, uint64(x.mode))
+			b = binary.AppendUvarint(b, 0) // no value
 		}
 		b = binary.AppendUvarint(b, 0)    // no waiters
 		return binary.AppendUvarint(b, 0) // no sessions

@@ -42,7 +42,7 @@ var (
 	// ErrBadWant: a mode the table does not know, a permit of a
 	// semaphore of no permits, or a limit on a lock. The edges refuse
 	// these first; the table does not take them on trust.
-	ErrBadWant = errors.New("locktable: a permit needs a limit of 1 or more, and nothing else a limit")
+	ErrBadWant = errors.New("locktable: a permit needs a limit of 1 or more, and nothing else a limit; only an exclusive request a value")
 )
 
 // Mode says how a request wants a name, and how a grant holds it.
@@ -73,6 +73,9 @@ func (m Mode) String() string {
 type Want struct {
 	Mode  Mode
 	Limit uint32 // Permit only: 1 or more
+	// Value, for an exclusive request, is what its grant publishes to
+	// whoever asks who leads the name (a campaign); "" publishes nothing.
+	Value string
 }
 
 // Kind is what a name is while it has holders or waiters: a lock (taken
@@ -218,6 +221,8 @@ type Table struct {
 	waitHeap deadlineHeap[*waiter]
 	sessHeap deadlineHeap[*Session]
 
+	// values holds what exclusive grants publish, by name (setValue).
+	values map[string]string
 	// unserved lists locks whose queues CancelWaitLater left unserved,
 	// for the next Tick.
 	unserved []*lock
@@ -381,6 +386,7 @@ type waiter struct {
 	h        *holder
 	lk       *lock
 	mode     Mode
+	value    string // an exclusive request's Want.Value
 	deadline Time
 	epoch    uint64 // the attach epoch of the request that queued it
 	heapIdx  int
@@ -510,7 +516,7 @@ func (t *Table) LockAt(now Time, session string, epoch uint64, name []byte, w Wa
 // exclusively (NoUpgrade).
 func (t *Table) Acquire(now Time, session string, epoch uint64, name []byte, want Want, w WaiterID, deadline Time) (Result, []Effect, error) {
 	t.begin()
-	if want.Mode > Permit || (want.Mode == Permit) != (want.Limit > 0) {
+	if want.Mode > Permit || (want.Mode == Permit) != (want.Limit > 0) || want.Value != "" && want.Mode != Exclusive {
 		return Result{}, nil, ErrBadWant
 	}
 	kind := kindOf(want.Mode)
@@ -527,11 +533,16 @@ func (t *Table) Acquire(now Time, session string, epoch uint64, name []byte, wan
 				return Result{Status: NoUpgrade}, nil, nil
 			}
 			g.claim = claimTold
-			if epoch > g.epoch {
-				g.epoch = epoch
-				if t.changes {
-					t.effect(Effect{Kind: LockHeld, Session: session, Name: l.name, Token: g.token})
-				}
+			raised := epoch > g.epoch
+			g.epoch = max(g.epoch, epoch)
+			// A campaign of the leader publishes its new value; a plain
+			// lock leaves the value as it is.
+			if want.Value != "" && want.Value != t.values[l.name] {
+				t.setValue(l, want.Value)
+				raised = true
+			}
+			if raised && t.changes {
+				t.effect(Effect{Kind: LockHeld, Session: session, Name: l.name, Token: g.token})
 			}
 			return Result{Status: Granted, Token: g.token, Reentrant: true}, t.effects(), nil
 		}
@@ -545,7 +556,7 @@ func (t *Table) Acquire(now Time, session string, epoch uint64, name []byte, wan
 			if !t.reserveToken() {
 				return Result{}, nil, ErrExhausted
 			}
-			t.enqueue(l, session, epoch, want.Mode, w, deadline)
+			t.enqueue(l, session, epoch, want, w, deadline)
 			return Result{Status: Queued}, nil, nil
 		}
 	}
@@ -560,13 +571,14 @@ func (t *Table) Acquire(now Time, session string, epoch uint64, name []byte, wan
 		t.locks[l.name] = l
 	}
 	tok, _ := t.nextToken()
-	t.grant(now, l, t.holder(session), want.Mode, tok, epoch)
+	t.grant(now, l, t.holder(session), want.Mode, want.Value, tok, epoch)
 	return Result{Status: Granted, Token: tok}, t.effects(), nil
 }
 
 // grant makes h a holder of l.
-func (t *Table) grant(now Time, l *lock, h *holder, m Mode, tok, epoch uint64) *grant {
+func (t *Table) grant(now Time, l *lock, h *holder, m Mode, value string, tok, epoch uint64) *grant {
 	g := &grant{lk: l, owner: h, mode: m, token: tok, since: now, claim: claimNone, epoch: epoch}
+	t.setValue(l, value)
 	l.addGrant(g)
 	t.held++
 	t.attach(g, h)
@@ -576,9 +588,9 @@ func (t *Table) grant(now Time, l *lock, h *holder, m Mode, tok, epoch uint64) *
 	return g
 }
 
-func (t *Table) enqueue(l *lock, session string, epoch uint64, m Mode, id WaiterID, deadline Time) {
+func (t *Table) enqueue(l *lock, session string, epoch uint64, want Want, id WaiterID, deadline Time) {
 	h := t.holder(session)
-	w := &waiter{id: id, h: h, lk: l, mode: m, deadline: deadline, epoch: epoch, heapIdx: -1}
+	w := &waiter{id: id, h: h, lk: l, mode: want.Mode, value: want.Value, deadline: deadline, epoch: epoch, heapIdx: -1}
 	h.oldest = min(h.oldest, epoch)
 	if l.qtail == nil {
 		l.qhead = w
@@ -671,6 +683,9 @@ func (t *Table) ungrant(g *grant) {
 
 // unhold removes g from its lock and holder, reporting nothing.
 func (t *Table) unhold(g *grant) {
+	if g.mode == Exclusive {
+		delete(t.values, g.lk.name)
+	}
 	g.lk.removeGrant(g)
 	t.held--
 	t.detachHolder(g)
@@ -717,7 +732,7 @@ func (t *Table) promote(now Time, l *lock) {
 // wait for its own session.)
 func (t *Table) handTo(now Time, l *lock, w *waiter, tok uint64) {
 	h := w.h
-	g := t.grant(now, l, h, w.mode, tok, w.epoch)
+	g := t.grant(now, l, h, w.mode, w.value, tok, w.epoch)
 	t.unqueue(w)
 	t.effect(Effect{Kind: WaiterGranted, Waiter: w.id, Session: h.id, Name: l.name, Token: tok})
 	for w = l.qhead; h.nwait > 0 && w != nil; {
@@ -729,11 +744,14 @@ func (t *Table) handTo(now Time, l *lock, w *waiter, tok uint64) {
 				// taking it back because the first one's client is gone
 				// would take it from this one.
 				g.claim = claimTold
-				if w.epoch > g.epoch {
-					g.epoch = w.epoch
-					if t.changes {
-						t.effect(Effect{Kind: LockHeld, Session: h.id, Name: l.name, Token: tok})
-					}
+				raised := w.epoch > g.epoch
+				g.epoch = max(g.epoch, w.epoch)
+				if w.value != "" && w.value != t.values[l.name] {
+					t.setValue(l, w.value) // the later campaign's
+					raised = true
+				}
+				if raised && t.changes {
+					t.effect(Effect{Kind: LockHeld, Session: h.id, Name: l.name, Token: tok})
 				}
 				t.effect(Effect{Kind: WaiterGranted, Waiter: w.id, Session: h.id, Name: l.name, Token: tok})
 			} else {
@@ -920,6 +938,60 @@ func (t *Table) Token(session string, name []byte) (uint64, Status) {
 	return g.token, Granted
 }
 
+// Proclaim changes the value session publishes as the exclusive holder
+// of name (see Want.Value). A holder that holds name shared leads
+// nothing: NotYours, as for another session's name.
+func (t *Table) Proclaim(session string, name []byte, value string) (Result, []Effect) {
+	t.begin()
+	l := t.locks[string(name)]
+	if l == nil || l.ngrants == 0 {
+		return Result{Status: NotLocked}, nil
+	}
+	g := l.grantOf(session)
+	if g == nil || g.mode != Exclusive {
+		return Result{Status: NotYours}, nil
+	}
+	g.claim = claimTold
+	if t.values[l.name] != value {
+		t.setValue(l, value)
+		if t.changes {
+			t.effect(Effect{Kind: LockHeld, Session: session, Name: l.name, Token: g.token})
+		}
+	}
+	return Result{Status: Granted, Token: g.token}, t.effects()
+}
+
+// Leader reports who leads name: the token and published value of its
+// exclusive grant, and false when nobody holds it exclusively. It claims
+// nothing.
+func (t *Table) Leader(name []byte) (token uint64, value string, ok bool) {
+	l := t.locks[string(name)]
+	if l == nil || !l.excl {
+		return 0, "", false
+	}
+	g := l.first
+	if g == nil {
+		for _, x := range l.many {
+			g = x
+		}
+	}
+	return g.token, t.values[l.name], true
+}
+
+// setValue records the value l's exclusive grant publishes. Values live
+// beside the grants, not in them: most locks never publish one, and a
+// million held locks would carry a million empty strings.
+func (t *Table) setValue(l *lock, value string) {
+	if value == "" {
+		delete(t.values, l.name)
+		return
+	}
+	if t.values == nil {
+		t.values = make(map[string]string)
+	}
+	t.values[l.name] = value
+}
+
 // Info describes one name as the info command shows it. It never carries
 // a holder's session id.
 type Info struct {
@@ -936,6 +1008,7 @@ type Info struct {
 	Mode    Mode // Exclusive or Shared when held; semaphores are Shared
 	Holders int
 	Limit   uint32 // semaphores
+	Value   string // what an exclusive holder publishes (Want.Value)
 }
 
 // Info reports on name as seen by session.
@@ -946,7 +1019,7 @@ func (t *Table) Info(now Time, session string, name []byte) Info {
 	}
 	in := Info{Held: true, Waiters: int(l.qlen), Kind: l.kind, Mode: Shared, Holders: int(l.ngrants), Limit: l.limit}
 	if l.excl {
-		in.Mode = Exclusive
+		in.Mode, in.Value = Exclusive, t.values[l.name]
 	}
 	if g := l.grantOf(session); g != nil {
 		g.claim = claimTold

@@ -841,6 +841,61 @@ counts
 `,
 		},
 		{
+			name:    "elections: a campaign publishes its value, proclaim changes it, the next leader's replaces it",
+			limits:  defaultLimits,
+			changes: true,
+			script: `
+leader lead
+  no leader
+campaign 0s s1 lead host-a
+  granted 1.1
+  > held lead s1 1.1
+leader lead
+  1.1 host-a
+campaign 0s s2 lead host-b wait=1 until=60s
+  queued
+# Only the leader proclaims; a proclaim of the same value changes nothing.
+proclaim s2 lead host-b
+  not_yours
+proclaim s1 lead host-a2
+  granted 1.1
+  > held lead s1 1.1
+proclaim s1 lead host-a2
+  granted 1.1
+leader lead
+  1.1 host-a2
+info 1s s2 lead
+  held theirs 1.1 for=1s waiters=1
+# Resigning hands leadership, and the waiter's value, to the next.
+unlock 2s s1 lead
+  unlocked
+  > freed lead s1
+  > held lead s2 1.2
+  > granted w1 s2 lead 1.2
+leader lead
+  1.2 host-b
+# A plain lock leads with no value; readers lead nothing.
+unlock 3s s2 lead
+  unlocked
+  > freed lead s2
+lock 3s s3 lead
+  granted 1.3
+  > held lead s3 1.3
+leader lead
+  1.3
+unlock 3s s3 lead
+  unlocked
+  > freed lead s3
+rlock 4s s1 lead
+  granted 1.4
+  > held lead s1 1.4
+leader lead
+  no leader
+proclaim s1 lead x
+  not_yours
+`,
+		},
+		{
 			name:   "no upgrade",
 			limits: defaultLimits,
 			script: `
