@@ -50,6 +50,12 @@ type Backend interface {
 	// the session has not been told of it since: a grant nobody heard of.
 	// Unlike Unlock it works after the session moved to another home.
 	Drop(ctx context.Context, s SessionRef, name []byte, token uint64) (locktable.Result, error)
+	// Proclaim changes the value the session publishes as name's
+	// exclusive holder: Granted, or NotYours/NotLocked.
+	Proclaim(ctx context.Context, s SessionRef, name []byte, value string) (locktable.Result, error)
+	// Leader reports the token and value of name's exclusive holder, and
+	// false when nobody holds it exclusively.
+	Leader(ctx context.Context, name []byte) (token uint64, value string, ok bool, err error)
 	// UnlockAll releases every lock of the session.
 	UnlockAll(ctx context.Context, s SessionRef) error
 	// Token returns the session's fencing token for name.
@@ -144,6 +150,14 @@ func (w localWait) Cancel() bool { return w.set.Cancel(w.w) }
 
 func (l *Local) Unlock(_ context.Context, s SessionRef, name []byte) (locktable.Result, error) {
 	return l.Set.UnlockAs(asker(s), name)
+}
+
+func (l *Local) Proclaim(_ context.Context, s SessionRef, name []byte, value string) (locktable.Result, error) {
+	return l.Set.ProclaimAs(asker(s), name, value)
+}
+
+func (l *Local) Leader(_ context.Context, name []byte) (uint64, string, bool, error) {
+	return l.Set.Leader(name)
 }
 
 func (l *Local) Drop(_ context.Context, s SessionRef, name []byte, token uint64) (locktable.Result, error) {

@@ -69,6 +69,12 @@ func (c *conn) exec(ok bool) {
 		c.cmdLock(locktable.Want{Mode: locktable.Shared}, 1)
 	case wire.Acquire:
 		c.cmdAcquire()
+	case wire.Campaign:
+		c.cmdCampaign()
+	case wire.Proclaim:
+		c.cmdProclaim()
+	case wire.Leader:
+		c.cmdLeader()
 	case wire.Unlock:
 		c.cmdUnlock()
 	case wire.UnlockAll:
@@ -242,6 +248,75 @@ func (c *conn) cmdAcquire() {
 	c.cmdLock(locktable.Want{Mode: locktable.Permit, Limit: uint32(limit)}, 2)
 }
 
+// value checks a published value (campaign, proclaim): any bytes but
+// space, CR and LF (the parser splits at spaces and lines), at most
+// MaxName of them.
+func (c *conn) value(b []byte) bool {
+	if len(b) > c.s.cfg.MaxName {
+		c.out = wire.AppendError(c.out, wire.CodeTooLong, "value too long (max "+strconv.Itoa(c.s.cfg.MaxName)+" bytes)")
+		return false
+	}
+	for _, ch := range b {
+		if ch == '\r' {
+			c.out = wire.AppendError(c.out, wire.CodeBadRequest, "bad value: CR is not allowed in a value")
+			return false
+		}
+	}
+	return true
+}
+
+// cmdCampaign takes NAME exclusively and publishes VALUE while it leads:
+// "campaign NAME VALUE [SECS]".
+func (c *conn) cmdCampaign() {
+	if !c.name(c.req.Args[0]) || !c.value(c.req.Args[1]) {
+		return
+	}
+	c.grantReply = wire.Elected
+	defer func() { c.grantReply = wire.Acquired }()
+	c.cmdLock(locktable.Want{Value: string(c.req.Args[1])}, 2)
+}
+
+// cmdProclaim changes the value this session publishes while it leads.
+func (c *conn) cmdProclaim() {
+	name, v := c.req.Args[0], c.req.Args[1]
+	if !c.name(name) || !c.value(v) {
+		return
+	}
+	sess := c.session()
+	if sess == nil {
+		return
+	}
+	res, err := c.s.backend.Proclaim(c.s.ctx, sess.ref, name, string(v))
+	switch {
+	case err != nil:
+		c.fail(err)
+	case res.Status == locktable.Granted:
+		c.out = append(c.out, wire.OK...)
+	case res.Status == locktable.NotYours:
+		c.out = append(c.out, wire.NotYours...)
+	default:
+		c.out = append(c.out, wire.NotLocked...)
+	}
+}
+
+// cmdLeader answers who leads NAME: "200 LEADER <token> <value>", or
+// "409 no leader" when nobody holds it exclusively.
+func (c *conn) cmdLeader() {
+	name := c.req.Args[0]
+	if !c.name(name) {
+		return
+	}
+	tok, v, ok, err := c.s.backend.Leader(c.s.ctx, name)
+	switch {
+	case err != nil:
+		c.fail(err)
+	case ok:
+		c.out = wire.AppendLeader(c.out, tok, []byte(v))
+	default:
+		c.out = append(c.out, wire.NoLeader...)
+	}
+}
+
 // cmdLock takes name (the first argument) in the mode want gives; the
 // wait in seconds, if any, is the argument at waitArg.
 func (c *conn) cmdLock(want locktable.Want, waitArg int) {
@@ -301,7 +376,7 @@ func (c *conn) lockReply(name []byte, res locktable.Result) {
 		if !res.Reentrant {
 			c.sess.held++
 		}
-		c.out = append(c.out, wire.Acquired...)
+		c.out = append(c.out, c.grantReply...)
 	case locktable.Unavailable:
 		c.out = append(c.out, wire.Unavailable...)
 	case locktable.TooManyWaiters:
@@ -550,9 +625,9 @@ func (c *conn) allowed() bool {
 	var ok bool
 	var what string
 	switch c.req.Cmd {
-	case wire.Lock, wire.RLock, wire.Acquire, wire.Unlock, wire.Token:
+	case wire.Lock, wire.RLock, wire.Acquire, wire.Unlock, wire.Token, wire.Campaign, wire.Proclaim:
 		ok, what = acl.mayLock(c.identity, c.req.Args[0]), "lock this name"
-	case wire.Info, wire.Where:
+	case wire.Info, wire.Where, wire.Leader:
 		ok, what = acl.mayRead(c.identity, c.req.Args[0]), "read this name"
 	case wire.Locks:
 		ok, what = acl.mayRead(c.identity, lockPrefix(&c.req)), "read these names"

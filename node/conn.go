@@ -58,6 +58,10 @@ type conn struct {
 
 	raw    syscall.RawConn // for onOutcome's non-blocking write; may be nil
 	direct int             // bytes of a grant onOutcome wrote
+	// grantReply is the reply a grant of the current request gets:
+	// "200 Acquired", or "200 Elected" for a campaign. Set before the
+	// request reaches the backend, read by onOutcome.
+	grantReply []byte
 	// buffered is set while replies that must precede a waiting lock's
 	// grant are not yet written: onOutcome then leaves the grant to the
 	// connection's goroutine.
@@ -104,14 +108,15 @@ func newConn(s *Server, nc net.Conn) *conn {
 		raw, _ = sc.SyscallConn()
 	}
 	c := &conn{
-		identity: Anonymous,
-		raw:      raw,
-		outcome:  make(chan partition.Outcome, 1),
-		s:        s,
-		nc:       nc,
-		buf:      make([]byte, min(initialReadBuf, s.cfg.MaxLine+2)),
-		maxBuf:   s.cfg.MaxLine + 2, // a full line plus CRLF
-		framer:   wire.Framer{MaxLine: s.cfg.MaxLine},
+		identity:   Anonymous,
+		raw:        raw,
+		outcome:    make(chan partition.Outcome, 1),
+		grantReply: wire.Acquired,
+		s:          s,
+		nc:         nc,
+		buf:        make([]byte, min(initialReadBuf, s.cfg.MaxLine+2)),
+		maxBuf:     s.cfg.MaxLine + 2, // a full line plus CRLF
+		framer:     wire.Framer{MaxLine: s.cfg.MaxLine},
 	}
 	c.done = c.onOutcome
 	return c

@@ -9,7 +9,6 @@ import (
 
 	"github.com/elock/elock/node/locktable"
 	"github.com/elock/elock/node/partition"
-	"github.com/elock/elock/node/wire"
 )
 
 // A "lock NAME SECS" that cannot be granted at once waits here, while the
@@ -64,7 +63,7 @@ func (c *conn) waitLock(ref SessionRef, name []byte, want locktable.Want, wait t
 	if !o.Reentrant {
 		c.sess.held++
 	}
-	c.out = append(c.out, wire.Acquired[c.direct:]...)
+	c.out = append(c.out, c.grantReply[c.direct:]...)
 	c.granted = true
 	return locktable.Result{Status: locktable.Granted, Token: o.Token, Reentrant: o.Reentrant}, errReplied
 }
@@ -110,7 +109,7 @@ func ReleaseUnwanted(ctx context.Context, b Backend, ref SessionRef, name []byte
 func (c *conn) onOutcome(o partition.Outcome) {
 	if o.Granted && o.Err == nil && c.raw != nil && !c.buffered.Load() && !peerHungUp(c.raw) {
 		c.raw.Write(func(fd uintptr) bool {
-			k, _ := syscall.Write(int(fd), wire.Acquired)
+			k, _ := syscall.Write(int(fd), c.grantReply)
 			c.direct = max(k, 0)
 			return true // one attempt; never wait for room
 		})

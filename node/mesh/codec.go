@@ -142,6 +142,9 @@ func wantPayload(s node.SessionRef, name []byte, want locktable.Want, wait time.
 	if want != (locktable.Want{}) {
 		e.Uint(uint64(want.Mode))
 		e.Uint(uint64(want.Limit))
+		if want.Value != "" {
+			e.Str(want.Value)
+		}
 	}
 	return e.B
 }
@@ -155,6 +158,9 @@ func decodeLockReq(b []byte) (lockReq, error) {
 			return q, fmt.Errorf("%w: a lock of mode %d with limit %d", peer.ErrMalformed, mode, limit)
 		}
 		q.want = locktable.Want{Mode: locktable.Mode(mode), Limit: uint32(limit)}
+		if len(d.B) > 0 {
+			q.want.Value = d.Str()
+		}
 	}
 	return q, d.End()
 }

@@ -205,6 +205,30 @@ func (h *home) Token(ctx context.Context, s node.SessionRef, name []byte) (uint6
 	return res.Token, res.Status, err
 }
 
+// Proclaim implements node.Backend. Asking again after a lost reply is
+// safe: setting a value twice sets it once.
+func (h *home) Proclaim(ctx context.Context, s node.SessionRef, name []byte, value string) (locktable.Result, error) {
+	if !h.sessions.current(s) {
+		return locktable.Result{}, errSessionMoved
+	}
+	b, err := h.rt.route(ctx, h.rt.partOf(name), peer.Proclaim, wantPayload(s, name, locktable.Want{Value: value}, 0, ""), true)
+	if err != nil {
+		return locktable.Result{}, err
+	}
+	return decodeResult(b)
+}
+
+// Leader implements node.Backend.
+func (h *home) Leader(ctx context.Context, name []byte) (uint64, string, bool, error) {
+	b, err := h.rt.route(ctx, h.rt.partOf(name), peer.Leader, lockPayload(node.SessionRef{}, name, 0, ""), true)
+	if err != nil {
+		return 0, "", false, err
+	}
+	d := peer.Dec{B: b}
+	ok, tok, value := d.Bool(), d.Uint(), d.Str()
+	return tok, value, ok, d.End()
+}
+
 // Info implements node.Backend.
 func (h *home) Info(ctx context.Context, s node.SessionRef, name []byte) (locktable.Info, error) {
 	b, err := h.rt.route(ctx, h.rt.partOf(name), peer.Info, lockPayload(s, name, 0, ""), true)

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -83,6 +84,8 @@ func (l requestLimits) check(q lockReq) error {
 		return failure.Refuse(failure.Unspecified, fmt.Sprintf("a semaphore of %d permits, outside 1..%d", q.want.Limit, most))
 	case q.want.Mode != locktable.Permit && q.want.Limit != 0:
 		return failure.Refuse(failure.Unspecified, fmt.Sprintf("a %v lock with a limit of %d", q.want.Mode, q.want.Limit))
+	case q.want.Value != "" && (q.want.Mode != locktable.Exclusive || len(q.want.Value) > l.maxName || strings.ContainsAny(q.want.Value, " \r\n")):
+		return failure.Refuse(failure.Unspecified, fmt.Sprintf("a value of %d bytes for a %v lock", len(q.want.Value), q.want.Mode))
 	}
 	return nil
 }
@@ -159,6 +162,8 @@ func (o *lockOwner) register(r *peer.Registry, w *workers) error {
 		r.Handle(peer.Held, w.blocking(o.held)),
 		r.Handle(peer.NodeStat, w.blocking(o.nodeStat)),
 		r.Handle(peer.List, w.blocking(o.list)),
+		r.Handle(peer.Proclaim, o.addressed(o.proclaim)),
+		r.Handle(peer.Leader, o.leader),
 	)
 }
 
@@ -414,6 +419,41 @@ func (o *lockOwner) release(_ context.Context, _ peer.Method, b []byte, reply fu
 		}
 		var e peer.Enc
 		e.Uint(uint64(n))
+		reply(e.B, nil)
+	})
+}
+
+// proclaim changes the value a session's exclusive grant publishes,
+// fenced as an unlock is.
+func (o *lockOwner) proclaim(_ context.Context, _ peer.Method, b []byte, reply func([]byte, error)) {
+	q, err := decodeLockReq(b)
+	if err == nil {
+		err = o.lim.check(q)
+	}
+	if err != nil {
+		reply(nil, err)
+		return
+	}
+	o.set.ProclaimThen(q.asker(), q.name, q.want.Value, func() error { return o.fenced(q) }, replyResult(reply))
+}
+
+// leader answers who leads a name: whether anyone holds it exclusively,
+// with the grant's token and published value.
+func (o *lockOwner) leader(_ context.Context, _ peer.Method, b []byte, reply func([]byte, error)) {
+	q, err := decodeLockReq(b)
+	if err != nil {
+		reply(nil, err)
+		return
+	}
+	o.set.LeaderThen(q.name, func(tok uint64, value string, ok bool, err error) {
+		if err != nil {
+			reply(nil, err)
+			return
+		}
+		var e peer.Enc
+		e.Bool(ok)
+		e.Uint(tok)
+		e.Str(value)
 		reply(e.B, nil)
 	})
 }

@@ -291,7 +291,7 @@ func (r *router) goOwner(ctx context.Context, p int, n replication.Node, epoch u
 // sent to, so that an owner can refuse one that reaches it late (see
 // lockOwner.addressed).
 func addressedMethod(m peer.Method) bool {
-	return m == peer.Lock || m == peer.Unlock || m == peer.Drop || m == peer.Release
+	return m == peer.Lock || m == peer.Unlock || m == peer.Drop || m == peer.Release || m == peer.Proclaim
 }
 
 // address prefixes the payload of an addressed method with partition p
@@ -308,7 +308,7 @@ func address(m peer.Method, p int, epoch uint64, payload []byte) []byte {
 }
 
 // readOnly reports whether a method changes nothing at the owner.
-func readOnly(m peer.Method) bool { return m == peer.Token || m == peer.Info }
+func readOnly(m peer.Method) bool { return m == peer.Token || m == peer.Info || m == peer.Leader }
 
 // releaseEverywhere asks the owner of every partition to release a
 // session's locks, following partitions that move meanwhile: unlock_all,

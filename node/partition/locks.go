@@ -240,6 +240,29 @@ func (g *guarded) or(err error) error {
 	return err
 }
 
+// ProclaimAs changes the value a's session publishes as the exclusive
+// holder of name (locktable.Table.Proclaim), refused as UnlockAs is.
+func (s *Set) ProclaimAs(a Asker, name []byte, value string) (locktable.Result, error) {
+	p := s.partOf(name)
+	var g guarded
+	err := s.run(p, Write, s.proclaimStep(p, a, name, value, nil, &g))
+	return g.res, g.or(err)
+}
+
+// ProclaimThen is ProclaimAs for a caller that cannot block (see
+// LockThen), refused by guard as UnlockThen is.
+func (s *Set) ProclaimThen(a Asker, name []byte, value string, guard func() error, then func(locktable.Result, error)) {
+	p := s.partOf(name)
+	g := new(guarded)
+	s.runThen(p, Write, s.proclaimStep(p, a, name, value, guard, g), func(err error) { then(g.res, g.or(err)) })
+}
+
+func (s *Set) proclaimStep(p *part, a Asker, name []byte, value string, guard func() error, g *guarded) func(*locktable.Table, locktable.Time, *pending) {
+	return s.releaseOneStep(p, a, name, guard, g, func(t *locktable.Table, _ locktable.Time) (locktable.Result, []locktable.Effect) {
+		return t.Proclaim(a.Session, name, value)
+	})
+}
+
 func (s *Set) unlockStep(p *part, a Asker, name []byte, guard func() error, g *guarded) func(*locktable.Table, locktable.Time, *pending) {
 	return s.releaseOneStep(p, a, name, guard, g, func(t *locktable.Table, now locktable.Time) (locktable.Result, []locktable.Effect) {
 		return t.Unlock(now, a.Session, name)

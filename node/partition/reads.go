@@ -142,3 +142,25 @@ func (s *Set) readConfirmedThen(p *part, f func(t *locktable.Table, now locktabl
 		then(err)
 	})
 }
+
+// Leader reports who leads name: the token and value of its exclusive
+// grant, or ok false if nobody holds it exclusively. The answer waits for
+// what it rests on to be confirmed, as Token's does.
+func (s *Set) Leader(name []byte) (token uint64, value string, ok bool, err error) {
+	err = s.readConfirmed(s.partOf(name), func(t *locktable.Table, _ locktable.Time) {
+		token, value, ok = t.Leader(name)
+	})
+	return token, value, ok, err
+}
+
+// LeaderThen is Leader for a caller that cannot block (see LockThen).
+func (s *Set) LeaderThen(name []byte, then func(token uint64, value string, ok bool, err error)) {
+	var (
+		token uint64
+		value string
+		ok    bool
+	)
+	s.readConfirmedThen(s.partOf(name), func(t *locktable.Table, _ locktable.Time) {
+		token, value, ok = t.Leader(name)
+	}, func(err error) { then(token, value, ok, err) })
+}

@@ -53,6 +53,10 @@ const (
 	List   // a node serving "locks" -> a lock owner: the held locks of these partitions
 	Labels // a node serving "locks" -> every member: the labels of these sessions attached to you
 
+	// Elections (package mesh), after the ids above.
+	Proclaim // a session's home -> a lock's owner: proclaim NAME VALUE
+	Leader   // any node -> a lock's owner: leader NAME
+
 	endMethods
 )
 
@@ -62,6 +66,7 @@ var methodNames = [...]string{
 	"attach", "detach", "set-timeout", "renew", "probe", "alive",
 	"replaced",
 	"list", "labels",
+	"proclaim", "leader",
 }
 
 // Methods lists every declared method.

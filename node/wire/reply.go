@@ -25,6 +25,8 @@ var (
 	WhereHeader  = []byte("200 WHERE\r\n")
 	LabelSet     = []byte("200 label set\r\n")
 	LocksHeader  = []byte("200 LOCKS\r\n")
+	Elected      = []byte("200 Elected\r\n")
+	NoLeader     = []byte("409 no leader\r\n")
 	End          = []byte("END\r\n")
 	unknownStart = []byte("400 Unknown command: \"")
 	unknownEnd   = []byte("\"\r\n")
@@ -142,4 +144,18 @@ func ParseStat(line []byte) (key, value string, ok bool) {
 		return "", "", false
 	}
 	return string(k), string(v), true
+}
+
+// AppendLeader appends "200 LEADER <token> <value>", value "-" when the
+// leader published none.
+func AppendLeader(b []byte, token uint64, value []byte) []byte {
+	b = append(b, "200 LEADER "...)
+	b = strconv.AppendUint(b, token, 10)
+	b = append(b, ' ')
+	if len(value) == 0 {
+		b = append(b, '-')
+	} else {
+		b = append(b, value...)
+	}
+	return append(b, "\r\n"...)
 }

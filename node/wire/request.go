@@ -25,6 +25,9 @@ const (
 	Locks              // locks [PREFIX [LIMIT [ORDER]]] (extension)
 	RLock              // rlock NAME [SECS]   (extension: shared)
 	Acquire            // acquire NAME LIMIT [SECS] (extension: semaphore)
+	Campaign           // campaign NAME VALUE [SECS] (extension: election)
+	Proclaim           // proclaim NAME VALUE (extension: election)
+	Leader             // leader NAME         (extension: election)
 )
 
 var commandNames = [...]string{
@@ -46,6 +49,9 @@ var commandNames = [...]string{
 	Locks:      "locks",
 	RLock:      "rlock",
 	Acquire:    "acquire",
+	Campaign:   "campaign",
+	Proclaim:   "proclaim",
+	Leader:     "leader",
 }
 
 // arity gives the fewest and most arguments each verb takes.
@@ -67,6 +73,9 @@ var arity = [...][2]int{
 	Locks:      {0, 3},
 	RLock:      {1, 2},
 	Acquire:    {2, 3},
+	Campaign:   {2, 3},
+	Proclaim:   {2, 2},
+	Leader:     {1, 1},
 }
 
 func (c Command) String() string {
@@ -188,6 +197,12 @@ func lookup(verb []byte) Command {
 		return RLock
 	case "acquire":
 		return Acquire
+	case "campaign":
+		return Campaign
+	case "proclaim":
+		return Proclaim
+	case "leader":
+		return Leader
 	}
 	return Unknown
 }
