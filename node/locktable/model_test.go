@@ -236,13 +236,14 @@ func (m *model) promote(now locktable.Time, name string) []locktable.Effect {
 // release frees s's grant of name and serves the queue.
 func (m *model) release(now locktable.Time, name, s string) []locktable.Effect {
 	l := m.locks[name]
-	if l.grants[l.grantOf(s)].mode == locktable.Exclusive {
+	g := l.grants[l.grantOf(s)]
+	if g.mode == locktable.Exclusive {
 		l.value = ""
 	}
 	l.grants = slices.Delete(l.grants, l.grantOf(s), l.grantOf(s)+1)
 	var fx []locktable.Effect
 	if m.changes {
-		fx = append(fx, locktable.Effect{Kind: locktable.LockFreed, Session: s, Name: name})
+		fx = append(fx, locktable.Effect{Kind: locktable.LockFreed, Session: s, Name: name, Token: g.token})
 	}
 	return append(fx, m.promote(now, name)...)
 }
@@ -450,6 +451,23 @@ func (m *model) info(now locktable.Time, s, name string) locktable.Info {
 		in.HeldFor = max(in.HeldFor, time.Duration(now-g.since))
 	}
 	return in
+}
+
+// state: free, or the exclusive holder's token and value, or the
+// number of shared holders and the newest token among them.
+func (m *model) state(name string) locktable.NameState {
+	l := m.locks[name]
+	if l == nil {
+		return locktable.NameState{Free: true}
+	}
+	st := locktable.NameState{Mode: locktable.Shared, Holders: len(l.grants)}
+	for _, g := range l.grants {
+		st.Token = max(st.Token, g.token)
+		if g.mode == locktable.Exclusive {
+			st.Mode, st.Value = locktable.Exclusive, l.value
+		}
+	}
+	return st
 }
 
 // proclaim: only the exclusive holder publishes.

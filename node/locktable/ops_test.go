@@ -289,6 +289,9 @@ func stateDiff(tb *locktable.Table, m *model, now locktable.Time) string {
 			if gt != wt || gst != wst {
 				return fmt.Sprintf("Token(%s, %s) = %s %v; model %s %v", s, n, tok(gt), gst, tok(wt), wst)
 			}
+			if got, want := tb.State([]byte(n)), m.state(n); got != want {
+				return fmt.Sprintf("State(%s) = %+v; model %+v", n, got, want)
+			}
 			gt, gv, gok := tb.Leader([]byte(n))
 			mi := m.info(now, "", n)
 			if wok := mi.Mode == locktable.Exclusive && mi.Held; gok != wok || gok && (gt != mi.Token || gv != mi.Value) {

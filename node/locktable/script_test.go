@@ -57,7 +57,7 @@ func fmtEffect(e locktable.Effect) string {
 	case locktable.LockHeld:
 		return fmt.Sprintf("> held %s %s %s", e.Name, e.Session, tok(e.Token))
 	case locktable.LockFreed:
-		return fmt.Sprintf("> freed %s %s", e.Name, e.Session)
+		return fmt.Sprintf("> freed %s %s %s", e.Name, e.Session, tok(e.Token))
 	}
 	return fmt.Sprintf("> effect? %+v", e)
 }

@@ -178,7 +178,7 @@ const (
 	// hand-over, or a raised epoch). Replication ships these to the
 	// replica (GrantChange).
 	LockHeld
-	// LockFreed: Session no longer holds Name.
+	// LockFreed: Session no longer holds Name, which it held with Token.
 	LockFreed
 )
 
@@ -677,7 +677,7 @@ func (t *Table) detachHolder(g *grant) {
 func (t *Table) ungrant(g *grant) {
 	t.unhold(g)
 	if t.changes {
-		t.effect(Effect{Kind: LockFreed, Session: g.owner.id, Name: g.lk.name})
+		t.effect(Effect{Kind: LockFreed, Session: g.owner.id, Name: g.lk.name, Token: g.token})
 	}
 }
 
@@ -1046,6 +1046,37 @@ type Counts struct {
 	Locks    int // grants, of every mode
 	Waiters  int // queued requests
 	Sessions int // session records
+}
+
+// NameState is a name as a watcher sees it: held exclusively (by a
+// leader, if it published a value), held shared (readers, or a
+// semaphore's permits), or free.
+type NameState struct {
+	// Mode is Exclusive or Shared while held; Free reports free.
+	Mode Mode
+	Free bool
+	// Token is the exclusive holder's, or the newest shared grant's;
+	// 0 when free (the table forgets a free name, and its last token
+	// with it: whoever watches remembers it).
+	Token   uint64
+	Value   string // what an exclusive holder published
+	Holders int
+}
+
+// State reports name as a watcher sees it. It claims nothing.
+func (t *Table) State(name []byte) NameState {
+	l := t.locks[string(name)]
+	if l == nil || l.ngrants == 0 {
+		return NameState{Free: true}
+	}
+	st := NameState{Mode: Shared, Holders: int(l.ngrants)}
+	if l.excl {
+		st.Mode, st.Value = Exclusive, t.values[l.name]
+	}
+	for _, g := range l.grants() {
+		st.Token = max(st.Token, g.token)
+	}
+	return st
 }
 
 // Holds reports whether session holds name, in any mode. Unlike Token it

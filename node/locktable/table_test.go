@@ -660,15 +660,15 @@ lock 0s s1 b
   > held b s1 1.2
 unlock 1s s1 a
   unlocked
-  > freed a s1
+  > freed a s1 1.1
   > held a s2 1.3
   > granted w1 s2 a 1.3
 unlock 1s s2 a
   unlocked
-  > freed a s2
+  > freed a s2 1.3
 release 2s s1
   released 1
-  > freed b s1
+  > freed b s1 1.2
 `,
 		},
 		{
@@ -869,7 +869,7 @@ info 1s s2 lead
 # Resigning hands leadership, and the waiter's value, to the next.
 unlock 2s s1 lead
   unlocked
-  > freed lead s1
+  > freed lead s1 1.1
   > held lead s2 1.2
   > granted w1 s2 lead 1.2
 leader lead
@@ -877,7 +877,7 @@ leader lead
 # A plain lock leads with no value; readers lead nothing.
 unlock 3s s2 lead
   unlocked
-  > freed lead s2
+  > freed lead s2 1.2
 lock 3s s3 lead
   granted 1.3
   > held lead s3 1.3
@@ -885,7 +885,7 @@ leader lead
   1.3
 unlock 3s s3 lead
   unlocked
-  > freed lead s3
+  > freed lead s3 1.3
 rlock 4s s1 lead
   granted 1.4
   > held lead s1 1.4
@@ -981,7 +981,7 @@ lock 0s s2 a wait=1 until=60s
   queued
 unlock 1s s1 a
   unlocked
-  > freed a s1
+  > freed a s1 1.1
   > held a s2 1.2
   > granted w1 s2 a 1.2
 acquire 1s s1 b 2
@@ -992,8 +992,8 @@ acquire 1s s2 b 2
   > held b s2 1.4
 release 2s s2
   released 2
-  > freed b s2
-  > freed a s2
+  > freed b s2 1.4
+  > freed a s2 1.2
 `,
 		},
 	}
