@@ -157,6 +157,7 @@ func (s *Set) Cancel(w *Wait) bool {
 	}
 	delete(p.slots, w.id)
 	s.apply(p, fx, &pend)
+	s.noteWatched(p, &pend)
 	pos := s.record(p, now, &pend)
 	s.recount(p)
 	s.rearm(p)

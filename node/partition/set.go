@@ -20,6 +20,7 @@
 package partition
 
 import (
+	"slices"
 	"fmt"
 	"strconv"
 	"sync"
@@ -198,6 +199,8 @@ type part struct {
 	// nLocks and nSessions are the table's counts as last added to the
 	// set's totals.
 	nLocks, nSessions int
+	// watches are the watchers of names of this partition (Watch).
+	watches map[string]*nameWatch
 }
 
 type slot struct {
@@ -263,7 +266,9 @@ func New(cfg Config) (*Set, error) {
 	for i := range s.parts {
 		s.parts[i] = &part{
 			id:    i,
-			table: locktable.New(cfg.Epoch, cfg.Limits, s.rep != nil),
+			// Changes are recorded for watchers too, not only for a
+			// replica.
+			table: locktable.New(cfg.Epoch, cfg.Limits, true),
 			slots: make(map[locktable.WaiterID]slot),
 		}
 	}
@@ -348,6 +353,9 @@ type pending struct {
 	// touched grants and sessions whose state a replica must learn.
 	grants   []grantRef
 	sessions []string
+	// watched names that changed, and what their watchers are told.
+	watched []string
+	events  []told
 }
 
 // grantRef names one session's grant of one name.
@@ -380,7 +388,15 @@ func (s *Set) apply(p *part, fx []locktable.Effect, pend *pending) {
 			pend.expired = append(pend.expired, expiry{e.Session, e.Epoch})
 			pend.sessions = append(pend.sessions, e.Session)
 		case locktable.LockHeld, locktable.LockFreed:
-			pend.grants = append(pend.grants, grantRef{e.Name, e.Session})
+			if s.rep != nil {
+				pend.grants = append(pend.grants, grantRef{e.Name, e.Session})
+			}
+			if nw := p.watches[e.Name]; nw != nil {
+				nw.last = max(nw.last, e.Token)
+				if !slices.Contains(pend.watched, e.Name) {
+					pend.watched = append(pend.watched, e.Name)
+				}
+			}
 		}
 	}
 }
@@ -430,6 +446,16 @@ func (s *Set) await(p *part, pos uint64) error {
 // then delivered as unknown outcomes). Releasing an expired session's
 // locks decides more outcomes, so it runs until both lists are empty.
 func (s *Set) settle(pend *pending, err error) {
+	if err == nil {
+		// Watchers hear of a change once it is confirmed, never of one
+		// that may be lost; a takeover tells them the state again.
+		for _, e := range pend.events {
+			for _, fn := range e.to {
+				fn(e.ev)
+			}
+		}
+	}
+	pend.events = nil
 	for len(pend.outcome) > 0 || len(pend.expired) > 0 {
 		for len(pend.outcome) > 0 {
 			d := pend.outcome[0]
@@ -539,6 +565,7 @@ func (s *Set) begin(p *part, op Op, f func(t *locktable.Table, now locktable.Tim
 	}
 	now := s.clock()
 	f(p.table, now, pend)
+	s.noteWatched(p, pend)
 	changed = len(pend.grants)+len(pend.sessions) > 0
 	pos = s.record(p, now, pend)
 	s.recount(p)

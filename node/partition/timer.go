@@ -99,6 +99,7 @@ func (s *Set) tick(p *part, now locktable.Time) {
 		}
 	}
 	s.apply(p, p.table.Tick(now), &pend)
+	s.noteWatched(p, &pend)
 	pos := s.record(p, now, &pend)
 	s.recount(p)
 	s.rearm(p)
