@@ -20,8 +20,8 @@
 package partition
 
 import (
-	"slices"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -265,7 +265,7 @@ func New(cfg Config) (*Set, error) {
 	}
 	for i := range s.parts {
 		s.parts[i] = &part{
-			id:    i,
+			id: i,
 			// Changes are recorded for watchers too, not only for a
 			// replica.
 			table: locktable.New(cfg.Epoch, cfg.Limits, true),
