@@ -75,6 +75,10 @@ func (c *conn) exec(ok bool) {
 		c.cmdProclaim()
 	case wire.Leader:
 		c.cmdLeader()
+	case wire.Watch:
+		c.cmdWatch()
+	case wire.Unwatch:
+		c.cmdUnwatch()
 	case wire.Unlock:
 		c.cmdUnlock()
 	case wire.UnlockAll:
@@ -627,7 +631,7 @@ func (c *conn) allowed() bool {
 	switch c.req.Cmd {
 	case wire.Lock, wire.RLock, wire.Acquire, wire.Unlock, wire.Token, wire.Campaign, wire.Proclaim:
 		ok, what = acl.mayLock(c.identity, c.req.Args[0]), "lock this name"
-	case wire.Info, wire.Where, wire.Leader:
+	case wire.Info, wire.Where, wire.Leader, wire.Watch:
 		ok, what = acl.mayRead(c.identity, c.req.Args[0]), "read this name"
 	case wire.Locks:
 		ok, what = acl.mayRead(c.identity, lockPrefix(&c.req)), "read these names"

@@ -51,6 +51,8 @@ type Config struct {
 	// MaxPermits is the most permits a semaphore may have (acquire's
 	// LIMIT).
 	MaxPermits int
+	// MaxWatches is the most names one connection may watch.
+	MaxWatches int
 	// ACL, if set, limits what each client identity may do (see ACL);
 	// nil lets every client do everything.
 	ACL *ACL
@@ -97,6 +99,7 @@ const (
 	DefaultMaxLocksPerSession = 100000
 	DefaultMaxWaiters         = 4096
 	DefaultMaxPermits         = 65535
+	DefaultMaxWatches         = 1024
 	// DefaultMaxSessions and DefaultMaxLocksTotal bound what one node
 	// keeps for all its clients together (elockd's -max-sessions and
 	// -max-locks-total): far above what a fleet needs, low enough that
@@ -122,6 +125,7 @@ func DefaultConfig() Config {
 		MaxLocksPerSession: DefaultMaxLocksPerSession,
 		MaxWaiters:         DefaultMaxWaiters,
 		MaxPermits:         DefaultMaxPermits,
+		MaxWatches:         DefaultMaxWatches,
 	}
 }
 
@@ -146,6 +150,7 @@ func (c Config) Validate() error {
 	check(c.HandshakeTimeout > 0, "handshake timeout %v is not positive", c.HandshakeTimeout)
 	check(c.MaxLocksPerSession >= 1, "max locks per session %d is under 1", c.MaxLocksPerSession)
 	check(c.MaxWaiters >= 1, "max waiters %d is under 1", c.MaxWaiters)
+	check(c.MaxWatches >= 0, "max watches %d is negative", c.MaxWatches)
 	check(c.MaxPermits >= 1 && uint64(c.MaxPermits) <= math.MaxUint32, "max permits %d out of range 1..4294967295", c.MaxPermits)
 	return errors.Join(errs...)
 }

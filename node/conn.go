@@ -62,6 +62,10 @@ type conn struct {
 	// "200 Acquired", or "200 Elected" for a campaign. Set before the
 	// request reaches the backend, read by onOutcome.
 	grantReply []byte
+	// watch holds the connection's watches (watch.go); woken says a
+	// watch moved the read deadline to wake the loop.
+	watch watches
+	woken atomic.Bool
 	// buffered is set while replies that must precede a waiting lock's
 	// grant are not yet written: onOutcome then leaves the grant to the
 	// connection's goroutine.
@@ -151,6 +155,7 @@ func (c *conn) serve() {
 		if c.gone || c.quit || c.eof || c.s.ctx.Err() != nil {
 			break
 		}
+		c.drainEvents()
 		if !c.flush() {
 			break
 		}
@@ -161,6 +166,7 @@ func (c *conn) serve() {
 
 // finish detaches the session and releases the connection's resources.
 func (c *conn) finish() {
+	c.stopWatches()
 	c.detach()
 	c.nc.Close()
 	c.s.forget(c)

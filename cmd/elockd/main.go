@@ -130,6 +130,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.cfg.MaxLocksPerSession, "max-locks", o.cfg.MaxLocksPerSession, "most locks one session may hold")
 	fs.IntVar(&o.cfg.MaxWaiters, "max-waiters", o.cfg.MaxWaiters, "most requests waiting for one lock")
 	fs.IntVar(&o.cfg.MaxPermits, "max-permits", o.cfg.MaxPermits, "most permits a semaphore may have (acquire NAME LIMIT)")
+	fs.IntVar(&o.cfg.MaxWatches, "max-watches", o.cfg.MaxWatches, "most names one connection may watch")
 	fs.IntVar(&o.maxSessions, "max-sessions", node.DefaultMaxSessions, "most sessions this node keeps, attached or waiting out their timeout (0: no bound); a mesh node counts those whose records it owns or replicates")
 	fs.IntVar(&o.maxLocksTotal, "max-locks-total", node.DefaultMaxLocksTotal, "most locks held on this node by all sessions together (0: no bound); a mesh node counts those of the partitions it owns or replicates")
 	if err := fs.Parse(args); err != nil {

@@ -27,6 +27,7 @@ var (
 	LocksHeader  = []byte("200 LOCKS\r\n")
 	Elected      = []byte("200 Elected\r\n")
 	NoLeader     = []byte("409 no leader\r\n")
+	Watching     = []byte("200 watching\r\n")
 	End          = []byte("END\r\n")
 	unknownStart = []byte("400 Unknown command: \"")
 	unknownEnd   = []byte("\"\r\n")
@@ -156,6 +157,33 @@ func AppendLeader(b []byte, token uint64, value []byte) []byte {
 		b = append(b, '-')
 	} else {
 		b = append(b, value...)
+	}
+	return append(b, "\r\n"...)
+}
+
+// AppendEvent appends a watch's EVENT line: "EVENT <name> held <token>
+// <value|->", "EVENT <name> shared <holders> <token>" or "EVENT <name>
+// free <last token>".
+func AppendEvent(b []byte, name, what string, n, token uint64, value string) []byte {
+	b = append(b, "EVENT "...)
+	b = append(b, name...)
+	b = append(b, ' ')
+	b = append(b, what...)
+	b = append(b, ' ')
+	switch what {
+	case "held":
+		b = strconv.AppendUint(b, token, 10)
+		b = append(b, ' ')
+		if value == "" {
+			value = "-"
+		}
+		b = append(b, value...)
+	case "shared":
+		b = strconv.AppendUint(b, n, 10)
+		b = append(b, ' ')
+		b = strconv.AppendUint(b, token, 10)
+	default:
+		b = strconv.AppendUint(b, token, 10)
 	}
 	return append(b, "\r\n"...)
 }

@@ -28,6 +28,8 @@ const (
 	Campaign           // campaign NAME VALUE [SECS] (extension: election)
 	Proclaim           // proclaim NAME VALUE (extension: election)
 	Leader             // leader NAME         (extension: election)
+	Watch              // watch NAME          (extension: events)
+	Unwatch            // unwatch NAME        (extension: events)
 )
 
 var commandNames = [...]string{
@@ -52,6 +54,8 @@ var commandNames = [...]string{
 	Campaign:   "campaign",
 	Proclaim:   "proclaim",
 	Leader:     "leader",
+	Watch:      "watch",
+	Unwatch:    "unwatch",
 }
 
 // arity gives the fewest and most arguments each verb takes.
@@ -76,6 +80,8 @@ var arity = [...][2]int{
 	Campaign:   {2, 3},
 	Proclaim:   {2, 2},
 	Leader:     {1, 1},
+	Watch:      {1, 1},
+	Unwatch:    {1, 1},
 }
 
 func (c Command) String() string {
@@ -203,6 +209,10 @@ func lookup(verb []byte) Command {
 		return Proclaim
 	case "leader":
 		return Leader
+	case "watch":
+		return Watch
+	case "unwatch":
+		return Unwatch
 	}
 	return Unknown
 }

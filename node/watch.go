@@ -1,0 +1,160 @@
+package node
+
+import (
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/elock/elock/node/failure"
+	"github.com/elock/elock/node/locktable"
+	"github.com/elock/elock/node/partition"
+	"github.com/elock/elock/node/wire"
+)
+
+// Watches: "watch NAME" tells the connection of every change of NAME,
+// as EVENT lines between its replies.
+
+// Watcher is implemented by backends that can watch names.
+type Watcher interface {
+	// Watch tells fn name's state now and after every confirmed change,
+	// until stop is called (see partition.Set.Watch).
+	Watch(name []byte, fn func(partition.WatchEvent)) (stop func(), err error)
+}
+
+// Watch implements Watcher.
+func (l *Local) Watch(name []byte, fn func(partition.WatchEvent)) (func(), error) {
+	return l.Set.Watch(name, fn)
+}
+
+// watches are a connection's watches and the events they wait to send.
+// A slow reader's events coalesce: only the latest state of a name waits,
+// so what waits is bounded by the names watched, not by the changes.
+type watches struct {
+	mu      sync.Mutex
+	stops   map[string]func()
+	seq     map[string]uint64 // the highest Seq taken, per name
+	pending map[string]partition.WatchEvent
+	order   []string // names with a pending event, oldest first
+}
+
+// tell takes an event from any goroutine and wakes the connection.
+func (c *conn) tell(e partition.WatchEvent) {
+	w := &c.watch
+	w.mu.Lock()
+	if _, on := w.stops[e.Name]; !on || e.Seq <= w.seq[e.Name] {
+		// Unwatched, or older than what the connection has: a watcher
+		// never goes back to an older state.
+		w.mu.Unlock()
+		return
+	}
+	w.seq[e.Name] = e.Seq
+	if _, queued := w.pending[e.Name]; !queued {
+		w.order = append(w.order, e.Name)
+	}
+	w.pending[e.Name] = e
+	w.mu.Unlock()
+	// Wake the read: the deadline first, then the flag the loop clears it
+	// by, so a wake-up is never lost (see drainEvents).
+	c.nc.SetReadDeadline(time.Unix(1, 0))
+	c.woken.Store(true)
+}
+
+// drainEvents appends the pending events to the output, between whole
+// replies. Called by the connection's goroutine only.
+func (c *conn) drainEvents() {
+	if c.woken.Swap(false) {
+		c.nc.SetReadDeadline(time.Time{})
+	}
+	w := &c.watch
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, name := range w.order {
+		e := w.pending[name]
+		delete(w.pending, name)
+		st := e.State
+		switch {
+		case st.Free:
+			c.out = wire.AppendEvent(c.out, name, "free", 0, e.Last, "")
+		case st.Mode == locktable.Exclusive:
+			c.out = wire.AppendEvent(c.out, name, "held", 0, st.Token, st.Value)
+		default:
+			c.out = wire.AppendEvent(c.out, name, "shared", uint64(st.Holders), st.Token, "")
+		}
+	}
+	w.order = w.order[:0]
+}
+
+func (c *conn) cmdWatch() {
+	name := c.req.Args[0]
+	if !c.name(name) {
+		return
+	}
+	wb, ok := c.s.backend.(Watcher)
+	if !ok {
+		c.fail(failure.Refuse(failure.Unspecified, "watch is not served by this node"))
+		return
+	}
+	w := &c.watch
+	w.mu.Lock()
+	if w.stops == nil {
+		w.stops, w.seq, w.pending = map[string]func(){}, map[string]uint64{}, map[string]partition.WatchEvent{}
+	}
+	_, on := w.stops[string(name)]
+	full := !on && len(w.stops) >= c.s.cfg.MaxWatches
+	if !on && !full {
+		w.stops[string(name)] = func() {} // taken; the real stop below
+	}
+	w.mu.Unlock()
+	switch {
+	case full:
+		c.out = wire.AppendError(c.out, wire.CodeLimit, "too many watches on this connection (max "+strconv.Itoa(c.s.cfg.MaxWatches)+")")
+		return
+	case on:
+		c.out = append(c.out, wire.Watching...)
+		return
+	}
+	// The reply comes before the first event: events are drained after
+	// the request's reply is in the output.
+	stop, err := wb.Watch(name, c.tell)
+	w.mu.Lock()
+	if err != nil {
+		delete(w.stops, string(name))
+		w.mu.Unlock()
+		c.fail(err)
+		return
+	}
+	w.stops[string(name)] = stop
+	w.mu.Unlock()
+	c.out = append(c.out, wire.Watching...)
+}
+
+func (c *conn) cmdUnwatch() {
+	name := string(c.req.Args[0])
+	w := &c.watch
+	w.mu.Lock()
+	stop, on := w.stops[name]
+	delete(w.stops, name)
+	delete(w.seq, name)
+	if _, queued := w.pending[name]; queued {
+		delete(w.pending, name)
+		w.order = slices.DeleteFunc(w.order, func(n string) bool { return n == name })
+	}
+	w.mu.Unlock()
+	if on {
+		stop()
+	}
+	c.out = append(c.out, wire.OK...)
+}
+
+// stopWatches ends every watch of a closing connection.
+func (c *conn) stopWatches() {
+	w := &c.watch
+	w.mu.Lock()
+	stops := w.stops
+	w.stops = nil
+	w.mu.Unlock()
+	for _, stop := range stops {
+		stop()
+	}
+}
