@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -66,6 +67,11 @@ type conn struct {
 	// watch moved the read deadline to wake the loop.
 	watch watches
 	woken atomic.Bool
+	// wake serialises what moves the read deadline from other
+	// goroutines (a grant, an event) with the connection's own reset of
+	// it, and a grant's direct write with an event's: a wake-up is never
+	// lost, and no event lands inside a half-written grant.
+	wake sync.Mutex
 	// buffered is set while replies that must precede a waiting lock's
 	// grant are not yet written: onOutcome then leaves the grant to the
 	// connection's goroutine.

@@ -107,6 +107,8 @@ func ReleaseUnwanted(ctx context.Context, b Backend, ref SessionRef, name []byte
 // to be scheduled. Then it wakes that goroutine out of its read: the
 // deadline first, so that the wake-up can never outlive the wait.
 func (c *conn) onOutcome(o partition.Outcome) {
+	c.wake.Lock()
+	defer c.wake.Unlock()
 	if o.Granted && o.Err == nil && c.raw != nil && !c.buffered.Load() && !peerHungUp(c.raw) {
 		c.raw.Write(func(fd uintptr) bool {
 			k, _ := syscall.Write(int(fd), c.grantReply)
@@ -115,7 +117,7 @@ func (c *conn) onOutcome(o partition.Outcome) {
 		})
 	}
 	c.nc.SetReadDeadline(time.Unix(1, 0))
-	c.outcome <- o
+	c.outcome <- o // never blocks: one outcome per wait, and room for one
 }
 
 // awaitOutcome reads the connection until the wait's outcome arrives. It
@@ -155,11 +157,17 @@ func (c *conn) awaitOutcome() (partition.Outcome, bool) {
 		switch {
 		case err == nil:
 		case errors.Is(err, os.ErrDeadlineExceeded):
-			// Woken: the outcome is on its way, or the server is closing.
+			// Woken: the outcome is here, events are, or the server is
+			// closing.
 			select {
 			case o := <-c.outcome:
 				return o, true
-			case <-c.s.ctx.Done():
+			default:
+			}
+			if c.s.ctx.Err() != nil {
+				return partition.Outcome{}, false
+			}
+			if !c.eventsDuringWait() {
 				return partition.Outcome{}, false
 			}
 		default:

@@ -54,18 +54,51 @@ func (c *conn) tell(e partition.WatchEvent) {
 	}
 	w.pending[e.Name] = e
 	w.mu.Unlock()
-	// Wake the read: the deadline first, then the flag the loop clears it
-	// by, so a wake-up is never lost (see drainEvents).
+	c.wake.Lock()
 	c.nc.SetReadDeadline(time.Unix(1, 0))
 	c.woken.Store(true)
+	c.wake.Unlock()
+}
+
+// rearm takes back the read deadline an event moved, unless a grant has
+// arrived meanwhile: that wake-up is the wait's, and stays. Under wake,
+// so that a wake-up after the check is never undone.
+func (c *conn) rearm() {
+	c.wake.Lock()
+	defer c.wake.Unlock()
+	if c.woken.Swap(false) && len(c.outcome) == 0 {
+		c.nc.SetReadDeadline(time.Time{})
+	}
+}
+
+// eventsDuringWait writes the pending events while a lock waits, unless
+// the grant has begun to go out directly (then they follow it). From
+// here on the grant is left to this goroutine, which appends it after
+// whatever it wrote. It reports false if the connection broke.
+func (c *conn) eventsDuringWait() bool {
+	c.wake.Lock()
+	started := c.direct > 0 || len(c.outcome) > 0
+	if !started {
+		c.buffered.Store(true)
+	}
+	c.wake.Unlock()
+	c.rearm()
+	if started {
+		return true
+	}
+	c.appendEvents()
+	return c.flush()
 }
 
 // drainEvents appends the pending events to the output, between whole
 // replies. Called by the connection's goroutine only.
 func (c *conn) drainEvents() {
-	if c.woken.Swap(false) {
-		c.nc.SetReadDeadline(time.Time{})
-	}
+	c.rearm()
+	c.appendEvents()
+}
+
+// appendEvents appends the pending events to the output.
+func (c *conn) appendEvents() {
 	w := &c.watch
 	w.mu.Lock()
 	defer w.mu.Unlock()

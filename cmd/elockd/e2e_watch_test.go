@@ -47,3 +47,25 @@ func TestWatchProtocol(t *testing.T) {
 	w.expect("watch third", "200 watching")
 	w.expectRead("third now", "EVENT third free 0")
 }
+
+// Events reach a connection while its own lock NAME SECS waits, before
+// the grant, and the grant's reply is whole after them.
+func TestWatchEventsWhileALockWaits(t *testing.T) {
+	t.Parallel()
+	p := startElockd(t)
+	w, h, o := p.dial(t, "W"), p.dial(t, "H"), p.dial(t, "O")
+	w.expect("watch news", "200 watching")
+	w.expectRead("news now", "EVENT news free 0")
+	h.expect("lock q", "200 Acquired")
+	w.send("lock q 20")
+	o.waitWaiters("q", 1)
+	for i := range 3 {
+		o.expect(fmt.Sprintf("campaign news v%d", i), "200 Elected")
+		w.expectRead("an event during the wait", fmt.Sprintf("EVENT news held %d v%d", o.token("news"), i))
+	}
+	h.expect("unlock q", "200 Unlocked")
+	w.expectRead("the grant after the events", "200 Acquired")
+	last := o.token("news")
+	o.expect("unlock news", "200 Unlocked")
+	w.expectRead("and events go on", fmt.Sprintf("EVENT news free %d", last))
+}
