@@ -126,7 +126,10 @@ func parseLeader(r resp) (LeaderInfo, error) {
 	tok, v, ok2 := strings.Cut(rest, " ")
 	t, err := strconv.ParseUint(tok, 10, 64)
 	if !ok || !ok2 || err != nil || v == "" {
-		return LeaderInfo{}, &connError{fmt.Errorf("%w: bad leader reply %q", errProtocol, r.text)}
+		// The reply was one line, so the stream is still in step: an
+		// error of this call, not of the connection, or exec would ask
+		// again until ctx ends.
+		return LeaderInfo{}, fmt.Errorf("%w: bad leader reply %q", errProtocol, r.text)
 	}
 	if v == "-" {
 		v = ""
