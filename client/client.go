@@ -300,7 +300,8 @@ func (c *Client) exec(ctx context.Context, what string, op func(ctx context.Cont
 func (c *Client) wrap(what string, err, last error) error {
 	switch {
 	case err == ErrClosed, err == ErrSessionLost, err == ErrUnavailable,
-		err == ErrNotYours, err == ErrNotLocked, err == ErrInvalidName:
+		err == ErrNotYours, err == ErrNotLocked, err == ErrInvalidName,
+		err == ErrNoLeader:
 		return err
 	case err == context.Canceled || err == context.DeadlineExceeded:
 		if last == nil {

@@ -30,6 +30,17 @@
 // and lost locks holds for shared grants and permits as for exclusive
 // locks.
 //
+// # Elections
+//
+// Campaign takes a name exclusively, waiting as Lock does, and publishes
+// a value with it (an address, say) while the session leads; Proclaim
+// changes the value, Leader tells any session the leader's term and
+// value (ErrNoLeader if nobody holds the name exclusively), and Resign,
+// which is Unlock, steps down. Leadership is an exclusive lock in every
+// other way: its term is the fencing token, it survives a resume with its
+// value, which the server keeps with the grant, and it is reported lost
+// as a lock is, after which the session must stop acting as leader.
+//
 // # Fencing tokens
 //
 // Lock, RLock and Acquire return the grant's fencing token, a number
@@ -50,7 +61,7 @@
 // # Failures
 //
 // Definite answers are sentinel errors (ErrUnavailable, ErrNotYours,
-// ErrNotLocked); other answers are a *ServerError. The refusals of shared
+// ErrNotLocked, ErrNoLeader); other answers are a *ServerError. The refusals of shared
 // locks and semaphores (ErrKindMismatch, ErrLimitMismatch, ErrNoUpgrade)
 // are a *ServerError 400 that errors.Is tells apart. A "503" means
 // nothing happened and is retried with backoff until the context ends; a

@@ -38,6 +38,16 @@ var (
 	// ErrInvalidName: a lock name is empty or contains a space, CR or LF,
 	// which the protocol cannot carry.
 	ErrInvalidName = errors.New("client: invalid lock name")
+	// ErrInvalidValue: a value for Campaign or Proclaim is empty, is "-",
+	// or contains a space, CR or LF. The protocol cannot carry those, and
+	// the server answers "-" for a leader that published no value, so a
+	// published "-" could not be told from none. Returned as it is,
+	// without asking the server; a value longer than the server's limit
+	// is its *ServerError 413.
+	ErrInvalidValue = errors.New("client: invalid election value")
+	// ErrNoLeader: nobody holds the name exclusively (Leader's "409 no
+	// leader"). A name held only shared, or as a semaphore, has no leader.
+	ErrNoLeader = errors.New("client: no leader")
 
 	// The refusals below come inside a *ServerError with Code 400, which
 	// unwraps to them: test them with errors.Is, never by the text. Each
@@ -151,7 +161,8 @@ func definite(err error) bool {
 	switch {
 	case errors.Is(err, ErrUnavailable), errors.Is(err, ErrNotYours),
 		errors.Is(err, ErrNotLocked), errors.Is(err, ErrSessionLost),
-		errors.Is(err, ErrInvalidName), errors.Is(err, ErrInvalidLimit):
+		errors.Is(err, ErrInvalidName), errors.Is(err, ErrInvalidLimit),
+		errors.Is(err, ErrInvalidValue):
 		return true
 	}
 	var se *ServerError
@@ -163,6 +174,15 @@ func definite(err error) bool {
 func checkName(name string) error {
 	if name == "" || strings.ContainsAny(name, " \r\n") {
 		return ErrInvalidName
+	}
+	return nil
+}
+
+// checkValue rejects values the line protocol cannot carry, and "-",
+// which the server uses for no value; the server checks the length.
+func checkValue(v string) error {
+	if v == "" || v == "-" || strings.ContainsAny(v, " \r\n") {
+		return ErrInvalidValue
 	}
 	return nil
 }

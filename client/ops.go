@@ -107,14 +107,16 @@ func (c *Client) TryAcquire(ctx context.Context, name string, limit int) (uint64
 }
 
 // grant is a request that takes a grant of a name: "lock NAME", "rlock
-// NAME" or "acquire NAME LIMIT", each followed by the wait if it waits.
+// NAME", "acquire NAME LIMIT" or "campaign NAME VALUE", each followed by
+// the wait if it waits.
 // Every kind is held, checked after a resume with "token NAME", reported
 // lost and released with "unlock NAME" in the same way, so that the
 // session's held map need not know which kind it holds.
 type grant struct {
 	verb  string
 	name  string
-	limit int // acquire only
+	limit int    // acquire only
+	value string // campaign only
 	// exclusive: a name another session holds can never be granted
 	// now. Not so for a shared grant or a permit, which others' holds
 	// need not keep out.
@@ -124,8 +126,11 @@ type grant struct {
 // line is the request, with the wait in seconds if secs >= 0.
 func (g grant) line(secs int) string {
 	l := g.verb + " " + g.name
-	if g.verb == "acquire" {
+	switch g.verb {
+	case "acquire":
 		l += " " + strconv.Itoa(g.limit)
+	case "campaign":
+		l += " " + g.value
 	}
 	if secs >= 0 {
 		l += " " + strconv.Itoa(secs)

@@ -25,22 +25,28 @@ type lockOptions struct {
 	keepalive time.Duration
 	label     string
 	quiet     bool
-	shared    bool // lock -shared
-	limit     int  // sem -limit
+	shared    bool   // lock -shared
+	limit     int    // sem -limit
+	value     string // elect -value
 }
 
 // holding is what a command holds while COMMAND runs: NAME exclusively
-// (elock lock), shared (elock lock -shared), or one of limit permits
-// (elock sem).
+// (elock lock), shared (elock lock -shared), one of limit permits (elock
+// sem), or its leadership with value published (elock elect).
 type holding struct {
-	cmd    string // lock or sem, for messages
+	cmd    string // lock, sem or elect, for messages
 	shared bool
-	limit  int // sem only
+	limit  int    // sem only
+	value  string // elect only
 }
 
 // take asks for the grant, waiting on the server if wait is set.
 func (h holding) take(ctx context.Context, c *client.Client, name string, wait bool) (uint64, error) {
 	switch {
+	case h.cmd == "elect" && wait:
+		return c.Campaign(ctx, name, h.value)
+	case h.cmd == "elect":
+		return c.TryCampaign(ctx, name, h.value)
 	case h.cmd == "sem" && wait:
 		return c.Acquire(ctx, name, h.limit)
 	case h.cmd == "sem":
@@ -58,6 +64,8 @@ func (h holding) take(ctx context.Context, c *client.Client, name string, wait b
 // what names the grant for messages.
 func (h holding) what(name string) string {
 	switch {
+	case h.cmd == "elect":
+		return "leadership of " + name
 	case h.cmd == "sem":
 		return "a permit of " + name
 	case h.shared:
@@ -79,7 +87,14 @@ func runSem(args, addrs []string, acc access, stderr io.Writer) int {
 	return runHold("sem", args, addrs, acc, stderr)
 }
 
-// runHold is elock lock and elock sem. The child learns its fencing
+// runElect runs COMMAND while this process leads NAME, publishing -value
+// for elock leader (and Client.Leader) to tell: a leader election where
+// the process that wins runs, and the others wait their turn.
+func runElect(args, addrs []string, acc access, stderr io.Writer) int {
+	return runHold("elect", args, addrs, acc, stderr)
+}
+
+// runHold is elock lock, elock sem and elock elect. The child learns its fencing
 // token from ELOCK_TOKEN. If the grant is lost while the child runs (the
 // session could not be resumed, or came back without it), the child gets
 // SIGTERM and, -kill-after later, SIGKILL: nothing should go on acting
@@ -96,16 +111,22 @@ func runHold(cmd string, args, addrs []string, acc access, stderr io.Writer) int
 	fs.StringVar(&o.label, "label", defaultLabel(), "the label others see next to this lock (elock locks); empty: none")
 	fs.BoolVar(&o.quiet, "quiet", false, "do not say on stderr who holds the lock while waiting for it")
 	fs.Usage = func() {
-		if cmd == "sem" {
+		switch cmd {
+		case "sem":
 			fmt.Fprintln(stderr, "usage: elock sem NAME -limit N [FLAGS] -- COMMAND [ARGS...]")
-		} else {
+		case "elect":
+			fmt.Fprintln(stderr, "usage: elock elect NAME -value VALUE [FLAGS] -- COMMAND [ARGS...]")
+		default:
 			fmt.Fprintln(stderr, "usage: elock lock [-shared] NAME [FLAGS] -- COMMAND [ARGS...]")
 		}
 		fs.PrintDefaults()
 	}
-	if cmd == "sem" {
+	switch cmd {
+	case "elect":
+		fs.StringVar(&o.value, "value", "", "what this process publishes while it leads, e.g. its address: no spaces, not \"-\" (required)")
+	case "sem":
 		fs.IntVar(&o.limit, "limit", 0, "the semaphore's number of permits, 1 to the server's -max-permits (65535 by default); every user of NAME gives the same (required)")
-	} else {
+	default:
 		fs.BoolVar(&o.shared, "shared", false, "take NAME shared: with any other -shared holders, and with no exclusive one")
 	}
 	name, cmdArgs, err := parseHoldArgs(fs, args)
@@ -119,7 +140,12 @@ func runHold(cmd string, args, addrs []string, acc access, stderr io.Writer) int
 		fmt.Fprintf(stderr, "%s: -limit wants 1 to %d permits\n", prog, uint64(client.MaxPermits))
 		return exitUsage
 	}
-	h := holding{cmd: cmd, shared: o.shared, limit: o.limit}
+	if cmd == "elect" && o.value == "" {
+		// The rest of what a value may not be the client checks.
+		fmt.Fprintf(stderr, "%s: -value is required\n", prog)
+		return exitUsage
+	}
+	h := holding{cmd: cmd, shared: o.shared, limit: o.limit, value: o.value}
 
 	lost := make(chan client.LostLock, 1)
 	opts := []client.Option{
@@ -266,8 +292,15 @@ func acquire(ctx context.Context, c *client.Client, h holding, name string, wait
 	case err == nil:
 		return token, exitOK
 	case errors.Is(err, client.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
-		fmt.Fprintf(stderr, "%s: %s: not acquired within %v\n", prog, name, max(wait, 0))
+		verb := "acquired"
+		if h.cmd == "elect" {
+			verb = "elected"
+		}
+		fmt.Fprintf(stderr, "%s: %s: not %s within %v\n", prog, name, verb, max(wait, 0))
 		return 0, exitNotAcquired
+	case errors.Is(err, client.ErrInvalidValue):
+		fmt.Fprintf(stderr, "%s: -value: %v\n", prog, err)
+		return 0, exitUsage
 	}
 	var se *client.ServerError
 	if errors.As(err, &se) {

@@ -2,6 +2,8 @@
 //
 //	elock [-addr A,B] lock [-shared] NAME [-wait DUR] -- COMMAND ARGS...
 //	elock [-addr A,B] sem NAME -limit N [-wait DUR] -- COMMAND ARGS...
+//	elock [-addr A,B] elect NAME -value V [-wait DUR] -- COMMAND ARGS...
+//	elock [-addr A,B] leader NAME
 //	elock [-addr A,B] stats
 //	elock [-addr A,B] info NAME
 //	elock [-addr A,B] locks [PREFIX]
@@ -13,9 +15,12 @@
 // together with other shared holders. sem runs COMMAND while it holds one
 // of the N permits of the semaphore NAME. Either tells COMMAND its
 // fencing token in ELOCK_TOKEN, and stops it if the grant is lost.
+// elect runs COMMAND while it leads NAME, publishing V; COMMAND's
+// ELOCK_TOKEN is the leadership term, and it is stopped when leadership
+// is lost. leader prints the leader's term and value, "TOKEN VALUE".
 //
-// Exit status: that of COMMAND for lock and sem, or one of the codes
-// below.
+// Exit status: that of COMMAND for lock, sem and elect, or one of the
+// codes below.
 package main
 
 import (
@@ -42,8 +47,11 @@ const (
 	exitUsage       = 64 // bad flags or arguments
 	exitUnavailable = 69 // no server could be reached
 	exitSoftware    = 70 // the server answered something unexpected
-	exitNotAcquired = 75 // lock, sem: not acquired within -wait (EX_TEMPFAIL)
-	exitLost        = 76 // lock, sem: the grant was lost while COMMAND ran; COMMAND was stopped
+	exitNotAcquired = 75 // lock, sem, elect: not acquired within -wait (EX_TEMPFAIL)
+	exitLost        = 76 // lock, sem, elect: the grant was lost while COMMAND ran; COMMAND was stopped
+	// leader: nobody leads NAME. The same status as a lock not acquired:
+	// what was asked for is not there now, and may be later.
+	exitNoLeader = 75
 )
 
 const usage = `usage:
@@ -51,6 +59,9 @@ const usage = `usage:
                                   run COMMAND holding NAME, exclusively or (-shared) with other shared holders
   elock [-addr A,B,...] sem NAME -limit N [-wait DUR] [-timeout DUR] [-label TEXT] [-quiet] -- COMMAND [ARGS...]
                                   run COMMAND holding one of the N permits of semaphore NAME
+  elock [-addr A,B,...] elect NAME -value V [-wait DUR] [-timeout DUR] [-label TEXT] [-quiet] -- COMMAND [ARGS...]
+                                  run COMMAND while leading NAME, publishing V (no spaces, not "-")
+  elock [-addr A,B,...] leader NAME   print the leader of NAME, "TOKEN VALUE" (VALUE - if it published none)
   elock [-addr A,B,...] stats
   elock [-addr A,B,...] info NAME
   elock [-addr A,B,...] locks [-n LIMIT] [-order name|held|waiters] [PREFIX]   held locks, with their holders' labels
@@ -61,10 +72,11 @@ const usage = `usage:
   elock keygen                                        prints a new gossip key for elockd -encrypt
   elock certs -dir DIR -nodes n1,n2[=ADDR+ADDR] [-clients a,b]   a CA and certificates for TLS
 
-exit status of lock and sem: COMMAND's own status (128+N if killed by signal N), or
+exit status of lock, sem and elect: COMMAND's own status (128+N if killed by signal N), or
   64 usage, 69 no server reachable, 70 unexpected server reply or refusal (NAME is
-  the other kind, or a semaphore with another -limit), 75 not acquired within -wait,
-  76 lock or permit lost while COMMAND ran (it was stopped)
+  the other kind, or a semaphore with another -limit), 75 not acquired (elected) within
+  -wait, 76 lock, permit or leadership lost while COMMAND ran (it was stopped)
+exit status of leader: 0 with a leader, 75 no leader, 64, 69 or 70 as above
 `
 
 func main() {
@@ -107,6 +119,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runLock(rest[1:], addrs, acc, stderr)
 	case "sem":
 		return runSem(rest[1:], addrs, acc, stderr)
+	case "elect":
+		return runElect(rest[1:], addrs, acc, stderr)
+	case "leader":
+		return runLeader(rest[1:], addrs, acc, stdout, stderr)
 	case "stats":
 		return runQuery("stats", rest[1:], addrs, acc, stdout, stderr)
 	case "info":

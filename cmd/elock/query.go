@@ -89,3 +89,38 @@ func exchange(nc net.Conn, addr, request string, timeout time.Duration) ([]strin
 		}
 	}
 }
+
+// runLeader prints who leads NAME as "TOKEN VALUE" (VALUE "-" when the
+// leader published none, as a plain elock lock does) and exits 0, or
+// prints "no leader" and exits exitNoLeader. A refusal of the server
+// (a bad name, a name the -token may not read) goes to stderr with
+// exitSoftware.
+func runLeader(args, addrs []string, acc access, stdout, stderr io.Writer) int {
+	const use = "usage: elock leader NAME"
+	switch {
+	case len(args) == 1 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help"):
+		fmt.Fprintln(stderr, use)
+		return exitOK
+	case len(args) != 1:
+		fmt.Fprintln(stderr, use)
+		return exitUsage
+	}
+	lines, err := query(addrs, "leader "+args[0], 10*time.Second, acc)
+	if err != nil {
+		fmt.Fprintln(stderr, "elock:", err)
+		return exitUnavailable
+	}
+	r, ok := wire.ParseReply([]byte(lines[0]))
+	switch {
+	case ok && r.Code == wire.CodeOK:
+		if rest, found := strings.CutPrefix(r.Text, "LEADER "); found {
+			fmt.Fprintln(stdout, rest)
+			return exitOK
+		}
+	case ok && r.Code == wire.CodeUnavailable:
+		fmt.Fprintln(stdout, "no leader")
+		return exitNoLeader
+	}
+	fmt.Fprintf(stderr, "elock leader: %s\n", lines[0])
+	return exitSoftware
+}
