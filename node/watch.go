@@ -34,6 +34,7 @@ type watches struct {
 	mu      sync.Mutex
 	stops   map[string]func()
 	seq     map[string]uint64 // the highest Seq taken, per name
+	top     map[string]uint64 // the highest token told, per name
 	pending map[string]partition.WatchEvent
 	order   []string // names with a pending event, oldest first
 }
@@ -49,6 +50,14 @@ func (c *conn) tell(e partition.WatchEvent) {
 		return
 	}
 	w.seq[e.Name] = e.Seq
+	// A free name reports the highest token the connection has heard
+	// of it: an owner that took the partition over never saw the
+	// earlier grants, and must not make the token go back.
+	top := max(w.top[e.Name], e.Last, e.State.Token)
+	w.top[e.Name] = top
+	if e.State.Free {
+		e.Last = top
+	}
 	if _, queued := w.pending[e.Name]; !queued {
 		w.order = append(w.order, e.Name)
 	}
@@ -131,7 +140,7 @@ func (c *conn) cmdWatch() {
 	w := &c.watch
 	w.mu.Lock()
 	if w.stops == nil {
-		w.stops, w.seq, w.pending = map[string]func(){}, map[string]uint64{}, map[string]partition.WatchEvent{}
+		w.stops, w.seq, w.top, w.pending = map[string]func(){}, map[string]uint64{}, map[string]uint64{}, map[string]partition.WatchEvent{}
 	}
 	_, on := w.stops[string(name)]
 	full := !on && len(w.stops) >= c.s.cfg.MaxWatches
@@ -169,6 +178,7 @@ func (c *conn) cmdUnwatch() {
 	stop, on := w.stops[name]
 	delete(w.stops, name)
 	delete(w.seq, name)
+	delete(w.top, name)
 	if _, queued := w.pending[name]; queued {
 		delete(w.pending, name)
 		w.order = slices.DeleteFunc(w.order, func(n string) bool { return n == name })

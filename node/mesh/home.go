@@ -36,12 +36,14 @@ type home struct {
 	// work runs the waits, which end with the mesh.
 	work    *workers
 	nextReq atomic.Uint64
+	watches homeWatches
 }
 
 var (
 	_ node.Backend  = (*home)(nil)
 	_ node.Topology = (*home)(nil)
 	_ node.Lister   = (*home)(nil)
+	_ node.Watcher  = (*home)(nil)
 )
 
 // Attach implements node.Backend: the session's owner records it; if the

@@ -261,6 +261,7 @@ func Start(cfg Config) (_ *Mesh, err error) {
 	if err := errors.Join(
 		m.data.Register(reg), m.control.Register(reg),
 		owner.register(reg, m.work), sessOwner.register(reg, m.work), homeSess.register(reg, m.work),
+		reg.Handle(peer.Event, m.home.event),
 	); err != nil {
 		cancel()
 		return nil, err
@@ -271,6 +272,11 @@ func Start(cfg Config) (_ *Mesh, err error) {
 	m.loop(ctx, func(ctx context.Context) { every(ctx, cfg.HomeLease/4, homeSess.renewAll) })
 	m.loop(ctx, func(ctx context.Context) { every(ctx, time.Second, sessOwner.sweepRecords) })
 	m.loop(ctx, func(ctx context.Context) { every(ctx, 5*time.Second, owner.sweepLocks) })
+	owner.watchers.mu.Lock()
+	owner.watchers.ctx = ctx
+	owner.watchers.mu.Unlock()
+	m.loop(ctx, func(ctx context.Context) { every(ctx, watchRenew, m.home.renewWatches) })
+	m.loop(ctx, func(ctx context.Context) { every(ctx, watchRenew, owner.expireWatches) })
 	m.loop(ctx, func(ctx context.Context) { sessOwner.releaseExpired(ctx, expired) })
 	return m, nil
 }

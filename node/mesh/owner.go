@@ -43,6 +43,9 @@ type lockOwner struct {
 	// meanwhile.
 	listing chan struct{}
 
+	// watchers are the watches homes registered here (watch.go).
+	watchers ownerWatches
+
 	mu sync.Mutex // guards waits and floors
 	// waits holds the queued requests of homes, by request id, so that
 	// Cancel can withdraw them, and a resume elsewhere its older homes'.
@@ -164,6 +167,7 @@ func (o *lockOwner) register(r *peer.Registry, w *workers) error {
 		r.Handle(peer.List, w.blocking(o.list)),
 		r.Handle(peer.Proclaim, o.addressed(o.proclaim)),
 		r.Handle(peer.Leader, o.leader),
+		r.Handle(peer.Watch, w.blocking(o.watch)),
 	)
 }
 

@@ -56,6 +56,8 @@ const (
 	// Elections (package mesh), after the ids above.
 	Proclaim // a session's home -> a lock's owner: proclaim NAME VALUE
 	Leader   // any node -> a lock's owner: leader NAME
+	Watch    // a home -> a lock's owner: register or renew these watches
+	Event    // a lock's owner -> a home: a watched name changed
 
 	endMethods
 )
@@ -66,7 +68,7 @@ var methodNames = [...]string{
 	"attach", "detach", "set-timeout", "renew", "probe", "alive",
 	"replaced",
 	"list", "labels",
-	"proclaim", "leader",
+	"proclaim", "leader", "watch", "event",
 }
 
 // Methods lists every declared method.

@@ -1,0 +1,254 @@
+// Watches in a mesh: a home registers each of its connections' watches
+// at the owner of the name's partition, and renews them all, in one
+// message per owner, every watchRenew. The owner tells the home of every
+// confirmed change (Event), and forgets a watch that is not renewed, so
+// a lost home or a dropped peer connection leaves nothing behind. After a
+// takeover the renewal reaches the new owner, which registers the watch
+// afresh and tells its current state.
+
+package mesh
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/elock/elock/node/locktable"
+	"github.com/elock/elock/node/partition"
+	"github.com/elock/elock/node/peer"
+)
+
+const (
+	// watchRenew is how often a home renews its watches; an owner forgets
+	// one not renewed for watchExpiry.
+	watchRenew  = time.Second
+	watchExpiry = 5 * watchRenew
+	// watchBatch bounds the watches of one renewal message.
+	watchBatch = 256
+	// seqBits: an event's order is its ownership's epoch, then the
+	// owner's sequence: a new owner's events come after an old one's.
+	seqBits = 40
+)
+
+// homeWatch is one watch of a connection of this home.
+type homeWatch struct {
+	id   string
+	name string
+	fn   func(partition.WatchEvent)
+}
+
+// homeWatches are the watches of this home's connections, by id.
+type homeWatches struct {
+	mu   sync.Mutex
+	byID map[string]*homeWatch
+}
+
+// Watch implements node.Watcher: registered at the owner at once, and
+// renewed from then on.
+func (h *home) Watch(name []byte, fn func(partition.WatchEvent)) (func(), error) {
+	w := &homeWatch{id: h.newReq(), name: string(name), fn: fn}
+	h.watches.mu.Lock()
+	if h.watches.byID == nil {
+		h.watches.byID = make(map[string]*homeWatch)
+	}
+	h.watches.byID[w.id] = w
+	h.watches.mu.Unlock()
+	ctx, cancel := context.WithTimeout(h.work.ctx, routeTimeout)
+	h.renew(ctx, []*homeWatch{w})
+	cancel()
+	return func() {
+		h.watches.mu.Lock()
+		delete(h.watches.byID, w.id)
+		h.watches.mu.Unlock()
+	}, nil
+}
+
+// renewWatches renews every watch of this home at its owner.
+func (h *home) renewWatches(ctx context.Context) {
+	h.watches.mu.Lock()
+	ws := make([]*homeWatch, 0, len(h.watches.byID))
+	for _, w := range h.watches.byID {
+		ws = append(ws, w)
+	}
+	h.watches.mu.Unlock()
+	h.renew(ctx, ws)
+}
+
+// renew registers or renews ws at their owners, one message per owner
+// and batch, in parallel, and waits for the answers.
+func (h *home) renew(ctx context.Context, ws []*homeWatch) {
+	st := h.table.State()
+	if !st.Initialized() {
+		return
+	}
+	type entry struct {
+		w     *homeWatch
+		epoch uint64
+	}
+	byNode := make(map[string][]entry)
+	for _, w := range ws {
+		part := st.Part(h.rt.partOf([]byte(w.name)))
+		byNode[part.Owner] = append(byNode[part.Owner], entry{w, part.Epoch})
+	}
+	var wg sync.WaitGroup
+	for id, es := range byNode {
+		n, ok := st.Node(id)
+		if !ok {
+			continue
+		}
+		for len(es) > 0 {
+			batch := es[:min(len(es), watchBatch)]
+			es = es[len(batch):]
+			var e peer.Enc
+			e.Str(h.self.ID)
+			e.Uint(uint64(len(batch)))
+			for _, x := range batch {
+				e.Str(x.w.id)
+				e.Str(x.w.name)
+				e.Uint(x.epoch)
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				// A refusal or a lost call is tried again at the next
+				// renewal, at whichever owner the table then names.
+				callNode(ctx, h.call, n, peer.Watch, e.B)
+			}()
+		}
+	}
+	wg.Wait()
+}
+
+// event takes an owner's event for one of this home's watches.
+func (h *home) event(_ context.Context, _ peer.Method, b []byte, reply func([]byte, error)) {
+	d := peer.Dec{B: b}
+	id, epoch, seq, last := d.Str(), d.Uint(), d.Uint(), d.Uint()
+	st := decodeState(&d)
+	if err := d.End(); err != nil || seq >= 1<<seqBits {
+		reply(nil, peer.ErrMalformed)
+		return
+	}
+	h.watches.mu.Lock()
+	w := h.watches.byID[id]
+	h.watches.mu.Unlock()
+	if w != nil {
+		w.fn(partition.WatchEvent{Name: w.name, State: st, Last: last, Seq: epoch<<seqBits | seq})
+	}
+	reply(nil, nil)
+}
+
+func encodeState(e *peer.Enc, st locktable.NameState) {
+	e.Bool(st.Free)
+	e.Uint(uint64(st.Mode))
+	e.Uint(st.Token)
+	e.Str(st.Value)
+	e.Uint(uint64(st.Holders))
+}
+
+func decodeState(d *peer.Dec) locktable.NameState {
+	st := locktable.NameState{Free: d.Bool(), Mode: locktable.Mode(min(d.Uint(), uint64(locktable.Permit))), Token: d.Uint(), Value: d.Str()}
+	st.Holders = int(min(d.Uint(), 1<<31))
+	return st
+}
+
+// ownerWatch is a home's watch registered here.
+type ownerWatch struct {
+	stop    func()
+	p       int
+	epoch   uint64
+	renewed time.Time
+}
+
+// ownerWatches are the watches homes registered at this owner, by id.
+type ownerWatches struct {
+	mu   sync.Mutex
+	byID map[string]*ownerWatch
+	ctx  context.Context // ends with the mesh; bounds the events' calls
+}
+
+// watch registers or renews a home's watches of names whose partitions
+// this node owns at the epoch the home names.
+func (o *lockOwner) watch(_ context.Context, b []byte) ([]byte, error) {
+	d := peer.Dec{B: b}
+	home := d.Str()
+	n := d.Count(3)
+	type entry struct {
+		id, name string
+		epoch    uint64
+	}
+	es := make([]entry, 0, n)
+	for range n {
+		es = append(es, entry{d.Str(), d.Str(), d.Uint()})
+	}
+	if err := d.End(); err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	for _, x := range es {
+		if x.name == "" || len(x.name) > o.lim.maxName {
+			continue
+		}
+		p := o.set.PartitionOf([]byte(x.name))
+		if _, ok := o.owned(p); !ok {
+			continue // not this node's now: the home asks the owner its table names
+		}
+		o.watchers.mu.Lock()
+		if w := o.watchers.byID[x.id]; w != nil && w.epoch == x.epoch {
+			w.renewed = now
+			o.watchers.mu.Unlock()
+			continue
+		}
+		o.watchers.mu.Unlock()
+		id, epoch := x.id, x.epoch
+		stop, err := o.set.Watch([]byte(x.name), func(ev partition.WatchEvent) { o.push(home, id, epoch, ev) })
+		if err != nil {
+			continue
+		}
+		o.watchers.mu.Lock()
+		if o.watchers.byID == nil {
+			o.watchers.byID = make(map[string]*ownerWatch)
+		}
+		if old := o.watchers.byID[id]; old != nil {
+			old.stop()
+		}
+		o.watchers.byID[id] = &ownerWatch{stop: stop, p: p, epoch: epoch, renewed: now}
+		o.watchers.mu.Unlock()
+	}
+	return nil, nil
+}
+
+// push sends an event to the home that watches. Fire and forget: a lost
+// event is made good by the next one, or by the state a new owner tells.
+func (o *lockOwner) push(homeID, id string, epoch uint64, ev partition.WatchEvent) {
+	n, ok := o.table.State().Node(homeID)
+	o.watchers.mu.Lock()
+	ctx := o.watchers.ctx
+	o.watchers.mu.Unlock()
+	if !ok || ctx == nil || ctx.Err() != nil {
+		return
+	}
+	var e peer.Enc
+	e.Str(id)
+	e.Uint(epoch)
+	e.Uint(ev.Seq % (1 << seqBits))
+	e.Uint(ev.Last)
+	encodeState(&e, ev.State)
+	o.call.Start(ctx, n, peer.Event, e.B, func([]byte, error) {})
+}
+
+// expireWatches forgets the watches not renewed in time, and those of
+// partitions this node no longer owns.
+func (o *lockOwner) expireWatches(context.Context) {
+	o.watchers.mu.Lock()
+	var stops []func()
+	for id, w := range o.watchers.byID {
+		if _, owned := o.owned(w.p); time.Since(w.renewed) > watchExpiry || !owned {
+			stops = append(stops, w.stop)
+			delete(o.watchers.byID, id)
+		}
+	}
+	o.watchers.mu.Unlock()
+	for _, stop := range stops {
+		stop()
+	}
+}
