@@ -79,6 +79,8 @@ func (c *conn) exec(ok bool) {
 		c.cmdWatch()
 	case wire.Unwatch:
 		c.cmdUnwatch()
+	case wire.Events:
+		c.cmdEvents()
 	case wire.Unlock:
 		c.cmdUnlock()
 	case wire.UnlockAll:
@@ -361,6 +363,9 @@ func (c *conn) cmdLock(want locktable.Want, waitArg int) {
 		res, _, err = c.s.backend.Lock(c.s.ctx, sess.ref, name, want, 0, nil)
 	}
 	if err == errReplied {
+		if res.Status == locktable.Granted {
+			c.eventsGranted(name, res.Token, want)
+		}
 		return
 	}
 	if err != nil {
@@ -372,6 +377,9 @@ func (c *conn) cmdLock(want locktable.Want, waitArg int) {
 		return
 	}
 	c.lockReply(name, res)
+	if res.Status == locktable.Granted {
+		c.eventsGranted(name, res.Token, want)
+	}
 }
 
 func (c *conn) lockReply(name []byte, res locktable.Result) {
@@ -413,6 +421,9 @@ func (c *conn) cmdUnlock() {
 	if sess == nil {
 		return
 	}
+	// The release's own change must not read as a loss: stop watching
+	// the name for session events first.
+	c.eventsReleased(name)
 	res, err := c.s.backend.Unlock(c.s.ctx, sess.ref, name)
 	if err != nil {
 		c.fail(err)
@@ -434,6 +445,7 @@ func (c *conn) cmdUnlockAll() {
 	if sess == nil {
 		return
 	}
+	c.eventsReleased(nil)
 	if err := c.s.backend.UnlockAll(c.s.ctx, sess.ref); err != nil {
 		c.fail(err)
 		return

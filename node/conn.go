@@ -65,8 +65,9 @@ type conn struct {
 	grantReply []byte
 	// watch holds the connection's watches (watch.go); woken says a
 	// watch moved the read deadline to wake the loop.
-	watch watches
-	woken atomic.Bool
+	watch      watches
+	sessEvents sessionEvents
+	woken      atomic.Bool
 	// wake serialises what moves the read deadline from other
 	// goroutines (a grant, an event) with the connection's own reset of
 	// it, and a grant's direct write with an event's: a wake-up is never
@@ -173,6 +174,7 @@ func (c *conn) serve() {
 // finish detaches the session and releases the connection's resources.
 func (c *conn) finish() {
 	c.stopWatches()
+	c.eventsReleased(nil)
 	c.detach()
 	c.nc.Close()
 	c.s.forget(c)

@@ -63,6 +63,13 @@ func (c *conn) tell(e partition.WatchEvent) {
 	}
 	w.pending[e.Name] = e
 	w.mu.Unlock()
+	c.wakeForEvents()
+}
+
+// wakeForEvents wakes the connection's goroutine to write events: the
+// read deadline moves, and the flag the loop takes it back by is set,
+// under wake so that no wake-up is lost (see rearm).
+func (c *conn) wakeForEvents() {
 	c.wake.Lock()
 	c.nc.SetReadDeadline(time.Unix(1, 0))
 	c.woken.Store(true)
@@ -96,6 +103,7 @@ func (c *conn) eventsDuringWait() bool {
 		return true
 	}
 	c.appendEvents()
+	c.appendSessionEvents()
 	return c.flush()
 }
 
@@ -104,6 +112,7 @@ func (c *conn) eventsDuringWait() bool {
 func (c *conn) drainEvents() {
 	c.rearm()
 	c.appendEvents()
+	c.appendSessionEvents()
 }
 
 // appendEvents appends the pending events to the output.

@@ -151,6 +151,9 @@ func (m *model) lock(now locktable.Time, s, name string, want locktable.Want, w 
 				return locktable.Result{}, nil, locktable.ErrExhausted
 			}
 			l.queue = append(l.queue, mWaiter{id: w, session: s, mode: want.Mode, value: want.Value, deadline: deadline})
+			if m.changes {
+				return locktable.Result{Status: locktable.Queued}, []locktable.Effect{{Kind: locktable.LockWanted, Session: s, Name: name}}, nil
+			}
 			return locktable.Result{Status: locktable.Queued}, nil, nil
 		}
 	}
@@ -460,7 +463,7 @@ func (m *model) state(name string) locktable.NameState {
 	if l == nil {
 		return locktable.NameState{Free: true}
 	}
-	st := locktable.NameState{Mode: locktable.Shared, Holders: len(l.grants)}
+	st := locktable.NameState{Mode: locktable.Shared, Holders: len(l.grants), Waiters: len(l.queue)}
 	for _, g := range l.grants {
 		st.Token = max(st.Token, g.token)
 		if g.mode == locktable.Exclusive {

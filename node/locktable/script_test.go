@@ -56,6 +56,8 @@ func fmtEffect(e locktable.Effect) string {
 		return fmt.Sprintf("> expired %s", e.Session)
 	case locktable.LockHeld:
 		return fmt.Sprintf("> held %s %s %s", e.Name, e.Session, tok(e.Token))
+	case locktable.LockWanted:
+		return fmt.Sprintf("> wanted %s by %s", e.Name, e.Session)
 	case locktable.LockFreed:
 		return fmt.Sprintf("> freed %s %s %s", e.Name, e.Session, tok(e.Token))
 	}

@@ -180,6 +180,10 @@ const (
 	LockHeld
 	// LockFreed: Session no longer holds Name, which it held with Token.
 	LockFreed
+	// LockWanted: Session started waiting for Name. Reported with
+	// LockHeld and LockFreed, for whoever tells a holder it is wanted
+	// (State gives the count); replicas ignore it.
+	LockWanted
 )
 
 // Effect is one consequence of a transition, reported as a value.
@@ -557,6 +561,10 @@ func (t *Table) Acquire(now Time, session string, epoch uint64, name []byte, wan
 				return Result{}, nil, ErrExhausted
 			}
 			t.enqueue(l, session, epoch, want, w, deadline)
+			if t.changes {
+				t.effect(Effect{Kind: LockWanted, Session: session, Name: l.name})
+				return Result{Status: Queued}, t.effects(), nil
+			}
 			return Result{Status: Queued}, nil, nil
 		}
 	}
@@ -1061,6 +1069,7 @@ type NameState struct {
 	Token   uint64
 	Value   string // what an exclusive holder published
 	Holders int
+	Waiters int
 }
 
 // State reports name as a watcher sees it. It claims nothing.
@@ -1069,7 +1078,7 @@ func (t *Table) State(name []byte) NameState {
 	if l == nil || l.ngrants == 0 {
 		return NameState{Free: true}
 	}
-	st := NameState{Mode: Shared, Holders: int(l.ngrants)}
+	st := NameState{Mode: Shared, Holders: int(l.ngrants), Waiters: int(l.qlen)}
 	if l.excl {
 		st.Mode, st.Value = Exclusive, t.values[l.name]
 	}

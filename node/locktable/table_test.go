@@ -655,6 +655,7 @@ lock 0s s1 a
   granted 1.1 reentrant
 lock 0s s2 a wait=1 until=60s
   queued
+  > wanted a by s2
 lock 0s s1 b
   granted 1.2
   > held b s1 1.2
@@ -854,6 +855,7 @@ leader lead
   1.1 host-a
 campaign 0s s2 lead host-b wait=1 until=60s
   queued
+  > wanted lead by s2
 # Only the leader proclaims; a proclaim of the same value changes nothing.
 proclaim s2 lead host-b
   not_yours
@@ -979,6 +981,7 @@ rlock 0s s1 a
   > held a s1 1.1
 lock 0s s2 a wait=1 until=60s
   queued
+  > wanted a by s2
 unlock 1s s1 a
   unlocked
   > freed a s1 1.1

@@ -387,6 +387,10 @@ func (s *Set) apply(p *part, fx []locktable.Effect, pend *pending) {
 		case locktable.SessionExpired:
 			pend.expired = append(pend.expired, expiry{e.Session, e.Epoch})
 			pend.sessions = append(pend.sessions, e.Session)
+		case locktable.LockWanted:
+			if nw := p.watches[e.Name]; nw != nil && !slices.Contains(pend.watched, e.Name) {
+				pend.watched = append(pend.watched, e.Name)
+			}
 		case locktable.LockHeld, locktable.LockFreed:
 			if s.rep != nil {
 				pend.grants = append(pend.grants, grantRef{e.Name, e.Session})

@@ -187,3 +187,15 @@ func AppendEvent(b []byte, name, what string, n, token uint64, value string) []b
 	}
 	return append(b, "\r\n"...)
 }
+
+// AppendSessionEvent appends a session event: "EVENT <kind> <name> <n>"
+// ("EVENT lost NAME TOKEN", "EVENT wanted NAME WAITERS").
+func AppendSessionEvent(b []byte, kind, name string, n uint64) []byte {
+	b = append(b, "EVENT "...)
+	b = append(b, kind...)
+	b = append(b, ' ')
+	b = append(b, name...)
+	b = append(b, ' ')
+	b = strconv.AppendUint(b, n, 10)
+	return append(b, "\r\n"...)
+}

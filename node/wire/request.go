@@ -30,6 +30,7 @@ const (
 	Leader             // leader NAME         (extension: election)
 	Watch              // watch NAME          (extension: events)
 	Unwatch            // unwatch NAME        (extension: events)
+	Events             // events on           (extension: session events)
 )
 
 var commandNames = [...]string{
@@ -56,6 +57,7 @@ var commandNames = [...]string{
 	Leader:     "leader",
 	Watch:      "watch",
 	Unwatch:    "unwatch",
+	Events:     "events",
 }
 
 // arity gives the fewest and most arguments each verb takes.
@@ -82,6 +84,7 @@ var arity = [...][2]int{
 	Leader:     {1, 1},
 	Watch:      {1, 1},
 	Unwatch:    {1, 1},
+	Events:     {1, 1},
 }
 
 func (c Command) String() string {
@@ -213,6 +216,8 @@ func lookup(verb []byte) Command {
 		return Watch
 	case "unwatch":
 		return Unwatch
+	case "events":
+		return Events
 	}
 	return Unknown
 }

@@ -176,8 +176,8 @@ func TestCommandString(t *testing.T) {
 		wire.UnlockAll: "unlock_all", wire.ConnID: "conn_id", wire.SetTimeout: "set_timeout",
 		wire.Quit: "quit", wire.Stats: "stats", wire.Token: "token", wire.Info: "info",
 		wire.Session: "session", wire.Members: "members", wire.Where: "where",
-		wire.Auth: "auth", wire.Label: "label", wire.Locks: "locks", wire.RLock: "rlock", wire.Acquire: "acquire", wire.Campaign: "campaign", wire.Proclaim: "proclaim", wire.Leader: "leader", wire.Watch: "watch", wire.Unwatch: "unwatch",
-		wire.Unwatch + 1:  "unknown", // the first past the names
+		wire.Auth: "auth", wire.Label: "label", wire.Locks: "locks", wire.RLock: "rlock", wire.Acquire: "acquire", wire.Campaign: "campaign", wire.Proclaim: "proclaim", wire.Leader: "leader", wire.Watch: "watch", wire.Unwatch: "unwatch", wire.Events: "events",
+		wire.Events + 1:   "unknown", // the first past the names
 		wire.Command(200): "unknown",
 	}
 	for c, s := range want {
