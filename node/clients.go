@@ -104,3 +104,11 @@ func (cs *Clients) Labels(ids []string) map[string]string {
 	}
 	return out
 }
+
+// Jeopardy tells session id's connection here, if any, whether its
+// locks are at risk (see sessionEvents).
+func (cs *Clients) Jeopardy(id string, atRisk bool) {
+	if c := cs.get(id); c != nil {
+		c.jeopardy(atRisk)
+	}
+}

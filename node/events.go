@@ -29,6 +29,7 @@ type heldWatch struct {
 type sessionEvents struct {
 	mu    sync.Mutex
 	on    bool
+	risk  bool // the last of jeopardy or safe told
 	held  map[string]*heldWatch
 	lines [][]byte // whole EVENT lines, oldest first
 }
@@ -116,6 +117,28 @@ func (c *conn) heldChanged(name string, hw *heldWatch, ev partition.WatchEvent) 
 	if line != nil {
 		c.wakeForEvents()
 	}
+}
+
+// jeopardy turns the home's view of the session's risk into "EVENT
+// session jeopardy" and "EVENT session safe", on each change only.
+func (c *conn) jeopardy(atRisk bool) {
+	e := &c.sessEvents
+	e.mu.Lock()
+	if !e.on || e.risk == atRisk {
+		e.mu.Unlock()
+		return
+	}
+	e.risk = atRisk
+	line := "EVENT session safe\r\n"
+	if atRisk {
+		line = "EVENT session jeopardy\r\n"
+	}
+	if len(e.lines) >= maxEventLines {
+		e.lines = e.lines[1:]
+	}
+	e.lines = append(e.lines, []byte(line))
+	e.mu.Unlock()
+	c.wakeForEvents()
 }
 
 // eventsReleased stops watching a name the session released (all of

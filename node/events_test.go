@@ -34,3 +34,22 @@ func TestHeldChangedMakesSessionEvents(t *testing.T) {
 		t.Fatalf("session events %q, want %q", c.out, want)
 	}
 }
+
+// The home's view of the session's risk becomes jeopardy and safe, on
+// changes only, and only with events on.
+func TestJeopardyAndSafe(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	c := &conn{nc: a}
+	c.jeopardy(true) // events off: nothing
+	c.sessEvents.on = true
+	for _, r := range []bool{false, true, true, false, false, true} {
+		c.jeopardy(r)
+	}
+	c.appendSessionEvents()
+	want := "EVENT session jeopardy\r\nEVENT session safe\r\nEVENT session jeopardy\r\n"
+	if string(c.out) != want {
+		t.Fatalf("session events %q, want %q", c.out, want)
+	}
+}

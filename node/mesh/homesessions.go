@@ -408,13 +408,22 @@ func (s *homeSessions) renewAll(ctx context.Context) {
 	}
 	wg.Wait()
 	var late []string
+	risk := make(map[string]bool)
 	s.mu.Lock()
 	for id, h := range s.attached {
-		if time.Since(h.lastOK) > h.atRisk(s.homeLease) {
+		since := time.Since(h.lastOK)
+		if since > h.atRisk(s.homeLease) {
 			late = append(late, id)
 		}
+		risk[id] = since > s.homeLease/2
 	}
 	s.mu.Unlock()
+	for id, r := range risk {
+		// Half a home lease without a renewal: the session owner may
+		// detach the session at a home lease, and its locks then live
+		// only its timeout.
+		s.clients.Jeopardy(id, r)
+	}
 	for _, id := range late {
 		s.log.Warn("closing a client whose session could not be renewed: it may expire; the client should resume", "session", node.LogID(id))
 		s.clients.Kick(id)

@@ -290,6 +290,7 @@ type fakeClients struct {
 	live   map[string]bool
 	kicked []string
 	label  map[string]string
+	risk   map[string]bool
 }
 
 func (c *fakeClients) Labels(ids []string) map[string]string {
@@ -311,6 +312,21 @@ func (c *fakeClients) setLabel(id, l string) {
 		c.label = map[string]string{}
 	}
 	c.label[id] = l
+}
+
+func (c *fakeClients) Jeopardy(id string, atRisk bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.risk == nil {
+		c.risk = map[string]bool{}
+	}
+	c.risk[id] = atRisk
+}
+
+func (c *fakeClients) atRisk(id string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.risk[id]
 }
 
 func (c *fakeClients) Kick(id string) {

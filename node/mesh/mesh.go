@@ -25,6 +25,9 @@ import (
 // here (for the locks command). *node.Clients implements it.
 type Clients interface {
 	Kick(id string)
+	// Jeopardy tells session id's connection whether its locks are at
+	// risk: its home has not renewed it for a while (see jeopardyAfter).
+	Jeopardy(id string, atRisk bool)
 	Live(id string) bool
 	Count() int
 	Labels(ids []string) map[string]string

@@ -378,7 +378,16 @@ func TestUnrenewedSessionIsDetachedAndItsClientKicked(t *testing.T) {
 		if rec, _, _ := mm.nodes["n2"].set.Session(s.ID); !rec.Attached || len(mm.nodes["n1"].clients.kicks()) != 0 {
 			t.Fatalf("renewed session: attached %v, kicked %v", rec.Attached, mm.nodes["n1"].clients.kicks())
 		}
+		if mm.nodes["n1"].clients.atRisk(s.ID) {
+			t.Fatal("a renewed session is said to be at risk")
+		}
 		mm.net.setCut("n2", true)
+		// Before the kick, the client is told its session is at risk.
+		time.Sleep(testHomeLease)
+		synctest.Wait()
+		if !mm.nodes["n1"].clients.atRisk(s.ID) || len(mm.nodes["n1"].clients.kicks()) != 0 {
+			t.Fatalf("a home lease unrenewed: at risk %v, kicked %v; want at risk, not kicked", mm.nodes["n1"].clients.atRisk(s.ID), mm.nodes["n1"].clients.kicks())
+		}
 		// The session's timeout is 10 s: the home lets it go unrenewed for
 		// half that, the owner for a home lease plus a second.
 		time.Sleep(6 * time.Second)
