@@ -42,6 +42,8 @@ type Client struct {
 	log    *slog.Logger
 	dialer net.Dialer
 	events *dispatcher
+	// watches are the live watches, told again to every new connection.
+	watches *watchHub
 
 	// sem is the right to use the connection: every command, reconnect
 	// and keepalive probe holds it. A channel, not a mutex, so that
@@ -115,6 +117,7 @@ func Dial(ctx context.Context, addrs []string, opts ...Option) (*Client, error) 
 		log:         log,
 		dialer:      net.Dialer{Timeout: cfg.dialTimeout, KeepAlive: max(cfg.keepalive, 0)},
 		events:      newDispatcher(cfg.onLost),
+		watches:     newWatchHub(),
 		sem:         make(chan struct{}, 1),
 		kaBackoff:   backoff{min: reconnectMin, max: reconnectMax},
 		held:        make(map[string]uint64),
@@ -183,9 +186,10 @@ func (c *Client) Close() error {
 		if cn.send("quit") == nil {
 			cn.read()
 		}
-		cn.nc.Close()
+		cn.close()
 	}
 	c.events.close()
+	c.watches.close()
 	return nil
 }
 
@@ -338,7 +342,7 @@ func (c *Client) dropConn(cause error, rotate bool) {
 		return
 	}
 	c.conn = nil
-	cn.nc.Close()
+	cn.close()
 	c.selfClosed = !rotate
 	if rotate {
 		// The address may be the problem; the next round starts past it.
@@ -416,17 +420,20 @@ func (c *Client) connectTo(ctx context.Context, idx int) (*conn, error) {
 	addr := c.addrs[idx]
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.dialTimeout+c.cfg.resumeRetry)
 	defer cancel()
-	cn, err := dialConn(ctx, addr, idx, &c.dialer, c.cfg.tls)
+	cn, err := dialConn(ctx, addr, idx, &c.dialer, c.cfg.tls, c.watches.event)
 	if err != nil {
 		return nil, err // a *net.OpError names the address
 	}
 	disarm := cn.guard(ctx)
 	err = c.handshake(ctx, cn)
+	if err == nil {
+		err = c.rewatch(cn)
+	}
 	if disarm() && err == nil {
 		cn.nc.SetDeadline(time.Time{})
 	}
 	if err != nil {
-		cn.nc.Close()
+		cn.close()
 		return nil, fmt.Errorf("%s: %w", addr, err)
 	}
 	return cn, nil

@@ -8,7 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/elock/elock/node/wire"
@@ -33,14 +35,34 @@ var aLongTimeAgo = time.Unix(1, 0)
 // Client's semaphore uses it.
 type conn struct {
 	nc   net.Conn
-	rd   *bufio.Reader
 	addr string
 	idx  int // index of addr in the Client's list
 	wbuf []byte
 	// lastRead is when a reply last arrived: the last moment the
 	// connection is known to have worked.
 	lastRead time.Time
+
+	// The reader goroutine owns the socket's read side: EVENT lines can
+	// come at any time, also while no call is reading, so one goroutine
+	// reads every line, hands events to onEvent and queues the rest as
+	// replies for the holder of the semaphore.
+	lines  chan []byte
+	dead   chan struct{} // closed when the reader stops; rerr says why
+	rerr   error
+	joined chan struct{} // closed when the reader goroutine has returned
+	// intr, while a guard is armed, is closed when its context ends, so
+	// that a call waiting for a reply stops waiting. Only the holder of
+	// the semaphore touches the field.
+	intr chan struct{}
+	// stop, closed by close, frees a reader blocked on a full queue.
+	stop     chan struct{}
+	stopOnce sync.Once
 }
+
+// replyQueue is how many reply lines the reader may read ahead of the
+// caller: enough for a pipelined batch; a larger block just makes the
+// reader wait for the caller, never for a watcher.
+const replyQueue = 64
 
 // connError is a failure of the connection itself: the reply stream can
 // no longer be trusted, so the connection is dropped and the session
@@ -58,7 +80,9 @@ func isConnErr(err error) bool {
 // errProtocol marks a reply the client cannot make sense of.
 var errProtocol = errors.New("protocol error")
 
-func dialConn(ctx context.Context, addr string, idx int, d *net.Dialer, tc *tls.Config) (*conn, error) {
+// dialConn connects to addr; onEvent gets the connection's EVENT lines
+// (see readLoop).
+func dialConn(ctx context.Context, addr string, idx int, d *net.Dialer, tc *tls.Config, onEvent func(line []byte)) (*conn, error) {
 	nc, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
@@ -85,7 +109,57 @@ func dialConn(ctx context.Context, addr string, idx int, d *net.Dialer, tc *tls.
 		}
 		nc = sc
 	}
-	return &conn{nc: nc, rd: bufio.NewReaderSize(nc, readBufSize), addr: addr, idx: idx, lastRead: time.Now()}, nil
+	cn := &conn{
+		nc: nc, addr: addr, idx: idx, lastRead: time.Now(),
+		lines:  make(chan []byte, replyQueue),
+		dead:   make(chan struct{}),
+		stop:   make(chan struct{}),
+		joined: make(chan struct{}),
+	}
+	go cn.readLoop(bufio.NewReaderSize(nc, readBufSize), onEvent)
+	return cn, nil
+}
+
+// readLoop reads every line of the connection until it fails (or is
+// closed): EVENT lines go to onEvent, which must not block, and the
+// others to the reply queue.
+func (cn *conn) readLoop(rd *bufio.Reader, onEvent func(line []byte)) {
+	defer close(cn.joined)
+	for {
+		line, err := rd.ReadSlice('\n')
+		if err != nil {
+			if errors.Is(err, bufio.ErrBufferFull) {
+				err = fmt.Errorf("%w: reply line over %d bytes", errProtocol, readBufSize)
+			}
+			cn.rerr = &connError{fmt.Errorf("read from %s: %w", cn.addr, err)}
+			close(cn.dead)
+			return
+		}
+		line = line[:len(line)-1]
+		if n := len(line); n > 0 && line[n-1] == '\r' {
+			line = line[:n-1]
+		}
+		if bytes.HasPrefix(line, []byte("EVENT ")) {
+			if onEvent != nil {
+				onEvent(line)
+			}
+			continue
+		}
+		select {
+		case cn.lines <- bytes.Clone(line):
+		case <-cn.stop:
+			cn.rerr = &connError{fmt.Errorf("read from %s: %w", cn.addr, net.ErrClosed)}
+			close(cn.dead)
+			return
+		}
+	}
+}
+
+// close closes the connection and joins its reader.
+func (cn *conn) close() {
+	cn.stopOnce.Do(func() { close(cn.stop) })
+	cn.nc.Close()
+	<-cn.joined
 }
 
 // guard makes ctx interrupt the connection's I/O: when ctx ends, blocked
@@ -97,11 +171,15 @@ func (cn *conn) guard(ctx context.Context) (disarm func() bool) {
 		return func() bool { return false }
 	}
 	fired := make(chan struct{})
+	cn.intr = fired
 	stop := context.AfterFunc(ctx, func() {
-		cn.nc.SetDeadline(aLongTimeAgo)
+		// Reads wait on the reply queue, not the socket: the deadline
+		// stops a blocked write, fired a wait for a reply.
+		cn.nc.SetWriteDeadline(aLongTimeAgo)
 		close(fired)
 	})
 	return func() bool {
+		cn.intr = nil
 		if stop() {
 			return false
 		}
@@ -125,19 +203,22 @@ func (cn *conn) send(lines ...string) error {
 	return nil
 }
 
+// readLine takes the next reply line from the reader.
 func (cn *conn) readLine() ([]byte, error) {
-	line, err := cn.rd.ReadSlice('\n')
-	if err != nil {
-		if errors.Is(err, bufio.ErrBufferFull) {
-			err = fmt.Errorf("%w: reply line over %d bytes", errProtocol, readBufSize)
+	var line []byte
+	select {
+	case line = <-cn.lines:
+	case <-cn.intr:
+		return nil, &connError{fmt.Errorf("read from %s: %w", cn.addr, os.ErrDeadlineExceeded)}
+	case <-cn.dead:
+		// Lines read before the failure are still replies.
+		select {
+		case line = <-cn.lines:
+		default:
+			return nil, cn.rerr
 		}
-		return nil, &connError{fmt.Errorf("read from %s: %w", cn.addr, err)}
 	}
 	cn.lastRead = time.Now()
-	line = line[:len(line)-1]
-	if n := len(line); n > 0 && line[n-1] == '\r' {
-		line = line[:n-1]
-	}
 	return line, nil
 }
 

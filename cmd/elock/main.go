@@ -4,6 +4,7 @@
 //	elock [-addr A,B] sem NAME -limit N [-wait DUR] -- COMMAND ARGS...
 //	elock [-addr A,B] elect NAME -value V [-wait DUR] -- COMMAND ARGS...
 //	elock [-addr A,B] leader NAME
+//	elock [-addr A,B] watch NAME [NAME...]
 //	elock [-addr A,B] stats
 //	elock [-addr A,B] info NAME
 //	elock [-addr A,B] locks [PREFIX]
@@ -18,6 +19,10 @@
 // elect runs COMMAND while it leads NAME, publishing V; COMMAND's
 // ELOCK_TOKEN is the leadership term, and it is stopped when leadership
 // is lost. leader prints the leader's term and value, "TOKEN VALUE".
+// watch prints every change of the NAMEs, each line an RFC 3339 time and
+// the state: "NAME held TOKEN VALUE" (VALUE - for a plain lock), "NAME
+// shared HOLDERS TOKEN" or "NAME free TOKEN", starting with the current
+// one, until interrupted (SIGINT or SIGTERM: exit 0).
 //
 // Exit status: that of COMMAND for lock, sem and elect, or one of the
 // codes below.
@@ -62,6 +67,8 @@ const usage = `usage:
   elock [-addr A,B,...] elect NAME -value V [-wait DUR] [-timeout DUR] [-label TEXT] [-quiet] -- COMMAND [ARGS...]
                                   run COMMAND while leading NAME, publishing V (no spaces, not "-")
   elock [-addr A,B,...] leader NAME   print the leader of NAME, "TOKEN VALUE" (VALUE - if it published none)
+  elock [-addr A,B,...] watch NAME [NAME...]   print each change of the NAMEs until interrupted:
+                                  "TIME NAME held TOKEN VALUE|-", "TIME NAME shared HOLDERS TOKEN" or "TIME NAME free TOKEN"
   elock [-addr A,B,...] stats
   elock [-addr A,B,...] info NAME
   elock [-addr A,B,...] locks [-n LIMIT] [-order name|held|waiters] [PREFIX]   held locks, with their holders' labels
@@ -123,6 +130,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runElect(rest[1:], addrs, acc, stderr)
 	case "leader":
 		return runLeader(rest[1:], addrs, acc, stdout, stderr)
+	case "watch":
+		return runWatch(rest[1:], addrs, acc, stdout, stderr)
 	case "stats":
 		return runQuery("stats", rest[1:], addrs, acc, stdout, stderr)
 	case "info":
