@@ -99,8 +99,15 @@ var (
 	rw       = "hot-rw"
 	sem      = "hot-sem"
 	permits  = 2
-	allNames = append(slices.Clone(hot), rw, sem)
+	elect    = "hot-elect"
+	allNames = append(slices.Clone(hot), rw, sem, elect)
 )
+
+// failover bounds how long after the campaigns stop every watcher must
+// agree with `leader hot-elect`: a campaigner that could not resign leaves
+// its term to its session's expiry (the workload's 15 s timeout), and the
+// rest is the suite's 30 s for serving again.
+const failover = 30 * time.Second
 
 // TestNemesis runs the mixed fault schedule of each seed against a fresh
 // five-node cluster under a recorded workload, then checks the history:
@@ -108,7 +115,12 @@ var (
 // holder, never more than LIMIT holders of the semaphore, no lost grant
 // (exclusive, shared or permit), tokens only growing across every grant
 // of a name, a fenced resource that never saw a stale token, and a
-// cluster that serves again once the faults are over.
+// cluster that serves again once the faults are over. Campaigns are
+// exclusive grants, so those checks cover the election too (at most one
+// leader, growing terms); on top, every watch stream's tokens only grow
+// (watch-tokens), every watcher comes to agree with `leader hot-elect`
+// within the failover time (watch-agreement), and every EVENT lost is
+// about a grant that was in fact released (lost-events).
 func TestNemesis(t *testing.T) {
 	seeds, duration, reports := config(t)
 	net, err := nemesis.NewNet()
@@ -171,6 +183,12 @@ func runSeed(t *testing.T, net *nemesis.Net, seed uint64, duration time.Duration
 		UnlockAll:        0.02,
 		Reconnect:        0.01,
 		Seed:             seed,
+		// An election: campaigners that hold, proclaim and resign, and
+		// watchers on their own connections.
+		Election:    elect,
+		Campaigners: 3,
+		Watchers:    2,
+		ElectHold:   200 * time.Millisecond,
 	})
 	stopped := false
 	defer func() {
@@ -190,12 +208,18 @@ func runSeed(t *testing.T, net *nemesis.Net, seed uint64, duration time.Duration
 	// the last fault was undone.
 	healed := w.Now()
 	recovered := waitRecovered(w, allNames, healed, 30*time.Second)
+	// Then the campaigns stop and every watcher must come to tell what
+	// `leader hot-elect` answers.
+	w.StopCampaigns()
+	settle := w.Now()
+	w.Settle(failover + 5*time.Second)
 	h := w.Stop()
 	stopped = true
+	elected := w.CheckElection(h, settle, failover)
 
 	dir := filepath.Join(reports, fmt.Sprintf("seed-%d-%s", seed, time.Now().Format("20060102-150405")))
 	checkStart := time.Now()
-	sum, ok, err := workload.Check(context.Background(), h, w.Fence(), dir)
+	sum, ok, err := workload.Check(context.Background(), h, w.Fence(), dir, elected...)
 	if err != nil {
 		t.Fatalf("checking the history: %v", err)
 	}

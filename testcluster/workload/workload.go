@@ -52,6 +52,13 @@ type Config struct {
 	// ReplyTimeout bounds the wait for a reply beyond the request's own wait.
 	ReplyTimeout time.Duration
 	Seed         uint64
+	// Election is an election name: Campaigners clients campaign for it
+	// (recorded as exclusive grants, with `events on` for EVENT lost),
+	// hold it up to ElectHold, sometimes proclaim, and resign; Watchers
+	// clients watch it on their own connections and record every event.
+	Election              string
+	Campaigners, Watchers int
+	ElectHold             time.Duration
 }
 
 // Counts are what the clients saw, for availability figures. Shared and
@@ -76,6 +83,8 @@ type Workload struct {
 
 	ansMu    sync.Mutex
 	answered map[string]time.Duration // name -> latest invocation answered definitely
+
+	elect electState
 }
 
 // Start starts the clients.
@@ -89,7 +98,11 @@ func Start(cfg Config) *Workload {
 	if cfg.MaxHold <= 0 {
 		cfg.MaxHold = 20 * time.Millisecond
 	}
+	if cfg.ElectHold <= 0 {
+		cfg.ElectHold = 200 * time.Millisecond
+	}
 	w := &Workload{cfg: cfg, rec: history.NewRecorder(), fence: history.NewFencedResource(), stop: make(chan struct{}), answered: map[string]time.Duration{}}
+	w.elect.stop = make(chan struct{})
 	// Clients of the exclusive names come first, so that each keeps its
 	// id and random stream whatever the other kinds of clients.
 	roles := []struct {
@@ -113,13 +126,16 @@ func Start(cfg Config) *Workload {
 			go c.run()
 		}
 	}
+	w.startElection(id)
 	return w
 }
 
 // Stop stops the clients and returns the history.
 func (w *Workload) Stop() []history.Operation {
+	w.StopCampaigns()
 	close(w.stop)
 	w.wg.Wait()
+	w.stopWatchers()
 	return w.rec.History()
 }
 
@@ -226,6 +242,10 @@ type client struct {
 	// drops are grants the server may release because the connection that
 	// waited for them was lost; a resume closes their window.
 	drops []*history.Pending
+	// elect: the client campaigns for cfg.Election; campaigns counts its
+	// campaigns, for unique values.
+	elect     bool
+	campaigns int
 }
 
 var errConn = errors.New("connection lost")
@@ -240,13 +260,19 @@ func (c *client) run() {
 			d.Unknown()
 		}
 	}()
-	for !c.w.stopping() {
+	for !c.w.stopping() && !(c.elect && c.w.campaignsStopped()) {
 		if c.nc == nil {
 			if !c.connect() {
 				continue
 			}
 		}
 		c.step()
+	}
+	if c.elect && c.nc != nil {
+		// Resign on the way out, so that the name settles soon.
+		for name := range c.held {
+			c.unlock(name)
+		}
 	}
 }
 
@@ -297,6 +323,7 @@ func (c *client) connect() bool {
 		c.drops = nil
 		c.w.resumes.Add(1)
 		c.setTimeout()
+		c.eventsOn()
 		return c.nc != nil
 	}
 	// The session had expired: this is a new one under the same id.
@@ -325,6 +352,7 @@ func (c *client) newSession(id string) {
 	c.label = fmt.Sprintf("c%d/%s/%d", c.id, id, c.incarn)
 	c.w.fresh.Add(1)
 	c.setTimeout()
+	c.eventsOn()
 }
 
 func (c *client) setTimeout() {
@@ -355,12 +383,17 @@ func (c *client) do(timeout time.Duration, lines ...string) ([]string, error) {
 		return nil, errConn
 	}
 	out := make([]string, 0, len(lines))
-	for range lines {
+	for len(out) < len(lines) {
 		l, err := c.r.ReadString('\n')
 		if err != nil {
 			return nil, errConn
 		}
 		l = strings.TrimSuffix(l, "\r\n")
+		if strings.HasPrefix(l, "EVENT ") {
+			// Events come between replies: record, and read on.
+			c.event(l)
+			continue
+		}
 		if l == "200 SESSION" { // a block: keep its lines
 			for {
 				m, err := c.r.ReadString('\n')
@@ -383,6 +416,10 @@ func (c *client) do(timeout time.Duration, lines ...string) ([]string, error) {
 // step does one operation.
 func (c *client) step() {
 	cfg := c.w.cfg
+	if c.elect {
+		c.campaignStep()
+		return
+	}
 	switch x := c.rng.Float64(); {
 	case x < cfg.Reconnect:
 		c.drop()
@@ -422,6 +459,12 @@ func (c *client) step() {
 
 // take asks for name in mode, waiting up to wait seconds.
 func (c *client) take(mode history.Mode, name string, wait int) {
+	c.takeAs(mode, name, wait, "")
+}
+
+// takeAs is take, as `campaign NAME VALUE` instead of `lock NAME` when
+// value is set: a campaign is an exclusive grant that publishes a value.
+func (c *client) takeAs(mode history.Mode, name string, wait int, value string) {
 	op := history.Op{Client: c.id, Session: c.label, Name: name, Wait: wait}
 	var waiting history.Kind
 	var req string
@@ -433,6 +476,9 @@ func (c *client) take(mode history.Mode, name string, wait int) {
 	case history.Permit:
 		op.Kind, waiting, req = history.Acquire, history.AcquireWait, fmt.Sprintf("acquire %s %d", name, c.w.cfg.Permits)
 		op.Limit = c.w.cfg.Permits
+	}
+	if value != "" {
+		req = "campaign " + name + " " + value
 	}
 	if wait > 0 {
 		op.Kind = waiting
@@ -452,7 +498,7 @@ func (c *client) take(mode history.Mode, name string, wait int) {
 		return
 	}
 	switch {
-	case lines[0] == "200 Acquired":
+	case lines[0] == "200 Acquired" || value != "" && lines[0] == "200 Elected":
 		tok, _ := strconv.ParseUint(strings.TrimPrefix(lines[1], "200 "), 10, 64)
 		if !strings.HasPrefix(lines[1], "200 ") {
 			tok = 0 // lost before we could ask; the checker allows that
@@ -571,7 +617,10 @@ func (c *client) unlockAll() {
 
 // Check runs every checker on a history and the fence; it returns a
 // summary and whether all passed. On failure it saves a report in dir.
-func Check(ctx context.Context, h []history.Operation, fence *history.FencedResource, dir string) (string, bool, error) {
+//
+// extra are verdicts checked elsewhere (the election's), reported and
+// saved with the others.
+func Check(ctx context.Context, h []history.Operation, fence *history.FencedResource, dir string, extra ...history.Verdict) (string, bool, error) {
 	// Long faulted histories with many unknown outcomes take porcupine
 	// minutes; a timeout reports Unknown, which fails the test.
 	verdicts, err := history.CheckAll(h, 5*time.Minute)
@@ -579,6 +628,7 @@ func Check(ctx context.Context, h []history.Operation, fence *history.FencedReso
 		return "", false, err
 	}
 	verdicts = append(verdicts, fence.Check())
+	verdicts = append(verdicts, extra...)
 	ok := history.AllOK(verdicts)
 	sum := history.Summary(h, verdicts...)
 	if !ok && dir != "" {
