@@ -46,6 +46,11 @@ func ParseEvent(line string) (e Event, ok bool) {
 	case f[1] == "wanted" && len(f) == 4:
 		e.State, e.Name = "wanted", f[2]
 		return e, true
+	case f[1] == "session" && len(f) == 3 && (f[2] == "jeopardy" || f[2] == "safe"):
+		// The session is at risk, or no longer: nothing a checker
+		// judges yet.
+		e.State, e.Name = f[2], "session"
+		return e, true
 	case len(f) == 5 && f[2] == "held":
 		e.Name, e.State, tok, e.Value = f[1], "held", f[3], f[4]
 	case len(f) == 5 && f[2] == "shared":

@@ -16,11 +16,13 @@ func ev(client, stream int, at time.Duration, line string) Event {
 
 func TestParseEvent(t *testing.T) {
 	for line, want := range map[string]Event{
-		"EVENT e held 7 v1":  {Name: "e", State: "held", Token: 7, Value: "v1"},
-		"EVENT e shared 2 9": {Name: "e", State: "shared", Token: 9},
-		"EVENT e free 3":     {Name: "e", State: "free", Token: 3},
-		"EVENT lost e 4":     {Name: "e", State: "lost", Token: 4},
-		"EVENT wanted e 2":   {Name: "e", State: "wanted"},
+		"EVENT e held 7 v1":      {Name: "e", State: "held", Token: 7, Value: "v1"},
+		"EVENT e shared 2 9":     {Name: "e", State: "shared", Token: 9},
+		"EVENT e free 3":         {Name: "e", State: "free", Token: 3},
+		"EVENT lost e 4":         {Name: "e", State: "lost", Token: 4},
+		"EVENT wanted e 2":       {Name: "e", State: "wanted"},
+		"EVENT session jeopardy": {Name: "session", State: "jeopardy"},
+		"EVENT session safe":     {Name: "session", State: "safe"},
 	} {
 		if got, ok := ParseEvent(line); !ok || got != want {
 			t.Errorf("ParseEvent(%q) = %+v, %v; want %+v", line, got, ok, want)
