@@ -59,7 +59,7 @@ type testServer struct {
 	ln   *countingListener
 }
 
-func startServer(t *testing.T, mod func(*Config)) *testServer {
+func startServer(t testing.TB, mod func(*Config)) *testServer {
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.NodeID = "test"
