@@ -420,7 +420,7 @@ func (c *Client) connectTo(ctx context.Context, idx int) (*conn, error) {
 	addr := c.addrs[idx]
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.dialTimeout+c.cfg.resumeRetry)
 	defer cancel()
-	cn, err := dialConn(ctx, addr, idx, &c.dialer, c.cfg.tls, c.watches.event)
+	cn, err := dialConn(ctx, addr, idx, &c.dialer, c.cfg.tls, c.onEvent)
 	if err != nil {
 		return nil, err // a *net.OpError names the address
 	}
@@ -428,6 +428,9 @@ func (c *Client) connectTo(ctx context.Context, idx int) (*conn, error) {
 	err = c.handshake(ctx, cn)
 	if err == nil {
 		err = c.rewatch(cn)
+	}
+	if err == nil {
+		err = c.eventsOn(cn)
 	}
 	if disarm() && err == nil {
 		cn.nc.SetDeadline(time.Time{})

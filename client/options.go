@@ -33,6 +33,7 @@ type config struct {
 	onLost         func(LostLock)
 	tls            *tls.Config
 	token          string
+	events         chan<- SessionEvent
 }
 
 func defaultConfig() config {

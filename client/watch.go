@@ -316,6 +316,18 @@ func (h *watchHub) event(line []byte) {
 	}
 }
 
+// watching reports whether line is an event of a watched name.
+func (h *watchHub) watching(line []byte) bool {
+	ev, ok := parseEvent(line)
+	if !ok {
+		return false
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	_, watched := h.last[ev.Name]
+	return watched
+}
+
 // close joins the runWatch goroutines; the Client's life has ended.
 func (h *watchHub) close() { h.wg.Wait() }
 
