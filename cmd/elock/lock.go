@@ -168,6 +168,32 @@ func runHold(cmd string, args, addrs []string, acc access, stderr io.Writer) int
 	if acc.token != "" {
 		opts = append(opts, client.WithToken(acc.token))
 	}
+	// Session events: jeopardy and safe go to stderr, so that whoever
+	// watches the command's output knows when its lock is at risk.
+	events := make(chan client.SessionEvent, 16)
+	opts = append(opts, client.WithEvents(events))
+	evDone := make(chan struct{})
+	evStop := make(chan struct{})
+	go func() {
+		defer close(evDone)
+		for {
+			select {
+			case ev := <-events:
+				switch ev.Kind {
+				case client.Jeopardy:
+					fmt.Fprintf(stderr, "%s: jeopardy: the session holding %s may be lost soon\n", prog, name)
+				case client.Safe:
+					fmt.Fprintf(stderr, "%s: safe: the session holding %s is renewed again\n", prog, name)
+				}
+			case <-evStop:
+				return
+			}
+		}
+	}()
+	defer func() {
+		close(evStop)
+		<-evDone
+	}()
 	ctx := context.Background()
 	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	c, err := client.Dial(dctx, addrs, opts...)
