@@ -2,6 +2,8 @@ package hazard_test
 
 import (
 	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -65,4 +67,84 @@ func failoverOnce(b *testing.B) (grant, unlock time.Duration) {
 		}
 	}
 	return grant, <-unlocked
+}
+
+// BenchmarkElectionFailover measures, over 5 runs, the median time from
+// the SIGKILL of the node a leader is connected to, to the waiting
+// candidate's "200 Elected" on another node, and to the last of 100
+// watchers (on the surviving nodes) told of the new leader. The leader's
+// session has a 2 s timeout: it ends 2 s after its home's renewals stop
+// being missed, which is what a failover waits for.
+//
+//	go test -run '^$' -bench ElectionFailover -benchtime 1x ./testcluster/hazard/
+func BenchmarkElectionFailover(b *testing.B) {
+	const runs, watchers = 5, 100
+	var elected, told []time.Duration
+	for range b.N {
+		for range runs {
+			e, t := electionFailoverOnce(b, watchers)
+			elected, told = append(elected, e), append(told, t)
+		}
+	}
+	slices.Sort(elected)
+	slices.Sort(told)
+	b.ReportMetric(elected[len(elected)/2].Seconds(), "s-to-elected")
+	b.ReportMetric(told[len(told)/2].Seconds(), "s-to-last-watcher")
+	b.Logf("elected: %v; last watcher told: %v", elected, told)
+}
+
+func electionFailoverOnce(b *testing.B, watchers int) (elected, told time.Duration) {
+	c := testcluster.New(b, testcluster.Options{Nodes: 3})
+	leader := c.Raw(1)
+	leader.Timeout = time.Minute
+	if r := leader.Do("set_timeout 2000"); r != "200 timeout set" {
+		b.Fatal(r)
+	}
+	if r := leader.Do("campaign fo leader-1"); r != "200 Elected" {
+		b.Fatalf("campaign: %q", r)
+	}
+	ws := make([]*testcluster.Conn, watchers)
+	for i := range ws {
+		ws[i] = c.Raw([]int{0, 2}[i%2])
+		ws[i].Timeout = time.Minute
+		if r := ws[i].Do("watch fo"); r != "200 watching" {
+			b.Fatal(r)
+		}
+		if l, err := ws[i].Line(); err != nil || !strings.HasPrefix(l, "EVENT fo held ") {
+			b.Fatalf("first event: %q %v", l, err)
+		}
+	}
+	next := c.Raw(2)
+	next.Timeout = time.Minute
+	if err := next.Send("campaign fo leader-2 120"); err != nil {
+		b.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // queued behind the leader: not timed
+	killed := time.Now()
+	c.Kill(1)
+	if r, err := next.Line(); err != nil || r != "200 Elected" {
+		b.Fatalf("the candidate: %q %v", r, err)
+	}
+	elected = time.Since(killed)
+	var wg sync.WaitGroup
+	last := make([]time.Duration, len(ws))
+	for i, w := range ws {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				l, err := w.Line()
+				if err != nil {
+					b.Errorf("watcher %d: %v", i, err)
+					return
+				}
+				if strings.HasPrefix(l, "EVENT fo held ") && strings.HasSuffix(l, " leader-2") {
+					last[i] = time.Since(killed)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return elected, slices.Max(last)
 }
