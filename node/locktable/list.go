@@ -34,7 +34,8 @@ type Listed struct {
 
 // Compare orders a before b (negative), after it (positive) or alike
 // (zero, only for the same grant) in order o. Ties break by name, then
-// token (a shared name has a row per grant), so that every order is total and a merge of several lists is deterministic.
+// token (a shared name has a row per grant), so that every order is
+// total and a merge of several lists is deterministic.
 func (o ListOrder) Compare(a, b Listed) int {
 	switch o {
 	case ListByHeld:
@@ -83,15 +84,7 @@ func (t *Table) List(now Time, prefix []byte, limit int, o ListOrder) (out []Lis
 		if !strings.HasPrefix(name, p) {
 			continue
 		}
-		if l.many == nil {
-			if g := l.first; g != nil {
-				offer(listed(now, g))
-			}
-			continue
-		}
-		for _, g := range l.many {
-			offer(listed(now, g))
-		}
+		l.each(func(g *grant) { offer(listed(now, g)) })
 	}
 	out = h.items
 	slices.SortFunc(out, o.Compare)

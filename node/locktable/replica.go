@@ -114,10 +114,7 @@ func (t *Table) Apply(now Time, c Change) {
 		}
 		// Claims are not replicated: whoever takes this copy over cannot
 		// tell whether the holder heard of the grant twice.
-		g := &grant{lk: l, owner: t.holder(c.Session), mode: c.Mode, token: c.Token, since: now - int64(c.Age), claim: claimUnknown, epoch: c.Epoch}
-		l.addGrant(g)
-		t.held++
-		t.attach(g, g.owner)
+		t.hold(&grant{lk: l, owner: t.holder(c.Session), mode: c.Mode, token: c.Token, since: now - int64(c.Age), claim: claimUnknown, epoch: c.Epoch})
 		if c.Mode == Exclusive {
 			t.setValue(l, c.Value)
 		}

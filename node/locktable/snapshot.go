@@ -7,10 +7,10 @@ import (
 )
 
 // Snapshot encodes the table's whole state canonically: locks by name,
-// each with its grants in token order and its waiters in queue order, then session records by id. Times
-// are stored relative to now, so two tables that took the same calls
-// produce the same bytes, and so a snapshot can move to a node with
-// another clock. The reused effects buffer is not state and is left out.
+// each with its grants in token order and its waiters in queue order,
+// then session records by id. Times are stored relative to now, so two
+// tables that took the same calls produce the same bytes, and so a
+// snapshot can move to a node with another clock. The reused effects buffer is not state and is left out.
 func (t *Table) Snapshot(now Time) []byte {
 	b := make([]byte, 0, 64+48*len(t.locks)+48*len(t.records))
 	b = binary.AppendUvarint(b, t.epoch)

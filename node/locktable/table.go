@@ -319,6 +319,21 @@ func (l *lock) removeGrant(g *grant) {
 	}
 }
 
+// each calls f for every grant of the lock, in no order: for what does
+// not depend on it (maxima, a listing that sorts). f must not change the
+// lock's grants; for that, and for anything built in order, see grants.
+func (l *lock) each(f func(*grant)) {
+	if l.many == nil {
+		if l.first != nil {
+			f(l.first)
+		}
+		return
+	}
+	for _, g := range l.many {
+		f(g)
+	}
+}
+
 // grants returns the lock's grants in token order, so that whatever is
 // built from them is the same on every table with the same state.
 func (l *lock) grants() []*grant {
@@ -587,9 +602,7 @@ func (t *Table) Acquire(now Time, session string, epoch uint64, name []byte, wan
 func (t *Table) grant(now Time, l *lock, h *holder, m Mode, value string, tok, epoch uint64) *grant {
 	g := &grant{lk: l, owner: h, mode: m, token: tok, since: now, claim: claimNone, epoch: epoch}
 	t.setValue(l, value)
-	l.addGrant(g)
-	t.held++
-	t.attach(g, h)
+	t.hold(g)
 	if t.changes {
 		t.effect(Effect{Kind: LockHeld, Session: h.id, Name: l.name, Token: tok})
 	}
@@ -687,6 +700,13 @@ func (t *Table) ungrant(g *grant) {
 	if t.changes {
 		t.effect(Effect{Kind: LockFreed, Session: g.owner.id, Name: g.lk.name, Token: g.token})
 	}
+}
+
+// hold adds g to its lock and holder, reporting nothing: unhold's twin.
+func (t *Table) hold(g *grant) {
+	g.lk.addGrant(g)
+	t.held++
+	t.attach(g, g.owner)
 }
 
 // unhold removes g from its lock and holder, reporting nothing.
@@ -977,13 +997,8 @@ func (t *Table) Leader(name []byte) (token uint64, value string, ok bool) {
 	if l == nil || !l.excl {
 		return 0, "", false
 	}
-	g := l.first
-	if g == nil {
-		for _, x := range l.many {
-			g = x
-		}
-	}
-	return g.token, t.values[l.name], true
+	l.each(func(g *grant) { token = g.token }) // the only one
+	return token, t.values[l.name], true
 }
 
 // setValue records the value l's exclusive grant publishes. Values live
@@ -1034,10 +1049,10 @@ func (t *Table) Info(now Time, session string, name []byte) Info {
 		in.Mine, in.Token, in.HeldFor = true, g.token, time.Duration(now-g.since)
 		return in
 	}
-	for _, g := range l.grants() {
+	l.each(func(g *grant) {
 		in.Token = max(in.Token, g.token)
 		in.HeldFor = max(in.HeldFor, time.Duration(now-g.since))
-	}
+	})
 	return in
 }
 
@@ -1082,9 +1097,7 @@ func (t *Table) State(name []byte) NameState {
 	if l.excl {
 		st.Mode, st.Value = Exclusive, t.values[l.name]
 	}
-	for _, g := range l.grants() {
-		st.Token = max(st.Token, g.token)
-	}
+	l.each(func(g *grant) { st.Token = max(st.Token, g.token) })
 	return st
 }
 
