@@ -122,18 +122,13 @@ func (w *meshWait) run(ctx context.Context) {
 				err = derr
 			case res.Status == statusCanceled:
 				return // Cancel withdrew it and answered for it
-			case res.Status == locktable.Granted:
-				h.sessions.held(w.s.ID, w.name, true)
-				w.deliver(partition.Outcome{Granted: true, Token: res.Token, Reentrant: res.Reentrant})
-				return
-			case res.Status == locktable.TooManyWaiters:
-				w.deliver(partition.Outcome{Full: true})
-				return
-			case refusal(res.Status):
-				w.deliver(partition.Outcome{Refused: res})
-				return
 			default:
-				w.deliver(partition.Outcome{})
+				// Anything but an answer it knows reads as refused.
+				o, _ := outcomeOf(res)
+				if o.Granted {
+					h.sessions.held(w.s.ID, w.name, true)
+				}
+				w.deliver(o)
 				return
 			}
 		}
@@ -178,16 +173,8 @@ func (w *meshWait) answered(b []byte) bool {
 	if err != nil {
 		return false
 	}
-	var o partition.Outcome
-	switch res.Status {
-	case locktable.Granted:
-		o = partition.Outcome{Granted: true, Token: res.Token, Reentrant: res.Reentrant}
-	case locktable.TooManyWaiters:
-		o = partition.Outcome{Full: true}
-	case locktable.KindMismatch, locktable.LimitMismatch, locktable.NoUpgrade: // refusal
-		o = partition.Outcome{Refused: res}
-	case locktable.Unavailable:
-	default:
+	o, ok := outcomeOf(res)
+	if !ok {
 		return false // withdrawn (statusCanceled), or not an answer
 	}
 	w.mu.Lock()
@@ -203,6 +190,23 @@ func (w *meshWait) answered(b []byte) bool {
 	}
 	w.done(o)
 	return true
+}
+
+// outcomeOf is an owner's final answer to a wait as its outcome, and
+// false for one that is not an answer (a withdrawal, a status it does
+// not know).
+func outcomeOf(res locktable.Result) (partition.Outcome, bool) {
+	switch {
+	case res.Status == locktable.Granted:
+		return partition.Outcome{Granted: true, Token: res.Token, Reentrant: res.Reentrant}, true
+	case res.Status == locktable.TooManyWaiters:
+		return partition.Outcome{Full: true}, true
+	case refusal(res.Status):
+		return partition.Outcome{Refused: res}, true
+	case res.Status == locktable.Unavailable:
+		return partition.Outcome{}, true
+	}
+	return partition.Outcome{}, false
 }
 
 // refusal reports whether an owner's answer refuses the request itself,
