@@ -269,13 +269,9 @@ func bench(ctx context.Context, c benchConfig, progress io.Writer) (benchResult,
 		Seconds: elapsed.Seconds(), Cycles: cycles.Load(),
 		Timeouts: timeouts.Load(), Violations: viol.Load(), Errors: errs.Load(),
 	}
-	all := summarize("", hists, perClient, elapsed, func(int) bool { return true })
+	all, merged := summarize("", hists, perClient, elapsed, func(int) bool { return true })
 	res.CyclesPerS, res.MinPerCli, res.MaxPerCli = all.CyclesPerS, all.MinPerCli, all.MaxPerCli
 	res.P50us, res.P99us = all.P50us, all.P99us
-	merged := hdrhistogram.New(1, int64(time.Minute/time.Microsecond), 3)
-	for _, h := range hists {
-		merged.Merge(h)
-	}
 	res.P999us = float64(merged.ValueAtQuantile(99.9))
 	res.MaxUs = float64(merged.Max())
 	switch c.mode {
@@ -283,7 +279,7 @@ func bench(ctx context.Context, c benchConfig, progress io.Writer) (benchResult,
 		res.Limit = c.limit
 	case "rw":
 		for _, role := range []string{"reader", "writer"} {
-			r := summarize(role, hists, perClient, elapsed, func(i int) bool { return roles[i] == role })
+			r, _ := summarize(role, hists, perClient, elapsed, func(i int) bool { return roles[i] == role })
 			if r.Clients > 0 {
 				res.Roles = append(res.Roles, r)
 			}
@@ -298,8 +294,9 @@ func bench(ctx context.Context, c benchConfig, progress io.Writer) (benchResult,
 	return res, nil
 }
 
-// summarize is the figures of the clients that in picks.
-func summarize(role string, hists []*hdrhistogram.Histogram, perClient []int64, elapsed time.Duration, in func(i int) bool) roleResult {
+// summarize is the figures of the clients that in picks, and their
+// histograms merged, for the figures a role does not report.
+func summarize(role string, hists []*hdrhistogram.Histogram, perClient []int64, elapsed time.Duration, in func(i int) bool) (roleResult, *hdrhistogram.Histogram) {
 	h := hdrhistogram.New(1, int64(time.Minute/time.Microsecond), 3)
 	r := roleResult{Role: role, MinPerCli: -1}
 	for i := range hists {
@@ -317,7 +314,7 @@ func summarize(role string, hists []*hdrhistogram.Histogram, perClient []int64, 
 	r.CyclesPerS = float64(r.Cycles) / elapsed.Seconds()
 	r.P50us = float64(h.ValueAtQuantile(50))
 	r.P99us = float64(h.ValueAtQuantile(99))
-	return r
+	return r, h
 }
 
 // critical counts who is inside the critical section of the modes with

@@ -26,14 +26,10 @@ import (
 // CheckOverlap and CheckLinearizable catch most of these too; this checker
 // names the grant that was lost and the operation that shows it.
 func CheckLostGrants(h []Operation) Check {
-	const checker = "lost-grants"
-	ops, err := prepare(h)
-	if err != nil {
-		return malformed(checker, len(h), err)
+	c, ops, perName, releases, ok := byHolds("lost-grants", h)
+	if !ok {
+		return c
 	}
-	c := Check{Checker: checker, Ops: len(ops)}
-	releases := releasesBySession(ops)
-	perName := byName(ops)
 	var count holdCount
 	for _, n := range names(ops) {
 		on := perName[n] // sorted by Call

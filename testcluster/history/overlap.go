@@ -17,14 +17,10 @@ import (
 // sessions, one of them exclusive, violate the property when their
 // intervals intersect.
 func CheckOverlap(h []Operation) Check {
-	const checker = "overlap"
-	ops, err := prepare(h)
-	if err != nil {
-		return malformed(checker, len(h), err)
+	c, ops, perName, releases, ok := byHolds("overlap", h)
+	if !ok {
+		return c
 	}
-	c := Check{Checker: checker, Ops: len(ops)}
-	releases := releasesBySession(ops)
-	perName := byName(ops)
 	var count holdCount
 	for _, n := range names(ops) {
 		hs := holds(n, perName[n], releases)

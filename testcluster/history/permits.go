@@ -14,14 +14,10 @@ import (
 // hold more than that at any instant is a violation; fewer holders than
 // the real number are seen, never more, so the check is conservative.
 func CheckPermits(h []Operation) Check {
-	const checker = "permits"
-	ops, err := prepare(h)
-	if err != nil {
-		return malformed(checker, len(h), err)
+	c, ops, perName, releases, ok := byHolds("permits", h)
+	if !ok {
+		return c
 	}
-	c := Check{Checker: checker, Ops: len(ops)}
-	releases := releasesBySession(ops)
-	perName := byName(ops)
 	var notes []string
 	for _, n := range names(ops) {
 		var hs []hold // sorted by start, as holds returns them

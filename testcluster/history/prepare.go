@@ -247,3 +247,15 @@ func holds(name string, ops []rec, releases map[string][]rec) []hold {
 	slices.SortStableFunc(merged, func(a, b hold) int { return cmpTime(a.from, b.from) })
 	return merged
 }
+
+// byHolds is what the checkers of holds (overlap, permits, lost-grants)
+// start from: h prepared, its operations by name, and each session's
+// releases. A malformed history comes back as checker's verdict, ok
+// false.
+func byHolds(checker string, h []Operation) (c Check, ops []rec, perName, releases map[string][]rec, ok bool) {
+	ops, err := prepare(h)
+	if err != nil {
+		return malformed(checker, len(h), err), nil, nil, nil, false
+	}
+	return Check{Checker: checker, Ops: len(ops)}, ops, byName(ops), releasesBySession(ops), true
+}
