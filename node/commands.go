@@ -364,7 +364,7 @@ func (c *conn) cmdLock(want locktable.Want, waitArg int) {
 	}
 	if err == errReplied {
 		if res.Status == locktable.Granted {
-			c.eventsGranted(name, res.Token, want)
+			c.eventsGranted(name, res.Token)
 		}
 		return
 	}
@@ -378,7 +378,7 @@ func (c *conn) cmdLock(want locktable.Want, waitArg int) {
 	}
 	c.lockReply(name, res)
 	if res.Status == locktable.Granted {
-		c.eventsGranted(name, res.Token, want)
+		c.eventsGranted(name, res.Token)
 	}
 }
 

@@ -18,14 +18,22 @@ import (
 // Watcher is implemented by backends that can watch names.
 type Watcher interface {
 	// Watch tells fn name's state now and after every confirmed change,
-	// until stop is called (see partition.Set.Watch).
-	Watch(name []byte, fn func(partition.WatchEvent)) (stop func(), err error)
+	// until stop is called; with a session, also the token of that
+	// session's grant of name, and (in a mesh) whether the name's state
+	// can be confirmed at all (see partition.Set.Watch, WatchEvent).
+	Watch(name []byte, session string, fn func(partition.WatchEvent)) (stop func(), err error)
+	// HeldNames lists the names the session holds, as far as this node
+	// knows them.
+	HeldNames(s SessionRef) []string
 }
 
 // Watch implements Watcher.
-func (l *Local) Watch(name []byte, fn func(partition.WatchEvent)) (func(), error) {
-	return l.Set.Watch(name, fn)
+func (l *Local) Watch(name []byte, session string, fn func(partition.WatchEvent)) (func(), error) {
+	return l.Set.Watch(name, session, fn)
 }
+
+// HeldNames implements Watcher.
+func (l *Local) HeldNames(s SessionRef) []string { return l.Set.HeldNames(s.ID) }
 
 // watches are a connection's watches and the events they wait to send.
 // A slow reader's events coalesce: only the latest state of a name waits,
@@ -43,9 +51,9 @@ type watches struct {
 func (c *conn) tell(e partition.WatchEvent) {
 	w := &c.watch
 	w.mu.Lock()
-	if _, on := w.stops[e.Name]; !on || e.Seq <= w.seq[e.Name] {
-		// Unwatched, or older than what the connection has: a watcher
-		// never goes back to an older state.
+	if _, on := w.stops[e.Name]; !on || e.IsRisk() || e.Seq <= w.seq[e.Name] {
+		// Unwatched, no state (a session's concern), or older than what
+		// the connection has: a watcher never goes back to an older state.
 		w.mu.Unlock()
 		return
 	}
@@ -146,6 +154,10 @@ func (c *conn) cmdWatch() {
 		c.fail(failure.Refuse(failure.Unspecified, "watch is not served by this node"))
 		return
 	}
+	if reservedForEvents(name) && c.eventsOn() {
+		c.out = wire.AppendError(c.out, wire.CodeBadRequest, "reserved name: "+string(name)+" cannot be watched on a connection with events on, where its events would read as session events")
+		return
+	}
 	w := &c.watch
 	w.mu.Lock()
 	if w.stops == nil {
@@ -167,7 +179,7 @@ func (c *conn) cmdWatch() {
 	}
 	// The reply comes before the first event: events are drained after
 	// the request's reply is in the output.
-	stop, err := wb.Watch(name, c.tell)
+	stop, err := wb.Watch(name, "", c.tell)
 	w.mu.Lock()
 	if err != nil {
 		delete(w.stops, string(name))
@@ -197,6 +209,20 @@ func (c *conn) cmdUnwatch() {
 		stop()
 	}
 	c.out = append(c.out, wire.OK...)
+}
+
+// watchesReserved reports whether the connection watches a name that
+// session events would make ambiguous (see sessionEventNames).
+func (c *conn) watchesReserved() bool {
+	w := &c.watch
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, n := range sessionEventNames {
+		if _, on := w.stops[n]; on {
+			return true
+		}
+	}
+	return false
 }
 
 // stopWatches ends every watch of a closing connection.

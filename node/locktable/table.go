@@ -1103,6 +1103,15 @@ func (t *Table) State(name []byte) NameState {
 
 // Holds reports whether session holds name, in any mode. Unlike Token it
 // claims nothing.
+// TokenOf reports the token of session's grant of name, 0 when it holds
+// none. Unlike Token it claims nothing: no client is told of it.
+func (t *Table) TokenOf(session string, name []byte) uint64 {
+	if g := t.grantFor(session, name); g != nil {
+		return g.token
+	}
+	return 0
+}
+
 func (t *Table) Holds(session string, name []byte) bool {
 	return t.grantFor(session, name) != nil
 }

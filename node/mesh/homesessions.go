@@ -113,6 +113,21 @@ func (s *homeSessions) holds(id, name string) bool {
 	return ok
 }
 
+// names lists the names the home knows session id holds.
+func (s *homeSessions) names(id string) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	h := s.attached[id]
+	if h == nil {
+		return nil
+	}
+	out := make([]string, 0, len(h.held))
+	for n := range h.held {
+		out = append(out, n)
+	}
+	return out
+}
+
 func (s *homeSessions) forgetHeld(id string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -254,6 +254,9 @@ func Start(cfg Config) (_ *Mesh, err error) {
 	reg := peer.NewRegistry()
 	rt := &router{self: m.self, table: m.control, call: netCaller{self: m.self, local: reg, pool: m.pool}, parts: cfg.Partitions, log: log}
 	owner := newLockOwner(set, m.control, rt.call, cfg.Clients.Count, m.data.OwnedSince, requestLimits{maxName: cfg.MaxName, maxWait: cfg.MaxWait, maxPermits: uint32(min(uint64(max(cfg.MaxPermits, 0)), math.MaxUint32))}, log)
+	// Renewed every sixth of a lease: half of one left means renewals are
+	// failing, and the locks this node owns may soon be served elsewhere.
+	owner.leaseLow = func() bool { return m.lease.Remaining() < cfg.Lease/2 }
 	sessOwner := newSessionOwner(set, rt, cfg.HomeLease, cfg.MaxTimeout, m.data.InLockDelay, log)
 	homeSess := newHomeSessions(m.self, rt, cfg.Clients, cfg.HomeLease, log)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -45,6 +45,9 @@ type lockOwner struct {
 
 	// watchers are the watches homes registered here (watch.go).
 	watchers ownerWatches
+	// leaseLow reports whether this node's owner lease is gone or has
+	// missed renewals, which a watch's renewal tells its home (nil: never).
+	leaseLow func() bool
 
 	mu sync.Mutex // guards waits and floors
 	// waits holds the queued requests of homes, by request id, so that

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/elock/elock/node"
 	"github.com/elock/elock/node/locktable"
 	"github.com/elock/elock/node/partition"
 	"github.com/elock/elock/node/peer"
@@ -32,9 +33,13 @@ const (
 
 // homeWatch is one watch of a connection of this home.
 type homeWatch struct {
-	id   string
-	name string
-	fn   func(partition.WatchEvent)
+	id      string
+	name    string
+	session string // whose grant the owner tells (Mine); "" for none
+	fn      func(partition.WatchEvent)
+	// unsure: the last renewal did not reach an owner that serves the
+	// name with a lease to spare (guarded by homeWatches.mu).
+	unsure bool
 }
 
 // homeWatches are the watches of this home's connections, by id.
@@ -44,9 +49,11 @@ type homeWatches struct {
 }
 
 // Watch implements node.Watcher: registered at the owner at once, and
-// renewed from then on.
-func (h *home) Watch(name []byte, fn func(partition.WatchEvent)) (func(), error) {
-	w := &homeWatch{id: h.newReq(), name: string(name), fn: fn}
+// renewed from then on. A session's watch is also told when the name's
+// state cannot be confirmed (WatchEvent.Unsure): its owner did not
+// answer a renewal, does not own the name, or is short of lease.
+func (h *home) Watch(name []byte, session string, fn func(partition.WatchEvent)) (func(), error) {
+	w := &homeWatch{id: h.newReq(), name: string(name), session: session, fn: fn}
 	h.watches.mu.Lock()
 	if h.watches.byID == nil {
 		h.watches.byID = make(map[string]*homeWatch)
@@ -62,6 +69,10 @@ func (h *home) Watch(name []byte, fn func(partition.WatchEvent)) (func(), error)
 		h.watches.mu.Unlock()
 	}, nil
 }
+
+// HeldNames implements node.Watcher, from the names the home knows the
+// session holds.
+func (h *home) HeldNames(s node.SessionRef) []string { return h.sessions.names(s.ID) }
 
 // renewWatches renews every watch of this home at its owner.
 func (h *home) renewWatches(ctx context.Context) {
@@ -94,6 +105,9 @@ func (h *home) renew(ctx context.Context, ws []*homeWatch) {
 	for id, es := range byNode {
 		n, ok := st.Node(id)
 		if !ok {
+			for _, x := range es {
+				h.confirmed(x.w, false)
+			}
 			continue
 		}
 		for len(es) > 0 {
@@ -106,25 +120,46 @@ func (h *home) renew(ctx context.Context, ws []*homeWatch) {
 				e.Str(x.w.id)
 				e.Str(x.w.name)
 				e.Uint(x.epoch)
+				e.Str(x.w.session)
 			}
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				// A refusal or a lost call is tried again at the next
 				// renewal, at whichever owner the table then names.
-				callNode(ctx, h.call, n, peer.Watch, e.B)
+				b, err := callNode(ctx, h.call, n, peer.Watch, e.B)
+				d := peer.Dec{B: b}
+				leased := err == nil && d.Bool()
+				for _, x := range batch {
+					h.confirmed(x.w, leased && d.Bool())
+				}
 			}()
 		}
 	}
 	wg.Wait()
 }
 
+// confirmed records whether w's owner took its renewal with a lease to
+// spare, and tells a session's watch when that changed.
+func (h *home) confirmed(w *homeWatch, ok bool) {
+	if w.session == "" {
+		return
+	}
+	h.watches.mu.Lock()
+	changed := w.unsure == ok && h.watches.byID[w.id] == w
+	w.unsure = !ok
+	h.watches.mu.Unlock()
+	if changed {
+		w.fn(partition.WatchEvent{Name: w.name, Unsure: !ok})
+	}
+}
+
 // event takes an owner's event for one of this home's watches.
 func (h *home) event(_ context.Context, _ peer.Method, b []byte, reply func([]byte, error)) {
 	d := peer.Dec{B: b}
-	id, epoch, seq, last := d.Str(), d.Uint(), d.Uint(), d.Uint()
+	id, epoch, seq, last, mine := d.Str(), d.Uint(), d.Uint(), d.Uint(), d.Uint()
 	st := decodeState(&d)
-	if err := d.End(); err != nil || seq >= 1<<seqBits {
+	if err := d.End(); err != nil || seq == 0 || seq >= 1<<seqBits {
 		reply(nil, peer.ErrMalformed)
 		return
 	}
@@ -132,7 +167,7 @@ func (h *home) event(_ context.Context, _ peer.Method, b []byte, reply func([]by
 	w := h.watches.byID[id]
 	h.watches.mu.Unlock()
 	if w != nil {
-		w.fn(partition.WatchEvent{Name: w.name, State: st, Last: last, Seq: epoch<<seqBits | seq})
+		w.fn(partition.WatchEvent{Name: w.name, State: st, Last: last, Seq: epoch<<seqBits | seq, Mine: mine})
 	}
 	reply(nil, nil)
 }
@@ -167,54 +202,65 @@ type ownerWatches struct {
 }
 
 // watch registers or renews a home's watches of names whose partitions
-// this node owns at the epoch the home names.
+// this node owns at the epoch the home names. The answer tells whether
+// this node's lease has time to spare, then whether each watch is
+// registered here.
 func (o *lockOwner) watch(_ context.Context, b []byte) ([]byte, error) {
 	d := peer.Dec{B: b}
 	home := d.Str()
-	n := d.Count(3)
+	n := d.Count(4)
 	type entry struct {
 		id, name string
 		epoch    uint64
+		session  string
 	}
 	es := make([]entry, 0, n)
 	for range n {
-		es = append(es, entry{d.Str(), d.Str(), d.Uint()})
+		es = append(es, entry{d.Str(), d.Str(), d.Uint(), d.Str()})
 	}
 	if err := d.End(); err != nil {
 		return nil, err
 	}
+	var out peer.Enc
+	out.Bool(o.leaseLow == nil || !o.leaseLow())
 	now := time.Now()
 	for _, x := range es {
-		if x.name == "" || len(x.name) > o.lim.maxName {
-			continue
-		}
-		p := o.set.PartitionOf([]byte(x.name))
-		if _, ok := o.owned(p); !ok {
-			continue // not this node's now: the home asks the owner its table names
-		}
-		o.watchers.mu.Lock()
-		if w := o.watchers.byID[x.id]; w != nil && w.epoch == x.epoch {
-			w.renewed = now
-			o.watchers.mu.Unlock()
-			continue
-		}
-		o.watchers.mu.Unlock()
-		id, epoch := x.id, x.epoch
-		stop, err := o.set.Watch([]byte(x.name), func(ev partition.WatchEvent) { o.push(home, id, epoch, ev) })
-		if err != nil {
-			continue
-		}
-		o.watchers.mu.Lock()
-		if o.watchers.byID == nil {
-			o.watchers.byID = make(map[string]*ownerWatch)
-		}
-		if old := o.watchers.byID[id]; old != nil {
-			old.stop()
-		}
-		o.watchers.byID[id] = &ownerWatch{stop: stop, p: p, epoch: epoch, renewed: now}
-		o.watchers.mu.Unlock()
+		out.Bool(o.registerWatch(home, x.id, x.name, x.session, x.epoch, now))
 	}
-	return nil, nil
+	return out.B, nil
+}
+
+// registerWatch registers or renews one watch, and reports whether it is
+// registered here.
+func (o *lockOwner) registerWatch(home, id, name, session string, epoch uint64, now time.Time) bool {
+	if name == "" || len(name) > o.lim.maxName {
+		return false
+	}
+	p := o.set.PartitionOf([]byte(name))
+	if _, ok := o.owned(p); !ok {
+		return false // not this node's now: the home asks the owner its table names
+	}
+	o.watchers.mu.Lock()
+	if w := o.watchers.byID[id]; w != nil && w.epoch == epoch {
+		w.renewed = now
+		o.watchers.mu.Unlock()
+		return true
+	}
+	o.watchers.mu.Unlock()
+	stop, err := o.set.Watch([]byte(name), session, func(ev partition.WatchEvent) { o.push(home, id, epoch, ev) })
+	if err != nil {
+		return false
+	}
+	o.watchers.mu.Lock()
+	if o.watchers.byID == nil {
+		o.watchers.byID = make(map[string]*ownerWatch)
+	}
+	if old := o.watchers.byID[id]; old != nil {
+		old.stop()
+	}
+	o.watchers.byID[id] = &ownerWatch{stop: stop, p: p, epoch: epoch, renewed: now}
+	o.watchers.mu.Unlock()
+	return true
 }
 
 // push sends an event to the home that watches. Fire and forget: a lost
@@ -232,6 +278,7 @@ func (o *lockOwner) push(homeID, id string, epoch uint64, ev partition.WatchEven
 	e.Uint(epoch)
 	e.Uint(ev.Seq % (1 << seqBits))
 	e.Uint(ev.Last)
+	e.Uint(ev.Mine)
 	encodeState(&e, ev.State)
 	o.call.Start(ctx, n, peer.Event, e.B, func([]byte, error) {})
 }

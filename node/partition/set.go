@@ -454,9 +454,7 @@ func (s *Set) settle(pend *pending, err error) {
 		// Watchers hear of a change once it is confirmed, never of one
 		// that may be lost; a takeover tells them the state again.
 		for _, e := range pend.events {
-			for _, fn := range e.to {
-				fn(e.ev)
-			}
+			e.tell()
 		}
 	}
 	pend.events = nil

@@ -18,28 +18,71 @@ type WatchEvent struct {
 	// from whichever goroutine confirms a change, so two may arrive out
 	// of order: a watcher keeps the one with the highest Seq.
 	Seq uint64
+	// Mine is the token of the grant the watch's session holds, 0 when
+	// it holds none (or the watch is no session's): how a session learns
+	// that one of its shared grants or permits is gone while others stay.
+	Mine uint64
+	// Unsure, in an event with no Seq and no State, tells that the
+	// name's state cannot be confirmed now (its owner is unreachable or
+	// without a lease), or, when false, that it can again. Only a mesh
+	// tells it; watchers of the state alone ignore it.
+	Unsure bool
 }
+
+// IsRisk reports whether e only tells whether the name's state can be
+// confirmed (see Unsure), and carries no state.
+func (e WatchEvent) IsRisk() bool { return e.Seq == 0 }
 
 // nameWatch is the watchers of one name.
 type nameWatch struct {
-	subs map[uint64]func(WatchEvent)
+	subs map[uint64]sub
 	next uint64 // ids of subs
 	seq  uint64
 	last uint64
 }
 
-// told is an event and the watchers to tell it to.
+// sub is one watcher: whom to tell, and the session whose grant it
+// reports as Mine ("" for none).
+type sub struct {
+	fn      func(WatchEvent)
+	session string
+}
+
+// told is an event and the watchers to tell it to, each with its own
+// Mine.
 type told struct {
-	ev WatchEvent
-	to []func(WatchEvent)
+	ev   WatchEvent
+	to   []func(WatchEvent)
+	mine []uint64
+}
+
+func (e told) tell() {
+	for i, fn := range e.to {
+		ev := e.ev
+		ev.Mine = e.mine[i]
+		fn(ev)
+	}
+}
+
+func (nw *nameWatch) told(name string, t *locktable.Table) told {
+	e := told{ev: nw.event(name, t), to: make([]func(WatchEvent), 0, len(nw.subs)), mine: make([]uint64, 0, len(nw.subs))}
+	for _, s := range nw.subs {
+		var mine uint64
+		if s.session != "" {
+			mine = t.TokenOf(s.session, []byte(name))
+		}
+		e.to, e.mine = append(e.to, s.fn), append(e.mine, mine)
+	}
+	return e
 }
 
 // Watch tells fn name's state now, and again after every confirmed change
-// of it, until stop is called. fn is called with no partition mutex held,
-// from any goroutine, and must not block. It may be told an event with a
-// lower Seq after a higher one (see WatchEvent), and the first event may
-// come after the next.
-func (s *Set) Watch(name []byte, fn func(WatchEvent)) (stop func(), err error) {
+// of it, until stop is called; with a session, each event also tells
+// that session's grant of name (Mine). fn is called with no partition
+// mutex held, from any goroutine, and must not block. It may be told an
+// event with a lower Seq after a higher one (see WatchEvent), and the
+// first event may come after the next.
+func (s *Set) Watch(name []byte, session string, fn func(WatchEvent)) (stop func(), err error) {
 	p := s.partOf(name)
 	key := string(name)
 	var (
@@ -52,14 +95,17 @@ func (s *Set) Watch(name []byte, fn func(WatchEvent)) (stop func(), err error) {
 		}
 		nw := p.watches[key]
 		if nw == nil {
-			nw = &nameWatch{subs: make(map[uint64]func(WatchEvent))}
+			nw = &nameWatch{subs: make(map[uint64]sub)}
 			p.watches[key] = nw
 		}
 		nw.next++
 		id = nw.next
-		nw.subs[id] = fn
+		nw.subs[id] = sub{fn, session}
 		nw.seq++
 		now = nw.event(key, t)
+		if session != "" {
+			now.Mine = t.TokenOf(session, name)
+		}
 	})
 	stop = func() {
 		p.mu.Lock()
@@ -95,11 +141,7 @@ func (s *Set) noteWatched(p *part, pend *pending) {
 			continue
 		}
 		nw.seq++
-		e := told{ev: nw.event(name, p.table), to: make([]func(WatchEvent), 0, len(nw.subs))}
-		for _, fn := range nw.subs {
-			e.to = append(e.to, fn)
-		}
-		pend.events = append(pend.events, e)
+		pend.events = append(pend.events, nw.told(name, p.table))
 	}
 	pend.watched = pend.watched[:0]
 }

@@ -56,7 +56,7 @@ func TestWatchTellsEveryChange(t *testing.T) {
 		attach(t, s, id)
 	}
 	var w watchLog
-	stop, err := s.Watch([]byte("x"), w.tell)
+	stop, err := s.Watch([]byte("x"), "", w.tell)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,6 +130,71 @@ func TestWatchTellsEveryChange(t *testing.T) {
 	for i := 1; i < len(w.evs); i++ {
 		if w.evs[i].Seq <= w.evs[i-1].Seq {
 			t.Fatalf("events %d and %d: seq %d then %d", i-1, i, w.evs[i-1].Seq, w.evs[i].Seq)
+		}
+	}
+}
+
+// A session's watch tells the token of the session's own grant: it stays
+// while other readers come and go, and turns 0 when the session's shared
+// grant is released by another path than the watcher's (here, the
+// session's release), though the name stays shared.
+func TestWatchTellsTheSessionsGrant(t *testing.T) {
+	s := newSet(t, time.Minute)
+	for _, id := range []string{"a", "b", "c"} {
+		attach(t, s, id)
+	}
+	shared := locktable.Want{Mode: locktable.Shared}
+	ra, _, err := s.LockAs(Asker{Session: "a"}, []byte("x"), shared, 0, nil)
+	if err != nil || ra.Status != locktable.Granted {
+		t.Fatal(ra, err)
+	}
+	var mine, none watchLog
+	stop, err := s.Watch([]byte("x"), "a", mine.tell)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	stop2, err := s.Watch([]byte("x"), "", none.tell)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop2()
+	latest := func(w *watchLog) WatchEvent {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		var best WatchEvent
+		for _, e := range w.evs {
+			if e.Seq > best.Seq {
+				best = e
+			}
+		}
+		return best
+	}
+	if got := latest(&mine).Mine; got != ra.Token {
+		t.Fatalf("at once: mine %d, want %d", got, ra.Token)
+	}
+	for _, id := range []string{"b", "c"} {
+		if r, _, err := s.LockAs(Asker{Session: id}, []byte("x"), shared, 0, nil); err != nil || r.Status != locktable.Granted {
+			t.Fatal(r, err)
+		}
+	}
+	if _, err := s.Unlock("b", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if e := latest(&mine); e.Mine != ra.Token || e.State.Holders != 2 {
+		t.Fatalf("after another reader left: %+v", e)
+	}
+	if _, err := s.ReleaseSession("a"); err != nil {
+		t.Fatal(err)
+	}
+	if e := latest(&mine); e.Mine != 0 || e.State.Holders != 1 || e.State.Free {
+		t.Fatalf("after the session's release: %+v", e)
+	}
+	none.mu.Lock()
+	defer none.mu.Unlock()
+	for _, e := range none.evs {
+		if e.Mine != 0 || e.IsRisk() {
+			t.Fatalf("a watch of no session was told %+v", e)
 		}
 	}
 }
