@@ -59,6 +59,8 @@ type Client struct {
 
 	mu sync.Mutex // guards the fields below; never held across I/O
 	id string
+	// atRisk: the last session event told was a jeopardy (WithEvents).
+	atRisk bool
 	// timeout is the session timeout as last learned from the server.
 	timeout time.Duration
 	// wantTimeout, if hasTimeout, is sent with set_timeout after resumes.

@@ -22,14 +22,18 @@ const (
 	Jeopardy SessionEventKind = "jeopardy" // the session's locks may be lost soon
 	Safe     SessionEventKind = "safe"     // the jeopardy has passed
 	Wanted   SessionEventKind = "wanted"   // someone waits for a name the session holds
-	Lost     SessionEventKind = "lost"     // an exclusive grant went without an unlock
+	Lost     SessionEventKind = "lost"     // a grant went without an unlock
 )
 
 // WithEvents asks the server for session events ("events on") on every
 // connection, and sends them on ch. Delivery never blocks the
 // connection: an event that finds ch full is dropped, so give ch room.
 // A lost grant is also reported to WithOnLost's function when the
-// client believed it held it.
+// client believed it held it. A jeopardy told on a connection that then
+// broke is followed by Safe once a new connection has resumed the
+// session (where the server tells a jeopardy again if it persists).
+// Names lost, wanted and session cannot be watched by such a client:
+// their events would read as session events.
 func WithEvents(ch chan<- SessionEvent) Option { return func(c *config) { c.events = ch } }
 
 // parseSessionEvent parses "EVENT session jeopardy|safe", "EVENT wanted
@@ -63,26 +67,64 @@ func parseSessionEvent(line []byte) (SessionEvent, bool) {
 }
 
 // onEvent routes a connection's EVENT line: a watched name's state to
-// its watchers, else a session event to WithEvents' channel. (A name
-// called "session", "wanted" or "lost" that is also watched reads as a
-// watch event when it has the form of one.)
+// its watchers, else a session event to WithEvents' channel. (The server
+// refuses to watch a name called "session", "wanted" or "lost" on a
+// connection with events on, so no line reads both ways.)
 func (c *Client) onEvent(line []byte) {
 	if c.cfg.events != nil && !c.watches.watching(line) {
 		if ev, ok := parseSessionEvent(line); ok {
-			select {
-			case c.cfg.events <- ev:
-			default:
-			}
+			c.sessionEvent(ev)
 			return
 		}
 	}
 	c.watches.event(line)
 }
 
+// sessionEvent keeps what a session event says of the client's state,
+// and passes it on: a lost grant it believed held is forgotten and
+// reported as lost.
+func (c *Client) sessionEvent(ev SessionEvent) {
+	var lost []LostLock
+	c.mu.Lock()
+	switch ev.Kind {
+	case Jeopardy:
+		c.atRisk = true
+	case Safe:
+		c.atRisk = false
+	case Lost:
+		if tok, ok := c.held[ev.Name]; ok && tok == ev.Token {
+			delete(c.held, ev.Name)
+			lost = []LostLock{{Name: ev.Name, Token: ev.Token, Err: ErrLockLost}}
+		}
+	}
+	c.mu.Unlock()
+	if len(lost) > 0 {
+		c.report(lost)
+	}
+	select {
+	case c.cfg.events <- ev:
+	default:
+	}
+}
+
 // eventsOn asks for session events on a new connection, if wanted.
 func (c *Client) eventsOn(cn *conn) error {
 	if c.cfg.events == nil {
 		return nil
+	}
+	// A jeopardy told on an earlier connection is over: the session is
+	// resumed on this one, whose server tells a jeopardy again if it
+	// persists. Told before asking, so that it comes before any event of
+	// this connection.
+	c.mu.Lock()
+	was := c.atRisk
+	c.atRisk = false
+	c.mu.Unlock()
+	if was {
+		select {
+		case c.cfg.events <- SessionEvent{Kind: Safe}:
+		default:
+		}
 	}
 	if err := cn.send("events on"); err != nil {
 		return err

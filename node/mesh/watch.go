@@ -74,8 +74,13 @@ func (h *home) Watch(name []byte, session string, fn func(partition.WatchEvent))
 // session holds.
 func (h *home) HeldNames(s node.SessionRef) []string { return h.sessions.names(s.ID) }
 
-// renewWatches renews every watch of this home at its owner.
+// renewWatches renews every watch of this home at its owner, each call
+// bounded: an owner that does not answer (paused, cut off) must neither
+// hold back the renewals of the others nor leave its watches' sessions
+// out of jeopardy.
 func (h *home) renewWatches(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 2*watchRenew)
+	defer cancel()
 	h.watches.mu.Lock()
 	ws := make([]*homeWatch, 0, len(h.watches.byID))
 	for _, w := range h.watches.byID {
