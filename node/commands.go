@@ -426,6 +426,8 @@ func (c *conn) cmdUnlock() {
 	c.eventsReleased(name)
 	res, err := c.s.backend.Unlock(c.s.ctx, sess.ref, name)
 	if err != nil {
+		// Maybe still held: watched again, its token learnt afresh.
+		c.eventsGranted(name, 0)
 		c.fail(err)
 		return
 	}
@@ -447,6 +449,7 @@ func (c *conn) cmdUnlockAll() {
 	}
 	c.eventsReleased(nil)
 	if err := c.s.backend.UnlockAll(c.s.ctx, sess.ref); err != nil {
+		c.eventsHeld() // some may still be held
 		c.fail(err)
 		return
 	}

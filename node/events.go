@@ -66,8 +66,7 @@ func (c *conn) cmdEvents() {
 		c.out = wire.AppendError(c.out, wire.CodeBadRequest, "bad events: want on")
 		return
 	}
-	wb, ok := c.s.backend.(Watcher)
-	if !ok {
+	if _, ok := c.s.backend.(Watcher); !ok {
 		c.out = wire.AppendError(c.out, wire.CodeRetry, "events are not served by this node")
 		return
 	}
@@ -75,8 +74,7 @@ func (c *conn) cmdEvents() {
 		c.out = wire.AppendError(c.out, wire.CodeBadRequest, "reserved name: this connection watches lost, wanted or session, whose events would read as session events")
 		return
 	}
-	sess := c.session()
-	if sess == nil {
+	if c.session() == nil {
 		return
 	}
 	e := &c.sessEvents
@@ -90,13 +88,22 @@ func (c *conn) cmdEvents() {
 	e.mu.Unlock()
 	if !was {
 		// What the session held before (taken on another connection and
-		// resumed here, or before events on) is watched too, its token
-		// learnt from the first event.
-		for _, name := range wb.HeldNames(sess.ref) {
-			c.eventsGranted([]byte(name), 0)
-		}
+		// resumed here, or before events on) is watched too.
+		c.eventsHeld()
 	}
 	c.out = append(c.out, "200 events on\r\n"...)
+}
+
+// eventsHeld watches every name the session holds that is not watched
+// yet, each token learnt from its first event.
+func (c *conn) eventsHeld() {
+	wb, ok := c.s.backend.(Watcher)
+	if !ok || !c.eventsOn() {
+		return
+	}
+	for _, name := range wb.HeldNames(c.sess.ref) {
+		c.eventsGranted([]byte(name), 0)
+	}
 }
 
 // eventsGranted starts watching a name the session holds under token (0:
