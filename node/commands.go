@@ -427,7 +427,7 @@ func (c *conn) cmdUnlock() {
 	res, err := c.s.backend.Unlock(c.s.ctx, sess.ref, name)
 	if err != nil {
 		// Maybe still held: watched again, its token learnt afresh.
-		c.eventsGranted(name, 0)
+		c.eventsUnsure(name)
 		c.fail(err)
 		return
 	}
@@ -449,7 +449,7 @@ func (c *conn) cmdUnlockAll() {
 	}
 	c.eventsReleased(nil)
 	if err := c.s.backend.UnlockAll(c.s.ctx, sess.ref); err != nil {
-		c.eventsHeld() // some may still be held
+		c.eventsUnsure(nil) // some may still be held
 		c.fail(err)
 		return
 	}

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"slices"
 	"sync"
 
@@ -26,6 +27,9 @@ type heldWatch struct {
 	seq     uint64
 	waiters int
 	unsure  bool // the owner cannot confirm the name now
+	// asked: watched again after an unlock whose outcome is not known,
+	// so its going is no loss to tell (it may be that unlock landing).
+	asked bool
 }
 
 // sessionEvents are the connection's session events and the lines
@@ -42,7 +46,9 @@ type sessionEvents struct {
 }
 
 // maxEventLines bounds the session events waiting for a slow reader:
-// past it the oldest lines go first (a later one says more).
+// past it the oldest "wanted" line goes first (a later one says more),
+// else the oldest line. Lost lines are bounded by the names held, and
+// jeopardy and safe alternate.
 const maxEventLines = 1024
 
 // sessionEventNames are the words of session events where a watch event
@@ -106,17 +112,49 @@ func (c *conn) eventsHeld() {
 	}
 }
 
+// eventsUnsure watches again what a failed unlock (name) or unlock_all
+// (nil) may have left held, telling no loss of it.
+func (c *conn) eventsUnsure(name []byte) {
+	if name != nil {
+		c.eventsWatch(name, 0, true)
+		return
+	}
+	if wb, ok := c.s.backend.(Watcher); ok && c.eventsOn() {
+		for _, n := range wb.HeldNames(c.sess.ref) {
+			c.eventsWatch([]byte(n), 0, true)
+		}
+	}
+}
+
 // eventsGranted starts watching a name the session holds under token (0:
 // not known), if events are on. Called by the connection's goroutine.
-func (c *conn) eventsGranted(name []byte, token uint64) {
+func (c *conn) eventsGranted(name []byte, token uint64) { c.eventsWatch(name, token, false) }
+
+func (c *conn) eventsWatch(name []byte, token uint64, asked bool) {
 	e := &c.sessEvents
 	key := string(name)
 	e.mu.Lock()
-	if !e.on || e.held[key] != nil {
+	if hw := e.held[key]; e.on && hw != nil {
+		// Watched already. A grant under another token means the one
+		// watched is gone, though its event has not come yet.
+		added := e.added
+		switch {
+		case token == 0 || token == hw.token:
+		case hw.token == 0 || hw.asked:
+			hw.token, hw.asked = token, false
+		default:
+			e.add(wire.AppendSessionEvent(nil, "lost", key, hw.token))
+			hw.token = token
+		}
+		e.mu.Unlock()
+		c.wakeIf(added)
+		return
+	}
+	if !e.on {
 		e.mu.Unlock()
 		return
 	}
-	hw := &heldWatch{token: token}
+	hw := &heldWatch{token: token, asked: asked}
 	e.held[key] = hw
 	e.mu.Unlock()
 	stop, err := c.s.backend.(Watcher).Watch(name, c.sess.ref.ID, func(ev partition.WatchEvent) { c.heldChanged(key, hw, ev) })
@@ -171,6 +209,9 @@ func (c *conn) heldChanged(name string, hw *heldWatch, ev partition.WatchEvent) 
 		stop = e.forget(name, hw)
 	case hw.token == 0:
 		hw.token = ev.Mine
+	case ev.Mine != hw.token && hw.asked:
+		// Gone after an unlock of unknown outcome: that unlock, maybe.
+		stop = e.forget(name, hw)
 	case ev.Mine != hw.token:
 		// Not held by this grant any more, and this connection did not
 		// release it (an unlock stops the watch first).
@@ -199,10 +240,12 @@ func (c *conn) wakeIf(added uint64) {
 	}
 }
 
-// add queues a line, dropping the oldest past maxEventLines. e.mu held.
+// add queues a line, dropping a line past maxEventLines (see there).
+// e.mu held.
 func (e *sessionEvents) add(line []byte) {
 	if len(e.lines) >= maxEventLines {
-		e.lines = e.lines[1:]
+		i := slices.IndexFunc(e.lines, func(l []byte) bool { return bytes.HasPrefix(l, []byte("EVENT wanted ")) })
+		e.lines = slices.Delete(e.lines, max(i, 0), max(i, 0)+1)
 	}
 	e.lines = append(e.lines, line)
 	e.added++

@@ -125,3 +125,48 @@ func TestJeopardyAndSafe(t *testing.T) {
 		t.Fatalf("session events %q, want %q", c.out, want)
 	}
 }
+
+// A grant under a new token of a name still watched under an older one
+// tells the older one lost at once (its event may come late, or not at
+// all); a name watched again after an unlock of unknown outcome learns
+// its token, and its going is no loss; a full queue drops "wanted"
+// lines before any other.
+func TestRegrantAskedAndFullQueue(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	c := &conn{nc: a}
+	c.sessEvents.on = true
+	x, y := &heldWatch{token: 5}, &heldWatch{asked: true}
+	c.sessEvents.held = map[string]*heldWatch{"x": x, "y": y}
+	c.eventsGranted([]byte("x"), 5) // the same grant: nothing
+	c.eventsGranted([]byte("x"), 9)
+	if x.token != 9 {
+		t.Fatalf("x watched under %d, want 9", x.token)
+	}
+	ev := func(name string, seq, mine uint64) partition.WatchEvent {
+		return partition.WatchEvent{Name: name, Seq: seq, Mine: mine, State: locktable.NameState{Mode: locktable.Exclusive, Token: mine, Holders: 1}}
+	}
+	c.heldChanged("y", y, ev("y", 1, 4)) // learnt
+	c.heldChanged("y", y, partition.WatchEvent{Name: "y", Seq: 2, State: locktable.NameState{Free: true}})
+	c.appendSessionEvents()
+	if want := "EVENT lost x 5\r\n"; string(c.out) != want {
+		t.Fatalf("session events %q, want %q", c.out, want)
+	}
+	if c.sessEvents.held["y"] != nil || c.sessEvents.held["x"] != x {
+		t.Fatalf("watched: %v", c.sessEvents.held)
+	}
+	e := &c.sessEvents
+	e.mu.Lock()
+	e.add([]byte("EVENT lost a 1\r\n"))
+	for range maxEventLines - 2 {
+		e.add([]byte("EVENT wanted w 1\r\n"))
+	}
+	e.add([]byte("EVENT session jeopardy\r\n"))
+	e.add([]byte("EVENT session safe\r\n"))
+	n, first, last := len(e.lines), string(e.lines[0]), string(e.lines[len(e.lines)-1])
+	e.mu.Unlock()
+	if n != maxEventLines || first != "EVENT lost a 1\r\n" || last != "EVENT session safe\r\n" {
+		t.Fatalf("full queue: %d lines, first %q, last %q", n, first, last)
+	}
+}

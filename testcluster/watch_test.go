@@ -72,3 +72,31 @@ func TestWatchThroughATakeover(t *testing.T) {
 	}
 	expectEvent(t, watcher, fmt.Sprintf("EVENT svc free %s", tok))
 }
+
+// Session events in a 3-node mesh, through a home that does not own the
+// name: "wanted" reaches the holder when a session on another node
+// starts waiting, and nothing (no jeopardy) troubles a healthy mesh.
+func TestSessionEventsThroughAHome(t *testing.T) {
+	c := New(t, Options{Nodes: 3})
+	_, owner, _, _ := c.Where("job")
+	o := c.IndexOf(owner)
+	h, w := c.Raw((o+1)%3), c.Raw((o+2)%3)
+	h.Timeout, w.Timeout = time.Minute, time.Minute
+	for _, step := range [][2]string{{"events on", "200 events on"}, {"lock job", "200 Acquired"}} {
+		if got := h.Do(step[0]); got != step[1] {
+			t.Fatalf("%q: %q", step[0], got)
+		}
+	}
+	if err := w.Send("lock job 30"); err != nil {
+		t.Fatal(err)
+	}
+	if got := readEvent(t, h, 30*time.Second); got != "EVENT wanted job 1" {
+		t.Fatalf("the holder was told %q, want EVENT wanted job 1", got)
+	}
+	if got := h.Do("unlock job"); got != "200 Unlocked" {
+		t.Fatalf("unlock: %q", got)
+	}
+	if got, err := w.Line(); err != nil || got != "200 Acquired" {
+		t.Fatalf("the waiter: %q, %v", got, err)
+	}
+}

@@ -1101,8 +1101,6 @@ func (t *Table) State(name []byte) NameState {
 	return st
 }
 
-// Holds reports whether session holds name, in any mode. Unlike Token it
-// claims nothing.
 // TokenOf reports the token of session's grant of name, 0 when it holds
 // none. Unlike Token it claims nothing: no client is told of it.
 func (t *Table) TokenOf(session string, name []byte) uint64 {
@@ -1112,6 +1110,8 @@ func (t *Table) TokenOf(session string, name []byte) uint64 {
 	return 0
 }
 
+// Holds reports whether session holds name, in any mode. Unlike Token it
+// claims nothing.
 func (t *Table) Holds(session string, name []byte) bool {
 	return t.grantFor(session, name) != nil
 }

@@ -281,7 +281,12 @@ func Start(cfg Config) (_ *Mesh, err error) {
 	owner.watchers.mu.Lock()
 	owner.watchers.ctx = ctx
 	owner.watchers.mu.Unlock()
+	kick := make(chan struct{}, 1)
+	m.home.watches.mu.Lock()
+	m.home.watches.kick = kick
+	m.home.watches.mu.Unlock()
 	m.loop(ctx, func(ctx context.Context) { every(ctx, watchRenew, m.home.renewWatches) })
+	m.loop(ctx, func(ctx context.Context) { m.home.registerFresh(ctx, kick) })
 	m.loop(ctx, func(ctx context.Context) { every(ctx, watchRenew, owner.expireWatches) })
 	m.loop(ctx, func(ctx context.Context) { sessOwner.releaseExpired(ctx, expired) })
 	return m, nil

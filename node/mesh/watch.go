@@ -37,21 +37,35 @@ type homeWatch struct {
 	name    string
 	session string // whose grant the owner tells (Mine); "" for none
 	fn      func(partition.WatchEvent)
+	// tell orders the Unsure events of the watch: renewals may overlap.
+	tell sync.Mutex
+	// Guarded by homeWatches.mu:
 	// unsure: the last renewal did not reach an owner that serves the
-	// name with a lease to spare (guarded by homeWatches.mu).
+	// name with a lease to spare, or it did but has not told the state
+	// since (after a takeover, say: whether the grant survived is not
+	// known until then).
 	unsure bool
+	// seen is the highest ownership epoch a state event came from.
+	seen uint64
 }
 
 // homeWatches are the watches of this home's connections, by id.
 type homeWatches struct {
 	mu   sync.Mutex
 	byID map[string]*homeWatch
+	// fresh are the sessions' watches not registered yet: kick wakes
+	// registerFresh for them (nil: the next renewal registers them).
+	fresh []*homeWatch
+	kick  chan struct{}
 }
 
-// Watch implements node.Watcher: registered at the owner at once, and
-// renewed from then on. A session's watch is also told when the name's
-// state cannot be confirmed (WatchEvent.Unsure): its owner did not
-// answer a renewal, does not own the name, or is short of lease.
+// Watch implements node.Watcher: registered at the owner, and renewed
+// from then on. A connection's own watch is registered before Watch
+// returns; a session's is registered by registerFresh, so that neither a
+// grant's reply nor "events on" waits for owners. A session's watch is
+// also told when the name's state cannot be confirmed (WatchEvent.Unsure):
+// its owner did not answer a renewal, does not own the name, is short of
+// lease, or has not told the state since it took the name over.
 func (h *home) Watch(name []byte, session string, fn func(partition.WatchEvent)) (func(), error) {
 	w := &homeWatch{id: h.newReq(), name: string(name), session: session, fn: fn}
 	h.watches.mu.Lock()
@@ -59,10 +73,21 @@ func (h *home) Watch(name []byte, session string, fn func(partition.WatchEvent))
 		h.watches.byID = make(map[string]*homeWatch)
 	}
 	h.watches.byID[w.id] = w
+	if session != "" {
+		h.watches.fresh = append(h.watches.fresh, w)
+	}
+	kick := h.watches.kick
 	h.watches.mu.Unlock()
-	ctx, cancel := context.WithTimeout(h.work.ctx, routeTimeout)
-	h.renew(ctx, []*homeWatch{w})
-	cancel()
+	if session != "" {
+		select {
+		case kick <- struct{}{}:
+		default:
+		}
+	} else {
+		ctx, cancel := context.WithTimeout(h.work.ctx, 2*watchRenew)
+		h.renew(ctx, []*homeWatch{w})
+		cancel()
+	}
 	return func() {
 		h.watches.mu.Lock()
 		delete(h.watches.byID, w.id)
@@ -73,6 +98,25 @@ func (h *home) Watch(name []byte, session string, fn func(partition.WatchEvent))
 // HeldNames implements node.Watcher, from the names the home knows the
 // session holds.
 func (h *home) HeldNames(s node.SessionRef) []string { return h.sessions.names(s.ID) }
+
+// registerFresh registers the sessions' new watches as they come, in
+// batches, until ctx ends.
+func (h *home) registerFresh(ctx context.Context, kick <-chan struct{}) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-kick:
+		}
+		h.watches.mu.Lock()
+		ws := h.watches.fresh
+		h.watches.fresh = nil
+		h.watches.mu.Unlock()
+		rctx, cancel := context.WithTimeout(ctx, 2*watchRenew)
+		h.renew(rctx, ws)
+		cancel()
+	}
+}
 
 // renewWatches renews every watch of this home at its owner, each call
 // bounded: an owner that does not answer (paused, cut off) must neither
@@ -86,6 +130,7 @@ func (h *home) renewWatches(ctx context.Context) {
 	for _, w := range h.watches.byID {
 		ws = append(ws, w)
 	}
+	h.watches.fresh = nil // all of them are renewed here
 	h.watches.mu.Unlock()
 	h.renew(ctx, ws)
 }
@@ -106,12 +151,22 @@ func (h *home) renew(ctx context.Context, ws []*homeWatch) {
 		part := st.Part(h.rt.partOf([]byte(w.name)))
 		byNode[part.Owner] = append(byNode[part.Owner], entry{w, part.Epoch})
 	}
+	// An unsure watch that has no state from this epoch asks the owner
+	// to tell it again: the push that told it may have been lost.
+	again := make(map[*homeWatch]bool)
+	h.watches.mu.Lock()
+	for _, es := range byNode {
+		for _, x := range es {
+			again[x.w] = x.w.unsure && x.w.seen < x.epoch
+		}
+	}
+	h.watches.mu.Unlock()
 	var wg sync.WaitGroup
 	for id, es := range byNode {
 		n, ok := st.Node(id)
 		if !ok {
 			for _, x := range es {
-				h.confirmed(x.w, false)
+				h.confirmed(x.w, x.epoch, false)
 			}
 			continue
 		}
@@ -126,6 +181,7 @@ func (h *home) renew(ctx context.Context, ws []*homeWatch) {
 				e.Str(x.w.name)
 				e.Uint(x.epoch)
 				e.Str(x.w.session)
+				e.Bool(again[x.w])
 			}
 			wg.Add(1)
 			go func() {
@@ -136,7 +192,7 @@ func (h *home) renew(ctx context.Context, ws []*homeWatch) {
 				d := peer.Dec{B: b}
 				leased := err == nil && d.Bool()
 				for _, x := range batch {
-					h.confirmed(x.w, leased && d.Bool())
+					h.confirmed(x.w, x.epoch, leased && d.Bool())
 				}
 			}()
 		}
@@ -144,18 +200,24 @@ func (h *home) renew(ctx context.Context, ws []*homeWatch) {
 	wg.Wait()
 }
 
-// confirmed records whether w's owner took its renewal with a lease to
-// spare, and tells a session's watch when that changed.
-func (h *home) confirmed(w *homeWatch, ok bool) {
+// confirmed records whether w's owner at epoch took its renewal with a
+// lease to spare, and tells a session's watch whether it is unsure. A
+// watch that was unsure turns sure only once a state from that epoch has
+// come. Told at every renewal (the session skips repeats), so that a
+// tell overtaken by another is made good within a renewal.
+func (h *home) confirmed(w *homeWatch, epoch uint64, ok bool) {
 	if w.session == "" {
 		return
 	}
+	w.tell.Lock()
+	defer w.tell.Unlock()
 	h.watches.mu.Lock()
-	changed := w.unsure == ok && h.watches.byID[w.id] == w
-	w.unsure = !ok
+	live := h.watches.byID[w.id] == w
+	w.unsure = !ok || w.unsure && w.seen < epoch
+	unsure := w.unsure
 	h.watches.mu.Unlock()
-	if changed {
-		w.fn(partition.WatchEvent{Name: w.name, Unsure: !ok})
+	if live {
+		w.fn(partition.WatchEvent{Name: w.name, Unsure: unsure})
 	}
 }
 
@@ -170,6 +232,9 @@ func (h *home) event(_ context.Context, _ peer.Method, b []byte, reply func([]by
 	}
 	h.watches.mu.Lock()
 	w := h.watches.byID[id]
+	if w != nil {
+		w.seen = max(w.seen, epoch)
+	}
 	h.watches.mu.Unlock()
 	if w != nil {
 		w.fn(partition.WatchEvent{Name: w.name, State: st, Last: last, Seq: epoch<<seqBits | seq, Mine: mine})
@@ -183,11 +248,12 @@ func encodeState(e *peer.Enc, st locktable.NameState) {
 	e.Uint(st.Token)
 	e.Str(st.Value)
 	e.Uint(uint64(st.Holders))
+	e.Uint(uint64(st.Waiters))
 }
 
 func decodeState(d *peer.Dec) locktable.NameState {
 	st := locktable.NameState{Free: d.Bool(), Mode: locktable.Mode(min(d.Uint(), uint64(locktable.Permit))), Token: d.Uint(), Value: d.Str()}
-	st.Holders = int(min(d.Uint(), 1<<31))
+	st.Holders, st.Waiters = int(min(d.Uint(), 1<<31)), int(min(d.Uint(), 1<<31))
 	return st
 }
 
@@ -213,15 +279,16 @@ type ownerWatches struct {
 func (o *lockOwner) watch(_ context.Context, b []byte) ([]byte, error) {
 	d := peer.Dec{B: b}
 	home := d.Str()
-	n := d.Count(4)
+	n := d.Count(5)
 	type entry struct {
 		id, name string
 		epoch    uint64
 		session  string
+		again    bool
 	}
 	es := make([]entry, 0, n)
 	for range n {
-		es = append(es, entry{d.Str(), d.Str(), d.Uint(), d.Str()})
+		es = append(es, entry{d.Str(), d.Str(), d.Uint(), d.Str(), d.Bool()})
 	}
 	if err := d.End(); err != nil {
 		return nil, err
@@ -230,14 +297,14 @@ func (o *lockOwner) watch(_ context.Context, b []byte) ([]byte, error) {
 	out.Bool(o.leaseLow == nil || !o.leaseLow())
 	now := time.Now()
 	for _, x := range es {
-		out.Bool(o.registerWatch(home, x.id, x.name, x.session, x.epoch, now))
+		out.Bool(o.registerWatch(home, x.id, x.name, x.session, x.epoch, x.again, now))
 	}
 	return out.B, nil
 }
 
 // registerWatch registers or renews one watch, and reports whether it is
-// registered here.
-func (o *lockOwner) registerWatch(home, id, name, session string, epoch uint64, now time.Time) bool {
+// registered here. Registered again (again), it tells the state again.
+func (o *lockOwner) registerWatch(home, id, name, session string, epoch uint64, again bool, now time.Time) bool {
 	if name == "" || len(name) > o.lim.maxName {
 		return false
 	}
@@ -246,7 +313,7 @@ func (o *lockOwner) registerWatch(home, id, name, session string, epoch uint64, 
 		return false // not this node's now: the home asks the owner its table names
 	}
 	o.watchers.mu.Lock()
-	if w := o.watchers.byID[id]; w != nil && w.epoch == epoch {
+	if w := o.watchers.byID[id]; w != nil && w.epoch == epoch && !again {
 		w.renewed = now
 		o.watchers.mu.Unlock()
 		return true

@@ -201,6 +201,10 @@ type part struct {
 	nLocks, nSessions int
 	// watches are the watchers of names of this partition (Watch).
 	watches map[string]*nameWatch
+	// watchSeq numbers the partition's watch events: it only grows, so
+	// a name watched again after its last watcher left goes on from
+	// where its events were, never back.
+	watchSeq uint64
 }
 
 type slot struct {

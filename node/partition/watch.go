@@ -14,7 +14,8 @@ type WatchEvent struct {
 	// with since it was first watched here: what a free name reports,
 	// because the table forgets free names.
 	Last uint64
-	// Seq orders the events of one name at this node. Events are told
+	// Seq orders the events of one name at this node (it numbers the
+	// events of the name's partition, and only grows). Events are told
 	// from whichever goroutine confirms a change, so two may arrive out
 	// of order: a watcher keeps the one with the highest Seq.
 	Seq uint64
@@ -101,7 +102,8 @@ func (s *Set) Watch(name []byte, session string, fn func(WatchEvent)) (stop func
 		nw.next++
 		id = nw.next
 		nw.subs[id] = sub{fn, session}
-		nw.seq++
+		p.watchSeq++
+		nw.seq = p.watchSeq
 		now = nw.event(key, t)
 		if session != "" {
 			now.Mine = t.TokenOf(session, name)
@@ -140,7 +142,8 @@ func (s *Set) noteWatched(p *part, pend *pending) {
 		if nw == nil {
 			continue
 		}
-		nw.seq++
+		p.watchSeq++
+		nw.seq = p.watchSeq
 		pend.events = append(pend.events, nw.told(name, p.table))
 	}
 	pend.watched = pend.watched[:0]
