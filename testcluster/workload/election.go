@@ -131,9 +131,11 @@ func (c *client) proclaim(name string) {
 	}
 }
 
-// eventsOn asks for session events on a campaigner's new connection.
+// eventsOn asks for session events on every client's new connection:
+// campaigners' and lock clients' of every kind, so that lost-events
+// checks EVENT lost of exclusive, shared and permit grants alike.
 func (c *client) eventsOn() {
-	if !c.elect || c.nc == nil {
+	if c.nc == nil {
 		return
 	}
 	lines, err := c.do(c.w.cfg.ReplyTimeout, "events on")

@@ -52,8 +52,9 @@ type Config struct {
 	// ReplyTimeout bounds the wait for a reply beyond the request's own wait.
 	ReplyTimeout time.Duration
 	Seed         uint64
+	// Every client turns `events on`, and its EVENT lines are recorded.
 	// Election is an election name: Campaigners clients campaign for it
-	// (recorded as exclusive grants, with `events on` for EVENT lost),
+	// (recorded as exclusive grants),
 	// hold it up to ElectHold, sometimes proclaim, and resign; Watchers
 	// clients watch it on their own connections and record every event.
 	Election              string
