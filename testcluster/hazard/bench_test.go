@@ -119,7 +119,17 @@ func electionFailoverOnce(b *testing.B, watchers int) (elected, told time.Durati
 	if err := next.Send("campaign fo leader-2 120"); err != nil {
 		b.Fatal(err)
 	}
-	time.Sleep(200 * time.Millisecond) // queued behind the leader: not timed
+	// Queued behind the leader before the kill: not timed.
+	probe := c.Raw(0)
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if _, st := probe.Block("info fo"); st["waiters"] == "1" {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatal("the candidate's campaign did not queue within 10 s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	killed := time.Now()
 	c.Kill(1)
 	if r, err := next.Line(); err != nil || r != "200 Elected" {
