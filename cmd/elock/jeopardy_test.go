@@ -1,12 +1,10 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os/exec"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -14,24 +12,6 @@ import (
 	"github.com/elock/elock/testcluster"
 	"github.com/elock/elock/testcluster/wait"
 )
-
-// syncBuffer is a bytes.Buffer a process writes while the test reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // elock lock prints jeopardy on stderr when the owner of its lock stops
 // answering (paused, as by a long GC), and safe once the lock's owner,
@@ -55,7 +35,7 @@ func TestLockPrintsJeopardyAndSafe(t *testing.T) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, testcluster.Binary(t, "elock"), "-addr", c.Node(0).ClientAddr, "lock", name, "--", "sleep", "120")
 	cmd.Env = testcluster.Env()
-	var stderr syncBuffer
+	var stderr lockedBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

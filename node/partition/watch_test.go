@@ -22,8 +22,8 @@ func (w *watchLog) tell(e WatchEvent) {
 	w.mu.Unlock()
 }
 
-// last is the event with the highest Seq, rendered.
-func (w *watchLog) last() string {
+// latest is the event with the highest Seq.
+func (w *watchLog) latest() WatchEvent {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	var best WatchEvent
@@ -32,8 +32,11 @@ func (w *watchLog) last() string {
 			best = e
 		}
 	}
-	return render(best)
+	return best
 }
+
+// last is the latest event, rendered.
+func (w *watchLog) last() string { return render(w.latest()) }
 
 func render(e WatchEvent) string {
 	st := e.State
@@ -159,18 +162,7 @@ func TestWatchTellsTheSessionsGrant(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer stop2()
-	latest := func(w *watchLog) WatchEvent {
-		w.mu.Lock()
-		defer w.mu.Unlock()
-		var best WatchEvent
-		for _, e := range w.evs {
-			if e.Seq > best.Seq {
-				best = e
-			}
-		}
-		return best
-	}
-	if got := latest(&mine).Mine; got != ra.Token {
+	if got := mine.latest().Mine; got != ra.Token {
 		t.Fatalf("at once: mine %d, want %d", got, ra.Token)
 	}
 	for _, id := range []string{"b", "c"} {
@@ -181,13 +173,13 @@ func TestWatchTellsTheSessionsGrant(t *testing.T) {
 	if _, err := s.Unlock("b", []byte("x")); err != nil {
 		t.Fatal(err)
 	}
-	if e := latest(&mine); e.Mine != ra.Token || e.State.Holders != 2 {
+	if e := mine.latest(); e.Mine != ra.Token || e.State.Holders != 2 {
 		t.Fatalf("after another reader left: %+v", e)
 	}
 	if _, err := s.ReleaseSession("a"); err != nil {
 		t.Fatal(err)
 	}
-	if e := latest(&mine); e.Mine != 0 || e.State.Holders != 1 || e.State.Free {
+	if e := mine.latest(); e.Mine != 0 || e.State.Holders != 1 || e.State.Free {
 		t.Fatalf("after the session's release: %+v", e)
 	}
 	none.mu.Lock()
