@@ -155,6 +155,9 @@ func (s State) free() bool { return s.Holder == "" && s.Shared == "" }
 //     released; NotYours if S holds nothing and another session holds;
 //     NotLocked if nobody holds. Unknown: releases S's hold if any.
 //   - unlock_all, expire of S: releases S's hold if any; always possible.
+//   - drop of S's name: releases S's hold if any; CheckLinearizable lets
+//     it take effect at any time after its call, or in effect never, as
+//     the server may or may not release (see Drop).
 //     Names are independent: unlock_all and expiry are checked per name as
 //     "release if held by S", not as one atomic step over all names,
 //     because names live on different owner nodes.
