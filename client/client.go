@@ -823,14 +823,7 @@ func (c *Client) tick() time.Duration {
 		if !probe {
 			return nil
 		}
-		if err := cn.send("conn_id"); err != nil {
-			return err
-		}
-		r, err := cn.read()
-		if err != nil {
-			return err
-		}
-		return r.err()
+		return cn.ask("conn_id")
 	})
 	switch {
 	case err == nil:

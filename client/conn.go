@@ -252,6 +252,19 @@ func (r resp) stat(key string) (string, bool) {
 	return "", false
 }
 
+// ask sends one request and reads its one-line reply: nil for a 2xx,
+// else the reply's error.
+func (cn *conn) ask(line string) error {
+	if err := cn.send(line); err != nil {
+		return err
+	}
+	r, err := cn.read()
+	if err != nil {
+		return err
+	}
+	return r.err()
+}
+
 // read reads one reply, and the whole block if the reply opens one, so
 // that the stream stays in step whatever the caller does with it.
 func (cn *conn) read() (resp, error) {

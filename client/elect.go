@@ -62,14 +62,7 @@ func (c *Client) Proclaim(ctx context.Context, name, value string) error {
 	// Sending it again after a 503 or 504 is safe: a second proclaim of
 	// the same value changes nothing.
 	return c.call(ctx, "proclaim "+strconv.Quote(name), func(ctx context.Context, cn *conn) error {
-		if err := cn.send("proclaim " + name + " " + value); err != nil {
-			return err
-		}
-		r, err := cn.read()
-		if err != nil {
-			return err
-		}
-		return r.err()
+		return cn.ask("proclaim " + name + " " + value)
 	})
 }
 

@@ -332,14 +332,7 @@ func (c *Client) UnlockAll(ctx context.Context) error {
 	c.releaseAll = false
 	c.mu.Unlock()
 	err := c.exec(ctx, "unlock_all", func(ctx context.Context, cn *conn) error {
-		if err := cn.send("unlock_all"); err != nil {
-			return err
-		}
-		r, err := cn.read()
-		if err != nil {
-			return err
-		}
-		return r.err()
+		return cn.ask("unlock_all")
 	})
 	if err != nil && !definite(err) {
 		c.mu.Lock()

@@ -75,14 +75,7 @@ func (c *Client) Watch(ctx context.Context, name string) (<-chan Event, error) {
 	// come right after the reply, finds it.
 	c.watches.add(w)
 	err := c.call(ctx, "watch "+strconv.Quote(name), func(ctx context.Context, cn *conn) error {
-		if err := cn.send("watch " + name); err != nil {
-			return err
-		}
-		r, err := cn.read()
-		if err != nil {
-			return err
-		}
-		return r.err()
+		return cn.ask("watch " + name)
 	})
 	if err != nil {
 		// A refused watch left nothing on the server; a cancelled one
@@ -138,14 +131,7 @@ func (c *Client) unwatch(name string) {
 		if !c.watches.forget(name) {
 			return nil
 		}
-		if err := cn.send("unwatch " + name); err != nil {
-			return err
-		}
-		r, err := cn.read()
-		if err != nil {
-			return err
-		}
-		return r.err()
+		return cn.ask("unwatch " + name)
 	})
 	if err != nil {
 		c.log.Debug("unwatch", "name", name, "err", err)
